@@ -1,0 +1,330 @@
+"""Browse and Balance at a million rows: query costs, the TUI's open time and per-key latency, histogram
+refresh time, live-update latency and peak RSS.
+
+    python benchmarks/bench_browse_balance.py [--rows 1000000] [--rebuild]
+
+The store (benchmarks/out/browse_<rows>.db, built once with a direct executemany, FTS and maintained counts
+included) is cached. Each step runs in its own process so its peak RSS is its own. Keys are timed inside the app
+from the key's action to the next screen update composed (Pilot's own per-key overhead is not included; the
+headless driver skips only the terminal write).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+OUT = Path(__file__).parent / "out"
+
+TASKS = ["qa", "code", "math", "writing", "summarize", "classify", "extract", "brainstorm", "rewrite", "chat",
+         "reasoning", "translate"]
+DOMAINS = [f"domain-{i}" for i in range(30)]
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def pct(values: list[float], p: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
+
+
+def ms(values: list[float]) -> str:
+    return f"p50 {pct(values, 50):.2f} ms, p95 {pct(values, 95):.2f} ms, max {max(values):.2f} ms (n={len(values)})"
+
+
+# --- build ------------------------------------------------------------------------------------------------------
+
+def build(path: Path, rows: int) -> None:
+    from workbench import stats, store
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(path) + suffix).unlink(missing_ok=True)
+    rng = random.Random(42)
+    words = ("the of and to in is for that with as on by be this are from at or an it which data model response "
+             "question answer explain write list describe python function value example first time people water "
+             "energy system language code number result process important different").split()
+    pool = [" ".join(rng.choice(words + [f"w{j}"]) for j in range(rng.randint(5, 700))) for _ in range(4000)]
+    conn = store.open_store(path)
+    t0 = time.perf_counter()
+    ts = store.now()
+    with store.transaction(conn):
+        main_id = store.ensure_dataset(conn, "main")
+        extra_id = store.ensure_dataset(conn, "extra")
+
+        def gen():
+            for i in range(rows):
+                ins = pool[i % 4000][: rng.randint(10, 400)]
+                resp = pool[(i * 7) % 4000][: rng.choice([60, 200, 600, 1500, 3000])]
+                r = rng.random()
+                status = "pending" if r < 0.7 else ("accepted" if r < 0.9 else "rejected")
+                score = round(rng.uniform(1, 10), 1) if rng.random() < 0.4 else None
+                yield (extra_id if i % 20 == 19 else main_id, ins, resp, rng.choices(TASKS, weights=range(12, 0, -1))[0],
+                       rng.choice(DOMAINS), rng.choice(["easy", "medium", "hard", None]), status, score,
+                       rng.getrandbits(63), len(ins), len(resp), ts, ts)
+        conn.executemany("INSERT INTO samples (dataset_id, instruction, response, task_type, domain, difficulty, "
+                         "status, score, content_hash, instruction_len, response_len, created_at, updated_at) "
+                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", gen())
+        conn.execute("INSERT INTO judgments (sample_id, judge, rubric, rubric_version, overall, created_at) "
+                     "SELECT id, 'bench-judge', 'default', '1', score, ? FROM samples WHERE score IS NOT NULL", (ts,))
+    t1 = time.perf_counter()
+    folded = stats.fold(conn)
+    t2 = time.perf_counter()
+    store.fts_sync(conn)
+    t3 = time.perf_counter()
+    conn.execute("ANALYZE")
+    conn.close()
+    print(f"build: {rows:,} rows inserted in {t1 - t0:.1f} s; stats.fold of {folded:,} rows {t2 - t1:.1f} s; "
+          f"FTS {t3 - t2:.1f} s; file {path.stat().st_size / 1e9:.2f} GB; peak RSS {rss_mb():.0f} MB")
+
+
+# --- core queries ------------------------------------------------------------------------------------------------
+
+def core(path: Path) -> None:
+    from workbench import browse, stats, store
+    from workbench.browse import Filter, Sort
+    conn = store.open_store(path)
+    main_id = store.dataset_id(conn, "main")
+    total = conn.execute("SELECT max(id) FROM samples").fetchone()[0]
+
+    def timed(fn, n=20):
+        out = []
+        for _ in range(n):
+            t = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - t) * 1000)
+        return out
+
+    print(f"histograms, all 7, read_counts (maintained + tail), all datasets: {ms(timed(lambda: stats.read_counts(conn)))}")
+    print(f"histograms, one dataset: {ms(timed(lambda: stats.read_counts(conn, main_id)))}")
+    t = time.perf_counter()
+    conn.execute("SELECT task_type, count(*) FROM samples WHERE dataset_id = ? GROUP BY task_type", (main_id,)).fetchall()
+    print(f"  for comparison, ONE indexed GROUP BY task_type over the dataset: {(time.perf_counter() - t) * 1000:.0f} ms")
+    # a tail of 4,000 unfolded rows (a worker's recent output) read by GROUP BY beside the maintained counts
+    upto = conn.execute("SELECT value FROM meta WHERE key = 'stats_upto'").fetchone()[0]
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'stats_upto'", (str(total - 4000),))
+    conn.execute("DELETE FROM sample_stats")   # (counts are rebuilt below; only the tail's cost is measured here)
+    tail = timed(lambda: stats.read_counts(conn), 10)
+    conn.execute("UPDATE meta SET value = '0' WHERE key = 'stats_upto'")
+    t = time.perf_counter()
+    stats.fold(conn)
+    refold = time.perf_counter() - t
+    assert conn.execute("SELECT value FROM meta WHERE key = 'stats_upto'").fetchone()[0] == upto
+    print(f"histograms with a 4,000-row unfolded tail: {ms(tail)}; full re-fold of {total:,} rows: {refold:.1f} s")
+
+    for key in browse.SORT_KEYS:
+        for desc in (False, True):
+            sort = Sort(key, desc)
+            for flt, label in ((Filter(dataset_id=main_id), "dataset"), (Filter(), "all datasets")):
+                first = browse.page(conn, flt, sort, None, 100)
+                deep_key = browse.page(conn, flt, sort, None, 1, backward=True)[0].key   # the last row
+                walk, deep = [], []
+                after = first[-1].key
+                for _ in range(20):
+                    t = time.perf_counter()
+                    got = browse.page(conn, flt, sort, after, 100)
+                    walk.append((time.perf_counter() - t) * 1000)
+                    after = got[-1].key
+                for _ in range(20):
+                    t = time.perf_counter()
+                    got = browse.page(conn, flt, sort, deep_key, 100, backward=True)
+                    deep.append((time.perf_counter() - t) * 1000)
+                    deep_key = got[0].key
+                print(f"browse sort={key}{' desc' if desc else ''} ({label}): next page {ms(walk)}; "
+                      f"pages back from the end {ms(deep)}")
+    for flt, label in ((Filter(dataset_id=main_id, status="accepted"), "status=accepted"),
+                       (Filter(dataset_id=main_id, task_type="code", min_score=7), "task=code score>=7"),
+                       (Filter(dataset_id=main_id, search="energy python"), "search 'energy python'"),
+                       (Filter(dataset_id=main_id, search="w0"), "search 'w0' (rare word)")):
+        conn.execute("DROP TABLE IF EXISTS temp.browse_hits")   # a new search: its match table is built again
+        for key in ("id", "score"):
+            sort, walk, after = Sort(key, True), [], None
+            for _ in range(11):
+                t = time.perf_counter()
+                got = browse.page(conn, flt, sort, after, 100)
+                walk.append((time.perf_counter() - t) * 1000)
+                after = got[-1].key if got else None
+            print(f"browse {label}, sort={key} desc: first page {walk[0]:.1f} ms"
+                  f"{' (incl. building the match table)' if flt.search and key == 'id' else ''}; "
+                  f"next pages {ms(walk[1:])}")
+    t = time.perf_counter()
+    n = browse.count(conn, Filter(dataset_id=main_id))
+    print(f"count of the dataset ({n:,} rows, status line, off the key path): {(time.perf_counter() - t) * 1000:.0f} ms")
+    print(f"core peak RSS {rss_mb():.0f} MB")
+
+
+# --- the TUI -----------------------------------------------------------------------------------------------------
+
+class KeyClock:
+    """Times each key inside the app: from the table's action to the next composed screen update (`latency`,
+    which includes waiting for Textual's next 60 fps frame), and the work alone: the action plus composing
+    that update (`work`)."""
+
+    def __init__(self, app, screen, target, methods):
+        self.latency: list[float] = []
+        self.work: list[float] = []
+        self.slowest: list[tuple[float, str, float, float]] = []   # (work, action, action ms, compose ms)
+        self._start: float | None = None
+        self._name = ""
+        self._action = 0.0
+        original_update = screen._on_timer_update
+
+        def update():
+            t = time.perf_counter()
+            original_update()
+            if self._start is not None and self._composed:
+                end = time.perf_counter()
+                self.latency.append((end - self._start) * 1000)
+                self.work.append((self._action + end - t) * 1000)
+                self.slowest = sorted(self.slowest + [(self.work[-1], self._name, self._action * 1000,
+                                                       (end - t) * 1000)], reverse=True)[:3]
+                self._start = None
+        screen._update_timer._callback = update     # the frame timer holds the bound method it was made with
+        self._composed = False
+        original_display = app._display
+
+        def display(scr, renderable):
+            original_display(scr, renderable)
+            self._composed = renderable is not None
+        app._display = display
+        for name in methods:
+            original = getattr(target, name)
+
+            def wrapped(*a, _original=original, _name=name, **kw):
+                self._composed = False
+                self._name = _name
+                self._start = t = time.perf_counter()
+                result = _original(*a, **kw)
+                self._action = time.perf_counter() - t
+                return result
+            setattr(target, name, wrapped)
+
+
+async def tui_browse(path: Path, presses: int) -> dict:
+    from widgets.virtual_table import VirtualTable
+    from workbench.app import WorkbenchApp
+    t0 = time.perf_counter()
+    app = WorkbenchApp(db=path, dataset="main", screen="browse")
+    out = {}
+    async with app.run_test(size=(80, 24)) as pilot:
+        while type(app.screen).__name__ != "BrowseScreen" or not any(t.rows for t in app.screen.query(VirtualTable)):
+            await asyncio.sleep(0.005)
+        await pilot.pause(0)
+        out["open_s"] = time.perf_counter() - t0
+        table = app.screen.query_one(VirtualTable)
+        clock = KeyClock(app, app.screen, table, ["action_cursor_down", "action_cursor_up", "action_page_down",
+                                      "action_page_up"])
+        keys = (["pagedown"] * (presses // 4) + ["j"] * (presses // 4))
+        for k in keys:
+            await pilot.press(k)
+        out["forward_rows"] = table.position
+        await pilot.press("end")
+        while not (table.at_end and not table.fetching):
+            await asyncio.sleep(0.005)
+        for k in ["pageup"] * (presses // 4) + ["k"] * (presses // 4):
+            await pilot.press(k)
+        out["keys_ms"], out["work_ms"], out["slowest"] = clock.latency, clock.work, clock.slowest
+        out["last_id"] = table.current.data.id
+        from workbench import store
+        conn = store.open_store(path)
+        top = conn.execute("SELECT max(score) FROM samples WHERE dataset_id = ?",
+                           (store.dataset_id(conn, "main"),)).fetchone()[0]
+        conn.close()
+        await pilot.press("o")                     # sort by score, then reverse: time the second reload
+        while table.fetching:
+            await asyncio.sleep(0.002)
+        t = time.perf_counter()
+        await pilot.press("r")
+        while table.fetching or table.rows[0].data.score != top:
+            await asyncio.sleep(0.002)
+        out["resort_ms"] = (time.perf_counter() - t) * 1000
+    out["rss_mb"] = rss_mb()
+    return out
+
+
+async def tui_balance(path: Path) -> dict:
+    from workbench import store
+    from workbench.app import WorkbenchApp
+    t0 = time.perf_counter()
+    app = WorkbenchApp(db=path, screen="balance")
+    out = {"query_ms": [], "draw_ms": [], "commit_to_screen_ms": []}
+    writer = store.open_store(path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        while type(app.screen).__name__ != "BalanceScreen" or not app.screen.refreshes:
+            await asyncio.sleep(0.005)
+        out["open_s"] = time.perf_counter() - t0
+        screen = app.screen
+        changed = []
+        for i in range(10):                         # another process commits; time until the screen shows it
+            seen = screen.refreshes
+            ids = [r[0] for r in writer.execute("SELECT id FROM samples WHERE status = 'pending' LIMIT 50 OFFSET ?",
+                                                (i * 50,))]
+            changed += ids
+            t = time.perf_counter()
+            writer.execute(f"UPDATE samples SET status = 'accepted' WHERE id IN ({','.join(map(str, ids))})")
+            while screen.refreshes == seen:
+                await asyncio.sleep(0.002)
+            out["commit_to_screen_ms"].append((time.perf_counter() - t) * 1000)
+            out["query_ms"].append(screen.last_query_ms)
+            out["draw_ms"].append(screen.last_draw_ms)
+            await pilot.pause(0.1)
+        writer.execute(f"UPDATE samples SET status = 'pending' WHERE id IN ({','.join(map(str, changed))})")
+        toggles = []
+        for _ in range(10):
+            await pilot.press("a")
+            toggles.append(screen.last_draw_ms)
+        out["toggle_draw_ms"] = toggles
+    out["rss_mb"] = rss_mb()
+    return out
+
+
+def tui(path: Path, which: str, presses: int) -> None:
+    if which == "browse":
+        r = asyncio.run(tui_browse(path, presses))
+        print(f"Browse: open to first rows drawn {r['open_s']:.2f} s; cursor reached row {r['forward_rows']:,}, "
+              f"then End and back up to id {r['last_id']:,}")
+        print(f"Browse keys (j/k/PgUp/PgDn), action to screen update composed, incl. the wait for the next "
+              f"60 fps frame: {ms(r['keys_ms'])}")
+        print(f"Browse keys, work only (action + composing the update): {ms(r['work_ms'])}")
+        print("  slowest: " + "; ".join(f"{name} {w:.0f} ms (action {a:.0f} + compose {c:.0f})"
+                                        for w, name, a, c in r["slowest"]))
+        print(f"Browse re-sort by score desc (key press incl. Pilot's overhead, to new rows): {r['resort_ms']:.0f} ms; peak RSS {r['rss_mb']:.0f} MB")
+    else:
+        r = asyncio.run(tui_balance(path))
+        print(f"Balance: open to histograms drawn {r['open_s']:.2f} s")
+        print(f"Balance refresh, all 7 histograms: query {ms(r['query_ms'])}; draw {ms(r['draw_ms'])}")
+        print(f"Balance: another connection commits -> histograms updated (0.5 s poll): {ms(r['commit_to_screen_ms'])}")
+        print(f"Balance all/accepted toggle (redraw, no query): {ms(r['toggle_draw_ms'])}; peak RSS {r['rss_mb']:.0f} MB")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--rebuild", action="store_true")
+    ap.add_argument("--presses", type=int, default=500)
+    ap.add_argument("--step", choices=("build", "core", "browse", "balance"))
+    args = ap.parse_args()
+    OUT.mkdir(exist_ok=True)
+    path = OUT / f"browse_{args.rows}.db"
+    if args.step == "build":
+        build(path, args.rows)
+    elif args.step == "core":
+        core(path)
+    elif args.step:
+        tui(path, args.step, args.presses)
+    else:
+        steps = (["build"] if args.rebuild or not path.exists() else []) + ["core", "browse", "balance"]
+        for step in steps:
+            subprocess.run([sys.executable, __file__, "--rows", str(args.rows), "--presses", str(args.presses),
+                            "--step", step], check=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,211 @@
+"""Balance: live histograms of task type, domain, difficulty, lengths, judge scores and status, for all samples
+or only accepted ones, with target shares from `[balance.targets.<histogram>]` and the gap per bar.
+
+Every POLL_SECONDS a StoreRunner thread reads `PRAGMA data_version`; only when another connection has committed
+(a CLI import, a worker, the Review screen) are the counts read again — a few milliseconds, from the maintained
+counts in workbench/stats.py. Nothing waits for a key press, and the event loop never waits on SQLite.
+"""
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Static
+
+from widgets.histogram import Histogram
+from workbench import stats
+from workbench.store import data_version
+
+POLL_SECONDS = 0.5
+TOP_CATEGORIES = 12      # more categories than this are summed into one bar (targeted ones always shown)
+SCOPES = {"all": None, "accepted": ("accepted",)}
+
+
+def read_balance(conn, dataset: str | None, seen_version: int | None) -> dict | None:
+    """On the runner thread: None if nothing was committed since `seen_version`; {"fold": n} if n new rows must
+    first be added to the maintained counts; else fresh counts."""
+    version = data_version(conn)          # read before the counts: a commit in between is seen next time
+    if version == seen_version:
+        return None
+    unfolded = stats.tail_rows(conn)
+    if unfolded >= stats.FOLD_MIN_TAIL:   # e.g. after a big import: count them once, saying so, then read
+        return {"version": version, "fold": unfolded}
+    names = [n for (n,) in conn.execute("SELECT name FROM datasets ORDER BY id")]
+    did = None
+    if dataset is not None:
+        row = conn.execute("SELECT id FROM datasets WHERE name = ?", (dataset,)).fetchone()
+        if row is None:
+            return {"version": version, "datasets": names, "counts": None, "missing": dataset}
+        did = row[0]
+    t0 = time.perf_counter()
+    counts = stats.read_counts(conn, did)
+    return {"version": version, "datasets": names, "counts": counts, "query_ms": (time.perf_counter() - t0) * 1000}
+
+
+class BalanceScreen(Screen):
+    """Balance: live histograms for all or accepted samples, with target shares and gaps."""
+
+    PALETTE_TITLE = "Balance"
+    BINDINGS = [
+        Binding("a", "toggle_scope", "All/accepted", id="balance.scope"),
+        Binding("d", "next_dataset", "Dataset", id="balance.dataset"),
+        Binding("j,down", "scroll('down')", "Scroll", show=False, id="balance.down"),
+        Binding("k,up", "scroll('up')", "Scroll up", show=False, id="balance.up"),
+        Binding("pagedown,space", "scroll('page_down')", "Page down", show=False, id="balance.page_down"),
+        Binding("pageup", "scroll('page_up')", "Page up", show=False, id="balance.page_up"),
+        Binding("home", "scroll('home')", "Top", show=False, id="balance.top"),
+        Binding("end", "scroll('end')", "Bottom", show=False, id="balance.bottom"),
+        Binding("escape,q", "back", "Back", id="balance.back"),
+    ]
+    DEFAULT_CSS = """
+    BalanceScreen #status { height: 1; padding: 0 1; background: $boost; }
+    BalanceScreen #warning { display: none; height: auto; padding: 0 1; color: $warning; }
+    BalanceScreen #warning.shown { display: block; }
+    BalanceScreen #histograms { height: 1fr; }
+    """
+
+    def __init__(self, dataset: str | None = None):
+        super().__init__()
+        self.dataset = dataset
+        self.scope = "all"
+        self.datasets: list[str] = []
+        self.counts: stats.Counts | None = None
+        self.version: int | None = None
+        self.refreshes = 0               # how many times fresh counts were drawn (tests and benchmarks read it)
+        self.last_query_ms = 0.0
+        self.last_draw_ms = 0.0
+        self.updated_at: str | None = None
+        self._polling = False
+        self._stale = True
+        self._warnings: dict[str, str] = {}
+        self.targets: dict[str, dict[str, float]] = {}
+
+    def compose(self) -> ComposeResult:
+        self.runner = self.app.store_runner()
+        yield Static(Text("Balance · loading…"), id="status")
+        yield Static(Text(""), id="warning")
+        with VerticalScroll(id="histograms", can_focus=False):   # screen keys scroll it, without animation
+            for dim in stats.HISTOGRAM_DIMS:
+                yield Histogram(stats.DIM_TITLES[dim], id=f"hist-{dim}")
+        yield Footer(compact=True, show_command_palette=False)
+
+    def on_mount(self) -> None:
+        try:
+            self.targets = stats.parse_targets(getattr(self.app, "config", {}) or {})
+        except ValueError as e:
+            self._warn("targets", f"targets ignored: {e}")
+        self.set_interval(POLL_SECONDS, self._poll)
+        self._poll(force=True)
+
+    def on_unmount(self) -> None:
+        self.runner.close()
+
+    # --- polling -----------------------------------------------------------------------------------------------
+
+    def _poll(self, force: bool = False) -> None:
+        if force:
+            self._stale = True
+        if not self._polling:
+            self._polling = True
+            self.run_worker(self._check, group="balance-poll")
+
+    async def _check(self) -> None:
+        try:
+            while True:
+                dataset, stale = self.dataset, self._stale
+                self._stale = False
+                try:
+                    result = await self.runner.run(read_balance, dataset, None if stale else self.version)
+                    if result is not None and "fold" in result:
+                        self._warn("fold", f"counting {result['fold']:,} new rows for the histograms…")
+                        await self.runner.run(stats.fold)
+                        self._warn("fold", None)
+                        self._stale = True
+                        continue
+                except Exception as e:   # shown; the histograms keep their last counts and polling goes on
+                    self._warn("fold", None)
+                    self._warn("read", f"could not read the counts: {type(e).__name__}: {e}")
+                    return
+                self._warn("read", None)
+                if dataset != self.dataset or self._stale:   # the question changed meanwhile: ask again
+                    self._stale = True
+                    continue
+                if result is not None and result["counts"] is None:
+                    self._warn("dataset", f"no dataset named {result['missing']!r}; showing all datasets")
+                    self.dataset, self._stale = None, True
+                    continue
+                if result is not None:
+                    self._show(result)
+                return
+        finally:
+            self._polling = False
+
+    def _show(self, result: dict) -> None:
+        if not self.is_attached:   # closed while the counts were read
+            return
+        self.version = result["version"]
+        self.datasets = result["datasets"]
+        self.counts = result["counts"]
+        self.last_query_ms = result["query_ms"]
+        self.updated_at = time.strftime("%H:%M:%S")
+        self.redraw()
+        self.refreshes += 1
+
+    # --- drawing -----------------------------------------------------------------------------------------------
+
+    def redraw(self) -> None:
+        if self.counts is None:
+            return
+        t0 = time.perf_counter()
+        statuses = SCOPES[self.scope]
+        for dim in stats.HISTOGRAM_DIMS:
+            hist = self.counts.histogram(dim, statuses)
+            bars = stats.bars(hist, self.targets.get(dim), top=TOP_CATEGORIES)
+            self.query_one(f"#hist-{dim}", Histogram).set_bars(bars, sum(n for _, n in hist))
+        self.last_draw_ms = (time.perf_counter() - t0) * 1000
+        self._update_status()
+
+    def _update_status(self) -> None:
+        total = self.counts.total(SCOPES[self.scope]) if self.counts else 0
+        parts = ["Balance", f"dataset: {self.dataset or 'all'}",
+                 "accepted only" if self.scope == "accepted" else "all samples", f"{total:,} rows"]
+        if self.updated_at:
+            parts.append(f"updated {self.updated_at}")
+        self.query_one("#status", Static).update(Text(" · ".join(parts), no_wrap=True, overflow="ellipsis"),
+                                                layout=False)   # one fixed line: no re-layout per key
+
+    def _warn(self, topic: str, message: str | None) -> None:
+        if not self.is_attached:
+            return
+        if message:
+            self._warnings[topic] = message
+        else:
+            self._warnings.pop(topic, None)
+        box = self.query_one("#warning", Static)
+        box.update(Text("\n".join(self._warnings.values())))
+        box.set_class(bool(self._warnings), "shown")
+
+    # --- actions -----------------------------------------------------------------------------------------------
+
+    def action_toggle_scope(self) -> None:
+        self.scope = "accepted" if self.scope == "all" else "all"
+        self.redraw()          # the counts hold every status: no query needed
+
+    def action_next_dataset(self) -> None:
+        cycle = [None, *self.datasets]
+        i = cycle.index(self.dataset) if self.dataset in cycle else 0
+        self.dataset = cycle[(i + 1) % len(cycle)]
+        self._update_status()
+        self._poll(force=True)
+
+    def action_scroll(self, where: str) -> None:
+        box = self.query_one("#histograms", VerticalScroll)
+        {"down": box.scroll_down, "up": box.scroll_up, "page_down": box.scroll_page_down,
+         "page_up": box.scroll_page_up, "home": box.scroll_home, "end": box.scroll_end}[where](animate=False)
+
+    def action_back(self) -> None:
+        self.app.pop_screen()

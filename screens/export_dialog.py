@@ -1,0 +1,184 @@
+"""Export dialog: format, dataset, status, score range, task type and output path; the export runs off the event
+loop and reports the rows written, the file's sha256 and the manifest (each export is also a snapshot)."""
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.screen import ModalScreen
+from textual.widgets import Input, Label, Select, Static
+
+from widgets.virtual_table import one_line
+from workbench import exporter
+from workbench.store import STATUSES
+
+ANY = "__any__"
+
+
+def default_path(fmt: str, dataset: str | None, status: str | None) -> str:
+    stem = "-".join([dataset or "all", status or "any"])
+    stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
+    return str(Path.cwd() / f"{stem}.{'parquet' if fmt == 'parquet' else 'jsonl'}")
+
+
+def _dataset_names(conn) -> list[str]:
+    return [n for (n,) in conn.execute("SELECT name FROM datasets ORDER BY id")]
+
+
+def _score(text: str, label: str) -> float | None:
+    text = text.strip()
+    if not text:
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{label}: {text!r} is not a number") from None
+
+
+class ExportDialog(ModalScreen):
+    """Export samples: choose format and filters; shows rows written and the file's sha256."""
+
+    PALETTE_TITLE = "Export"
+    BINDINGS = [
+        Binding("ctrl+s", "run_export", "Export", id="export.run"),
+        Binding("escape", "close", "Close", id="export.close"),
+    ]
+    DEFAULT_CSS = """
+    ExportDialog { align: center middle; }
+    ExportDialog > Vertical { width: 100%; max-width: 100; height: auto; max-height: 100%; border: round $accent;
+                              background: $panel; padding: 0 1; }
+    ExportDialog Horizontal { height: 1; margin-bottom: 1; }
+    ExportDialog .label { width: 11; }
+    ExportDialog Input { width: 1fr; }
+    ExportDialog Select { width: 1fr; }
+    ExportDialog #message { height: auto; max-height: 8; }
+    ExportDialog #message.error { color: $error; }
+    ExportDialog #hint { color: $text-muted; height: 1; }
+    """
+
+    def __init__(self, dataset: str | None = None):
+        super().__init__()
+        self.initial_dataset = dataset
+        self.result: exporter.ExportResult | None = None
+        self.running = False
+        self._auto_path = ""
+
+    def compose(self) -> ComposeResult:
+        self.runner = self.app.store_runner()
+        fmt_options = [(Text(f), f) for f in exporter.EXPORT_FORMATS]
+        with Vertical():
+            yield Label(Text("Export samples", style="bold"))
+            with Horizontal():
+                yield Label("Format", classes="label")
+                yield Select(fmt_options, value=exporter.EXPORT_FORMATS[0], allow_blank=False, id="format",
+                             compact=True)
+            with Horizontal():
+                yield Label("Dataset", classes="label")
+                yield Select([(Text("all datasets"), ANY)], value=ANY, allow_blank=False, id="dataset",
+                             compact=True)
+            with Horizontal():
+                yield Label("Status", classes="label")
+                yield Select([(Text("any"), ANY)] + [(Text(s), s) for s in STATUSES], value=ANY,
+                             allow_blank=False, id="status", compact=True)
+            with Horizontal():
+                yield Label("Score", classes="label")
+                yield Input(placeholder="min", id="min_score", compact=True)
+                yield Label(" to ")
+                yield Input(placeholder="max", id="max_score", compact=True)
+            with Horizontal():
+                yield Label("Task type", classes="label")
+                yield Input(placeholder="any", id="task_type", compact=True)
+            with Horizontal():
+                yield Label("Output", classes="label")
+                yield Input(id="path", compact=True)
+            yield Static(Text(""), id="message")
+            yield Static(Text("ctrl+s: export · Tab: next field · Esc: close"), id="hint")
+
+    async def on_mount(self) -> None:
+        self.query_one("#format", Select).focus()
+        self._suggest_path()
+        names = await self.runner.run(_dataset_names)
+        select = self.query_one("#dataset", Select)
+        select.set_options([(Text("all datasets"), ANY)] + [(Text(one_line(n, 60)), n) for n in names])
+        if self.initial_dataset in names:
+            select.value = self.initial_dataset
+        self._suggest_path()
+
+    def on_unmount(self) -> None:
+        self.runner.close()
+
+    def _value(self, select_id: str) -> str | None:
+        v = self.query_one(f"#{select_id}", Select).value
+        return None if v == ANY or v == Select.BLANK else v
+
+    def _suggest_path(self) -> None:
+        """Follow format/dataset/status with the output name until the curator types their own."""
+        box = self.query_one("#path", Input)
+        if box.value and box.value != self._auto_path:
+            return
+        self._auto_path = default_path(self._value("format") or exporter.EXPORT_FORMATS[0], self._value("dataset"),
+                                       self._value("status"))
+        box.value = self._auto_path
+
+    def on_select_changed(self, event: Select.Changed) -> None:
+        self._suggest_path()
+
+    def _message(self, text: Text | str, error: bool = False) -> None:
+        box = self.query_one("#message", Static)
+        box.update(text if isinstance(text, Text) else Text(text))
+        box.set_class(error, "error")
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.action_run_export()
+
+    def action_run_export(self) -> None:
+        if self.running:
+            return
+        try:
+            min_score = _score(self.query_one("#min_score", Input).value, "min score")
+            max_score = _score(self.query_one("#max_score", Input).value, "max score")
+        except ValueError as e:
+            self._message(Text(one_line(str(e), 500)), error=True)
+            return
+        out = self.query_one("#path", Input).value.strip()
+        if not out:
+            self._message("give an output file", error=True)
+            return
+        task_type = self.query_one("#task_type", Input).value.strip() or None
+        self.running = True
+        self._message("exporting…")
+        self.run_worker(partial(self._export, str(Path(out).expanduser()), self._value("format"),
+                                self._value("dataset"), self._value("status"), min_score, max_score, task_type),
+                        group="export-run")
+
+    async def _export(self, out, fmt, dataset, status, min_score, max_score, task_type) -> None:
+        try:
+            res = await self.runner.run(exporter.export, out, fmt, dataset, status, min_score, max_score, task_type)
+        except exporter.ExportFailed as e:
+            self._message(Text("Not exported: " + one_line(str(e), 2000)), error=True)
+            return
+        except Exception as e:   # a path we cannot write, a full disk: said as it is
+            self._message(Text(one_line(f"Not exported: {type(e).__name__}: {e}", 2000)), error=True)
+            return
+        finally:
+            self.running = False
+        self.result = res
+        text = Text(f"Exported {res.rows:,} rows ({res.format}) to ", style="bold")
+        text.append(one_line(str(res.path), 500))
+        text.append(f"\nsha256 {res.sha256}\nmanifest ")
+        text.append(one_line(str(res.manifest_path), 500))
+        text.append(f" · snapshot {res.snapshot_id}")
+        if res.skipped:
+            text.append(f"\n{res.skipped:,} rows without a rejected reply were left out of the preference export")
+        self._message(text)
+
+    def action_close(self) -> None:
+        if self.running:
+            self.notify("the export is still running", severity="warning")
+            return
+        self.dismiss(self.result)

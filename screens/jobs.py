@@ -1,0 +1,352 @@
+"""Jobs: every LLM job with progress, items/s, ETA, tokens, cost and its latest failures; launch and control them.
+
+Workers are separate processes (`workbench worker --until-idle`, started detached), so closing the TUI or losing
+the SSH connection does not stop a job; reopening this screen shows its live progress. The screen polls
+`PRAGMA data_version` from a thread and re-queries only when another connection committed.
+It needs only `app.db_path`, `app.config_path` and `app.config`.
+"""
+from __future__ import annotations
+
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
+
+from rich.text import Text
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Static
+
+from widgets.jobs_launch import LaunchDialog
+from widgets.safe_text import safe_text
+from workbench import jobs as J
+from workbench.store import data_version, list_datasets, open_store
+
+POLL_SECONDS = 0.5
+BAR_WIDTH = 12
+RAW_PREVIEW = 600
+FULL_FAILURES = 200       # failed items the full view (v) loads
+COLUMNS = (("ID", 4), ("Task", 14), ("Status", 9), ("Progress", BAR_WIDTH + 6), ("Done", 13), ("Failed", 6),
+           ("Items/s", 7), ("ETA", 8), ("Tokens in/out", 15), ("Cost", 8))
+STATUS_STYLE = {"running": "bold green", "queued": "yellow", "paused": "magenta", "done": "", "failed": "bold red",
+                "cancelled": "dim"}
+
+
+def fmt_eta(seconds) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def bar(fraction: float, failed_share: float = 0.0, width: int = BAR_WIDTH) -> Text:
+    filled = round(fraction * width)
+    bad = min(filled, round(failed_share * width))
+    t = Text("█" * (filled - bad), style="green")
+    t.append("█" * bad, style="red")
+    t.append("░" * (width - filled), style="dim")
+    t.append(f" {fraction:4.0%}")
+    return t
+
+
+def job_cells(j: dict) -> list:
+    status = j["status"] + ("" if j["status"] != "running" or j["live"] else "?")   # "running?" = lease expired
+    return [Text(str(j["id"])), Text(j["kind"]), Text(status, style=STATUS_STYLE.get(j["status"], "")),
+            bar(j["fraction"], j["failed"] / j["total"] if j["total"] else 0.0),
+            Text(f"{j['done']}/{j['total']}"), Text(str(j["failed"]), style="red" if j["failed"] else ""),
+            Text(f"{j['items_per_s']:.1f}" if j["live"] else "-"), Text(fmt_eta(j["eta_s"])),
+            Text(f"{_k(j['tokens_in'])}/{_k(j['tokens_out'])}"), Text(f"{j['cost']:.4f}")]
+
+
+def _k(n: int) -> str:
+    return f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
+
+
+def load_view(conn, selected: int | None, n_failures: int = 20) -> dict:
+    """Everything the screen shows, in one read (runs in the screen's DB thread)."""
+    jobs = J.list_jobs(conn)
+    ids = [j["id"] for j in jobs]
+    sel = selected if selected in ids else (ids[0] if ids else None)
+    fails = J.failures(conn, sel, n_failures) if sel is not None else []
+    orphaned = [j["id"] for j in jobs if j["status"] == "queued" or (j["status"] == "running" and not j["live"])]
+    return {"jobs": jobs, "selected": sel, "failures": fails, "orphaned": orphaned}
+
+
+def detail_text(j: dict) -> Text:
+    p = j["params"]
+    t = Text()
+    t.append(f"Job {j['id']} · {j['kind']} · {j['status']}\n", style="bold")
+    src = p.get("endpoint") and f"endpoint {p['endpoint']}" or p.get("pool") and f"pool {p['pool']}" or "-"
+    t.append(f"dataset {p.get('dataset') or '-'} → {p.get('into') or '-'} · {src}")
+    if p.get("judge"):
+        t.append(f" · judge {p['judge']}")
+    t.append("\n")
+    if p.get("filter"):
+        t.append("filter " + " ".join(f"{k}={v}" for k, v in p["filter"].items()) + "\n")
+    params = {k: v for k, v in (p.get("task") or {}).items() if v is not None and v != ""}
+    if params:
+        t.append("params " + " ".join(f"{k}={v}" for k, v in params.items()) + "\n")
+    t.append(f"kept {j['kept']} · dropped {j['dropped']}")
+    if j["drop_reasons"]:
+        t.append(" (" + ", ".join(f"{k}: {v}" for k, v in j["drop_reasons"].items()) + ")")
+    t.append(f" · failed {j['failed']} · requests {j['requests']} · retries {j['retries']} · "
+             f"cache hits {j['cache_hits']} · tokens {j['tokens_in']}+{j['tokens_out']} · cost {j['cost']:.4f}\n")
+    t.append(f"created {j['created_at']}" + (f" · finished {j['finished_at']}" if j["finished_at"] else ""))
+    if j["error"]:
+        t.append("\nerror: ", style="bold red")
+        t.append_text(safe_text(j["error"], None)[0])
+    return t
+
+
+def failure_text(f: dict, limit: int | None = RAW_PREVIEW) -> Text:
+    t = Text()
+    t.append(f"item {f['key']} · {f['status']} · {f['attempts']} attempt(s) · {f['updated_at']}\n", style="bold")
+    if f["error"]:
+        t.append_text(safe_text(f["error"], None, style="red")[0])
+        t.append("\n")
+    if f["raw"] is not None:
+        shown, hidden = safe_text(f["raw"], limit)
+        t.append("raw reply: ", style="italic")
+        t.append_text(shown if f["raw"] else Text("(empty)", style="dim"))
+        if hidden:
+            t.append(f" … {hidden} more characters (v: view in full)", style="dim")
+    t.rstrip()
+    return t
+
+
+class FailuresScreen(ModalScreen):
+    """The latest failed items of one job, errors and raw replies in full."""
+
+    BINDINGS = [Binding("escape,q,v", "dismiss", "Close")]
+    DEFAULT_CSS = """
+    FailuresScreen { align: center middle; }
+    FailuresScreen .failure { margin-bottom: 1; }
+    FailuresScreen > VerticalScroll { width: 90%; height: 90%; border: round $accent; background: $surface;
+                                      padding: 0 1; }
+    """
+
+    def __init__(self, job_id: int, failures: list[dict]):
+        super().__init__()
+        self.job_id = job_id
+        self.failures = failures
+
+    def compose(self) -> ComposeResult:
+        with VerticalScroll(id="failures-full"):
+            yield Static(Text(f"Job {self.job_id}: {len(self.failures)} latest failed/dropped items (Esc closes)",
+                              style="bold"))
+            for f in self.failures:
+                yield Static(failure_text(f, None), classes="failure")
+
+
+class JobsScreen(Screen):
+    """Jobs: launch LLM tasks, watch progress, throughput, cost and failures; cancel, pause, resume, retry."""
+
+    PALETTE_TITLE = "Jobs"
+    # ids let the curator remap keys in the config's [keys.jobs] table (see workbench/keymap.py)
+    BINDINGS = [
+        Binding("n", "launch", "New job", id="jobs.launch"),
+        Binding("p", "pause", "Pause", id="jobs.pause"),
+        Binding("r", "resume", "Resume", id="jobs.resume"),
+        Binding("c", "cancel_job", "Cancel", id="jobs.cancel"),
+        Binding("t", "retry", "Retry failed", id="jobs.retry"),
+        Binding("w", "start_worker", "Start worker", id="jobs.worker"),
+        Binding("v", "view_failures", "Failures", id="jobs.failures"),
+        Binding("escape,q", "back", "Back", show=False, id="jobs.back"),
+    ]
+    DEFAULT_CSS = """
+    JobsScreen #jobs-title { height: 1; padding: 0 1; background: $boost; text-style: bold; }
+    JobsScreen #jobs-table { height: 2fr; }
+    JobsScreen #jobs-detail { height: 3fr; border-top: solid $primary; padding: 0 1; }
+    JobsScreen #jobs-hint { height: auto; padding: 0 1; color: $text-muted; }
+    JobsScreen .failure { margin-bottom: 1; }
+    JobsScreen #jobs-summary { margin-bottom: 1; }
+    """
+
+    def __init__(self, dataset: str | None = None):
+        super().__init__()
+        self.dataset = dataset
+        self.view: dict = {"jobs": [], "selected": None, "failures": [], "orphaned": []}
+        self.selected: int | None = None
+        self._version: int | None = None
+        self._busy = False
+        self._db = ThreadPoolExecutor(1, thread_name_prefix="jobs-screen-db")
+        self._conn = None
+        self.loaded = asyncio.Event()
+
+    # --- the screen's own connection, on its own thread ---
+    def _call(self, fn, *args):
+        if self._conn is None:
+            self._conn = open_store(self.app.db_path)
+        return fn(self._conn, *args)
+
+    async def db(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._db, self._call, fn, *args)
+
+    def compose(self) -> ComposeResult:
+        yield Static(Text("Jobs"), id="jobs-title")
+        table = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+        for label, width in COLUMNS:
+            table.add_column(label, width=width)
+        yield table
+        with VerticalScroll(id="jobs-detail"):
+            yield Static(Text(""), id="jobs-summary")
+            yield Vertical(id="jobs-failures")
+        yield Static(Text("Loading…"), id="jobs-hint")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.run_worker(self.reload(), group="jobs-load", exclusive=True)
+        self.set_interval(POLL_SECONDS, self._poll)
+
+    def on_unmount(self) -> None:
+        def close():
+            if self._conn is not None:
+                self._conn.close()
+        self._db.submit(close)
+        self._db.shutdown(wait=False)
+
+    def _poll(self) -> None:
+        if not self._busy:
+            self._busy = True
+            self.run_worker(self._check(), group="jobs-poll")
+
+    async def _check(self) -> None:
+        try:
+            v = await self.db(data_version)
+            if v != self._version:
+                await self.reload()
+        finally:
+            self._busy = False
+
+    async def reload(self) -> None:
+        self._version = await self.db(data_version)
+        view = await self.db(load_view, self.selected)
+        self.show(view)
+        self.loaded.set()
+
+    def show(self, view: dict) -> None:
+        self.view = view
+        self.selected = view["selected"]
+        table = self.query_one("#jobs-table", DataTable)
+        keys = [str(j["id"]) for j in view["jobs"]]
+        existing = [str(r.value) for r in table.rows]
+        if keys == existing:
+            for j in view["jobs"]:
+                for col, cell in zip(table.columns, job_cells(j)):
+                    table.update_cell(str(j["id"]), col, cell)
+        else:
+            table.clear()
+            for j in view["jobs"]:
+                table.add_row(*job_cells(j), key=str(j["id"]))
+            if self.selected is not None and str(self.selected) in keys:
+                table.move_cursor(row=keys.index(str(self.selected)), animate=False)
+        self._show_detail()
+        hint = "n: new job"
+        if view["orphaned"]:
+            ids = ", ".join(map(str, view["orphaned"][:5]))
+            hint = f"job(s) {ids} wait for a worker: w starts one · " + hint
+        elif not view["jobs"]:
+            hint = "No jobs yet. n: launch one (add endpoints with `workbench endpoints add`)"
+        self.query_one("#jobs-hint", Static).update(Text(hint))
+
+    def _show_detail(self) -> None:
+        job = self.current_job()
+        self.query_one("#jobs-summary", Static).update(detail_text(job) if job else Text(""))
+        box = self.query_one("#jobs-failures", Vertical)
+        box.remove_children()
+        fails = self.view["failures"] if job else []
+        if fails:
+            box.mount(Static(Text(f"Latest failures ({len(fails)} shown; v: all in full)", style="bold red")))
+            box.mount_all([Static(failure_text(f), classes="failure") for f in fails])
+
+    def current_job(self) -> dict | None:
+        return next((j for j in self.view["jobs"] if j["id"] == self.selected), None)
+
+    @on(DataTable.RowHighlighted, "#jobs-table")
+    def _highlighted(self, event: DataTable.RowHighlighted) -> None:
+        if event.row_key is None or event.row_key.value is None:
+            return
+        jid = int(event.row_key.value)
+        if jid != self.selected:
+            self.selected = jid
+            self.run_worker(self.reload(), group="jobs-load", exclusive=True)
+
+    # --- actions ---
+    async def _control(self, fn, verb: str, start_worker: bool = False) -> None:
+        if self.selected is None:
+            self.notify("no job selected", severity="warning")
+            return
+        try:
+            out = await self.db(fn, self.selected)
+        except J.TaskError as e:
+            self.notify(str(e), severity="warning")
+            return
+        if isinstance(out, int):
+            self.notify(f"job {self.selected}: {out} failed item(s) queued again")
+            start_worker = start_worker and out > 0
+        else:
+            self.notify(f"job {self.selected}: {verb}")
+        if start_worker:
+            self.start_worker()
+        await self.reload()
+
+    async def action_pause(self) -> None:
+        await self._control(J.pause_job, "paused")
+
+    async def action_resume(self) -> None:
+        await self._control(J.resume_job, "resumed", start_worker=True)
+
+    async def action_cancel_job(self) -> None:
+        await self._control(J.cancel_job, "cancelled")
+
+    async def action_retry(self) -> None:
+        await self._control(J.retry_failed, "retry", start_worker=True)
+
+    def action_start_worker(self) -> None:
+        self.start_worker()
+
+    def start_worker(self) -> None:
+        from workbench.worker import spawn_detached
+        try:
+            pid, log = spawn_detached(self.app.db_path, getattr(self.app, "config_path", None))
+        except OSError as e:
+            self.notify(f"could not start a worker: {e}", severity="error")
+            return
+        self.notify(f"worker {pid} started; log: {log}", timeout=6)
+
+    async def action_view_failures(self) -> None:
+        if self.selected is None or not self.view["failures"]:
+            self.notify("no failed items in this job")
+            return
+        fails = await self.db(J.failures, self.selected, FULL_FAILURES)
+        self.app.push_screen(FailuresScreen(self.selected, fails))
+
+    def action_back(self) -> None:
+        self.app.pop_screen()
+
+    async def action_launch(self) -> None:
+        names = [d["name"] for d in await self.db(list_datasets)]
+        self.app.push_screen(LaunchDialog(names, self._config(), self._submit, self.dataset), self._launched)
+
+    async def _submit(self, req: dict) -> int:
+        req = dict(req)
+        task = req.pop("task")
+        filter_ = J.parse_filter(req.pop("filter"))
+        config = self._config()
+        return await self.db(lambda conn: J.queue_job(conn, task, config=config, filter=filter_, **req))
+
+    def _config(self) -> dict:
+        from workbench.config import ConfigError, load_config
+        try:   # re-read: endpoints may have been added with the CLI since the app started
+            return load_config(getattr(self.app, "config_path", None))
+        except ConfigError:
+            return getattr(self.app, "config", {}) or {}
+
+    def _launched(self, job_id: int | None) -> None:
+        if job_id is None:
+            return
+        self.selected = job_id
+        self.notify(f"job {job_id} queued")
+        self.start_worker()
+        self.run_worker(self.reload(), group="jobs-load", exclusive=True)

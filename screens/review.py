@@ -1,0 +1,598 @@
+"""Review: one sample at a time. Keys decide (accept/reject/skip), undo, edit, move, search and filter.
+
+Every store call runs on the screen's StoreRunner thread; the sample on screen stays (marked "loading") until the
+next one is ready. A decision is committed by `review.decide` before the next sample is even looked up, so what
+the curator has seen decided is on disk. Keys that change the sample are ignored while one such change is in
+flight: a decision must apply to the sample the curator is looking at, not one they have not seen yet.
+"""
+from __future__ import annotations
+
+import time
+
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Input, Label, Select, Static
+
+from widgets.conversation import Conversation, message_turns
+from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
+from widgets.scores import ScoresTable
+from workbench import keymap, review
+from workbench.app import key_specs_bindings
+from workbench.review import Filter
+from workbench.stats import fold_if_needed
+from workbench.store import STATUSES, data_version, fts_sync
+
+STATUS_STYLES = {"pending": "bold yellow", "accepted": "bold green", "rejected": "bold red"}
+COUNTS_REFRESH_SECONDS = 1.0
+MORE_FACTOR = 8
+LOADING_MARK_SECONDS = 0.15
+
+
+def lineage_text(lin: dict) -> Text:
+    out = Text("Lineage", style="bold", end="")
+    rows = []
+    if "import" in lin:
+        imp = lin["import"]
+        rows.append(("imported from", plain(f"{imp['file']}" + (f" line {imp['line']}" if imp.get("line") else "")
+                                            + f" ({imp['format']})", 300)))
+    if "parent" in lin:
+        p = lin["parent"]
+        label = f"#{p['id']}" + (" (deleted)" if p.get("missing") else f" in {p.get('dataset')}: ")
+        t = plain(label, 100)
+        if p.get("instruction"):
+            t.append_text(plain(p["instruction"], 120))
+        rows.append(("parent sample", t))
+    if "job" in lin:
+        j = lin["job"]
+        rows.append(("job", plain(f"#{j['id']} " + ("(deleted)" if j.get("missing") else f"{j['kind']} ({j['status']})"))))
+    origin = lin.get("origin") or {}
+    for key in ("task", "model", "endpoint", "template", "template_version", "operation", "mutation"):
+        if origin.get(key) is not None:
+            rows.append((key, plain(origin[key])))
+    if "dup_of" in lin:
+        rows.append(("duplicate of", Text(f"#{lin['dup_of']}", style="bold magenta")))
+    if not rows:
+        out.append("\nno lineage recorded", style="dim")
+    for k, v in rows:
+        out.append(f"\n{k}: ", style="dim")
+        out.append_text(v)
+    return out
+
+
+class SearchDialog(ModalScreen[str | None]):
+    """Full-text search (FTS5): every word must appear; empty clears the search."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    DEFAULT_CSS = """
+    SearchDialog { align: center middle; }
+    SearchDialog > Vertical { width: 80; height: auto; border: round $accent; background: $panel; padding: 0 1; }
+    """
+
+    def __init__(self, current: str | None):
+        super().__init__()
+        self.current = current or ""
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Search instruction/input/response · Enter: search · empty: clear · Esc: cancel")
+            yield Input(self.current, placeholder="words…", id="query", compact=True)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip())
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+ANY = "__any__"
+
+
+class FilterDialog(ModalScreen[Filter | None]):
+    """Filter what Review walks through: status, score range, task type, domain, dataset."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel"), Binding("ctrl+s", "apply", "Apply"),
+                Binding("ctrl+r", "clear", "Clear all")]
+    DEFAULT_CSS = """
+    FilterDialog { align: center middle; }
+    FilterDialog > Vertical { width: 80; height: auto; max-height: 100%; border: round $accent;
+                              background: $panel; padding: 0 1; }
+    FilterDialog .row { height: auto; margin-top: 1; }
+    FilterDialog .label { width: 12; }
+    FilterDialog #min_score { margin-right: 1; }
+    FilterDialog Select { width: 1fr; }
+    FilterDialog Input { width: 1fr; }
+    FilterDialog #error { color: $error; height: auto; }
+    """
+
+    def __init__(self, flt: Filter, facets: dict):
+        super().__init__()
+        self.flt = flt
+        self.facets = facets  # {"task_type": [...], "domain": [...], "datasets": [(id, name)]}
+
+    def _select(self, id: str, values: list, current) -> Select:
+        options = [(Text("any"), ANY)] + [(plain(label, 60), value) for label, value in values]
+        if current is not None and current not in [v for _, v in values]:
+            options.append((plain(current, 60), current))
+        return Select(options, value=current if current is not None else ANY, allow_blank=False, id=id, compact=True)
+
+    def compose(self) -> ComposeResult:
+        f = self.flt
+        with Vertical():
+            yield Label("Filter · Tab: next field · Enter/ctrl+s: apply · ctrl+r: clear · Esc: cancel")
+            with Horizontal(classes="row"):
+                yield Label("status", classes="label")
+                yield self._select("status", [(s, s) for s in STATUSES], f.status)
+            with Horizontal(classes="row"):
+                yield Label("score", classes="label")
+                yield Input("" if f.min_score is None else f"{f.min_score:g}", placeholder="min", id="min_score",
+                            compact=True)
+                yield Input("" if f.max_score is None else f"{f.max_score:g}", placeholder="max", id="max_score",
+                            compact=True)
+            with Horizontal(classes="row"):
+                yield Label("task type", classes="label")
+                yield self._select("task_type", [(v, v) for v in self.facets.get("task_type", [])], f.task_type)
+            with Horizontal(classes="row"):
+                yield Label("domain", classes="label")
+                yield self._select("domain", [(v, v) for v in self.facets.get("domain", [])], f.domain)
+            with Horizontal(classes="row"):
+                yield Label("dataset", classes="label")
+                yield self._select("dataset_id", [(n, i) for i, n in self.facets.get("datasets", [])], f.dataset_id)
+            yield Static("", id="error")
+
+    def _value(self, id: str):
+        v = self.query_one(f"#{id}", Select).value
+        return None if v == ANY or v == Select.BLANK else v
+
+    def _score(self, id: str) -> float | None:
+        raw = self.query_one(f"#{id}", Input).value.strip()
+        if not raw:
+            return None
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError(f"{id.replace('_', ' ')}: {raw!r} is not a number") from None
+
+    def action_apply(self) -> None:
+        try:
+            flt = Filter(dataset_id=self._value("dataset_id"), status=self._value("status"),
+                         min_score=self._score("min_score"), max_score=self._score("max_score"),
+                         task_type=self._value("task_type"), domain=self._value("domain"), search=self.flt.search)
+        except ValueError as e:
+            self.query_one("#error", Static).update(Text(str(e)))
+            return
+        self.dismiss(flt)
+
+    def action_clear(self) -> None:
+        for sel in self.query(Select):
+            if sel.id != "dataset_id":
+                sel.value = ANY
+        for inp in self.query(Input):
+            inp.value = ""
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.action_apply()
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
+class ReviewScreen(Screen):
+    """Review samples one at a time: accept, reject, skip, undo, edit, search, filter."""
+
+    PALETTE_TITLE = "Review"
+    BINDINGS = key_specs_bindings("review")
+    DEFAULT_CSS = """
+    ReviewScreen #status { height: auto; max-height: 3; padding: 0 1; background: $boost; }
+    ReviewScreen #body { height: 1fr; overflow-x: hidden; }
+    ReviewScreen #meta { padding: 0 1; }
+    ReviewScreen #empty { padding: 1 2; color: $text-muted; }
+    ReviewScreen SafeText, ReviewScreen Conversation, ReviewScreen ScoresTable, ReviewScreen #lineage {
+        margin-bottom: 1;
+    }
+    ReviewScreen #lineage { padding: 0 1; }
+    """
+    TEXT_FIELDS = ("system", "instruction", "input", "response", "rejected")
+
+    def __init__(self, dataset: str | None = None, sample_id: int | None = None):
+        super().__init__()
+        self.dataset_name = dataset
+        self.start_sample = sample_id
+        self.flt = Filter()
+        self.sample: dict | None = None
+        self.busy = False
+        self.opening = True
+        self.limit: int | None = DEFAULT_LIMIT
+        self.session = review.curator_session()
+        self.stats = review.SessionStats()
+        self.counts: dict | None = None
+        self._counts_running = False
+        self._version = None
+        self.note = ""
+        self.timings: list[float] = []     # key handler -> next sample rendered, seconds (benchmarks read this)
+        self.first_shown_at: float | None = None
+        self._t0: float | None = None
+        self._loading_marked = False
+
+    # --- layout ------------------------------------------------------------------------------------
+
+    def compose(self) -> ComposeResult:
+        hint = f"{self._key('review.more')}: show more"
+        yield Static(Text("Opening…"), id="status")
+        with VerticalScroll(id="body", can_focus=False):
+            yield Static("", id="meta")
+            yield Static(Text(""), id="empty")
+            for f in self.TEXT_FIELDS:
+                yield SafeText(f.capitalize(), more_hint=hint, id=f)
+            yield Conversation("Conversation", more_hint=hint, id="conversation")
+            yield Conversation("Candidates", more_hint=hint, id="candidates")
+            yield ScoresTable("", id="scores")
+            yield Static("", id="lineage")
+        yield Footer(show_command_palette=False)
+
+    def _key(self, binding_id: str) -> str:
+        overrides = getattr(self.app, "keymap_overrides", {}) if self.is_attached else {}
+        keys = keymap.effective_keys(overrides)[binding_id]
+        return keymap.display_key(keys[0])
+
+    def on_mount(self) -> None:
+        self.runner = self.app.store_runner()    # decisions and navigation, in order
+        self.bg = self.app.store_runner()        # filter-dialog choices (DISTINCT scans), never in the key path
+        self._run(self._open())
+        self.set_interval(COUNTS_REFRESH_SECONDS, self._refresh_counts)
+        self._run(self._index_new_rows())
+
+    def on_unmount(self) -> None:
+        self.runner.close()
+        self.bg.close()
+
+    async def _index_new_rows(self) -> None:
+        """Rows imported or generated since the last sync become searchable, and are folded into the maintained
+        counts (own thread: may take a while on a big import; both commit in short chunks)."""
+        runner = self.app.store_runner()
+        try:
+            await runner.run(fold_if_needed)
+            n = await runner.run(fts_sync)
+            if n and self.flt.search:
+                self.notify(f"{n:,} new rows indexed for search")
+        finally:
+            runner.close()
+
+    async def _open(self) -> None:
+        try:
+            self.flt, sample = await self.runner.run(review.open_view, self.dataset_name, self.start_sample)
+        except KeyError as e:
+            self.opening = False
+            self.note = str(e.args[0])
+            self._show(None)
+            return
+        self.opening = False
+        self._show(sample)
+
+    # --- drawing -----------------------------------------------------------------------------------
+
+    def _show(self, sample: dict | None, note: str | None = None) -> None:
+        """Draw `sample` (None: nothing matches). Called only with data already committed and loaded."""
+        if not self.is_attached:  # the screen closed while the store answered
+            return
+        self.sample = sample
+        if note is not None:
+            self.note = note
+        body = self.query_one("#body", VerticalScroll)
+        empty = self.query_one("#empty", Static)
+        widgets = [self.query_one(f"#{f}") for f in (*self.TEXT_FIELDS, "conversation", "candidates")]
+        if sample is None:
+            for w in (*widgets, self.query_one("#meta"), self.query_one("#scores"), self.query_one("#lineage")):
+                w.display = False
+            empty.display = True
+            empty.update(Text(self.note or "No sample matches this filter. "
+                              f"{self._key('review.filter')}: change the filter · "
+                              f"{self._key('review.search')}: search"))
+        else:
+            empty.display = False
+            self._draw_sample(sample)
+            body.scroll_home(animate=False)
+        self._draw_status()
+        if self._t0 is not None:
+            self.call_after_refresh(self._rendered, self._t0)
+            self._t0 = None
+        elif self.first_shown_at is None and sample is not None:
+            self.call_after_refresh(self._first_rendered)
+
+    def _rendered(self, t0: float) -> None:
+        self.timings.append(time.perf_counter() - t0)
+
+    def _first_rendered(self) -> None:
+        self.first_shown_at = time.time()
+
+    def _draw_sample(self, s: dict) -> None:
+        meta = self.query_one("#meta", Static)
+        meta.display = True
+        t = Text(end="")
+        for key in ("task_type", "domain", "difficulty", "language"):
+            if s.get(key):
+                t.append(f"{key}: ", style="dim")
+                t.append_text(plain(s[key], 40))
+                t.append("  ")
+        if s.get("score") is not None:
+            t.append("score: ", style="dim")
+            t.append(f"{s['score']:g}  ", style="bold")
+        if s.get("dup_of"):
+            t.append(f"DUPLICATE of #{s['dup_of']}", style="bold magenta")
+        meta.update(t)
+        messages = s.get("messages")
+        preference = s.get("rejected") is not None
+        # a conversation shows all its turns, so the turns mirrored in instruction/response are not repeated
+        # (a preference row's conversation is the prompt only: its chosen/rejected answers are shown apart)
+        mirrored = set()
+        if messages:
+            mirrored = {"instruction"} | (set() if preference else {"response"})
+            if any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
+                mirrored.add("system")
+        for f in self.TEXT_FIELDS:
+            w = self.query_one(f"#{f}", SafeText)
+            value = s.get(f)
+            w.heading = {"response": "Chosen response" if preference else "Response",
+                         "rejected": "Rejected response"}.get(f, f.capitalize())
+            w.display = f not in mirrored and (bool(value) or f in ("instruction", "response"))
+            if w.display:
+                w.show(value or "", self.limit)
+        conv = self.query_one("#conversation", Conversation)
+        conv.display = bool(messages)
+        if messages:
+            conv.show(message_turns(messages), self.limit)
+        cands = self.query_one("#candidates", Conversation)
+        cands.display = bool(s.get("candidates"))
+        if s.get("candidates"):
+            cands.show([(c["model"], c["response"]) for c in s["candidates"]], self.limit)
+        scores = self.query_one("#scores", ScoresTable)
+        scores.display = True
+        scores.show(s.get("judgments") or [])
+        lin = self.query_one("#lineage", Static)
+        lin.display = True
+        lin.update(lineage_text(s.get("lineage") or {}))
+
+    def _draw_status(self) -> None:
+        if not self.is_attached:
+            return
+        s = self.sample
+        t = Text(no_wrap=True, overflow="ellipsis", end="")
+        t.append_text(plain(self.dataset_name or (s or {}).get("dataset") or "all datasets", 30))
+        if s:
+            t.append(f"  #{s['id']}  ")
+            t.append(s["status"].upper(), style=STATUS_STYLES.get(s["status"], ""))
+        if self.opening or (self.busy and self._loading_marked):
+            t.append("  loading…", style="italic")
+        line2 = Text(no_wrap=True, overflow="ellipsis", end="")
+        if self.counts:
+            line2.append(" · ".join(f"{self.counts[k]:,} {k}" for k in STATUSES))
+            line2.append(" │ ")
+        line2.append(f"session {self.stats.decisions}")
+        if self.stats.undos:
+            line2.append(f" ({self.stats.undos} undone)")
+        line2.append(f" · {self.stats.rate_per_minute():.1f}/min")
+        desc = self.flt.describe()
+        if desc:
+            line2.append(" │ filter: ", style="dim")
+            line2.append_text(plain(desc, 80))
+        out = Text("\n", end="").join([t, line2])
+        if self.note:
+            out.append("\n")
+            out.append_text(plain(self.note, 200))
+        self.query_one("#status", Static).update(out)
+
+    # --- counts ------------------------------------------------------------------------------------------
+
+    def _refresh_counts(self) -> None:
+        """Re-count only when another connection committed (data_version of our own connection ignores our own
+        decisions, which `_adjust_counts` applies as they are made)."""
+        if not self._counts_running and not self.busy and self.is_current:
+            self._counts_running = True
+            self._run(self._load_counts())
+
+    async def _load_counts(self) -> None:
+        try:
+            version = await self.runner.run(data_version)
+            if version != self._version or self.counts is None:
+                self._version = version
+                self.counts = await self.runner.run(review.counts, self.flt.dataset_id)
+                if not self.busy:
+                    self._draw_status()
+        finally:
+            self._counts_running = False
+
+    def _adjust_counts(self, before: dict, after: dict) -> None:
+        if self.counts is None or "status" not in before or "status" not in after:
+            return
+        self.counts[before["status"]] = self.counts.get(before["status"], 0) - 1
+        self.counts[after["status"]] = self.counts.get(after["status"], 0) + 1
+
+    # --- actions -------------------------------------------------------------------------------------
+
+    def _begin(self, needs_sample: bool = True) -> bool:
+        """Start a sample-changing action unless one is in flight (then the key is ignored, see module doc)."""
+        if self.busy or self.opening or (needs_sample and self.sample is None):
+            return False
+        self.busy = True
+        self._t0 = time.perf_counter()
+        self.note = ""
+        # the usual step takes a few ms: only mark the screen "loading" if it takes long enough to notice
+        self._loading_marked = False
+        self._loading_timer = self.set_timer(LOADING_MARK_SECONDS, self._mark_loading)
+        return True
+
+    def _mark_loading(self) -> None:
+        if self.busy:
+            self._loading_marked = True
+            self._draw_status()
+
+    def _finish(self) -> None:
+        self.busy = False
+        self._t0 = None
+        self._loading_timer.stop()
+        if self._loading_marked:
+            self._draw_status()
+
+    def _run(self, coro) -> None:
+        self.run_worker(self._reporting(coro), group="review")
+
+    async def _reporting(self, coro) -> None:
+        """A store error (a sample deleted meanwhile, a lock held past the busy timeout, a full disk) is shown and
+        the curator keeps working; it never takes the app down. Nothing was committed for the failed step."""
+        try:
+            await coro
+        except Exception as e:  # noqa: BLE001 - reported on screen, not swallowed
+            self.note = f"error: {type(e).__name__}: {e}"
+            self.app.notify(self.note, severity="error", timeout=10)
+            self._draw_status()
+
+    def action_accept(self) -> None:
+        if self._begin():
+            self._run(self._decide("accept"))
+
+    def action_reject(self) -> None:
+        if self._begin():
+            self._run(self._decide("reject"))
+
+    def action_skip(self) -> None:
+        if self._begin():
+            self._run(self._decide("skip"))
+
+    async def _decide(self, action: str) -> None:
+        try:
+            sid = self.sample["id"]
+            d = await self.runner.run(review.decide, sid, action, self.session)  # committed here
+            self.stats.record(action)
+            self._adjust_counts(d["before"], d["after"])
+            nxt = await self.runner.run(review.goto, self.flt, "next", sid)
+            if nxt is None:  # end of the filter: stay, showing the new status
+                nxt = await self.runner.run(review.goto, self.flt, "id", sid)
+                self._show(nxt, f"{action}ed #{sid}: that was the last sample in this filter "
+                                f"({self._key('review.first_pending')}: first pending)")
+            else:
+                self._show(nxt)
+        finally:
+            self._finish()
+
+    def action_undo(self) -> None:
+        if self._begin(needs_sample=False):
+            self._run(self._undo())
+
+    async def _undo(self) -> None:
+        try:
+            u = await self.runner.run(review.undo, self.session, self.flt.dataset_id)
+            if u is None:
+                self._show(self.sample, "nothing left to undo")
+                return
+            self.stats.record("undo")
+            self._adjust_counts(u["before"], u["after"])
+            sample = await self.runner.run(review.goto, self.flt, "id", u["sample_id"])
+            self._show(sample, f"undid {u['undid']} of #{u['sample_id']}")
+        finally:
+            self._finish()
+
+    def action_next(self) -> None:
+        if self._begin():
+            self._run(self._move("next", "last sample in this filter"))
+
+    def action_prev(self) -> None:
+        if self._begin():
+            self._run(self._move("prev", "first sample in this filter"))
+
+    def action_first_pending(self) -> None:
+        if self._begin(needs_sample=False):
+            self._run(self._move("first_pending", "no pending sample in this filter"))
+
+    async def _move(self, how: str, at_end: str) -> None:
+        try:
+            ref = self.sample["id"] if self.sample else None
+            nxt = await self.runner.run(review.goto, self.flt, how, ref)
+            if nxt is None:
+                self._show(self.sample, at_end)
+            else:
+                self._show(nxt)
+        finally:
+            self._finish()
+
+    def action_more(self) -> None:
+        if self.sample is None:
+            return
+        self.limit = None if self.limit is None or self.limit * MORE_FACTOR >= 10_000_000 else self.limit * MORE_FACTOR
+        self._draw_sample(self.sample)
+
+    def action_page_down(self) -> None:
+        self.query_one("#body", VerticalScroll).scroll_page_down(animate=False)
+
+    def action_page_up(self) -> None:
+        self.query_one("#body", VerticalScroll).scroll_page_up(animate=False)
+
+    def action_back(self) -> None:
+        if len(self.app.screen_stack) > 2:
+            self.app.pop_screen()
+        else:
+            self.app.switch_screen(self.app.make_screen("datasets"))
+
+    # search / filter / edit: dialogs, then one store round trip
+
+    def action_search(self) -> None:
+        if not (self.busy or self.opening):
+            self.app.push_screen(SearchDialog(self.flt.search), self._search_done)
+
+    def _search_done(self, query: str | None) -> None:
+        if query is None:
+            return
+        flt = Filter.from_dict({**self.flt.to_dict(), "search": query or None, "dataset_id": self.flt.dataset_id})
+        if self._begin(needs_sample=False):
+            self._run(self._apply_filter(flt))
+
+    def action_filter(self) -> None:
+        if not (self.busy or self.opening):
+            self._run(self._open_filter())
+
+    async def _open_filter(self) -> None:
+        facets = await self.bg.run(review.facets, self.flt.dataset_id)
+        self.app.push_screen(FilterDialog(self.flt, facets), self._filter_done)
+
+    def _filter_done(self, flt: Filter | None) -> None:
+        if flt is not None and self._begin(needs_sample=False):
+            self._run(self._apply_filter(flt))
+
+    async def _apply_filter(self, flt: Filter) -> None:
+        try:
+            sample = await self.runner.run(review.goto, flt, "first")
+            if sample is None:
+                self._show(self.sample, f"nothing matches {flt.describe() or 'that filter'}; filter unchanged")
+                return
+            if flt.dataset_id != self.flt.dataset_id:
+                self.dataset_name = sample["dataset"] if flt.dataset_id is not None else None
+                self.app.current_dataset = self.dataset_name or self.app.current_dataset
+            if flt.dataset_id != self.flt.dataset_id:
+                self.counts = None
+            self.flt = flt
+            self._show(sample)
+        finally:
+            self._finish()
+
+    def action_edit(self) -> None:
+        if self.busy or self.opening or self.sample is None:
+            return
+        from .edit_dialog import EditDialog
+        self.app.push_screen(EditDialog(self.sample), self._edit_done)
+
+    def _edit_done(self, changes: dict | None) -> None:
+        if changes and self._begin():
+            self._run(self._save_edit(changes))
+
+    async def _save_edit(self, changes: dict) -> None:
+        try:
+            sid = self.sample["id"]
+            d = await self.runner.run(review.edit, sid, changes, self.session)
+            if d is not None:
+                self.stats.record("edit")
+            sample = await self.runner.run(review.goto, self.flt, "id", sid)
+            self._show(sample, f"edited {', '.join(d['after'])} of #{sid}" if d else "no change to save")
+        finally:
+            self._finish()
+

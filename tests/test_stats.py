@@ -1,0 +1,165 @@
+"""Balance histograms: maintained counts + unfolded tail must always equal a brute-force count of the rows."""
+import random
+from collections import Counter
+
+import pytest
+
+from workbench import stats, store
+from workbench.samples import insert_samples
+
+EDGES = (0, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+
+
+def _length_bucket(n):
+    return max(e for e in EDGES if n >= e)
+
+
+def brute(conn, dataset_id=None, statuses=None):
+    """What the histograms must say, counted in Python straight from the rows."""
+    rows = conn.execute("SELECT dataset_id, status, task_type, domain, difficulty, instruction_len, response_len, "
+                        "score FROM samples").fetchall()
+    rows = [r for r in rows if (dataset_id is None or r[0] == dataset_id) and (statuses is None or r[1] in statuses)]
+    h = {"status": Counter(r[1] for r in rows),
+         "task_type": Counter(r[2] or "(none)" for r in rows),
+         "domain": Counter(r[3] or "(none)" for r in rows),
+         "difficulty": Counter(r[4] or "(none)" for r in rows),
+         "instruction_len": Counter(_length_bucket(r[5]) for r in rows),
+         "response_len": Counter(_length_bucket(r[6]) for r in rows),
+         "score": Counter("unscored" if r[7] is None else str(int(r[7])) for r in rows)}
+    return h
+
+
+def as_counters(counts, statuses=None):
+    out = {}
+    for dim in stats.HISTOGRAM_DIMS:
+        c = Counter()
+        for label, n in counts.histogram(dim, statuses):
+            if dim in stats.LENGTH_DIMS:
+                label = int(label.split("-")[0].rstrip("+"))
+            if n:
+                c[label] += n
+        out[dim] = c
+    return out
+
+
+def check(conn, dataset_ids):
+    for did in [None, *dataset_ids]:
+        counts = stats.read_counts(conn, did)
+        for statuses in (None, ("accepted",)):
+            assert as_counters(counts, statuses) == {k: +v for k, v in brute(conn, did, statuses).items()}, \
+                (did, statuses)
+
+
+def make_rows(rng, n):
+    return [{"instruction": "i" * rng.choice([0, 10, 60, 150, 700, 3000, 12000]),
+             "response": "r" * rng.randint(0, 2500),
+             "task_type": rng.choice(["qa", "code", "math", None]),
+             "domain": rng.choice(["bio", "law", None]),
+             "difficulty": rng.choice(["easy", "hard", None]),
+             "status": rng.choice(["pending", "accepted", "rejected"])} for _ in range(n)]
+
+
+@pytest.fixture
+def two_datasets(conn):
+    rng = random.Random(7)
+    with store.transaction(conn):
+        a = store.ensure_dataset(conn, "a")
+        b = store.ensure_dataset(conn, "b")
+        insert_samples(conn, a, make_rows(rng, 300))
+        insert_samples(conn, b, make_rows(rng, 200))
+    conn.execute("UPDATE samples SET score = (id % 11) + 0.5 WHERE id % 3 = 0")
+    return conn, (a, b), rng
+
+
+def test_unfolded_folded_and_partly_folded_counts_match_the_rows(two_datasets):
+    conn, dids, rng = two_datasets
+    check(conn, dids)                                   # all tail
+    assert stats.fold(conn, chunk=120) == 500           # several chunks
+    assert stats.tail_rows(conn) == 0
+    check(conn, dids)                                   # all maintained
+    with store.transaction(conn):
+        insert_samples(conn, dids[0], make_rows(rng, 50))
+    assert stats.tail_rows(conn) == 50
+    check(conn, dids)                                   # maintained + tail
+
+
+def test_updates_deletes_and_reused_ids_keep_folded_counts_right(two_datasets):
+    conn, dids, rng = two_datasets
+    stats.fold(conn)
+    conn.execute("UPDATE samples SET status = 'accepted' WHERE id % 4 = 0")          # review decisions
+    conn.execute("UPDATE samples SET score = 9.9 WHERE id % 5 = 0")                   # a judge run
+    conn.execute("UPDATE samples SET task_type = 'code', response_len = 7 WHERE id % 7 = 0")  # an edit
+    conn.execute("UPDATE samples SET dataset_id = ? WHERE id BETWEEN 10 AND 20", (dids[1],))
+    conn.execute("DELETE FROM samples WHERE id > 480")                                # the top ids go away...
+    check(conn, dids)
+    with store.transaction(conn):                                                     # ...and get reused
+        first, _ = insert_samples(conn, dids[1], make_rows(rng, 30))
+    assert first == 481 and stats.tail_rows(conn) == 30   # the reused ids are tail, counted by fold
+    check(conn, dids)
+    stats.fold(conn)
+    check(conn, dids)
+
+
+def test_a_no_op_update_does_not_touch_the_counts(two_datasets):
+    conn, dids, _ = two_datasets
+    stats.fold(conn)
+    before = conn.execute("SELECT * FROM sample_stats ORDER BY 1, 2, 3, 4").fetchall()
+    conn.execute("UPDATE samples SET updated_at = 'later', status = status")
+    assert conn.execute("SELECT * FROM sample_stats ORDER BY 1, 2, 3, 4").fetchall() == before
+
+
+def test_fold_if_needed_only_writes_for_a_long_tail(two_datasets):
+    conn, dids, _ = two_datasets
+    assert stats.fold_if_needed(conn, min_tail=1000) == 0
+    assert stats.tail_rows(conn) == 500
+    assert stats.fold_if_needed(conn, min_tail=100) == 500
+
+
+def test_stats_summary_has_status_and_every_histogram(two_datasets, db_path):
+    conn, dids, _ = two_datasets
+    summary = stats.stats_summary(conn)
+    exp = brute(conn)
+    assert summary["dataset"] is None
+    assert summary["total"] == 500
+    assert set(summary["status"]) == {"pending", "accepted", "rejected"}
+    assert summary["status"] == {s: exp["status"][s] for s in ("pending", "accepted", "rejected")}
+    assert summary["task_type"] == dict(exp["task_type"])
+    assert sum(summary["instruction_len"].values()) == 500
+    assert summary["instruction_len"]["10000+"] == exp["instruction_len"][10000]
+    assert summary["score"]["unscored"] == exp["score"]["unscored"]
+    assert summary["accepted"]["total"] == exp["status"]["accepted"]
+    one = stats.stats_summary(conn, "b")
+    assert one["dataset"] == "b" and one["total"] == 200
+    with pytest.raises(KeyError):
+        stats.stats_summary(conn, "nope")
+
+
+def test_score_histogram_fills_gaps_and_lists_unscored_last(conn):
+    with store.transaction(conn):
+        did = store.ensure_dataset(conn, "d")
+        insert_samples(conn, did, [{"instruction": str(i)} for i in range(4)])
+    conn.execute("UPDATE samples SET score = CASE id WHEN 1 THEN 2.0 WHEN 2 THEN 5.5 WHEN 3 THEN 5.9 END")
+    assert stats.read_counts(conn).histogram("score") == [("2", 1), ("3", 0), ("4", 0), ("5", 2), ("unscored", 1)]
+
+
+def test_targets_parse_fractions_or_percentages_and_reject_nonsense():
+    assert stats.parse_targets({}) == {}
+    assert stats.parse_targets({"balance": {"targets": {"task_type": {"qa": 0.5, "code": 0.25}}}}) == \
+        {"task_type": {"qa": 0.5, "code": 0.25}}
+    assert stats.parse_targets({"balance": {"targets": {"domain": {"bio": 40, "law": 60}}}}) == \
+        {"domain": {"bio": 0.4, "law": 0.6}}
+    with pytest.raises(ValueError, match="colour"):
+        stats.parse_targets({"balance": {"targets": {"colour": {"red": 1}}}})
+    with pytest.raises(ValueError, match="qa"):
+        stats.parse_targets({"balance": {"targets": {"task_type": {"qa": "lots"}}}})
+
+
+def test_bars_show_gap_keep_targeted_categories_and_sum_the_rest():
+    hist = [("qa", 50), ("code", 30), ("math", 15), ("poetry", 5)]
+    out = stats.bars(hist, {"poetry": 0.2, "legal": 0.1}, top=2)
+    assert [b.label for b in out] == ["qa", "code", "poetry", "legal", "(1 more)"]
+    poetry = out[2]
+    assert poetry.share == pytest.approx(0.05) and poetry.gap == pytest.approx(-0.15)
+    assert out[3].count == 0 and out[3].gap == pytest.approx(-0.1)
+    assert out[4].other and out[4].count == 15 and out[4].gap is None
+    assert stats.bars([("a", 0)], None)[0].share == 0.0

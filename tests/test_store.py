@@ -1,0 +1,124 @@
+import subprocess
+import sys
+
+from workbench import store
+from workbench.samples import insert_samples, get_sample
+
+
+def test_schema_is_versioned_and_reopen_is_idempotent(db_path):
+    c = store.open_store(db_path)
+    assert c.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    c.close()
+    c = store.open_store(db_path)
+    assert c.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+
+
+def test_schema_has_the_design_tables(db_path):
+    import sqlite_utils
+    store.open_store(db_path).close()
+    db = sqlite_utils.Database(db_path)
+    assert {"datasets", "imports", "samples", "judgments", "candidates", "decisions", "jobs", "job_items",
+            "llm_cache", "snapshots", "snapshot_items", "selections", "samples_fts"} <= set(db.table_names())
+    cols = db["samples"].columns_dict
+    for c in ("parent_id", "job_id", "origin", "status", "content_hash", "dup_of", "source_line", "import_id"):
+        assert c in cols
+
+
+def test_newer_schema_is_refused(db_path):
+    c = store.open_store(db_path)
+    c.execute(f"PRAGMA user_version = {store.SCHEMA_VERSION + 1}")
+    c.close()
+    try:
+        store.open_store(db_path)
+    except store.SchemaTooNew as e:
+        assert "newer" in str(e)
+    else:
+        raise AssertionError("a newer schema must be refused")
+
+
+def test_db_path_resolution(monkeypatch, tmp_path):
+    monkeypatch.setenv("WORKBENCH_DB", str(tmp_path / "env.db"))
+    assert store.resolve_db_path() == tmp_path / "env.db"
+    assert store.resolve_db_path(tmp_path / "x.db") == tmp_path / "x.db"
+    monkeypatch.delenv("WORKBENCH_DB")
+    assert store.resolve_db_path().name == "workbench.db"
+
+
+def test_duplicates_are_flagged_not_dropped(conn):
+    with store.transaction(conn):
+        did = store.ensure_dataset(conn, "d")
+        first, last = insert_samples(conn, did, [
+            {"instruction": "Name a colour.", "response": "Red."},
+            {"instruction": "name  a colour.", "response": "red."},   # same after normalization
+            {"instruction": "Name a fruit.", "response": "Apple."},
+        ])
+    assert (first, last) == (1, 3)
+    assert get_sample(conn, 2)["dup_of"] == 1
+    assert get_sample(conn, 1)["dup_of"] is None and get_sample(conn, 3)["dup_of"] is None
+
+
+def test_fts_sync_indexes_new_rows_and_follows_edits(conn):
+    with store.transaction(conn):
+        did = store.ensure_dataset(conn, "d")
+        insert_samples(conn, did, [{"instruction": "Explain ownership in Rust", "response": "Borrowing rules."}])
+    assert store.fts_sync(conn) == 1
+    assert store.fts_sync(conn) == 0
+    q = store.fts_query("ownership")
+    assert conn.execute("SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?", (q,)).fetchall() == [(1,)]
+    old = get_sample(conn, 1)
+    new = dict(old, instruction="Explain lifetimes")
+    with store.transaction(conn):
+        conn.execute("UPDATE samples SET instruction = ? WHERE id = 1", (new["instruction"],))
+        store.fts_replace(conn, 1, old, new)
+    assert conn.execute("SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?", (q,)).fetchall() == []
+    assert conn.execute("SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?",
+                        (store.fts_query("lifetimes"),)).fetchall() == [(1,)]
+
+
+def test_fts_query_neutralises_syntax_and_splits_like_the_index(conn):
+    assert store.fts_query('a"b OR c* NEAR(x)') == '"a" "b" "OR" "c" "NEAR" "x"'
+    assert store.fts_query("don't  e-mail 東京 café_au") == '"don" "t" "e" "mail" "東京" "café" "au"'
+    assert store.fts_query("  ?! ") == ""
+    with store.transaction(conn):
+        did = store.ensure_dataset(conn, "d")
+        insert_samples(conn, did, [{"instruction": "Don't e-mail me about AND/OR logic", "response": "ok"}])
+    store.fts_sync(conn)
+    for words in ("don't", "E-MAIL", "and/or", 'logic"'):
+        assert conn.execute("SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?",
+                            (store.fts_query(words),)).fetchall() == [(1,)], words
+
+
+def test_core_does_not_import_textual():
+    code = ("import sys, importlib, pkgutil, workbench\n"
+            "for m in pkgutil.walk_packages(workbench.__path__, 'workbench.'):\n"
+            "    if m.name not in ('workbench.app', 'workbench.__main__'): importlib.import_module(m.name)\n"
+            "print('textual' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_duplicate_flags_for_a_small_batch_into_a_big_store(conn):
+    with store.transaction(conn):
+        did = store.ensure_dataset(conn, "d")
+        insert_samples(conn, did, [{"instruction": f"q{i}", "response": "a"} for i in range(100)])
+    with store.transaction(conn):  # a worker-sized commit takes the per-row probe path
+        first, last = insert_samples(conn, did, [{"instruction": "Q7", "response": "A"}, {"instruction": "new"}])
+    assert [get_sample(conn, i)["dup_of"] for i in (first, last)] == [8, None]
+
+
+def test_a_store_from_before_migration_5_gets_its_search_index_rebuilt(db_path):
+    c = store.connect(db_path)
+    for target in range(4):
+        with store.transaction(c):
+            store._run_migration(c, target)
+    with store.transaction(c):
+        did = store.ensure_dataset(c, "old")
+        insert_samples(c, did, [{"instruction": "Explain borrowing", "response": "References."}])
+    store.fts_sync(c)
+    c.close()
+    c = store.open_store(db_path)
+    assert c.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
+    assert store.fts_sync(c) == 1
+    assert c.execute("SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?",
+                     (store.fts_query("borrowing"),)).fetchall() == [(1,)]

@@ -1,0 +1,156 @@
+"""evol-quality and evol-instruct end to end against the test server."""
+from __future__ import annotations
+
+from llm_server import LLMServer
+from taskkit import add_dataset, between, config_for, items_of, last_user, run, samples_of
+from workbench.tasks.evol_instruct import DEPTH_METHODS, OPERATIONS, choose_operation, is_empty_response, is_sorry
+from workbench.tasks.evol_quality import MUTATIONS, choose_mutations
+
+LONG_RESPONSE = ("Photosynthesis turns light into chemical energy. " * 30) + "THE-VERY-END"
+
+
+def mutation_of(prompt: str) -> str:
+    sentence = prompt.split("Make the answer ", 1)[1].split("\n", 1)[0]
+    return next(name for name, text in MUTATIONS.items() if text == sentence)
+
+
+def quality_reply(messages, body):
+    prompt = last_user(messages)
+    old = between(prompt, "Answer to improve:")
+    return f"{old} [{mutation_of(prompt)}]"
+
+
+def test_evol_quality_sends_the_whole_response_and_chains_rounds(conn, db_path):
+    ids = add_dataset(conn, "qa", [{"instruction": "Explain photosynthesis.", "response": LONG_RESPONSE},
+                                   {"instruction": "Say hi.", "response": "Hi."}])
+    with LLMServer(reply=quality_reply) as srv:
+        job = run(conn, db_path, "evol-quality", config=config_for(srv), dataset="qa",
+                  params={"num_evolutions": 3, "store_evolutions": True, "include_original_response": True,
+                          "seed": 7})
+        first_prompts = [b["messages"][-1]["content"] for b in srv.stats.bodies]
+    # regression: the full response (not its last character) reaches the server
+    assert any(LONG_RESPONSE in p for p in first_prompts)
+    assert all(between(p, "Answer to improve:") not in ("D", ".") for p in first_prompts)
+    assert job["kept"] == 8 and job["failed"] == 0                 # (original + 3 rounds) x 2
+    out = samples_of(conn, "qa-evol-quality")
+    expected = {sid: choose_mutations(7, sid, 3) for sid in ids}
+    for sid in ids:
+        chain = [s for s in out if _root(out, s) == sid]
+        assert [s["origin"]["round"] for s in chain] == [0, 1, 2, 3]
+        assert chain[0]["parent_id"] == sid and chain[0]["origin"]["mutation"] is None
+        for prev, cur in zip(chain, chain[1:]):
+            assert cur["parent_id"] == prev["id"]                  # each round's parent is the previous round
+            assert cur["response"] == f"{prev['response']} [{cur['origin']['mutation']}]"
+        assert [s["origin"]["mutation"] for s in chain[1:]] == expected[sid]
+        assert all(s["instruction"] == chain[0]["instruction"] for s in chain)
+
+
+def _root(rows, s):
+    by_id = {r["id"]: r for r in rows}
+    while s["parent_id"] in by_id:
+        s = by_id[s["parent_id"]]
+    return s["parent_id"]
+
+
+def test_evol_quality_seed_determinism(conn, db_path):
+    # the same seed gives the same choices whatever the batching; another seed differs somewhere
+    a = [choose_mutations(42, sid, 5) for sid in range(1, 40)]
+    assert a == [choose_mutations(42, sid, 5) for sid in range(1, 40)]
+    assert a != [choose_mutations(43, sid, 5) for sid in range(1, 40)]
+    assert {m for ms in a for m in ms} == set(MUTATIONS)           # all five mutations get used
+    add_dataset(conn, "qa", [{"instruction": f"Question {i}?", "response": f"Answer {i}."} for i in range(6)])
+    with LLMServer(reply=quality_reply) as srv:
+        cfg = config_for(srv)
+        run(conn, db_path, "evol-quality", config=cfg, dataset="qa", into="run1", params={"seed": 5})
+        run(conn, db_path, "evol-quality", config=cfg, dataset="qa", into="run2",
+            params={"seed": 5, "num_evolutions": 1}, filter={"limit": 3})
+    one = {s["parent_id"]: s["origin"]["mutation"] for s in samples_of(conn, "run1")}
+    two = {s["parent_id"]: s["origin"]["mutation"] for s in samples_of(conn, "run2")}
+    assert len(one) == 6 and len(two) == 3
+    assert all(one[k] == v for k, v in two.items())
+    # store_evolutions off: only the last round is stored
+    assert all(s["origin"]["round"] == 1 for s in samples_of(conn, "run1"))
+
+
+def test_evol_quality_unreadable_reply_is_an_item_error(conn, db_path):
+    add_dataset(conn, "qa", [{"instruction": "Q?", "response": "A."}])
+    with LLMServer(reply=lambda m, b: "Improved answer:   ") as srv:
+        job = run(conn, db_path, "evol-quality", config=config_for(srv), dataset="qa")
+    assert job["failed"] == 1 and job["kept"] == 0
+    item = items_of(conn, job["id"])[0]
+    assert "no text" in item["error"] and item["raw"] == "Improved answer:   "
+
+
+# --- evol-instruct ------------------------------------------------------------------------------------------
+
+def evol_reply(messages, body):
+    prompt = last_user(messages)
+    if "Answer with exactly one of these two phrases" in prompt:         # the equality check
+        second = between(prompt, "Second prompt:")
+        return "Equal" if "SAME" in second else "Not Equal"
+    if "Original prompt:" in prompt or "Prompt for inspiration:" in prompt:
+        parent = between(prompt, "Original prompt:") or between(prompt, "Prompt for inspiration:")
+        if parent.startswith("Leaky"):
+            return "#Rewritten Prompt#: Leaky task, made harder than the given prompt"
+        if parent.startswith("Static"):
+            return "SAME " + parent
+        if parent.startswith("Touchy"):
+            return "Touchy request, harder"
+        if parent.startswith("Hollow"):
+            return "Hollow request, harder"
+        op = next((k for k, v in DEPTH_METHODS.items() if v in prompt), "breadth")
+        return f"{parent} +{op}"
+    # answering an evolved instruction
+    if messages[-1]["content"].startswith("Touchy"):
+        return "Sorry, I cannot help with that."
+    if messages[-1]["content"].startswith("Hollow"):
+        return "The... and, of the!"
+    return "A thorough answer with several concrete steps."
+
+
+def test_evol_instruct_rounds_lineage_and_elimination_rules(conn, db_path):
+    ids = add_dataset(conn, "seeds", [
+        {"instruction": "Sort the list", "input": "3, 1, 2", "response": "1, 2, 3"},
+        {"instruction": "Leaky task", "response": "x"},
+        {"instruction": "Static task", "response": "x"},
+        {"instruction": "Touchy subject", "response": "x"},
+        {"instruction": "Hollow subject", "response": "x"},
+    ])
+    with LLMServer(reply=evol_reply) as srv:
+        job = run(conn, db_path, "evol-instruct", config=config_for(srv), dataset="seeds",
+                  params={"rounds": 3, "seed": 1})
+        bodies = list(srv.stats.bodies)
+    # Alpaca seeds are evolved as instruction + newline + input
+    assert any("Sort the list\n3, 1, 2" in b["messages"][-1]["content"] for b in bodies)
+    assert job["failed"] == 0
+    assert job["drop_reasons"] == {"template leak": 3, "no information gain": 3, "sorry": 3, "empty response": 3}
+    out = samples_of(conn, "seeds-evol-instruct")
+    assert job["kept"] == len(out) == 3
+    chain = sorted(out, key=lambda s: s["origin"]["round"])
+    assert chain[0]["parent_id"] == ids[0]
+    for r, s in enumerate(chain, start=1):
+        op = choose_operation(1, ids[0], r)
+        assert s["origin"]["round"] == r and s["origin"]["operation"] == op
+        assert s["instruction"].endswith(f" +{op}")
+        assert s["response"] == "A thorough answer with several concrete steps."
+        assert s["origin"]["templates"]["evol-equal"] == "1"
+        if r > 1:
+            assert s["parent_id"] == chain[r - 2]["id"]
+            assert s["instruction"].startswith(chain[r - 2]["instruction"])
+    # a failed evolution leaves the instruction for the next round: 3 rounds, 3 attempts at each failing seed
+    failing = [i for i in items_of(conn, job["id"]) if i["sample_id"] != ids[0]]
+    assert all(i["status"] == "dropped" for i in failing)
+
+
+def test_operation_choice_is_uniform_and_stable():
+    picks = [choose_operation(0, sid, r) for sid in range(600) for r in range(1, 4)]
+    counts = {op: picks.count(op) for op in OPERATIONS}
+    assert set(counts) == set(OPERATIONS) and min(counts.values()) > 230     # 1800 draws, ~300 each
+    assert picks == [choose_operation(0, sid, r) for sid in range(600) for r in range(1, 4)]
+
+
+def test_response_elimination_rules():
+    assert is_sorry("Sorry, I can't do that.")
+    assert not is_sorry("Sorry for the wait! " + "word " * 80)
+    assert is_empty_response("...!?") and is_empty_response("the and of, a.")
+    assert not is_empty_response("Lima is the capital.")

@@ -1,0 +1,102 @@
+"""Untrusted text shown literally: no markup, no escape sequences reaching the terminal, long fields capped.
+
+Dataset text goes through `safe_text()` into a rich `Text` (never parsed as markup). Control characters (ESC, BEL,
+NUL, C1 codes, lone CR), bidi override/isolate controls and lone surrogates are replaced by visible stand-ins
+(␛, ␇, <U+202E>, ...) in reverse video, so they can neither recolour nor move the screen nor crash the UTF-8
+writer. Tabs become spaces. Past `limit` characters (or `MAX_LINES` lines) the rest is counted, not drawn: a
+100k-character field would cost ~170 ms a draw.
+"""
+from __future__ import annotations
+
+import re
+
+from rich.text import Text
+from textual.widgets import Static
+
+DEFAULT_LIMIT = 4000
+MAX_LINES = 400
+TAB_SIZE = 4
+CONTROL_STYLE = "reverse"
+
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+
+
+def visible(ch: str) -> str:
+    """A visible stand-in for one unsafe character."""
+    o = ord(ch)
+    if o < 0x20:
+        return chr(0x2400 + o)  # Unicode "control pictures": ␀ … ␛ …
+    if o == 0x7F:
+        return "␡"
+    return f"<U+{o:04X}>"
+
+
+def cap(value: str, limit: int, max_lines: int = MAX_LINES) -> tuple[str, int]:
+    """The part of `value` to draw and how many characters are left out."""
+    shown = value[:limit]
+    nl = -1
+    for _ in range(max_lines):
+        nl = shown.find("\n", nl + 1)
+        if nl < 0:
+            break
+    else:
+        shown = shown[:nl]
+    return shown, len(value) - len(shown)
+
+
+def safe_text(value, limit: int | None = DEFAULT_LIMIT, style: str = "") -> tuple[Text, int]:
+    """(Text to draw, characters not drawn). `limit=None` draws everything."""
+    value = "" if value is None else str(value)
+    value = value.replace("\r\n", "\n")
+    shown, hidden = cap(value, limit) if limit is not None else (value, 0)
+    text = Text(style=style, overflow="fold", no_wrap=False, end="")
+    pos = 0
+    for m in _UNSAFE.finditer(shown):
+        if m.start() > pos:
+            text.append(shown[pos:m.start()])
+        text.append(visible(m.group()), style=CONTROL_STYLE)
+        pos = m.end()
+    text.append(shown[pos:])
+    if "\t" in shown:
+        text.expand_tabs(TAB_SIZE)
+    return text, hidden
+
+
+def plain(value, limit: int | None = 200) -> Text:
+    """A short untrusted label (a name, a role, a model): one line, sanitized."""
+    text, hidden = safe_text(str(value if value is not None else "").replace("\n", " "), limit)
+    if hidden:
+        text.append("…")
+    return text
+
+
+def more_note(hidden: int, hint: str) -> Text:
+    return Text(f"… {hidden:,} more characters not shown ({hint})", style="italic dim")
+
+
+class SafeText(Static):
+    """A titled block of untrusted text. `show()` returns how many characters were left out."""
+
+    DEFAULT_CSS = """
+    SafeText { height: auto; padding: 0 1; }
+    """
+
+    def __init__(self, title: str = "", *, more_hint: str = "m: show more", **kwargs):
+        super().__init__("", **kwargs)
+        self.heading = title
+        self.more_hint = more_hint
+        self.value: str | None = None
+        self.hidden = 0
+
+    def show(self, value: str | None, limit: int | None = DEFAULT_LIMIT) -> int:
+        self.value = value
+        body, self.hidden = safe_text(value, limit)
+        out = Text(end="")
+        if self.heading:
+            out.append(self.heading + "\n", style="bold")
+        out.append_text(body)
+        if self.hidden:
+            out.append("\n")
+            out.append_text(more_note(self.hidden, self.more_hint))
+        self.update(out)
+        return self.hidden

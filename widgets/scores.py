@@ -1,0 +1,52 @@
+"""Judge scores side by side: one column per judge, one row per dimension, the overall score, then rationales."""
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.widgets import Static
+
+from .safe_text import plain, safe_text
+
+RATIONALE_LIMIT = 1200
+
+
+def _fmt(v) -> Text:
+    if v is None:
+        return Text("–", style="dim")
+    if isinstance(v, float):
+        return Text(f"{v:g}", justify="right")
+    return plain(v, 20)
+
+
+def scores_renderable(judgments: list[dict], rationale_limit: int | None = RATIONALE_LIMIT):
+    if not judgments:
+        return Text("Scores\n", style="bold") + Text("not judged yet", style="dim")
+    table = Table(box=None, padding=(0, 1), show_edge=False, expand=False, header_style="bold")
+    table.add_column("dimension")
+    for j in judgments:
+        table.add_column(plain(j.get("judge"), 24), justify="right")
+    dims = list(dict.fromkeys(d for j in judgments for d in (j.get("scores") or {})))
+    for dim in dims:
+        table.add_row(plain(dim, 30), *[_fmt((j.get("scores") or {}).get(dim)) for j in judgments])
+    table.add_row(Text("overall", style="bold"), *[_fmt(j.get("overall")) for j in judgments])
+    notes = Text(end="")
+    for j in judgments:
+        if j.get("rationale"):
+            notes.append("\n")
+            notes.append_text(plain(j.get("judge"), 40))
+            notes.append(": ", style="bold")
+            body, hidden = safe_text(j["rationale"], rationale_limit)
+            notes.append_text(body)
+            if hidden:
+                notes.append(f" … (+{hidden:,} chars)", style="dim")
+    return Group(Text("Scores", style="bold"), table, notes)
+
+
+class ScoresTable(Static):
+    DEFAULT_CSS = """
+    ScoresTable { height: auto; padding: 0 1; }
+    """
+
+    def show(self, judgments: list[dict]) -> None:
+        self.update(scores_renderable(judgments))

@@ -1,0 +1,201 @@
+"""The Textual app shell: hosts every screen, owns the theme, the keymap and the command palette.
+
+Screens are found through SCREEN_REGISTRY (name -> "module:Class"), imported only when first opened. To add a
+screen, add one line there. A screen class is built with the keyword arguments it declares among
+`dataset` (dataset name or None) and `sample_id`; everything else it reads from `self.app`:
+`app.db_path`, `app.config_path`, `app.config`, `app.current_dataset`, `app.open_screen(name, **kw)` and
+`app.store_runner()` (one thread with its own connection: `await runner.run(fn, *args)` calls `fn(conn, *args)`
+off the event loop, in order).
+
+This is the only module under workbench/ that imports Textual.
+"""
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import sqlite3
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.screen import Screen
+
+from . import keymap
+from .config import ConfigError, load_config, resolve_config_path
+from .store import open_store, resolve_db_path
+
+# name -> "module:Class". List only modules that exist: a missing one is an error when opened, not hidden.
+SCREEN_REGISTRY: dict[str, str] = {
+    "datasets": "screens.datasets:DatasetsScreen",
+    "browse": "screens.browse:BrowseScreen",
+    "balance": "screens.balance:BalanceScreen",
+    "import": "screens.import_dialog:ImportDialog",
+    "export": "screens.export_dialog:ExportDialog",
+    "review": "screens.review:ReviewScreen",
+    "help": "screens.help:HelpScreen",
+    "duplicates": "screens.duplicates:DuplicatesScreen",
+    "clean": "screens.clean:CleanScreen",
+    "jobs": "screens.jobs:JobsScreen",
+}
+
+THEMES = {"dark": "textual-dark", "light": "textual-light"}
+
+
+def screen_class(name: str) -> type[Screen]:
+    module, _, cls = SCREEN_REGISTRY[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def screen_title(name: str) -> str:
+    return getattr(screen_class(name), "PALETTE_TITLE", None) or name.capitalize()
+
+
+def key_specs_bindings(screen: str) -> list[Binding]:
+    """The Textual bindings of one keymap section (screens use this for their BINDINGS)."""
+    return [Binding(s.keys, s.action, s.description, show=s.show, id=s.id,
+                    key_display=keymap.display_key(s.keys.split(",")[0]))
+            for s in keymap.SPECS[screen]]
+
+
+class StoreRunner:
+    """One worker thread with its own store connection. Calls run in submission order, never on the event loop."""
+
+    def __init__(self, db_path: Path):
+        self.db_path = db_path
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store")
+        self._local = threading.local()
+        self._conns: list[sqlite3.Connection] = []
+
+    def _call(self, fn: Callable, args: tuple, kwargs: dict):
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._local.conn = open_store(self.db_path)
+            self._conns.append(conn)
+        return fn(conn, *args, **kwargs)
+
+    async def run(self, fn: Callable[..., Any], *args, **kwargs) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self._call, fn, args, kwargs)
+
+    def close(self) -> None:
+        def _close():
+            for c in self._conns:
+                c.close()
+        try:
+            self._pool.submit(_close)
+        except RuntimeError:  # already shut down
+            return
+        self._pool.shutdown(wait=False)
+
+
+class WorkbenchApp(App):
+    TITLE = "Curation Workbench"
+    BINDINGS = key_specs_bindings("app")
+
+    def __init__(self, db: str | Path | None = None, config: str | Path | None = None,
+                 dataset: str | None = None, screen: str | None = None, sample_id: int | None = None):
+        super().__init__()
+        self.db_path = resolve_db_path(db)
+        self.config_path = resolve_config_path(config)
+        self.config = load_config(self.config_path)
+        self.keymap_overrides = keymap.load_keymap(self.config)
+        self.current_dataset: str | None = dataset
+        self._start_screen = screen
+        self._start_sample = sample_id
+        self.store_ready = asyncio.Event()
+        self.sample_import: str | None = None  # message about the first-run sample import, once done
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        ui = self.config.get("ui") or {}
+        theme = ui.get("theme", "dark")
+        self.theme = THEMES.get(theme, theme) if THEMES.get(theme, theme) in self.available_themes else THEMES["dark"]
+        self.set_keymap(self.keymap_overrides)
+        self.run_worker(self._startup(), name="startup", group="startup")
+
+    async def _startup(self) -> None:
+        runner = self.store_runner()
+        try:
+            await runner.run(lambda conn: None)  # open + migrate before any screen reads
+        except Exception as e:  # a store we cannot open: say why and leave
+            runner.close()
+            self.exit(return_code=2, message=f"error: cannot open store {self.db_path}: {e}")
+            return
+        self.store_ready.set()
+        self.push_screen(self.make_screen("datasets"))
+        if self._start_screen:
+            self.open_screen(self._start_screen, dataset=self.current_dataset, sample_id=self._start_sample)
+        try:
+            from .sample import ensure_sample
+            if await runner.run(ensure_sample):
+                self.sample_import = "Imported the bundled sample dataset"
+                self.notify(self.sample_import, title="First run")
+        except Exception as e:
+            self.notify(f"could not import the bundled sample: {e}", severity="error", timeout=10)
+        finally:
+            runner.close()
+
+    # --- screens -------------------------------------------------------------------------------------
+
+    def store_runner(self) -> StoreRunner:
+        return StoreRunner(self.db_path)
+
+    def make_screen(self, name: str, **kwargs) -> Screen:
+        cls = screen_class(name)
+        params = inspect.signature(cls.__init__).parameters
+        accepted = {k: v for k, v in kwargs.items() if k in params}
+        return cls(**accepted)
+
+    def open_screen(self, name: str, **kwargs) -> None:
+        """Push screen `name` (built with the keyword arguments it accepts: dataset, sample_id)."""
+        if name not in SCREEN_REGISTRY:
+            self.notify(f"the {name} screen is not available yet", severity="warning")
+            return
+        kwargs.setdefault("dataset", self.current_dataset)
+        self.push_screen(self.make_screen(name, **kwargs))
+
+    def action_open(self, name: str) -> None:
+        self.open_screen(name)
+
+    def action_help(self) -> None:
+        if type(self.screen).__name__ != "HelpScreen":
+            self.open_screen("help")
+
+    def action_home(self) -> None:
+        while len(self.screen_stack) > 2:
+            self.pop_screen()
+
+    def action_toggle_theme(self) -> None:
+        self.theme = THEMES["light"] if self.theme == THEMES["dark"] else THEMES["dark"]
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        yield from super().get_system_commands(screen)
+        yield SystemCommand("Toggle light/dark theme", "Switch between the light and dark themes",
+                            self.action_toggle_theme)
+        yield SystemCommand("Home", "Back to the Datasets screen", self.action_home)
+        for name in SCREEN_REGISTRY:
+            if name == "datasets":
+                continue
+            cls = screen_class(name)
+            doc = (inspect.getdoc(cls) or "").splitlines()
+            yield SystemCommand(screen_title(name), doc[0] if doc else f"Open the {name} screen",
+                                partial(self.open_screen, name))
+
+
+def run_app(db: str | Path | None = None, config: str | Path | None = None, dataset: str | None = None,
+            screen: str | None = None, sample_id: int | None = None) -> int:
+    """Start the TUI; returns the exit code. A bad config or keymap stops before the terminal is taken over."""
+    try:
+        app = WorkbenchApp(db=db, config=config, dataset=dataset, screen=screen, sample_id=sample_id)
+    except (ConfigError, keymap.KeymapError) as e:
+        import sys
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    app.run()
+    return app.return_code or 0

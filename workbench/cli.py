@@ -1,0 +1,82 @@
+"""`workbench` command line. Each area registers its subcommands from its own module (COMMAND_MODULES).
+
+A handler takes the parsed args and returns an exit code; it raises CliError for a user-facing failure
+(printed as `error: ...`, exit 2). With no subcommand the TUI starts.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+
+# Modules that define `register(subparsers, common)`; add yours here.
+COMMAND_MODULES = [
+    "workbench.cli_data",
+    "workbench.cli_tasks",
+    "workbench.cli_tui",
+    "workbench.cli_llm",
+    "workbench.cli_curate",
+]
+
+
+class CliError(Exception):
+    """A failure the user can fix: printed without a traceback, exit status 2."""
+
+
+def common_parser() -> argparse.ArgumentParser:
+    """Options every subcommand accepts after its name (SUPPRESS keeps a top-level value from being overwritten)."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--db", default=argparse.SUPPRESS, help="store file (default: $WORKBENCH_DB or the user data dir)")
+    p.add_argument("--config", default=argparse.SUPPRESS,
+                   help="config TOML (default: $WORKBENCH_CONFIG or the user config dir)")
+    return p
+
+
+def top_parser(**kw) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Curation Workbench: build instruction and "
+                                     "preference datasets from the terminal. With no command, opens the TUI.", **kw)
+    parser.add_argument("--db", default=None, help="store file (default: $WORKBENCH_DB or the user data dir)")
+    parser.add_argument("--config", default=None, help="config TOML (default: $WORKBENCH_CONFIG or the user config dir)")
+    return parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = top_parser()
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    common = common_parser()
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub, common)
+    return parser
+
+
+def print_json(obj) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    top, rest = top_parser(add_help=False).parse_known_args(argv)
+    try:
+        if not rest:
+            # no command: straight to the TUI, without importing every command's modules (openai etc.) first
+            if top.config:
+                os.environ["WORKBENCH_CONFIG"] = str(top.config)
+            from .app import run_app  # the only place the CLI pulls in Textual
+            return run_app(db=top.db, config=top.config) or 0
+        args = build_parser().parse_args(argv)  # `rest` holds a command (or something argparse will refuse)
+        if getattr(args, "config", None):
+            # one config for everything this process does (template overrides, workers it starts), not only
+            # for the code that is handed args.config
+            os.environ["WORKBENCH_CONFIG"] = str(args.config)
+        return args.handler(args) or 0
+    except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # `workbench ... | head`: the reader left; don't fail again flushing at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+

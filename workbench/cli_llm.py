@@ -1,0 +1,406 @@
+"""CLI for LLM work: `endpoints`, `pools`, `run TASK`, `worker`, `jobs`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+
+from . import endpoints as E
+from . import jobs as J
+from .cli import CliError, print_json
+from .config import ConfigError, load_config, save_config
+from .llm import Client, LLMError
+from .store import open_store, resolve_db_path
+from .tasks import TaskError, load_tasks, params_help, parse_value
+
+
+def register(sub, common):
+    _register_endpoints(sub, common)
+    _register_run(sub, common)
+    w = sub.add_parser("worker", parents=[common], help="run queued LLM jobs (keep it running, or --until-idle)")
+    w.add_argument("--until-idle", action="store_true", help="exit when no job is left to run")
+    w.add_argument("--job", type=int, default=None, help="run only this job")
+    w.add_argument("--lease-seconds", type=float, default=J.LEASE_SECONDS,
+                   help="how long a silent worker keeps its job before another may take it over")
+    w.add_argument("--max-inflight", type=int, default=None,
+                   help="items in flight at once (default: twice the pool's total concurrency)")
+    w.set_defaults(handler=cmd_worker)
+    _register_jobs(sub, common)
+
+
+# --- helpers -----------------------------------------------------------------------------------------------
+
+def _config(args) -> dict:
+    try:
+        return load_config(getattr(args, "config", None))
+    except ConfigError as e:
+        raise CliError(str(e)) from None
+
+
+def _store(args):
+    return open_store(getattr(args, "db", None))
+
+
+def _kv(pairs: list[str] | None, what: str) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise CliError(f"{what} {pair!r}: expected key=value")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = parse_value(v)
+    return out
+
+
+def _guard(fn):
+    """User-fixable errors from the core -> CliError (exit 2, no traceback)."""
+    def wrapped(args):
+        try:
+            return fn(args)
+        except (E.EndpointError, TaskError, ConfigError) as e:
+            raise CliError(str(e)) from None
+    return wrapped
+
+
+# --- endpoints and pools -------------------------------------------------------------------------------------
+
+def _register_endpoints(sub, common):
+    p = sub.add_parser("endpoints", parents=[common], help="add, list and test LLM endpoints")
+    es = p.add_subparsers(dest="endpoints_command", metavar="ACTION", required=True)
+    add = es.add_parser("add", parents=[common], help="add or replace an OpenAI-compatible endpoint")
+    add.add_argument("name")
+    add.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
+    add.add_argument("--model", required=True)
+    add.add_argument("--api-key-env", default=None,
+                     help="NAME of the environment variable holding the key (the key is never stored)")
+    add.add_argument("--max-concurrency", type=int, default=16)
+    add.add_argument("--rpm", type=int, default=0, help="requests per minute (0: no limit)")
+    add.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: no limit)")
+    add.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    add.add_argument("--max-retries", type=int, default=6)
+    add.add_argument("--json-mode", choices=E.JSON_MODES, default="json_object",
+                     help="response_format the server accepts for JSON replies")
+    add.add_argument("--cost-in", type=float, default=0.0, help="cost per 1k prompt tokens")
+    add.add_argument("--cost-out", type=float, default=0.0, help="cost per 1k completion tokens")
+    add.add_argument("--param", action="append", metavar="K=V", help="default generation parameter")
+    add.set_defaults(handler=_guard(cmd_endpoints_add))
+    ls = es.add_parser("list", parents=[common], help="configured endpoints and pools")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=_guard(cmd_endpoints_list))
+    rm = es.add_parser("remove", parents=[common], help="remove an endpoint from the config")
+    rm.add_argument("name")
+    rm.set_defaults(handler=_guard(cmd_endpoints_remove))
+    t = es.add_parser("test", parents=[common], help="send one tiny request; show latency and the server's models")
+    t.add_argument("name")
+    t.set_defaults(handler=_guard(cmd_endpoints_test))
+
+    pp = sub.add_parser("pools", parents=[common], help="group endpoints into a pool")
+    ps = pp.add_subparsers(dest="pools_command", metavar="ACTION", required=True)
+    padd = ps.add_parser("add", parents=[common], help="add or replace a pool")
+    padd.add_argument("name")
+    padd.add_argument("--endpoint", action="append", required=True, help="member endpoint (repeat)")
+    padd.add_argument("--mode", choices=E.POOL_MODES, default="spread",
+                      help="spread: least busy endpoint first; each: every model answers")
+    padd.set_defaults(handler=_guard(cmd_pools_add))
+
+
+def cmd_endpoints_add(args) -> int:
+    cfg = _config(args)
+    ep = E.Endpoint(name=args.name, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
+                    max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm, timeout=args.timeout,
+                    max_retries=args.max_retries, json_mode=args.json_mode, cost_per_1k_input=args.cost_in,
+                    cost_per_1k_output=args.cost_out, params=_kv(args.param, "--param"))
+    path = save_config(E.add_endpoint(cfg, ep), getattr(args, "config", None))
+    print(f"endpoint {args.name} saved to {path}")
+    return 0
+
+
+def cmd_endpoints_remove(args) -> int:
+    cfg = _config(args)
+    if args.name not in (cfg.get("endpoints") or {}):
+        raise CliError(f"no endpoint named {args.name!r}")
+    users = [p for p, d in (cfg.get("pools") or {}).items() if args.name in (d.get("endpoints") or [])]
+    if users:
+        raise CliError(f"endpoint {args.name} is used by pool(s) {', '.join(users)}")
+    del cfg["endpoints"][args.name]
+    save_config(cfg, getattr(args, "config", None))
+    print(f"endpoint {args.name} removed")
+    return 0
+
+
+def cmd_endpoints_list(args) -> int:
+    cfg = _config(args)
+    eps = E.endpoints(cfg)
+    pls = E.pools(cfg)
+    rows = [{"name": ep.name, "base_url": ep.base_url, "model": ep.model, "api_key_env": ep.api_key_env,
+             "key_set": E.key_available(ep), "max_concurrency": ep.max_concurrency, "rpm": ep.rpm, "tpm": ep.tpm,
+             "json_mode": ep.json_mode} for ep in eps.values()]
+    if args.json:
+        print_json({"endpoints": rows, "pools": [{"name": p.name, "endpoints": list(p.endpoints), "mode": p.mode}
+                                                 for p in pls.values()]})
+        return 0
+    if not rows:
+        print("no endpoints; add one with `workbench endpoints add NAME --base-url URL --model M`")
+    for r in rows:
+        key = "no key" if not r["api_key_env"] else f"key ${r['api_key_env']}" + ("" if r["key_set"] else " (unset)")
+        print(f"{r['name']:<16} {r['model']:<32} {r['base_url']:<36} x{r['max_concurrency']:<4} {key}")
+    for p in pls.values():
+        print(f"pool {p.name:<11} {p.mode:<6} {', '.join(p.endpoints)}")
+    return 0
+
+
+def cmd_endpoints_test(args) -> int:
+    import asyncio
+    cfg = _config(args)
+    ep = E.get_endpoint(cfg, args.name)
+    client = Client(ep, E.secrets(cfg))
+
+    async def probe():
+        try:
+            try:
+                t0 = time.monotonic()
+                models = [m.id async for m in client.client.models.list()]
+                list_s = time.monotonic() - t0
+            except Exception as e:  # the model list is optional on some servers; report and go on
+                models, list_s = None, E.redact(f"{type(e).__name__}: {e}", client.secrets)
+            t0 = time.monotonic()
+            try:
+                c = await client.chat([{"role": "user", "content": "Reply with the single word: ok"}],
+                                      {**ep.params, "max_tokens": 5})
+            except LLMError as e:
+                served = f"; the server lists: {', '.join(models[:20])}" if models else ""
+                raise CliError(f"endpoint {ep.name} failed: {e}{served}") from None
+            return models, list_s, c, time.monotonic() - t0
+        finally:
+            await client.close()
+
+    models, list_s, c, latency = asyncio.run(probe())
+    print(f"endpoint {ep.name}: ok, {latency * 1000:.0f} ms, model {c.model}, reply {c.text[:40]!r}, "
+          f"tokens {c.prompt_tokens}+{c.completion_tokens}")
+    if models is None:
+        print(f"model list unavailable: {list_s}")
+    else:
+        print(f"server models ({len(models)}): {', '.join(models[:20])}" + (" ..." if len(models) > 20 else ""))
+        if ep.model not in models:
+            print(f"note: {ep.model} is not in the server's model list")
+    return 0
+
+
+def cmd_pools_add(args) -> int:
+    cfg = _config(args)
+    path = save_config(E.add_pool(cfg, args.name, args.endpoint, args.mode), getattr(args, "config", None))
+    print(f"pool {args.name} saved to {path}")
+    return 0
+
+
+# --- run -------------------------------------------------------------------------------------------------------
+
+def _register_run(sub, common):
+    p = sub.add_parser("run", parents=[common], help="queue an LLM task as a job (see `workbench run TASK --help`)")
+    ts = p.add_subparsers(dest="task", metavar="TASK", required=True)
+    for name, cls in sorted(load_tasks().items()):
+        tp = ts.add_parser(name, parents=[common], help=cls.summary, description=cls.summary,
+                           epilog=f"params (--param k=v):\n{params_help(cls)}\n\nfilter keys (--filter k=v): "
+                                  + ", ".join(J.FILTER_KEYS),
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        tp.add_argument("--dataset", required=cls.needs_dataset, help="input dataset")
+        g = tp.add_mutually_exclusive_group(required=True)
+        g.add_argument("--endpoint", help="endpoint name")
+        g.add_argument("--pool", help="pool name")
+        tp.add_argument("--judge", default=None, help="endpoint or pool that judges (default: the generators)")
+        if cls.writes_samples:
+            tp.add_argument("--into", default=None, help=f"target dataset (default: <dataset>-{name})")
+        tp.add_argument("--param", action="append", metavar="K=V", help="task parameter (see below)")
+        tp.add_argument("--filter", action="append", metavar="K=V", help="only input samples matching")
+        tp.add_argument("--wait", action="store_true", help="run a worker here until the job ends, with progress")
+        tp.set_defaults(handler=_guard(cmd_run))
+
+
+def cmd_run(args) -> int:
+    cfg = _config(args)
+    conn = _store(args)
+    try:
+        job_id = J.queue_job(conn, args.task, config=cfg, dataset=args.dataset, endpoint=args.endpoint,
+                             pool=args.pool, judge=args.judge, into=getattr(args, "into", None),
+                             params=_kv(args.param, "--param"), filter=J.parse_filter(args.filter))
+        job = J.get_job(conn, job_id)
+    finally:
+        conn.close()
+    print(job_id, flush=True)
+    print(f"queued job {job_id}: {args.task}, {job['total']} items"
+          + (f" into {job['params']['into']}" if job["params"].get("into") else ""), file=sys.stderr)
+    if not args.wait:
+        return 0
+    return wait_for_job(resolve_db_path(getattr(args, "db", None)), cfg, job_id)
+
+
+def wait_for_job(db_path, cfg: dict, job_id: int) -> int:
+    """Run the job here (or watch the worker that holds it) until it ends; progress on stderr."""
+    from .worker import run_worker
+    printer = ProgressPrinter()
+    conn = open_store(db_path)
+    try:
+        while True:
+            outcomes = run_worker(db_path, cfg, job_id=job_id, on_progress=printer)
+            if outcomes and outcomes[-1] == "interrupted":
+                printer.end()
+                print(f"stopped; job {job_id} is back in the queue (`workbench worker` resumes it)", file=sys.stderr)
+                return 130
+            job = J.get_job(conn, job_id)
+            if job["status"] not in ("queued", "running"):
+                break
+            printer(job)      # another worker holds it: watch until it ends
+            time.sleep(1.0)
+        printer.end()
+        print(summary_line(job), file=sys.stderr)
+        if job["error"]:
+            print(f"job {job_id}: {job['error']}", file=sys.stderr)
+        return 0 if job["status"] == "done" and not job["failed"] else 1
+    finally:
+        conn.close()
+
+
+def summary_line(j: dict) -> str:
+    out = f"job {j['id']} {j['kind']} {j['status']}: {j['done']}/{j['total']} done, {j['failed']} failed, " \
+          f"{j['kept']} kept, {j['dropped']} dropped"
+    if j["drop_reasons"]:
+        out += " (" + ", ".join(f"{k}: {v}" for k, v in j["drop_reasons"].items()) + ")"
+    out += f"; {j['requests']} requests, {j['cache_hits']} cache hits, {j['retries']} retries, " \
+           f"tokens {j['tokens_in']}+{j['tokens_out']}, cost {j['cost']:.4f}"
+    return out
+
+
+def fmt_eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
+
+
+def progress_line(j: dict) -> str:
+    pct = 100 * j["fraction"]
+    return (f"job {j['id']} {j['kind']} {j['status']}: {j['done'] + j['failed']}/{j['total']} ({pct:.0f}%), "
+            f"{j['failed']} failed, {j['items_per_s']:.1f} items/s, ETA {fmt_eta(j['eta_s'])}, "
+            f"tokens {j['tokens_in']}+{j['tokens_out']}, cost {j['cost']:.4f}")
+
+
+class ProgressPrinter:
+    """One updating line on a terminal; a line every few seconds otherwise."""
+
+    def __init__(self, stream=None, every: float = 5.0):
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.every = every
+        self.last = 0.0
+        self.width = 0
+
+    def __call__(self, job: dict) -> None:
+        line = progress_line(job)
+        if self.tty:
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = len(line)
+            self.stream.flush()
+        elif time.monotonic() - self.last >= self.every:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last = time.monotonic()
+
+    def end(self) -> None:
+        if self.tty and self.width:
+            self.stream.write("\n")
+            self.width = 0
+
+
+# --- worker and jobs ------------------------------------------------------------------------------------------
+
+def cmd_worker(args) -> int:
+    from .worker import run_worker
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(name)s pid=%(process)d %(levelname)s %(message)s")
+    for noisy in ("httpx", "httpx2", "openai"):   # one line per request would drown the log
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    cfg = _config(args)
+    ran = run_worker(resolve_db_path(getattr(args, "db", None)), cfg, until_idle=args.until_idle, job_id=args.job,
+                     lease_seconds=args.lease_seconds, max_inflight=args.max_inflight)
+    logging.getLogger("workbench.worker").info("worker exits after %d job run(s)", len(ran))
+    return 0
+
+
+def _register_jobs(sub, common):
+    p = sub.add_parser("jobs", parents=[common], help="list LLM jobs; cancel, pause, resume, retry, show")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=_guard(cmd_jobs))
+    js = p.add_subparsers(dest="jobs_command", metavar="ACTION")
+    for action, help_ in (("cancel", "stop a job for good (its outputs so far stay)"),
+                          ("pause", "stop a job; resume continues where it stopped"),
+                          ("resume", "queue a paused job again"),
+                          ("retry", "run the failed items of a job again"),
+                          ("show", "one job in full, with its latest failures")):
+        a = js.add_parser(action, parents=[common], help=help_)
+        a.add_argument("id", type=int)
+        if action == "show":
+            a.add_argument("--json", action="store_true")
+            a.add_argument("--failures", type=int, default=10, help="how many failed items to show")
+        a.set_defaults(handler=_guard(cmd_job_action), action=action)
+
+
+def cmd_jobs(args) -> int:
+    conn = _store(args)
+    try:
+        jobs = J.list_jobs(conn)
+    finally:
+        conn.close()
+    keys = ("id", "kind", "status", "total", "done", "failed", "kept", "dropped", "items_per_s", "eta_s",
+            "tokens_in", "tokens_out", "cost", "cache_hits", "error")
+    if args.json:
+        print_json([{k: j[k] for k in keys} | {"params": j["params"]} for j in jobs])
+        return 0
+    if not jobs:
+        print("no jobs")
+        return 0
+    print(f"{'id':>4} {'kind':<16} {'status':<10} {'total':>7} {'done':>7} {'failed':>6} {'items/s':>8} {'eta':>8}")
+    for j in jobs:
+        print(f"{j['id']:>4} {j['kind']:<16} {j['status']:<10} {j['total']:>7} {j['done']:>7} {j['failed']:>6} "
+              f"{j['items_per_s']:>8.1f} {fmt_eta(j['eta_s']):>8}")
+    return 0
+
+
+def cmd_job_action(args) -> int:
+    conn = _store(args)
+    try:
+        if args.action == "show":
+            job = J.get_job(conn, args.id)
+            fails = J.failures(conn, args.id, args.failures)
+            if args.json:
+                print_json({**job, "failures": fails})
+                return 0
+            print(summary_line(job))
+            print(f"params: {json.dumps(job['params'], ensure_ascii=False)}")
+            if job["error"]:
+                print(f"error: {job['error']}")
+            for f in fails:
+                print(f"--- item {f['key']} ({f['status']}, {f['attempts']} attempt(s)) at {f['updated_at']}")
+                if f["error"]:
+                    print(f["error"])
+                if f["raw"] is not None:
+                    print("raw reply:")
+                    print(f["raw"])
+            return 0
+        if args.action == "cancel":
+            job = J.cancel_job(conn, args.id)
+        elif args.action == "pause":
+            job = J.pause_job(conn, args.id)
+        elif args.action == "resume":
+            job = J.resume_job(conn, args.id)
+        else:
+            n = J.retry_failed(conn, args.id)
+            job = J.get_job(conn, args.id)
+            print(f"job {args.id}: {n} failed item(s) queued again; status {job['status']}")
+            return 0
+        print(f"job {args.id}: {job['status']}")
+        if args.action == "resume":
+            print("run `workbench worker` (or open the Jobs screen) to continue it", file=sys.stderr)
+        return 0
+    finally:
+        conn.close()

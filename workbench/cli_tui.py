@@ -1,0 +1,31 @@
+"""`workbench review --dataset NAME`: open the TUI straight into Review (a deep link for scripts and SSH)."""
+from __future__ import annotations
+
+from .cli import CliError
+from .store import get_dataset, open_store
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("review", parents=[common], help="open the TUI on the Review screen of a dataset")
+    p.add_argument("--dataset", required=True, help="dataset name (see `workbench datasets`)")
+    p.add_argument("--sample", type=int, default=None, help="start at this sample id instead of where you left off")
+    p.set_defaults(handler=review)
+
+
+def review(args) -> int:
+    db = getattr(args, "db", None)
+    conn = open_store(db)
+    try:
+        if get_dataset(conn, args.dataset) is None:
+            names = [r[0] for r in conn.execute("SELECT name FROM datasets ORDER BY id")]
+            raise CliError(f"no dataset named {args.dataset!r}" + (f"; datasets: {', '.join(names)}" if names
+                                                                     else "; the store has no dataset yet"))
+        if args.sample is not None and conn.execute("SELECT 1 FROM samples WHERE id = ? AND dataset_id = "
+                                                    "(SELECT id FROM datasets WHERE name = ?)",
+                                                    (args.sample, args.dataset)).fetchone() is None:
+            raise CliError(f"dataset {args.dataset!r} has no sample with id {args.sample}")
+    finally:
+        conn.close()
+    from .app import run_app
+    return run_app(db=db, config=getattr(args, "config", None), dataset=args.dataset, screen="review",
+                   sample_id=args.sample)

@@ -1,0 +1,57 @@
+"""The TOML config: endpoints, pools, key bindings, label sets, filter lists.
+
+Location: --config PATH, else $WORKBENCH_CONFIG, else the platformdirs user config dir.
+A missing file is an empty config: the workbench runs with no configuration at all.
+"""
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+
+import platformdirs
+import tomli_w
+
+from .store import APP_NAME
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def default_config_path() -> Path:
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def resolve_config_path(path: str | os.PathLike | None = None) -> Path:
+    if path:
+        return Path(path)
+    env = os.environ.get("WORKBENCH_CONFIG")
+    return Path(env) if env else default_config_path()
+
+
+def config_dir(path: str | os.PathLike | None = None) -> Path:
+    """Directory that holds the config file; template overrides live in its `templates/` folder."""
+    return resolve_config_path(path).parent
+
+
+def load_config(path: str | os.PathLike | None = None) -> dict:
+    p = resolve_config_path(path)
+    if not p.exists():
+        return {}
+    try:
+        with open(p, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{p}: {e}") from None
+
+
+def save_config(config: dict, path: str | os.PathLike | None = None) -> Path:
+    """Write atomically: a crash mid-write never leaves a truncated config."""
+    p = resolve_config_path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(".toml.tmp")
+    with open(tmp, "wb") as f:
+        tomli_w.dump(config, f)
+    os.replace(tmp, p)
+    return p

@@ -1,0 +1,374 @@
+"""Balanced sampling into a named selection (non-destructive: samples are never changed or deleted).
+
+Target file (TOML):
+
+    size = 1000                  # rows wanted (the CLI's --size wins)
+    seed = 7                     # the CLI's --seed wins; same seed + same data = same selection
+    datasets = ["alpaca"]        # optional; the CLI's --dataset wins; default: every dataset
+    status = ["pending", "accepted"]   # eligible rows (default: everything not rejected)
+    by = "random"                # or "score": the best judge scores first within each bucket
+    diversity = 0.85             # optional, Deita-style: skip rows this similar (0..1) to one already selected
+    fields = ["instruction", "input"]  # what diversity compares
+    fill = false                 # true: when buckets fall short, top up from buckets with rows to spare
+
+    [targets.task_type]          # shares per label; fractions or percentages; "*" = every other value,
+    qa = 0.4                     # "(none)" = rows without a value. Unlisted values get nothing unless "*"
+    coding = 0.3                 # is given. Also read: [balance.targets.<dim>], the Balance screen's targets
+    "*" = 0.3                    # in the config, so a config file works as a target file.
+
+    [targets.difficulty]
+    easy = 30
+    hard = 70
+
+Dimensions: task_type, domain, difficulty. With several, the quotas per combination of labels come from
+iterative proportional fitting over the combinations that exist, capped by how many rows each has — so every
+dimension's shares are met at once where the data allow, and the preview names the buckets that cannot be.
+"""
+from __future__ import annotations
+
+import sqlite3
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from . import dedup
+from .stats import NONE_LABEL, parse_targets
+from .store import STATUSES, now, transaction
+
+DIMS = ("task_type", "domain", "difficulty")
+OTHER = "*"
+IPF_ROUNDS = 200
+
+
+class TargetError(ValueError):
+    """A target file that cannot be used; the message names the file and the entry."""
+
+
+@dataclass
+class Target:
+    shares: dict[str, dict[str, float]]          # dim -> label -> share (sums to 1 per dim)
+    size: int | None = None
+    seed: int = 0
+    datasets: list[str] | None = None
+    statuses: list[str] = field(default_factory=lambda: ["pending", "accepted"])
+    by: str = "random"
+    diversity: float | None = None
+    fields: tuple[str, ...] = dedup.DEFAULT_FIELDS
+    fill: bool = False
+    source: str | None = None
+
+
+def parse_target(data: dict, source: str = "target") -> Target:
+    def bad(msg: str) -> TargetError:
+        return TargetError(f"{source}: {msg}")
+
+    tables = data.get("targets")
+    if tables is None:
+        tables = (data.get("balance") or {}).get("targets")
+    if not tables:
+        raise bad("no [targets.<dimension>] table (dimensions: " + ", ".join(DIMS) + ")")
+    try:
+        raw = parse_targets({"balance": {"targets": tables}})
+    except ValueError as e:
+        raise bad(str(e)) from None
+    shares = {}
+    for dim, table in raw.items():
+        if dim not in DIMS:
+            raise bad(f"[targets.{dim}]: balanced sampling works on {', '.join(DIMS)}")
+        total = sum(table.values())
+        if total <= 0:
+            raise bad(f"[targets.{dim}]: the shares add up to 0")
+        shares[dim] = {label: v / total for label, v in table.items()}
+    t = Target(shares, source=source)
+    if "size" in data:
+        if not isinstance(data["size"], int) or isinstance(data["size"], bool) or data["size"] < 1:
+            raise bad(f"size = {data['size']!r}: a whole number >= 1")
+        t.size = data["size"]
+    if "seed" in data:
+        if not isinstance(data["seed"], int) or isinstance(data["seed"], bool):
+            raise bad(f"seed = {data['seed']!r}: a whole number")
+        t.seed = data["seed"]
+    if "datasets" in data:
+        t.datasets = [str(d) for d in data["datasets"]]
+    if "status" in data:
+        statuses = [data["status"]] if isinstance(data["status"], str) else list(data["status"])
+        for s in statuses:
+            if s not in STATUSES:
+                raise bad(f"status {s!r}: one of {', '.join(STATUSES)}")
+        t.statuses = statuses
+    if "by" in data:
+        if data["by"] not in ("random", "score"):
+            raise bad(f"by = {data['by']!r}: \"random\" or \"score\"")
+        t.by = data["by"]
+    if "diversity" in data:
+        d = data["diversity"]
+        if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:
+            raise bad(f"diversity = {d!r}: a similarity in (0, 1]")
+        t.diversity = float(d)
+    if "fields" in data:
+        try:
+            t.fields = dedup.parse_fields(data["fields"])
+        except ValueError as e:
+            raise bad(f"fields: {e}") from None
+    if "fill" in data:
+        t.fill = bool(data["fill"])
+    return t
+
+
+def load_target(path: str | Path) -> Target:
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise TargetError(f"{p}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise TargetError(f"{p}: {e}") from None
+    return parse_target(data, str(p))
+
+
+# --- the plan -----------------------------------------------------------------------------------------------
+
+@dataclass
+class Shortfall:
+    dim: str
+    label: str
+    target: int
+    projected: int
+    available: int
+
+
+@dataclass
+class Plan:
+    target: Target
+    size: int
+    eligible: int
+    available: dict[str, dict[str, int]]      # dim -> label -> eligible rows
+    wanted: dict[str, dict[str, int]]         # dim -> label -> rows the shares ask for
+    projected: dict[str, dict[str, int]]      # dim -> label -> rows selected
+    ids: list[int]
+    skipped_similar: int = 0                  # rows passed over by the diversity rule
+
+    @property
+    def short(self) -> list[Shortfall]:
+        out = []
+        for dim, labels in self.wanted.items():
+            for label, want in labels.items():
+                got = self.projected[dim].get(label, 0)
+                if got < want:
+                    out.append(Shortfall(dim, label, want, got, self.available[dim].get(label, 0)))
+        return out
+
+    def to_json(self) -> dict:
+        return {"size": self.size, "selected": len(self.ids), "eligible": self.eligible, "seed": self.target.seed,
+                "by": self.target.by, "diversity": self.target.diversity, "skipped_similar": self.skipped_similar,
+                "histograms": {dim: {label: {"target": self.wanted[dim].get(label, 0),
+                                             "projected": self.projected[dim].get(label, 0),
+                                             "available": self.available[dim].get(label, 0)}
+                                     for label in _labels(self, dim)} for dim in self.wanted},
+                "short": [vars(s) for s in self.short]}
+
+
+def _labels(plan: Plan, dim: str) -> list[str]:
+    seen = list(plan.wanted[dim])
+    seen += [lab for lab in plan.available[dim] if lab not in seen]
+    return seen
+
+
+def _label(value, table: dict[str, float]) -> str | None:
+    if value is None or value == "":
+        return NONE_LABEL if NONE_LABEL in table else (OTHER if OTHER in table else None)
+    value = str(value)
+    if value in table:
+        return value
+    return OTHER if OTHER in table else None
+
+
+def _scope(conn, datasets, statuses) -> tuple[str, list]:
+    ids = dedup.dataset_ids(conn, datasets)
+    return dedup.scope_where(ids, statuses)
+
+
+def _quotas(cells: list[tuple[tuple[str, ...], int]], dims: list[str], wanted: dict[str, dict[str, float]],
+            size: int, fill: bool) -> list[int]:
+    """Integer rows per cell: IPF towards every dimension's targets, capped by each cell's rows."""
+    avail = np.array([n for _, n in cells], dtype=float)
+    masks = [(np.array([c[d] == label for c, _ in cells]), want)
+             for d, dim in enumerate(dims) for label, want in wanted[dim].items()]
+    x = avail.copy()
+    for _ in range(IPF_ROUNDS):
+        prev = x.copy()
+        for mask, want in masks:
+            s = x[mask].sum()
+            if s > 0:
+                x[mask] *= want / s
+        x = np.minimum(x, avail)
+        if np.abs(x - prev).max() < 1e-6:
+            break
+    q = np.floor(x + 1e-9).astype(int)
+    q = np.minimum(q, avail.astype(int))
+    goal = min(int(round(x.sum())), size)
+    rest = goal - int(q.sum())
+    if rest > 0:     # largest remainders first
+        frac = x - q
+        for c in np.argsort(-frac, kind="stable")[:rest]:
+            if q[c] < avail[c]:
+                q[c] += 1
+    if fill:
+        deficit = size - int(q.sum())
+        while deficit > 0:
+            spare = avail - q
+            room = np.flatnonzero(spare > 0)
+            if room.size == 0:
+                break
+            weight = (x[room] + 1e-9) / (x[room] + 1e-9).sum()
+            add = np.minimum(np.floor(weight * deficit).astype(int), spare[room].astype(int))
+            if add.sum() == 0:                          # fewer rows to place than cells: one each, best first
+                add[np.argsort(-weight, kind="stable")[:deficit]] = 1
+                add = np.minimum(add, spare[room].astype(int))
+            q[room] += add
+            deficit -= int(add.sum())
+    return q.tolist()
+
+
+def plan(conn: sqlite3.Connection, target: Target, size: int | None = None, seed: int | None = None,
+         datasets: list[str] | None = None) -> Plan:
+    """Choose the rows (nothing is written): quotas per bucket, then rows in preference order within them."""
+    size = size if size is not None else target.size
+    if not size or size < 1:
+        raise TargetError("no target size: give --size N or size = N in the target file")
+    if seed is not None:
+        target.seed = seed
+    if datasets:
+        target.datasets = list(datasets)
+    dims = [d for d in DIMS if d in target.shares]
+    where, params = _scope(conn, target.datasets, target.statuses)
+
+    # eligible rows per combination of labels (an indexed GROUP BY; rows in no bucket are not eligible)
+    cells: dict[tuple[str, ...], int] = {}
+    available = {d: {} for d in dims}
+    eligible = 0
+    for *values, n in conn.execute(f"SELECT {', '.join(dims)}, count(*) FROM samples WHERE {where} "
+                                   f"GROUP BY {', '.join(dims)}", params):
+        labels = tuple(_label(v, target.shares[d]) for v, d in zip(values, dims))
+        if None in labels:
+            continue
+        cells[labels] = cells.get(labels, 0) + n
+        eligible += n
+        for d, lab in zip(dims, labels):
+            available[d][lab] = available[d].get(lab, 0) + n
+    wanted_f = {d: {lab: share * size for lab, share in target.shares[d].items()} for d in dims}
+    wanted = {d: _round_shares(wanted_f[d], size) for d in dims}
+    cell_list = sorted(cells.items())
+    quotas = _quotas(cell_list, dims, wanted_f, size, target.fill) if cell_list else []
+    quota = {c: q for (c, _), q in zip(cell_list, quotas)}
+
+    ids, skipped = _pick(conn, target, dims, where, params, quota)
+    projected = {d: {} for d in dims}
+    for labels, n in _count_cells(conn, dims, target, ids).items():
+        for d, lab in zip(dims, labels):
+            projected[d][lab] = projected[d].get(lab, 0) + n
+    return Plan(target, size, eligible, available, wanted, projected, ids, skipped)
+
+
+def _round_shares(want: dict[str, float], size: int) -> dict[str, int]:
+    """Whole-row targets that add up to the size (largest remainders)."""
+    out = {lab: int(v) for lab, v in want.items()}
+    rest = size - sum(out.values())
+    for lab in sorted(want, key=lambda k: -(want[k] - int(want[k])))[:max(rest, 0)]:
+        out[lab] += 1
+    return out
+
+
+def _pick(conn, target: Target, dims: list[str], where: str, params: list,
+          quota: dict[tuple[str, ...], int]) -> tuple[list[int], int]:
+    """Walk the eligible rows in preference order (seeded shuffle; best score first with by="score") and take
+    each while its bucket has room — and, with diversity, while nothing similar is selected yet."""
+    index = {c: i for i, c in enumerate(quota)}
+    left = np.array([quota[c] for c in quota], dtype=np.int64)
+    ids, cell_of, scores = [], [], []
+    for sid, score, *values in conn.execute(f"SELECT id, score, {', '.join(dims)} FROM samples WHERE {where} "
+                                            f"ORDER BY id", params):
+        labels = tuple(_label(v, target.shares[d]) for v, d in zip(values, dims))
+        c = index.get(labels)
+        if c is None or left[c] == 0:
+            continue
+        ids.append(sid)
+        cell_of.append(c)
+        scores.append(np.nan if score is None else score)
+    if not ids:
+        return [], 0
+    ids_a = np.array(ids, dtype=np.int64)
+    shuffle = np.random.default_rng(target.seed).permutation(len(ids_a))
+    if target.by == "score":
+        s = np.array(scores, dtype=float)
+        s = np.where(np.isnan(s), -np.inf, s)
+        order = np.lexsort((shuffle, -s))        # best score first; ties (and unscored) in seeded order
+    else:
+        order = np.argsort(shuffle)
+    cluster_of = {}
+    if target.diversity is not None:
+        for k, members in enumerate(dedup.find_clusters(conn, target.datasets, fields=target.fields,
+                                                        threshold=target.diversity, statuses=target.statuses,
+                                                        ids=ids)):
+            for m in members:
+                cluster_of[m] = k
+    taken_clusters: set[int] = set()
+    chosen, skipped = [], 0
+    need = int(left.sum())
+    cells = np.array(cell_of, dtype=np.int64)
+    for pos in order.tolist():
+        c = cells[pos]
+        if left[c] == 0:
+            continue
+        sid = int(ids_a[pos])
+        k = cluster_of.get(sid)
+        if k is not None:
+            if k in taken_clusters:
+                skipped += 1
+                continue
+            taken_clusters.add(k)
+        chosen.append(sid)
+        left[c] -= 1
+        need -= 1
+        if need == 0:
+            break
+    return sorted(chosen), skipped
+
+
+def _count_cells(conn, dims: list[str], target: Target, ids: list[int]) -> dict[tuple[str, ...], int]:
+    out: dict[tuple[str, ...], int] = {}
+    for i in range(0, len(ids), 900):
+        chunk = ids[i:i + 900]
+        for values in conn.execute(f"SELECT {', '.join(dims)} FROM samples WHERE id IN ({','.join('?' * len(chunk))})",
+                                   chunk):
+            labels = tuple(_label(v, target.shares[d]) for v, d in zip(values, dims))
+            out[labels] = out.get(labels, 0) + 1
+    return out
+
+
+# --- selections ---------------------------------------------------------------------------------------------
+
+class SelectionExists(ValueError):
+    pass
+
+
+def write_selection(conn: sqlite3.Connection, name: str, result: Plan, replace: bool = False) -> int:
+    """Store the plan's rows as selection `name` (with how it was made, in meta 'selection:<name>')."""
+    if not name.strip():
+        raise ValueError("a selection needs a name")
+    with transaction(conn):
+        exists = conn.execute("SELECT 1 FROM selections WHERE name = ? LIMIT 1", (name,)).fetchone()
+        if exists and not replace:
+            raise SelectionExists(f"selection {name!r} exists; choose another name or replace it")
+        conn.execute("DELETE FROM selections WHERE name = ?", (name,))
+        conn.executemany("INSERT INTO selections (name, sample_id) VALUES (?, ?)", ((name, i) for i in result.ids))
+        info = {"created_at": now(), "target": result.target.source, "size": result.size, "seed": result.target.seed,
+                "by": result.target.by, "diversity": result.target.diversity, "datasets": result.target.datasets,
+                "rows": len(result.ids), "short": [vars(s) for s in result.short]}
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                     (f"selection:{name}", orjson.dumps(info).decode()))
+    return len(result.ids)

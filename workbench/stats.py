@@ -1,0 +1,217 @@
+"""Balance histograms: task_type, domain, difficulty, length buckets, judge score buckets and status.
+
+Counts come from `sample_stats` (maintained counts, see store.py) plus a GROUP BY over the "tail" of rows not yet
+folded into it, read in one snapshot, so a refresh costs a few milliseconds at any store size. One read answers
+both "all samples" and "accepted only": every count is kept per status.
+"""
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from dataclasses import dataclass
+
+from .store import STATS_DIMS, STATS_LENGTH_EDGES, STATUSES, dataset_id as _dataset_id, stats_bucket_sql, transaction
+
+FOLD_CHUNK = 10_000          # rows per fold transaction (~0.15 s): never holds a decision or a worker up for long
+FOLD_MIN_TAIL = 2_000        # below this, reading the tail (~10 ms) is cheaper than writing a fold
+NONE_LABEL = "(none)"
+UNSCORED_LABEL = "unscored"
+LENGTH_DIMS = ("instruction_len", "response_len")
+DIM_TITLES = {
+    "status": "status", "task_type": "task type", "domain": "domain", "difficulty": "difficulty",
+    "instruction_len": "instruction length (chars)", "response_len": "response length (chars)",
+    "score": "judge score (overall)",
+}
+
+
+def _stats_upto(conn: sqlite3.Connection) -> int:
+    row = conn.execute("SELECT value FROM meta WHERE key = 'stats_upto'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def tail_rows(conn: sqlite3.Connection) -> int:
+    """How many samples are not yet folded into the maintained counts."""
+    return conn.execute("SELECT count(*) FROM samples WHERE id > ?", (_stats_upto(conn),)).fetchone()[0]
+
+
+def fold(conn: sqlite3.Connection, *, chunk: int = FOLD_CHUNK) -> int:
+    """Add the counts of not-yet-counted samples to `sample_stats`, in short transactions; returns rows folded.
+
+    Safe to run from several processes at once: each chunk re-reads the watermark inside its transaction.
+    Call it after bulk loads (like store.fts_sync); readers are correct either way, only slower on a long tail.
+    """
+    total = 0
+    while True:
+        with transaction(conn):
+            upto = _stats_upto(conn)
+            top, n = conn.execute("SELECT max(id), count(*) FROM (SELECT id FROM samples WHERE id > ? ORDER BY id "
+                                  "LIMIT ?)", (upto, chunk)).fetchone()
+            if top is None:
+                return total
+            for dim in STATS_DIMS:
+                expr = stats_bucket_sql(dim)
+                conn.execute(f"INSERT INTO sample_stats (dataset_id, status, dim, bucket, n) "
+                             f"SELECT dataset_id, status, '{dim}', {expr}, count(*) FROM samples "
+                             f"WHERE id > ? AND id <= ? GROUP BY dataset_id, status, {expr} "
+                             f"ON CONFLICT DO UPDATE SET n = n + excluded.n", (upto, top))
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('stats_upto', ?)", (str(top),))
+            total += n
+
+
+def fold_if_needed(conn: sqlite3.Connection, min_tail: int = FOLD_MIN_TAIL) -> int:
+    """Fold only when the tail is long enough to matter: a reader polling often should rarely write."""
+    top = conn.execute("SELECT max(id) FROM samples").fetchone()[0] or 0
+    if top - _stats_upto(conn) < min_tail or tail_rows(conn) < min_tail:
+        return 0
+    return fold(conn)
+
+
+@dataclass
+class Counts:
+    """Counts per dimension -> bucket key -> status, for one dataset or all of them."""
+    cells: dict[str, dict[str, dict[str, int]]]
+
+    def total(self, statuses: tuple[str, ...] | None = None) -> int:
+        return sum(self.status_counts(statuses).values())
+
+    def status_counts(self, statuses: tuple[str, ...] | None = None) -> dict[str, int]:
+        """Rows per status (every row is counted once per dimension, so any dimension gives the totals)."""
+        per = defaultdict(int)
+        for by_status in self.cells.get("task_type", {}).values():
+            for status, n in by_status.items():
+                per[status] += n
+        names = list(STATUSES) + sorted(set(per) - set(STATUSES))
+        return {s: per.get(s, 0) for s in names if statuses is None or s in statuses}
+
+    def histogram(self, dim: str, statuses: tuple[str, ...] | None = None) -> list[tuple[str, int]]:
+        """(label, count) pairs in display order: categories by count, lengths and scores by value."""
+        if dim == "status":
+            return list(self.status_counts(statuses).items())
+        counts = {key: sum(n for s, n in by_status.items() if statuses is None or s in statuses)
+                  for key, by_status in self.cells.get(dim, {}).items()}
+        if dim in LENGTH_DIMS:
+            return [(length_label(lo), counts.get(str(lo), 0)) for lo in STATS_LENGTH_EDGES]
+        if dim == "score":
+            return _score_histogram(counts)
+        items = [(key or NONE_LABEL, n) for key, n in counts.items() if n]
+        return sorted(items, key=lambda kv: (-kv[1], kv[0]))
+
+
+def length_label(lo: int) -> str:
+    edges = STATS_LENGTH_EDGES
+    i = edges.index(lo)
+    return f"{lo}+" if i == len(edges) - 1 else f"{lo}-{edges[i + 1] - 1}"
+
+
+def _score_histogram(counts: dict[str, int]) -> list[tuple[str, int]]:
+    scored = {int(k): n for k, n in counts.items() if k != "" and n}
+    out = []
+    if scored:
+        lo, hi = min(scored), max(scored)
+        out = [(str(v), scored.get(v, 0)) for v in range(lo, hi + 1)]   # gaps shown as empty bars
+    if counts.get("", 0):
+        out.append((UNSCORED_LABEL, counts[""]))
+    return out
+
+
+def read_counts(conn: sqlite3.Connection, dataset_id: int | None = None) -> Counts:
+    """Maintained counts plus the unfolded tail, read in one snapshot (a fold committing between the two
+    reads would otherwise count rows twice)."""
+    cells: dict[str, dict[str, dict[str, int]]] = {d: defaultdict(lambda: defaultdict(int)) for d in STATS_DIMS}
+    where, params = ("AND dataset_id = ?", (dataset_id,)) if dataset_id is not None else ("", ())
+    own_txn = not conn.in_transaction
+    if own_txn:
+        conn.execute("BEGIN")
+    try:
+        upto = _stats_upto(conn)
+        for dim, bucket, status, n in conn.execute(
+                f"SELECT dim, bucket, status, sum(n) FROM sample_stats WHERE 1 {where} "
+                f"GROUP BY dim, bucket, status", params):
+            if dim in cells and n:
+                cells[dim][str(bucket)][status] += n
+        if (conn.execute("SELECT max(id) FROM samples").fetchone()[0] or 0) > upto:
+            for dim in STATS_DIMS:
+                for bucket, status, n in conn.execute(
+                        f"SELECT {stats_bucket_sql(dim)}, status, count(*) FROM samples WHERE id > ? {where} "
+                        f"GROUP BY 1, 2", (upto, *params)):
+                    cells[dim][str(bucket)][status] += n
+    finally:
+        if own_txn:
+            conn.execute("COMMIT")
+    return Counts({d: {k: dict(v) for k, v in by.items()} for d, by in cells.items()})
+
+
+HISTOGRAM_DIMS = ("status",) + STATS_DIMS
+
+
+def stats_summary(conn: sqlite3.Connection, dataset: str | None = None) -> dict:
+    """Everything `workbench stats --json` prints: totals and every histogram, for all rows and accepted only.
+
+    Raises KeyError for an unknown dataset name.
+    """
+    did = _dataset_id(conn, dataset) if dataset is not None else None
+    fold_if_needed(conn)
+    counts = read_counts(conn, did)
+
+    def section(statuses):
+        return {"total": counts.total(statuses),
+                **{dim: dict(counts.histogram(dim, statuses)) for dim in HISTOGRAM_DIMS}}
+
+    return {"dataset": dataset, **section(None), "accepted": section(("accepted",))}
+
+
+# --- targets ------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Bar:
+    label: str
+    count: int
+    share: float                   # of the histogram's total, 0..1
+    target: float | None = None    # target share, 0..1
+    other: bool = False            # the bar that sums the categories beyond the top N
+
+    @property
+    def gap(self) -> float | None:
+        """Share minus target (positive: over-represented)."""
+        return None if self.target is None else self.share - self.target
+
+
+def parse_targets(config: dict) -> dict[str, dict[str, float]]:
+    """`[balance.targets.<dim>]` tables of label = share. Shares are fractions (0.25) or, when any value is
+    above 1, percentages (25). Raises ValueError naming the bad entry."""
+    raw = (config.get("balance") or {}).get("targets") or {}
+    if not isinstance(raw, dict):
+        raise ValueError("[balance.targets] must be a table of tables, e.g. [balance.targets.task_type]")
+    out = {}
+    for dim, table in raw.items():
+        if dim not in HISTOGRAM_DIMS:
+            raise ValueError(f"[balance.targets.{dim}]: unknown histogram (one of {', '.join(HISTOGRAM_DIMS)})")
+        if not isinstance(table, dict):
+            raise ValueError(f"[balance.targets.{dim}] must be a table of label = share")
+        for label, v in table.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise ValueError(f"[balance.targets.{dim}] {label} = {v!r}: a share must be a number >= 0")
+        scale = 100.0 if any(v > 1 for v in table.values()) else 1.0
+        out[dim] = {str(label): float(v) / scale for label, v in table.items()}
+    return out
+
+
+def bars(hist: list[tuple[str, int]], targets: dict[str, float] | None = None, top: int | None = None) -> list[Bar]:
+    """Bars with shares and target shares. Beyond `top` categories the rest sum into one 'other' bar, but a
+    category with a target is always shown; targets for labels absent from the data show as empty bars."""
+    targets = targets or {}
+    total = sum(n for _, n in hist) or 0
+    share = (lambda n: n / total) if total else (lambda n: 0.0)
+    present = {label for label, _ in hist}
+    rows = list(hist) + [(label, 0) for label in targets if label not in present]
+    if top is not None and len(rows) > top:
+        keep = rows[:top] + [r for r in rows[top:] if r[0] in targets]
+        rest = [r for r in rows[top:] if r[0] not in targets]
+        rows = keep
+    else:
+        rest = []
+    out = [Bar(label, n, share(n), targets.get(label)) for label, n in rows]
+    if rest:
+        n = sum(c for _, c in rest)
+        out.append(Bar(f"({len(rest)} more)", n, share(n), None, other=True))
+    return out

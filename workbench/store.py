@@ -1,0 +1,473 @@
+"""The SQLite store: one file per project, WAL, versioned schema with forward migrations.
+
+Every module opens the store through `open_store()`; nothing else creates tables.
+"""
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import platformdirs
+
+APP_NAME = "curation-workbench"
+BUSY_TIMEOUT_MS = 30_000
+WAL_AUTOCHECKPOINT = 1000  # pages (SQLite's default); bulk imports pause it, see importer.import_file
+
+STATUSES = ("pending", "accepted", "rejected")
+
+# --- maintained counts for the Balance histograms (migration 2 -> 3) --------------------------
+# A GROUP BY over a million rows costs ~50 ms per histogram even indexed, so the histograms read
+# `sample_stats`: counts per (dataset, status, dimension, bucket). Rows up to meta 'stats_upto' are counted
+# there; newer rows are the "tail" that `stats.fold()` adds in chunks (like fts_sync), so bulk inserts pay
+# nothing. Triggers keep the counted rows right when they are updated or deleted (migration 4: a delete also
+# lowers the watermark, so an id reused after deleting the top rows is counted as tail).
+# The bucket edges are frozen by this migration: changing them needs a new migration rebuilding sample_stats.
+STATS_LENGTH_EDGES = (0, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+STATS_DIMS = ("task_type", "domain", "difficulty", "instruction_len", "response_len", "score")
+
+
+def stats_bucket_sql(dim: str, row: str = "") -> str:
+    """SQL for the bucket key (TEXT) of `dim`; `row` is '' for a plain query or 'new.'/'old.' in a trigger."""
+    col = row + dim
+    if dim in ("instruction_len", "response_len"):
+        whens = " ".join(f"WHEN {col} < {hi} THEN {lo}"
+                         for lo, hi in zip(STATS_LENGTH_EDGES, STATS_LENGTH_EDGES[1:]))
+        return f"CASE {whens} ELSE {STATS_LENGTH_EDGES[-1]} END"
+    if dim == "score":
+        return f"coalesce(CAST({col} AS INTEGER), '')"   # [n, n+1); '' = not judged
+    return f"coalesce({col}, '')"
+
+
+def _stats_upsert(row: str, sign: int) -> str:
+    values = ", ".join(f"('{d}', {stats_bucket_sql(d, row)})" for d in STATS_DIMS)
+    return (f"INSERT INTO sample_stats (dataset_id, status, dim, bucket, n) "
+            f"SELECT {row}dataset_id, {row}status, column1, column2, {sign} FROM (VALUES {values}) WHERE true "
+            f"ON CONFLICT DO UPDATE SET n = n + excluded.n;")
+
+
+_STATS_COUNTED = "(SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'stats_upto')"
+_STATS_CHANGED = " OR ".join(f"old.{c} IS NOT new.{c}" for c in ("dataset_id", "status") + STATS_DIMS)
+
+_STATS_MIGRATION = f"""
+    CREATE TABLE sample_stats (
+        dataset_id INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        dim TEXT NOT NULL,
+        bucket TEXT NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (dataset_id, status, dim, bucket)
+    ) WITHOUT ROWID;
+    CREATE TRIGGER sample_stats_insert AFTER INSERT ON samples WHEN new.id <= {_STATS_COUNTED}
+    BEGIN {_stats_upsert("new.", 1)} END;
+    CREATE TRIGGER sample_stats_delete AFTER DELETE ON samples WHEN old.id <= {_STATS_COUNTED}
+    BEGIN {_stats_upsert("old.", -1)} END;
+    CREATE TRIGGER sample_stats_update AFTER UPDATE ON samples
+    WHEN old.id <= {_STATS_COUNTED} AND ({_STATS_CHANGED})
+    BEGIN {_stats_upsert("old.", -1)} {_stats_upsert("new.", 1)} END;
+    -- keyset pagination for Browse: each sort order seeks within a dataset (see workbench/browse.py)
+    CREATE INDEX samples_dataset ON samples(dataset_id);
+    CREATE INDEX samples_dataset_score ON samples(dataset_id, score);
+    CREATE INDEX samples_dataset_length ON samples(dataset_id, instruction_len + response_len);
+"""
+
+# Each entry migrates the schema from version i to i+1. Never edit a shipped entry: append a new one.
+MIGRATIONS: list[str] = [
+    # 0 -> 1: the core tables
+    """
+    CREATE TABLE datasets (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        kind TEXT NOT NULL DEFAULT 'sft',          -- sft | preference | prompts | text | mixed
+        created_at TEXT NOT NULL,
+        description TEXT
+    );
+    -- one row per file imported (a dataset may be fed by several files)
+    CREATE TABLE imports (
+        id INTEGER PRIMARY KEY,
+        dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+        file TEXT NOT NULL,
+        format TEXT NOT NULL,
+        mapping TEXT,                               -- JSON: target field -> source column
+        rows INTEGER NOT NULL DEFAULT 0,
+        skipped INTEGER NOT NULL DEFAULT 0,
+        imported_at TEXT NOT NULL
+    );
+    CREATE TABLE samples (
+        id INTEGER PRIMARY KEY,
+        dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+        instruction TEXT NOT NULL DEFAULT '',
+        input TEXT NOT NULL DEFAULT '',            -- context
+        response TEXT NOT NULL DEFAULT '',         -- for preference rows: the chosen reply
+        rejected TEXT,                             -- preference rows only
+        system TEXT NOT NULL DEFAULT '',
+        messages TEXT,                             -- JSON list of {role, content}: the whole conversation
+                                                   -- (sft) or the prompt turns (preference), NULL if single-turn
+        task_type TEXT,
+        domain TEXT,
+        difficulty TEXT,
+        language TEXT,
+        metadata TEXT,                             -- JSON object: every source column we did not map
+        content_hash INTEGER NOT NULL,             -- 64-bit hash of the normalized text
+        dup_of INTEGER,                            -- id of the first sample with the same content_hash
+        import_id INTEGER REFERENCES imports(id),
+        source_line INTEGER,                       -- 1-based line (JSONL/TXT) or row (JSON/CSV/Parquet) in the import file
+        parent_id INTEGER,                         -- lineage: the sample this one was made from
+        job_id INTEGER,                            -- lineage: the job that made it
+        origin TEXT,                               -- JSON: task, model, endpoint, template version, params
+        status TEXT NOT NULL DEFAULT 'pending',    -- cache of the latest decision
+        score REAL,                                -- cache of the latest overall judge score
+        instruction_len INTEGER NOT NULL DEFAULT 0,
+        response_len INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE INDEX samples_dataset_status ON samples(dataset_id, status, id);
+    CREATE INDEX samples_hash ON samples(content_hash);
+    CREATE INDEX samples_parent ON samples(parent_id);
+    CREATE INDEX samples_task_type ON samples(dataset_id, task_type);
+    CREATE INDEX samples_domain ON samples(dataset_id, domain);
+    CREATE INDEX samples_difficulty ON samples(dataset_id, difficulty);
+
+    CREATE TABLE judgments (
+        id INTEGER PRIMARY KEY,
+        sample_id INTEGER NOT NULL REFERENCES samples(id),
+        candidate_id INTEGER,                      -- set when a candidate (not the sample) was judged
+        judge TEXT NOT NULL,                       -- endpoint/model that judged
+        rubric TEXT NOT NULL,                      -- template name
+        rubric_version TEXT NOT NULL,
+        scores TEXT,                               -- JSON: dimension -> score
+        overall REAL,
+        rationale TEXT,
+        raw TEXT,                                  -- the judge's reply, verbatim
+        job_id INTEGER,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX judgments_sample ON judgments(sample_id);
+
+    CREATE TABLE candidates (
+        id INTEGER PRIMARY KEY,
+        sample_id INTEGER NOT NULL REFERENCES samples(id),
+        model TEXT NOT NULL,
+        endpoint TEXT,
+        response TEXT NOT NULL,
+        job_id INTEGER,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX candidates_sample ON candidates(sample_id);
+
+    -- append-only log of every review action; undo is a new row, never a delete
+    CREATE TABLE decisions (
+        id INTEGER PRIMARY KEY,
+        sample_id INTEGER NOT NULL REFERENCES samples(id),
+        action TEXT NOT NULL,                      -- accept | reject | skip | edit | undo | filter | dedup | ...
+        before TEXT,                               -- JSON of the fields the action changed, as they were
+        after TEXT,                                -- JSON of those fields afterwards
+        reason TEXT,
+        undoes INTEGER,                            -- for action 'undo': the decision it reverts
+        session TEXT,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX decisions_sample ON decisions(sample_id, id);
+    CREATE INDEX decisions_session ON decisions(session, id);
+
+    CREATE TABLE jobs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,
+        params TEXT NOT NULL,                      -- JSON
+        status TEXT NOT NULL DEFAULT 'queued',     -- queued | running | paused | cancelled | done | failed
+        dataset_id INTEGER,
+        into_dataset_id INTEGER,
+        total INTEGER NOT NULL DEFAULT 0,
+        done INTEGER NOT NULL DEFAULT 0,
+        failed INTEGER NOT NULL DEFAULT 0,
+        kept INTEGER NOT NULL DEFAULT 0,
+        dropped INTEGER NOT NULL DEFAULT 0,
+        drop_reasons TEXT,                          -- JSON: rule -> count
+        tokens_in INTEGER NOT NULL DEFAULT 0,
+        tokens_out INTEGER NOT NULL DEFAULT 0,
+        cost REAL NOT NULL DEFAULT 0,
+        cache_hits INTEGER NOT NULL DEFAULT 0,
+        lease_owner TEXT,
+        lease_expires REAL,
+        heartbeat_at REAL,
+        error TEXT,
+        created_at TEXT NOT NULL,
+        started_at TEXT,
+        finished_at TEXT
+    );
+    CREATE TABLE job_items (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL REFERENCES jobs(id),
+        key TEXT NOT NULL,                         -- unique within the job: what the item is (sample id, round, ...)
+        sample_id INTEGER,
+        status TEXT NOT NULL DEFAULT 'pending',    -- pending | done | dropped | failed
+        attempts INTEGER NOT NULL DEFAULT 0,
+        error TEXT,
+        raw TEXT,                                  -- raw reply kept for failed/dropped items
+        result TEXT,                               -- JSON summary of what the item wrote
+        updated_at TEXT,
+        UNIQUE(job_id, key)
+    );
+    CREATE INDEX job_items_status ON job_items(job_id, status);
+
+    CREATE TABLE llm_cache (
+        key TEXT PRIMARY KEY,                      -- sha256 of (model, messages, params)
+        model TEXT,
+        response TEXT NOT NULL,                    -- JSON of the completion we use (text, finish_reason)
+        usage TEXT,
+        created_at TEXT NOT NULL
+    );
+
+    CREATE TABLE snapshots (
+        id INTEGER PRIMARY KEY,
+        name TEXT,
+        file TEXT NOT NULL,
+        format TEXT NOT NULL,
+        filters TEXT,                              -- JSON
+        counts TEXT,                               -- JSON
+        sha256 TEXT NOT NULL,
+        manifest TEXT NOT NULL,                    -- JSON, also written beside the file
+        created_at TEXT NOT NULL
+    );
+    -- which samples (and which version of their text) went into each snapshot, for `workbench diff`
+    CREATE TABLE snapshot_items (
+        snapshot_id INTEGER NOT NULL REFERENCES snapshots(id),
+        sample_id INTEGER NOT NULL,
+        content_hash INTEGER NOT NULL,
+        PRIMARY KEY (snapshot_id, sample_id)
+    ) WITHOUT ROWID;
+
+    -- named, non-destructive selections (balanced sampling, Deita selection)
+    CREATE TABLE selections (
+        name TEXT NOT NULL,
+        sample_id INTEGER NOT NULL,
+        PRIMARY KEY (name, sample_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT);
+
+    -- full-text search; external content, filled by fts_sync() after bulk loads rather than by triggers
+    -- (triggers make every batched commit ~8x slower)
+    CREATE VIRTUAL TABLE samples_fts USING fts5(
+        instruction, input, response, content='samples', content_rowid='id'
+    );
+    """,
+    # 1 -> 2: job progress across restarts (items/s, ETA, request counts) and per-item payloads for dynamic tasks
+    """
+    ALTER TABLE jobs ADD COLUMN rate REAL;                           -- items/s over the worker's recent window
+    ALTER TABLE jobs ADD COLUMN run_seconds REAL NOT NULL DEFAULT 0; -- time spent running, summed over workers
+    ALTER TABLE jobs ADD COLUMN requests INTEGER NOT NULL DEFAULT 0; -- HTTP requests sent (cache hits excluded)
+    ALTER TABLE jobs ADD COLUMN retries INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE job_items ADD COLUMN payload TEXT;                  -- JSON the task attached to the item
+    CREATE INDEX jobs_status ON jobs(status, id);
+    """,
+    # 2 -> 3: maintained counts for the Balance histograms (sample_stats), indexes for Browse's keyset sorts
+    _STATS_MIGRATION,
+    # 3 -> 4: no insert trigger on samples. Evaluating it cost ~14 us a row (a third of a bulk import's insert
+    # time) to cover only ids reused after the top rows are deleted; instead a delete lowers the watermark below
+    # the reused ids, so fold() counts them like any new row.
+    f"""
+    DROP TRIGGER sample_stats_insert;
+    DROP TRIGGER sample_stats_delete;
+    CREATE TRIGGER sample_stats_delete AFTER DELETE ON samples WHEN old.id <= {_STATS_COUNTED}
+    BEGIN {_stats_upsert("old.", -1)}
+        UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM samples)
+        WHERE key = 'stats_upto' AND CAST(value AS INTEGER) > (SELECT coalesce(max(id), 0) FROM samples);
+    END;
+    """,
+    # 4 -> 5: the search index keeps which columns a word is in, not its positions (detail=column): measured on
+    # 100k rows, 38 % faster to build and 45 % smaller. Searches are all-words queries (fts_query), which need no
+    # positions. The index is rebuilt by fts_sync (in the background after an import, or when Review/Browse open).
+    """
+    DROP TABLE samples_fts;
+    CREATE VIRTUAL TABLE samples_fts USING fts5(
+        instruction, input, response, content='samples', content_rowid='id', detail=column
+    );
+    DELETE FROM meta WHERE key = 'fts_upto';
+    """,
+]
+
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + "Z"
+
+
+def default_db_path() -> Path:
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "workbench.db"
+
+
+def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
+    """--db PATH, else $WORKBENCH_DB, else the platformdirs user data dir."""
+    if path:
+        return Path(path)
+    env = os.environ.get("WORKBENCH_DB")
+    return Path(env) if env else default_db_path()
+
+
+class SchemaTooNew(RuntimeError):
+    pass
+
+
+def connect(path: str | os.PathLike, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=check_same_thread)
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("PRAGMA synchronous = NORMAL")   # durable across process crashes in WAL mode
+    conn.execute("PRAGMA foreign_keys = OFF")     # lineage ids may point at deleted datasets' rows
+    conn.execute("PRAGMA cache_size = -65536")    # 64 MB page cache
+    conn.execute("PRAGMA temp_store = MEMORY")
+    return conn
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > SCHEMA_VERSION:
+        raise SchemaTooNew(f"store schema version {version} is newer than this workbench ({SCHEMA_VERSION}); upgrade it")
+    for target in range(version, SCHEMA_VERSION):
+        with transaction(conn):
+            _run_migration(conn, target)
+    return SCHEMA_VERSION
+
+
+def _run_migration(conn: sqlite3.Connection, target: int) -> None:
+    # executescript would COMMIT our transaction first; run statement by statement instead.
+    for stmt in _split_sql(MIGRATIONS[target]):
+        conn.execute(stmt)
+    conn.execute(f"PRAGMA user_version = {target + 1}")
+
+
+def _split_sql(script: str) -> list[str]:
+    out, buf = [], ""
+    for line in script.splitlines():
+        buf += line + "\n"
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                out.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        out.append(buf.strip())
+    return out
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection, *, immediate: bool = True):
+    """One explicit transaction: all or nothing. Nested use is an error (it would hide partial commits)."""
+    conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    else:
+        conn.execute("COMMIT")
+
+
+def open_store(path: str | os.PathLike | None = None, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    """Open (creating and migrating if needed) the store; returns a plain sqlite3 connection in autocommit mode.
+
+    Use `transaction(conn)` for writes. Hot paths use the sqlite3 module directly (executemany, keyset queries).
+    """
+    p = resolve_db_path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    conn = connect(p, check_same_thread=check_same_thread)
+    migrate(conn)
+    return conn
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Changes whenever another connection commits: poll it and re-query only then."""
+    return conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+# --- datasets -------------------------------------------------------------------------------------
+
+def get_dataset(conn: sqlite3.Connection, name: str) -> sqlite3.Row | None:
+    cur = conn.execute("SELECT id, name, kind, created_at FROM datasets WHERE name = ?", (name,))
+    return cur.fetchone()
+
+
+def dataset_id(conn: sqlite3.Connection, name: str) -> int:
+    row = get_dataset(conn, name)
+    if row is None:
+        raise KeyError(f"no dataset named {name!r}")
+    return row[0]
+
+
+def ensure_dataset(conn: sqlite3.Connection, name: str, kind: str = "sft") -> int:
+    """Inside a transaction: the dataset's id, creating it if needed."""
+    row = get_dataset(conn, name)
+    if row:
+        if row[2] != kind and kind:
+            conn.execute("UPDATE datasets SET kind = 'mixed' WHERE id = ? AND kind != ?", (row[0], kind))
+        return row[0]
+    return conn.execute("INSERT INTO datasets (name, kind, created_at) VALUES (?, ?, ?)",
+                        (name, kind, now())).lastrowid
+
+
+def list_datasets(conn: sqlite3.Connection) -> list[dict]:
+    """Each dataset with its row count and counts per status (indexed GROUP BY)."""
+    out = {}
+    for did, name, kind, created in conn.execute("SELECT id, name, kind, created_at FROM datasets ORDER BY id"):
+        out[did] = {"id": did, "name": name, "kind": kind, "created_at": created, "rows": 0,
+                    **{s: 0 for s in STATUSES}}
+    for did, status, n in conn.execute(
+            "SELECT dataset_id, status, count(*) FROM samples GROUP BY dataset_id, status"):
+        if did in out:
+            out[did][status] = n
+            out[did]["rows"] += n
+    return list(out.values())
+
+
+# --- full-text search -------------------------------------------------------------------------------
+
+FTS_CHUNK = 2_000  # ~0.16 s a transaction at 1M rows: a decision waiting on it never waits long
+
+
+def fts_sync(conn: sqlite3.Connection, *, chunk: int = FTS_CHUNK) -> int:
+    """Index samples added since the last sync, in short transactions so writers are never held up long.
+
+    Safe to run from several processes at once: each chunk re-reads the watermark inside its transaction.
+    """
+    total = 0
+    while True:
+        with transaction(conn):
+            row = conn.execute("SELECT value FROM meta WHERE key = 'fts_upto'").fetchone()
+            upto = int(row[0]) if row else 0
+            top = conn.execute("SELECT max(id) FROM (SELECT id FROM samples WHERE id > ? ORDER BY id LIMIT ?)",
+                               (upto, chunk)).fetchone()[0]
+            if top is None:
+                return total
+            n = conn.execute("INSERT INTO samples_fts (rowid, instruction, input, response) "
+                             "SELECT id, instruction, input, response FROM samples WHERE id > ? AND id <= ?",
+                             (upto, top)).rowcount
+            conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('fts_upto', ?)", (str(top),))
+            total += n
+
+
+def fts_replace(conn: sqlite3.Connection, sample_id: int, old: dict, new: dict) -> None:
+    """Inside a transaction, after a sample's text changed: keep the FTS index in step (if it covers the row)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'fts_upto'").fetchone()
+    if not row or sample_id > int(row[0]):
+        return
+    conn.execute("INSERT INTO samples_fts (samples_fts, rowid, instruction, input, response) "
+                 "VALUES ('delete', ?, ?, ?, ?)", (sample_id, old["instruction"], old["input"], old["response"]))
+    conn.execute("INSERT INTO samples_fts (rowid, instruction, input, response) VALUES (?, ?, ?, ?)",
+                 (sample_id, new["instruction"], new["input"], new["response"]))
+
+
+_FTS_TOKEN = re.compile(r"[^\W_]+")  # what FTS5's unicode61 tokenizer keeps: runs of letters and digits
+
+
+def fts_query(text: str) -> str:
+    """A user's search words as a safe FTS5 query: every token quoted (no operators), all required.
+
+    Split the way the index tokenizes ("don't" -> "don" "t"): with detail=column a quoted multi-token phrase
+    would be an error."""
+    return " ".join(f'"{t}"' for t in _FTS_TOKEN.findall(text))

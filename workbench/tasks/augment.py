@@ -1,0 +1,84 @@
+"""Augmentation: new wordings of each instruction, by back-translation through a pivot language or by paraphrase.
+
+Back-translation translates the instruction into `pivot_language` and back; paraphrase rewords it directly. A
+variant is kept only if it keeps the meaning — per the judge role ("Equal" / "Not Equal", with `check=judge`) or
+per a ROUGE-L bound against the original (`check=similarity`: at least `min_similarity`) — and is not a copy of
+the original (ROUGE-L below `max_similarity`). The kept variant is a new row with the original's input and
+response, its parent the original, and lineage naming the augmentation (and pivot language).
+"""
+from __future__ import annotations
+
+from ..parsing import parse_equal, parse_text
+from ..similarity import rouge_l
+from . import Item, LLM, Param, Result, TaskError, register
+from .common import SAMPLING_PARAMS, TemplatedTask
+
+
+@register
+class Augment(TemplatedTask):
+    name = "augment"
+    summary = "reword instructions by back-translation through a pivot language and/or paraphrase, meaning checked"
+    templates = ("augment-translate", "augment-paraphrase", "augment-equivalence")
+    params = {
+        "method": Param("backtranslation", "backtranslation, paraphrase or both",
+                        choices=("backtranslation", "paraphrase", "both")),
+        "pivot_language": Param("French", "language to translate through"),
+        "source_language": Param("English", "language of the instructions (translated back into it)"),
+        "check": Param("judge", "how meaning is checked: judge (Equal/Not Equal) or similarity (ROUGE-L bound)",
+                       choices=("judge", "similarity")),
+        "min_similarity": Param(0.5, "with check=similarity: keep variants with ROUGE-L at least this", type=float),
+        "max_similarity": Param(0.95, "drop variants this close to the original (nothing new)", type=float),
+        **SAMPLING_PARAMS,
+    }
+
+    def validate(self, conn) -> None:
+        self.validate_templates()
+        if not 0 <= self.p["min_similarity"] <= self.p["max_similarity"] <= 1:
+            raise TaskError("params need 0 <= min_similarity <= max_similarity <= 1")
+        if not self.p["pivot_language"].strip():
+            raise TaskError("param pivot_language is empty")
+
+    async def process(self, item: Item, llm: LLM) -> Result:
+        s = item.input_sample()
+        original = s.get("instruction") or ""
+        if not original.strip():
+            return Result(dropped={"no instruction": 1})
+        methods = ("backtranslation", "paraphrase") if self.p["method"] == "both" else (self.p["method"],)
+        rows, dropped = [], {}
+        for method in methods:
+            variant, used, c = await self.variant(llm, method, original)
+            rule = await self.check(llm, original, variant)
+            if rule:
+                dropped[rule] = dropped.get(rule, 0) + 1
+                continue
+            extra = {"pivot_language": self.p["pivot_language"]} if method == "backtranslation" else {}
+            rows.append({**{k: s.get(k) for k in ("input", "response", "system", "task_type", "domain",
+                                                   "difficulty", "language")},
+                         "instruction": variant,
+                         "origin": self.origin(c, templates=used, augmentation=method, check=self.p["check"],
+                                               similarity=round(rouge_l(original, variant), 4), **extra)})
+        return Result(samples=rows, dropped=dropped)
+
+    async def variant(self, llm: LLM, method: str, text: str):
+        """(new wording, templates used, last completion)."""
+        if method == "paraphrase":
+            c = await llm.complete(self.template("augment-paraphrase").render(text=text), params=self.sampling(),
+                                   validate=parse_text)
+            return c.parsed, ("augment-paraphrase", "augment-equivalence"), c
+        t = self.template("augment-translate")
+        there = await llm.complete(t.render(text=text, language=self.p["pivot_language"]), params=self.sampling(),
+                                   validate=parse_text)
+        back = await llm.complete(t.render(text=there.parsed, language=self.p["source_language"]),
+                                  params=self.sampling(), validate=parse_text)
+        return back.parsed, ("augment-translate", "augment-equivalence"), back
+
+    async def check(self, llm: LLM, original: str, variant: str) -> str | None:
+        """The rule a variant breaks, or None to keep it."""
+        sim = rouge_l(original, variant)
+        if variant.strip() == original.strip() or sim >= self.p["max_similarity"]:
+            return "unchanged"
+        if self.p["check"] == "similarity":
+            return None if sim >= self.p["min_similarity"] else "meaning changed"
+        eq = await llm.complete(self.template("augment-equivalence").render(original=original, rewritten=variant),
+                                role="judge", params={"temperature": 0}, validate=parse_equal)
+        return None if eq.parsed else "meaning changed"

@@ -1,0 +1,88 @@
+"""Helpers shared by the generation, evolution and judging tasks (not a task itself)."""
+from __future__ import annotations
+
+import re
+
+from .. import templating
+from ..samples import insert_samples
+from . import Param, Task, TaskError
+
+# Sampling parameters every LLM task accepts; None means "the endpoint's default".
+SAMPLING_PARAMS = {
+    "temperature": Param(None, "sampling temperature (default: the endpoint's)", type=float),
+    "max_tokens": Param(None, "reply length cap (default: the endpoint's)", type=int),
+}
+
+
+class TemplatedTask(Task):
+    """A task whose prompts come from `workbench/templates/` (or the user's overrides of them)."""
+
+    templates: tuple[str, ...] = ()      # template names the task uses, first = the main one
+
+    def template(self, name: str) -> templating.Template:
+        cache = self.__dict__.setdefault("_templates", {})
+        if name not in cache:
+            # overrides live beside the config file; TaskContext may carry its path (else $WORKBENCH_CONFIG)
+            cache[name] = templating.load(name, getattr(self.ctx, "config_path", None))
+        return cache[name]
+
+    def validate_templates(self) -> None:
+        """At queue time: every template loads (an edited override with a broken header fails here)."""
+        for name in self.templates:
+            try:
+                self.template(name)
+            except templating.TemplateError as e:
+                raise TaskError(str(e)) from None
+
+    def template_refs(self, *names: str) -> dict:
+        """{name: version} of the templates used, for lineage."""
+        return {n: self.template(n).version for n in (names or self.templates)}
+
+    def origin(self, completion=None, *, templates: tuple[str, ...] = (), **extra) -> dict:
+        names = templates or self.templates
+        refs = self.template_refs(*names)
+        main = names[0]
+        return self.ctx.origin(completion, template=main, template_version=refs[main], templates=refs, **extra)
+
+    def sampling(self, *names: str) -> dict:
+        """Request params from the task's params of these names (default: SAMPLING_PARAMS); None = the endpoint's."""
+        return {k: self.p[k] for k in (names or SAMPLING_PARAMS) if self.p.get(k) is not None}
+
+
+def prompt_text(sample: dict) -> str:
+    """The prompt a human would see: instruction, then the input on the next line (WizardLM feeds Alpaca so)."""
+    inst = sample.get("instruction") or ""
+    inp = sample.get("input") or ""
+    return f"{inst}\n{inp}" if inp else inst
+
+
+def merged_metadata(sample: dict, key: str, value) -> dict:
+    """The sample's metadata with `key` set (metadata updates replace the whole JSON object)."""
+    meta = sample.get("metadata")
+    meta = dict(meta) if isinstance(meta, dict) else {}
+    meta[key] = value
+    return meta
+
+
+def word_count(text: str) -> int:
+    return len(re.findall(r"\S+", text))
+
+
+def judge_name(completion) -> str:
+    """How a judgment names its judge: the model (Review groups judgments by it)."""
+    return completion.model or completion.endpoint
+
+
+def add_drop(dropped: dict, rule: str, n: int = 1) -> None:
+    if n:
+        dropped[rule] = dropped.get(rule, 0) + n
+
+
+def write_chain(task: Task, conn, item, result) -> dict:
+    """A Task.write that chains its rows: each row's parent is the row before it (the first's: the input sample)."""
+    parent, ids = item.sample_id, []
+    for row in result.samples:
+        first, _ = insert_samples(conn, task.ctx.into_id, [{**row, "parent_id": parent, "job_id": task.ctx.job_id}])
+        ids.append(first)
+        parent = first
+    return {**(result.summary or {}), "samples": ids}

@@ -1,0 +1,128 @@
+"""Evol-Instruct (WizardLM, Xu et al. 2023): make instructions harder (in-depth) or rarer (in-breadth), over rounds.
+
+Each round picks one of six operations with equal probability — add constraints, deepen, concretize, increase
+reasoning steps, complicate the input, or in-breadth — from (seed, sample id, round), evolves the current
+instruction, answers it, and applies the paper's elimination rules, each counted on its own:
+
+  no information gain   an LLM says the evolved prompt is "Equal" to its parent ("Not Equal" is read first)
+  sorry                 the response contains "sorry" and has fewer than 80 words
+  empty response        the response is only punctuation and stop words
+  template leak         the evolved prompt copies the template's markers ("given prompt", "rewritten prompt", ...)
+
+A failed evolution leaves the instruction as it was, and the next round evolves that one again. Each surviving
+evolution becomes a row in the target dataset; its parent is the row it was evolved from (round 1: the input
+sample) and its lineage records the round and the operation.
+"""
+from __future__ import annotations
+
+import re
+
+from ..parsing import parse_equal, parse_text
+from . import Item, LLM, Param, Result, TaskError, item_rng, register
+from .common import SAMPLING_PARAMS, TemplatedTask, write_chain, prompt_text, word_count
+
+# In-depth method -> the sentence inserted into the evol-depth template.
+DEPTH_METHODS = {
+    "add_constraints": "Add one more constraint or requirement that the answer must satisfy.",
+    "deepen": "If the prompt asks about a topic, widen and deepen the inquiry: ask about it in more depth and breadth.",
+    "concretize": "Replace general concepts in the prompt with more specific, concrete ones.",
+    "increase_reasoning": "If the prompt can be solved with a few simple steps, rewrite it so that it explicitly "
+                          "asks for reasoning in several steps.",
+    "complicate_input": "Give the prompt a more complex input to work on: if it has none, add realistic input data "
+                        "in a structured form (a table, JSON, XML, SQL, code or shell output) that the task must "
+                        "use; if it has one, make that input richer and harder to handle.",
+}
+OPERATIONS = (*DEPTH_METHODS, "breadth")
+
+LEAK_MARKERS = ("given prompt", "rewritten prompt", "#rewritten prompt#", "created prompt", "#created prompt#",
+                "#given prompt#", "original prompt", "new prompt:", "inspiration prompt")
+
+STOP_WORDS = frozenset("""a an the and or but if then else of to in on at by for with from as is are was were be been
+being it its this that these those i you he she we they me him her us them my your his our their not no yes so do does
+did have has had can could will would shall should may might must just than too very there here what which who whom
+whose when where why how all any some such only own same also about into over under again further once up down out off
+ok okay""".split())
+
+
+def leaks_template(prompt: str) -> bool:
+    low = prompt.lower()
+    return any(m in low for m in LEAK_MARKERS)
+
+
+def is_sorry(response: str) -> bool:
+    return "sorry" in response.lower() and word_count(response) < 80
+
+
+def is_empty_response(response: str) -> bool:
+    """Only punctuation, whitespace and stop words."""
+    words = re.findall(r"[^\W_]+", response.lower())
+    return all(w in STOP_WORDS for w in words)
+
+
+def choose_operation(seed, sample_id: int, round_: int) -> str:
+    return item_rng(seed, sample_id, round_).choice(OPERATIONS)
+
+
+@register
+class EvolInstruct(TemplatedTask):
+    name = "evol-instruct"
+    summary = "evolve instructions in depth (constraints, deepen, concretize, reasoning, input) or breadth, rounds"
+    templates = ("evol-depth", "evol-breadth", "evol-equal", "respond")
+    params = {
+        "rounds": Param(1, "evolution rounds per instruction (the paper: 4)"),
+        "generate_answers": Param(True, "answer each evolved instruction (needed by the response elimination rules)"),
+        "check_equal": Param(True, "ask the judge role whether the evolved prompt adds anything (rule 1)"),
+        "seed": Param(42, "random seed for the choice of operation per (sample, round)"),
+        **SAMPLING_PARAMS,
+    }
+
+    def validate(self, conn) -> None:
+        self.validate_templates()
+        if self.p["rounds"] < 1:
+            raise TaskError("param rounds must be at least 1")
+
+    async def process(self, item: Item, llm: LLM) -> Result:
+        s = item.input_sample()
+        current = prompt_text(s)
+        if not current.strip():
+            return Result(dropped={"no instruction": 1})
+        rows, dropped, ops = [], {}, []
+        for r in range(1, self.p["rounds"] + 1):
+            op = choose_operation(self.p["seed"], s["id"], r)
+            ops.append(op)
+            if op == "breadth":
+                t = self.template("evol-breadth")
+                messages = t.render(prompt=current)
+            else:
+                t = self.template("evol-depth")
+                messages = t.render(prompt=current, method=DEPTH_METHODS[op])
+            c = await llm.complete(messages, params=self.sampling(), validate=parse_text)
+            evolved = c.parsed
+            rule = await self.eliminate(llm, current, evolved, op)
+            response, rc = "", None
+            if rule is None and self.p["generate_answers"]:
+                rc = await llm.complete(self.template("respond").render(instruction=evolved, input="", system=""),
+                                        params=self.sampling())
+                response = rc.text
+                rule = "sorry" if is_sorry(response) else "empty response" if is_empty_response(response) else None
+            if rule is not None:
+                dropped[rule] = dropped.get(rule, 0) + 1
+                continue                    # the parent stays and is evolved again next round
+            rows.append({"instruction": evolved, "input": "", "response": response, "system": s.get("system") or "",
+                         "origin": self.origin(c, templates=(t.name, "evol-equal", "respond"), round=r,
+                                               operation=op, responder=rc.model if rc else None)})
+            current = evolved
+        return Result(samples=rows, dropped=dropped, summary={"operations": ops, "kept_rounds": len(rows)})
+
+    async def eliminate(self, llm: LLM, parent: str, evolved: str, op: str) -> str | None:
+        """The first elimination rule the evolved prompt breaks (before answering it), or None."""
+        if leaks_template(evolved):
+            return "template leak"
+        if self.p["check_equal"]:
+            eq = await llm.complete(self.template("evol-equal").render(first=parent, second=evolved), role="judge",
+                                    params={"temperature": 0}, validate=parse_equal)
+            if eq.parsed:
+                return "no information gain"
+        return None
+
+    write = write_chain

@@ -1,0 +1,192 @@
+"""Self-Instruct (Wang et al. 2022): grow new instructions from seed tasks, reject near-copies, then answer them.
+
+Every round shows the model 8 instructions (6 human seeds + 2 generated in this job, once there are some; all
+human before that), shuffled and numbered, and asks it to continue the list. Each proposed instruction is
+dropped, and the rule counted, if it is too short (<= 3 words) or too long (> 150), asks for something a text
+model cannot do (image, picture, graph, file, map, draw, plot, go to), starts with "Write a program", with
+punctuation or with a non-ASCII character, was cut off by max_tokens, or has a ROUGE-L F1 >= the similarity
+threshold with any instruction already in the pool (the seeds, the target dataset, and everything kept so far in
+this run). Kept instructions are answered and written to the target dataset.
+
+Rounds run in waves of `rounds_in_flight`; the generated examples a round may show are those kept in earlier
+waves, and the sample is drawn from (seed, job, round), so a resumed job shows the same examples again.
+"""
+from __future__ import annotations
+
+import asyncio
+import re
+
+from ..llm import LLMError
+from ..parsing import ParseError, parse_numbered_list
+from ..similarity import RougePool
+from . import Item, LLM, Param, Result, TaskError, item_rng, register
+from .common import TemplatedTask, add_drop, word_count
+
+UNSUPPORTED = re.compile(r"\b(images?|graphs?|pictures?|files?|maps?|draw|plot|go to)\b", re.I)
+
+
+def drop_rule(instruction: str, min_words: int, max_words: int) -> str | None:
+    """The first Self-Instruct filter an instruction fails (before the similarity check), or None."""
+    n = word_count(instruction)
+    if n < min_words:
+        return "too short"
+    if n > max_words:
+        return "too long"
+    if UNSUPPORTED.search(instruction):
+        return "needs more than text"
+    if instruction.lower().startswith("write a program"):
+        return "write a program"
+    if not instruction[0].isalnum():
+        return "starts with punctuation" if instruction[0].isascii() else "starts with non-ASCII"
+    if not instruction[0].isascii():
+        return "starts with non-ASCII"
+    return None
+
+
+def clean_example(instruction: str) -> str:
+    return " ".join(instruction.split()).rstrip(":")
+
+
+@register
+class SelfInstruct(TemplatedTask):
+    name = "self-instruct"
+    summary = "new instructions from seed tasks (8 in context: 6 human + 2 generated), near-copies rejected"
+    templates = ("self-instruct", "respond")
+    params = {
+        "num_instructions": Param(100, "how many new instructions to keep"),
+        "seeds_per_prompt": Param(8, "instructions shown in each prompt"),
+        "machine_per_prompt": Param(2, "of those, how many generated ones (once available)"),
+        "similarity_threshold": Param(0.7, "reject an instruction whose ROUGE-L with any pool instruction is >= this",
+                                      type=float),
+        "min_words": Param(4, "drop instructions with fewer words"),
+        "max_words": Param(150, "drop instructions with more words"),
+        "generate_responses": Param(True, "answer each kept instruction"),
+        "rounds_in_flight": Param(8, "rounds run concurrently (one wave)"),
+        "max_rounds": Param(0, "give up after this many rounds (0: 10 + 2 x num_instructions)"),
+        "classification": Param(False, "ask for classification tasks (with their output labels)"),
+        "seed": Param(42, "random seed for the choice of in-context examples per round"),
+        "temperature": Param(0.7, "sampling temperature for new instructions (the paper: 0.7)", type=float),
+        "top_p": Param(0.5, "nucleus sampling for new instructions (the paper: 0.5)", type=float),
+        "max_tokens": Param(1024, "reply cap for new instructions (the paper: 1024)", type=int),
+    }
+    needs_dataset = True
+
+    @property
+    def max_rounds(self) -> int:
+        return self.p["max_rounds"] or 10 + 2 * self.p["num_instructions"]
+
+    def validate(self, conn) -> None:
+        self.validate_templates()
+        p = self.p
+        if p["num_instructions"] < 1 or p["seeds_per_prompt"] < 1 or p["rounds_in_flight"] < 1:
+            raise TaskError("params num_instructions, seeds_per_prompt and rounds_in_flight must be at least 1")
+        if not 0 <= p["machine_per_prompt"] <= p["seeds_per_prompt"]:
+            raise TaskError("param machine_per_prompt must be between 0 and seeds_per_prompt")
+        if not 0 < p["similarity_threshold"] <= 1:
+            raise TaskError("param similarity_threshold must be in (0, 1]")
+        if not any((s.get("instruction") or "").strip() for s in self.ctx.input_samples(conn)):
+            raise TaskError(f"dataset {self.ctx.dataset!r} has no instructions to use as seeds")
+
+    def plan(self, conn):
+        return self.wave(0)
+
+    def wave(self, start: int) -> list[Item]:
+        end = min(start + self.p["rounds_in_flight"], self.max_rounds)
+        return [Item(key=f"round-{r}", payload={"round": r}) for r in range(start, end)]
+
+    def load(self, conn) -> None:
+        self.humans = [(s["id"], s["instruction"]) for s in self.ctx.input_samples(conn)
+                       if (s.get("instruction") or "").strip()]
+        self.pool = RougePool(inst for _, inst in self.humans)
+        if self.ctx.into_id is not None:
+            for (inst,) in conn.execute("SELECT instruction FROM samples WHERE dataset_id = ?", (self.ctx.into_id,)):
+                self.pool.add(inst)
+        self.load_machine(conn)
+
+    def load_machine(self, conn) -> None:
+        """(round, instruction, sample id) of everything this job kept, for in-context examples."""
+        self.machine = sorted(
+            (r or 0, inst, sid) for sid, inst, r in conn.execute(
+                "SELECT id, instruction, json_extract(origin, '$.round') FROM samples WHERE job_id = ? "
+                "AND dataset_id = ?", (self.ctx.job_id, self.ctx.into_id)))
+        self.accepted = len(self.machine)
+
+    def more_items(self, conn, progress: dict) -> list[Item]:
+        self.load_machine(conn)     # the wave just committed: its rows now have ids
+        if self.accepted >= self.p["num_instructions"]:
+            return []
+        keys = conn.execute("SELECT key FROM job_items WHERE job_id = ? AND key LIKE 'round-%'",
+                            (self.ctx.job_id,)).fetchall()
+        nxt = 1 + max((int(k[0].split("-", 1)[1]) for k in keys), default=-1)
+        return self.wave(nxt) if nxt < self.max_rounds else []
+
+    def examples(self, round_: int) -> tuple[list[str], list[int]]:
+        """The in-context instructions of a round and the sample ids they came from."""
+        p = self.p
+        rng = item_rng(p["seed"], self.ctx.job_id, round_)
+        wave_start = round_ - round_ % p["rounds_in_flight"]
+        generated = [(inst, sid) for r, inst, sid in self.machine if r < wave_start]
+        picked = rng.sample(generated, min(p["machine_per_prompt"], len(generated)))
+        humans = [(inst, sid) for sid, inst in self.humans]
+        picked += rng.sample(humans, min(p["seeds_per_prompt"] - len(picked), len(humans)))
+        rng.shuffle(picked)
+        return [clean_example(i) for i, _ in picked], [sid for _, sid in picked]
+
+    async def process(self, item: Item, llm: LLM) -> Result:
+        p = self.p
+        round_ = int(item.payload["round"])
+        shown, shown_ids = self.examples(round_)
+        listing = "\n".join(f"{i}. {inst}" for i, inst in enumerate(shown, start=1))
+        t = self.template("self-instruct")
+        messages = t.render(examples=listing, next_number=len(shown) + 1,
+                            classification="yes" if p["classification"] else "")
+        c = await llm.complete(messages, params=self.sampling("temperature", "top_p", "max_tokens"),
+                               allow_truncated=True, validate=parse_numbered_list)
+        proposed = list(c.parsed)
+        dropped: dict[str, int] = {}
+        if c.finish_reason == "length" and proposed:
+            proposed.pop()                  # the last item was cut off mid-sentence
+            add_drop(dropped, "cut off")
+        accepted = []                       # (instruction, similarity, pool index)
+        for inst in proposed:
+            rule = drop_rule(inst, p["min_words"], p["max_words"])
+            if rule is None:
+                score, _ = self.pool.nearest(inst, stop_at=p["similarity_threshold"])
+                if score >= p["similarity_threshold"]:
+                    rule = "too similar"
+                elif self.accepted >= p["num_instructions"]:
+                    rule = "enough already"
+            if rule:
+                add_drop(dropped, rule)
+                continue
+            # claim it now (no await since the check), so concurrent rounds compare against it too
+            self.pool.add(inst)
+            self.accepted += 1
+            accepted.append((inst, round(score, 4), len(self.pool) - 1))
+        responses = await self.answer(llm, [a[0] for a in accepted]) if p["generate_responses"] else \
+            [None] * len(accepted)
+        rows, errors = [], []
+        for (inst, score, idx), reply in zip(accepted, responses):
+            if isinstance(reply, Exception):
+                self.pool.discard(idx)      # never written: stop it blocking others
+                self.accepted -= 1
+                add_drop(dropped, "response failed")
+                errors.append(f"{inst[:60]}: {reply}")
+                continue
+            rows.append({"instruction": inst, "input": "", "response": reply.text if reply else "",
+                         "origin": self.origin(c, round=round_, similarity=score, examples=shown_ids,
+                                               responder=reply.model if reply else None)})
+        summary = {"proposed": len(c.parsed), "kept": len(rows)}
+        if errors:
+            summary["errors"] = errors
+        return Result(samples=rows, dropped=dropped, summary=summary, raw=None if rows else c.text)
+
+    async def answer(self, llm: LLM, instructions: list[str]) -> list:
+        t = self.template("respond")
+
+        async def one(inst: str):
+            try:
+                return await llm.complete(t.render(instruction=inst, input="", system=""))
+            except (ParseError, LLMError) as e:
+                return e
+        return list(await asyncio.gather(*(one(i) for i in instructions)))
