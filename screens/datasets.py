@@ -102,7 +102,8 @@ class DatasetsScreen(Screen):
                           Text(f"{d['pending']:,}", justify="right"), progress_bar(reviewed, d["rows"]),
                           key=d["name"])
         names = [d["name"] for d in rows]
-        target = keep if keep in names else self.app.current_dataset
+        # the app's current dataset wins: an import dialog or Review may have changed it while this screen was below
+        target = self.app.current_dataset if self.app.current_dataset in names else keep
         if target in names:
             table.move_cursor(row=names.index(target))
         hint = self.query_one("#hint", Static)
@@ -120,7 +121,7 @@ class DatasetsScreen(Screen):
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
         name = self.selected_name()
-        if name:
+        if name and self.is_current:   # a reload under a dialog moves the cursor too; only the curator's moves count
             self.app.current_dataset = name
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:

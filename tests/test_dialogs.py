@@ -73,6 +73,10 @@ async def test_import_shows_format_mapping_and_preview_then_imports(seeded, db_p
         assert app.current_dataset == "prefs"
         await pilot.press("escape")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "DatasetsScreen")
+        # back home, the new dataset is the one under the cursor (Enter reviews it), not the one highlighted before
+        await wait_for(pilot, lambda: app.screen.selected_name() == "prefs")
+        await pilot.pause(0.2)
+        assert app.current_dataset == "prefs" and app.screen.selected_name() == "prefs"
 
 
 async def test_a_bad_file_is_explained_with_line_and_field_and_the_store_is_unchanged(seeded, db_path, tmp_path):
