@@ -9,6 +9,7 @@ def test_schema_is_versioned_and_reopen_is_idempotent(db_path):
     c = store.open_store(db_path)
     assert c.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
     assert c.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert c.execute("PRAGMA page_size").fetchone()[0] == store.PAGE_SIZE
     c.close()
     c = store.open_store(db_path)
     assert c.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
@@ -23,6 +24,16 @@ def test_schema_has_the_design_tables(db_path):
     cols = db["samples"].columns_dict
     for c in ("parent_id", "job_id", "origin", "status", "content_hash", "dup_of", "source_line", "import_id"):
         assert c in cols
+
+
+def test_an_existing_store_keeps_its_page_size(db_path):
+    import sqlite3
+    old = sqlite3.connect(db_path)
+    old.execute("CREATE TABLE t (x)")          # made with SQLite's default 4 KB pages, before PAGE_SIZE existed
+    old.close()
+    c = store.open_store(db_path)
+    assert c.execute("PRAGMA page_size").fetchone()[0] == 4096
+    assert c.execute("PRAGMA user_version").fetchone()[0] == store.SCHEMA_VERSION
 
 
 def test_newer_schema_is_refused(db_path):
