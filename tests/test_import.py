@@ -1,4 +1,5 @@
 """Import through the real CLI entry point, on the real shared datasets and on crafted bad files."""
+import codecs
 import json
 
 import pytest
@@ -305,23 +306,25 @@ def test_broken_parquet(cli, tmp_path, db_path):
 
 
 def test_parallel_path_matches_serial(cli, tmp_path, db_path, monkeypatch, shared_data):
-    """Big JSONL files are parsed in a worker process: same rows, same order, same errors."""
-    from workbench import importer
+    """Big JSONL files are parsed in a worker process: same rows, same order, same errors, same line and row
+    numbers across the blocks the file is shipped in."""
+    from workbench import formats, importer
     src = shared_data / "self-instruct-user-oriented" / "user_oriented_dolly.jsonl"
     lines = src.read_text(encoding="utf-8").splitlines()
     f = tmp_path / "big.jsonl"
-    f.write_text("\n".join(lines[:100] + ["{broken"] + lines[100:]) + "\n", encoding="utf-8")
-    cli("import", str(f), "--dataset", "serial", "--skip-invalid")
+    f.write_text("\n".join(lines[:50] + [""] + lines[50:100] + ["{broken"] + lines[100:]) + "\n", encoding="utf-8")
+    code, out, serial_err = cli("import", str(f), "--dataset", "serial", "--skip-invalid")
+    assert code == 0 and "line 102 (row 101): broken JSON" in serial_err
     monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(importer, "CHUNK_ROWS", 7)
+    monkeypatch.setattr(formats, "JSONL_BLOCK_BYTES", 3000)      # a few lines a block
     code, out, err = cli("import", str(f), "--dataset", "parallel", "--skip-invalid")
-    assert code == 0 and "line 101: broken JSON" in err
+    assert code == 0 and err == serial_err.replace("serial", "parallel")
     conn = open_store(db_path)
     q = "SELECT instruction, input, response, task_type, metadata, source_line FROM samples WHERE dataset_id = ?"
     assert conn.execute(q, (1,)).fetchall() == conn.execute(q, (2,)).fetchall()
     assert len(conn.execute(q, (2,)).fetchall()) == 252
     code, out, err = cli("import", str(f), "--dataset", "strict")
-    assert code == 2 and "line 101" in err
+    assert code == 2 and "line 102 (row 101)" in err
     assert conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 504
 
 
@@ -337,3 +340,13 @@ def test_json_that_is_not_an_array_is_refused(cli, tmp_path, db_path):
     f = tmp_path / "scalar.json"
     f.write_text('"just a string"')
     _refused(cli, db_path, f, "JSON array")
+
+
+@pytest.mark.parametrize("block_bytes", [1, 7, 64, 1 << 20])
+def test_jsonl_lines_are_the_same_whatever_the_block_size(tmp_path, monkeypatch, block_bytes):
+    from workbench import formats
+    f = tmp_path / "x.jsonl"
+    f.write_bytes(codecs.BOM_UTF8 + b'{"a": 1}\r\n\n  \n{"b": "\xc3\xa9"}\n\n{"c": 3}\n{"truncated": ')
+    monkeypatch.setattr(formats, "JSONL_BLOCK_BYTES", block_bytes)
+    assert list(formats.jsonl_lines(f)) == [(1, 1, b'{"a": 1}\r\n'), (4, 2, b'{"b": "\xc3\xa9"}\n'),
+                                            (6, 3, b'{"c": 3}\n'), (7, 4, b'{"truncated": ')]

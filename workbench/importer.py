@@ -22,8 +22,7 @@ DETECT_SAMPLE = 20
 PROGRESS_EVERY = 10_000
 PARALLEL_MIN_BYTES = 16 << 20   # below this, starting a worker process costs more than it saves
 PARALLEL_WORKERS = 1            # one parser beside the inserting process: two cores, both busy
-CHUNK_ROWS = 2000
-IN_FLIGHT = 2             # chunks queued to the worker: enough to keep it busy, little memory
+IN_FLIGHT = 3             # 1 MB blocks queued to the worker: enough to keep it busy, little memory
 
 
 class ImportFailed(Exception):
@@ -166,18 +165,14 @@ def _build(ctx: _Context, line: int, row: int, rec) -> tuple | Skipped:
     return sample_row(ctx.dataset_id, s, ctx.ts)
 
 
-def _build_chunk(ctx: _Context, items: list) -> list:
-    return [_build(ctx, *item) for item in items]
-
-
-def _chunks(it, size: int):
-    while chunk := list(islice(it, size)):
-        yield chunk
+def _build_block(ctx: _Context, first_line: int, block: bytes) -> list:
+    """In the worker: one block of JSONL lines -> one item per non-blank line, rows numbered from 1 in the block."""
+    return [_build(ctx, line, row, raw) for line, row, raw in formats.block_lines(first_line, block)]
 
 
 def _built_rows(ctx: _Context, path: Path, parallel: bool):
     """Rows in file order. Big JSONL files are parsed, normalized and hashed in a worker process while this
-    process inserts: the two halves of the work run on two cores. A bounded number of chunks is in flight, so
+    process inserts: the two halves of the work run on two cores. A bounded number of blocks is in flight, so
     memory stays flat whatever the file size."""
     if not parallel:
         for line, row, rec in formats.read_records(path, ctx.file_type):
@@ -186,15 +181,26 @@ def _built_rows(ctx: _Context, path: Path, parallel: bool):
     import multiprocessing
     from collections import deque
     from concurrent.futures import ProcessPoolExecutor
+    rows_before = 0
+
+    def in_order(future) -> list:
+        nonlocal rows_before
+        built = future.result()
+        for r in built:
+            if isinstance(r, Skipped) and r.row is not None:
+                r.row += rows_before          # the worker counted rows from its block's start
+        rows_before += len(built)
+        return built
+
     # spawn, not fork: the TUI imports from a thread, and forking a threaded process can deadlock
     with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
         pending: deque = deque()
-        for chunk in _chunks(formats.jsonl_lines(path), CHUNK_ROWS):
-            pending.append(pool.submit(_build_chunk, ctx, chunk))
+        for first_line, block in formats.jsonl_blocks(path):
+            pending.append(pool.submit(_build_block, ctx, first_line, block))
             if len(pending) >= IN_FLIGHT:
-                yield from pending.popleft().result()
+                yield from in_order(pending.popleft())
         while pending:
-            yield from pending.popleft().result()
+            yield from in_order(pending.popleft())
 
 
 def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt: str | None = None,
