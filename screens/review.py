@@ -346,7 +346,8 @@ class ReviewScreen(Screen):
         cands = self.query_one("#candidates", Conversation)
         cands.display = bool(s.get("candidates"))
         if s.get("candidates"):
-            cands.show([(c["model"], c["response"]) for c in s["candidates"]], self.limit)
+            cands.show([(c["model"] if c["overall"] is None else f"{c['model']} · overall {c['overall']:g}",
+                         c["response"]) for c in s["candidates"]], self.limit)
         scores = self.query_one("#scores", ScoresTable)
         scores.display = True
         scores.show(s.get("judgments") or [])

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from rich.console import Console
 
 from llm_server import LLMServer
 from taskkit import between, config_for, items_of, last_user, rows, run, samples_of
+from widgets.scores import scores_renderable
+from workbench.review import load_sample
 from workbench import exporter, importer, store
 from workbench.tasks import item_rng
 from workbench.tasks.preference import select_pair
@@ -102,6 +105,14 @@ def test_pairs_from_real_predictions(conn, db_path, prompts_with_predictions):
     assert len(j) == 6 and all(x["candidate_id"] for x in j)
     top = next(x for x in j if x["overall"] == 5)
     assert top["scores"] == {"instruction_following": 5, "honesty": None, "truthfulness": 5, "helpfulness": 5}
+    # Review names the candidate in each judgment column and shows each candidate's overall score
+    shown = load_sample(conn, samples[0]["id"])
+    assert {c["model"]: c["overall"] for c in shown["candidates"]} == {m: float(q) for m, q in QUALITY.items()}
+    assert sorted(j["candidate_model"] for j in shown["judgments"]) == sorted(QUALITY)
+    console = Console(width=200, record=True)
+    console.print(scores_renderable(shown["judgments"]))
+    text = console.export_text()
+    assert "text-davinci-003" in text and "by judge" in text and "judge on davinci:" in text
     # the judged prompts' own score cache is untouched (candidates were judged, not the sample)
     assert all(s["score"] is None for s in samples_of(conn, "uo")[:4])
     failed = [i for i in items_of(conn, job["id"]) if i["status"] == "failed"]

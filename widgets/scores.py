@@ -25,7 +25,10 @@ def scores_renderable(judgments: list[dict], rationale_limit: int | None = RATIO
     table = Table(box=None, padding=(0, 1), show_edge=False, expand=False, header_style="bold")
     table.add_column("dimension")
     for j in judgments:
-        table.add_column(plain(j.get("judge"), 24), justify="right")
+        header = plain(j.get("judge"), 24)
+        if j.get("candidate_model"):            # one candidate of a preference prompt, judged alone
+            header = plain(j["candidate_model"], 24) + Text("\nby ", style="dim") + header
+        table.add_column(header, justify="right")
     dims = list(dict.fromkeys(d for j in judgments for d in (j.get("scores") or {})))
     for dim in dims:
         table.add_row(plain(dim, 30), *[_fmt((j.get("scores") or {}).get(dim)) for j in judgments])
@@ -35,6 +38,9 @@ def scores_renderable(judgments: list[dict], rationale_limit: int | None = RATIO
         if j.get("rationale"):
             notes.append("\n")
             notes.append_text(plain(j.get("judge"), 40))
+            if j.get("candidate_model"):
+                notes.append(" on ")
+                notes.append_text(plain(j["candidate_model"], 40))
             notes.append(": ", style="bold")
             body, hidden = safe_text(j["rationale"], rationale_limit)
             notes.append_text(body)

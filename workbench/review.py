@@ -374,6 +374,13 @@ def load_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
         {"id": r[0], "model": r[1], "endpoint": r[2], "response": r[3], "job_id": r[4]}
         for r in conn.execute("SELECT id, model, endpoint, response, job_id FROM candidates WHERE sample_id = ? "
                               "ORDER BY id", (sample_id,))]
+    # preference judging scores each candidate alone: name the candidate in its judgment, the score in the candidate
+    models = {c["id"]: c["model"] for c in s["candidates"]}
+    for j in s["judgments"]:
+        j["candidate_model"] = models.get(j["candidate_id"])
+    for c in s["candidates"]:
+        overalls = [j["overall"] for j in s["judgments"] if j["candidate_id"] == c["id"] and j["overall"] is not None]
+        c["overall"] = sum(overalls) / len(overalls) if overalls else None
     s["lineage"] = lineage(conn, s)
     return s
 
