@@ -165,6 +165,23 @@ def test_retry_failed_requeues(conn):
     assert len(J.pending_items(conn, jid, 0, 10)) == 2
 
 
+def test_retry_of_a_cancelled_job_runs_only_its_failed_items(conn):
+    make_dataset(conn, n=4)
+    jid = J.queue_job(conn, "generate", config=CONFIG, dataset="demo", endpoint="local")
+    owner = J.new_owner()
+    J.claim_job(conn, owner)
+    task = _task(conn, jid)
+    first, second, *rest = J.pending_items(conn, jid, 0, 10)
+    J.commit_batch(conn, jid, owner, task, [J.Outcome(first, error="boom"),
+                                            J.Outcome(second, result=Result(samples=[{"response": "A"}]))])
+    J.cancel_job(conn, jid)
+    J.release(conn, jid, owner)
+    assert J.retry_failed(conn, jid) == 1
+    assert [i.key for i in J.pending_items(conn, jid, 0, 10)] == [first.key]
+    assert J.item_counts(conn, jid) == {"pending": 1, "done": 1, "cancelled": 2}
+    assert J.get_job(conn, jid)["status"] == "queued"
+
+
 def test_dynamic_items_added_once(conn):
     make_dataset(conn, n=1)
     jid = J.queue_job(conn, "generate", config=CONFIG, dataset="demo", endpoint="local")

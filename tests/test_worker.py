@@ -130,6 +130,27 @@ def test_each_fault_fails_its_item_only_and_retry_recovers(srv, db_path, cfg_pat
     assert len(got) == 10 and all(n == 1 for _, n in got)
 
 
+def test_retried_cancelled_job_runs_its_failed_items_only_and_stays_cancelled(srv, db_path, cfg_path, cli):
+    make_dataset(db_path, n=4)
+    write_endpoint(cfg_path, srv, max_retries=0)
+    code, out, err = cli("run", "generate", "--dataset", "demo", "--endpoint", "local")
+    jid = int(out.split()[0])
+    conn = open_store(db_path)
+    with transaction(conn):      # as if a worker had failed the first item before the curator cancelled the job
+        conn.execute("UPDATE job_items SET status = 'failed', error = 'HTTP 500' WHERE job_id = ? AND key = 's:1'",
+                     (jid,))
+        conn.execute("UPDATE jobs SET failed = 1 WHERE id = ?", (jid,))
+    assert cli("jobs", "cancel", str(jid))[0] == 0
+    code, out, err = cli("jobs", "retry", str(jid))
+    assert code == 0 and "1 failed item(s) queued again" in out
+    run_worker(db_path, load_config(cfg_path), until_idle=True)
+    j = job(db_path, jid)
+    assert (j["status"], j["done"], j["failed"]) == ("cancelled", 1, 0)
+    assert J.item_counts(conn, jid) == {"done": 1, "cancelled": 3}
+    assert rows(db_path, "SELECT parent_id FROM samples WHERE job_id = ?", (jid,)) == [(1,)]
+    conn.close()
+
+
 def test_each_pool_one_sample_per_model(db_path, cfg_path, cli):
     make_dataset(db_path, n=3)
     with LLMServer(models=["alpha"]) as a, LLMServer(models=["beta"]) as b:

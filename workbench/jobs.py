@@ -244,11 +244,16 @@ def resume_job(conn, job_id: int) -> dict:
 
 
 def retry_failed(conn, job_id: int) -> int:
-    """Failed items back to pending and the job back in the queue. Returns how many items will run again."""
+    """Failed items back to pending and the job back in the queue. Returns how many items will run again.
+    Items a cancelled job never ran get the item status 'cancelled' and are not run."""
     with transaction(conn):
         job = get_job(conn, job_id)
         if job["status"] == "running" and job["live"]:
             raise TaskError(f"job {job_id} is running: pause it first, or let it finish")
+        if job["status"] == "cancelled":
+            # what the curator cancelled stays cancelled: only the failed items run again
+            conn.execute("UPDATE job_items SET status = 'cancelled', updated_at = ? WHERE job_id = ? AND "
+                         "status = 'pending'", (now(), job_id))
         n = conn.execute("UPDATE job_items SET status = 'pending', error = NULL, updated_at = ? "
                          "WHERE job_id = ? AND status = 'failed'", (now(), job_id)).rowcount
         pending = conn.execute("SELECT count(*) FROM job_items WHERE job_id = ? AND status = 'pending'",

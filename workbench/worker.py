@@ -192,6 +192,8 @@ class JobRunner:
             return outcome
         job = await self.db(J.get_job, self.conn, self.job_id)
         status = "failed" if job["failed"] and not job["done"] else "done"
+        if (await self.db(J.item_counts, self.conn, self.job_id)).get("cancelled"):
+            status = "cancelled"          # a cancelled job whose failed items were retried: still not all run
         error = f"{job['failed']} item(s) failed" if job["failed"] else None
         await self.db(J.release, self.conn, self.job_id, self.owner, status, error)
         return status
