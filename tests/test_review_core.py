@@ -116,6 +116,22 @@ def test_edit_into_a_copy_flags_the_duplicate(conn, ds):
     assert conn.execute("SELECT dup_of FROM samples WHERE id = ?", (ids[3],)).fetchone()[0] == ids[0]
 
 
+def test_editing_the_first_of_a_duplicate_group_repoints_the_others(conn, ds):
+    did, ids = ds
+    first, copy, other = ids[0], ids[4], ids[2]
+    review.edit(conn, copy, {"instruction": "instruction 0", "response": "response 0"}, SESSION)
+
+    def dup_of(sid):
+        return conn.execute("SELECT dup_of FROM samples WHERE id = ?", (sid,)).fetchone()[0]
+    assert (dup_of(first), dup_of(copy)) == (None, first)
+    # the original now reads like `other`: its old copy is no longer a duplicate of anything, and `other`, later
+    # than it, becomes its duplicate
+    review.edit(conn, first, {"instruction": "instruction 2", "response": "response 2"}, SESSION)
+    assert (dup_of(first), dup_of(copy), dup_of(other)) == (None, None, first)
+    review.undo(conn, SESSION)
+    assert (dup_of(first), dup_of(copy), dup_of(other)) == (None, first, None)
+
+
 def test_navigation_within_filters(conn, ds):
     did, ids = ds
     review.decide(conn, ids[1], "accept", SESSION)

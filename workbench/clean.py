@@ -32,8 +32,8 @@ from typing import Callable, Iterable
 
 import orjson
 
-from .samples import hash_of
-from .store import STATUSES, fts_replace, now, transaction
+from .samples import write_text
+from .store import STATUSES, now, transaction
 
 # --- runs: the undoable log --------------------------------------------------------------------------------
 
@@ -64,30 +64,6 @@ def log_status_changes(conn: sqlite3.Connection, run: str, action: str, changes:
         "VALUES (?, ?, ?, ?, ?, ?, ?)",
         ((sid, action, _dumps({"status": old}), after, reason, run, ts) for sid, old, reason in changes))
     return len(changes)
-
-
-FTS_FIELDS = ("instruction", "input", "response")
-
-
-def write_text(conn: sqlite3.Connection, sample_id: int, values: dict) -> None:
-    """Inside a transaction: set text fields (messages as a list), then recompute the content hash, lengths,
-    duplicate flag and FTS entry."""
-    cols = ("instruction", "input", "response", "rejected", "system", "messages")
-    row = conn.execute(f"SELECT {', '.join(cols)} FROM samples WHERE id = ?", (sample_id,)).fetchone()
-    current = dict(zip(cols, row))
-    if current["messages"] is not None:
-        current["messages"] = orjson.loads(current["messages"])
-    new = {**current, **values}
-    h = hash_of(new)
-    dup = conn.execute("SELECT min(id) FROM samples WHERE content_hash = ? AND id != ?", (h, sample_id)).fetchone()[0]
-    stored = {k: (_dumps(v) if k == "messages" and v is not None else v) for k, v in values.items()}
-    sets = ", ".join(f"{k} = ?" for k in stored)
-    conn.execute(f"UPDATE samples SET {sets}, content_hash = ?, dup_of = ?, instruction_len = ?, response_len = ?, "
-                 "updated_at = ? WHERE id = ?",
-                 (*stored.values(), h, dup if dup is not None and dup < sample_id else None,
-                  len(new["instruction"] or ""), len(new["response"] or ""), now(), sample_id))
-    if any(k in FTS_FIELDS for k in values):
-        fts_replace(conn, sample_id, {k: current[k] or "" for k in FTS_FIELDS}, {k: new[k] or "" for k in FTS_FIELDS})
 
 
 def _current(conn: sqlite3.Connection, sample_id: int, keys: Iterable[str]) -> dict | None:

@@ -18,13 +18,12 @@ from dataclasses import asdict, dataclass, fields
 
 import orjson
 
-from .samples import SAMPLE_COLUMNS, decode_sample, hash_of
-from .store import STATUSES, fts_query, fts_replace, now, transaction
+from .samples import SAMPLE_COLUMNS, decode_sample, write_text
+from .store import STATUSES, fts_query, now, transaction
 
 DECISION_STATUS = {"accept": "accepted", "reject": "rejected"}
 UNDOABLE = ("accept", "reject", "skip", "edit")
 EDITABLE = ("system", "instruction", "input", "response", "rejected")
-FTS_FIELDS = ("instruction", "input", "response")
 
 
 def curator_session(user: str | None = None) -> str:
@@ -257,23 +256,6 @@ def _current(conn: sqlite3.Connection, sample_id: int) -> dict:
     return decode_sample(row)
 
 
-def _write_fields(conn: sqlite3.Connection, sample_id: int, values: dict) -> None:
-    """Set text fields (and `messages`), then recompute hash, lengths, duplicate flag and the FTS entry."""
-    sample = _current(conn, sample_id)
-    old_fts = {k: sample[k] or "" for k in FTS_FIELDS}
-    sample.update(values)
-    h = hash_of(sample)
-    dup = conn.execute("SELECT min(id) FROM samples WHERE content_hash = ? AND id != ?", (h, sample_id)).fetchone()[0]
-    sets = ", ".join(f"{k} = ?" for k in values)
-    params = [_dumps(v) if k == "messages" and v is not None else v for k, v in values.items()]
-    conn.execute(f"UPDATE samples SET {sets}, content_hash = ?, dup_of = ?, instruction_len = ?, response_len = ?, "
-                 "updated_at = ? WHERE id = ?",
-                 (*params, h, dup if dup is not None and dup < sample_id else None,
-                  len(sample["instruction"] or ""), len(sample["response"] or ""), now(), sample_id))
-    if any(k in FTS_FIELDS for k in values):
-        fts_replace(conn, sample_id, old_fts, {k: sample[k] or "" for k in FTS_FIELDS})
-
-
 def _mirrored_messages(sample: dict, changed: dict) -> list | None:
     """A conversation's instruction/response/system mirror turns of `messages` (the importer's convention: the
     last user turn, the assistant turn after it, the first system turn; a preference row's messages hold only the
@@ -316,7 +298,7 @@ def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str) 
         if msgs is not None:
             changed["messages"] = msgs
         before = {k: current[k] for k in changed}
-        _write_fields(conn, sample_id, changed)
+        write_text(conn, sample_id, changed)
         did = _log(conn, sample_id, "edit", before, changed, session)
     return {"id": did, "sample_id": sample_id, "action": "edit", "before": before, "after": changed}
 
@@ -345,7 +327,7 @@ def undo(conn: sqlite3.Connection, session: str, dataset_id: int | None = None) 
         if target["action"] == "edit":
             now_values = _current(conn, sid)
             current = {k: now_values[k] for k in restore}
-            _write_fields(conn, sid, restore)
+            write_text(conn, sid, restore)
         else:
             current = {"status": _status(conn, sid)}
             if restore.get("status") and restore["status"] != current["status"]:

@@ -6,7 +6,7 @@ from typing import Iterable
 
 import orjson
 
-from .store import now
+from .store import fts_replace, now
 from .textnorm import content_hash
 
 # Columns a caller may give in a sample dict (besides the ones computed here).
@@ -109,3 +109,35 @@ def iter_samples(conn: sqlite3.Connection, where: str = "1", params: tuple = (),
         for r in rows:
             yield decode_sample(r)
         last = rows[-1][0]
+
+
+FTS_FIELDS = ("instruction", "input", "response")
+
+
+def write_text(conn: sqlite3.Connection, sample_id: int, values: dict) -> None:
+    """Inside a transaction: set text fields (`messages` as a list) of one sample (an edit, a cleaning fix or their
+    undo), then recompute its content hash, lengths and FTS entry, and the duplicate flags of the rows that shared
+    its old hash or share its new one."""
+    current = get_sample(conn, sample_id)
+    if current is None:
+        raise KeyError(f"no sample with id {sample_id}")
+    new = {**current, **values}
+    h = hash_of(new)
+    stored = {k: (orjson.dumps(v).decode() if k == "messages" and v is not None else v) for k, v in values.items()}
+    sets = ", ".join(f"{k} = ?" for k in stored)
+    conn.execute(f"UPDATE samples SET {sets}, content_hash = ?, instruction_len = ?, response_len = ?, updated_at = ? "
+                 "WHERE id = ?", (*stored.values(), h, len(new["instruction"] or ""), len(new["response"] or ""),
+                                  now(), sample_id))
+    for group in {current["content_hash"], h}:
+        _reflag_duplicates(conn, group)
+    if any(k in FTS_FIELDS for k in values):
+        fts_replace(conn, sample_id, {k: current[k] or "" for k in FTS_FIELDS}, {k: new[k] or "" for k in FTS_FIELDS})
+
+
+def _reflag_duplicates(conn: sqlite3.Connection, content_hash: int | None) -> None:
+    """The rows of one hash point at the group's earliest sample, which points at none (as import flags them)."""
+    if content_hash is None:
+        return
+    first = conn.execute("SELECT min(id) FROM samples WHERE content_hash = ?", (content_hash,)).fetchone()[0]
+    conn.execute("UPDATE samples SET dup_of = nullif(?, id) WHERE content_hash = ? AND dup_of IS NOT nullif(?, id)",
+                 (first, content_hash, first))
