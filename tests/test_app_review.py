@@ -370,7 +370,7 @@ async def test_datasets_home_counts_live_updates_and_enter_opens_review(store):
         await wait_for(pilot, lambda: app.screen is home)
 
 
-async def test_help_lists_every_key_and_theme_and_palette(store):
+async def test_help_lists_every_key_and_theme_and_palette(store, tmp_path):
     app = app_for(store)
     async with app.run_test(size=SIZE) as pilot:
         await review_ready(pilot)
@@ -395,6 +395,13 @@ async def test_help_lists_every_key_and_theme_and_palette(store):
             if name != "datasets":
                 assert any(name.lower() in t.lower() for t in titles), name
         assert "Toggle light/dark theme" in titles
+    # the toggle is remembered for the next run, unless the config names a theme
+    async with app_for(store).run_test(size=SIZE) as pilot:
+        assert pilot.app.theme == app.theme
+    config = tmp_path / "explicit.toml"
+    config.write_text(f'[ui]\ntheme = "{"dark" if app.theme == "textual-light" else "light"}"\n')
+    async with app_for(store, config=config).run_test(size=SIZE) as pilot:
+        assert pilot.app.theme != app.theme
 
 
 async def test_keys_remapped_from_config(store, tmp_path):

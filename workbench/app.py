@@ -26,7 +26,7 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from . import keymap
-from .config import ConfigError, load_config, resolve_config_path
+from .config import ConfigError, load_config, load_ui_state, resolve_config_path, save_ui_state
 from .store import open_store, resolve_db_path
 
 # name -> "module:Class". List only modules that exist: a missing one is an error when opened, not hidden.
@@ -113,8 +113,8 @@ class WorkbenchApp(App):
     # --- lifecycle -----------------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        ui = self.config.get("ui") or {}
-        theme = ui.get("theme", "dark")
+        # an explicit `[ui] theme` in the config wins; else the theme the curator toggled to last time
+        theme = (self.config.get("ui") or {}).get("theme") or load_ui_state().get("theme", "dark")
         self.theme = THEMES.get(theme, theme) if THEMES.get(theme, theme) in self.available_themes else THEMES["dark"]
         self.set_keymap(self.keymap_overrides)
         self.run_worker(self._startup(), name="startup", group="startup")
@@ -172,7 +172,12 @@ class WorkbenchApp(App):
             self.pop_screen()
 
     def action_toggle_theme(self) -> None:
-        self.theme = THEMES["light"] if self.theme == THEMES["dark"] else THEMES["dark"]
+        light = self.theme == THEMES["dark"]
+        self.theme = THEMES["light" if light else "dark"]
+        try:
+            save_ui_state({**load_ui_state(), "theme": "light" if light else "dark"})
+        except OSError as e:
+            self.notify(f"theme not remembered: {e}", severity="warning")
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -55,3 +55,20 @@ def save_config(config: dict, path: str | os.PathLike | None = None) -> Path:
         tomli_w.dump(config, f)
     os.replace(tmp, p)
     return p
+
+
+def ui_state_path() -> Path:
+    return Path(platformdirs.user_state_dir(APP_NAME)) / "ui.toml"
+
+
+def load_ui_state() -> dict:
+    """What the TUI remembers between runs (the theme toggled last). Unreadable state is forgotten, not fatal."""
+    try:
+        with open(ui_state_path(), "rb") as f:
+            return tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+
+
+def save_ui_state(state: dict) -> None:
+    save_config(state, ui_state_path())
