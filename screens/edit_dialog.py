@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Footer, Label, TextArea
 
 from workbench import keymap
-from workbench.review import EDITABLE
+from workbench.review import EDITABLE, mirror_turns
 
 _UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _PUA = 0x100000  # Supplementary Private Use Area-B: stand-ins for C1, bidi controls and lone surrogates
@@ -60,7 +60,8 @@ LABELS = {"instruction": "Instruction", "input": "Input (context)", "response": 
 
 
 class EditDialog(ModalScreen[dict | None]):
-    """Edit instruction, input, response (and system / rejected answer); ctrl+s saves, Esc cancels."""
+    """Edit instruction, input, response (and system, rejected answer, a conversation's other turns); ctrl+s saves,
+    Esc cancels."""
 
     BINDINGS = [Binding(s.keys, s.action, s.description, id=s.id, priority=True,
                         key_display=keymap.display_key(s.keys.split(",")[0])) for s in keymap.SPECS["edit"]]
@@ -77,6 +78,11 @@ class EditDialog(ModalScreen[dict | None]):
         self.sample = sample
         order = ("instruction", "input", "response", "rejected", "system")
         self.fields = [f for f in order if f in EDITABLE and (f != "rejected" or sample.get("rejected") is not None)]
+        # a conversation's turns that no field mirrors get their own text areas, ahead of the fields
+        msgs = sample.get("messages")
+        mirrored = set(mirror_turns(sample).values())
+        self.turns = [i for i, m in enumerate(msgs) if i not in mirrored and isinstance(m, dict)
+                      and isinstance(m.get("content"), str)] if isinstance(msgs, list) else []
         self.reverse: dict[str, bool] = {}
         self.shown: dict[str, str] = {}
 
@@ -84,28 +90,37 @@ class EditDialog(ModalScreen[dict | None]):
         with Vertical():
             yield Label(f"Edit sample #{self.sample['id']} — ctrl+s: save as an edit decision · Esc: cancel")
             with VerticalScroll():
+                msgs = self.sample.get("messages")
+                for i in self.turns:
+                    yield from self._area(f"turn-{i}", f"Turn {i + 1} · {msgs[i].get('role')}", msgs[i]["content"])
                 for f in self.fields:
-                    original = self.sample.get(f) or ""
-                    shown, self.reverse[f] = to_display(original)
-                    self.shown[f] = shown
-                    yield Label(LABELS[f])
-                    if shown != original and not self.reverse[f]:
-                        yield Label("control characters here are shown as symbols and saving this field "
-                                    "would store the symbols", classes="warn")
-                    yield TextArea(shown, id=f"edit-{f}", soft_wrap=True, show_line_numbers=False,
-                                   tab_behavior="focus", compact=True)
+                    yield from self._area(f, LABELS[f], self.sample.get(f) or "")
             yield Footer(compact=True, show_command_palette=False)
+
+    def _area(self, key: str, label: str, original: str) -> ComposeResult:
+        shown, self.reverse[key] = to_display(original)
+        self.shown[key] = shown
+        yield Label(label, markup=False)
+        if shown != original and not self.reverse[key]:
+            yield Label("control characters here are shown as symbols and saving this field "
+                        "would store the symbols", classes="warn")
+        yield TextArea(shown, id=f"edit-{key}", soft_wrap=True, show_line_numbers=False, tab_behavior="focus",
+                       compact=True)
 
     def on_mount(self) -> None:
         self.query_one(f"#edit-{self.fields[0]}", TextArea).focus()
 
+    def _edited(self, key: str) -> str | None:
+        text = self.query_one(f"#edit-{key}", TextArea).text
+        return from_display(text, self.reverse[key]) if text != self.shown[key] else None
+
     def changes(self) -> dict:
-        """Fields whose text the curator changed, mapped back to the stored form."""
-        out = {}
-        for f in self.fields:
-            text = self.query_one(f"#edit-{f}", TextArea).text
-            if text != self.shown[f]:
-                out[f] = from_display(text, self.reverse[f])
+        """Fields (and turns) whose text the curator changed, mapped back to the stored form."""
+        out = {f: text for f in self.fields if (text := self._edited(f)) is not None}
+        turns = {i: text for i in self.turns if (text := self._edited(f"turn-{i}")) is not None}
+        if turns:
+            out["messages"] = [{**m, "content": turns[i]} if i in turns else m
+                               for i, m in enumerate(self.sample["messages"])]
         return out
 
     def action_save(self) -> None:

@@ -259,6 +259,30 @@ async def test_edit_dialog_stores_before_and_after_and_keeps_control_chars(store
         assert peek(db, "SELECT input FROM samples WHERE id = ?", (sid,))[0][0] == HOSTILE["input"]
 
 
+async def test_edit_dialog_edits_a_turn_no_field_mirrors(store):
+    db, sid = store["db"], store["multi"]
+    app = app_for(store, sample_id=sid)
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await review_ready(pilot)
+        await pilot.press("e")
+        await wait_for(pilot, lambda: type(app.screen).__name__ == "EditDialog")
+        dialog = app.screen
+        assert [str(l.render()) for l in dialog.query("Label")][1] == "Turn 3 · [@click=app.quit]"   # literal role
+        area = dialog.query_one("#edit-turn-2", TextArea)
+        area.focus()
+        area.move_cursor(area.document.end)
+        await pilot.press(*"yz")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
+        await wait_for(pilot, lambda: not screen.busy)
+        msgs = orjson.loads(peek(db, "SELECT messages FROM samples WHERE id = ?", (sid,))[0][0])
+        assert msgs == [*MULTI_TURN["messages"][:2], {**MULTI_TURN["messages"][2], "content": "xyz"}]
+        assert peek(db, "SELECT instruction, response FROM samples WHERE id = ?", (sid,))[0] == ("hi", "bye")
+        await press(pilot, "u")
+        msgs = orjson.loads(peek(db, "SELECT messages FROM samples WHERE id = ?", (sid,))[0][0])
+        assert msgs == MULTI_TURN["messages"]
+
+
 def test_editor_stand_ins_round_trip():
     for value in (HOSTILE["instruction"], HOSTILE["input"], "plain text", "\x1b\x1b", "a\u202eb\x85c"):
         shown, reverse = to_display(value)

@@ -6,7 +6,7 @@ import pytest
 
 from workbench import review
 from workbench.review import Filter
-from workbench.samples import insert_samples
+from workbench.samples import get_sample, insert_samples
 from workbench.store import ensure_dataset, fts_sync, open_store, transaction
 
 SESSION = "review:tester"
@@ -130,6 +130,29 @@ def test_editing_the_first_of_a_duplicate_group_repoints_the_others(conn, ds):
     assert (dup_of(first), dup_of(copy), dup_of(other)) == (None, None, first)
     review.undo(conn, SESSION)
     assert (dup_of(first), dup_of(copy), dup_of(other)) == (None, first, None)
+
+
+def test_edit_of_conversation_turns_keeps_turns_and_mirrors(conn, ds):
+    did, _ = ds
+    turns = [{"role": "system", "content": "be kind"}, {"role": "user", "content": "q1"},
+             {"role": "assistant", "content": "a1"}, {"role": "user", "content": "q2"},
+             {"role": "assistant", "content": "a2"}]
+    with transaction(conn):
+        sid, _ = insert_samples(conn, did, [{"system": "be kind", "instruction": "q2", "response": "a2",
+                                             "messages": turns}])
+    edited = [dict(t) for t in turns]
+    edited[2]["content"] = "a1, better"                  # a middle turn: no field mirrors it
+    edited[3]["content"] = "q2, clearer"                 # the last user turn: the instruction follows
+    review.edit(conn, sid, {"messages": edited}, SESSION)
+    s = get_sample(conn, sid)
+    assert s["messages"] == edited and (s["instruction"], s["response"], s["system"]) == ("q2, clearer", "a2",
+                                                                                          "be kind")
+    for bad in (edited[:-1], [*edited[:4], {"role": "user", "content": "a2"}], [*edited[:4], {"role": "assistant"}]):
+        with pytest.raises(ValueError):
+            review.edit(conn, sid, {"messages": bad}, SESSION)
+    review.undo(conn, SESSION)
+    s = get_sample(conn, sid)
+    assert s["messages"] == turns and s["instruction"] == "q2"
 
 
 def test_navigation_within_filters(conn, ds):

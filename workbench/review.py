@@ -23,7 +23,7 @@ from .store import STATUSES, fts_query, now, transaction
 
 DECISION_STATUS = {"accept": "accepted", "reject": "rejected"}
 UNDOABLE = ("accept", "reject", "skip", "edit")
-EDITABLE = ("system", "instruction", "input", "response", "rejected")
+EDITABLE = ("system", "instruction", "input", "response", "rejected", "messages")
 
 
 def curator_session(user: str | None = None) -> str:
@@ -256,14 +256,13 @@ def _current(conn: sqlite3.Connection, sample_id: int) -> dict:
     return decode_sample(row)
 
 
-def _mirrored_messages(sample: dict, changed: dict) -> list | None:
-    """A conversation's instruction/response/system mirror turns of `messages` (the importer's convention: the
-    last user turn, the assistant turn after it, the first system turn; a preference row's messages hold only the
-    prompt). Editing a mirror edits that turn too, so exports in any format agree. None if no turn changes."""
+def mirror_turns(sample: dict) -> dict[str, int]:
+    """Which turn of `messages` each of instruction/response/system mirrors (the importer's convention: the last
+    user turn, the assistant turn after it, the first system turn; a preference row's messages hold only the
+    prompt, so its response mirrors nothing)."""
     msgs = sample.get("messages")
-    if not isinstance(msgs, list) or not msgs:
-        return None
-    msgs = [dict(m) if isinstance(m, dict) else m for m in msgs]
+    if not isinstance(msgs, list):
+        return {}
     roles = [m.get("role") if isinstance(m, dict) else None for m in msgs]
     targets = {}
     users = [i for i, r in enumerate(roles) if r == "user"]
@@ -276,12 +275,26 @@ def _mirrored_messages(sample: dict, changed: dict) -> list | None:
     systems = [i for i, r in enumerate(roles) if r == "system"]
     if systems:
         targets["system"] = systems[0]
-    touched = False
+    return targets
+
+
+def _mirrored_messages(sample: dict, changed: dict) -> list | None:
+    """Editing a mirror field edits its turn too, so exports in any format agree. None if no turn changes."""
+    targets = {f: i for f, i in mirror_turns(sample).items() if f in changed}
+    if not targets:
+        return None
+    msgs = [dict(m) if isinstance(m, dict) else m for m in sample["messages"]]
     for field, i in targets.items():
-        if field in changed:
-            msgs[i]["content"] = changed[field]
-            touched = True
-    return msgs if touched else None
+        msgs[i]["content"] = changed[field]
+    return msgs
+
+
+def _check_turn_edit(current: list | None, new) -> None:
+    """An edit may change what the turns say, not which turns there are."""
+    if (not isinstance(current, list) or not isinstance(new, list) or len(new) != len(current)
+            or any(not isinstance(n, dict) or not isinstance(n.get("content"), str)
+                   or not isinstance(c, dict) or n.get("role") != c.get("role") for n, c in zip(new, current))):
+        raise ValueError("an edit of messages must keep the same turns and roles and change only their text")
 
 
 def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str) -> dict | None:
@@ -294,9 +307,15 @@ def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str) 
         changed = {k: v for k, v in changes.items() if v != current[k]}
         if not changed:
             return None
-        msgs = _mirrored_messages(current, changed)
+        if "messages" in changed:      # a conversation's other turns, edited in place
+            _check_turn_edit(current["messages"], changed["messages"])
+        msgs = _mirrored_messages({**current, **changed}, changed)
         if msgs is not None:
             changed["messages"] = msgs
+        if "messages" in changed:      # a mirrored turn edited directly: its field follows
+            for f, i in mirror_turns({**current, **changed}).items():
+                if changed["messages"][i]["content"] != current["messages"][i]["content"]:
+                    changed.setdefault(f, changed["messages"][i]["content"])
         before = {k: current[k] for k in changed}
         write_text(conn, sample_id, changed)
         did = _log(conn, sample_id, "edit", before, changed, session)
