@@ -110,7 +110,7 @@ class CleanScreen(Screen):
         except ValueError as e:
             self.enabled = list(clean.DEFAULT_FILTERS)
             self._message(f"[clean] filters ignored: {e}", error=True)
-        self.run_worker(self.rescan(), group="clean-scan", exclusive=True)
+        self.run_worker(self.rescan, group="clean-scan", exclusive=True)
 
     def on_unmount(self) -> None:
         self.runner.close()
@@ -197,7 +197,7 @@ class CleanScreen(Screen):
         label = name or ""
         self._message(f"{label}: {len(hits):,} rows · page {self.page_no + 1} of {pages} (n/p)" if hits
                       else f"{label}: no rows")
-        self.run_worker(self._show_text(), group="clean-text", exclusive=True)
+        self.run_worker(self._show_text, group="clean-text", exclusive=True)
 
     # --- the text pane ----------------------------------------------------------------------------------------
 
@@ -243,7 +243,7 @@ class CleanScreen(Screen):
             if name != self.selected:
                 self._select(name)
         else:
-            self.run_worker(self._show_text(), group="clean-text", exclusive=True)
+            self.run_worker(self._show_text, group="clean-text", exclusive=True)
 
     # --- actions ----------------------------------------------------------------------------------------------
 
@@ -307,10 +307,10 @@ class CleanScreen(Screen):
     def action_mode(self) -> None:
         self.mode = "normalize" if self.mode == "filters" else "filters"
         self._confirm_at = None
-        self.run_worker(self.rescan(), group="clean-scan", exclusive=True)
+        self.run_worker(self.rescan, group="clean-scan", exclusive=True)
 
     def action_rescan(self) -> None:
-        self.run_worker(self.rescan(), group="clean-scan", exclusive=True)
+        self.run_worker(self.rescan, group="clean-scan", exclusive=True)
 
     def action_back(self) -> None:
         self.app.pop_screen()

@@ -7,6 +7,8 @@ dedup.find_clusters as `workbench dedup`); members are read one cluster at a tim
 """
 from __future__ import annotations
 
+from functools import partial
+
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
@@ -106,7 +108,7 @@ class DuplicatesScreen(Screen):
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
-        self.run_worker(self.rescan(), group="dup-scan", exclusive=True)
+        self.run_worker(self.rescan, group="dup-scan", exclusive=True)
 
     def on_unmount(self) -> None:
         self.runner.close()
@@ -163,7 +165,7 @@ class DuplicatesScreen(Screen):
         self._status(f"cluster {self.index + 1} of {len(self.clusters)} · {c.kind} · {len(c.members)} rows"
                      + (f" ({rejected} rejected)" if rejected else "") +
                      f" · keep #{self.keeper_id} · fields {','.join(self.fields)} ≥ {self.threshold:.2f}")
-        self.run_worker(self._fill_previews(), group="dup-preview", exclusive=True)
+        self.run_worker(self._fill_previews, group="dup-preview", exclusive=True)
 
     async def _fill_previews(self) -> None:
         """The instruction column: read on the runner, one query for the whole cluster."""
@@ -193,7 +195,7 @@ class DuplicatesScreen(Screen):
         return self.cluster.members[row] if 0 <= row < len(self.cluster.members) else None
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
-        self.run_worker(self._show_texts(), group="dup-texts", exclusive=True)
+        self.run_worker(self._show_texts, group="dup-texts", exclusive=True)
 
     def on_data_table_row_selected(self, event: DataTable.RowSelected) -> None:
         self.action_keep()        # enter on a row (the table takes enter before the screen's binding)
@@ -206,7 +208,7 @@ class DuplicatesScreen(Screen):
             return
         self.keeper_id = m.id
         self._fill_table()
-        self.run_worker(self._show_texts(), group="dup-texts", exclusive=True)
+        self.run_worker(self._show_texts, group="dup-texts", exclusive=True)
 
     async def action_reject_rest(self) -> None:
         if self.cluster is None or self.busy:
@@ -261,15 +263,15 @@ class DuplicatesScreen(Screen):
 
     def action_threshold(self, direction: int) -> None:
         self.threshold = round(min(1.0, max(0.5, self.threshold + direction * THRESHOLD_STEP)), 2)
-        self.run_worker(self.rescan(), group="dup-scan", exclusive=True)
+        self.run_worker(self.rescan, group="dup-scan", exclusive=True)
 
     def action_toggle_response(self) -> None:
         self.fields = (dedup.DEFAULT_FIELDS if "response" in self.fields
                        else (*dedup.DEFAULT_FIELDS, "response"))
-        self.run_worker(self.rescan(), group="dup-scan", exclusive=True)
+        self.run_worker(self.rescan, group="dup-scan", exclusive=True)
 
     def action_rescan(self) -> None:
-        self.run_worker(self.rescan(keep_index=True), group="dup-scan", exclusive=True)
+        self.run_worker(partial(self.rescan, keep_index=True), group="dup-scan", exclusive=True)
 
     def action_back(self) -> None:
         self.app.pop_screen()

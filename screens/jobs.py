@@ -196,7 +196,7 @@ class JobsScreen(Screen):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.run_worker(self.reload(), group="jobs-load", exclusive=True)
+        self.run_worker(self.reload, group="jobs-load", exclusive=True)
         self.set_interval(POLL_SECONDS, self._poll)
 
     def on_unmount(self) -> None:
@@ -270,7 +270,7 @@ class JobsScreen(Screen):
         jid = int(event.row_key.value)
         if jid != self.selected:
             self.selected = jid
-            self.run_worker(self.reload(), group="jobs-load", exclusive=True)
+            self.run_worker(self.reload, group="jobs-load", exclusive=True)
 
     # --- actions ---
     async def _control(self, fn, verb: str, start_worker: bool = False) -> None:
@@ -349,4 +349,4 @@ class JobsScreen(Screen):
         self.selected = job_id
         self.notify(f"job {job_id} queued")
         self.start_worker()
-        self.run_worker(self.reload(), group="jobs-load", exclusive=True)
+        self.run_worker(self.reload, group="jobs-load", exclusive=True)
