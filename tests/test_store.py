@@ -26,6 +26,11 @@ def test_schema_has_the_design_tables(db_path):
         assert c in cols
 
 
+def test_search_index_merges_lazily(db_path):
+    c = store.open_store(db_path)
+    assert c.execute("SELECT v FROM samples_fts_config WHERE k = 'automerge'").fetchone() == (16,)
+
+
 def test_an_existing_store_keeps_its_page_size(db_path):
     import sqlite3
     old = sqlite3.connect(db_path)

@@ -290,6 +290,12 @@ MIGRATIONS: list[str] = [
     );
     DELETE FROM meta WHERE key = 'fts_upto';
     """,
+    # 5 -> 6: the search index merges its segments only when 16 (not 4) pile up at a level. fts_sync commits every
+    # 2,000 rows so writers never wait long; with the default each small commit set off merge work. Measured on
+    # 200k rows: 11.6 s to build instead of 20.5 s; all-words queries stayed at 1-5 ms.
+    """
+    INSERT INTO samples_fts (samples_fts, rank) VALUES ('automerge', 16);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
