@@ -7,8 +7,9 @@
       fault:  "429" (with Retry-After) | "500" | "hang" (sleep past the client's timeout) | "slow" (sleep `hang`
               seconds, then answer normally) | "drop" (close the
               connection without a reply) | "empty" (HTTP 200, empty body) | "truncated" (HTTP 200, body cut
-              mid-JSON) | "nonjson" (prose where JSON was asked) | "length" (cut reply, finish_reason=length) |
-              "blank" (a completion whose content is "") | "reply" (answer with `text`)
+              mid-JSON) | "nochoices" (HTTP 200, JSON with an empty choices list) | "nonjson" (prose where JSON
+              was asked) | "length" (cut reply, finish_reason=length) | "blank" (a completion whose content is "") |
+              "reply" (answer with `text`)
       match:  only requests whose prompt contains this substring
       every:  only every Nth request (by the server's request counter)
       rate:   a seeded random share of requests (benchmarks: 5 % faults)
@@ -31,7 +32,8 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-FAULTS = ("429", "500", "hang", "slow", "drop", "empty", "truncated", "nonjson", "length", "blank", "reply")
+FAULTS = ("429", "500", "hang", "slow", "drop", "empty", "truncated", "nochoices", "nonjson", "length", "blank",
+          "reply")
 
 
 @dataclass
@@ -177,6 +179,8 @@ class LLMServer:
             raise asyncio.CancelledError()  # aiohttp drops the handler; the client sees a closed connection
         if fault == "empty":
             return web.Response(status=200, body=b"", content_type="application/json")
+        if fault == "nochoices":
+            return web.json_response({"id": "x", "object": "chat.completion", "choices": []})
         finish = "stop"
         if fault == "nonjson":
             text = "Sure! Here is my answer, in plain words rather than JSON."

@@ -36,7 +36,7 @@ async def complete(srv, *, endpoint=None, **kw):
         await client.close()
 
 
-@pytest.mark.parametrize("fault", ["500", "hang", "drop", "empty", "truncated"])
+@pytest.mark.parametrize("fault", ["500", "hang", "drop", "empty", "truncated", "nochoices"])
 async def test_transient_faults_are_retried(srv, fault):
     srv.rules = [Rule(fault, times=1, hang=3)]
     c, meter = await complete(srv)
