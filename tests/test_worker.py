@@ -285,6 +285,22 @@ def wait_for(pred, timeout=30.0):
     raise AssertionError("condition not reached in time")
 
 
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads niceness from /proc")
+def test_worker_process_yields_the_cpu_to_the_tui(db_path, cfg_path, tmp_path):
+    from workbench.cli_llm import WORKER_NICE
+
+    def nice(pid):
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+    open_store(db_path).close()
+    p = subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--db", str(db_path), "--config",
+                          str(cfg_path)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
+    try:
+        wait_for(lambda: nice(p.pid) == min(19, nice(os.getpid()) + WORKER_NICE))
+    finally:
+        p.kill()
+        p.wait()
+
+
 def test_kill9_mid_job_then_restart_exact(db_path, cfg_path, tmp_path):
     n = 150
     make_dataset(db_path, n=n)
