@@ -4,6 +4,7 @@ would rebuild identically."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 
 import pytest
@@ -12,7 +13,7 @@ from llm_server import LLMServer, Rule
 from taskkit import config_for, items_of, last_user, run, samples_of
 from workbench import importer, jobs
 from workbench.similarity import rouge_l
-from workbench.tasks.self_instruct import SelfInstruct, drop_rule
+from workbench.tasks.self_instruct import SelfInstruct, drop_rule, instance_drop_rule
 
 _counter = itertools.count()
 
@@ -27,10 +28,20 @@ def examples_in(prompt: str) -> list[str]:
     return re.findall(r"^\d+\. (.*)$", prompt.split("\n\n", 1)[1], re.M)[:8]
 
 
+def task_of(prompt: str) -> str:
+    return prompt.split("<<<\n", 1)[1].split("\n>>>", 1)[0]
+
+
+def instance(messages) -> str:
+    """A well-formed instance for the task the prompt asks about."""
+    task = task_of(last_user(messages))
+    return json.dumps({"input": f"Input for: {task[:40]}", "output": f"Output for: {task[:40]}"})
+
+
 def si_reply(messages, body):
     prompt = last_user(messages)
     if "Continue the list" not in prompt:
-        return f"Here is an answer to: {messages[-1]['content'][:40]}"
+        return instance(messages)
     copy = next(e.rstrip(".?!") + " please" for e in examples_in(prompt) if drop_rule(e + " please", 4, 150) is None)
     return "\n".join([
         "9. " + copy,                                          # near-copy of a shown example: too similar
@@ -58,6 +69,8 @@ def test_self_instruct_end_to_end(conn, db_path, seeds):
         gen_prompts = [b["messages"][-1]["content"] for b in srv.stats.bodies
                        if "Continue the list" in b["messages"][-1]["content"]]
         gen_bodies = [b for b in srv.stats.bodies if "Continue the list" in b["messages"][-1]["content"]]
+        instance_prompts = [b["messages"][-1]["content"] for b in srv.stats.bodies
+                            if "Task instruction:" in b["messages"][-1]["content"]]
     # the paper's decoding for new instructions
     assert all((b["temperature"], b["top_p"], b["max_tokens"]) == (0.7, 0.5, 1024) for b in gen_bodies)
     # two waves of two rounds: 4 kept in wave 0, 2 more in wave 1, then the quota stops the job
@@ -68,7 +81,11 @@ def test_self_instruct_end_to_end(conn, db_path, seeds):
                                    "enough already": 2}
     out = samples_of(conn, "seeds-self-instruct")
     assert len(out) == 6
-    assert all(s["response"] == f"Here is an answer to: {s['instruction'][:40]}" for s in out)
+    # each kept instruction got an instance: input first (an open task), asked for as JSON
+    assert all((s["input"], s["response"]) == (f"Input for: {s['instruction'][:40]}",
+                                              f"Output for: {s['instruction'][:40]}") for s in out)
+    assert all(s["origin"]["templates"]["self-instruct-instance"] == "1" for s in out)
+    assert all("Write the input first" in p for p in instance_prompts) and len(instance_prompts) == 6
     assert all(s["origin"]["similarity"] < 0.7 and s["origin"]["template"] == "self-instruct" for s in out)
     # novelty holds against every seed and every other kept instruction
     for s in out:
@@ -101,7 +118,7 @@ def test_reply_without_a_list_is_an_item_error(conn, db_path, seeds):
     def reply(messages, body):
         if "Continue the list" in last_user(messages):
             return next(replies)
-        return "An answer."
+        return instance(messages)
     with LLMServer(reply=reply) as srv:
         cfg = config_for(srv)
         job = run(conn, db_path, "self-instruct", config=cfg, dataset="seeds",
@@ -116,11 +133,38 @@ def test_length_cut_reply(conn, db_path, seeds):
     def reply(messages, body):
         if "Continue the list" in last_user(messages):
             return "9. " + novel() + "\n10. " + novel() + "\n11. " + novel()
-        return "An answer."
+        return instance(messages)
     with LLMServer(reply=reply, rules=[Rule("length", match="Continue the list")]) as srv:
         job = run(conn, db_path, "self-instruct", config=config_for(srv), dataset="seeds",
                   params={"num_instructions": 1, "rounds_in_flight": 1})
     assert job["drop_reasons"].get("cut off") == 1 and job["kept"] == 1
+
+
+def test_instances_label_first_for_classification_and_filtered(conn, db_path, seeds):
+    tasks = [novel() for _ in range(5)]
+    made = {tasks[0]: {"output": "positive", "input": "I loved it."},           # kept
+            tasks[1]: {"output": "", "input": "Some text."},                    # no output
+            tasks[2]: {"output": "same", "input": "same"},                      # input equals output
+            tasks[3]: {"output": "negative", "input": "Label this:"},           # ends with ':'
+            tasks[4]: "The label is probably negative."}                        # not JSON: the instance fails
+
+    def reply(messages, body):
+        prompt = last_user(messages)
+        if "Continue the list" in prompt:
+            return "\n".join(f"{9 + i}. {t}" for i, t in enumerate(tasks))
+        answer = made[task_of(prompt)]
+        return answer if isinstance(answer, str) else json.dumps(answer)
+    with LLMServer(reply=reply) as srv:
+        job = run(conn, db_path, "self-instruct", config=config_for(srv), dataset="seeds",
+                  params={"num_instructions": 5, "rounds_in_flight": 1, "max_rounds": 1, "classification": True})
+        prompts = [b["messages"][-1]["content"] for b in srv.stats.bodies
+                   if "Task instruction:" in b["messages"][-1]["content"]]
+    assert len(prompts) == 6 and all("Pick one of its possible labels first" in p for p in prompts)  # prose: asked twice
+    assert job["kept"] == 1 and job["drop_reasons"] == {
+        "instance without output": 1, "input equals output": 1, "instance ends with ':'": 1, "instance failed": 1}
+    [kept] = samples_of(conn, "seeds-self-instruct")
+    assert (kept["instruction"], kept["input"], kept["response"]) == (tasks[0], "I loved it.", "positive")
+    assert instance_drop_rule("", "A full answer.") is None            # a task with no input is fine
 
 
 def test_filters_on_known_cases():
@@ -161,7 +205,7 @@ def test_kill9_mid_run_then_resume(conn, db_path, tmp_path, seeds):
     def reply(messages, body):
         if "Continue the list" in last_user(messages):
             return "9. " + novel() + "\n10. " + novel() + "\n11. Say hi."
-        return "An answer."
+        return instance(messages)
 
     def spawn(log):
         return subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--until-idle", "--db", str(db_path)],

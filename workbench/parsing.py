@@ -295,6 +295,15 @@ def parse_aspect_ratings(raw, aspects=PREFERENCE_ASPECTS, lo: int = 1, hi: int =
 _NUMBERED = re.compile(r"^[ \t]*(?:\*\*)?(\d{1,3})\s?[.)](?:\*\*)?[ \t]+", re.M)
 
 
+def parse_instance(raw) -> tuple[str, str]:
+    """A Self-Instruct instance, {"input": ..., "output": ...} -> (input, output); the input may be empty or absent."""
+    obj = {str(k).strip().lower(): v for k, v in extract_json_object(raw).items()}
+    given_input, output = obj.get("input") or "", obj.get("output")
+    if not isinstance(output, str) or not isinstance(given_input, str):
+        raise ParseError("an instance needs a text 'output' (and a text 'input', possibly empty)", raw)
+    return given_input.strip(), output.strip()
+
+
 def parse_numbered_list(raw) -> list[str]:
     """Items of a `1. ...` / `2) ...` list, each with its inner whitespace collapsed; text before item 1 ignored."""
     text = _text(raw)

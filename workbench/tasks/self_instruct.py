@@ -6,7 +6,10 @@ dropped, and the rule counted, if it is too short (<= 3 words) or too long (> 15
 model cannot do (image, picture, graph, file, map, draw, plot, go to), starts with "Write a program", with
 punctuation or with a non-ASCII character, was cut off by max_tokens, or has a ROUGE-L F1 >= the similarity
 threshold with any instruction already in the pool (the seeds, the target dataset, and everything kept so far in
-this run). Kept instructions are answered and written to the target dataset.
+this run). Each kept instruction then gets an instance, as in the paper: an input (empty when the task needs none)
+and its output, written input-first for open tasks and label-first for classification tasks (so labels do not all
+follow the inputs' most obvious reading). An instance is dropped, and the rule counted, when its output is empty,
+its input equals its output, or either ends with ":". Instruction, input and output go to the target dataset.
 
 Rounds run in waves of `rounds_in_flight`; the generated examples a round may show are those kept in earlier
 waves, and the sample is drawn from (seed, job, round), so a resumed job shows the same examples again.
@@ -17,7 +20,7 @@ import asyncio
 import re
 
 from ..llm import LLMError
-from ..parsing import ParseError, parse_numbered_list
+from ..parsing import ParseError, parse_instance, parse_numbered_list
 from ..similarity import RougePool
 from . import Item, LLM, Param, Result, TaskError, item_rng, register
 from .common import TemplatedTask, add_drop, word_count
@@ -43,6 +46,17 @@ def drop_rule(instruction: str, min_words: int, max_words: int) -> str | None:
     return None
 
 
+def instance_drop_rule(given_input: str, output: str) -> str | None:
+    """The first Self-Instruct instance filter an (input, output) pair fails, or None."""
+    if not output:
+        return "instance without output"
+    if given_input == output:
+        return "input equals output"
+    if given_input.endswith(":") or output.endswith(":"):
+        return "instance ends with ':'"
+    return None
+
+
 def clean_example(instruction: str) -> str:
     return " ".join(instruction.split()).rstrip(":")
 
@@ -51,7 +65,7 @@ def clean_example(instruction: str) -> str:
 class SelfInstruct(TemplatedTask):
     name = "self-instruct"
     summary = "new instructions from seed tasks (8 in context: 6 human + 2 generated), near-copies rejected"
-    templates = ("self-instruct", "respond")
+    templates = ("self-instruct", "self-instruct-instance")
     params = {
         "num_instructions": Param(100, "how many new instructions to keep"),
         "seeds_per_prompt": Param(8, "instructions shown in each prompt"),
@@ -60,7 +74,7 @@ class SelfInstruct(TemplatedTask):
                                       type=float),
         "min_words": Param(4, "drop instructions with fewer words"),
         "max_words": Param(150, "drop instructions with more words"),
-        "generate_responses": Param(True, "answer each kept instruction"),
+        "generate_responses": Param(True, "write an instance (input and output) for each kept instruction"),
         "rounds_in_flight": Param(8, "rounds run concurrently (one wave)"),
         "max_rounds": Param(0, "give up after this many rounds (0: 10 + 2 x num_instructions)"),
         "classification": Param(False, "ask for classification tasks (with their output labels)"),
@@ -163,17 +177,21 @@ class SelfInstruct(TemplatedTask):
             self.pool.add(inst)
             self.accepted += 1
             accepted.append((inst, round(score, 4), len(self.pool) - 1))
-        responses = await self.answer(llm, [a[0] for a in accepted]) if p["generate_responses"] else \
+        replies = await self.instances(llm, [a[0] for a in accepted]) if p["generate_responses"] else \
             [None] * len(accepted)
         rows, errors = [], []
-        for (inst, score, idx), reply in zip(accepted, responses):
-            if isinstance(reply, Exception):
+        for (inst, score, idx), reply in zip(accepted, replies):
+            rule = "instance failed" if isinstance(reply, Exception) else \
+                instance_drop_rule(*reply.parsed) if reply else None
+            if rule:
                 self.pool.discard(idx)      # never written: stop it blocking others
                 self.accepted -= 1
-                add_drop(dropped, "response failed")
-                errors.append(f"{inst[:60]}: {reply}")
+                add_drop(dropped, rule)
+                if isinstance(reply, Exception):
+                    errors.append(f"{inst[:60]}: {reply}")
                 continue
-            rows.append({"instruction": inst, "input": "", "response": reply.text if reply else "",
+            given_input, output = reply.parsed if reply else ("", "")
+            rows.append({"instruction": inst, "input": given_input, "response": output,
                          "origin": self.origin(c, round=round_, similarity=score, examples=shown_ids,
                                                responder=reply.model if reply else None)})
         summary = {"proposed": len(c.parsed), "kept": len(rows)}
@@ -181,12 +199,16 @@ class SelfInstruct(TemplatedTask):
             summary["errors"] = errors
         return Result(samples=rows, dropped=dropped, summary=summary, raw=None if rows else c.text)
 
-    async def answer(self, llm: LLM, instructions: list[str]) -> list:
-        t = self.template("respond")
+    async def instances(self, llm: LLM, instructions: list[str]) -> list:
+        """One instance per instruction (a Completion whose .parsed is (input, output)), or the exception."""
+        t = self.template("self-instruct-instance")
+        classification = "yes" if self.p["classification"] else ""
 
         async def one(inst: str):
             try:
-                return await llm.complete(t.render(instruction=inst, input="", system=""))
+                return await llm.complete(t.render(instruction=inst, classification=classification,
+                                                   open="" if classification else "yes"),
+                                          json=True, validate=parse_instance)
             except (ParseError, LLMError) as e:
                 return e
         return list(await asyncio.gather(*(one(i) for i in instructions)))
