@@ -103,6 +103,7 @@ class WorkbenchApp(App):
         self.db_path = resolve_db_path(db)
         self.config_path = resolve_config_path(config)
         self.config = load_config(self.config_path)
+        self.ui_state = load_ui_state()   # read here, with the config, before the event loop runs
         self.keymap_overrides = keymap.load_keymap(self.config)
         self.current_dataset: str | None = dataset
         self._start_screen = screen
@@ -114,7 +115,7 @@ class WorkbenchApp(App):
 
     def on_mount(self) -> None:
         # an explicit `[ui] theme` in the config wins; else the theme the curator toggled to last time
-        theme = (self.config.get("ui") or {}).get("theme") or load_ui_state().get("theme", "dark")
+        theme = (self.config.get("ui") or {}).get("theme") or self.ui_state.get("theme", "dark")
         self.theme = THEMES.get(theme, theme) if THEMES.get(theme, theme) in self.available_themes else THEMES["dark"]
         self.set_keymap(self.keymap_overrides)
         self.run_worker(self._startup(), name="startup", group="startup")
@@ -172,10 +173,13 @@ class WorkbenchApp(App):
             self.pop_screen()
 
     def action_toggle_theme(self) -> None:
-        light = self.theme == THEMES["dark"]
-        self.theme = THEMES["light" if light else "dark"]
+        name = "light" if self.theme == THEMES["dark"] else "dark"
+        self.theme = THEMES[name]
+        self.ui_state = {**self.ui_state, "theme": name}
         try:
-            save_ui_state({**load_ui_state(), "theme": "light" if light else "dark"})
+            # a ~20-byte local file, written here rather than in a worker so that quitting right after the toggle
+            # cannot cancel the write
+            save_ui_state(self.ui_state)
         except OSError as e:
             self.notify(f"theme not remembered: {e}", severity="warning")
 

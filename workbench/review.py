@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields
 
 import orjson
 
-from .samples import SAMPLE_COLUMNS, decode_sample, write_text
+from .samples import SAMPLE_COLUMNS, decode_sample, require_sample, write_text
 from .store import STATUSES, fts_query, now, transaction
 
 DECISION_STATUS = {"accept": "accepted", "reject": "rejected"}
@@ -249,13 +249,6 @@ def decide(conn: sqlite3.Connection, sample_id: int, action: str, session: str, 
     return {"id": did, "sample_id": sample_id, "action": action, "before": {"status": old}, "after": {"status": new}}
 
 
-def _current(conn: sqlite3.Connection, sample_id: int) -> dict:
-    row = conn.execute("SELECT " + ", ".join(SAMPLE_COLUMNS) + " FROM samples WHERE id = ?", (sample_id,)).fetchone()
-    if row is None:
-        raise KeyError(f"no sample with id {sample_id}")
-    return decode_sample(row)
-
-
 def mirror_turns(sample: dict) -> dict[str, int]:
     """Which turn of `messages` each of instruction/response/system mirrors (the importer's convention: the last
     user turn, the assistant turn after it, the first system turn; a preference row's messages hold only the
@@ -303,7 +296,7 @@ def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str) 
     if bad:
         raise ValueError(f"fields that cannot be edited: {', '.join(sorted(bad))}")
     with transaction(conn):
-        current = _current(conn, sample_id)
+        current = require_sample(conn, sample_id)
         changed = {k: v for k, v in changes.items() if v != current[k]}
         if not changed:
             return None
@@ -344,7 +337,7 @@ def undo(conn: sqlite3.Connection, session: str, dataset_id: int | None = None) 
             return None
         sid, restore = target["sample_id"], target["before"] or {}
         if target["action"] == "edit":
-            now_values = _current(conn, sid)
+            now_values = require_sample(conn, sid)
             current = {k: now_values[k] for k in restore}
             write_text(conn, sid, restore)
         else:

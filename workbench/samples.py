@@ -98,6 +98,13 @@ def get_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
     return decode_sample(row) if row else None
 
 
+def require_sample(conn: sqlite3.Connection, sample_id: int) -> dict:
+    s = get_sample(conn, sample_id)
+    if s is None:
+        raise KeyError(f"no sample with id {sample_id}")
+    return s
+
+
 def iter_samples(conn: sqlite3.Connection, where: str = "1", params: tuple = (), batch: int = 2000):
     """Every matching sample, in id order, by keyset pagination: memory stays flat at any size."""
     last = 0
@@ -118,9 +125,7 @@ def write_text(conn: sqlite3.Connection, sample_id: int, values: dict) -> None:
     """Inside a transaction: set text fields (`messages` as a list) of one sample (an edit, a cleaning fix or their
     undo), then recompute its content hash, lengths and FTS entry, and the duplicate flags of the rows that shared
     its old hash or share its new one."""
-    current = get_sample(conn, sample_id)
-    if current is None:
-        raise KeyError(f"no sample with id {sample_id}")
+    current = require_sample(conn, sample_id)
     new = {**current, **values}
     h = hash_of(new)
     stored = {k: (orjson.dumps(v).decode() if k == "messages" and v is not None else v) for k, v in values.items()}

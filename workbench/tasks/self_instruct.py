@@ -181,8 +181,10 @@ class SelfInstruct(TemplatedTask):
             [None] * len(accepted)
         rows, errors = [], []
         for (inst, score, idx), reply in zip(accepted, replies):
-            rule = "instance failed" if isinstance(reply, Exception) else \
-                instance_drop_rule(*reply.parsed) if reply else None
+            if isinstance(reply, Exception):
+                rule = "instance failed"
+            else:
+                rule = instance_drop_rule(*reply.parsed) if reply else None   # None: instances not asked for
             if rule:
                 self.pool.discard(idx)      # never written: stop it blocking others
                 self.accepted -= 1
