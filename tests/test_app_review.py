@@ -225,22 +225,31 @@ async def test_scores_and_lineage_show_each_judge(store):
         assert "not judged yet" in widget_text(screen.query_one("#scores"))
 
 
+async def open_edit(pilot, app):
+    await pilot.press("e")
+    await wait_for(pilot, lambda: type(app.screen).__name__ == "EditDialog")
+    return app.screen
+
+
+async def append_and_save(pilot, app, screen, area, keys: str):
+    """Type at the end of a text area, save with ctrl+s, and wait until Review has stored the edit."""
+    area.focus()
+    area.move_cursor(area.document.end)
+    await pilot.press(*keys)
+    await pilot.press("ctrl+s")
+    await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
+    await wait_for(pilot, lambda: not screen.busy)
+
+
 async def test_edit_dialog_stores_before_and_after_and_keeps_control_chars(store):
     db, sid = store["db"], store["hostile"]
     app = app_for(store, sample_id=sid)
     async with app.run_test(size=SIZE) as pilot:
         screen = await review_ready(pilot)
-        await pilot.press("e")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "EditDialog")
-        dialog = app.screen
+        dialog = await open_edit(pilot, app)
         area = dialog.query_one("#edit-input", TextArea)
         assert "␍" in area.text and "\r" not in area.text          # control chars shown as symbols in the editor
-        area.focus()
-        area.move_cursor(area.document.end)
-        await pilot.press(*"!!")
-        await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
-        await wait_for(pilot, lambda: not screen.busy)
+        await append_and_save(pilot, app, screen, area, "!!")
         row = peek(db, "SELECT instruction, input FROM samples WHERE id = ?", (sid,))[0]
         assert row[0] == HOSTILE["instruction"]                     # untouched field: byte for byte the same
         assert row[1] == HOSTILE["input"] + "!!"                    # \r\n and lone \r kept exactly
@@ -249,8 +258,7 @@ async def test_edit_dialog_stores_before_and_after_and_keeps_control_chars(store
         assert orjson.loads(after) == {"input": row[1]}
         assert "edited input" in screen.note
 
-        await pilot.press("e")                                      # Escape cancels: nothing written
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "EditDialog")
+        await open_edit(pilot, app)                                 # Escape cancels: nothing written
         await pilot.press("escape")
         await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
         assert len(peek(db, "SELECT id FROM decisions")) == 1
@@ -264,17 +272,9 @@ async def test_edit_dialog_edits_a_turn_no_field_mirrors(store):
     app = app_for(store, sample_id=sid)
     async with app.run_test(size=SIZE) as pilot:
         screen = await review_ready(pilot)
-        await pilot.press("e")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "EditDialog")
-        dialog = app.screen
+        dialog = await open_edit(pilot, app)
         assert [str(l.render()) for l in dialog.query("Label")][1] == "Turn 3 · [@click=app.quit]"   # literal role
-        area = dialog.query_one("#edit-turn-2", TextArea)
-        area.focus()
-        area.move_cursor(area.document.end)
-        await pilot.press(*"yz")
-        await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
-        await wait_for(pilot, lambda: not screen.busy)
+        await append_and_save(pilot, app, screen, dialog.query_one("#edit-turn-2", TextArea), "yz")
         msgs = orjson.loads(peek(db, "SELECT messages FROM samples WHERE id = ?", (sid,))[0][0])
         assert msgs == [*MULTI_TURN["messages"][:2], {**MULTI_TURN["messages"][2], "content": "xyz"}]
         assert peek(db, "SELECT instruction, response FROM samples WHERE id = ?", (sid,))[0] == ("hi", "bye")

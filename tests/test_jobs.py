@@ -116,6 +116,14 @@ def test_dead_local_owner_is_taken_over_at_once(conn):
     assert J.claim_job(conn, J.new_owner(), lease_seconds=60)["id"] == jid
 
 
+def claimed_generate_job(conn):
+    """A generate job over the demo dataset, claimed by a new owner: (job id, owner, its task)."""
+    jid = J.queue_job(conn, "generate", config=CONFIG, dataset="demo", endpoint="local")
+    owner = J.new_owner()
+    J.claim_job(conn, owner)
+    return jid, owner, _task(conn, jid)
+
+
 def _task(conn, jid):
     from workbench.config import load_config
     job = J.get_job(conn, jid)
@@ -125,10 +133,7 @@ def _task(conn, jid):
 
 def test_commit_batch_is_atomic_per_item_and_idempotent(conn):
     make_dataset(conn, n=3)
-    jid = J.queue_job(conn, "generate", config=CONFIG, dataset="demo", endpoint="local")
-    owner = J.new_owner()
-    J.claim_job(conn, owner)
-    task = _task(conn, jid)
+    jid, owner, task = claimed_generate_job(conn)
     items = J.pending_items(conn, jid, 0, 10)
     assert [i.sample["instruction"] for i in items] == ["Question 0", "Question 1", "Question 2"]
     good = J.Outcome(items[0], result=Result(samples=[{"instruction": "Question 0", "response": "A"}]))
@@ -151,10 +156,7 @@ def test_commit_batch_is_atomic_per_item_and_idempotent(conn):
 
 def test_retry_failed_requeues(conn):
     make_dataset(conn, n=2)
-    jid = J.queue_job(conn, "generate", config=CONFIG, dataset="demo", endpoint="local")
-    owner = J.new_owner()
-    J.claim_job(conn, owner)
-    task = _task(conn, jid)
+    jid, owner, task = claimed_generate_job(conn)
     items = J.pending_items(conn, jid, 0, 10)
     J.commit_batch(conn, jid, owner, task, [J.Outcome(i, error="boom") for i in items])
     J.release(conn, jid, owner, "failed", "2 item(s) failed")
@@ -167,10 +169,7 @@ def test_retry_failed_requeues(conn):
 
 def test_retry_of_a_cancelled_job_runs_only_its_failed_items(conn):
     make_dataset(conn, n=4)
-    jid = J.queue_job(conn, "generate", config=CONFIG, dataset="demo", endpoint="local")
-    owner = J.new_owner()
-    J.claim_job(conn, owner)
-    task = _task(conn, jid)
+    jid, owner, task = claimed_generate_job(conn)
     first, second, *rest = J.pending_items(conn, jid, 0, 10)
     J.commit_batch(conn, jid, owner, task, [J.Outcome(first, error="boom"),
                                             J.Outcome(second, result=Result(samples=[{"response": "A"}]))])
