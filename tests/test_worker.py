@@ -276,7 +276,8 @@ def spawn_worker(db_path, cfg_path, log_path, *extra, plugin=False):
                              "--config", str(cfg_path), *extra], stdout=log, stderr=log, env=env, cwd=ROOT)
 
 
-def wait_for(pred, timeout=30.0):
+def wait_for(pred, timeout=90.0):
+    # generous: a worker runs at nice +10, so on a loaded 2-core machine it may take long to start
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         if pred():
