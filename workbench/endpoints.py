@@ -4,7 +4,8 @@
     base_url = "http://127.0.0.1:8000/v1"
     model = "qwen2.5-7b-instruct"
     api_key_env = "LOCAL_LLM_KEY"      # the NAME of the environment variable; the key itself is never stored
-    max_concurrency = 64
+    max_concurrency = 256               # a ceiling: the requests in flight are found by the program
+    adaptive = true                    # false: always max_concurrency in flight
     rpm = 0                            # requests per minute, 0 = unlimited
     tpm = 0                            # tokens per minute, 0 = unlimited
     timeout = 120                      # seconds per request
@@ -43,7 +44,8 @@ class Endpoint:
     base_url: str
     model: str
     api_key_env: str | None = None
-    max_concurrency: int = 16
+    max_concurrency: int = 256
+    adaptive: bool = True
     rpm: int = 0
     tpm: int = 0
     timeout: float = 120.0
@@ -66,7 +68,7 @@ class Endpoint:
 
     def to_toml(self) -> dict:
         d = {"base_url": self.base_url, "model": self.model, "max_concurrency": self.max_concurrency,
-             "rpm": self.rpm, "tpm": self.tpm, "timeout": self.timeout, "max_retries": self.max_retries,
+             "adaptive": self.adaptive, "rpm": self.rpm, "tpm": self.tpm, "timeout": self.timeout, "max_retries": self.max_retries,
              "json_mode": self.json_mode, "cost_per_1k_input": self.cost_per_1k_input,
              "cost_per_1k_output": self.cost_per_1k_output}
         if self.api_key_env:
@@ -96,6 +98,8 @@ def _endpoint_from(name: str, d: dict) -> Endpoint:
         raise EndpointError(f"{where}: unknown field(s) {', '.join(extra)}")
     try:
         ep = Endpoint(name=name, **{k: v for k, v in d.items()})
+        if not isinstance(ep.adaptive, bool):
+            raise ValueError("adaptive must be true or false")
         ep = Endpoint(**{**ep.__dict__, "max_concurrency": int(ep.max_concurrency), "rpm": int(ep.rpm),
                          "tpm": int(ep.tpm), "timeout": float(ep.timeout), "max_retries": int(ep.max_retries),
                          "cost_per_1k_input": float(ep.cost_per_1k_input),

@@ -100,13 +100,14 @@ def _dumps(v: Any) -> str:
 JOB_COLUMNS = ("id", "kind", "params", "status", "dataset_id", "into_dataset_id", "total", "done", "failed", "kept",
                "dropped", "drop_reasons", "tokens_in", "tokens_out", "cost", "cache_hits", "lease_owner",
                "lease_expires", "heartbeat_at", "error", "created_at", "started_at", "finished_at", "rate",
-               "run_seconds", "requests", "retries")
+               "run_seconds", "requests", "retries", "endpoint_stats")
 
 
 def _job(row) -> dict:
     j = dict(zip(JOB_COLUMNS, row))
     j["params"] = orjson.loads(j["params"]) if j["params"] else {}
     j["drop_reasons"] = orjson.loads(j["drop_reasons"]) if j["drop_reasons"] else {}
+    j["endpoint_stats"] = orjson.loads(j["endpoint_stats"]) if j["endpoint_stats"] else []
     j.update(progress_figures(j))
     return j
 
@@ -240,17 +241,26 @@ class LeaseLost(Exception):
 
 
 def heartbeat(conn: sqlite3.Connection, job_id: int, owner: str, lease_seconds: float = LEASE_SECONDS,
-              *, rate: float | None = None, run_seconds: float = 0.0, error: str | None = None) -> str:
-    """Extend the lease and record rate/run time; returns the job's status (a pause or cancel shows here)."""
+              *, rate: float | None = None, run_seconds: float = 0.0, error: str | None = None,
+              endpoints: list[dict] | None = None) -> str:
+    """Extend the lease and record rate/run time and each endpoint's figures; returns the job's status (a pause or
+    cancel shows here)."""
     with transaction(conn):
         row = conn.execute("SELECT lease_owner, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
         if row is None or row[0] != owner:
             raise LeaseLost(f"job {job_id} is now held by another worker")
         t = time.time()
         conn.execute("UPDATE jobs SET lease_expires = ?, heartbeat_at = ?, rate = ?, "
-                     "run_seconds = run_seconds + ?, error = coalesce(?, error) WHERE id = ?",
-                     (t + lease_seconds, t, rate, run_seconds, error, job_id))
+                     "run_seconds = run_seconds + ?, error = coalesce(?, error), "
+                     "endpoint_stats = coalesce(?, endpoint_stats) WHERE id = ?",
+                     (t + lease_seconds, t, rate, run_seconds, error,
+                      orjson.dumps(endpoints).decode() if endpoints else None, job_id))
         return row[1]
+
+
+def record_endpoint_stats(conn: sqlite3.Connection, job_id: int, figures: list[dict]) -> None:
+    with transaction(conn):
+        conn.execute("UPDATE jobs SET endpoint_stats = ? WHERE id = ?", (orjson.dumps(figures).decode(), job_id))
 
 
 def release(conn: sqlite3.Connection, job_id: int, owner: str, status: str | None = None,

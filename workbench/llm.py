@@ -1,7 +1,9 @@
 """The client layer over `openai.AsyncOpenAI`: bounded concurrency, retries, cache, accounting, pools.
 
-One `Client` per endpoint (one AsyncOpenAI, one semaphore of max_concurrency, rpm/tpm windows). A `Pool`
-serves a role either `spread` (least busy endpoint first) or `each` (one reply per distinct model). An `LLM`
+One `Client` per endpoint (one AsyncOpenAI, an adaptive concurrency limit under max_concurrency, rpm/tpm
+windows). A `Pool` serves a role either `spread` (the endpoint with the most free room first; an endpoint whose
+connection fails is set aside for a while and its requests go to the others) or `each` (one reply per distinct
+model). An `LLM`
 binds pools to a job: its `complete`/`each` look up and fill the `llm_cache`, and add tokens, cost, requests,
 retries and cache hits to a `Meter` the worker flushes into the job row.
 """
@@ -19,6 +21,7 @@ from typing import Any, Callable
 
 import orjson
 
+from .concurrency import AdaptiveLimit
 from .endpoints import Endpoint, redact
 from .parsing import ParseError  # one class for the parsers and the client layer
 from .store import now
@@ -27,6 +30,8 @@ RETRY_STATUS = {408, 409, 429}
 BACKOFF_BASE = 0.5
 BACKOFF_CAP = 30.0
 RETRY_AFTER_CAP = 300.0
+DOWN_SECONDS = 5.0         # an endpoint whose connection failed is skipped this long (doubling while it stays down)
+DOWN_CAP = 60.0
 
 
 class LLMError(Exception):
@@ -40,10 +45,12 @@ class LLMError(Exception):
 
 
 class _Retry(Exception):
-    def __init__(self, message: str, delay: float | None = None, status: int | None = None):
+    def __init__(self, message: str, delay: float | None = None, status: int | None = None,
+                 connection: bool = False):
         super().__init__(message)
         self.delay = delay
         self.status = status
+        self.connection = connection     # no HTTP reply at all: the endpoint may be down
 
 
 @dataclass
@@ -161,8 +168,13 @@ class _Window:
 class Client:
     def __init__(self, ep: Endpoint, secrets: list[str] | None = None):
         self.ep = ep
-        self.sem = asyncio.Semaphore(ep.max_concurrency)
+        self.sem = AdaptiveLimit(ep.max_concurrency, adaptive=ep.adaptive)
         self.busy = 0              # requests waiting for or holding a slot
+        self.down_until = 0.0      # monotonic time before which the pool skips this endpoint
+        self.down_for = DOWN_SECONDS
+        self.ok = 0                # per-job figures for the Jobs screen
+        self.errors = 0
+        self.latency_sum = 0.0
         self.json_mode = ep.json_mode
         self.rpm = _Window(ep.rpm)
         self.tpm = _Window(ep.tpm)
@@ -181,7 +193,21 @@ class Client:
         return self._client
 
     def load(self) -> float:
-        return self.busy / self.ep.max_concurrency
+        return self.busy / self.sem.size
+
+    @property
+    def down(self) -> bool:
+        return self.down_until > time.monotonic()
+
+    def _mark_down(self) -> None:
+        self.down_until = time.monotonic() + self.down_for
+        self.down_for = min(DOWN_CAP, self.down_for * 2)
+
+    def figures(self) -> dict:
+        """What the Jobs screen shows per endpoint: the limit found, replies, errors, mean latency."""
+        return {"endpoint": self.ep.name, "limit": self.sem.size, "peak": self.sem.peak, "in_flight": self.sem.in_use,
+                "ok": self.ok, "errors": self.errors, "down": self.down,
+                "latency_ms": round(1000 * self.latency_sum / self.ok, 1) if self.ok else None}
 
     def _clean(self, text: str) -> str:
         return redact(text, self.secrets)
@@ -194,8 +220,9 @@ class Client:
         return {"type": "json_object"}
 
     async def chat(self, messages: list[dict], params: dict, *, want_json: bool = False,
-                   schema: dict | None = None, meter: Meter | None = None) -> Completion:
-        """One completion with retries. Raises LLMError when it fails for good."""
+                   schema: dict | None = None, meter: Meter | None = None, failover: bool = False) -> Completion:
+        """One completion with retries. Raises LLMError when it fails for good; with `failover` (the pool has other
+        endpoints) a connection failure raises at once, so the request moves to another endpoint."""
         import openai  # lazily: see Client.client
         meter = meter if meter is not None else Meter()
         attempts = self.ep.max_retries + 1
@@ -205,10 +232,15 @@ class Client:
             while True:
                 rf = self.response_format(want_json, schema)
                 try:
-                    return await self._once(messages, params, rf, meter)
+                    c = await self._once(messages, params, rf, meter)
+                    self.down_for = DOWN_SECONDS
+                    return c
                 except _Retry as e:
                     attempt += 1
-                    if attempt >= attempts:
+                    self.errors += 1
+                    if e.connection:
+                        self._mark_down()
+                    if attempt >= attempts or (failover and e.connection):
                         raise LLMError(f"{self.ep.name}: {e} (gave up after {attempt} attempts)",
                                        endpoint=self.ep.name, status=e.status, retryable=True) from None
                     meter.retries += 1
@@ -234,7 +266,9 @@ class Client:
         body = {**params, "model": self.ep.model, "messages": messages}
         if rf is not None:
             body["response_format"] = rf
-        async with self.sem:
+        sent_with = await self.sem.acquire()
+        rtt, overloaded = None, False
+        try:
             meter.requests += 1
             t0 = time.monotonic()
             try:
@@ -244,15 +278,20 @@ class Client:
                 raw = await self.client.post("/chat/completions", body=body, cast_to=bytes,
                                              options={"security": {"bearer_auth": True}})
             except openai.APITimeoutError:
+                overloaded = True
                 raise _Retry(f"timed out after {self.ep.timeout:g} s") from None
             except openai.APIConnectionError as e:
-                raise _Retry(f"connection error: {self._clean(_cause(e))}") from None
+                overloaded = True
+                raise _Retry(f"connection error: {self._clean(_cause(e))}", connection=True) from None
             except openai.APIStatusError as e:
                 if e.status_code in RETRY_STATUS or e.status_code >= 500:
+                    overloaded = e.status_code in (429, 503)
                     raise _Retry(f"HTTP {e.status_code}: {self._clean(_message(e))}",
                                  delay=retry_after(e.response.headers), status=e.status_code) from None
                 raise
-            latency = time.monotonic() - t0
+            latency = rtt = time.monotonic() - t0
+        finally:
+            self.sem.release(sent_with, rtt=rtt, overloaded=overloaded)
         try:
             resp = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
@@ -271,6 +310,8 @@ class Client:
         meter.tokens_out += tout
         meter.cost += self.ep.cost(tin, tout)
         model = resp.get("model")
+        self.ok += 1
+        self.latency_sum += latency
         return Completion(text=text or "", model=model if isinstance(model, str) and model else self.ep.model,
                           endpoint=self.ep.name, finish_reason=choices[0].get("finish_reason"), prompt_tokens=tin,
                           completion_tokens=tout, latency=latency)
@@ -345,13 +386,16 @@ class Pool:
 
     @property
     def capacity(self) -> int:
-        return sum(c.ep.max_concurrency for c in self.clients)
+        """Requests the pool takes at once now (the endpoints' current limits)."""
+        return sum(c.sem.size for c in self.clients)
 
     def pick(self, exclude: set[str] = frozenset()) -> Client | None:
-        """The least busy endpoint (relative to its concurrency), rotating among equals."""
+        """The least busy endpoint (relative to its current limit), rotating among equals; endpoints marked down
+        only when every other one is down too."""
         cands = [c for c in self.clients if c.ep.name not in exclude]
         if not cands:
             return None
+        cands = [c for c in cands if not c.down] or sorted(cands, key=lambda c: c.down_until)[:1]
         self._rr += 1
         n = len(cands)
         return min((cands[(self._rr + i) % n] for i in range(n)), key=Client.load)
@@ -376,6 +420,17 @@ class LLM:
 
     def pool(self, role: str = "generate") -> Pool:
         return self.pools.get(role) or self.pools["generate"]
+
+    def pool_of(self, client: Client) -> Pool:
+        return next(p for p in self.pools.values() if client in p.clients)
+
+    def clients(self) -> list[Client]:
+        """Every endpoint of the job once."""
+        seen: dict[int, Client] = {}
+        for p in self.pools.values():
+            for c in p.clients:
+                seen.setdefault(id(c), c)
+        return list(seen.values())
 
     def models(self, role: str = "generate") -> list[str]:
         return [g[0].ep.model for g in self.pool(role).per_model()]
@@ -428,8 +483,10 @@ class LLM:
                 return hit
             except ParseError:
                 pass  # cached under an older parser: ask again
+        failover = len(self.pool_of(client).clients) > 1
         for attempt in range(self.parse_retries + 1):
-            c = await client.chat(messages, merged, want_json=want_json, schema=schema, meter=self.meter)
+            c = await client.chat(messages, merged, want_json=want_json, schema=schema, meter=self.meter,
+                                  failover=failover)
             c.cache_key = key
             try:
                 c.parsed = _check(c, validate, allow_empty, allow_truncated)

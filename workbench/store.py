@@ -296,6 +296,10 @@ MIGRATIONS: list[str] = [
     """
     INSERT INTO samples_fts (samples_fts, rank) VALUES ('automerge', 16);
     """,
+    # (scale) per-endpoint figures of a running job: limit found, replies, errors, latency (JSON list)
+    """
+    ALTER TABLE jobs ADD COLUMN endpoint_stats TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

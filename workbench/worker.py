@@ -64,6 +64,14 @@ class JobRunner:
     async def db(self, fn, *args, **kw):
         return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args, **kw))
 
+    @property
+    def limit(self) -> int:
+        """Items in flight: twice what the endpoints take at once now (their limits adapt), so each endpoint
+        has the next requests waiting when a slot frees."""
+        if self.max_inflight:
+            return self.max_inflight
+        return max(4, min(MAX_INFLIGHT_CAP, 2 * sum(c.sem.size for c in self.llm.clients())))
+
     def stop(self, reason: str = "interrupted") -> None:
         self.stop_reason = self.stop_reason or reason
         self.wake.set()
@@ -95,8 +103,6 @@ class JobRunner:
             return "paused"
         self.task = task
         self.llm = LLM(pools, Cache(self.reader))
-        cap = sum(pool.capacity for pool in pools.values())
-        self.limit = self.max_inflight or max(4, min(MAX_INFLIGHT_CAP, 2 * cap))
         try:
             return await self._loop()
         finally:
@@ -176,6 +182,7 @@ class JobRunner:
             return J.add_items(self.conn, self.job_id, items)
 
     async def _finish(self, outcome: str) -> str:
+        await self.db(J.record_endpoint_stats, self.conn, self.job_id, [c.figures() for c in self.llm.clients()])
         if outcome == "breaker":
             await self.db(J.release, self.conn, self.job_id, self.owner, "paused",
                           f"paused after {self.consecutive_failures} failed requests in a row; last error: "
@@ -273,7 +280,8 @@ class JobRunner:
                 await asyncio.sleep(HEARTBEAT_SECONDS)
                 t = time.monotonic()
                 status = await self.db(J.heartbeat, self.conn, self.job_id, self.owner, self.lease_seconds,
-                                       rate=self.rate(), run_seconds=t - last)
+                                       rate=self.rate(), run_seconds=t - last,
+                                       endpoints=[c.figures() for c in self.llm.clients()])
                 last = t
                 if status in ("paused", "cancelled"):
                     self.stop(status)

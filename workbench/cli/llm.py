@@ -78,7 +78,10 @@ def _register_endpoints(sub, common):
     add.add_argument("--model", required=True)
     add.add_argument("--api-key-env", default=None,
                      help="NAME of the environment variable holding the key (the key is never stored)")
-    add.add_argument("--max-concurrency", type=int, default=16)
+    add.add_argument("--max-concurrency", type=int, default=256,
+                     help="a ceiling: how many requests go at once is found from the server's latency (default 256)")
+    add.add_argument("--fixed-concurrency", action="store_true",
+                     help="always send --max-concurrency requests at once instead of finding the level")
     add.add_argument("--rpm", type=int, default=0, help="requests per minute (0: no limit)")
     add.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: no limit)")
     add.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
@@ -112,7 +115,7 @@ def _register_endpoints(sub, common):
 def cmd_endpoints_add(args) -> int:
     cfg = _config(args)
     ep = E.Endpoint(name=args.name, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
-                    max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm, timeout=args.timeout,
+                    max_concurrency=args.max_concurrency, adaptive=not args.fixed_concurrency, rpm=args.rpm, tpm=args.tpm, timeout=args.timeout,
                     max_retries=args.max_retries, json_mode=args.json_mode, cost_per_1k_input=args.cost_in,
                     cost_per_1k_output=args.cost_out, params=_kv(args.param, "--param"))
     path = save_config(E.add_endpoint(cfg, ep), getattr(args, "config", None))

@@ -1,0 +1,144 @@
+"""A pool over several servers of unknown capacity: the limit each endpoint gets is found by the program (Vegas on
+latency, halving on overload), and an endpoint that goes down mid-job hands its items to the others."""
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from llm_server import LLMServer, write_endpoint
+from workbench import jobs as J
+from workbench.concurrency import ALPHA, BETA, AdaptiveLimit
+from workbench.config import load_config, save_config
+from workbench.endpoints import add_pool
+from workbench.samples import insert_samples
+from workbench.store import ensure_dataset, open_store, transaction
+from workbench.worker import run_worker
+
+
+async def _drive(limit: AdaptiveLimit, capacity: int, latency: float, requests: int, inflight: int) -> int:
+    """A server that serves `capacity` requests at once and queues the rest (as vLLM does); returns the most
+    requests it ever had in service at once."""
+    server = asyncio.Semaphore(capacity)
+    state = {"serving": 0, "max": 0}
+
+    async def one():
+        sent_with = await limit.acquire()
+        t0 = time.monotonic()
+        async with server:
+            state["serving"] += 1
+            state["max"] = max(state["max"], state["serving"])
+            await asyncio.sleep(latency)
+            state["serving"] -= 1
+        limit.release(sent_with, rtt=time.monotonic() - t0)
+
+    queue = asyncio.Semaphore(inflight)
+
+    async def gated():
+        async with queue:
+            await one()
+    await asyncio.gather(*(gated() for _ in range(requests)))
+    return state["max"]
+
+
+@pytest.mark.parametrize("capacity", [3, 40])
+async def test_the_limit_settles_just_above_a_queueing_servers_capacity(capacity):
+    limit = AdaptiveLimit(256)
+    served = await _drive(limit, capacity, 0.05, requests=capacity * 40, inflight=512)
+    assert served == capacity                      # the server was kept full
+    # it ends at about the capacity (latency jitter on a loaded machine moves it a little): a few requests wait in
+    # the server's queue, never hundreds, and at least 90 % of the slots stay busy
+    assert 0.9 * capacity <= limit.size <= capacity + BETA + 2, limit.size
+
+
+async def test_overload_halves_the_limit_and_a_fixed_limit_never_moves():
+    limit = AdaptiveLimit(64)
+    await _drive(limit, 32, 0.005, requests=800, inflight=256)
+    before = limit.size
+    await limit.acquire()
+    limit.release(overloaded=True)
+    assert limit.size == max(1, before // 2)
+
+    fixed = AdaptiveLimit(8, adaptive=False)
+    await _drive(fixed, 2, 0.005, requests=100, inflight=64)
+    assert fixed.size == 8
+
+
+async def test_limit_does_not_grow_when_the_caller_does_not_use_it():
+    limit = AdaptiveLimit(256)
+    await _drive(limit, 64, 0.005, requests=200, inflight=1)   # one at a time: no evidence of more room
+    assert limit.size <= 4 + ALPHA
+
+
+async def test_a_cancelled_waiter_leaves_the_count_right():
+    limit = AdaptiveLimit(1, initial=1)
+    await limit.acquire()
+    waiter = asyncio.ensure_future(limit.acquire())
+    await asyncio.sleep(0)
+    waiter.cancel()
+    await asyncio.gather(waiter, return_exceptions=True)
+    limit.release(1, rtt=0.01)
+    assert limit.in_use == 0
+    await asyncio.wait_for(limit.acquire(), 1)
+    assert limit.in_use == 1
+
+
+# --- a pool over three real servers ---------------------------------------------------------------------------
+
+def _setup(db_path, cfg_path, servers, n):
+    for i, s in enumerate(servers):
+        write_endpoint(cfg_path, s, name=f"s{i}", max_concurrency=256, timeout=30, max_retries=4)
+    cfg = load_config(cfg_path)
+    save_config(add_pool(cfg, "fleet", [f"s{i}" for i in range(len(servers))]), cfg_path)
+    conn = open_store(db_path)
+    with transaction(conn):
+        did = ensure_dataset(conn, "demo")
+        insert_samples(conn, did, [{"instruction": f"Question {i}"} for i in range(n)])
+    jid = J.queue_job(conn, "generate", config=load_config(cfg_path), dataset="demo", pool="fleet")
+    return conn, jid
+
+
+def test_a_pool_fills_servers_of_different_capacities(db_path, tmp_path):
+    cfg_path = tmp_path / "config.toml"
+    caps = (4, 8, 16)
+    with LLMServer(latency=0.15, capacity=caps[0]) as a, LLMServer(latency=0.1, capacity=caps[1]) as b, \
+            LLMServer(latency=0.2, capacity=caps[2]) as c:
+        conn, jid = _setup(db_path, cfg_path, (a, b, c), 600)
+        run_worker(db_path, load_config(cfg_path), until_idle=True)
+        job = J.get_job(conn, jid)
+        assert (job["status"], job["done"], job["failed"]) == ("done", 600, 0)
+        # each server had every slot busy at some point: the program found each capacity by itself
+        assert [s.stats.max_in_flight for s in (a, b, c)] == list(caps)
+        figures = {e["endpoint"]: e for e in job["endpoint_stats"]}
+        assert sorted(figures) == ["s0", "s1", "s2"]
+        assert sum(e["ok"] for e in figures.values()) == 600
+        for i, cap in enumerate(caps):
+            assert figures[f"s{i}"]["peak"] >= cap
+        conn.close()
+
+
+def test_an_endpoint_that_goes_down_mid_job_loses_nothing(db_path, tmp_path):
+    cfg_path = tmp_path / "config.toml"
+    n = 300
+    with LLMServer(latency=0.05, capacity=8) as a, LLMServer(latency=0.05, capacity=8) as b, \
+            LLMServer(latency=0.05, capacity=8) as c:
+        conn, jid = _setup(db_path, cfg_path, (a, b, c), n)
+        t = threading.Thread(target=run_worker, args=(db_path, load_config(cfg_path)), kwargs={"until_idle": True})
+        t.start()
+        deadline = time.monotonic() + 60
+        while b.stats.completions < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        b.stop()                                     # mid-job, with requests in flight there
+        t.join(120)
+        assert not t.is_alive()
+        job = J.get_job(conn, jid)
+        assert (job["status"], job["done"], job["failed"]) == ("done", n, 0)
+        written = conn.execute("SELECT count(*), count(DISTINCT parent_id) FROM samples WHERE job_id = ?",
+                               (jid,)).fetchone()
+        assert written == (n, n)                     # 0 lost, 0 duplicated
+        assert a.stats.completions + c.stats.completions + b.stats.completions >= n
+        figures = {e["endpoint"]: e for e in job["endpoint_stats"]}
+        assert figures["s1"]["errors"] >= 1
+        conn.close()
