@@ -7,6 +7,7 @@ from pathlib import Path
 
 from . import exporter, formats, importer
 from .cli import CliError, print_json
+from .safe_text import label, raw_stream
 from .store import fts_sync, list_datasets, open_store, resolve_db_path
 
 
@@ -64,18 +65,18 @@ def cmd_import(args) -> int:
                 print_json(info)
             else:
                 print(f"file:    {det.file} ({det.file_type})\nformat:  {det.format} ({det.kind})")
-                print("mapping: " + ", ".join(f"{t} <- {s}" for t, s in det.mapping.items()))
+                print("mapping: " + ", ".join(f"{t} <- {label(s)}" for t, s in det.mapping.items()))
                 others = [c for c in det.columns if c not in det.mapping.values()]
                 if others:
-                    print("metadata columns: " + ", ".join(others))
+                    print("metadata columns: " + ", ".join(map(label, others)))
                 for i, s in enumerate(det.preview, 1):
                     print(f"--- row {i}")
                     for k, v in s.items():
-                        print(f"  {k}: {_short(v)}")
+                        print(f"  {label(k)}: {_short(v)}")
             return 0
         conn = _store(args)
         progress = None if args.json or not sys.stderr.isatty() else \
-            (lambda n: print(f"\r{n:,} rows", end="", file=sys.stderr, flush=True))
+            (lambda n: print(f"\r{n:,} rows", end="", file=raw_stream(sys.stderr), flush=True))
         res = importer.import_file(conn, args.file, args.dataset, args.format, args.mapping, args.skip_invalid,
                                    progress)
     except importer.ImportFailed as e:
@@ -121,7 +122,7 @@ def cmd_index(args) -> int:
 
 def _short(v, n: int = 100) -> str:
     text = v if isinstance(v, str) else repr(v)
-    text = text.replace("\n", "\\n")
+    text = label(text.replace("\n", "\\n"))
     return text if len(text) <= n else text[:n] + f"... ({len(text)} chars)"
 
 
@@ -154,7 +155,7 @@ def cmd_datasets(args) -> int:
         return 0
     print(f"{'name':30} {'kind':10} {'rows':>9} {'pending':>9} {'accepted':>9} {'rejected':>9}")
     for r in rows:
-        print(f"{r['name'][:30]:30} {r['kind']:10} {r['rows']:>9,} {r['pending']:>9,} {r['accepted']:>9,} "
+        print(f"{label(r['name'], 30):30} {label(r['kind'], 10):10} {r['rows']:>9,} {r['pending']:>9,} {r['accepted']:>9,} "
               f"{r['rejected']:>9,}")
     return 0
 

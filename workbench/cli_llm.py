@@ -13,6 +13,7 @@ from . import jobs as J
 from .cli import CliError, print_json
 from .config import ConfigError, load_config, save_config
 from .llm import Client, LLMError
+from .safe_text import raw_stream
 from .store import open_store, resolve_db_path
 from .tasks import TaskError, load_tasks, params_help, parse_value
 
@@ -292,7 +293,7 @@ class ProgressPrinter:
     """One updating line on a terminal; a line every few seconds otherwise."""
 
     def __init__(self, stream=None, every: float = 5.0):
-        self.stream = stream or sys.stderr
+        self.stream = raw_stream(stream or sys.stderr)   # our own line, with CR: no untrusted text in it
         self.tty = self.stream.isatty()
         self.every = every
         self.last = 0.0
