@@ -18,6 +18,18 @@ NAME = f"evil{OSC52}{TITLE}{COLOUR}\u202egnp.exe\rX"
 TEXT = f"Question {OSC52} and {TITLE}; {COLOUR}\x07\x08 bell\u202e and a CR\rhere\x00nul"
 
 
+def import_hostile(tmp_path, cli) -> Path:
+    """Import three rows of hostile text (and a hostile column name) as the dataset NAME; returns the file."""
+    import json
+    data = tmp_path / "hostile.jsonl"
+    rows = [{"instruction": TEXT + f" {i} می\u200cخواهم", "response": "answer " + TEXT, f"col{OSC52}": "x"}
+            for i in range(3)]
+    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    code, out, err = cli("import", str(data), "--dataset", NAME)
+    assert code == 0, err
+    return data
+
+
 def forbidden(raw: bytes) -> list[str]:
     """What of the payload reached the output as controls (empty: nothing)."""
     found = []

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from hostile import NAME, OSC52, TEXT, forbidden, run_in_pty
+from hostile import NAME, OSC52, TEXT, forbidden, import_hostile, run_in_pty
 from llm_server import LLMServer, write_endpoint
 from workbench.safe_text import SafeStream, invisible_counts, json_safe, label, sanitize
 
@@ -45,12 +45,7 @@ def test_safe_stream_passes_text_and_sanitizes_controls():
 
 @pytest.fixture
 def hostile_store(tmp_path, cli):
-    data = tmp_path / "hostile.jsonl"
-    rows = [{"instruction": TEXT + f" {i}", "response": "answer " + TEXT, f"col{OSC52}": "x"} for i in range(3)]
-    data.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    code, out, err = cli("import", str(data), "--dataset", NAME)
-    assert code == 0, err
-    return data
+    return import_hostile(tmp_path, cli)
 
 
 def _check(raw: bytes) -> str:
