@@ -218,10 +218,10 @@ class Client:
                         # the server does not take this response_format: step down and ask again
                         self.json_mode = "json_object" if rf.get("type") == "json_schema" else "none"
                         continue
-                    raise LLMError(f"{self.ep.name}: HTTP 400: {self._clean(_message(e))}",
+                    raise LLMError(f"{self.ep.name}: HTTP 400: {self._clean(_message(e))[:500]}",
                                    endpoint=self.ep.name, status=400) from None
                 except openai.APIStatusError as e:
-                    raise LLMError(f"{self.ep.name}: HTTP {e.status_code}: {self._clean(_message(e))}",
+                    raise LLMError(f"{self.ep.name}: HTTP {e.status_code}: {self._clean(_message(e))[:500]}",
                                    endpoint=self.ep.name, status=e.status_code) from None
         finally:
             self.busy -= 1
@@ -249,7 +249,7 @@ class Client:
                 raise _Retry(f"connection error: {self._clean(_cause(e))}") from None
             except openai.APIStatusError as e:
                 if e.status_code in RETRY_STATUS or e.status_code >= 500:
-                    raise _Retry(f"HTTP {e.status_code}: {self._clean(_message(e))}",
+                    raise _Retry(f"HTTP {e.status_code}: {self._clean(_message(e))[:500]}",
                                  delay=retry_after(e.response.headers), status=e.status_code) from None
                 raise
             latency = time.monotonic() - t0
@@ -271,7 +271,9 @@ class Client:
         meter.tokens_out += tout
         meter.cost += self.ep.cost(tin, tout)
         model = resp.get("model")
-        return Completion(text=text or "", model=model if isinstance(model, str) and model else self.ep.model,
+        # a reply that echoes the key (a prompt-injected model, a debugging proxy) is redacted here, before the
+        # cache, the job item, a judgment or a sample can store it
+        return Completion(text=self._clean(text or ""), model=model if isinstance(model, str) and model else self.ep.model,
                           endpoint=self.ep.name, finish_reason=choices[0].get("finish_reason"), prompt_tokens=tin,
                           completion_tokens=tout, latency=latency)
 
@@ -295,8 +297,8 @@ def _message(e: openai.APIStatusError) -> str:
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
-    return str(e.message)[:500]
+            return str(err["message"])[:100_000]  # cut again after redaction
+    return str(e.message)[:100_000]
 
 
 def _cause(e: BaseException) -> str:

@@ -8,6 +8,7 @@ from pathlib import Path
 from .. import exporter, formats, importer
 from .common import CliError, print_json
 from ..store import fts_sync, list_datasets, open_store, resolve_db_path
+from ..fileperms import open_private, private_dir
 from ..safe_text import label, raw_stream
 
 
@@ -104,8 +105,8 @@ def _index_in_background(db) -> None:
     import platformdirs
     from ..store import APP_NAME
     log_dir = Path(platformdirs.user_log_dir(APP_NAME))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "index.log", "ab") as log:
+    private_dir(log_dir)
+    with open_private(log_dir / "index.log", "ab") as log:
         subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(resolve_db_path(db)), "index"],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
 
