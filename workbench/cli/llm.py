@@ -13,7 +13,7 @@ from .. import endpoints as E
 from .. import jobs as J
 from .common import CliError, print_json
 from ..config import ConfigError, load_config, save_config
-from ..llm import Client, LLMError
+from ..llm import Client, LLMError, connection_failure
 from ..store import open_store, resolve_db_path
 from ..filters import FilterError
 from ..tasks import TaskError, load_tasks, params_help, parse_value
@@ -179,7 +179,10 @@ def cmd_endpoints_test(args) -> int:
                 models = [m.id async for m in client.client.models.list()]
                 list_s = time.monotonic() - t0
             except Exception as e:  # the model list is optional on some servers; report and go on
-                models, list_s = None, E.redact(f"{type(e).__name__}: {e}", client.secrets)
+                import openai
+                why = connection_failure(e, ep.base_url, ep.timeout).message \
+                    if isinstance(e, openai.APIConnectionError) else f"{type(e).__name__}: {e}"
+                models, list_s = None, E.redact(why, client.secrets)
             t0 = time.monotonic()
             try:
                 c = await client.chat([{"role": "user", "content": "Reply with the single word: ok"}],
