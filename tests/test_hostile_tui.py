@@ -23,6 +23,8 @@ def test_tui_screens_write_no_hostile_controls(tmp_path, cli):
             (step, b"\x1b"),           # back
             (step, b"b"), (step, b"\x1b"),     # Browse
             (step, b"l"), (step, b"\x1b"),     # Balance
+            (step, b"d"), (step + 1, b"\x1b"),     # Duplicates: the three rows are near-duplicates
+            (step, b"c"), (step + 1, b"\x1b"),     # Clean: filter hits name the dataset
             (step, b"t"),              # Jobs: the failed job's detail and raw replies
             (step + 1, b"\x11")]       # ctrl+q
     raw = run_in_pty(["--db", str(tmp_path / "store.db")], keys=keys, timeout=90)
@@ -30,6 +32,6 @@ def test_tui_screens_write_no_hostile_controls(tmp_path, cli):
     assert b"\x07" not in _POINTER_SHAPE.sub(b"", raw)
     text = raw.decode("utf-8", "replace")
     # each screen was drawn, with the payload shown as visible stand-ins
-    for seen in ("]52;c;SE9TVElMRQ==", "Browse", "Balance", "Jobs", "raw reply", "<U+200C>",
+    for seen in ("]52;c;SE9TVElMRQ==", "Browse", "Balance", "Duplicates", "Clean", "Jobs", "raw reply", "<U+200C>",
                  "invisible: 1 zero-width, 2 bidi control (i: hide)"):
         assert seen in text, seen
