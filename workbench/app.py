@@ -26,8 +26,8 @@ from textual.binding import Binding
 from textual.screen import Screen
 
 from . import keymap
-from .safe_text import sanitize
 from .config import ConfigError, load_config, load_ui_state, resolve_config_path, save_ui_state
+from .safe_text import sanitize
 from .store import open_store, resolve_db_path
 
 # name -> "module:Class". List only modules that exist: a missing one is an error when opened, not hidden.
@@ -211,7 +211,7 @@ def run_app(db: str | Path | None = None, config: str | Path | None = None, data
         app = WorkbenchApp(db=db, config=config, dataset=dataset, screen=screen, sample_id=sample_id)
     except (ConfigError, keymap.KeymapError) as e:
         import sys
-        print(f"error: {e}", file=sys.stderr)
+        print(sanitize(f"error: {e}"), file=sys.stderr)   # a config error may quote its text
         return 2
     app.run()
     return app.return_code or 0
