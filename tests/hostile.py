@@ -34,7 +34,8 @@ def forbidden(raw: bytes) -> list[str]:
     """What of the payload reached the output as controls (empty: nothing)."""
     found = []
     for what, needle in (("OSC 52", b"\x1b]52"), ("OSC 0 title", b"\x1b]0;"), ("OSC 2 title", b"\x1b]2;"),
-                         ("hostile CSI", b"\x1b[31mred"), ("8-bit CSI", b"\xc2\x9b"), ("bidi override", "\u202e".encode()),
+                         ("hostile CSI", b"\x1b[31mred"), ("8-bit CSI", b"\xc2\x9b"),
+                         ("bidi override", "\u202e".encode()),
                          ("clipboard payload", b"52;c;SE9TVElMRQ==\x07")):
         if needle in raw:
             found.append(what)

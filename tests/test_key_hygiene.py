@@ -64,6 +64,7 @@ def test_a_key_in_an_existing_config_is_refused_without_being_shown(cli, tmp_pat
                                           f'api_key_env = "{KEY}"\n')
     code, out, err = cli("endpoints", "list")
     assert code == 2 and "NAME of an environment variable" in err and KEY not in out + err
+    assert "remove it from the config file" in err
 
 
 def test_key_file_mode_is_checked(cli, tmp_path):

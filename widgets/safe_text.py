@@ -3,8 +3,8 @@
 Dataset text goes through `safe_text()` into a rich `Text` (never parsed as markup). Control characters (ESC, BEL,
 NUL, C1 codes, lone CR), bidi override/isolate controls and lone surrogates are replaced by the core sanitizer's
 visible stand-ins (workbench/safe_text.py: ␛, ␇, <U+202E>, ...) in reverse video, so they can neither
-recolour nor move the screen nor crash the UTF-8 writer. Tabs become spaces. Past `limit` characters (or `MAX_LINES` lines) the rest is counted, not drawn: a
-100k-character field would cost ~170 ms a draw.
+recolour nor move the screen nor crash the UTF-8 writer. Tabs become spaces. Past `limit` characters (or
+`MAX_LINES` lines) the rest is counted, not drawn: a 100k-character field would cost ~170 ms a draw.
 """
 from __future__ import annotations
 

@@ -41,7 +41,7 @@ KEY_PREFIX = re.compile(r"((sk|pk|rk|hf|ghp|gho|ghs|github_pat|glpat)[-_]|xox[ab
 MIN_REDACT = 8   # shorter "keys" (test values, "no-key") are not searched for in replies: too many false hits
 WHERE_KEYS_GO = ("put the key in an environment variable (export MY_LLM_KEY=...) and pass its NAME "
                  "(--api-key-env MY_LLM_KEY), or put it in a file only you can read (chmod 600) and pass "
-                 "--api-key-file PATH; the value given was not stored")
+                 "--api-key-file PATH")
 
 
 class EndpointError(ValueError):
@@ -133,8 +133,9 @@ def check_endpoint(ep: Endpoint, where: str) -> None:
     if ep.api_key_env is not None:
         problem = key_env_problem(ep.api_key_env)
         if problem:
+            done = "remove it from the config file" if where.startswith("config") else "the value given was not stored"
             raise EndpointError(f"{where}: api_key_env must be the NAME of an environment variable, not a key: "
-                                f"{problem}; {WHERE_KEYS_GO}")
+                                f"{problem}; {WHERE_KEYS_GO}; {done}")
     if ep.api_key_env and ep.api_key_file:
         raise EndpointError(f"{where}: give api_key_env or api_key_file, not both")
 

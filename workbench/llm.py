@@ -278,7 +278,8 @@ class Client:
         model = resp.get("model")
         # a reply that echoes the key (a prompt-injected model, a debugging proxy) is redacted here, before the
         # cache, the job item, a judgment or a sample can store it
-        return Completion(text=self._clean(text or ""), model=model if isinstance(model, str) and model else self.ep.model,
+        return Completion(text=self._clean(text or ""),
+                          model=model if isinstance(model, str) and model else self.ep.model,
                           endpoint=self.ep.name, finish_reason=choices[0].get("finish_reason"), prompt_tokens=tin,
                           completion_tokens=tout, latency=latency)
 

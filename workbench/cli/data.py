@@ -156,7 +156,8 @@ def cmd_datasets(args) -> int:
         return 0
     print(f"{'name':30} {'kind':10} {'rows':>9} {'pending':>9} {'accepted':>9} {'rejected':>9}")
     for r in rows:
-        print(f"{label(r['name'], 30):30} {label(r['kind'], 10):10} {r['rows']:>9,} {r['pending']:>9,} {r['accepted']:>9,} "
+        print(f"{label(r['name'], 30):30} {label(r['kind'], 10):10}"
+              f" {r['rows']:>9,} {r['pending']:>9,} {r['accepted']:>9,} "
               f"{r['rejected']:>9,}")
     return 0
 
