@@ -12,8 +12,8 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 
-ALPHA = 2.0          # requests allowed to wait in the server's queue before we stop growing
-BETA = 6.0           # more than this waiting: shrink
+ALPHA = 2.0          # requests allowed to wait in the server's queue before we stop growing (at least; see alpha())
+BETA = 6.0           # more than this waiting: shrink (at least; see beta())
 INITIAL = 4
 MIN_RTT_DRIFT = 1.02  # every DRIFT_EVERY samples min_rtt may rise this much (the server's base latency can grow)
 DRIFT_EVERY = 500
@@ -32,6 +32,12 @@ class AdaptiveLimit:
         self.samples = 0
         self.peak = int(self.limit)
         self._waiters: deque[asyncio.Future] = deque()
+
+    def alpha(self) -> float:
+        return max(ALPHA, self.limit ** 0.5)
+
+    def beta(self) -> float:
+        return max(BETA, 3 * self.limit ** 0.5)
 
     @property
     def size(self) -> int:
@@ -80,11 +86,12 @@ class AdaptiveLimit:
             self.min_rtt *= MIN_RTT_DRIFT
         served = sent_with * self.min_rtt / max(rtt, 1e-6)
         queued = sent_with - served
-        if queued > BETA:
+        beta = self.beta()
+        if queued > beta:
             self.slow_start = False
-            # one step per reply, never below what the server serves plus BETA
-            self.limit = max(1.0, served + BETA, self.limit - 1.0) if self.limit > served + BETA else self.limit
-        elif queued < ALPHA and sent_with >= self.limit / 2:   # grow only a limit that is being used
+            # one step per reply, never below what the server serves plus beta
+            self.limit = max(1.0, served + beta, self.limit - 1.0) if self.limit > served + beta else self.limit
+        elif queued < self.alpha() and sent_with >= self.limit / 2:   # grow only a limit that is being used
             self.limit = min(float(self.ceiling), self.limit + (1.0 if self.slow_start else 1.0 / self.limit))
         self.peak = max(self.peak, self.size)
 

@@ -123,6 +123,22 @@ def progress_figures(j: dict) -> dict:
             "live": live, "fraction": (j["done"] + j["failed"]) / j["total"] if j["total"] else 0.0}
 
 
+def endpoint_lines(j: dict) -> list[str]:
+    """One line per endpoint of the job's latest run: the limit the program found, its share of the replies,
+    replies/s, errors, mean latency."""
+    figs = j.get("endpoint_stats") or []
+    total = sum(f.get("ok", 0) for f in figs) or 1
+    secs = j.get("run_seconds") or 0
+    out = []
+    for f in figs:
+        rate = f"{f['ok'] / secs:.1f}/s" if secs > 0 else "-"
+        lat = f"{f['latency_ms']:.0f} ms" if f.get("latency_ms") is not None else "-"
+        out.append(f"{f['endpoint']}: limit {f['limit']} (peak {f['peak']}) · {f['ok']} replies "
+                   f"({100 * f['ok'] / total:.0f} %) · {rate} · {f['errors']} errors · {lat}"
+                   + (" · DOWN" if f.get("down") else ""))
+    return out
+
+
 def get_job(conn: sqlite3.Connection, job_id: int) -> dict:
     row = conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:

@@ -417,6 +417,8 @@ def cmd_job_action(args) -> int:
                 return 0
             print(summary_line(job))
             print(f"params: {json.dumps(job['params'], ensure_ascii=False)}")
+            for line in J.endpoint_lines(job):
+                print(line)
             if job["error"]:
                 print(f"error: {job['error']}")
             for f in fails:
