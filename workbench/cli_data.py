@@ -27,8 +27,11 @@ def register(sub, common) -> None:
     p.add_argument("--format", required=True, choices=exporter.EXPORT_FORMATS)
     p.add_argument("--dataset")
     p.add_argument("--status", choices=("pending", "accepted", "rejected"))
-    p.add_argument("--min-score", type=float)
-    p.add_argument("--max-score", type=float)
+    p.add_argument("--min-score", action="append", metavar="RUBRIC=N",
+                   help="only samples whose RUBRIC score is >= N, e.g. curate=4.5 (repeat for several rubrics)")
+    p.add_argument("--max-score", action="append", metavar="RUBRIC=N", help="only samples whose RUBRIC score is <= N")
+    p.add_argument("--include-stale", action="store_true",
+                   help="score filters also match scores given before the sample's text was edited")
     p.add_argument("--task-type")
     p.add_argument("--selection", help="only samples of this named selection (see `workbench sample`)")
     p.add_argument("--name", help="a name for the snapshot")
@@ -129,7 +132,8 @@ def cmd_export(args) -> int:
     conn = _store(args)
     try:
         res = exporter.export(conn, args.out, args.format, args.dataset, args.status, args.min_score,
-                              args.max_score, args.task_type, args.selection, args.name)
+                              args.max_score, args.task_type, args.selection, args.name,
+                              include_stale=args.include_stale)
     except exporter.ExportFailed as e:
         raise CliError(str(e)) from None
     if args.json:

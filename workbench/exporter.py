@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-from . import __version__
+from . import __version__, scores
 from .formats import LABEL_FIELDS, SHAREGPT_FROM
 from .samples import iter_samples
 from .store import STATUSES, dataset_id, now, transaction
@@ -128,8 +128,10 @@ ROW_SHAPES = {"alpaca": alpaca_row, "sharegpt": sharegpt_row, "messages": messag
 # --- selection -------------------------------------------------------------------------------------------
 
 def build_filter(conn: sqlite3.Connection, dataset=None, status=None, min_score=None, max_score=None,
-                 task_type=None, selection=None) -> tuple[str, tuple, dict]:
+                 task_type=None, selection=None, include_stale: bool = False) -> tuple[str, tuple, dict]:
+    """min_score / max_score name the rubric: 'curate=4.5' (or a list of such); see workbench/scores.py."""
     where, params, filters = [], [], {}
+    did = None
     if dataset:
         try:
             did = dataset_id(conn, dataset)
@@ -142,12 +144,14 @@ def build_filter(conn: sqlite3.Connection, dataset=None, status=None, min_score=
             raise ExportFailed(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
         where.append("status = ?"), params.append(status)
         filters["status"] = status
-    if min_score is not None:
-        where.append("score >= ?"), params.append(float(min_score))
-        filters["min_score"] = float(min_score)
-    if max_score is not None:
-        where.append("score <= ?"), params.append(float(max_score))
-        filters["max_score"] = float(max_score)
+    try:
+        sf = scores.resolve(conn, min_score, max_score, include_stale, did)
+    except scores.ScoreFilterError as e:
+        raise ExportFailed(str(e)) from None
+    if sf:
+        cond, cparams = sf.sql("samples.id")
+        where.append(cond), params.extend(cparams)
+        filters.update(sf.to_dict())
     if task_type:
         where.append("task_type = ?"), params.append(task_type)
         filters["task_type"] = task_type
@@ -162,14 +166,16 @@ def build_filter(conn: sqlite3.Connection, dataset=None, status=None, min_score=
 # --- writing ---------------------------------------------------------------------------------------------
 
 def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=None, min_score=None,
-           max_score=None, task_type=None, selection=None, name: str | None = None) -> ExportResult:
+           max_score=None, task_type=None, selection=None, name: str | None = None,
+           include_stale: bool = False) -> ExportResult:
     if fmt not in EXPORT_FORMATS:
         raise ExportFailed(f"unknown export format {fmt!r}; one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out_path)
     if out.is_dir():
         raise ExportFailed(f"{out}: is a directory; give a file name")
     out.parent.mkdir(parents=True, exist_ok=True)
-    where, params, filters = build_filter(conn, dataset, status, min_score, max_score, task_type, selection)
+    where, params, filters = build_filter(conn, dataset, status, min_score, max_score, task_type, selection,
+                                          include_stale)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     ids, hashes = array("q"), array("q")  # 16 bytes a row: a million-row export stays small
     stats = {"rows": 0, "skipped_no_rejected": 0, "status": {}, "datasets": {}, "template_versions": {}}

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 import orjson
 
 from . import endpoints as endpoints_mod
+from . import scores
 from .samples import decode_sample, SAMPLE_COLUMNS
 from .store import ensure_dataset, fts_query, get_dataset, now, transaction
 from .tasks import Item, Result, Task, TaskContext, TaskError, get_task, resolve_params, write_results
@@ -35,7 +36,9 @@ FILTER_KEYS = {
     "language": "language equals",
     "search": "full-text search words (all required)",
     "no_response": "true: only samples without a response",
-    "min_score": "judge score >= N", "max_score": "judge score <= N",
+    "min_score": "RUBRIC=N: that rubric's score >= N (e.g. curate=4.5; repeat for several rubrics)",
+    "max_score": "RUBRIC=N: that rubric's score <= N (e.g. judge=6)",
+    "include_stale": "true: score filters also match scores given before the text was edited",
     "limit": "at most N samples",
     "unique": "true: skip samples flagged as exact duplicates",
 }
@@ -55,8 +58,19 @@ def parse_filter(pairs: list[str] | str | None) -> dict:
         k, v = pair.split("=", 1)
         if k not in FILTER_KEYS:
             raise TaskError(f"unknown filter key {k!r}; keys: {', '.join(FILTER_KEYS)}")
-        out[k] = v if k == "search" else parse_value(v)
+        if k in ("min_score", "max_score"):   # RUBRIC=N, checked against the store by queue_job
+            out.setdefault(k, []).append(v)
+        else:
+            out[k] = v if k == "search" else parse_value(v)
     return out
+
+
+def score_filter(f: dict) -> scores.ScoreFilter:
+    """The filter's score bounds (min_score / max_score: 'RUBRIC=N' or lists of them)."""
+    try:
+        return scores.build(f.get("min_score"), f.get("max_score"), bool(f.get("include_stale")))
+    except scores.ScoreFilterError as e:
+        raise TaskError(str(e)) from None
 
 
 def filter_sql(dataset_id: int, f: dict) -> tuple[str, list]:
@@ -69,12 +83,11 @@ def filter_sql(dataset_id: int, f: dict) -> tuple[str, list]:
         where.append("response = ''")
     if f.get("unique"):
         where.append("dup_of IS NULL")
-    if f.get("min_score") is not None:
-        where.append("score >= ?")
-        args.append(float(f["min_score"]))
-    if f.get("max_score") is not None:
-        where.append("score <= ?")
-        args.append(float(f["max_score"]))
+    sf = score_filter(f)
+    if sf:
+        cond, cargs = sf.sql("samples.id")
+        where.append(cond)
+        args += cargs
     if f.get("search"):
         where.append("id IN (SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?)")
         args.append(fts_query(str(f["search"])))
@@ -118,6 +131,11 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
     ds = get_dataset(conn, dataset) if dataset else None
     if dataset and ds is None:
         raise TaskError(f"no dataset named {dataset!r}")
+    if filter and (filter.get("min_score") is not None or filter.get("max_score") is not None):
+        try:
+            scores.resolve(conn, filter.get("min_score"), filter.get("max_score"), dataset_id=ds[0] if ds else None)
+        except scores.ScoreFilterError as e:
+            raise TaskError(f"--filter: {e}") from None
     ctx = TaskContext(task=task_name, params=resolved, dataset=dataset, dataset_id=ds[0] if ds else None,
                       filter=dict(filter or {}), config=config, template_version=task_cls.template_version)
     task = task_cls(ctx)

@@ -75,6 +75,55 @@ _STATS_MIGRATION = f"""
     CREATE INDEX samples_dataset_length ON samples(dataset_id, instruction_len + response_len);
 """
 
+# --- one score per rubric (migration 6 -> 7, branch judge-score) ------------------------------------------
+# `content_hash` is the sample's hash when it was scored: an edit sets `stale` (hash differs), and undoing the
+# edit clears it again. Old stores are filled from their judgments (judge 1-10 with its dimensions, curate 1-5)
+# and preference pairs' lineage; a score whose sample was edited after it is stale (hash unknown).
+# samples.score is emptied: nothing reads it any more.
+_SCORES_MIGRATION = """
+    CREATE TABLE sample_scores (
+        sample_id INTEGER NOT NULL,
+        rubric TEXT NOT NULL,                      -- judge, judge.alignment, curate, preference.chosen, ...
+        score REAL NOT NULL,
+        scale_min REAL NOT NULL,
+        scale_max REAL NOT NULL,
+        judge TEXT,                                -- the model (or endpoint) that scored
+        template_version TEXT,
+        job_id INTEGER,
+        content_hash INTEGER,                      -- the sample's content_hash when scored
+        stale INTEGER NOT NULL DEFAULT 0,          -- 1: the text changed since (excluded from score filters)
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (sample_id, rubric)
+    ) WITHOUT ROWID;
+    CREATE INDEX sample_scores_rubric ON sample_scores(rubric, score);
+    INSERT OR REPLACE INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, template_version,
+                                          job_id, content_hash, stale, created_at)
+    SELECT j.sample_id, j.rubric, j.overall, 1, CASE j.rubric WHEN 'judge' THEN 10 ELSE 5 END, j.judge,
+           j.rubric_version, j.job_id, NULL, 0, j.created_at
+    FROM judgments j JOIN samples s ON s.id = j.sample_id
+    WHERE j.candidate_id IS NULL AND j.overall IS NOT NULL AND j.rubric IN ('judge', 'curate') ORDER BY j.id;
+    INSERT OR REPLACE INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, template_version,
+                                          job_id, content_hash, stale, created_at)
+    SELECT j.sample_id, 'judge.' || e.key, e.value, 1, 10, j.judge, j.rubric_version, j.job_id, NULL, 0, j.created_at
+    FROM judgments j JOIN samples s ON s.id = j.sample_id, json_each(j.scores) e
+    WHERE j.candidate_id IS NULL AND j.rubric = 'judge' AND json_valid(j.scores) AND e.type = 'integer'
+    ORDER BY j.id;
+    INSERT OR REPLACE INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, template_version,
+                                          job_id, content_hash, stale, created_at)
+    SELECT s.id, 'preference.' || side.value, json_extract(s.origin, '$.' || side.value || '.score'), 1,
+           CASE json_extract(s.origin, '$.rubric') WHEN 'judge' THEN 10 ELSE 5 END,
+           json_extract(s.origin, '$.judge'), json_extract(s.origin, '$.template_version'), s.job_id, NULL, 0,
+           s.created_at
+    FROM samples s, json_each('["chosen", "rejected"]') side
+    WHERE s.job_id IS NOT NULL AND json_valid(s.origin) AND json_extract(s.origin, '$.task') = 'preference'
+      AND json_type(s.origin, '$.' || side.value || '.score') IN ('integer', 'real');
+    UPDATE sample_scores SET content_hash = (SELECT s.content_hash FROM samples s WHERE s.id = sample_id);
+    UPDATE sample_scores SET stale = 1, content_hash = NULL WHERE EXISTS (
+        SELECT 1 FROM decisions d WHERE d.sample_id = sample_scores.sample_id
+        AND d.action IN ('edit', 'normalize') AND d.created_at > sample_scores.created_at);
+    UPDATE samples SET score = NULL WHERE score IS NOT NULL;
+"""
+
 # Each entry migrates the schema from version i to i+1. Never edit a shipped entry: append a new one.
 MIGRATIONS: list[str] = [
     # 0 -> 1: the core tables
@@ -296,6 +345,9 @@ MIGRATIONS: list[str] = [
     """
     INSERT INTO samples_fts (samples_fts, rank) VALUES ('automerge', 16);
     """,
+    # (branch judge-score) 6 -> 7: one latest score per sample and rubric, with its scale (samples.score was one
+    # column every rubric overwrote: a judge 1-10 replaced a curate 1-5). See workbench/scores.py.
+    _SCORES_MIGRATION,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

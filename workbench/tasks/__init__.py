@@ -53,6 +53,7 @@ import orjson
 
 from ..llm import Completion, LLM, ParseError  # noqa: F401  (re-exported for task modules)
 from ..samples import insert_samples
+from ..scores import record as record_score
 from ..store import now
 
 TASK_MODULES = ["workbench.tasks.generate"]
@@ -169,9 +170,10 @@ class Result:
                 to the item's sample, job_id to the job, origin should come from `ctx.origin(...)`.
     candidates: {sample_id | sample_ref, model, endpoint, response}; `sample_ref: i` means `samples[i]` above.
     judgments:  {sample_id | sample_ref, candidate_id | candidate_ref, judge, rubric, rubric_version, scores (dict),
-                overall, rationale, raw}; a judgment of a sample (no candidate) with an `overall` also updates
-                that sample's `score` cache.
-    updates:    {"id": sample_id, field: value} for fields in UPDATABLE (labels, score, metadata).
+                overall, rationale, raw}: the full record (raw reply, rationale), kept for every judgment.
+    scores:     {sample_id | sample_ref, rubric, score, scale: (lo, hi), judge, template_version}: the sample's
+                latest score on that rubric (workbench/scores.py); every scoring task writes one per rubric.
+    updates:    {"id": sample_id, field: value} for fields in UPDATABLE (labels, metadata).
     kept:       outputs kept (default: len(samples)); dropped: {rule: count} of outputs rejected by a rule.
     raw:        reply text to keep on the item row (useful for dropped items).
     summary:    small JSON stored in job_items.result.
@@ -180,6 +182,7 @@ class Result:
     samples: list[dict] = field(default_factory=list)
     candidates: list[dict] = field(default_factory=list)
     judgments: list[dict] = field(default_factory=list)
+    scores: list[dict] = field(default_factory=list)
     updates: list[dict] = field(default_factory=list)
     kept: int | None = None
     dropped: dict[str, int] = field(default_factory=dict)
@@ -192,7 +195,7 @@ class Result:
         return len(self.samples) if self.kept is None else self.kept
 
 
-UPDATABLE = ("task_type", "domain", "difficulty", "language", "score", "metadata")
+UPDATABLE = ("task_type", "domain", "difficulty", "language", "metadata")   # scores: Result.scores
 
 
 # --- the context a task runs in --------------------------------------------------------------------
@@ -325,8 +328,9 @@ def _write_links(conn: sqlite3.Connection, ctx: TaskContext, item: Item, result:
             "rationale, raw, job_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (sid, cid, j["judge"], j["rubric"], j["rubric_version"], _json(j.get("scores")), j.get("overall"),
              j.get("rationale"), j.get("raw"), ctx.job_id, ts)).lastrowid)
-        if cid is None and j.get("overall") is not None:
-            conn.execute("UPDATE samples SET score = ?, updated_at = ? WHERE id = ?", (j["overall"], ts, sid))
+    for sc in result.scores:
+        record_score(conn, target(sc), sc["rubric"], sc["score"], tuple(sc["scale"]), judge=sc.get("judge"),
+                     template_version=sc.get("template_version"), job_id=ctx.job_id, ts=ts)
     for u in result.updates:
         fields = {k: v for k, v in u.items() if k != "id"}
         bad = set(fields) - set(UPDATABLE)

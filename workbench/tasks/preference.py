@@ -8,7 +8,8 @@ With `candidates=existing` the task judges the candidates already stored for eac
 
 Output: one preference row per prompt in the target dataset (instruction + input, response = chosen, rejected),
 its lineage naming both candidates' models and scores and the judge; the candidates and every judgment are kept
-(`candidates`, `judgments`), so Review can show why a pair was chosen.
+(`candidates`, `judgments`), so Review can show why a pair was chosen. The pair gets two sample scores:
+`preference.chosen` and `preference.rejected` (scale 1-5 with aspects, 1-10 with judge).
 """
 from __future__ import annotations
 
@@ -125,6 +126,10 @@ class Preference(TemplatedTask):
                     "chars": len(cands[ci][3])},
             rejected={"model": cands[ri][1], "score": scores[ri], "candidate_id": cands[ri][0],
                       "chars": len(cands[ri][3])})
+        scale = (1, 5) if self.p["rubric"] == "aspects" else (1, 10)
+        result.scores = [{"sample_ref": 0, "rubric": f"preference.{side}", "score": scores[i], "scale": scale,
+                          "judge": judge, "template_version": result.judgments[0]["rubric_version"]}
+                         for side, i in (("chosen", ci), ("rejected", ri))]
         result.samples = [{"instruction": s["instruction"], "input": s.get("input") or "",
                            "system": s.get("system") or "",
                            "messages": [m for m in prompt if m["role"] != "system"] if s.get("messages") else None,
