@@ -18,7 +18,8 @@ from typing import Any, Iterator
 import orjson
 
 from . import endpoints as endpoints_mod
-from . import scores
+from .filters import FILTER_KEYS, FilterError, filter_sql, iter_filtered, parse_filter  # noqa: F401  (re-exported)
+from .filters import check_scores
 from .samples import decode_sample, SAMPLE_COLUMNS
 from .store import ensure_dataset, fts_query, get_dataset, now, transaction
 from .tasks import Item, Result, Task, TaskContext, TaskError, get_task, resolve_params, write_results
@@ -27,91 +28,6 @@ ACTIVE = ("queued", "running", "paused")
 FINISHED = ("done", "failed", "cancelled")
 LEASE_SECONDS = 30.0
 ITEM_INSERT_CHUNK = 1000
-
-# --- input filter -------------------------------------------------------------------------------------
-
-FILTER_KEYS = {
-    "status": "review status: pending | accepted | rejected",
-    "task_type": "task_type equals", "domain": "domain equals", "difficulty": "difficulty equals",
-    "language": "language equals",
-    "search": "full-text search words (all required)",
-    "no_response": "true: only samples without a response",
-    "min_score": "RUBRIC=N: that rubric's score >= N (e.g. curate=4.5; repeat for several rubrics)",
-    "max_score": "RUBRIC=N: that rubric's score <= N (e.g. judge=6)",
-    "include_stale": "true: score filters also match scores given before the text was edited",
-    "limit": "at most N samples",
-    "unique": "true: skip samples flagged as exact duplicates",
-}
-
-
-def parse_filter(pairs: list[str] | str | None) -> dict:
-    """`k=v` pairs (a list, or one whitespace-separated string as typed in the TUI) -> a filter dict."""
-    from .tasks import parse_value
-    if not pairs:
-        return {}
-    if isinstance(pairs, str):
-        pairs = pairs.split()
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise TaskError(f"filter {pair!r}: expected key=value; keys: {', '.join(FILTER_KEYS)}")
-        k, v = pair.split("=", 1)
-        if k not in FILTER_KEYS:
-            raise TaskError(f"unknown filter key {k!r}; keys: {', '.join(FILTER_KEYS)}")
-        if k in ("min_score", "max_score"):   # RUBRIC=N, checked against the store by queue_job
-            out.setdefault(k, []).append(v)
-        else:
-            out[k] = v if k == "search" else parse_value(v)
-    return out
-
-
-def score_filter(f: dict) -> scores.ScoreFilter:
-    """The filter's score bounds (min_score / max_score: 'RUBRIC=N' or lists of them)."""
-    try:
-        return scores.build(f.get("min_score"), f.get("max_score"), bool(f.get("include_stale")))
-    except scores.ScoreFilterError as e:
-        raise TaskError(str(e)) from None
-
-
-def filter_sql(dataset_id: int, f: dict) -> tuple[str, list]:
-    where, args = ["dataset_id = ?"], [dataset_id]
-    for col in ("status", "task_type", "domain", "difficulty", "language"):
-        if f.get(col) is not None:
-            where.append(f"{col} = ?")
-            args.append(str(f[col]))
-    if f.get("no_response"):
-        where.append("response = ''")
-    if f.get("unique"):
-        where.append("dup_of IS NULL")
-    sf = score_filter(f)
-    if sf:
-        cond, cargs = sf.sql("samples.id")
-        where.append(cond)
-        args += cargs
-    if f.get("search"):
-        where.append("id IN (SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?)")
-        args.append(fts_query(str(f["search"])))
-    return " AND ".join(where), args
-
-
-def iter_filtered(conn: sqlite3.Connection, dataset_id: int, f: dict | None = None) -> Iterator[dict]:
-    f = f or {}
-    where, args = filter_sql(dataset_id, f)
-    limit = int(f["limit"]) if f.get("limit") else None
-    cols = ", ".join(SAMPLE_COLUMNS)
-    last, n = 0, 0
-    while True:
-        rows = conn.execute(f"SELECT {cols} FROM samples WHERE {where} AND id > ? ORDER BY id LIMIT 1000",
-                            (*args, last)).fetchall()
-        if not rows:
-            return
-        for r in rows:
-            if limit is not None and n >= limit:
-                return
-            n += 1
-            yield decode_sample(r)
-        last = rows[-1][0]
-
 
 # --- queueing --------------------------------------------------------------------------------------------
 
@@ -131,11 +47,10 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
     ds = get_dataset(conn, dataset) if dataset else None
     if dataset and ds is None:
         raise TaskError(f"no dataset named {dataset!r}")
-    if filter and (filter.get("min_score") is not None or filter.get("max_score") is not None):
-        try:
-            scores.resolve(conn, filter.get("min_score"), filter.get("max_score"), dataset_id=ds[0] if ds else None)
-        except scores.ScoreFilterError as e:
-            raise TaskError(f"--filter: {e}") from None
+    try:
+        check_scores(conn, ds[0] if ds else None, filter or {})
+    except FilterError as e:
+        raise TaskError(f"--filter: {e}") from None
     ctx = TaskContext(task=task_name, params=resolved, dataset=dataset, dataset_id=ds[0] if ds else None,
                       filter=dict(filter or {}), config=config, template_version=task_cls.template_version)
     task = task_cls(ctx)
