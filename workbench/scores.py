@@ -28,6 +28,10 @@ RUBRIC_RE = re.compile(r"[a-z][a-z0-9_-]*(\.[a-z0-9_-]+)*")
 PRIMARY_ORDER = ("curate", "judge", "preference.chosen")
 
 
+# scales of the judgments the bundled templates produce (candidates' scores live in `judgments` only)
+TEMPLATE_SCALES = {"judge": [1, 10], "curate": [1, 5], "preference-rate": [1, 5]}
+
+
 class ScoreFilterError(ValueError):
     """A score filter or score that cannot be used; the message says why and what would work."""
 
