@@ -637,3 +637,33 @@ def test_kill_9_right_after_the_next_sample_shows_loses_no_decision(store, tmp_p
     assert [status_of(store["db"], i) for i in ids[:3]] == ["accepted", "rejected", "accepted"]
     assert [r[0] for r in peek(store["db"], "SELECT action FROM decisions ORDER BY id")] == \
         ["accept", "reject", "accept"]
+
+
+async def test_a_spot_check_is_walked_in_order_with_scores_hidden_until_decided(store):
+    """`workbench review --selection NAME` on a spot-check: only its samples, in id order; the judge's scores
+    (meta line, scores table, candidates' overall) stay hidden until the curator decides each one."""
+    from workbench import agreement
+    ids = store["ids"]
+    conn = open_store(store["db"])
+    with transaction(conn):
+        for sid, v in zip(ids, (2, 9, 2, 9, 5, 5)):
+            scores.record(conn, sid, "judge", v, (1, 10))
+    picked = agreement.spotcheck(conn, "main", "judge", fraction=0.5, seed=1)["ids"]
+    conn.close()
+    assert len(picked) == 3 and picked == sorted(picked)
+    app = app_for(store, selection="spotcheck-main-judge")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await review_ready(pilot)
+        assert screen.sample["id"] == picked[0] and screen.flt.selection == "spotcheck-main-judge"
+        meta = widget_text(screen.query_one("#meta"))
+        assert "scores hidden until you decide" in meta and "judge" not in meta
+        assert not screen.query_one("#scores").display
+        await press(pilot, "a")                                    # decided: on to the next one of the selection
+        assert screen.sample["id"] == picked[1] and screen.sample["blind"]
+        await press(pilot, "k")                                    # back to the decided one: its score is shown
+        assert screen.sample["id"] == picked[0] and not screen.sample["blind"]
+        assert "judge " in widget_text(screen.query_one("#meta")) and screen.query_one("#scores").display
+        await press(pilot, "j", "j", "j")                          # never leaves the selection
+        assert screen.sample["id"] == picked[2]
+        await press(pilot, "u")                                    # the undone decision hides the score again
+        assert screen.sample["id"] == picked[0] and screen.sample["blind"]

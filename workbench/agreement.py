@@ -90,6 +90,7 @@ def spotcheck(conn: sqlite3.Connection, dataset: str, rubric: str, fraction: flo
         pick = sorted(rng.sample(ids, k))
         chosen += pick
         buckets.append({"bucket": b, "eligible": len(ids), "selected": k})
+    chosen.sort()   # the order Review walks them in
     info = {"name": name, "dataset": dataset, "rubric": rubric, "fraction": fraction, "seed": seed,
             "eligible": sum(len(v) for v in by_bucket.values()), "selected": len(chosen), "buckets": buckets,
             "created_at": now()}
