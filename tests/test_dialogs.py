@@ -159,7 +159,7 @@ async def test_export_errors_are_shown_and_nothing_is_written(seeded, db_path, t
         await type_into(pilot, dialog, "#min_score", "judge=high")
         await type_into(pilot, dialog, "#path", str(tmp_path / "x.jsonl"))
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: "'judge=high' is not a number" in text_of(dialog, "#message"))
+        await wait_for(pilot, lambda: "'high' is not a number" in text_of(dialog, "#message"))
         await type_into(pilot, dialog, "#min_score", "3")                  # which rubric's 3?
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "name the rubric" in text_of(dialog, "#message"))

@@ -30,10 +30,11 @@ def _sort_sql(key: str, rubric: str | None) -> str:
     return _SORT_SQL[key]
 
 
-def _columns(rubric: str | None) -> str:
+def _columns(score: str) -> str:
+    """The Row columns; `score` is the SQL of the score column."""
     return (f"id, dataset_id, CASE WHEN instruction != '' OR messages IS NULL THEN substr(instruction, 1, "
             f"{PREVIEW_CHARS}) ELSE substr(messages, 1, {PREVIEW_CHARS}) END, substr(response, 1, {PREVIEW_CHARS}), "
-            f"status, {_sort_sql('score', rubric)}, task_type, instruction_len + response_len")
+            f"status, {score}, task_type, instruction_len + response_len")
 
 
 @dataclass(frozen=True)
@@ -110,14 +111,54 @@ def _segments(col: str, nullable: bool, ascending: bool, after) -> list[tuple[st
     return segs if ascending else segs + nulls
 
 
+def _score_segments(ascending: bool, after) -> list[tuple[bool, str, tuple, str]]:
+    """Like _segments for the score sort: (scored?, where, params, order by). Scored segments walk the index
+    sample_scores(rubric, stale, score) (sample_id follows score in it, as the key's second part); unscored rows
+    (no fresh score on the rubric) walk samples by id."""
+    d, cmp = ("", ">") if ascending else (" DESC", "<")
+    nulls = [(False, "1", (), "id" + d)]
+    values_all = (True, "1", (), f"sc.score{d}, sc.sample_id{d}")
+    if after is None:
+        return nulls + [values_all] if ascending else [values_all] + nulls
+    v, i = after
+    if v is None:
+        rest = (False, f"id {cmp} ?", (i,), "id" + d)
+        return [rest, values_all] if ascending else [rest]
+    segs = [(True, f"sc.score = ? AND sc.sample_id {cmp} ?", (v, i), f"sc.sample_id{d}"),
+            (True, f"sc.score {cmp} ?", (v,), f"sc.score{d}, sc.sample_id{d}")]
+    return segs if ascending else segs + nulls
+
+
+def _scan_scores(conn, where: str, params: tuple, ascending: bool, after, limit: int, rubric: str) -> list[Row]:
+    out: list[Row] = []
+    for scored, seg_where, seg_params, order in _score_segments(ascending, after):
+        if len(out) >= limit:
+            break
+        if scored:
+            sql = (f"SELECT {_columns('sc.score')} FROM sample_scores sc "
+                   f"JOIN samples ON samples.id = sc.sample_id WHERE sc.rubric = ? AND sc.stale = 0 AND {where} "
+                   f"AND {seg_where} ORDER BY {order} LIMIT ?")
+        else:
+            sql = (f"SELECT {_columns('NULL')} FROM samples WHERE {where} AND NOT EXISTS (SELECT 1 FROM sample_scores sc "
+                   f"WHERE sc.sample_id = samples.id AND sc.rubric = ? AND sc.stale = 0) AND {seg_where} "
+                   f"ORDER BY {order} LIMIT ?")
+        args = (rubric, *params, *seg_params, limit - len(out)) if scored else \
+            (*params, rubric, *seg_params, limit - len(out))
+        out.extend(_row(r, "score") for r in conn.execute(sql, args))
+    return out
+
+
 def _scan(conn, where: str, params: tuple, sort: Sort, ascending: bool, after, limit: int,
           rubric: str | None = None) -> list[Row]:
+    if sort.key == "score" and rubric:
+        return _scan_scores(conn, where, params, ascending, after, limit, rubric)
     out: list[Row] = []
     col = _sort_sql(sort.key, rubric)
     for seg_where, seg_params, order in _segments(col, sort.key in _NULLABLE, ascending, after):
         if len(out) >= limit:
             break
-        cur = conn.execute(f"SELECT {_columns(rubric)} FROM samples WHERE {where} AND {seg_where} ORDER BY {order} "
+        cur = conn.execute(f"SELECT {_columns(_sort_sql('score', rubric))} FROM samples WHERE {where} AND {seg_where} "
+                           f"ORDER BY {order} "
                            f"LIMIT ?", (*params, *seg_params, limit - len(out)))
         out.extend(_row(r, sort.key) for r in cur)
     return out

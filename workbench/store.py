@@ -95,7 +95,8 @@ _SCORES_MIGRATION = """
         created_at TEXT NOT NULL,
         PRIMARY KEY (sample_id, rubric)
     ) WITHOUT ROWID;
-    CREATE INDEX sample_scores_rubric ON sample_scores(rubric, score);
+    -- score filters and Browse's score sort (stale scores are skipped in the index; sample_id follows score)
+    CREATE INDEX sample_scores_rubric ON sample_scores(rubric, stale, score);
     INSERT OR REPLACE INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, template_version,
                                           job_id, content_hash, stale, created_at)
     SELECT j.sample_id, j.rubric, j.overall, 1, CASE j.rubric WHEN 'judge' THEN 10 ELSE 5 END, j.judge,
