@@ -53,10 +53,14 @@ def record(conn: sqlite3.Connection, sample_id: int, rubric: str, score: float, 
     lo, hi = scale
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not lo <= score <= hi:
         raise ScoreFilterError(f"score {score!r} for rubric {rubric} is outside its scale {lo:g}-{hi:g}")
+    # an upsert, not INSERT OR REPLACE: the maintained counts (store.py, score_stats) follow it by triggers
     conn.execute(
-        "INSERT OR REPLACE INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, "
+        "INSERT INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, "
         "template_version, job_id, content_hash, stale, created_at) "
-        "SELECT id, ?, ?, ?, ?, ?, ?, ?, content_hash, 0, ? FROM samples WHERE id = ?",
+        "SELECT id, ?, ?, ?, ?, ?, ?, ?, content_hash, 0, ? FROM samples WHERE id = ? "
+        "ON CONFLICT (sample_id, rubric) DO UPDATE SET score = excluded.score, scale_min = excluded.scale_min, "
+        "scale_max = excluded.scale_max, judge = excluded.judge, template_version = excluded.template_version, "
+        "job_id = excluded.job_id, content_hash = excluded.content_hash, stale = 0, created_at = excluded.created_at",
         (rubric, float(score), float(lo), float(hi), judge, template_version, job_id, ts or now(), sample_id))
 
 
@@ -93,14 +97,18 @@ def of_samples(conn: sqlite3.Connection, ids: list[int]) -> dict[int, list[dict]
 
 
 def rubrics(conn: sqlite3.Connection, dataset_id: int | None = None) -> dict[str, tuple[float, float]]:
-    """Rubrics with at least one score (in the dataset, or anywhere), each with its widest scale."""
-    if dataset_id is None:
-        rows = conn.execute("SELECT rubric, min(scale_min), max(scale_max) FROM sample_scores GROUP BY rubric")
-    else:
-        rows = conn.execute("SELECT sc.rubric, min(sc.scale_min), max(sc.scale_max) FROM sample_scores sc "
-                            "JOIN samples s ON s.id = sc.sample_id WHERE s.dataset_id = ? GROUP BY sc.rubric",
-                            (dataset_id,))
+    """Rubrics scored (in the dataset, or anywhere), each with its widest scale (maintained table: instant)."""
+    ds, params = ("WHERE dataset_id = ?", (dataset_id,)) if dataset_id is not None else ("", ())
+    rows = conn.execute(f"SELECT rubric, min(scale_min), max(scale_max) FROM score_rubrics {ds} GROUP BY rubric",
+                        params)
     return {r[0]: (r[1], r[2]) for r in rows}
+
+
+def histogram_cells(conn: sqlite3.Connection, rubric: str, dataset_id: int | None = None) -> list[tuple]:
+    """(bucket, status, n) of `rubric`'s fresh scores, from the maintained counts (score_stats)."""
+    ds, params = ("AND dataset_id = ?", (dataset_id,)) if dataset_id is not None else ("", ())
+    return conn.execute(f"SELECT bucket, status, sum(n) FROM score_stats WHERE rubric = ? {ds} "
+                        f"GROUP BY bucket, status HAVING sum(n) != 0", (rubric, *params)).fetchall()
 
 
 def primary_rubric(present) -> str | None:

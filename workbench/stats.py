@@ -166,10 +166,7 @@ def _score_cells(conn, dataset_id: int | None, rubric: str | None, any_dim: dict
         for status, n in by_status.items():
             totals[status] += n
     if rubric is not None:
-        ds, params = ("AND s.dataset_id = ?", (dataset_id,)) if dataset_id is not None else ("", ())
-        for bucket, status, n in conn.execute(
-                f"SELECT CAST(sc.score AS INTEGER), s.status, count(*) FROM sample_scores sc JOIN samples s "
-                f"ON s.id = sc.sample_id WHERE sc.rubric = ? AND sc.stale = 0 {ds} GROUP BY 1, 2", (rubric, *params)):
+        for bucket, status, n in scores.histogram_cells(conn, rubric, dataset_id):
             out[str(bucket)][status] += n
             totals[status] -= n
     for status, n in totals.items():

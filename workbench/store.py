@@ -123,6 +123,83 @@ _SCORES_MIGRATION = """
         SELECT 1 FROM decisions d WHERE d.sample_id = sample_scores.sample_id
         AND d.action IN ('edit', 'normalize') AND d.created_at > sample_scores.created_at);
     UPDATE samples SET score = NULL WHERE score IS NOT NULL;
+
+    -- maintained counts for Balance's score histograms: fresh scores per (dataset, status, rubric, whole-number
+    -- bucket), kept right by triggers (a score written, replaced, made stale; a sample's status or dataset
+    -- changed; a sample deleted). Scores are written with an upsert (scores.record), never INSERT OR REPLACE,
+    -- whose implicit delete would fire no trigger.
+    CREATE TABLE score_stats (
+        dataset_id INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        rubric TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (rubric, dataset_id, status, bucket)
+    ) WITHOUT ROWID;
+    -- the rubrics scored in each dataset, with their scale (for the "rubrics present" of filters and Balance)
+    CREATE TABLE score_rubrics (
+        dataset_id INTEGER NOT NULL,
+        rubric TEXT NOT NULL,
+        scale_min REAL NOT NULL,
+        scale_max REAL NOT NULL,
+        PRIMARY KEY (dataset_id, rubric)
+    ) WITHOUT ROWID;
+    INSERT INTO score_stats (dataset_id, status, rubric, bucket, n)
+    SELECT s.dataset_id, s.status, sc.rubric, CAST(sc.score AS INTEGER), count(*) FROM sample_scores sc
+    JOIN samples s ON s.id = sc.sample_id WHERE sc.stale = 0 GROUP BY 1, 2, 3, 4;
+    INSERT INTO score_rubrics (dataset_id, rubric, scale_min, scale_max)
+    SELECT s.dataset_id, sc.rubric, min(sc.scale_min), max(sc.scale_max) FROM sample_scores sc
+    JOIN samples s ON s.id = sc.sample_id GROUP BY 1, 2;
+    CREATE TRIGGER score_stats_insert AFTER INSERT ON sample_scores
+    BEGIN
+        INSERT INTO score_stats (dataset_id, status, rubric, bucket, n)
+        SELECT dataset_id, status, new.rubric, CAST(new.score AS INTEGER), 1 FROM samples
+        WHERE id = new.sample_id AND new.stale = 0 ON CONFLICT DO UPDATE SET n = n + 1;
+        INSERT INTO score_rubrics (dataset_id, rubric, scale_min, scale_max)
+        SELECT dataset_id, new.rubric, new.scale_min, new.scale_max FROM samples WHERE id = new.sample_id
+        ON CONFLICT DO UPDATE SET scale_min = min(scale_min, excluded.scale_min),
+                                  scale_max = max(scale_max, excluded.scale_max);
+    END;
+    CREATE TRIGGER score_stats_update AFTER UPDATE ON sample_scores
+    WHEN old.stale IS NOT new.stale OR old.score IS NOT new.score OR old.rubric IS NOT new.rubric
+      OR old.sample_id IS NOT new.sample_id OR old.scale_min IS NOT new.scale_min OR old.scale_max IS NOT new.scale_max
+    BEGIN
+        UPDATE score_stats SET n = n - 1 WHERE old.stale = 0 AND rubric = old.rubric
+            AND bucket = CAST(old.score AS INTEGER)
+            AND dataset_id = (SELECT dataset_id FROM samples WHERE id = old.sample_id)
+            AND status = (SELECT status FROM samples WHERE id = old.sample_id);
+        INSERT INTO score_stats (dataset_id, status, rubric, bucket, n)
+        SELECT dataset_id, status, new.rubric, CAST(new.score AS INTEGER), 1 FROM samples
+        WHERE id = new.sample_id AND new.stale = 0 ON CONFLICT DO UPDATE SET n = n + 1;
+        INSERT INTO score_rubrics (dataset_id, rubric, scale_min, scale_max)
+        SELECT dataset_id, new.rubric, new.scale_min, new.scale_max FROM samples WHERE id = new.sample_id
+        ON CONFLICT DO UPDATE SET scale_min = min(scale_min, excluded.scale_min),
+                                  scale_max = max(scale_max, excluded.scale_max);
+    END;
+    CREATE TRIGGER score_stats_delete AFTER DELETE ON sample_scores
+    BEGIN
+        UPDATE score_stats SET n = n - 1 WHERE old.stale = 0 AND rubric = old.rubric
+            AND bucket = CAST(old.score AS INTEGER)
+            AND dataset_id = (SELECT dataset_id FROM samples WHERE id = old.sample_id)
+            AND status = (SELECT status FROM samples WHERE id = old.sample_id);
+    END;
+    CREATE TRIGGER score_stats_sample_update AFTER UPDATE OF status, dataset_id ON samples
+    WHEN old.status IS NOT new.status OR old.dataset_id IS NOT new.dataset_id
+    BEGIN
+        UPDATE score_stats SET n = n - 1 WHERE dataset_id = old.dataset_id AND status = old.status
+            AND (rubric, bucket) IN (SELECT rubric, CAST(score AS INTEGER) FROM sample_scores
+                                     WHERE sample_id = old.id AND stale = 0);
+        INSERT INTO score_stats (dataset_id, status, rubric, bucket, n)
+        SELECT new.dataset_id, new.status, rubric, CAST(score AS INTEGER), 1 FROM sample_scores
+        WHERE sample_id = new.id AND stale = 0 ON CONFLICT DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER score_stats_sample_delete AFTER DELETE ON samples
+    BEGIN
+        UPDATE score_stats SET n = n - 1 WHERE dataset_id = old.dataset_id AND status = old.status
+            AND (rubric, bucket) IN (SELECT rubric, CAST(score AS INTEGER) FROM sample_scores
+                                     WHERE sample_id = old.id AND stale = 0);
+        DELETE FROM sample_scores WHERE sample_id = old.id;
+    END;
 """
 
 # Each entry migrates the schema from version i to i+1. Never edit a shipped entry: append a new one.
