@@ -126,12 +126,15 @@ def decided_by_curator(conn: sqlite3.Connection, sample_id: int) -> bool:
 def decided_pairs(conn: sqlite3.Connection, rubric: str, dataset_id: int | None) -> list[tuple[float, bool]]:
     """(score, accepted) for every sample with a fresh score on `rubric` and a curator decision."""
     ds = "AND s.dataset_id = ?" if dataset_id is not None else ""
-    sql = (f"SELECT sc.score, d.action FROM sample_scores sc JOIN samples s ON s.id = sc.sample_id "
+    # driven from the curator's decisions (index decisions_action): as cheap as there are human decisions
+    sql = (f"SELECT sc.score, d.action FROM (SELECT DISTINCT sample_id FROM decisions "
+           f"WHERE action IN ('accept', 'reject')) c JOIN samples s ON s.id = c.sample_id "
+           f"JOIN sample_scores sc ON sc.sample_id = s.id AND sc.rubric = ? AND sc.stale = 0 "
            f"JOIN decisions d ON d.id = (SELECT max(id) FROM decisions WHERE sample_id = s.id AND action IN "
            f"({','.join('?' * len(STATUS_ACTIONS))})) "
-           f"WHERE sc.rubric = ? AND sc.stale = 0 {ds} "
-           f"AND ((d.action = 'accept' AND s.status = 'accepted') OR (d.action = 'reject' AND s.status = 'rejected'))")
-    params = (*STATUS_ACTIONS, rubric, *((dataset_id,) if dataset_id is not None else ()))
+           f"WHERE ((d.action = 'accept' AND s.status = 'accepted') OR (d.action = 'reject' AND s.status = 'rejected')) "
+           f"{ds}")
+    params = (rubric, *STATUS_ACTIONS, *((dataset_id,) if dataset_id is not None else ()))
     return [(score, action == "accept") for score, action in conn.execute(sql, params)]
 
 

@@ -97,6 +97,8 @@ _SCORES_MIGRATION = """
     ) WITHOUT ROWID;
     -- score filters and Browse's score sort (stale scores are skipped in the index; sample_id follows score)
     CREATE INDEX sample_scores_rubric ON sample_scores(rubric, stale, score);
+    -- agreement reads the curator's decisions (accept/reject) without scanning every clean/dedup row
+    CREATE INDEX decisions_action ON decisions(action, sample_id);
     INSERT OR REPLACE INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, template_version,
                                           job_id, content_hash, stale, created_at)
     SELECT j.sample_id, j.rubric, j.overall, 1, CASE j.rubric WHEN 'judge' THEN 10 ELSE 5 END, j.judge,
