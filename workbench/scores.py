@@ -278,7 +278,7 @@ def parse_range(text: str, present=()) -> tuple[str, float | None, float | None]
     if not dots:
         v = _parse_number(lo.strip(), what)
         return rubric, v, v
-    if not lo.strip() and not hi.strip():
+    if (not lo.strip() and not hi.strip()) or hi.startswith(".") or lo.endswith("."):   # '..', '7...9'
         raise ScoreFilterError(f"{what}: a number or a range like 7..10, 7.. or ..5")
     return (rubric, _parse_number(lo.strip(), what) if lo.strip() else None,
             _parse_number(hi.strip(), what) if hi.strip() else None)
