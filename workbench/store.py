@@ -296,6 +296,13 @@ MIGRATIONS: list[str] = [
     """
     INSERT INTO samples_fts (samples_fts, rank) VALUES ('automerge', 16);
     """,
+    # 6 -> 7 (branch export): provenance an export can list - each source file's sha256, and a licence (SPDX)
+    # recorded per import and per dataset (`import --license`)
+    """
+    ALTER TABLE imports ADD COLUMN sha256 TEXT;
+    ALTER TABLE imports ADD COLUMN license TEXT;
+    ALTER TABLE datasets ADD COLUMN license TEXT;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
