@@ -154,6 +154,7 @@ class Output:
                 self._make_parents()
                 fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=self.final.parent)
                 self.tmp = Path(name)
+                os.fchmod(fd, _mode_for(self.final))
                 self._raw = os.fdopen(fd, "wb", buffering=1 << 20)
         except OSError as e:
             self.discard()
@@ -210,6 +211,26 @@ class Output:
             except OSError:
                 pass
         self.created_dirs = []
+
+
+def _umask() -> int:
+    """The process umask, read without changing it (os.umask would race with other threads)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o022
+
+
+def _mode_for(final: Path) -> int:
+    """A replaced file keeps its permissions; a new one gets what open() would give it (mkstemp gives 0600)."""
+    try:
+        return stat.S_IMODE(os.stat(final).st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def plan(path, *, force: bool, store: list[Path], gz: bool | None = None) -> Output:
