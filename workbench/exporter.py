@@ -159,6 +159,8 @@ def plan_layout(conn, out_path, fmt: str, force: bool) -> Layout:
     text = os.fspath(out_path)
     ext = ".parquet" if fmt == "parquet" else ".jsonl"
     try:
+        if text != "-":
+            safe_output.check_name(Path(os.path.abspath(text)))
         if _is_directory_target(text):
             d = Path(os.path.realpath(text))
             safe_output.refuse_store(d, store)
@@ -202,6 +204,8 @@ def plan_layout(conn, out_path, fmt: str, force: bool) -> Layout:
         return lay
     except OutputError as e:
         raise ExportFailed(str(e)) from None
+    except OSError as e:   # inspecting the path failed (a loop of symlinks, a permission)
+        raise ExportFailed(safe_output.describe_error(text, e)) from None
 
 
 # --- writing -------------------------------------------------------------------------------------------------
@@ -254,7 +258,10 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
             yield row
 
     data = lay.data
-    data.open()
+    try:
+        data.open()
+    except OutputError as e:
+        raise ExportFailed(str(e)) from None
     try:
         try:
             if fmt == "parquet":
@@ -273,7 +280,7 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
                              data.sink.bytes, templates, ids)
         snap = _commit(conn, lay, manifest, ids, hashes, name, balance)
     except BaseException:
-        for o in lay.outputs():
+        for o in reversed(lay.outputs()):   # files beside the data first: then the directories made are empty
             o.discard()
         raise
     finally:

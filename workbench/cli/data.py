@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .. import exporter, formats, importer
+from .. import exporter, formats, importer, safe_output
 from .common import CliError, print_json
 from ..store import fts_sync, list_datasets, open_store, resolve_db_path
 
@@ -149,8 +149,8 @@ def cmd_export(args) -> int:
                               conversational=args.conversational, with_ids=args.with_ids)
     except exporter.ExportFailed as e:
         raise CliError(str(e)) from None
-    # with `-` the data is on stdout: everything else goes to stderr
-    say = sys.stderr if args.out == "-" else sys.stdout
+    # with `-` or /dev/stdout the data is on stdout: everything else goes to stderr
+    say = sys.stderr if safe_output.is_stream(args.out) else sys.stdout
     c = res.counts
     if args.json:
         info = {"file": str(res.path), "format": res.format, "rows": res.rows, "skipped": res.skipped,
