@@ -40,7 +40,7 @@ def test_import_export_import_keeps_every_field(cli, shared_data, db_path, tmp_p
     if via == "native" and ROUND_TRIP[fmt] is None:
         code, text, err = cli("export", str(out), "--format", "alpaca", "--dataset", "a")
         assert code == 2 and "no rows to export" in err and f"{rows:,} skipped" in err
-        assert not out.exists() and list(tmp_path.glob("*manifest*")) == []
+        assert not out.exists() and list(tmp_path.glob("*manifest*")) + list(tmp_path.glob(".*manifest*")) == []
         return
     out_fmt, *flags = ROUND_TRIP[fmt] if via == "native" else ("parquet",)
     code, text, err = cli("export", str(out), "--format", out_fmt, *flags, "--dataset", "a", "--json")
@@ -62,7 +62,7 @@ def test_manifest_and_snapshot(cli, shared_data, db_path, tmp_path):
     info = json.loads(text)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     assert info["sha256"] == digest
-    manifest = json.loads((tmp_path / "_seed.jsonl.manifest.json").read_text())
+    manifest = json.loads((tmp_path / ".seed.jsonl.manifest.json").read_text())
     assert manifest["sha256"] == digest
     assert manifest["filters"] == {"dataset": "seed", "status": "pending"}
     assert manifest["counts"]["rows"] == 175 and manifest["counts"]["by_dataset"] == {"seed": 175}
@@ -155,7 +155,7 @@ def test_default_status_is_every_sample_not_rejected(cli, shared_data, db_path, 
     assert info["by_status"] == {"accepted": 10, "pending": 160} or info["by_status"] == {"pending": 160, "accepted": 10}
     assert info["in_scope_by_status"] == {"pending": 160, "accepted": 10, "rejected": 5}
     assert info["excluded_by_filter"] == {"status": 5}
-    manifest = json.loads((tmp_path / "_a.jsonl.manifest.json").read_text())
+    manifest = json.loads((tmp_path / ".a.jsonl.manifest.json").read_text())
     assert manifest["filters"]["status"] == "pending,accepted"
 
 

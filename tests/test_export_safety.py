@@ -95,10 +95,10 @@ def test_an_existing_file_needs_force_and_is_then_replaced_whole(cli, seeded, tm
 
 
 def test_an_existing_manifest_is_not_overwritten_without_force(cli, seeded, tmp_path):
-    (tmp_path / "_train.jsonl.manifest.json").write_text("mine")
+    (tmp_path / ".train.jsonl.manifest.json").write_text("mine")
     code, text, err = cli("export", str(tmp_path / "train.jsonl"), "--format", "messages")
-    assert code == 2 and "_train.jsonl.manifest.json: exists" in err
-    assert not (tmp_path / "train.jsonl").exists() and (tmp_path / "_train.jsonl.manifest.json").read_text() == "mine"
+    assert code == 2 and ".train.jsonl.manifest.json: exists" in err
+    assert not (tmp_path / "train.jsonl").exists() and (tmp_path / ".train.jsonl.manifest.json").read_text() == "mine"
 
 
 def test_a_symlink_stays_a_symlink_and_its_target_is_replaced(cli, seeded, tmp_path):
@@ -134,7 +134,7 @@ def test_dash_writes_to_stdout(cli, seeded, tmp_path):
     lines = out.splitlines()
     assert len(lines) == 2308 and json.loads(lines[0])["messages"][0]["role"] == "user"
     assert "exported 2,308 rows" in err      # the summary goes to stderr, the data alone to stdout
-    assert snapshots(seeded) == 1 and not list(tmp_path.glob("_*manifest*"))
+    assert snapshots(seeded) == 1 and not list(tmp_path.glob(".*manifest*"))
 
 
 def _run(args, **kw):
@@ -259,7 +259,7 @@ def test_a_name_too_long(cli, seeded, tmp_path):
     # a name that fits exactly while the temp name would not
     out = tmp_path / ("m" * 249 + ".jsonl")
     code, text, err = cli("export", str(out), "--format", "messages")
-    assert code == 2 and "file name too long" in err    # its manifest name (_...manifest.json) is too long
+    assert code == 2 and "file name too long" in err    # its manifest name (.NAME.manifest.json) is too long
     assert not out.exists()
 
 

@@ -2,9 +2,10 @@
 
 Targets:
   FILE            JSONL (a JSON array if the name ends in .json; gzip if it ends in .gz; Parquet for `parquet`), with
-                  the manifest beside it as `_FILE.manifest.json` (a leading `_`: `load_dataset` never reads it)
+                  the manifest beside it as `.FILE.manifest.json` (hidden: `load_dataset` never reads it, where a
+                  visible name - even `_FILE...` - is read as data once it holds a split name such as "train")
   DIR             (an existing directory, or a name without extension) the data under DIR/data/, a README.md dataset
-                  card whose `configs:` make `load_dataset(DIR)` read exactly the data, and DIR/_manifest.json
+                  card whose `configs:` make `load_dataset(DIR)` read exactly the data, and DIR/.manifest.json
   - / a pipe      written in place (no manifest file: the manifest is kept with the snapshot in the store)
 Nothing is replaced without `force` and the store never (safe_output). The data and every file beside it are written
 to temp files and renamed into place only once all are complete and the snapshot is recorded in the same
@@ -169,7 +170,7 @@ def plan_layout(conn, out_path, fmt: str, force: bool) -> Layout:
                                   f"(files of ours are replaced, others are left alone)")
             lay = Layout(safe_output.plan(d / "data" / f"train{ext}", force=force, store=store), directory=d,
                          force=force)
-            lay.manifest = safe_output.plan(d / "_manifest.json", force=force, store=store)
+            lay.manifest = safe_output.plan(d / ".manifest.json", force=force, store=store)
             lay.card = safe_output.plan(d / "README.md", force=force, store=store)
             lay.entry_name = d.name
             side_dir, side_stem = d, None
@@ -190,7 +191,7 @@ def plan_layout(conn, out_path, fmt: str, force: bool) -> Layout:
                                       f"directory name, not a stream")
                 return lay
             side_dir, side_stem = data.final.parent, data.final.name
-            lay.manifest = safe_output.plan(side_dir / f"_{side_stem}.manifest.json", force=force, store=store)
+            lay.manifest = safe_output.plan(side_dir / f".{side_stem}.manifest.json", force=force, store=store)
             lay.entry_name = side_stem.split(".")[0] or "workbench"
         if fmt == "llama-factory":
             if lay.data.gz:
