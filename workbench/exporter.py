@@ -30,7 +30,8 @@ from .safe_output import OutputError
 from .samples import iter_samples
 from .store import STATUSES, dataset_id, now, transaction
 
-__all__ = ["EXPORT_FORMATS", "ExportFailed", "ExportResult", "export", "parse_statuses"]
+__all__ = ["CONVERSATIONAL_CHOICE", "EXPORT_FORMATS", "ExportFailed", "ExportResult", "describe_counts", "export",
+           "parse_statuses"]
 
 PARQUET_BATCH = 5000
 DEFAULT_STATUSES = ("pending", "accepted")           # every sample that is not rejected
