@@ -63,8 +63,8 @@ def profile(conn: sqlite3.Connection, where: str, params: tuple, with_meta: bool
     if with_meta and p.rows:
         types: dict[str, set] = {}
         for key, typ in conn.execute(
-                f"SELECT j.key, j.type FROM samples, json_each(samples.metadata) j "
-                f"WHERE samples.metadata IS NOT NULL AND ({where}) GROUP BY 1, 2", params):
+                f"SELECT j.key, j.type FROM (SELECT metadata FROM samples WHERE metadata IS NOT NULL AND ({where})) s, "
+                f"json_each(s.metadata) j GROUP BY 1, 2", params):
             if typ != "null":
                 types.setdefault(key, set()).add({"true": "bool", "false": "bool", "integer": "num",
                                                   "real": "num"}.get(typ, typ))
