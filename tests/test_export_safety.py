@@ -281,3 +281,38 @@ def test_no_temp_files_after_success_or_failure(cli, seeded, tmp_path):
     cli("export", str(tmp_path / "ok.jsonl"), "--format", "messages")
     cli("export", str(tmp_path / "bad.jsonl"), "--format", "messages", "--status", "accepted")
     assert not [p for p in tmp_path.rglob("*") if p.name.startswith(".wb-tmp-")]
+
+
+def test_a_file_that_appears_during_the_export_is_not_clobbered(cli, seeded, tmp_path, monkeypatch):
+    """Another program creates the target between the existence check and the rename: the rename is a no-clobber
+    hard link, so their file stays and the export fails cleanly."""
+    from workbench import exporter
+    out = tmp_path / "race.jsonl"
+    real = exporter._write_json
+
+    def write_then_race(w, rows, as_array):
+        real(w, rows, as_array)
+        out.write_text("theirs\n")
+    monkeypatch.setattr(exporter, "_write_json", write_then_race)
+    before = store_dump(seeded)
+    code, text, err = cli("export", str(out), "--format", "messages")
+    assert code == 2 and "appeared while exporting" in err
+    assert out.read_text() == "theirs\n" and store_dump(seeded) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("store.db")) == ["home", "race.jsonl"]
+
+
+def test_a_failure_after_the_data_is_in_place_takes_it_back(cli, seeded, tmp_path, monkeypatch):
+    """The manifest's name is taken at the last moment: the data file just put in place is removed again."""
+    from workbench import safe_output as so
+    out = tmp_path / "late.jsonl"
+    real = so.Output.commit
+
+    def commit(self):
+        if self.final.name.endswith(".manifest.json"):
+            self.final.write_text("theirs")
+        return real(self)
+    monkeypatch.setattr(so.Output, "commit", commit)
+    code, text, err = cli("export", str(out), "--format", "messages")
+    assert code == 2 and "appeared while exporting" in err
+    assert not out.exists() and (tmp_path / ".late.jsonl.manifest.json").read_text() == "theirs"
+    assert snapshots(seeded) == 0

@@ -135,7 +135,9 @@ class Output:
     final: Path                     # where the bytes end up
     stream: bool
     gz: bool = False
+    replace: bool = False           # --force: an existing file at `final` may be replaced
     tmp: Path | None = None
+    placed_new: bool = False        # committed where no file was: a later failure of the export removes it
     _raw: object = None
     _owned: bool = True
     sink: HashingSink | None = None
@@ -187,12 +189,38 @@ class Output:
         return self.sink.sha.hexdigest()
 
     def commit(self) -> None:
-        if self.tmp is not None:
+        """Put the complete file in place. Without `replace`, a file that appeared under the name since `plan`
+        checked is not clobbered: the hard link fails with EEXIST (atomic), and only then is the temp removed."""
+        if self.tmp is None:
+            return
+        if not self.replace:
+            try:
+                os.link(self.tmp, self.final)
+            except FileExistsError:
+                raise OutputError(f"{self.path}: appeared while exporting; it was left as it is") from None
+            except OSError as e:
+                if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                    raise
+                if os.path.lexists(self.final):   # no hard links on this file system: check, then rename
+                    raise OutputError(f"{self.path}: appeared while exporting; it was left as it is") from None
+                os.replace(self.tmp, self.final)
+            else:
+                os.unlink(self.tmp)
+            self.placed_new = True
+        else:
+            self.placed_new = not os.path.lexists(self.final)
             os.replace(self.tmp, self.final)
-            self.tmp = None
+        self.tmp = None
 
     def discard(self) -> None:
-        """Remove what a failed write left: the temp file and the directories this output created."""
+        """Remove what a failed export left: the temp file, a file it had already put where none was (another
+        file of the same export failed after it), and the directories this output created."""
+        if self.placed_new:
+            try:
+                self.final.unlink()
+            except FileNotFoundError:
+                pass
+            self.placed_new = False
         if self._raw is not None and self._owned:
             try:
                 self._raw.close()
@@ -250,7 +278,7 @@ def plan(path, *, force: bool, store: list[Path], gz: bool | None = None) -> Out
         if not force:
             raise OutputError(f"{p}: exists; pass --force to replace it")
     check_name(final)
-    return Output(p, final, stream=False, gz=use_gz)
+    return Output(p, final, stream=False, gz=use_gz, replace=force)
 
 
 def write_small(out: Output, data: bytes) -> Output:
