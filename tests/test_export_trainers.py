@@ -278,3 +278,19 @@ def test_single_file_manifest_is_never_read_as_data(store, tmp_path, name):
     assert datasets.load_dataset("json", data_dir=str(d), split="train").num_rows == info["rows"]
     assert datasets.load_dataset("json", data_files=str(d / name), split="train").num_rows == info["rows"]
     assert datasets.load_dataset(str(d), split="train").num_rows == info["rows"]
+
+
+def test_a_column_whose_type_varies_between_sources_is_json_text(tmp_path, db_path):
+    """One file says "id": "7", another "id": 7: written as they are, `datasets` would type the column by whichever
+    it met first or fail; the export writes that column as JSON text on every row, so nothing is coerced."""
+    (tmp_path / "a.jsonl").write_text(json.dumps({"instruction": "q1", "output": "a1", "id": "7", "tag": "x"}) + "\n")
+    (tmp_path / "b.jsonl").write_text(json.dumps({"instruction": "q2", "output": "a2", "id": 7}) + "\n")
+    for name in ("a", "b"):
+        assert run_cli("import", str(tmp_path / f"{name}.jsonl"), "--dataset", name)[0] == 0
+    info = export(str(tmp_path / "out.jsonl"), "--format", "alpaca")
+    ds = load(tmp_path / "out.jsonl")
+    assert ds.num_rows == info["rows"] == 2
+    assert ds.features["id"] == S and ds["id"] == ['"7"', "7"]
+    assert ds.features["tag"] == S and ds["tag"] == ["x", None]
+    rows = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert [list(r) for r in rows] == [["instruction", "input", "output", "id", "tag"]] * 2

@@ -89,7 +89,7 @@ def turns(s: dict) -> Turns:
     system, odd = s.get("system") or "", False
     if s.get("messages"):
         msgs = []
-        for i, m in enumerate(s["messages"]):
+        for m in s["messages"]:
             if m["role"] == "system":
                 if msgs:
                     odd = True
