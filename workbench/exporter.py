@@ -193,7 +193,8 @@ def plan_layout(conn, out_path, fmt: str, force: bool) -> Layout:
                 return lay
             side_dir, side_stem = data.final.parent, data.final.name
             lay.manifest = safe_output.plan(side_dir / f".{side_stem}.manifest.json", force=force, store=store)
-            lay.entry_name = side_stem.split(".")[0] or "workbench"
+            stem = side_stem[:-3] if side_stem.lower().endswith(".gz") else side_stem
+            lay.entry_name = stem.rsplit(".", 1)[0] if "." in stem else stem    # "sft.v2.jsonl" -> "sft.v2"
         if fmt == "llama-factory":
             if lay.data.gz:
                 raise OutputError(f"{text}: LLaMA-Factory reads .json/.jsonl files, not .gz")
