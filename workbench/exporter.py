@@ -120,7 +120,7 @@ def select(conn: sqlite3.Connection, dataset=None, statuses=DEFAULT_STATUSES, mi
         clause, args = filter_sql(None, {key: value})
         where += f" AND {clause}"
         params += args
-        filters[key] = float(value) if key.endswith("_score") else value
+        filters[key] = value    # as given: the shared filter code reads it (a score filter may name a rubric)
         n = conn.execute(f"SELECT count(*) FROM samples WHERE {where}", params).fetchone()[0] if kept else 0
         excluded[key] = kept - n
         kept = n
