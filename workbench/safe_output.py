@@ -18,6 +18,8 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .fileperms import DIR_MODE, FILE_MODE
+
 TEMP_PREFIX = ".wb-tmp-"   # short: a temp name must fit wherever the final name fits
 STORE_SUFFIXES = ("", "-wal", "-shm", "-journal")
 
@@ -173,7 +175,8 @@ class Output:
             missing.append(p)
             p = p.parent
         for d in reversed(missing):
-            d.mkdir()
+            d.mkdir(mode=DIR_MODE)
+            os.chmod(d, DIR_MODE)       # mkdir's mode is masked by the umask
             self.created_dirs.append(d)
 
     def finish(self) -> str:
@@ -241,24 +244,12 @@ class Output:
         self.created_dirs = []
 
 
-def _umask() -> int:
-    """The process umask, read without changing it (os.umask would race with other threads)."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    return 0o022
-
-
 def _mode_for(final: Path) -> int:
-    """A replaced file keeps its permissions; a new one gets what open() would give it (mkstemp gives 0600)."""
+    """A replaced file keeps its permissions; a new one is the curator's alone (fileperms: 0600, whatever the umask)."""
     try:
         return stat.S_IMODE(os.stat(final).st_mode)
     except OSError:
-        return 0o666 & ~_umask()
+        return FILE_MODE
 
 
 def plan(path, *, force: bool, store: list[Path], gz: bool | None = None) -> Output:
