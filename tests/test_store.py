@@ -140,10 +140,10 @@ def test_a_store_from_before_migration_5_gets_its_search_index_rebuilt(db_path):
                      (store.fts_query("borrowing"),)).fetchall() == [(1,)]
 
 
-def test_a_store_from_before_migration_7_gets_one_score_per_rubric(db_path):
+def test_a_store_from_before_migration_8_gets_one_score_per_rubric(db_path):
     """Judgments and preference lineage of an old store become per-rubric scores; samples.score is emptied."""
     c = store.connect(db_path)
-    for target in range(6):
+    for target in range(7):   # every migration before the scores one
         with store.transaction(c):
             store._run_migration(c, target)
     with store.transaction(c):

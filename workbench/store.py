@@ -77,7 +77,7 @@ _STATS_MIGRATION = f"""
     CREATE INDEX samples_dataset_length ON samples(dataset_id, instruction_len + response_len);
 """
 
-# --- one score per rubric (migration 6 -> 7, branch judge-score) ------------------------------------------
+# --- one score per rubric (migration 7 -> 8, branch judge-score) ------------------------------------------
 # `content_hash` is the sample's hash when it was scored: an edit sets `stale` (hash differs), and undoing the
 # edit clears it again. Old stores are filled from their judgments (judge 1-10 with its dimensions, curate 1-5)
 # and preference pairs' lineage; a score whose sample was edited after it is stale (hash unknown).
@@ -427,7 +427,14 @@ MIGRATIONS: list[str] = [
     """
     INSERT INTO samples_fts (samples_fts, rank) VALUES ('automerge', 16);
     """,
-    # (branch judge-score) 6 -> 7: one latest score per sample and rubric, with its scale (samples.score was one
+    # 6 -> 7 (branch export): provenance an export can list - each source file's sha256, and a licence (SPDX)
+    # recorded per import and per dataset (`import --license`)
+    """
+    ALTER TABLE imports ADD COLUMN sha256 TEXT;
+    ALTER TABLE imports ADD COLUMN license TEXT;
+    ALTER TABLE datasets ADD COLUMN license TEXT;
+    """,
+    # (branch judge-score) 7 -> 8: one latest score per sample and rubric, with its scale (samples.score was one
     # column every rubric overwrote: a judge 1-10 replaced a curate 1-5). See workbench/scores.py.
     _SCORES_MIGRATION,
 ]
