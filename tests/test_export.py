@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from workbench.samples import iter_samples
+from workbench.samples import iter_samples, write_text
 from workbench import review, scores
 from workbench.store import open_store, transaction
 
@@ -185,6 +185,7 @@ def test_edited_samples_scores_are_stale_until_the_edit_is_undone(cli, shared_da
     conn = open_store(db_path)
     with transaction(conn):
         for sid in (1, 2):
+            write_text(conn, sid, {"response": "an answer"})     # questions only: give them an answer to export
             scores.record(conn, sid, "judge", 9, (1, 10))
     review.edit(conn, 1, {"response": "an edited answer"}, "review:t")
     assert [s["stale"] for s in scores.of_sample(conn, 1)] == [True]
