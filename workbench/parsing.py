@@ -543,6 +543,11 @@ def parse_numbered_list(raw) -> list[str]:
 
 # --- plain text replies ----------------------------------------------------------------------------
 
+def parse_answer(raw) -> str:
+    """An answer kept as written: any reply with text in it (an empty one fails)."""
+    return _text(raw)
+
+
 _LABEL_PREFIX = re.compile(r"^\s*(?:\*\*)?#*\s*(?:new|rewritten|created|evolved|improved|reworded)?\s*"
                            r"(?:prompt|instruction|request|answer|response|translation)\s*#*\s*(?:\*\*)?\s*:\s*"
                            r"(?:\*\*)?", re.I)

@@ -23,6 +23,7 @@ class Judge(TemplatedTask):
     name = "judge"
     summary = "score each pair 1-10 on instruction clarity, response quality, alignment, plus overall and rationale"
     templates = ("judge",)
+    readers = {"judge": parse_judge_json}
     params = {**SAMPLING_PARAMS}
     writes_samples = False
     roles = ("judge",)
@@ -37,7 +38,7 @@ class Judge(TemplatedTask):
         t = self.template("judge")
         messages = t.render(instruction=s["instruction"], input=s.get("input") or "", response=s["response"])
         c = await llm.complete(messages, role="judge", json=True, schema=SCHEMA, params=self.sampling(),
-                               validate=parse_judge_json)
+                               validate=self.reader("judge"))
         r = c.parsed
         rationale = r.rationale
         if r.extra:   # the judge explained dimensions one by one: keep that too (scores stay plain numbers)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ..parsing import ParseError, extract_json_object
+from ..parsing import ParseError, extract_json_object, normalized_keys
 from . import Item, LLM, Param, Result, TaskError, register
 from .common import SAMPLING_PARAMS, TemplatedTask
 
@@ -40,7 +40,7 @@ def _key(label: str) -> str:
 
 def parse_labels(raw: str, sets: dict[str, list[str]]) -> dict[str, str]:
     obj = extract_json_object(raw)
-    given = {_key(k): v for k, v in obj.items()}
+    given = normalized_keys(obj, raw, _key)
     out = {}
     for f, allowed in sets.items():
         value = given.get(f)
@@ -58,6 +58,10 @@ class Label(TemplatedTask):
     name = "label"
     summary = "classify task_type, domain and difficulty from the label sets in config [labels]"
     templates = ("label",)
+
+    def reader(self, name: str):
+        sets = label_sets(self.ctx.config)   # the label sets come from the config: bind them here
+        return lambda text: parse_labels(text, sets)
     params = {
         "only_missing": Param(False, "skip samples that already have all three labels"),
         **SAMPLING_PARAMS,
@@ -84,5 +88,5 @@ class Label(TemplatedTask):
             task_types=", ".join(sets["task_type"]), domains=", ".join(sets["domain"]),
             difficulties=", ".join(sets["difficulty"]))
         c = await llm.complete(messages, role="judge", json=True, params=self.sampling(),
-                               validate=lambda text: parse_labels(text, sets))
+                               validate=self.reader("label"))
         return Result(updates=[{"id": s["id"], **c.parsed}], kept=1, summary=dict(c.parsed))

@@ -13,11 +13,10 @@ its lineage naming both candidates' models and scores and the judge; the candida
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 
 import orjson
 
-from ..parsing import JUDGE_DIMENSIONS, parse_aspect_ratings, parse_judge_json
+from ..parsing import parse_aspect_ratings, parse_judge_json
 from . import Item, LLM, Param, Result, TaskError, item_rng, register, write_result
 from .common import TemplatedTask, judge_name
 from .generate import prompt_messages
@@ -42,6 +41,7 @@ class Preference(TemplatedTask):
     name = "preference"
     summary = "every pool model answers, a judge rates each answer alone; chosen = best, rejected = worse by a margin"
     templates = ("preference-rate", "judge")
+    readers = {"preference-rate": parse_aspect_ratings, "judge": parse_judge_json}
     params = {
         "candidates": Param("generate", "generate: ask every model of the pool; existing: judge stored candidates",
                             choices=("generate", "existing")),
@@ -148,7 +148,8 @@ class Preference(TemplatedTask):
         if self.p["rubric"] == "aspects":
             t = self.template("preference-rate")
             c = await llm.complete(t.render(instruction=s["instruction"], input=s.get("input") or "", response=text),
-                                   role="judge", params={"temperature": 0}, validate=parse_aspect_ratings)
+                                   role="judge", params={"temperature": 0},
+                                   validate=self.reader("preference-rate"))
             r = c.parsed
             score = round(r.mean, 4)
             scores = {k.replace(" ", "_"): v for k, v in r.ratings.items()}
@@ -157,7 +158,7 @@ class Preference(TemplatedTask):
             t = self.template("judge")
             c = await llm.complete(t.render(instruction=s["instruction"], input=s.get("input") or "", response=text),
                                    role="judge", json=True, params={"temperature": 0},
-                                   validate=partial(parse_judge_json, dimensions=JUDGE_DIMENSIONS))
+                                   validate=self.reader("judge"))
             score, scores, rationale = c.parsed.overall, c.parsed.scores, c.parsed.rationale
         return score, {"judge": judge_name(c), "rubric": t.name, "rubric_version": t.version, "scores": scores,
                        "overall": score, "rationale": rationale, "raw": c.text}
