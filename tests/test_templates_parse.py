@@ -129,3 +129,14 @@ def test_reader_for_a_template_no_task_uses():
     from workbench.cli.common import CliError
     with pytest.raises(CliError, match="no task uses"):
         reader_for("my-own-template", {})
+
+
+def test_every_packaged_template_states_how_its_replies_are_read():
+    for name in templating.package_names():
+        head = load_header(name)
+        assert "# reads:" in head and f"templates parse {name}" in head, name
+
+
+def load_header(name: str) -> str:
+    text = templating.load(name).text
+    return text[:text.index("\n===")]

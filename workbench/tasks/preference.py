@@ -66,6 +66,15 @@ class Preference(TemplatedTask):
         if self.margin <= 0:
             raise TaskError("param margin must be > 0 (a tie is never a preference)")
 
+    def candidate_sources(self, conn, generators: list) -> list[tuple[str | None, str]]:
+        if self.p["candidates"] == "generate":
+            return [(ep.name, ep.model) for ep in generators]
+        if self.ctx.dataset_id is None:
+            return []
+        return [tuple(r) for r in conn.execute(
+            "SELECT DISTINCT c.endpoint, c.model FROM candidates c JOIN samples s ON s.id = c.sample_id "
+            "WHERE s.dataset_id = ?", (self.ctx.dataset_id,))]
+
     def load(self, conn) -> None:
         self.stored: dict[int, list[tuple]] = {}
         if self.p["candidates"] == "existing" and self.ctx.dataset_id is not None:
@@ -120,6 +129,7 @@ class Preference(TemplatedTask):
         judge = result.judgments[0]["judge"]
         origin = self.origin(
             templates=(result.judgments[0]["rubric"],), judge=judge, rubric=self.p["rubric"],
+            self_judged=judge in {c[1] for c in cands},   # only with --allow-self-judge; Review shows it
             margin=self.margin,
             chosen={"model": cands[ci][1], "score": scores[ci], "candidate_id": cands[ci][0],
                     "chars": len(cands[ci][3])},
