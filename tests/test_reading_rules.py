@@ -382,3 +382,37 @@ def test_judge_json_failures(reply, match):
 def test_instance_json_refuses_a_changed_mind():
     fails(parse_instance, '{"input": "", "output": "4", "output": "5"}', "appears twice")
     assert parse_instance('```json\n{"input": "", "output": "4"}\n```') == ("", "4")
+
+
+# --- a reply that loops until max_tokens is reported as a loop ----------------------------------------------
+
+@pytest.mark.parametrize("text", [
+    "The answer is good. " + "The answer is good. " * 20,
+    "Score: 4\n" + "I think I think " * 30,
+    '{"instruction_clarity": 8, "rationale": "' + "very very " * 40,
+    "Here are tasks:\n" + "".join(f"{i}. Write a poem about the sea.\n" for i in range(1, 12)),
+    "no no no no no no no no no no no no no no no no no no no no no no no no no no no no no no",
+    "!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!!",
+])
+def test_loops_cut_at_max_tokens_are_named(text):
+    from workbench.llm import Completion, _check
+    from workbench.parsing import repetition_loop
+    assert repetition_loop(text) is not None
+    with pytest.raises(ParseError, match="looped to max_tokens") as e:
+        _check(Completion(text=text, model="m", endpoint="e", finish_reason="length"), None, False, False)
+    assert e.value.raw == text
+
+
+@pytest.mark.parametrize("text", [
+    "A long, varied answer that simply ran out of room before it could finish its last",
+    "1. Plant seeds.\n2. Water them.\n3. Wait a week.\n4. Harvest",
+    "ab ab",
+    "",
+])
+def test_a_plain_cut_off_is_not_called_a_loop(text):
+    from workbench.llm import Completion, _check
+    from workbench.parsing import repetition_loop
+    assert repetition_loop(text) is None
+    with pytest.raises(ParseError, match="cut off at max_tokens") as e:
+        _check(Completion(text=text, model="m", endpoint="e", finish_reason="length"), None, False, False)
+    assert "looped" not in str(e.value)

@@ -46,6 +46,31 @@ def _number(value, what: str, raw: str, lo: float, hi: float, integer: bool) -> 
     return int(value) if float(value) == int(value) else float(value)
 
 
+# --- replies that loop -----------------------------------------------------------------------------------
+
+def repetition_loop(text: str) -> str | None:
+    """The unit a reply keeps repeating at its end (a generation loop, typical of small models), or None.
+
+    Either the last 60+ characters are one unit repeated at least 3 times ("the the the ...", '"a": 1, "a": 1,'),
+    or the last 4+ non-empty lines are the same apart from their digits ("7. Foo", "8. Foo", ...).
+    """
+    t = (text or "").rstrip()
+    n = len(t)
+    for p in range(1, min(400, n // 3) + 1):
+        span = max(3 * p, 60)
+        if span > n:
+            break
+        tail = t[n - span:]
+        if tail[p:] == tail[:-p]:
+            return t[n - p:]
+    lines = [ln.strip() for ln in t.split("\n") if ln.strip()]
+    if len(lines) >= 4:
+        last = [re.sub(r"\d+", "#", ln) for ln in lines[-4:]]
+        if len(set(last)) == 1 and len(last[0]) > 3:
+            return lines[-1]
+    return None
+
+
 # --- JSON objects inside a reply --------------------------------------------------------------------
 
 _FENCE = re.compile(r"```[A-Za-z0-9_-]*[ \t]*\n(.*?)\n?```", re.S)
