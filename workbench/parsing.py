@@ -185,6 +185,26 @@ def _balanced_objects(text: str):
 JUDGE_DIMENSIONS = ("instruction_clarity", "response_quality", "alignment")
 
 
+RATIONALE_MAX_CHARS = 1200   # in the schema only: grammar-constrained decoding cannot loop in it for ever
+
+
+def judge_schema(dimensions=JUDGE_DIMENSIONS, lo: int = 1, hi: int = 10) -> dict:
+    """The JSON schema for `response_format` stating what parse_judge_json checks: every dimension and overall an
+    integer in [lo, hi], a non-empty rationale, nothing else."""
+    score = {"type": "integer", "minimum": lo, "maximum": hi}
+    props = {**{d: dict(score) for d in dimensions}, "overall": dict(score),
+             "rationale": {"type": "string", "minLength": 1, "maxLength": RATIONALE_MAX_CHARS}}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
+def instance_schema(output_first: bool = False) -> dict:
+    """The JSON schema of a Self-Instruct instance (what parse_instance checks): text input, non-empty output."""
+    props = {"input": {"type": "string"}, "output": {"type": "string", "minLength": 1}}
+    if output_first:     # classification: the label first, then an input that has it
+        props = {"output": props["output"], "input": props["input"]}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
 @dataclass
 class JudgeResult:
     scores: dict

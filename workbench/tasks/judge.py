@@ -6,16 +6,11 @@ versions) can score the same sample side by side; the sample's `score` cache tak
 """
 from __future__ import annotations
 
-from ..parsing import JUDGE_DIMENSIONS, parse_judge_json
+from ..parsing import JUDGE_DIMENSIONS, judge_schema, parse_judge_json
 from . import Item, LLM, Result, register
 from .common import SAMPLING_PARAMS, TemplatedTask, judge_name
 
-SCHEMA = {
-    "type": "object",
-    "properties": {**{d: {"type": "integer", "minimum": 1, "maximum": 10} for d in JUDGE_DIMENSIONS},
-                   "overall": {"type": "integer", "minimum": 1, "maximum": 10}, "rationale": {"type": "string"}},
-    "required": [*JUDGE_DIMENSIONS, "overall", "rationale"],
-}
+SCHEMA = judge_schema(JUDGE_DIMENSIONS)
 
 
 @register

@@ -53,6 +53,13 @@ def parse_labels(raw: str, sets: dict[str, list[str]]) -> dict[str, str]:
     return out
 
 
+def label_schema(sets: dict[str, list[str]]) -> dict:
+    """The JSON schema for `response_format`: each field one of its set (stricter than the reader, which also
+    takes another case or spacing), all required, nothing else."""
+    props = {f: {"type": "string", "enum": list(allowed)} for f, allowed in sets.items()}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
 @register
 class Label(TemplatedTask):
     name = "label"
@@ -87,6 +94,6 @@ class Label(TemplatedTask):
             instruction=s["instruction"], input=s.get("input") or "", response=s.get("response") or "",
             task_types=", ".join(sets["task_type"]), domains=", ".join(sets["domain"]),
             difficulties=", ".join(sets["difficulty"]))
-        c = await llm.complete(messages, role="judge", json=True, params=self.sampling(),
+        c = await llm.complete(messages, role="judge", json=True, schema=label_schema(sets), params=self.sampling(),
                                validate=self.reader("label"))
         return Result(updates=[{"id": s["id"], **c.parsed}], kept=1, summary=dict(c.parsed))

@@ -16,7 +16,7 @@ import asyncio
 
 import orjson
 
-from ..parsing import parse_aspect_ratings, parse_judge_json
+from ..parsing import judge_schema, parse_aspect_ratings, parse_judge_json
 from . import Item, LLM, Param, Result, TaskError, item_rng, register, write_result
 from .common import TemplatedTask, judge_name
 from .generate import prompt_messages
@@ -167,7 +167,7 @@ class Preference(TemplatedTask):
         else:
             t = self.template("judge")
             c = await llm.complete(t.render(instruction=s["instruction"], input=s.get("input") or "", response=text),
-                                   role="judge", json=True, params={"temperature": 0},
+                                   role="judge", json=True, schema=judge_schema(), params={"temperature": 0},
                                    validate=self.reader("judge"))
             score, scores, rationale = c.parsed.overall, c.parsed.scores, c.parsed.rationale
         return score, {"judge": judge_name(c), "rubric": t.name, "rubric_version": t.version, "scores": scores,

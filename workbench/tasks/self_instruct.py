@@ -20,7 +20,7 @@ import asyncio
 import re
 
 from ..llm import LLMError
-from ..parsing import ParseError, parse_instance, parse_numbered_list
+from ..parsing import ParseError, instance_schema, parse_instance, parse_numbered_list
 from ..similarity import RougePool
 from . import Item, LLM, Param, Result, TaskError, item_rng, register
 from .common import TemplatedTask, add_drop, word_count
@@ -211,7 +211,8 @@ class SelfInstruct(TemplatedTask):
             try:
                 return await llm.complete(t.render(instruction=inst, classification=classification,
                                                    open="" if classification else "yes"),
-                                          json=True, validate=self.reader("self-instruct-instance"))
+                                          json=True, schema=instance_schema(bool(classification)),
+                                          validate=self.reader("self-instruct-instance"))
             except (ParseError, LLMError) as e:
                 return e
         return list(await asyncio.gather(*(one(i) for i in instructions)))
