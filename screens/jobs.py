@@ -81,6 +81,8 @@ def detail_text(j: dict) -> Text:
     t.append(f"dataset {p.get('dataset') or '-'} → {p.get('into') or '-'} · {src}")
     if p.get("judge"):
         t.append(f" · judge {p['judge']}")
+    if p.get("allow_self_judge"):
+        t.append(" · self-judging allowed", style="bold yellow")
     t.append("\n")
     if p.get("filter"):
         t.append("filter " + " ".join(f"{k}={v}" for k, v in p["filter"].items()) + "\n")

@@ -233,6 +233,8 @@ def test_self_judging_when_allowed_is_recorded_and_shown(conn, db_path):
     job = jobs.get_job(conn, job_id)
     assert job["params"]["allow_self_judge"] is True
     assert job["params"]["self_judge"] == [{"endpoint": "good", "model": "good"}]
+    from screens.jobs import detail_text
+    assert "self-judging allowed" in detail_text(job).plain           # the Jobs screen says so too
     (pair,) = samples_of(conn, "p-preference")
     assert pair["origin"]["self_judged"] is True and pair["origin"]["judge"] == "good"
     text = lineage_text(load_sample(conn, pair["id"])["lineage"]).plain
@@ -245,6 +247,8 @@ def test_an_independent_judge_is_not_marked(conn, db_path):
         cfg = _self_judge_setup(conn, srv)
         job = run(conn, db_path, "preference", config=cfg, dataset="p", pool="gen", judge="judge")
     assert "allow_self_judge" not in job["params"]
+    from screens.jobs import detail_text
+    assert "self-judging" not in detail_text(job).plain
     (pair,) = samples_of(conn, "p-preference")
     assert pair["origin"]["self_judged"] is False
     assert "self-judged" not in lineage_text(load_sample(conn, pair["id"])["lineage"]).plain
@@ -258,3 +262,4 @@ def test_stored_candidates_of_the_judges_model_are_refused(conn, db_path, prompt
         with pytest.raises(TaskError, match="model davinci"):
             jobs.queue_job(conn, "preference", config=cfg, dataset="uo", endpoint="davinci",
                            params={"candidates": "existing"})
+
