@@ -27,10 +27,14 @@ def wb(tmp_path_factory):
     if server is None or model is None:
         pytest.skip(f"llama-server or {rm.MODEL_FILE} not cached under {rm.cache_dir()}: "
                     "run `python benchmarks/real_model.py` once to download and build them")
+    try:
+        data = rm.shared_data()
+    except SystemExit as e:
+        pytest.skip(str(e))
     work = tmp_path_factory.mktemp("real")
     w = rm.Workbench(work)
     with rm.llama_server(server, model, work / "llama-server.log") as url:
-        rm.setup(w, url, 192, rm.shared_data())
+        rm.setup(w, url, 192, data)
         yield w
 
 

@@ -185,7 +185,7 @@ def _balanced_objects(text: str):
 JUDGE_DIMENSIONS = ("instruction_clarity", "response_quality", "alignment")
 
 
-RATIONALE_MAX_CHARS = 1200   # in the schema only: grammar-constrained decoding cannot loop in it for ever
+RATIONALE_MAX_CHARS = 500    # in the schema only: bounds the rationale so constrained decoding cannot loop in it
 
 
 def judge_schema(dimensions=JUDGE_DIMENSIONS, lo: int = 1, hi: int = 10) -> dict:
