@@ -449,8 +449,8 @@ def _check(c: Completion, validate, allow_empty: bool, allow_truncated: bool) ->
     if not allow_truncated and c.finish_reason == "length":
         unit = repetition_loop(c.text)
         if unit is not None:
-            raise ParseError(f"looped to max_tokens: the reply repeats {unit[:60]!r} until it is cut off "
-                             "(finish_reason=length)", c.text)
+            raise ParseError(f"looped to max_tokens: the reply repeats {unit[:60]!r} until it is cut off at "
+                             "max_tokens (finish_reason=length)", c.text)
         raise ParseError("reply cut off at max_tokens (finish_reason=length)", c.text)
     if not allow_empty and not c.text.strip():
         raise ParseError("empty reply", c.text)
