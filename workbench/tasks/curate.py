@@ -23,6 +23,7 @@ class Curate(TemplatedTask):
     name = "curate"
     summary = "self-curation: 5-point score with reasoning, keep pairs scoring >= threshold"
     templates = ("curate",)
+    readers = {"curate": partial(parse_score, lo=1, hi=5, integer=True)}
     params = {
         "threshold": Param(4.5, "keep pairs scoring at least this (4.5 = the paper's A5 set, 4 = A4)", type=float),
         **SAMPLING_PARAMS,
@@ -42,7 +43,7 @@ class Curate(TemplatedTask):
         t = self.template("curate")
         messages = t.render(instruction=s["instruction"], response=s["response"])
         c = await llm.complete(messages, role="judge", params=self.sampling(),
-                               validate=partial(parse_score, lo=1, hi=5, integer=True))
+                               validate=self.reader("curate"))
         score, threshold = c.parsed.score, self.p["threshold"]
         kept = score >= threshold
         verdict = {"score": score, "kept": kept, "threshold": threshold, "judge": judge_name(c),

@@ -14,11 +14,10 @@ its lineage naming both candidates' models and scores and the judge; the candida
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 
 import orjson
 
-from ..parsing import JUDGE_DIMENSIONS, parse_aspect_ratings, parse_judge_json
+from ..parsing import judge_schema, parse_aspect_ratings, parse_judge_json
 from . import Item, LLM, Param, Result, TaskError, item_rng, register, write_result
 from .common import TemplatedTask, judge_name
 from .generate import prompt_messages
@@ -43,6 +42,7 @@ class Preference(TemplatedTask):
     name = "preference"
     summary = "every pool model answers, a judge rates each answer alone; chosen = best, rejected = worse by a margin"
     templates = ("preference-rate", "judge")
+    readers = {"preference-rate": parse_aspect_ratings, "judge": parse_judge_json}
     params = {
         "candidates": Param("generate", "generate: ask every model of the pool; existing: judge stored candidates",
                             choices=("generate", "existing")),
@@ -66,6 +66,15 @@ class Preference(TemplatedTask):
         self.validate_templates()
         if self.margin <= 0:
             raise TaskError("param margin must be > 0 (a tie is never a preference)")
+
+    def candidate_sources(self, conn, generators: list) -> list[tuple[str | None, str]]:
+        if self.p["candidates"] == "generate":
+            return [(ep.name, ep.model) for ep in generators]
+        if self.ctx.dataset_id is None:
+            return []
+        return [tuple(r) for r in conn.execute(
+            "SELECT DISTINCT c.endpoint, c.model FROM candidates c JOIN samples s ON s.id = c.sample_id "
+            "WHERE s.dataset_id = ?", (self.ctx.dataset_id,))]
 
     def load(self, conn) -> None:
         self.stored: dict[int, list[tuple]] = {}
@@ -121,6 +130,7 @@ class Preference(TemplatedTask):
         judge = result.judgments[0]["judge"]
         origin = self.origin(
             templates=(result.judgments[0]["rubric"],), judge=judge, rubric=self.p["rubric"],
+            self_judged=judge in {c[1] for c in cands},   # only with --allow-self-judge; Review shows it
             margin=self.margin,
             chosen={"model": cands[ci][1], "score": scores[ci], "candidate_id": cands[ci][0],
                     "chars": len(cands[ci][3])},
@@ -153,7 +163,8 @@ class Preference(TemplatedTask):
         if self.p["rubric"] == "aspects":
             t = self.template("preference-rate")
             c = await llm.complete(t.render(instruction=s["instruction"], input=s.get("input") or "", response=text),
-                                   role="judge", params={"temperature": 0}, validate=parse_aspect_ratings)
+                                   role="judge", params={"temperature": 0},
+                                   validate=self.reader("preference-rate"))
             r = c.parsed
             score = round(r.mean, 4)
             scores = {k.replace(" ", "_"): v for k, v in r.ratings.items()}
@@ -161,8 +172,8 @@ class Preference(TemplatedTask):
         else:
             t = self.template("judge")
             c = await llm.complete(t.render(instruction=s["instruction"], input=s.get("input") or "", response=text),
-                                   role="judge", json=True, params={"temperature": 0},
-                                   validate=partial(parse_judge_json, dimensions=JUDGE_DIMENSIONS))
+                                   role="judge", json=True, schema=judge_schema(), params={"temperature": 0},
+                                   validate=self.reader("judge"))
             score, scores, rationale = c.parsed.overall, c.parsed.scores, c.parsed.rationale
         return score, {"judge": judge_name(c), "rubric": t.name, "rubric_version": t.version, "scores": scores,
                        "overall": score, "rationale": rationale, "raw": c.text}
