@@ -200,9 +200,11 @@ class WorkbenchApp(App):
 def run_app(db: str | Path | None = None, config: str | Path | None = None, dataset: str | None = None,
             screen: str | None = None, sample_id: int | None = None) -> int:
     """Start the TUI; returns the exit code. A bad config or keymap stops before the terminal is taken over."""
+    from .store import StoreLocationError, check_location
     try:
+        check_location(db)
         app = WorkbenchApp(db=db, config=config, dataset=dataset, screen=screen, sample_id=sample_id)
-    except (ConfigError, keymap.KeymapError) as e:
+    except (ConfigError, keymap.KeymapError, StoreLocationError) as e:
         import sys
         print(f"error: {e}", file=sys.stderr)
         return 2

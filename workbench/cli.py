@@ -11,6 +11,8 @@ import json
 import os
 import sys
 
+from .store import StoreLocationError
+
 # Modules that define `register(subparsers, common)`; add yours here.
 COMMAND_MODULES = [
     "workbench.cli_data",
@@ -71,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
             os.environ["WORKBENCH_CONFIG"] = str(args.config)
         return args.handler(args) or 0
     except CliError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except StoreLocationError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -794,6 +794,8 @@ def _parse_preference(rec: dict, s: dict, used: set, opts: ParseOptions) -> None
     if turns_c != turns_r:
         raise RowError("the conversation before the rejected answer differs from the one before the chosen answer",
                        field="rejected")
+    if conv and ctx and ctx[-1]["role"] == "assistant" and ctx[-1]["content"] == chosen and ctx[:-1] == turns_c:
+        ctx = None   # UltraFeedback-binarized's `messages` repeats the chosen conversation: nothing new in it
     if turns_c:
         if ctx and turns_c[:len(ctx)] != ctx:
             raise RowError("the conversation in 'chosen' does not continue the prompt", field="chosen")

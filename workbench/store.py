@@ -296,6 +296,12 @@ MIGRATIONS: list[str] = [
     """
     INSERT INTO samples_fts (samples_fts, rank) VALUES ('automerge', 16);
     """,
+    # 6 -> 7 (branch import): each import remembers its file's sha256, so importing the same bytes into the same
+    # dataset again is refused unless --append
+    """
+    ALTER TABLE imports ADD COLUMN sha256 TEXT;
+    CREATE INDEX imports_dataset_sha ON imports(dataset_id, sha256);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -319,6 +325,10 @@ def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
 
 class SchemaTooNew(RuntimeError):
     pass
+
+
+class StoreLocationError(RuntimeError):
+    """--db or WORKBENCH_DB names a file in a directory that does not exist (a typo must not create a store)."""
 
 
 def connect(path: str | os.PathLike, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -379,13 +389,24 @@ def transaction(conn: sqlite3.Connection, *, immediate: bool = True):
         conn.execute("COMMIT")
 
 
+def check_location(path: str | os.PathLike | None = None) -> Path:
+    """The store's path; its directory is created only for the default location, else it must exist."""
+    p = resolve_db_path(path)
+    if p == default_db_path():
+        p.parent.mkdir(parents=True, exist_ok=True)
+    elif not p.parent.is_dir():
+        given = "--db" if path else "WORKBENCH_DB"
+        raise StoreLocationError(f"{given} {p}: the directory {p.parent} does not exist (only the default store "
+                                 f"location is created; make the directory first)")
+    return p
+
+
 def open_store(path: str | os.PathLike | None = None, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (creating and migrating if needed) the store; returns a plain sqlite3 connection in autocommit mode.
 
     Use `transaction(conn)` for writes. Hot paths use the sqlite3 module directly (executemany, keyset queries).
     """
-    p = resolve_db_path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p = check_location(path)
     conn = connect(p, check_same_thread=check_same_thread)
     migrate(conn)
     return conn
