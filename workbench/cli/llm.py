@@ -8,13 +8,14 @@ import os
 import sys
 import time
 
-from . import endpoints as E
-from . import jobs as J
-from .cli import CliError, print_json
-from .config import ConfigError, load_config, save_config
-from .llm import Client, LLMError
-from .store import open_store, resolve_db_path
-from .tasks import TaskError, load_tasks, params_help, parse_value
+from .. import endpoints as E
+from .. import jobs as J
+from .common import CliError, print_json
+from ..config import ConfigError, load_config, save_config
+from ..llm import Client, LLMError
+from ..store import open_store, resolve_db_path
+from ..filters import FilterError
+from ..tasks import TaskError, load_tasks, params_help, parse_value
 
 WORKER_NICE = 10
 
@@ -61,7 +62,7 @@ def _guard(fn):
     def wrapped(args):
         try:
             return fn(args)
-        except (E.EndpointError, TaskError, ConfigError) as e:
+        except (E.EndpointError, TaskError, FilterError, ConfigError) as e:
             raise CliError(str(e)) from None
     return wrapped
 
@@ -245,8 +246,8 @@ def cmd_run(args) -> int:
 
 
 def _add_candidates(conn, args) -> None:
-    from .candidates import candidates_from_datasets
-    from .importer import ImportFailed
+    from ..candidates import candidates_from_datasets
+    from ..importer import ImportFailed
     sources = [x.strip() for x in args.candidates_from.split(",") if x.strip()]
     if not sources:
         raise CliError("--candidates-from: name one or more datasets, e.g. D1,D2")
@@ -265,7 +266,7 @@ def _add_candidates(conn, args) -> None:
 
 def wait_for_job(db_path, cfg: dict, job_id: int) -> int:
     """Run the job here (or watch the worker that holds it) until it ends; progress on stderr."""
-    from .worker import run_worker
+    from ..worker import run_worker
     printer = ProgressPrinter()
     conn = open_store(db_path)
     try:
@@ -343,7 +344,7 @@ class ProgressPrinter:
 # --- worker and jobs ------------------------------------------------------------------------------------------
 
 def cmd_worker(args) -> int:
-    from .worker import run_worker
+    from ..worker import run_worker
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s pid=%(process)d %(levelname)s %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):   # one line per request would drown the log

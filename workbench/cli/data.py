@@ -5,9 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import exporter, formats, importer
-from .cli import CliError, print_json
-from .store import fts_sync, list_datasets, open_store, resolve_db_path
+from .. import exporter, formats, importer
+from .common import CliError, print_json
+from ..store import fts_sync, list_datasets, open_store, resolve_db_path
 
 
 def register(sub, common) -> None:
@@ -161,7 +161,7 @@ def cmd_import(args) -> int:
 
 
 def _import_candidates(args) -> int:
-    from .candidates import import_candidates
+    from ..candidates import import_candidates
     conn = _store(args)
     res = import_candidates(conn, args.file, args.dataset, args.format, importer._mapping(args.mapping or ""),
                             args.skip_invalid, args.append)
@@ -188,7 +188,7 @@ def _index_in_background(db) -> None:
     Its output goes to index.log in the user log dir; if it fails, the next `workbench index`, search or Balance
     screen catches up (both steps resume from their watermark)."""
     import platformdirs
-    from .store import APP_NAME
+    from ..store import APP_NAME
     log_dir = Path(platformdirs.user_log_dir(APP_NAME))
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "index.log", "ab") as log:
@@ -197,7 +197,7 @@ def _index_in_background(db) -> None:
 
 
 def cmd_index(args) -> int:
-    from .stats import fold
+    from ..stats import fold
     conn = _store(args)
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the import left its pages in the WAL; move them now
     n = fts_sync(conn)
@@ -247,12 +247,12 @@ def cmd_datasets(args) -> int:
 
 
 def _session() -> str:
-    from .review import curator_session
+    from ..review import curator_session
     return curator_session()
 
 
 def cmd_datasets_rename(args) -> int:
-    from .dataset_ops import DatasetError, rename_dataset
+    from ..dataset_ops import DatasetError, rename_dataset
     try:
         out = rename_dataset(_store(args), args.old, args.new, _session())
     except DatasetError as e:
@@ -262,7 +262,7 @@ def cmd_datasets_rename(args) -> int:
 
 
 def cmd_datasets_delete(args) -> int:
-    from .dataset_ops import DatasetError, counts, delete_dataset
+    from ..dataset_ops import DatasetError, counts, delete_dataset
     conn = _store(args)
     try:
         what = counts(conn, args.name)
@@ -288,7 +288,7 @@ def cmd_datasets_delete(args) -> int:
 
 
 def cmd_datasets_merge(args) -> int:
-    from .dataset_ops import DatasetError, merge_datasets
+    from ..dataset_ops import DatasetError, merge_datasets
     try:
         out = merge_datasets(_store(args), args.sources, args.into, _session())
     except DatasetError as e:
@@ -299,7 +299,7 @@ def cmd_datasets_merge(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from .stats import stats_summary
+    from ..stats import stats_summary
     conn = _store(args)
     try:
         summary = stats_summary(conn, args.dataset)
