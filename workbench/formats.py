@@ -618,6 +618,9 @@ def parse_record(rec: dict, fmt: str, opts: ParseOptions | None = None) -> dict:
                 s[target] = _text(val, src)
         if fmt == "hh":
             _parse_hh(s, rec)
+        if fmt == "kto" and not any(isinstance(v, bool) for v in (s.get("metadata") or {}).values()):
+            raise RowError("no label (true or false)", field=_first(rec, ("label", "kto_tag")) or
+                           next((c for c in fields["label"] if c in rec), "label"))
         if "_prompt" in s or "_completion" in s:        # TRL's conversational prompt/completion
             _conversational_completion(s, rec)
         if "history" in s:
@@ -862,14 +865,14 @@ def read_preference(value, field: str) -> int | None:
     expected = "expected 1 or 2, 1.0 or 2.0, a or b, model_a or model_b, or a tie (1.5, tie, tie (bothbad))"
     if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise RowError(f"{expected}, got {value!r}", field=field)
-    if isinstance(value, str):
-        key = value.strip().lower()
+    key = value.strip().lower() if isinstance(value, str) else value
+    if isinstance(key, str):
         try:       # "1.0", "2.00" as written in a CSV
-            key = f"{float(key):g}"
+            key = float(key)
         except ValueError:
             pass
-    else:
-        key = f"{float(value):g}"
+    if isinstance(key, float) or isinstance(key, int):   # exact values only: 1.0000001 is not 1
+        key = {1: "1", 2: "2", 1.5: "1.5"}.get(key, repr(key))
     if key in _FIRST:
         return 0
     if key in _SECOND:
