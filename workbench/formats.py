@@ -117,7 +117,7 @@ def file_type(path: Path, fmt: str | None = None) -> str:
     try:
         with open_bytes(path) as f:
             head = f.read(4096).lstrip(codecs.BOM_UTF8).lstrip()
-    except OSError as e:   # gzip.BadGzipFile and the like
+    except (OSError, EOFError) as e:   # gzip.BadGzipFile, a truncated .gz
         raise FormatError(f"cannot read the file: {e}") from None
     if head.startswith(b"["):
         return "json"

@@ -10,6 +10,7 @@ import shutil
 import sqlite3
 import sys
 import tempfile
+import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
@@ -30,6 +31,7 @@ PARALLEL_WORKERS = 1            # one parser beside the inserting process: two c
 IN_FLIGHT = 3             # 1 MB blocks queued to the worker: enough to keep it busy, little memory
 BATCH = 5_000             # rows per executemany: a pair's candidates and scores are written right after its batch
 STDIN = "-"
+GZIP_ERRORS = (OSError, EOFError, zlib.error)   # what a damaged .gz raises while it is read
 
 
 class ImportFailed(Exception):
@@ -196,7 +198,7 @@ def detect(path, fmt: str | None = None, mapping: dict[str, str] | str | None = 
             records.append((line, row, rec))
     except FormatError as e:
         raise ImportFailed(describe(shown, e.line, e.row, e.field, e.message)) from None
-    except OSError as e:   # a broken .gz
+    except GZIP_ERRORS as e:   # a broken .gz
         raise ImportFailed(f"{shown}: cannot read the file: {e}") from None
     if not records:
         raise ImportFailed(describe(shown, 1, None, None, "the file has no records"))
@@ -479,7 +481,7 @@ def _import_all(conn, paths, dets, shas, name, mapping, skip_invalid, progress, 
         raise ImportFailed(describe(current, e.line, e.row, e.field, e.message)) from None
     except UnicodeDecodeError as e:
         raise ImportFailed(f"{current}: not valid UTF-8 ({e.reason})") from None
-    except OSError as e:   # e.g. a .gz that ends early
+    except GZIP_ERRORS as e:   # e.g. a .gz that ends early
         raise ImportFailed(f"{current}: cannot read the file: {e}") from None
     finally:
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
