@@ -84,6 +84,8 @@ def why_text(why: dict) -> Text:
             out.append(f"\n{name}: ", style="dim")
             col = f" (column {side['column']})" if side.get("column") else ""
             out.append_text(plain(f"{side['model'] or 'model not stated'} · {_score(side)}{col}", 200))
+            if side.get("edited"):
+                out.append(" (text edited since)", style="yellow")
         out.append("\nmargin: ", style="dim")
         out.append("not scored" if why["margin"] is None else f"{why['margin']:g}")
         if why.get("swapped"):

@@ -104,3 +104,36 @@ def test_datasets_keys_are_in_the_footer():
     assert shown["datasets.rename"] == "Rename" and shown["datasets.delete"] == "Delete"
     assert shown["datasets.merge"] == "Merge"
     assert keymap.BY_ID["review.swap"].keys == "w"
+
+
+def test_candidates_from_files_then_preference_existing_pairs_them(conn, db_path, shared_data):
+    """Three models' output files -> one prompt with three candidates -> `run preference --param
+    candidates=existing` with a judge -> chosen = the best model; Review says why, with the 1-5 scale."""
+    from llm_server import LLMServer
+    from taskkit import config_for, run, samples_of
+    from test_task_preference import QUALITY, aspect_reply
+    from workbench.candidates import import_candidates
+
+    pred = shared_data / "self-instruct-user-oriented" / "predictions"
+    models = ("text-davinci-003", "davinci-t0-ft", "davinci")
+    res = import_candidates(conn, [pred / f"{m}_predictions.jsonl" for m in models], "uo", skip_invalid=True)
+    assert res.prompts >= 240
+    model_of = {r: m.removesuffix("_predictions")
+                for m, r in conn.execute("SELECT model, response FROM candidates")}
+    with LLMServer(reply=aspect_reply(lambda answer: QUALITY[model_of[answer]]), models=("judge",)) as srv:
+        cfg = config_for(srv, ("judge",))
+        job = run(conn, db_path, "preference", config=cfg, dataset="uo", endpoint="judge", filter={"limit": 3},
+                  params={"candidates": "existing", "rejected": "lowest"})
+    assert job["kept"] == 3 and job["failed"] == 0
+    for pair in samples_of(conn, "uo-preference"):
+        o = pair["origin"]
+        assert o["chosen"]["model"] == "text-davinci-003_predictions"
+        assert o["rejected"]["model"] == "davinci_predictions"
+        why = review.why_chosen(review.load_sample(conn, pair["id"]))
+        assert why["chosen"]["model"] == "text-davinci-003_predictions" and why["chosen"]["scale"] == [1, 5]
+        assert (why["chosen"]["score"], why["rejected"]["score"]) == (o["chosen"]["score"], o["rejected"]["score"])
+        assert why["margin"] == o["chosen"]["score"] - o["rejected"]["score"] > 0 and "judge judge" in why["by"]
+        review.swap(conn, pair["id"], "s")
+        why = review.why_chosen(review.load_sample(conn, pair["id"]))
+        assert why["swapped"] and why["chosen"]["model"] == "davinci_predictions"
+        assert why["margin"] == o["rejected"]["score"] - o["chosen"]["score"] < 0

@@ -117,10 +117,10 @@ def import_candidates(conn: sqlite3.Connection, inputs, dataset: str, fmt: str |
         for p, det, sha, rows in zip(paths, dets, shas, per_file):
             file_col = det.file if det.file == "-" else os.path.abspath(p)
             ids.append(conn.execute(
-                "INSERT INTO imports (dataset_id, file, format, mapping, imported_at, sha256, rows) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO imports (dataset_id, file, format, mapping, imported_at, sha256, bytes, rows) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (did, file_col, det.format, orjson.dumps({**det.mapping, "as": "candidates"}).decode(), ts, sha,
-                 sum(1 for k in rows if k in common))).lastrowid)
+                 p.stat().st_size, sum(1 for k in rows if k in common))).lastrowid)
         writer = _Writer(conn, ts, formats.ParseOptions(), dets[0].file)
         for key, (line, first) in per_file[0].items():
             if key not in common:

@@ -413,17 +413,32 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
         dataset = default_name(given[0])
     with stdin_spooled(paths, fmt) as paths:
         dets = [detect(p, fmt, mapping, skip_invalid, opts) for p in paths]
+        sizes = [p.stat().st_size for p in paths]
+        if append or not _maybe_imported(conn, dataset, sizes):
+            # no file of these sizes is in the dataset (or --append): the sha256 is only recorded, so it is taken
+            # in a thread while the import runs (hashlib releases the GIL)
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                shas = [pool.submit(file_sha256, p) for p in paths]
+                return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts)
         shas = [file_sha256(p) for p in paths]
-        if not append:
-            for det, sha in zip(dets, shas):
-                _check_not_imported(conn, dataset, det.file, sha)
-            dup = [d.file for d, sha in zip(dets, shas) if shas.count(sha) > 1]
-            if dup:
-                raise ImportFailed(f"{dup[1]}: the same bytes as {dup[0]}; use --append to import both")
-        return _import_all(conn, paths, dets, shas, dataset, mapping, skip_invalid, progress, opts)
+        for det, sha in zip(dets, shas):
+            _check_not_imported(conn, dataset, det.file, sha)
+        dup = [d.file for d, sha in zip(dets, shas) if shas.count(sha) > 1]
+        if dup:
+            raise ImportFailed(f"{dup[1]}: the same bytes as {dup[0]}; use --append to import both")
+        return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts)
 
 
-def _import_all(conn, paths, dets, shas, name, mapping, skip_invalid, progress, opts) -> ImportResult:
+def _maybe_imported(conn: sqlite3.Connection, name: str, sizes: list[int]) -> bool:
+    """Whether a file of one of these sizes is already in the dataset, or two given files have the same size."""
+    if len(set(sizes)) < len(sizes):
+        return True
+    return conn.execute(f"SELECT 1 FROM imports i JOIN datasets d ON d.id = i.dataset_id WHERE d.name = ? AND "
+                        f"i.bytes IN ({','.join('?' * len(sizes))}) LIMIT 1", (name, *sizes)).fetchone() is not None
+
+
+def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, progress, opts) -> ImportResult:
     skipped: list[Skipped] = []
     counted = [0]
     files: list[FileResult] = []
@@ -456,14 +471,14 @@ def _import_all(conn, paths, dets, shas, name, mapping, skip_invalid, progress, 
             did = ensure_dataset(conn, name, kinds.pop() if len(kinds) == 1 else "mixed")
             ts = now()
             before = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]
-            for path, det, sha in zip(paths, dets, shas):
+            for path, det, sha, size in zip(paths, dets, shas, sizes):
                 current = det.file
                 file_col = det.file if det.file == STDIN else os.path.abspath(path)
                 import_id = conn.execute(
-                    "INSERT INTO imports (dataset_id, file, format, mapping, imported_at, sha256) "
+                    "INSERT INTO imports (dataset_id, file, format, mapping, imported_at, bytes) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
-                    (did, file_col, det.format, orjson.dumps(det.mapping).decode(), ts, sha)).lastrowid
-                fr = FileResult(det.file, det.format, import_id, sha)
+                    (did, file_col, det.format, orjson.dumps(det.mapping).decode(), ts, size)).lastrowid
+                fr = FileResult(det.file, det.format, import_id, "")
                 ctx = _Context(det.file, det.file_type, det.format, mapping, did, import_id, ts, opts)
                 writer = _Writer(conn, ts, opts, det.file)
                 rows(ctx, path, det, fr, writer)
@@ -472,8 +487,9 @@ def _import_all(conn, paths, dets, shas, name, mapping, skip_invalid, progress, 
                 if fr.rows == 0:
                     raise ImportFailed(f"{det.file}: no valid rows to import ({fr.skipped} skipped"
                                        + (f", {fr.ties} ties" if fr.ties else "") + ")")
-                conn.execute("UPDATE imports SET rows = ?, skipped = ? WHERE id = ?",
-                             (fr.rows, fr.skipped, import_id))
+                fr.sha256 = sha if isinstance(sha, str) else sha.result()
+                conn.execute("UPDATE imports SET rows = ?, skipped = ?, sha256 = ? WHERE id = ?",
+                             (fr.rows, fr.skipped, fr.sha256, import_id))
                 files.append(fr)
             first, last = before + 1, before + counted[0]
             dups = flag_duplicates(conn, first, last)

@@ -338,7 +338,7 @@ def why_chosen(s: dict) -> dict | None:
     origin = s.get("origin") if isinstance(s.get("origin"), dict) else {}
     if s.get("rejected") is None and not origin.get("tie"):
         return None
-    cands = s.get("candidates") or []
+    cands = s.get("candidates") or s.get("pair_candidates") or []
     scale = origin.get("scale")
     if scale is None and origin.get("rubric") in RUBRIC_SCALES:
         scale = list(RUBRIC_SCALES[origin["rubric"]])
@@ -347,10 +347,13 @@ def why_chosen(s: dict) -> dict | None:
         c = next((c for c in cands if c["response"] == text), None)
         recorded = origin.get(name) if isinstance(origin.get(name), dict) else {}
         out = {"model": c["model"] if c else recorded.get("model"),
-               "score": c["overall"] if c and c.get("overall") is not None else None,
+               "score": c["overall"] if c and c.get("overall") is not None else
+               (recorded.get("score") if c is None else None),
                "candidate_id": c["id"] if c else None, "scale": scale}
         if recorded.get("column"):
             out["column"] = recorded["column"]
+        if c is None and cands:
+            out["edited"] = True       # the text matches no candidate any more: shown as recorded, marked
         return out
 
     if origin.get("tie"):
@@ -441,8 +444,26 @@ def load_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
     for c in s["candidates"]:
         overalls = [j["overall"] for j in s["judgments"] if j["candidate_id"] == c["id"] and j["overall"] is not None]
         c["overall"] = sum(overalls) / len(overalls) if overalls else None
+    s["pair_candidates"] = _pair_candidates(conn, s)
     s["lineage"] = lineage(conn, s)
     return s
+
+
+def _pair_candidates(conn: sqlite3.Connection, s: dict) -> list[dict]:
+    """A generated pair's candidates live on its prompt: fetch the two its origin names, with their scores."""
+    origin = s.get("origin") if isinstance(s.get("origin"), dict) else {}
+    ids = [origin[k].get("candidate_id") for k in ("chosen", "rejected") if isinstance(origin.get(k), dict)]
+    ids = [i for i in ids if isinstance(i, int)]
+    if s["candidates"] or not ids:
+        return []
+    out = []
+    for cid, model, response in conn.execute(
+            f"SELECT id, model, response FROM candidates WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", ids):
+        got = [r[0] for r in conn.execute("SELECT overall FROM judgments WHERE candidate_id = ? AND overall IS NOT "
+                                          "NULL", (cid,))]
+        out.append({"id": cid, "model": model, "response": response,
+                    "overall": sum(got) / len(got) if got else None})
+    return out
 
 
 def lineage(conn: sqlite3.Connection, s: dict) -> dict:

@@ -296,10 +296,11 @@ MIGRATIONS: list[str] = [
     """
     INSERT INTO samples_fts (samples_fts, rank) VALUES ('automerge', 16);
     """,
-    # 6 -> 7 (branch import): each import remembers its file's sha256, so importing the same bytes into the same
-    # dataset again is refused unless --append
+    # 6 -> 7 (branch import): each import remembers its file's sha256 and size, so importing the same bytes into
+    # the same dataset again is refused unless --append (the size says when the sha256 is needed before importing)
     """
     ALTER TABLE imports ADD COLUMN sha256 TEXT;
+    ALTER TABLE imports ADD COLUMN bytes INTEGER;
     CREATE INDEX imports_dataset_sha ON imports(dataset_id, sha256);
     """,
 ]
