@@ -189,3 +189,19 @@ def test_rename_delete_merge_and_the_log(conn, cli):
     importer.import_file(conn, LAYOUTS / "alpacaeval_annotations.json", dataset="all")
     with pytest.raises(dataset_ops.DatasetError):
         dataset_ops.delete_dataset(conn, "nope", "s")
+
+
+def test_run_preference_candidates_from_on_the_command_line(conn, cli):
+    importer.import_file(conn, LAYOUTS / "outputs_model_a.json", dataset="A")
+    importer.import_file(conn, LAYOUTS / "outputs_model_b.json", dataset="B")
+    cli("endpoints", "add", "gen", "--base-url", "http://127.0.0.1:9/v1", "--model", "g")
+    cli("endpoints", "add", "judge", "--base-url", "http://127.0.0.1:9/v1", "--model", "j")
+    code, out, err = cli("run", "preference", "--dataset", "A", "--endpoint", "gen", "--judge", "judge",
+                         "--candidates-from", "A,B", "--param", "candidates=generate")
+    assert code == 2 and "candidates=generate" in err and count(conn, "candidates") == 0
+    code, out, err = cli("run", "preference", "--dataset", "A", "--endpoint", "gen", "--judge", "judge",
+                         "--candidates-from", "A,B")
+    assert code == 0, err
+    assert "10 added to 5 samples" in err
+    params = json.loads(conn.execute("SELECT params FROM jobs ORDER BY id DESC LIMIT 1").fetchone()[0])
+    assert params["task"]["candidates"] == "existing" and params["dataset"] == "A"

@@ -1,6 +1,7 @@
 """CLI: import, export, datasets, stats, index."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -177,7 +178,7 @@ def _import_candidates(args) -> int:
                     "unmatched": [u.to_dict() for u in res.unmatched]})
     else:
         print(f"imported {res.prompts:,} prompts into {res.dataset!r} with {res.candidates:,} candidates from "
-              f"{len(res.models)} models ({', '.join(res.models)}); {len(res.unmatched)} rows unmatched")
+              f"{len(res.models)} models ({_short(', '.join(res.models), 300)}); {len(res.unmatched)} rows unmatched")
     _index_in_background(getattr(args, "db", None))
     return 0
 
@@ -206,9 +207,14 @@ def cmd_index(args) -> int:
     return 0
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
 def _short(v, n: int = 100) -> str:
+    """One line of file text for the terminal: control characters (escape sequences, bidi overrides) shown escaped."""
     text = v if isinstance(v, str) else repr(v)
-    text = text.replace("\n", "\\n")
+    text = _CONTROL.sub(lambda m: "\\n" if m.group() == "\n" else f"\\x{ord(m.group()):02x}"
+                        if ord(m.group()) < 0x100 else f"\\u{ord(m.group()):04x}", text)
     return text if len(text) <= n else text[:n] + f"... ({len(text)} chars)"
 
 
