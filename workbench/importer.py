@@ -19,7 +19,7 @@ from typing import Callable
 
 import orjson
 
-from . import formats
+from . import formats, licenses
 from .formats import FormatError, ParseOptions, RowError, TieRow
 from .samples import _INSERT, INSERT_COLUMNS, flag_duplicates, sample_row
 from .store import WAL_AUTOCHECKPOINT, ensure_dataset, now, transaction
@@ -387,16 +387,17 @@ class _Writer:
 
 def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt: str | None = None,
                 mapping: dict[str, str] | str | None = None, skip_invalid: bool = False,
-                progress: Callable[[int], None] | None = None, *, opts: ParseOptions | None = None,
-                append: bool = False) -> ImportResult:
+                progress: Callable[[int], None] | None = None, license: str | None = None, *,
+                opts: ParseOptions | None = None, append: bool = False) -> ImportResult:
     """Import one file, a directory or "-" (stdin); see import_files."""
-    return import_files(conn, [path], dataset, fmt, mapping, skip_invalid, progress, opts=opts, append=append)
+    return import_files(conn, [path], dataset, fmt, mapping, skip_invalid, progress, license, opts=opts,
+                        append=append)
 
 
 def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, fmt: str | None = None,
                  mapping: dict[str, str] | str | None = None, skip_invalid: bool = False,
-                 progress: Callable[[int], None] | None = None, *, opts: ParseOptions | None = None,
-                 append: bool = False) -> ImportResult:
+                 progress: Callable[[int], None] | None = None, license: str | None = None, *,
+                 opts: ParseOptions | None = None, append: bool = False) -> ImportResult:
     """Import files into one dataset in one transaction: all of them, or (on any refusal) none.
 
     Each file gets its own imports row (file, format, sha256), so each sample remembers its file and line. A file
@@ -405,6 +406,11 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
         mapping = _mapping(mapping)
     mapping = mapping or {}
     opts = opts or ParseOptions()
+    if license is not None:     # an SPDX identifier recorded per import and per dataset (provenance for exports)
+        try:
+            license = licenses.normalize(license)
+        except licenses.LicenseError as e:
+            raise ImportFailed(str(e)) from None
     given = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths = expand_inputs(given)
     if dataset is None:
@@ -420,14 +426,16 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
             from concurrent.futures import ThreadPoolExecutor
             with ThreadPoolExecutor(max_workers=1) as pool:
                 shas = [pool.submit(file_sha256, p) for p in paths]
-                return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts)
+                return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts,
+                                   license)
         shas = [file_sha256(p) for p in paths]
         for det, sha in zip(dets, shas):
             _check_not_imported(conn, dataset, det.file, sha)
         dup = [d.file for d, sha in zip(dets, shas) if shas.count(sha) > 1]
         if dup:
             raise ImportFailed(f"{dup[1]}: the same bytes as {dup[0]}; use --append to import both")
-        return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts)
+        return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts,
+                                   license)
 
 
 def _maybe_imported(conn: sqlite3.Connection, name: str, sizes: list[int]) -> bool:
@@ -438,7 +446,8 @@ def _maybe_imported(conn: sqlite3.Connection, name: str, sizes: list[int]) -> bo
                         f"i.bytes IN ({','.join('?' * len(sizes))}) LIMIT 1", (name, *sizes)).fetchone() is not None
 
 
-def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, progress, opts) -> ImportResult:
+def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, progress, opts,
+                license) -> ImportResult:
     skipped: list[Skipped] = []
     counted = [0]
     files: list[FileResult] = []
@@ -469,15 +478,16 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
         with transaction(conn):
             kinds = {d.kind for d in dets}
             did = ensure_dataset(conn, name, kinds.pop() if len(kinds) == 1 else "mixed")
+            _record_license(conn, did, name, license)
             ts = now()
             before = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]
             for path, det, sha, size in zip(paths, dets, shas, sizes):
                 current = det.file
                 file_col = det.file if det.file == STDIN else os.path.abspath(path)
                 import_id = conn.execute(
-                    "INSERT INTO imports (dataset_id, file, format, mapping, imported_at, bytes) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (did, file_col, det.format, orjson.dumps(det.mapping).decode(), ts, size)).lastrowid
+                    "INSERT INTO imports (dataset_id, file, format, mapping, imported_at, bytes, license) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (did, file_col, det.format, orjson.dumps(det.mapping).decode(), ts, size, license)).lastrowid
                 fr = FileResult(det.file, det.format, import_id, "")
                 ctx = _Context(det.file, det.file_type, det.format, mapping, did, import_id, ts, opts)
                 writer = _Writer(conn, ts, opts, det.file)
@@ -507,3 +517,21 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
     return ImportResult(name, did, files[0].import_id, fmts.pop() if len(fmts) == 1 else "mixed", counted[0],
                         skipped, dups, first, last, sum(f.ties for f in files), sum(f.candidates for f in files),
                         files)
+
+
+def _record_license(conn: sqlite3.Connection, did: int, name: str, license: str | None) -> None:
+    """Inside the import's transaction: one licence per dataset. A different one, or rows added without one to a
+    licensed dataset (or with one to rows that have none), is refused: an export must be able to list them all."""
+    current, rows = conn.execute("SELECT license, (SELECT count(*) FROM samples WHERE dataset_id = ?) FROM datasets "
+                                 "WHERE id = ?", (did, did)).fetchone()
+    if license == current:
+        return
+    if current is None and rows == 0:
+        conn.execute("UPDATE datasets SET license = ? WHERE id = ?", (license, did))
+        return
+    if current is None:
+        raise ImportFailed(f"dataset {name!r} holds rows imported without a licence; import {license} data into "
+                           f"another dataset")
+    raise ImportFailed(f"dataset {name!r} is licensed {current}; "
+                       + (f"pass --license {current} to add rows to it" if license is None
+                          else f"{license} data goes into another dataset"))

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import platformdirs
 
+from .fileperms import create_private, private_dir
+
 APP_NAME = "curation-workbench"
 BUSY_TIMEOUT_MS = 30_000
 PAGE_SIZE = 16384  # for new stores, see connect()
@@ -296,10 +298,16 @@ MIGRATIONS: list[str] = [
     """
     INSERT INTO samples_fts (samples_fts, rank) VALUES ('automerge', 16);
     """,
-    # 6 -> 7 (branch import): each import remembers its file's sha256 and size, so importing the same bytes into
-    # the same dataset again is refused unless --append (the size says when the sha256 is needed before importing)
+    # 6 -> 7 (branch export): provenance an export can list - each source file's sha256, and a licence (SPDX)
+    # recorded per import and per dataset (`import --license`)
     """
     ALTER TABLE imports ADD COLUMN sha256 TEXT;
+    ALTER TABLE imports ADD COLUMN license TEXT;
+    ALTER TABLE datasets ADD COLUMN license TEXT;
+    """,
+    # 7 -> 8 (branch import): importing the same bytes (sha256) into a dataset again is refused unless --append;
+    # the file's size says when the sha256 must be taken before importing rather than beside it
+    """
     ALTER TABLE imports ADD COLUMN bytes INTEGER;
     CREATE INDEX imports_dataset_sha ON imports(dataset_id, sha256);
     """,
@@ -394,7 +402,7 @@ def check_location(path: str | os.PathLike | None = None) -> Path:
     """The store's path; its directory is created only for the default location, else it must exist."""
     p = resolve_db_path(path)
     if p == default_db_path():
-        p.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(p.parent)
     elif not p.parent.is_dir():
         given = "--db" if path else "WORKBENCH_DB"
         raise StoreLocationError(f"{given} {p}: the directory {p.parent} does not exist (only the default store "
@@ -408,6 +416,7 @@ def open_store(path: str | os.PathLike | None = None, *, check_same_thread: bool
     Use `transaction(conn)` for writes. Hot paths use the sqlite3 module directly (executemany, keyset queries).
     """
     p = check_location(path)
+    create_private(p)     # 0600 before SQLite opens it: its -wal and -shm files take the same mode
     conn = connect(p, check_same_thread=check_same_thread)
     migrate(conn)
     return conn
