@@ -205,3 +205,17 @@ def test_run_preference_candidates_from_on_the_command_line(conn, cli):
     assert "10 added to 5 samples" in err
     params = json.loads(conn.execute("SELECT params FROM jobs ORDER BY id DESC LIMIT 1").fetchone()[0])
     assert params["task"]["candidates"] == "existing" and params["dataset"] == "A"
+
+
+def test_samples_json_lists_imported_candidates_with_models_and_scores(conn, cli):
+    importer.import_file(conn, LAYOUTS / "ultrafeedback_binarized.jsonl", dataset="uf",
+                         opts=importer.ParseOptions(score_scale=(1, 10)))
+    importer.import_file(conn, LAYOUTS / "alpacaeval_annotations.json", dataset="ae")
+    code, out, err = cli("samples", "--dataset", "uf", "--json", "--limit", "1")
+    assert code == 0, err
+    cands = json.loads(out)[0]["candidates"]
+    assert [c["text"][:6] for c in cands] == ["BETTER", "WORSE:"]
+    assert [(s["rubric"], s["score"], s["scale"]) for c in cands for s in c["scores"]] == \
+        [("import-score", 8.0, [1, 10]), ("import-score", 3.0, [1, 10])]
+    code, out, err = cli("samples", "--dataset", "ae", "--json", "--limit", "1")
+    assert [c["model"] for c in json.loads(out)[0]["candidates"]] == ["gpt4_1106_preview", "my_model"]

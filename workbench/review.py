@@ -509,6 +509,10 @@ def load_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
         overalls = [j["overall"] for j in s["judgments"] if j["candidate_id"] == c["id"] and j["overall"] is not None]
         c["overall"] = sum(overalls) / len(overalls) if overalls else None
         c["scores"] = candidate_scores(s["judgments"], c["id"])
+        origin = s["origin"] if isinstance(s.get("origin"), dict) else {}
+        for sc in c["scores"]:     # an imported score's scale is the one the import stated (--score-scale)
+            if sc["scale"] is None and origin.get("task") == "import" and sc["rubric"] == origin.get("rubric"):
+                sc["scale"] = origin.get("scale")
     s["scores"] = scores.of_sample(conn, sample_id)
     s["pair_candidates"] = _pair_candidates(conn, s)
     s["lineage"] = lineage(conn, s)
