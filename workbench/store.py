@@ -442,6 +442,7 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE imports ADD COLUMN bytes INTEGER;
     CREATE INDEX imports_dataset_sha ON imports(dataset_id, sha256);
+    """,
     # (branch scale) 9 -> 10: per-endpoint figures of a running job: limit found, replies, errors, latency (JSON list)
     """
     ALTER TABLE jobs ADD COLUMN endpoint_stats TEXT;
