@@ -196,11 +196,14 @@ class ReviewScreen(Screen):
     """
     TEXT_FIELDS = ("system", "instruction", "input", "response", "rejected")
 
-    def __init__(self, dataset: str | None = None, sample_id: int | None = None):
+    def __init__(self, dataset: str | None = None, sample_id: int | None = None,
+                 browse_order: review.BrowseOrder | None = None):
         super().__init__()
         self.dataset_name = dataset
         self.start_sample = sample_id
         self.flt = Filter()
+        self.order = browse_order          # entered from Browse: walk its rows in its order (None: id order)
+        self.order_key: tuple | None = None   # where that walk stands
         self.sample: dict | None = None
         self.busy = False
         self.opening = True
@@ -224,9 +227,12 @@ class ReviewScreen(Screen):
         with VerticalScroll(id="body", can_focus=False):
             yield Static("", id="meta")
             yield Static(Text(""), id="empty")
-            for f in self.TEXT_FIELDS:
+            # the conversation (an hh pair's prompt turns) before the answers: read the question, then the replies
+            for f in ("system", "instruction", "input"):
                 yield SafeText(f.capitalize(), more_hint=hint, id=f)
             yield Conversation("Conversation", more_hint=hint, id="conversation")
+            for f in ("response", "rejected"):
+                yield SafeText(f.capitalize(), more_hint=hint, id=f)
             yield Conversation("Candidates", more_hint=hint, id="candidates")
             yield ScoresTable("", id="scores")
             yield Static("", id="lineage")
@@ -263,6 +269,8 @@ class ReviewScreen(Screen):
     async def _open(self) -> None:
         try:
             self.flt, sample = await self.runner.run(review.open_view, self.dataset_name, self.start_sample)
+            if self.order is not None and sample is not None:
+                sample = await self._goto("id", sample["id"])
         except KeyError as e:
             self.opening = False
             self.note = str(e.args[0])
@@ -375,7 +383,10 @@ class ReviewScreen(Screen):
             line2.append(f" ({self.stats.undos} undone)")
         line2.append(f" · {self.stats.rate_per_minute():.1f}/min")
         desc = self.flt.describe()
-        if desc:
+        if self.order is not None:
+            line2.append(" │ ", style="dim")
+            line2.append_text(plain(self.order.describe(), 80))
+        elif desc:
             line2.append(" │ filter: ", style="dim")
             line2.append_text(plain(desc, 80))
         out = Text("\n", end="").join([t, line2])
@@ -449,6 +460,17 @@ class ReviewScreen(Screen):
             self.app.notify(self.note, severity="error", timeout=10)
             self._draw_status()
 
+    async def _goto(self, how: str, ref: int | None) -> dict | None:
+        """The sample `how` (next | prev | first_pending | id) from `ref`: in Browse's order when entered from
+        Browse, else in id order within the filter."""
+        if self.order is None:
+            return await self.runner.run(review.goto, self.flt, how, ref)
+        stay = how == "id" and self.sample is not None and ref == self.sample["id"] and self.order_key is not None
+        sample, key = await self.runner.run(review.goto_ordered, self.order, how, self.order_key, ref, self.flt)
+        if sample is not None and not stay:   # the same sample redrawn keeps its place in the walk
+            self.order_key = key
+        return sample
+
     def action_accept(self) -> None:
         if self._begin():
             self._run(self._decide("accept"))
@@ -467,9 +489,9 @@ class ReviewScreen(Screen):
             d = await self.runner.run(review.decide, sid, action, self.session)  # committed here
             self.stats.record(action)
             self._adjust_counts(d["before"], d["after"])
-            nxt = await self.runner.run(review.goto, self.flt, "next", sid)
+            nxt = await self._goto("next", sid)
             if nxt is None:  # end of the filter: stay, showing the new status
-                nxt = await self.runner.run(review.goto, self.flt, "id", sid)
+                nxt = await self._goto("id", sid)
                 self._show(nxt, f"{action}ed #{sid}: that was the last sample in this filter "
                                 f"({self._key('review.first_pending')}: first pending)")
             else:
@@ -489,7 +511,7 @@ class ReviewScreen(Screen):
                 return
             self.stats.record("undo")
             self._adjust_counts(u["before"], u["after"])
-            sample = await self.runner.run(review.goto, self.flt, "id", u["sample_id"])
+            sample = await self._goto("id", u["sample_id"])
             self._show(sample, f"undid {u['undid']} of #{u['sample_id']}")
         finally:
             self._finish()
@@ -509,7 +531,7 @@ class ReviewScreen(Screen):
     async def _move(self, how: str, at_end: str) -> None:
         try:
             ref = self.sample["id"] if self.sample else None
-            nxt = await self.runner.run(review.goto, self.flt, how, ref)
+            nxt = await self._goto(how, ref)
             if nxt is None:
                 self._show(self.sample, at_end)
             else:
@@ -572,7 +594,9 @@ class ReviewScreen(Screen):
             if flt.dataset_id != self.flt.dataset_id:
                 self.counts = None
             self.flt = flt
-            self._show(sample)
+            left = self.order is not None
+            self.order = self.order_key = None   # a filter or search of Review's own: walk it in id order
+            self._show(sample, "left Browse's order: walking this filter in id order" if left else None)
         finally:
             self._finish()
 
@@ -592,7 +616,7 @@ class ReviewScreen(Screen):
             d = await self.runner.run(review.edit, sid, changes, self.session)
             if d is not None:
                 self.stats.record("edit")
-            sample = await self.runner.run(review.goto, self.flt, "id", sid)
+            sample = await self._goto("id", sid)
             self._show(sample, f"edited {', '.join(d['after'])} of #{sid}" if d else "no change to save")
         finally:
             self._finish()

@@ -14,10 +14,11 @@ import getpass
 import sqlite3
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import orjson
 
+from . import browse
 from .samples import SAMPLE_COLUMNS, decode_sample, require_sample, write_text
 from .store import STATUSES, fts_query, now, transaction
 
@@ -196,6 +197,41 @@ def goto(conn: sqlite3.Connection, flt: Filter, how: str, ref: int | None = None
     if sample is not None:
         save_position(conn, flt.dataset_id, sample["id"], flt)
     return sample
+
+
+@dataclass(frozen=True)
+class BrowseOrder:
+    """Review entered from Browse walks Browse's rows: its filter and query, in its sort order."""
+    flt: "browse.Filter"
+    sort: "browse.Sort"
+    query: str = ""          # the query text, to show
+
+    def describe(self) -> str:
+        order = f"{self.sort.key}{' desc' if self.sort.descending else ''}"
+        return f"Browse order ({order}{', ' + self.query if self.query else ''})"
+
+
+def goto_ordered(conn: sqlite3.Connection, order: BrowseOrder, how: str, key: tuple | None = None,
+                 sample_id: int | None = None, flt: Filter | None = None) -> tuple[dict | None, tuple | None]:
+    """Like `goto`, in Browse's order: (sample, its Browse key). `key` is where the walk stands (the key the shown
+    sample had when it was shown: a decision may change its sort value, the walk goes on from where it was)."""
+    if how in ("next", "prev"):
+        rows = browse.page(conn, order.flt, order.sort, key, 1, backward=how == "prev")
+    elif how == "first":
+        rows = browse.page(conn, order.flt, order.sort, None, 1)
+    elif how == "first_pending":
+        rows = browse.page(conn, replace(order.flt, status="pending"), order.sort, None, 1)
+    elif how == "id":
+        r = browse.row(conn, sample_id, order.sort) if sample_id is not None else None
+        rows = [r] if r else []
+    else:
+        raise ValueError(how)
+    if not rows:
+        return None, None
+    sample = load_sample(conn, rows[0].id)
+    if sample is not None and flt is not None:   # the resume position of Review's own filter
+        save_position(conn, flt.dataset_id, sample["id"], flt)
+    return sample, rows[0].key
 
 
 def open_view(conn: sqlite3.Connection, dataset: str | None, sample_id: int | None = None) -> tuple[Filter, dict | None]:
