@@ -17,7 +17,8 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
 from widgets.safe_text import plain, safe_text
-from workbench import clean
+from workbench import automatic, clean
+from workbench.review import curator_session
 from workbench.samples import get_sample
 
 PAGE = 50
@@ -64,6 +65,7 @@ class CleanScreen(Screen):
         Binding("n,right_square_bracket", "page(1)", "Next page", id="clean.next_page"),
         Binding("p,left_square_bracket", "page(-1)", "Prev page", id="clean.prev_page"),
         Binding("a", "apply", "Apply", id="clean.apply"),
+        Binding("e", "exempt", "Keep row", id="clean.exempt"),
         Binding("u", "undo", "Undo run", id="clean.undo"),
         Binding("m", "mode", "Filters/normalize", id="clean.mode"),
         Binding("r", "rescan", "Rescan", show=False, id="clean.rescan"),
@@ -154,7 +156,9 @@ class CleanScreen(Screen):
                 table.add_row("●" if on else "○", n, f"{sum(by.values()):,}" if on else "–",
                               *(f"{by.get(d, 0):,}" if on else "" for d in names[:6]), key=n)
             total, scanned = self.preview.total, sum(self.scan.scanned.values())
-            self._status(f"{len(self.enabled)} filters would reject {total:,} of {scanned:,} pending rows")
+            kept = sum(self.preview.exempted.values())
+            self._status(f"{len(self.enabled)} filters would reject {total:,} of {scanned:,} pending rows"
+                         + (f" ({kept:,} kept by the curator)" if kept else ""))
         else:
             if self.norm is None:
                 return
@@ -291,6 +295,25 @@ class CleanScreen(Screen):
         skipped = f"; {res.changed_since:,} changed since the preview, left alone" if res.changed_since else ""
         await self.rescan()
         self._message(f"{done} as {res.run} (u undoes){skipped}" if res.run else f"nothing applied{skipped}")
+
+    async def action_exempt(self) -> None:
+        """Keep the row under the cursor whatever its filter says (a recorded 'exempt' decision, see
+        workbench/automatic.py): applying no longer rejects it, now or in later scans."""
+        hit = self.current_hit() if self.mode == "filters" else None
+        if self.busy or hit is None:
+            return
+        await self.runner.run(automatic.exempt, hit.id, hit.filter, curator_session())
+        for i, (sid, dataset, status, details) in enumerate(self.scan.failures):   # as the next scan would see it
+            if sid == hit.id and hit.filter in details:
+                self.scan.failures[i] = (sid, dataset, status, {k: v for k, v in details.items() if k != hit.filter})
+                self.scan.exempt.append((sid, hit.filter))
+        row = self.query_one("#rows", DataTable).cursor_row
+        self.redraw()
+        rows = self.query_one("#rows", DataTable)
+        if rows.row_count:
+            rows.move_cursor(row=min(row, rows.row_count - 1))
+        self._message(f"kept #{hit.id}: {hit.filter} no longer rejects it (`workbench clean --unexempt {hit.id} "
+                      f"--filter {hit.filter}` withdraws)")
 
     async def action_undo(self) -> None:
         if self.busy:

@@ -12,8 +12,11 @@ from workbench.review import progress
 from workbench.store import data_version
 
 POLL_SECONDS = 1.0
-BAR_WIDTH = 8
-COLUMNS = (("Kind", 4), ("Rows", 7), ("Accept", 7), ("Reject", 7), ("Pending", 8), ("Reviewed", BAR_WIDTH + 5))
+BAR_WIDTH = 6
+# Reject counts every rejected row, Auto those a clean/dedup run rejected (no curator decided them); Reviewed is the
+# curator's own decisions among the rows left to a curator (rows minus Auto)
+COLUMNS = (("Kind", 4), ("Rows", 7), ("Accept", 7), ("Reject", 7), ("Auto", 6), ("Pending", 8),
+           ("Reviewed", BAR_WIDTH + 5))
 FIXED_WIDTH = sum(w + 2 for _, w in COLUMNS) + 2 + 2   # cell padding, the name's padding, a scrollbar
 
 
@@ -96,10 +99,11 @@ class DatasetsScreen(Screen):
         for label, width in COLUMNS:
             table.add_column(label, width=width)
         for d in rows:
-            reviewed = d["accepted"] + d["rejected"]
             table.add_row(plain(d["name"], 200), plain(d["kind"] or ""), Text(f"{d['rows']:,}", justify="right"),
                           Text(f"{d['accepted']:,}", justify="right"), Text(f"{d['rejected']:,}", justify="right"),
-                          Text(f"{d['pending']:,}", justify="right"), progress_bar(reviewed, d["rows"]),
+                          Text(f"{d['automatic']:,}", justify="right", style="dim"),
+                          Text(f"{d['pending']:,}", justify="right"),
+                          progress_bar(d["curated"], d["rows"] - d["automatic"]),
                           key=d["name"])
         names = [d["name"] for d in rows]
         # the app's current dataset wins: an import dialog or Review may have changed it while this screen was below

@@ -372,6 +372,10 @@ class ReviewScreen(Screen):
         if s:
             t.append(f"  #{s['id']}  ")
             t.append(s["status"].upper(), style=STATUS_STYLES.get(s["status"], ""))
+            if s.get("automatic"):   # set aside by a clean filter, dedup or the curate threshold: say which
+                t.append(" by ", style="dim")
+                t.append_text(plain(s["automatic"]["text"], 80))
+                t.append(f" ({self._key('review.override')}: override)", style="dim")
         if self.opening or (self.busy and self._loading_marked):
             t.append("  loading…", style="italic")
         line2 = Text(no_wrap=True, overflow="ellipsis", end="")
@@ -496,6 +500,25 @@ class ReviewScreen(Screen):
                                 f"({self._key('review.first_pending')}: first pending)")
             else:
                 self._show(nxt)
+        finally:
+            self._finish()
+
+    def action_override(self) -> None:
+        if self.sample is not None and not self.sample.get("automatic"):
+            if not (self.busy or self.opening):
+                self._show(self.sample, "nothing automatic to override on this sample")
+            return
+        if self._begin():
+            self._run(self._override())
+
+    async def _override(self) -> None:
+        try:
+            sid = self.sample["id"]
+            d = await self.runner.run(review.override, sid, self.session)   # committed: a curator's accept
+            self.stats.record("accept")
+            self._adjust_counts(d["before"], d["after"])
+            sample = await self._goto("id", sid)
+            self._show(sample, f"kept #{sid} over the automatic verdict ({self._key('review.undo')}: undo)")
         finally:
             self._finish()
 

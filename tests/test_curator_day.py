@@ -50,6 +50,7 @@ async def test_review_from_browse_walks_browses_rows_in_its_order(day_store, db_
     app = WorkbenchApp(db=db_path, dataset="d", screen="browse")
     async with app.run_test(size=(120, 36)) as pilot:
         browse = await screen_named(pilot, "BrowseScreen")
+        await wait_for(pilot, lambda: hasattr(browse, "table"))
         table = browse.table
         await wait_for(pilot, lambda: bool(table.rows))
         await pilot.press("o", "r")                                     # score, descending
@@ -93,3 +94,125 @@ async def test_hh_pairs_show_the_conversation_before_the_answers(db_path):
         conv, chosen, rejected = (review.query_one(f"#{w}") for w in ("conversation", "response", "rejected"))
         assert conv.display and chosen.display and rejected.display
         assert conv.region.y < chosen.region.y < rejected.region.y
+
+
+# --- automatic verdicts: why, override, progress, exemptions ------------------------------------------------
+
+NATURAL = ("The water cycle moves water between the oceans, the air and the land: the sun warms the sea, vapour "
+           "rises and cools into clouds, and rain or snow brings it back down to rivers that run to the sea again.")
+
+
+@pytest.fixture
+def auto_store(db_path):
+    """Row 1 trips the boilerplate filter, rows 2 and 3 are duplicates (3 goes), row 4 failed curation, row 5 is
+    clean and pending, row 6 a curator rejected."""
+    conn = store.open_store(db_path)
+    with store.transaction(conn):
+        did = store.ensure_dataset(conn, "d")
+        insert_samples(conn, did, [
+            {"instruction": "Explain rain.", "response": "As an AI language model I cannot say. " + NATURAL},
+            {"instruction": "Explain the water cycle.", "response": NATURAL},
+            {"instruction": "Explain the water cycle!", "response": NATURAL},
+            {"instruction": "Explain snow.", "response": NATURAL + " Snow is frozen.",
+             "metadata": {"curation": {"score": 3, "kept": False, "threshold": 4.5, "judge": "j", "job": 7}}},
+            {"instruction": "Explain hail.", "response": NATURAL + " Hail is ice."},
+            {"instruction": "Explain fog.", "response": NATURAL + " Fog is a cloud."},
+        ])
+    conn.close()
+    return db_path
+
+
+def test_reasons_override_and_curator_only_progress(auto_store, cli):
+    from workbench import automatic, review
+    code, out, err = cli("clean", "--dataset", "d", "--filter", "boilerplate", "--apply")
+    assert code == 0, err
+    code, out, err = cli("dedup", "--dataset", "d", "--apply", "keep-best")
+    assert code == 0, err
+    conn = store.open_store(auto_store)
+    review.decide(conn, 6, "reject", "review:me")
+    assert [conn.execute("SELECT status FROM samples WHERE id = ?", (i,)).fetchone()[0] for i in range(1, 7)] == \
+        ["rejected", "pending", "rejected", "pending", "pending", "rejected"]
+    why = {i: automatic.reason(conn, review.load_sample(conn, i)) for i in range(1, 7)}
+    assert why[1]["source"] == "filter" and "boilerplate" in why[1]["text"] and "filter-" in why[1]["text"]
+    assert why[3]["source"] == "dedup" and "duplicate of #2" in why[3]["text"]
+    assert why[4]["source"] == "curate" and "3" in why[4]["text"] and "4.5" in why[4]["text"]
+    assert why[2] is None and why[5] is None and why[6] is None          # a curator's rejection is not automatic
+    prog = review.progress(conn)[0]
+    assert (prog["rejected"], prog["automatic"], prog["curated"]) == (3, 2, 1)
+    code, out, _ = cli("datasets", "--json")
+    import json
+    assert json.loads(out)[0]["automatic"] == 2
+
+    d = review.override(conn, 1, "review:me")               # the curator keeps it: an accept, undoable
+    assert d["after"] == {"status": "accepted"}
+    assert "override" in conn.execute("SELECT reason FROM decisions WHERE id = ?", (d["id"],)).fetchone()[0]
+    assert automatic.reason(conn, review.load_sample(conn, 1)) is None
+    assert review.progress(conn)[0]["automatic"] == 1 and review.progress(conn)[0]["curated"] == 2
+    review.undo(conn, "review:me")                          # back to the filter's verdict
+    assert automatic.reason(conn, review.load_sample(conn, 1))["source"] == "filter"
+    with pytest.raises(ValueError):
+        review.override(conn, 5, "review:me")                # nothing automatic about row 5
+    conn.close()
+
+
+def test_clean_exemption_keeps_a_row_from_a_filter(auto_store, cli):
+    code, out, err = cli("clean", "--dataset", "d", "--filter", "boilerplate", "--json")
+    import json
+    assert json.loads(out)["would_reject"] == 1
+    code, out, err = cli("clean", "--exempt", "1", "--filter", "boilerplate")
+    assert code == 0 and "#1" in out, err
+    code, out, err = cli("clean", "--dataset", "d", "--filter", "boilerplate", "--json")
+    assert json.loads(out)["would_reject"] == 0 and json.loads(out)["exempted"] == {"boilerplate": 1}
+    code, out, err = cli("clean", "--dataset", "d", "--filter", "boilerplate", "--apply")
+    assert code == 0 and "kept by the curator" in out
+    assert peek(auto_store, "SELECT status FROM samples WHERE id = 1")[0][0] == "pending"
+    assert peek(auto_store, "SELECT action, reason FROM decisions WHERE sample_id = 1") == [("exempt", "boilerplate")]
+    # an exemption from one filter is not one from another; withdrawn, the filter drops the row again
+    code, out, err = cli("clean", "--unexempt", "1", "--filter", "boilerplate")
+    assert code == 0, err
+    code, out, err = cli("clean", "--unexempt", "1", "--filter", "boilerplate")
+    assert code != 0 and "no exemption" in err
+    code, out, err = cli("clean", "--dataset", "d", "--filter", "boilerplate", "--json")
+    assert json.loads(out)["would_reject"] == 1
+    code, out, err = cli("clean", "--exempt", "999")
+    assert code != 0 and "999" in err
+    assert peek(auto_store, "SELECT count(*) FROM decisions WHERE sample_id = 999")[0][0] == 0
+
+
+async def test_review_shows_why_and_o_overrides_and_clean_screen_keeps_a_row(auto_store, cli):
+    assert cli("clean", "--dataset", "d", "--filter", "boilerplate", "--apply")[0] == 0
+    app = WorkbenchApp(db=auto_store, dataset="d", screen="review", sample_id=1)
+    async with app.run_test(size=(120, 36)) as pilot:
+        review = await review_settled(pilot)
+        status = str(review.query_one("#status").render())
+        assert "REJECTED" in status and "boilerplate" in status and "o: override" in status
+        await pilot.press("o")
+        await wait_for(pilot, lambda: not review.busy and review.sample["status"] == "accepted")
+        assert peek(auto_store, "SELECT status FROM samples WHERE id = 1")[0][0] == "accepted"
+        assert "boilerplate" not in str(review.query_one("#status").render())
+        await pilot.press("j")                               # row 2: nothing automatic, `o` changes nothing
+        await wait_for(pilot, lambda: not review.busy and review.sample["id"] == 2)
+        await pilot.press("o")
+        await pilot.pause()
+        assert peek(auto_store, "SELECT status FROM samples WHERE id = 2")[0][0] == "pending"
+        assert "nothing automatic" in str(review.query_one("#status").render())
+    # the Clean screen: `e` keeps the row under the cursor from its filter
+    from workbench import review as rv
+    conn = store.open_store(auto_store)
+    rv.undo(conn, rv.curator_session())                     # the override, then the run: row 1 is pending again
+    conn.close()
+    assert cli("clean", "--undo", "filter-1")[0] == 0
+    assert peek(auto_store, "SELECT status FROM samples WHERE id = 1")[0][0] == "pending"
+    app = WorkbenchApp(db=auto_store, dataset="d", screen="clean")
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await screen_named(pilot, "CleanScreen")
+        await wait_for(pilot, lambda: screen.loaded)
+        table = screen.query_one("#filters")
+        names = [table.coordinate_to_cell_key((i, 0)).row_key.value for i in range(table.row_count)]
+        table.move_cursor(row=names.index("boilerplate"))
+        await wait_for(pilot, lambda: screen.selected == "boilerplate" and screen.current_hit() is not None)
+        assert screen.current_hit().id == 1
+        await pilot.press("tab", "e")
+        await wait_for(pilot, lambda: screen.preview.total == 0 or not screen.preview.examples("boilerplate"))
+        assert peek(auto_store, "SELECT action, reason FROM decisions WHERE sample_id = 1 AND action = 'exempt'") \
+            == [("exempt", "boilerplate")]

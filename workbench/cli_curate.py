@@ -28,6 +28,11 @@ def register(sub, common) -> None:
     p.add_argument("--examples", type=int, default=3, help="example rows per filter in the preview")
     p.add_argument("--runs", action="store_true", help="list applied clean/dedup runs")
     p.add_argument("--undo", metavar="RUN", help="undo an applied run (e.g. filter-3, dedup-5, normalize-4)")
+    p.add_argument("--exempt", type=int, action="append", metavar="ID",
+                   help="keep this row whatever the --filter filters (default: every filter) say; recorded, "
+                        "repeatable")
+    p.add_argument("--unexempt", type=int, action="append", metavar="ID",
+                   help="withdraw the row's exemption from the --filter filters (default: the every-filter one)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_clean)
 
@@ -102,6 +107,35 @@ def _short(text: str, width: int = 70) -> str:
 
 # --- clean ---------------------------------------------------------------------------------------------------
 
+def _exempt(conn, args) -> int:
+    from .automatic import ALL_FILTERS, exempt, unexempt
+    from .review import curator_session
+    if args.apply or args.normalize:
+        raise CliError("--exempt/--unexempt record the curator's choice on their own: leave out --apply/--normalize")
+    names = clean.parse_filters(args.filter) if args.filter else [ALL_FILTERS]
+    for sid in [*(args.exempt or []), *(args.unexempt or [])]:   # all or nothing: check every id first
+        if conn.execute("SELECT 1 FROM samples WHERE id = ?", (sid,)).fetchone() is None:
+            raise CliError(f"--exempt/--unexempt: no sample with id {sid}")
+    session, out = curator_session(), {"exempted": [], "unexempted": []}
+    for sid in args.exempt or []:
+        for n in names:
+            exempt(conn, sid, n, session)
+            out["exempted"].append({"id": sid, "filter": n})
+    for sid in args.unexempt or []:
+        for n in names:
+            if not unexempt(conn, sid, n, session):
+                raise CliError(f"#{sid} has no exemption from {'every filter' if n == ALL_FILTERS else n}")
+            out["unexempted"].append({"id": sid, "filter": n})
+    if args.json:
+        print_json(out)
+    else:
+        for key, verb in (("exempted", "kept"), ("unexempted", "no longer kept")):
+            for e in out[key]:
+                what = "every filter" if e["filter"] == ALL_FILTERS else e["filter"]
+                print(f"#{e['id']}: {verb} whatever {what} says")
+    return 0
+
+
 def cmd_clean(args) -> int:
     conn = _store(args)
     try:
@@ -120,6 +154,8 @@ def cmd_clean(args) -> int:
                 if res.already_undone:
                     print(f"{res.already_undone} rows were undone before")
             return 0
+        if args.exempt or args.unexempt:
+            return _exempt(conn, args)
         config = _config(args)
         if args.normalize:
             if args.filter:
@@ -148,6 +184,9 @@ def cmd_clean(args) -> int:
         for h in result.examples(name, args.examples):
             print(f"      #{h.id} [{h.dataset}] {_short(h.detail)}")
     print(f"  {'would reject' if not applied else 'matched':<20} {result.total:>8,} of {scanned:,}")
+    if result.exempted:
+        print(f"  kept by the curator   {sum(result.exempted.values()):>7,}   (--exempt; "
+              + ", ".join(f"{k} {v:,}" for k, v in result.exempted.items()) + ")")
     if applied:
         if applied.run:
             print(f"rejected {applied.rejected:,} rows as run {applied.run} "

@@ -145,17 +145,22 @@ def cmd_export(args) -> int:
 
 
 def cmd_datasets(args) -> int:
-    rows = list_datasets(_store(args))
+    conn = _store(args)
+    rows = list_datasets(conn)
+    from .automatic import automatic_counts
+    auto = automatic_counts(conn)
+    for r in rows:   # rejected by a clean/dedup run rather than by a curator
+        r["automatic"] = auto.get(r["id"], 0)
     if args.json:
         print_json(rows)
         return 0
     if not rows:
         print("no datasets yet: `workbench import FILE`")
         return 0
-    print(f"{'name':30} {'kind':10} {'rows':>9} {'pending':>9} {'accepted':>9} {'rejected':>9}")
+    print(f"{'name':30} {'kind':10} {'rows':>9} {'pending':>9} {'accepted':>9} {'rejected':>9} {'automatic':>9}")
     for r in rows:
         print(f"{r['name'][:30]:30} {r['kind']:10} {r['rows']:>9,} {r['pending']:>9,} {r['accepted']:>9,} "
-              f"{r['rejected']:>9,}")
+              f"{r['rejected']:>9,} {r['automatic']:>9,}")
     return 0
 
 

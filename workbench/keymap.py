@@ -55,6 +55,7 @@ SPECS: dict[str, tuple[KeySpec, ...]] = {
         _K("review.skip", "s,space", "skip", "Skip"),
         _K("review.undo", "u,backspace", "undo", "Undo"),
         _K("review.edit", "e", "edit", "Edit"),
+        _K("review.override", "o", "override", "Override", show=False),
         _K("review.next", "j,down,right", "next", "Next"),
         _K("review.prev", "k,up,left", "prev", "Prev"),
         _K("review.search", "slash", "search", "Search"),

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import orjson
 
-from . import browse
+from . import automatic, browse
 from .samples import SAMPLE_COLUMNS, decode_sample, require_sample, write_text
 from .store import STATUSES, fts_query, now, transaction
 
@@ -285,6 +285,16 @@ def decide(conn: sqlite3.Connection, sample_id: int, action: str, session: str, 
     return {"id": did, "sample_id": sample_id, "action": action, "before": {"status": old}, "after": {"status": new}}
 
 
+def override(conn: sqlite3.Connection, sample_id: int, session: str) -> dict:
+    """The curator keeps a row an automatic step set aside (clean filter, dedup, curate threshold): an 'accept'
+    decision naming what it overrides (undoable like any decision). ValueError if nothing automatic applies."""
+    sample = require_sample(conn, sample_id)
+    why = automatic.reason(conn, sample)
+    if why is None:
+        raise ValueError(f"#{sample_id} was not set aside by an automatic step: nothing to override")
+    return decide(conn, sample_id, "accept", session, reason=f"override: {why['text']}")
+
+
 def mirror_turns(sample: dict) -> dict[str, int]:
     """Which turn of `messages` each of instruction/response/system mirrors (the importer's convention: the last
     user turn, the assistant turn after it, the first system turn; a preference row's messages hold only the
@@ -412,6 +422,7 @@ def load_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
         overalls = [j["overall"] for j in s["judgments"] if j["candidate_id"] == c["id"] and j["overall"] is not None]
         c["overall"] = sum(overalls) / len(overalls) if overalls else None
     s["lineage"] = lineage(conn, s)
+    s["automatic"] = automatic.reason(conn, s)
     return s
 
 
@@ -476,11 +487,15 @@ def counts(conn: sqlite3.Connection, dataset_id: int | None) -> dict:
 def progress(conn: sqlite3.Connection) -> list[dict]:
     """Every dataset with rows and counts per status, for the Datasets screen (cheap at any size)."""
     per = _status_counts(conn, None)
+    auto = automatic.automatic_counts(conn)
     out = []
     for did, name, kind in conn.execute("SELECT id, name, kind FROM datasets ORDER BY id"):
         by = {s: 0 for s in STATUSES}
         by.update(per.get(did, {}))
-        out.append({"id": did, "name": name, "kind": kind, "rows": sum(by.values()), **by})
+        # automatic: rejected by a clean/dedup run, not by a curator; curated: the curator's own decisions
+        a = auto.get(did, 0)
+        out.append({"id": did, "name": name, "kind": kind, "rows": sum(by.values()), **by, "automatic": a,
+                    "curated": by["accepted"] + by["rejected"] - a})
     return out
 
 
