@@ -108,8 +108,8 @@ def _short(text: str, width: int = 70) -> str:
 # --- clean ---------------------------------------------------------------------------------------------------
 
 def _exempt(conn, args) -> int:
-    from .automatic import ALL_FILTERS, exempt, unexempt
-    from .review import curator_session
+    from ..automatic import ALL_FILTERS, exempt, unexempt
+    from ..review import curator_session
     if args.apply or args.normalize:
         raise CliError("--exempt/--unexempt record the curator's choice on their own: leave out --apply/--normalize")
     names = clean.parse_filters(args.filter) if args.filter else [ALL_FILTERS]

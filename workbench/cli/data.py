@@ -147,7 +147,7 @@ def cmd_export(args) -> int:
 def cmd_datasets(args) -> int:
     conn = _store(args)
     rows = list_datasets(conn)
-    from .automatic import automatic_counts
+    from ..automatic import automatic_counts
     auto = automatic_counts(conn)
     for r in rows:   # rejected by a clean/dedup run rather than by a curator
         r["automatic"] = auto.get(r["id"], 0)
