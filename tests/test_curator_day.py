@@ -216,3 +216,59 @@ async def test_review_shows_why_and_o_overrides_and_clean_screen_keeps_a_row(aut
         await wait_for(pilot, lambda: screen.preview.total == 0 or not screen.preview.examples("boilerplate"))
         assert peek(auto_store, "SELECT action, reason FROM decisions WHERE sample_id = 1 AND action = 'exempt'") \
             == [("exempt", "boilerplate")]
+
+
+# --- the command line: exit codes, JSON errors, --quiet and --verbose --------------------------------------
+
+def test_exit_codes_usage_2_data_1_and_json_errors(cli, tmp_path):
+    import json
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": 5\n')
+    code, out, err = cli("import", str(bad))
+    assert code == 1 and err.startswith(f"error: {bad}, line 2")                  # bad data
+    code, out, err = cli("datasets", "--bogus")
+    assert code == 2 and "usage:" in err and "--bogus" in err                       # usage
+    code, out, err = cli("dedup", "--threshold", "lots")
+    assert code == 2 and "lots" in err
+    code, out, err = cli("review", "--dataset", "nope")
+    assert code == 2 and "nope" in err                                              # a name that does not exist
+    # with --json the error is JSON on stdout, with the exit code in it
+    code, out, err = cli("import", str(bad), "--json")
+    assert code == 1 and json.loads(out) == {"error": json.loads(out)["error"], "exit": 1}
+    assert "line 2" in json.loads(out)["error"] and err == ""
+    code, out, err = cli("datasets", "--json", "--bogus")
+    assert code == 2 and json.loads(out)["exit"] == 2 and "--bogus" in json.loads(out)["error"]
+    code, out, err = cli("clean", "--json", "--dataset", "nope")
+    assert code == 2 and "nope" in json.loads(out)["error"]
+
+
+def test_quiet_and_verbose_on_every_command(cli, tmp_path):
+    from workbench.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, p in sub.choices.items():
+        flags = {s for a in p._actions for s in a.option_strings}
+        assert {"--quiet", "-q", "--verbose", "-v"} <= flags, name
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"instruction": "a", "output": "b"}\n')
+    code, out, err = cli("import", str(good), "--dataset", "g", "--quiet")
+    assert code == 0 and out == ""
+    code, out, err = cli("--quiet", "datasets", "--json")                     # JSON is the result: still printed
+    assert code == 0 and '"g"' in out
+    code, out, err = cli("datasets", "-v")
+    assert code == 0 and "g" in out
+    code, out, err = cli("datasets", "-q", "-v")
+    assert code == 2 and "not allowed with" in err
+
+
+def test_an_unexpected_error_is_one_line_and_verbose_shows_the_traceback(cli, monkeypatch):
+    import workbench.cli.data as data
+
+    def broken(args):
+        raise RuntimeError("disk on fire")
+    monkeypatch.setattr(data, "cmd_datasets", broken)
+    code, out, err = cli("datasets")
+    assert code == 1 and "unexpected RuntimeError: disk on fire" in err and "Traceback" not in err
+    assert "--verbose" in err
+    code, out, err = cli("datasets", "--verbose")
+    assert code == 1 and "Traceback" in err and "disk on fire" in err

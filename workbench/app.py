@@ -126,7 +126,7 @@ class WorkbenchApp(App):
             await runner.run(lambda conn: None)  # open + migrate before any screen reads
         except Exception as e:  # a store we cannot open: say why and leave
             runner.close()
-            self.exit(return_code=2, message=f"error: cannot open store {self.db_path}: {e}")
+            self.exit(return_code=1, message=f"error: cannot open store {self.db_path}: {e}")
             return
         self.store_ready.set()
         self.push_screen(self.make_screen("datasets"))
@@ -205,6 +205,6 @@ def run_app(db: str | Path | None = None, config: str | Path | None = None, data
     except (ConfigError, keymap.KeymapError) as e:
         import sys
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return 1   # bad data (the config file), as the CLI's exit codes
     app.run()
     return app.return_code or 0

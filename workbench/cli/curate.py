@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from .. import clean, dedup, sampling, snapshots
-from .common import CliError, print_json
+from .common import CliError, DataError, print_json
 from ..config import ConfigError, load_config
 from ..store import open_store
 
@@ -89,7 +89,7 @@ def _config(args) -> dict:
     try:
         return load_config(getattr(args, "config", None))
     except ConfigError as e:
-        raise CliError(str(e)) from None
+        raise DataError(str(e)) from None
 
 
 def _statuses(text: str) -> list[str]:
@@ -97,6 +97,8 @@ def _statuses(text: str) -> list[str]:
 
 
 def _err(e: Exception) -> CliError:
+    if isinstance(e, (sampling.TargetError, ConfigError)):   # a file the command read is bad: exit 1
+        return DataError(str(e))
     return CliError(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
 
 

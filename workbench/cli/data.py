@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from .. import exporter, formats, importer
-from .common import CliError, print_json
+from .common import CliError, DataError, print_json
 from ..store import fts_sync, list_datasets, open_store, resolve_db_path
 
 
@@ -79,7 +79,7 @@ def cmd_import(args) -> int:
         res = importer.import_file(conn, args.file, args.dataset, args.format, args.mapping, args.skip_invalid,
                                    progress)
     except importer.ImportFailed as e:
-        raise CliError(str(e)) from None
+        raise DataError(str(e)) from None
     if progress:
         print(file=sys.stderr)
     for s in res.skipped:

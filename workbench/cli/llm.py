@@ -10,7 +10,7 @@ import time
 
 from .. import endpoints as E
 from .. import jobs as J
-from .common import CliError, print_json
+from .common import CliError, DataError, print_json
 from ..config import ConfigError, load_config, save_config
 from ..llm import Client, LLMError
 from ..store import open_store, resolve_db_path
@@ -40,7 +40,7 @@ def _config(args) -> dict:
     try:
         return load_config(getattr(args, "config", None))
     except ConfigError as e:
-        raise CliError(str(e)) from None
+        raise DataError(str(e)) from None
 
 
 def _store(args):
@@ -62,7 +62,9 @@ def _guard(fn):
     def wrapped(args):
         try:
             return fn(args)
-        except (E.EndpointError, TaskError, FilterError, ConfigError) as e:
+        except ConfigError as e:
+            raise DataError(str(e)) from None
+        except (E.EndpointError, TaskError, FilterError) as e:
             raise CliError(str(e)) from None
     return wrapped
 
@@ -174,7 +176,7 @@ def cmd_endpoints_test(args) -> int:
                                       {**ep.params, "max_tokens": 5})
             except LLMError as e:
                 served = f"; the server lists: {', '.join(models[:20])}" if models else ""
-                raise CliError(f"endpoint {ep.name} failed: {e}{served}") from None
+                raise DataError(f"endpoint {ep.name} failed: {e}{served}") from None
             return models, list_s, c, time.monotonic() - t0
         finally:
             await client.close()
@@ -320,7 +322,8 @@ class ProgressPrinter:
 
 def cmd_worker(args) -> int:
     from ..worker import run_worker
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, stream=sys.stderr, force=True,
                         format="%(asctime)s %(name)s pid=%(process)d %(levelname)s %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):   # one line per request would drown the log
         logging.getLogger(noisy).setLevel(logging.WARNING)
