@@ -16,6 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from widgets.list_table import ListTable
 from widgets.safe_text import plain, safe_text
 from workbench import automatic, clean
 from workbench.review import curator_session
@@ -98,8 +99,8 @@ class CleanScreen(Screen):
         self.runner = self.app.store_runner()
         yield Static(Text("Clean · scanning…"), id="status")
         with Horizontal(id="top"):
-            yield DataTable(id="filters", cursor_type="row", zebra_stripes=True)
-            yield DataTable(id="rows", cursor_type="row", zebra_stripes=True)
+            yield ListTable(id="filters", cursor_type="row", zebra_stripes=True)
+            yield ListTable(id="rows", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="text-pane"):
             yield Static(Text(""), id="text")
         yield Static(Text(""), id="message")

@@ -6,6 +6,7 @@ from textual.app import ComposeResult
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from widgets.list_table import ListTable
 from widgets.safe_text import plain
 from workbench.app import SCREEN_REGISTRY, key_specs_bindings
 from workbench.review import progress
@@ -49,7 +50,7 @@ class DatasetsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Datasets"), id="title")
-        yield DataTable(id="datasets", cursor_type="row", zebra_stripes=True)
+        yield ListTable(id="datasets", cursor_type="row", zebra_stripes=True)
         yield Static(Text("Loading…"), id="hint")
         yield Footer()
 

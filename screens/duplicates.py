@@ -16,6 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from widgets.list_table import ListTable
 from widgets.safe_text import plain, safe_text
 from workbench import clean, dedup
 from workbench.samples import get_sample
@@ -96,7 +97,7 @@ class DuplicatesScreen(Screen):
     def compose(self) -> ComposeResult:
         self.runner = self.app.store_runner()
         yield Static(Text("Duplicates · finding clusters…"), id="status")
-        table = DataTable(id="members", cursor_type="row", zebra_stripes=True)
+        table = ListTable(id="members", cursor_type="row", zebra_stripes=True)
         table.add_columns("", "id", "line", "dataset", "status", "score", "similar", "instruction")
         yield table
         with Horizontal(id="panes"):

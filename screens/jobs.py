@@ -18,6 +18,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static
 
+from widgets.list_table import ListTable
 from widgets.jobs_launch import LaunchDialog
 from widgets.safe_text import safe_text
 from workbench import jobs as J
@@ -185,7 +186,7 @@ class JobsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Jobs"), id="jobs-title")
-        table = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+        table = ListTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
         for label, width in COLUMNS:
             table.add_column(label, width=width)
         yield table

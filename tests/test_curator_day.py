@@ -272,3 +272,27 @@ def test_an_unexpected_error_is_one_line_and_verbose_shows_the_traceback(cli, mo
     assert "--verbose" in err
     code, out, err = cli("datasets", "--verbose")
     assert code == 1 and "Traceback" in err and "disk on fire" in err
+
+
+async def test_every_list_moves_with_the_same_keys(db_path):
+    conn = store.open_store(db_path)
+    with store.transaction(conn):
+        for name in ("a", "b", "c", "d"):
+            insert_samples(conn, store.ensure_dataset(conn, name), [{"instruction": "x", "response": "y"}])
+    conn.close()
+    app = WorkbenchApp(db=db_path, dataset="a")
+    async with app.run_test(size=(80, 24)) as pilot:
+        home = await screen_named(pilot, "DatasetsScreen")
+        await wait_for(pilot, lambda: home.loaded and home.selected_name() == "a")
+        for key, expect in (("j", "b"), ("j", "c"), ("k", "b"), ("end", "d"), ("home", "a"), ("down", "b")):
+            await pilot.press(key)
+            assert home.selected_name() == expect, key
+        # the Jobs, Clean and Duplicates tables are the same widget with the same keys
+        from widgets.list_table import ListTable
+        from widgets.virtual_table import VirtualTable
+        keys = lambda cls: {b.id: b.key for b in cls.BINDINGS if b.id and b.id.startswith("table.")}
+        assert keys(ListTable) == {k: v for k, v in keys(VirtualTable).items() if k != "table.select"}
+        for name in ("jobs", "clean", "duplicates"):
+            import inspect
+            from workbench.app import screen_class
+            assert "ListTable(" in inspect.getsource(screen_class(name)), name
