@@ -296,3 +296,25 @@ async def test_every_list_moves_with_the_same_keys(db_path):
             import inspect
             from workbench.app import screen_class
             assert "ListTable(" in inspect.getsource(screen_class(name)), name
+
+
+def test_help_lists_keys_by_what_they_do_grouped_by_screen_in_words():
+    from rich.console import Console
+    from screens.help import help_renderable, help_sections
+    from workbench import keymap
+    console = Console(width=120, record=True, file=open("/dev/null", "w"))
+    console.print(help_renderable({}))
+    text = console.export_text()
+    assert "…" not in text and "\t" not in text
+    for cls_word in ("Dialog", "Screen", "BrowseTable", "ListTable", "VirtualTable"):
+        assert cls_word not in text, cls_word
+    titles = [t for t, _ in help_sections()]
+    for t in ("Everywhere", "Datasets", "Review", "Review: search", "Review: filter", "Review: edit", "Browse",
+              "Jobs: launch", "Clean"):
+        assert t in titles, t
+    assert any(t.startswith("Every list") for t in titles)
+    clean_line = next(line for line in text.splitlines() if "clean.switch" in line)
+    assert clean_line.split()[:2] == ["Filters/rows", "tab"]          # what it does, then the key
+    for spec in keymap.BY_ID.values():
+        assert spec.id in text, spec.id
+    assert keymap.display_key("tab") == "tab" and keymap.display_key("delete") == "del"

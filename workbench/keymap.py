@@ -174,7 +174,8 @@ def _check_clashes(overrides: dict[str, str]) -> None:
 def display_key(key: str) -> str:
     """A Textual key name as a user would type it ("slash" -> "/")."""
     special = {"slash": "/", "question_mark": "?", "space": "space", "backspace": "bksp", "escape": "esc",
-               "pagedown": "pgdn", "pageup": "pgup", "down": "↓", "up": "↑", "left": "←", "right": "→"}
+               "pagedown": "pgdn", "pageup": "pgup", "down": "↓", "up": "↑", "left": "←", "right": "→",
+               "tab": "tab", "delete": "del", "minus": "-", "plus": "+", "enter": "enter"}
     if key in special:
         return special[key]
     if "+" in key:
@@ -182,7 +183,8 @@ def display_key(key: str) -> str:
         return "+".join([*mods, display_key(last)])
     if len(key) > 1 and key.isidentifier():
         try:
-            return unicodedata.lookup(key.replace("_", " ").upper())
+            char = unicodedata.lookup(key.replace("_", " ").upper())
         except KeyError:
             return key
+        return char if char.isprintable() and not char.isspace() else key   # never a tab or control character
     return key
