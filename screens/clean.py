@@ -63,14 +63,14 @@ class CleanScreen(Screen):
     BINDINGS = [
         Binding("space", "toggle", "On/off", id="clean.toggle"),
         Binding("tab", "switch_table", "Filters/rows", id="clean.switch"),
-        Binding("n,right_square_bracket", "page(1)", "Next page", id="clean.next_page"),
-        Binding("p,left_square_bracket", "page(-1)", "Prev page", id="clean.prev_page"),
+        Binding("n,right_square_bracket", "page(1)", "Next page", show=False, id="clean.next_page"),
+        Binding("p,left_square_bracket", "page(-1)", "Prev page", show=False, id="clean.prev_page"),
         Binding("a", "apply", "Apply", id="clean.apply"),
         Binding("e", "exempt", "Keep row", id="clean.exempt"),
         Binding("u", "undo", "Undo run", id="clean.undo"),
-        Binding("m", "mode", "Filters/normalize", id="clean.mode"),
+        Binding("m", "mode", "Filters/normalize", show=False, id="clean.mode"),
         Binding("r", "rescan", "Rescan", show=False, id="clean.rescan"),
-        Binding("escape,q", "back", "Back", id="clean.back"),
+        Binding("escape,q", "back", "Back", show=False, id="clean.back"),
     ]
     DEFAULT_CSS = """
     CleanScreen #status { height: 1; padding: 0 1; background: $boost; }

@@ -52,7 +52,7 @@ class DatasetsScreen(Screen):
         yield Static(Text("Datasets"), id="title")
         yield ListTable(id="datasets", cursor_type="row", zebra_stripes=True)
         yield Static(Text("Loading…"), id="hint")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)   # fits 80 columns; ctrl+p is in the hint
 
     def on_mount(self) -> None:
         self.runner = self.app.store_runner()

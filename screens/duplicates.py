@@ -60,17 +60,17 @@ class DuplicatesScreen(Screen):
 
     PALETTE_TITLE = "Duplicates"
     BINDINGS = [
-        Binding("space,enter", "keep", "Keep this one", id="duplicates.keep"),
-        Binding("x", "reject_rest", "Reject the rest", id="duplicates.reject_rest"),
+        Binding("space,enter", "keep", "Keep", id="duplicates.keep"),
+        Binding("x", "reject_rest", "Reject rest", id="duplicates.reject_rest"),
         Binding("a", "keep_all", "Keep all", id="duplicates.keep_all"),
-        Binding("n,right_square_bracket", "next_cluster", "Next cluster", id="duplicates.next"),
-        Binding("p,left_square_bracket", "prev_cluster", "Prev cluster", id="duplicates.prev"),
+        Binding("n,right_square_bracket", "next_cluster", "Next", id="duplicates.next"),
+        Binding("p,left_square_bracket", "prev_cluster", "Prev", id="duplicates.prev"),
         Binding("u", "undo", "Undo", id="duplicates.undo"),
         Binding("plus,equals_sign", "threshold(1)", "Stricter", show=False, id="duplicates.stricter"),
         Binding("minus", "threshold(-1)", "Looser", show=False, id="duplicates.looser"),
         Binding("f", "toggle_response", "Fields", id="duplicates.fields"),
         Binding("r", "rescan", "Rescan", show=False, id="duplicates.rescan"),
-        Binding("escape,q", "back", "Back", id="duplicates.back"),
+        Binding("escape,q", "back", "Back", show=False, id="duplicates.back"),
     ]
     DEFAULT_CSS = """
     DuplicatesScreen #status { height: 1; padding: 0 1; background: $boost; }

@@ -150,8 +150,8 @@ class JobsScreen(Screen):
         Binding("p", "pause", "Pause", id="jobs.pause"),
         Binding("r", "resume", "Resume", id="jobs.resume"),
         Binding("c", "cancel_job", "Cancel", id="jobs.cancel"),
-        Binding("t", "retry", "Retry failed", id="jobs.retry"),
-        Binding("w", "start_worker", "Start worker", id="jobs.worker"),
+        Binding("t", "retry", "Retry", id="jobs.retry"),
+        Binding("w", "start_worker", "Worker", id="jobs.worker"),
         Binding("v", "view_failures", "Failures", id="jobs.failures"),
         Binding("escape,q", "back", "Back", show=False, id="jobs.back"),
     ]
@@ -194,7 +194,7 @@ class JobsScreen(Screen):
             yield Static(Text(""), id="jobs-summary")
             yield Vertical(id="jobs-failures")
         yield Static(Text("Loading…"), id="jobs-hint")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)   # fits 80 columns
 
     def on_mount(self) -> None:
         self.run_worker(self.reload, group="jobs-load", exclusive=True)

@@ -236,7 +236,7 @@ class ReviewScreen(Screen):
             yield Conversation("Candidates", more_hint=hint, id="candidates")
             yield ScoresTable("", id="scores")
             yield Static("", id="lineage")
-        yield Footer(show_command_palette=False)
+        yield Footer(compact=True, show_command_palette=False)
 
     def _key(self, binding_id: str) -> str:
         overrides = getattr(self.app, "keymap_overrides", {}) if self.is_attached else {}

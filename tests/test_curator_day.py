@@ -318,3 +318,23 @@ def test_help_lists_keys_by_what_they_do_grouped_by_screen_in_words():
     for spec in keymap.BY_ID.values():
         assert spec.id in text, spec.id
     assert keymap.display_key("tab") == "tab" and keymap.display_key("delete") == "del"
+
+
+@pytest.mark.parametrize("name, must", [
+    ("datasets", ("enter Review", "i Import", "b Browse")),
+    ("review", ("a Accept", "x Reject", "s Skip", "u Undo", "e Edit", "j Next", "k Prev", "f Filter")),
+    ("browse", ("Open", "o Sort", "/ Search")),
+    ("balance", ("d Dataset",)),
+    ("jobs", ("n New job", "p Pause", "w Worker")),
+    ("clean", ("a Apply", "e Keep row", "u Undo")),
+    ("duplicates", ("space Keep", "x Reject rest", "u Undo")),
+])
+async def test_the_footer_at_80x24_keeps_the_keys_that_matter_and_help(auto_store, name, must):
+    app = WorkbenchApp(db=auto_store, dataset="d", screen=None if name == "datasets" else name)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: type(app.screen).__name__.lower().startswith(name[:5]))
+        await pilot.pause(0.3)
+        footer = "".join(s.text for s in app.screen._compositor.render_full_update().strips[-1])
+        assert footer.rstrip().endswith("? Help") and "▏" not in footer, footer
+        for item in must:
+            assert item in footer, (item, footer)

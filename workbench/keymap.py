@@ -60,7 +60,7 @@ SPECS: dict[str, tuple[KeySpec, ...]] = {
         _K("review.prev", "k,up,left", "prev", "Prev"),
         _K("review.search", "slash", "search", "Search"),
         _K("review.filter", "f", "filter", "Filter"),
-        _K("review.first_pending", "g", "first_pending", "Pending"),
+        _K("review.first_pending", "g", "first_pending", "First pending", show=False),
         _K("review.more", "m", "more", "More text", show=False),
         _K("review.page_down", "pagedown,ctrl+d", "page_down", "Scroll down", show=False),
         _K("review.page_up", "pageup,ctrl+u", "page_up", "Scroll up", show=False),
