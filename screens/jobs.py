@@ -25,11 +25,13 @@ from workbench import jobs as J
 from workbench.store import data_version, list_datasets, open_store
 
 POLL_SECONDS = 0.5
-BAR_WIDTH = 12
+BAR_WIDTH = 8
 RAW_PREVIEW = 600
 FULL_FAILURES = 200       # failed items the full view (v) loads
-COLUMNS = (("ID", 4), ("Task", 14), ("Status", 9), ("Progress", BAR_WIDTH + 6), ("Done", 13), ("Failed", 6),
-           ("Items/s", 7), ("ETA", 8), ("Tokens in/out", 15), ("Cost", 8))
+# Done / Dropped / Failed count items (an item that ran but kept nothing is Dropped, not Done); Kept counts what a
+# filtering task kept ("-" for tasks that keep everything they make); the cost is in the detail below
+COLUMNS = (("ID", 4), ("Task", 12), ("Status", 9), ("Progress", BAR_WIDTH + 5), ("Done", 9), ("Dropped", 7),
+           ("Failed", 6), ("Kept", 6), ("Items/s", 7), ("ETA", 7), ("Tokens in/out", 11))
 STATUS_STYLE = {"running": "bold green", "queued": "yellow", "paused": "magenta", "done": "", "failed": "bold red",
                 "cancelled": "dim"}
 
@@ -41,23 +43,38 @@ def fmt_eta(seconds) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def bar(fraction: float, failed_share: float = 0.0, width: int = BAR_WIDTH) -> Text:
+def bar(fraction: float, failed_share: float = 0.0, width: int = BAR_WIDTH, dropped_share: float = 0.0) -> Text:
     filled = round(fraction * width)
     bad = min(filled, round(failed_share * width))
-    t = Text("█" * (filled - bad), style="green")
+    dropped = min(filled - bad, round(dropped_share * width))
+    t = Text("█" * (filled - bad - dropped), style="green")
+    t.append("█" * dropped, style="yellow")
     t.append("█" * bad, style="red")
     t.append("░" * (width - filled), style="dim")
     t.append(f" {fraction:4.0%}")
     return t
 
 
+def shown_status(j: dict) -> str:
+    """A finished job none of whose items ran through is failed, whatever an older worker recorded."""
+    if j["status"] == "done" and j["failed"] and j["done"] == 0:
+        return "failed"
+    return j["status"] + ("" if j["status"] != "running" or j["live"] else "?")   # "running?" = lease expired
+
+
 def job_cells(j: dict) -> list:
-    status = j["status"] + ("" if j["status"] != "running" or j["live"] else "?")   # "running?" = lease expired
-    return [Text(str(j["id"])), Text(j["kind"]), Text(status, style=STATUS_STYLE.get(j["status"], "")),
-            bar(j["fraction"], j["failed"] / j["total"] if j["total"] else 0.0),
-            Text(f"{j['done']}/{j['total']}"), Text(str(j["failed"]), style="red" if j["failed"] else ""),
+    status = shown_status(j)
+    dropped = j.get("items_dropped", 0)
+    ok = j["done"] - dropped
+    share = (lambda n: n / j["total"] if j["total"] else 0.0)
+    filtering = bool(j["kept"] or j["dropped"])
+    return [Text(str(j["id"])), Text(j["kind"]), Text(status, style=STATUS_STYLE.get(status.rstrip("?"), "")),
+            bar(j["fraction"], share(j["failed"]), dropped_share=share(dropped)),
+            Text(f"{ok}/{j['total']}"), Text(str(dropped), style="yellow" if dropped else ""),
+            Text(str(j["failed"]), style="red" if j["failed"] else ""),
+            Text(str(j["kept"]) if filtering else "-"),
             Text(f"{j['items_per_s']:.1f}" if j["live"] else "-"), Text(fmt_eta(j["eta_s"])),
-            Text(f"{_k(j['tokens_in'])}/{_k(j['tokens_out'])}"), Text(f"{j['cost']:.4f}")]
+            Text(f"{_k(j['tokens_in'])}/{_k(j['tokens_out'])}")]
 
 
 def _k(n: int) -> str:
@@ -77,7 +94,7 @@ def load_view(conn, selected: int | None, n_failures: int = 20) -> dict:
 def detail_text(j: dict) -> Text:
     p = j["params"]
     t = Text()
-    t.append(f"Job {j['id']} · {j['kind']} · {j['status']}\n", style="bold")
+    t.append(f"Job {j['id']} · {j['kind']} · {shown_status(j)}\n", style="bold")
     src = p.get("endpoint") and f"endpoint {p['endpoint']}" or p.get("pool") and f"pool {p['pool']}" or "-"
     t.append(f"dataset {p.get('dataset') or '-'} → {p.get('into') or '-'} · {src}")
     if p.get("judge"):

@@ -338,3 +338,37 @@ async def test_the_footer_at_80x24_keeps_the_keys_that_matter_and_help(auto_stor
         assert footer.rstrip().endswith("? Help") and "▏" not in footer, footer
         for item in must:
             assert item in footer, (item, footer)
+
+
+# --- jobs ---------------------------------------------------------------------------------------------------
+
+def _job(conn, kind, status, total, done, failed, kept, dropped, items_dropped):
+    jid = conn.execute("INSERT INTO jobs (kind, params, status, total, done, failed, kept, dropped, created_at) "
+                       "VALUES (?, '{}', ?, ?, ?, ?, ?, ?, 'now')",
+                       (kind, status, total, done, failed, kept, dropped)).lastrowid
+    conn.executemany("INSERT INTO job_items (job_id, key, status) VALUES (?, ?, ?)",
+                     [(jid, str(i), "dropped" if i < items_dropped else "done") for i in range(done)]
+                     + [(jid, f"f{i}", "failed") for i in range(failed)])
+    return jid
+
+
+async def test_jobs_show_done_dropped_failed_apart_and_all_failed_as_failed(db_path):
+    conn = store.open_store(db_path)
+    all_dropped = _job(conn, "curate", "done", 10, 10, 0, 0, 10, 10)
+    all_failed = _job(conn, "judge", "done", 5, 0, 5, 0, 0, 0)          # as an older worker recorded it
+    mixed = _job(conn, "curate", "done", 10, 8, 2, 5, 3, 3)
+    plain = _job(conn, "generate", "done", 4, 4, 0, 0, 0, 0)
+    conn.close()
+    app = WorkbenchApp(db=db_path, screen="jobs")
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await screen_named(pilot, "JobsScreen")
+        await wait_for(pilot, lambda: screen.loaded.is_set())
+        table = screen.query_one("#jobs-table")
+        labels = [str(c.label) for c in table.columns.values()]
+
+        def row(jid):
+            return dict(zip(labels, (str(c) for c in table.get_row(str(jid)))))
+        assert row(all_dropped)["Done"] == "0/10" and row(all_dropped)["Dropped"] == "10" and row(all_dropped)["Kept"] == "0"
+        assert row(all_failed)["Status"] == "failed" and row(all_failed)["Failed"] == "5"
+        assert (row(mixed)["Done"], row(mixed)["Dropped"], row(mixed)["Failed"], row(mixed)["Kept"]) == ("5/10", "3", "2", "5")
+        assert row(plain)["Kept"] == "-" and row(plain)["Done"] == "4/4"
