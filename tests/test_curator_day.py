@@ -372,3 +372,40 @@ async def test_jobs_show_done_dropped_failed_apart_and_all_failed_as_failed(db_p
         assert row(all_failed)["Status"] == "failed" and row(all_failed)["Failed"] == "5"
         assert (row(mixed)["Done"], row(mixed)["Dropped"], row(mixed)["Failed"], row(mixed)["Kept"]) == ("5/10", "3", "2", "5")
         assert row(plain)["Kept"] == "-" and row(plain)["Done"] == "4/4"
+
+
+def test_run_without_wait_says_when_no_worker_is_running(cli, db_path):
+    from workbench.presence import registered, running_workers
+    conn = store.open_store(db_path)
+    with store.transaction(conn):
+        insert_samples(conn, store.ensure_dataset(conn, "demo"), [{"instruction": "hi"}])
+    conn.close()
+    cli("endpoints", "add", "local", "--base-url", "http://127.0.0.1:9/v1", "--model", "m")
+    code, out, err = cli("run", "generate", "--dataset", "demo", "--endpoint", "local")
+    assert code == 0 and out.strip().isdigit()
+    assert "no worker is running" in err and "workbench worker" in err and "--wait" in err
+    with registered(db_path):                      # a worker of this store is running: nothing to say
+        assert running_workers(db_path) != []
+        code, out, err = cli("run", "generate", "--dataset", "demo", "--endpoint", "local")
+        assert code == 0 and "no worker" not in err
+    assert running_workers(db_path) == []
+    # another store's worker does not count
+    with registered(db_path.parent / "other.db"):
+        code, out, err = cli("run", "generate", "--dataset", "demo", "--endpoint", "local")
+        assert "no worker is running" in err
+
+
+async def test_the_tui_offers_a_worker_for_queued_jobs(db_path, monkeypatch):
+    import workbench.worker as worker
+    conn = store.open_store(db_path)
+    conn.execute("INSERT INTO jobs (kind, params, status, created_at) VALUES ('generate', '{}', 'queued', 'now')")
+    conn.close()
+    started = []
+    monkeypatch.setattr(worker, "spawn_detached", lambda db, cfg: started.append(db) or (4242, "log"))
+    app = WorkbenchApp(db=db_path)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: any("no worker is running" in n.message for n in app._notifications))
+        note = next(n for n in app._notifications if "no worker" in n.message)
+        assert "ctrl+w" in note.message and "1" in note.message
+        await pilot.press("ctrl+w")
+        await wait_for(pilot, lambda: started == [app.db_path])

@@ -38,6 +38,7 @@ SPECS: dict[str, tuple[KeySpec, ...]] = {
         _K("app.help", "question_mark", "help", "Help"),
         _K("app.toggle_theme", "ctrl+t", "toggle_theme", "Theme", show=False),
         _K("app.home", "ctrl+g", "home", "Home", show=False),
+        _K("app.start_worker", "ctrl+w", "start_worker", "Start a worker", show=False),
     ),
     "datasets": (
         _K("datasets.review", "enter,r", "review", "Review"),

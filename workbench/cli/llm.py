@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from .. import endpoints as E
 from .. import jobs as J
@@ -237,8 +238,30 @@ def cmd_run(args) -> int:
     print(f"queued job {job_id}: {args.task}, {job['total']} items"
           + (f" into {job['params']['into']}" if job["params"].get("into") else ""), file=sys.stderr)
     if not args.wait:
+        _say_if_no_worker(args, cfg, job_id)
         return 0
     return wait_for_job(resolve_db_path(getattr(args, "db", None)), cfg, job_id)
+
+
+def _say_if_no_worker(args, cfg: dict, job_id: int) -> None:
+    """A queued job with no worker running waits for nobody: say so, and at a terminal offer to start one."""
+    from ..presence import running_workers
+    db = resolve_db_path(getattr(args, "db", None))
+    if running_workers(db):
+        return
+    print(f"no worker is running: job {job_id} waits in the queue. Start one with `workbench worker` (keeps "
+          f"running) or `workbench worker --until-idle`, or queue with --wait to run it here.", file=sys.stderr)
+    if args.quiet or getattr(args, "json", False) or not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return
+    try:
+        answer = input("start a worker in the background now? [y/N] ")
+    except EOFError:
+        return
+    if answer.strip().lower() in ("y", "yes"):
+        from ..worker import spawn_detached
+        config = getattr(args, "config", None)
+        pid, log = spawn_detached(db, Path(config) if config else None)
+        print(f"worker {pid} started (`workbench worker --until-idle`); log: {log}", file=sys.stderr)
 
 
 def wait_for_job(db_path, cfg: dict, job_id: int) -> int:
