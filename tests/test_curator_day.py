@@ -409,3 +409,68 @@ async def test_the_tui_offers_a_worker_for_queued_jobs(db_path, monkeypatch):
         assert "ctrl+w" in note.message and "1" in note.message
         await pilot.press("ctrl+w")
         await wait_for(pilot, lambda: started == [app.db_path])
+
+
+# --- the launch dialog ---------------------------------------------------------------------------------------
+
+LAUNCH_CONFIG = {"endpoints": {"a": {"base_url": "http://127.0.0.1:9/v1", "model": "m1"}}}
+
+
+class LaunchHost:
+    """A bare app around the dialog (no store: the dialog has none)."""
+
+    @staticmethod
+    def make(config, submit, task="curate"):
+        from textual.app import App
+        from widgets.jobs_launch import LaunchDialog
+
+        class Host(App):
+            def on_mount(self):
+                self.push_screen(LaunchDialog(["prompts"], config, submit, "prompts", task=task))
+        return Host()
+
+
+async def test_launch_dialog_validates_before_queuing_and_lists_no_fake_endpoint():
+    from textual.widgets import Input, Select, Static
+    from widgets.jobs_launch import LaunchDialog, _input_id
+    submitted = []
+
+    async def submit(req):
+        submitted.append(req)
+        return 1
+
+    app = LaunchHost.make(LAUNCH_CONFIG, submit)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        dialog = app.screen
+        gen = dialog.query_one("#launch-generator", Select)
+        labels = [str(label) for label, _ in gen._options]
+        assert not any("no endpoints" in x for x in labels) and gen.value == "endpoint:a"
+        error = dialog.query_one("#launch-error", Static)
+        for field, value, needle in (("threshold", "high", "param threshold: expected float"),
+                                     ("temperature", "warm", "param temperature")):
+            dialog.query_one(f"#{_input_id(field)}", Input).value = value
+            await pilot.press("ctrl+s")
+            await pilot.pause()
+            assert isinstance(app.screen, LaunchDialog) and needle in str(error.render()), str(error.render())
+            dialog.query_one(f"#{_input_id(field)}", Input).value = ""
+        dialog.query_one(f"#{_input_id('threshold')}", Input).value = "4.5"
+        dialog.query_one("#launch-filter", Input).value = "limit"          # not k=v
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, LaunchDialog) and str(error.render())
+        assert submitted == []                                              # nothing reached the queue
+        dialog.query_one("#launch-filter", Input).value = "limit=3"
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert len(submitted) == 1 and submitted[0]["params"] == {}
+    # with no endpoint at all: a message, not a blank entry that reads like an endpoint
+    app = LaunchHost.make({}, submit)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.pause()
+        dialog = app.screen
+        assert not dialog.query("#launch-generator")
+        assert "workbench endpoints add" in str(dialog.query_one("#launch-no-endpoints", Static).render())
+        await pilot.press("ctrl+s")
+        await pilot.pause()
+        assert isinstance(app.screen, LaunchDialog) and len(submitted) == 1
