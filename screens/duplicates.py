@@ -84,7 +84,7 @@ class DuplicatesScreen(Screen):
                  threshold: float = dedup.DEFAULT_THRESHOLD):
         super().__init__()
         self.dataset = dataset
-        self.fields = fields or dedup.DEFAULT_FIELDS
+        self.fields = fields      # None until the store says which datasets: the CLI's default (dedup.fields_for)
         self.threshold = threshold
         self.clusters: list[list[int]] = []
         self.index = 0
@@ -118,6 +118,8 @@ class DuplicatesScreen(Screen):
 
     async def rescan(self, keep_index: bool = False) -> None:
         self.busy = True
+        if self.fields is None:
+            self.fields = await self.runner.run(dedup.fields_for, [self.dataset] if self.dataset else None)
         self._status(f"finding clusters (fields {','.join(self.fields)}, threshold {self.threshold:.2f})…")
         try:
             self.clusters = await self.runner.run(load_clusters, self.dataset, self.fields, self.threshold)
@@ -267,6 +269,8 @@ class DuplicatesScreen(Screen):
         self.run_worker(self.rescan, group="dup-scan", exclusive=True)
 
     def action_toggle_response(self) -> None:
+        if self.fields is None:   # still asking the store for the default
+            return
         self.fields = (dedup.DEFAULT_FIELDS if "response" in self.fields
                        else (*dedup.DEFAULT_FIELDS, "response"))
         self.run_worker(self.rescan, group="dup-scan", exclusive=True)

@@ -474,3 +474,45 @@ async def test_launch_dialog_validates_before_queuing_and_lists_no_fake_endpoint
         await pilot.press("ctrl+s")
         await pilot.pause()
         assert isinstance(app.screen, LaunchDialog) and len(submitted) == 1
+
+
+# --- dedup: the preview is what --apply does ------------------------------------------------------------------
+
+def test_dedup_preview_and_apply_are_one_computation(db_path, cli):
+    from workbench import dedup, review
+    conn = store.open_store(db_path)
+    with store.transaction(conn):
+        did = store.ensure_dataset(conn, "d")
+        base = "Explain how the water cycle moves water between the oceans, the sky and the land"
+        insert_samples(conn, did, [{"instruction": base + tail, "response": "r"}
+                                   for tail in (".", "!", "?", " now.", " please.")])
+        text = store.ensure_dataset(conn, "t", "text")
+        insert_samples(conn, text, [{"response": NATURAL}, {"response": NATURAL + "!"}, {"response": "other words"}])
+    # a curator accepted one of the would-be rejects: the preview must not count it, as apply leaves it
+    review.decide(conn, 3, "accept", "review:me")
+    conn.close()
+    code, out, err = cli("dedup", "--dataset", "d", "--threshold", "0.9")
+    assert code == 0, err
+    import re
+    would = int(re.search(r"keep-best would reject (\d+)", out).group(1))
+    assert "leave 1 accepted" in out
+    code, out, err = cli("dedup", "--dataset", "d", "--threshold", "0.9", "--apply", "keep-best")
+    rejected = int(re.search(r"rejected (\d+) rows", out).group(1))
+    assert would == rejected == 3
+    # the Duplicates screen compares what the CLI compares: a text dataset's text, not its empty prompt
+    conn = store.open_store(db_path)
+    assert dedup.fields_for(conn, ["t"]) == ("response",) and dedup.fields_for(conn, ["d"]) == dedup.DEFAULT_FIELDS
+    conn.close()
+
+
+async def test_duplicates_screen_uses_the_cli_default_fields(db_path):
+    conn = store.open_store(db_path)
+    with store.transaction(conn):
+        text = store.ensure_dataset(conn, "t", "text")
+        insert_samples(conn, text, [{"response": NATURAL}, {"response": NATURAL + "!"}, {"response": "other words"}])
+    conn.close()
+    app = WorkbenchApp(db=db_path, dataset="t", screen="duplicates")
+    async with app.run_test(size=(120, 36)) as pilot:
+        screen = await screen_named(pilot, "DuplicatesScreen")
+        await wait_for(pilot, lambda: screen.loaded)
+        assert screen.fields == ("response",) and len(screen.clusters) == 1

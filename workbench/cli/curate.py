@@ -247,13 +247,7 @@ def _print_runs(conn, as_json: bool) -> int:
 def cmd_dedup(args) -> int:
     conn = _store(args)
     try:
-        if args.fields:
-            fields = dedup.parse_fields(args.fields)
-        else:
-            kinds = {r[0] for r in conn.execute(
-                "SELECT kind FROM datasets" + (f" WHERE name IN ({','.join('?' * len(args.dataset))})"
-                                               if args.dataset else ""), args.dataset or [])}
-            fields = dedup.default_fields("text" if kinds == {"text"} else None)
+        fields = dedup.parse_fields(args.fields) if args.fields else dedup.fields_for(conn, args.dataset)
         if not 0 < args.threshold <= 1:
             raise ValueError(f"--threshold is a similarity in (0, 1], not {args.threshold}")
         stats = dedup.Stats()
@@ -261,16 +255,17 @@ def cmd_dedup(args) -> int:
         clusters = dedup.describe(conn, ids, fields)
     except (KeyError, ValueError) as e:
         raise _err(e) from None
-    applied = dedup.apply_keep_best(conn, clusters) if args.apply else None
+    plan = dedup.plan_keep_best(clusters)     # one computation: the preview prints it, --apply carries it out
+    applied = dedup.apply_keep_best(conn, plan) if args.apply else None
     if args.json:
         print_json([[m.to_json() for m in c.members] for c in clusters])
         if applied:
             _applied_line(applied, file=sys.stderr)
         return 0
     rows = sum(len(c.members) for c in clusters)
-    extra = rows - len(clusters)
-    print(f"{len(clusters):,} clusters ({rows:,} rows; keep-best would reject {extra:,}) among {stats.rows:,} rows, "
-          f"fields {','.join(fields)}, threshold {args.threshold}")
+    left = f", leave {len(plan.accepted):,} accepted" if plan.accepted else ""
+    print(f"{len(clusters):,} clusters ({rows:,} rows; keep-best would reject {len(plan.reject):,}{left}) among "
+          f"{stats.rows:,} rows, fields {','.join(fields)}, threshold {args.threshold}")
     for n, c in enumerate(clusters[:PREVIEW_CLUSTERS], 1):
         k = c.keeper
         others = ", ".join(f"#{m.id}" + (f" line {m.line}" if m.line else "") +
