@@ -516,3 +516,30 @@ async def test_duplicates_screen_uses_the_cli_default_fields(db_path):
         screen = await screen_named(pilot, "DuplicatesScreen")
         await wait_for(pilot, lambda: screen.loaded)
         assert screen.fields == ("response",) and len(screen.clusters) == 1
+
+
+async def test_balance_counts_all_datasets_or_a_chosen_set(db_path):
+    conn = store.open_store(db_path)
+    with store.transaction(conn):
+        for name, n in (("a", 3), ("b", 5), ("c", 11)):
+            insert_samples(conn, store.ensure_dataset(conn, name), [{"instruction": f"{name} {i}"} for i in range(n)])
+    conn.close()
+    app = WorkbenchApp(db=db_path, screen="balance")
+    async with app.run_test(size=(80, 24)) as pilot:
+        screen = await screen_named(pilot, "BalanceScreen")
+
+        def total():
+            return screen.counts.total(None) if screen.counts else None
+        await wait_for(pilot, lambda: total() == 19)
+        await pilot.press("d")
+        await screen_named(pilot, "DatasetChooser")
+        await pilot.press("space", "down", "down", "space", "enter")     # a and c
+        await wait_for(pilot, lambda: screen.dataset == ["a", "c"] and total() == 14)
+        assert "datasets: a, c" in str(screen.query_one("#status").render())
+        await pilot.press("d", "escape")                                  # cancel: the set stays
+        await pilot.pause()
+        assert screen.dataset == ["a", "c"]
+        await pilot.press("d", "a", "enter")                              # all
+        await wait_for(pilot, lambda: screen.dataset is None and total() == 19)
+        await pilot.press("d", "down", "space", "enter")                  # a set of one
+        await wait_for(pilot, lambda: screen.dataset == "b" and total() == 5)

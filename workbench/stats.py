@@ -114,11 +114,12 @@ def _score_histogram(counts: dict[str, int]) -> list[tuple[str, int]]:
     return out
 
 
-def read_counts(conn: sqlite3.Connection, dataset_id: int | None = None) -> Counts:
+def read_counts(conn: sqlite3.Connection, dataset_id: int | list[int] | None = None) -> Counts:
     """Maintained counts plus the unfolded tail, read in one snapshot (a fold committing between the two
-    reads would otherwise count rows twice)."""
+    reads would otherwise count rows twice). `dataset_id`: one dataset, a list of them (summed), None: all."""
     cells: dict[str, dict[str, dict[str, int]]] = {d: defaultdict(lambda: defaultdict(int)) for d in STATS_DIMS}
-    where, params = ("AND dataset_id = ?", (dataset_id,)) if dataset_id is not None else ("", ())
+    ids = [dataset_id] if isinstance(dataset_id, int) else dataset_id
+    where, params = (f"AND dataset_id IN ({','.join('?' * len(ids))})", tuple(ids)) if ids is not None else ("", ())
     own_txn = not conn.in_transaction
     if own_txn:
         conn.execute("BEGIN")
