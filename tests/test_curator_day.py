@@ -543,3 +543,31 @@ async def test_balance_counts_all_datasets_or_a_chosen_set(db_path):
         await wait_for(pilot, lambda: screen.dataset is None and total() == 19)
         await pilot.press("d", "down", "space", "enter")                  # a set of one
         await wait_for(pilot, lambda: screen.dataset == "b" and total() == 5)
+
+
+def test_the_readme_target_file_is_documented_parses_and_uses_default_labels(tmp_path, cli, db_path):
+    import re
+    from workbench import sampling
+    from workbench.tasks.label import DEFAULT_LABELS
+    from conftest import ROOT
+    readme = (ROOT / "README.md").read_text()
+    block = re.search(r"<!-- target-file -->\n```toml\n(.*?)```", readme, re.S).group(1)
+    path = tmp_path / "targets.toml"
+    path.write_text(block)
+    target = sampling.load_target(path)
+    for dim, shares in target.shares.items():
+        for label in shares:
+            assert label in DEFAULT_LABELS[dim] or label in (sampling.OTHER, "(none)"), (dim, label)
+    # every [balance.targets] / [targets] label the README shows is a default label
+    for dim, body in re.findall(r"\[(?:balance\.)?targets\.(\w+)\][^\n]*\n((?:[\w\"*()]+ = [\d.]+[^\n]*\n)+)", readme):
+        for label in re.findall(r"^([\w\"*()]+) =", body, re.M):
+            assert label.strip('"') in DEFAULT_LABELS[dim] + ["*", "(none)"], (dim, label)
+    # and the README's recipe runs as written against a store
+    conn = store.open_store(db_path)
+    with store.transaction(conn):
+        insert_samples(conn, store.ensure_dataset(conn, "d"),
+                       [{"instruction": f"q{i}", "task_type": t, "difficulty": "easy" if i % 3 else "hard"}
+                        for i, t in enumerate(["open_qa", "coding", "brainstorming", "math"] * 30)])
+    conn.close()
+    code, out, err = cli("sample", "--target", str(path), "--size", "40", "--seed", "1", "--into", "mix")
+    assert code == 0, err

@@ -12,7 +12,7 @@ Target file (TOML):
     fill = false                 # true: when buckets fall short, top up from buckets with rows to spare
 
     [targets.task_type]          # shares per label; fractions or percentages; "*" = every other value,
-    qa = 0.4                     # "(none)" = rows without a value. Unlisted values get nothing unless "*"
+    open_qa = 0.4                # "(none)" = rows without a value. Unlisted values get nothing unless "*"
     coding = 0.3                 # is given. Also read: [balance.targets.<dim>], the Balance screen's targets
     "*" = 0.3                    # in the config, so a config file works as a target file.
 
@@ -20,7 +20,8 @@ Target file (TOML):
     easy = 30
     hard = 70
 
-Dimensions: task_type, domain, difficulty. With several, the quotas per combination of labels come from
+Dimensions: task_type, domain, difficulty; labels as the `label` task assigns them (tasks/label.py DEFAULT_LABELS,
+or the config's [labels]). The README's "Sampling targets" section shows a whole file. With several, the quotas per combination of labels come from
 iterative proportional fitting over the combinations that exist, capped by how many rows each has — so every
 dimension's shares are met at once where the data allow, and the preview names the buckets that cannot be.
 """
