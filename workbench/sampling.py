@@ -239,8 +239,8 @@ def plan(conn: sqlite3.Connection, target: Target, size: int | None = None, seed
          datasets: list[str] | None = None) -> Plan:
     """Choose the rows (nothing is written): quotas per bucket, then rows in preference order within them."""
     size = size if size is not None else target.size
-    if not size or size < 1:
-        raise TargetError("no target size: give --size N or size = N in the target file")
+    if not size or size < 1:   # the command line lacks a size: usage, not a bad file
+        raise ValueError("no target size: give --size N or size = N in the target file")
     if seed is not None:
         target.seed = seed
     if datasets:
