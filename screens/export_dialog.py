@@ -19,14 +19,25 @@ from workbench.store import STATUSES
 ANY = "__any__"
 
 
-def default_path(fmt: str, dataset: str | None, status: str | None) -> str:
-    stem = "-".join([dataset or "all", status or "any"])
+def exports_dir() -> Path:
+    """Where exports go unless the curator chose elsewhere before: the user data dir's exports/ (never the
+    directory the TUI happened to be started in)."""
+    import platformdirs
+    from workbench.store import APP_NAME
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "exports"
+
+
+def default_path(fmt: str, dataset: str | None, status: str | None, selection: str | None = None,
+                 directory: Path | None = None) -> str:
+    stem = "-".join([selection or dataset or "all", status or "any"])
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
-    return str(Path.cwd() / f"{stem}.{'parquet' if fmt == 'parquet' else 'jsonl'}")
+    return str((directory or exports_dir()) / f"{stem}.{'parquet' if fmt == 'parquet' else 'jsonl'}")
 
 
-def _dataset_names(conn) -> list[str]:
-    return [n for (n,) in conn.execute("SELECT name FROM datasets ORDER BY id")]
+def _choices(conn) -> tuple[list[str], list[str]]:
+    """Dataset names and selection names (`workbench sample --into NAME`)."""
+    return ([n for (n,) in conn.execute("SELECT name FROM datasets ORDER BY id")],
+            [n for (n,) in conn.execute("SELECT DISTINCT name FROM selections ORDER BY name")])
 
 
 def _score(text: str, label: str) -> float | None:
@@ -81,6 +92,10 @@ class ExportDialog(ModalScreen):
                 yield Select([(Text("all datasets"), ANY)], value=ANY, allow_blank=False, id="dataset",
                              compact=True)
             with Horizontal():
+                yield Label("Selection", classes="label")
+                yield Select([(Text("none (every row)"), ANY)], value=ANY, allow_blank=False, id="selection",
+                             compact=True)
+            with Horizontal():
                 yield Label("Status", classes="label")
                 yield Select([(Text("any"), ANY)] + [(Text(s), s) for s in STATUSES], value=ANY,
                              allow_blank=False, id="status", compact=True)
@@ -101,11 +116,13 @@ class ExportDialog(ModalScreen):
     async def on_mount(self) -> None:
         self.query_one("#format", Select).focus()
         self._suggest_path()
-        names = await self.runner.run(_dataset_names)
+        names, selections = await self.runner.run(_choices)
         select = self.query_one("#dataset", Select)
         select.set_options([(Text("all datasets"), ANY)] + [(Text(one_line(n, 60)), n) for n in names])
         if self.initial_dataset in names:
             select.value = self.initial_dataset
+        self.query_one("#selection", Select).set_options(
+            [(Text("none (every row)"), ANY)] + [(Text(one_line(n, 60)), n) for n in selections])
         self._suggest_path()
 
     def on_unmount(self) -> None:
@@ -120,8 +137,10 @@ class ExportDialog(ModalScreen):
         box = self.query_one("#path", Input)
         if box.value and box.value != self._auto_path:
             return
+        last = (getattr(self.app, "ui_state", None) or {}).get("export_dir")   # the directory used last time
         self._auto_path = default_path(self._value("format") or exporter.EXPORT_FORMATS[0], self._value("dataset"),
-                                       self._value("status"))
+                                       self._value("status"), self._value("selection"),
+                                       Path(last) if last else None)
         box.value = self._auto_path
 
     def on_select_changed(self, event: Select.Changed) -> None:
@@ -153,12 +172,16 @@ class ExportDialog(ModalScreen):
         self.running = True
         self._message("exporting…")
         self.run_worker(partial(self._export, str(Path(out).expanduser()), self._value("format"),
-                                self._value("dataset"), self._value("status"), min_score, max_score, task_type),
+                                self._value("dataset"), self._value("status"), min_score, max_score, task_type,
+                                self._value("selection")),
                         group="export-run")
 
-    async def _export(self, out, fmt, dataset, status, min_score, max_score, task_type) -> None:
+    async def _export(self, out, fmt, dataset, status, min_score, max_score, task_type, selection) -> None:
         try:
-            res = await self.runner.run(exporter.export, out, fmt, dataset, status, min_score, max_score, task_type)
+            if Path(out).parent == exports_dir():   # our own default directory: made on first use
+                exports_dir().mkdir(parents=True, exist_ok=True)
+            res = await self.runner.run(exporter.export, out, fmt, dataset, status, min_score, max_score, task_type,
+                                        selection)
         except exporter.ExportFailed as e:
             self._message(Text("Not exported: " + one_line(str(e), 2000)), error=True)
             return
@@ -168,6 +191,7 @@ class ExportDialog(ModalScreen):
         finally:
             self.running = False
         self.result = res
+        self._remember_dir(res.path.parent)
         text = Text(f"Exported {res.rows:,} rows ({res.format}) to ", style="bold")
         text.append(one_line(str(res.path), 500))
         text.append(f"\nsha256 {res.sha256}\nmanifest ")
@@ -176,6 +200,16 @@ class ExportDialog(ModalScreen):
         if res.skipped:
             text.append(f"\n{res.skipped:,} rows without a rejected reply were left out of the preference export")
         self._message(text)
+
+    def _remember_dir(self, directory: Path) -> None:
+        """The next export dialog (also after a restart) suggests this directory."""
+        from workbench.config import save_ui_state
+        state = {**(getattr(self.app, "ui_state", None) or {}), "export_dir": str(directory.resolve())}
+        self.app.ui_state = state
+        try:
+            save_ui_state(state)
+        except OSError as e:
+            self.notify(f"export directory not remembered: {e}", severity="warning")
 
     def action_close(self) -> None:
         if self.running:

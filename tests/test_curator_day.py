@@ -3,6 +3,7 @@ overridable, curator-only progress, help and footer, list keys. The real app dri
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -571,3 +572,50 @@ def test_the_readme_target_file_is_documented_parses_and_uses_default_labels(tmp
     conn.close()
     code, out, err = cli("sample", "--target", str(path), "--size", "40", "--seed", "1", "--into", "mix")
     assert code == 0, err
+
+
+# --- the export dialog ----------------------------------------------------------------------------------------
+
+async def test_export_dialog_defaults_to_the_exports_dir_then_the_last_used_and_exports_a_selection(
+        db_path, tmp_path, monkeypatch):
+    import json
+    import platformdirs
+    monkeypatch.chdir(tmp_path)                              # the cwd is never where exports go by default
+    conn = store.open_store(db_path)
+    with store.transaction(conn):
+        insert_samples(conn, store.ensure_dataset(conn, "d"), [{"instruction": f"q{i}", "response": "r"}
+                                                               for i in range(10)])
+        conn.executemany("INSERT INTO selections (name, sample_id) VALUES ('mix', ?)", [(2,), (5,), (7,)])
+    conn.close()
+    app = WorkbenchApp(db=db_path, dataset="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await screen_named(pilot, "DatasetsScreen")
+        app.open_screen("export")
+        dialog = await screen_named(pilot, "ExportDialog")
+        await wait_for(pilot, lambda: bool(dialog.query("#dataset")) and dialog.query_one("#dataset").value == "d")
+        exports = Path(platformdirs.user_data_dir("curation-workbench")) / "exports"
+        assert Path(dialog.query_one("#path").value).parent == exports
+        assert not dialog.query_one("#path").value.startswith(str(tmp_path) + "/d-")
+        dialog.query_one("#selection").value = "mix"
+        await pilot.pause(0.05)
+        assert dialog.query_one("#path").value.endswith("mix-any.jsonl")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: dialog.result is not None or "Not exported" in str(
+            dialog.query_one("#message").render()))
+        assert dialog.result is not None, str(dialog.query_one("#message").render())
+        rows = [json.loads(line) for line in (exports / "mix-any.jsonl").read_text().splitlines()]
+        assert [r["instruction"] for r in rows] == ["q1", "q4", "q6"]
+        # elsewhere, then the next dialog (and the next run) suggests that directory
+        elsewhere = tmp_path / "out"
+        elsewhere.mkdir()
+        dialog.query_one("#path").value = str(elsewhere / "all.jsonl")
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: (elsewhere / "all.jsonl").exists())
+        await pilot.press("escape")
+    app = WorkbenchApp(db=db_path, dataset="d")
+    async with app.run_test(size=(80, 24)) as pilot:
+        await screen_named(pilot, "DatasetsScreen")
+        app.open_screen("export")
+        dialog = await screen_named(pilot, "ExportDialog")
+        await wait_for(pilot, lambda: bool(dialog.query("#dataset")) and dialog.query_one("#dataset").value == "d")
+        assert Path(dialog.query_one("#path").value).parent == elsewhere.resolve()
