@@ -381,6 +381,8 @@ class ReviewScreen(Screen):
         line2 = Text(no_wrap=True, overflow="ellipsis", end="")
         if self.counts:
             line2.append(" · ".join(f"{self.counts[k]:,} {k}" for k in STATUSES))
+            if self.counts.get("automatic"):
+                line2.append(f" ({self.counts['automatic']:,} automatic)", style="dim")
             line2.append(" │ ")
         line2.append(f"session {self.stats.decisions}")
         if self.stats.undos:
@@ -514,9 +516,12 @@ class ReviewScreen(Screen):
     async def _override(self) -> None:
         try:
             sid = self.sample["id"]
+            was_run = self.sample["automatic"]["source"] in ("filter", "dedup")
             d = await self.runner.run(review.override, sid, self.session)   # committed: a curator's accept
             self.stats.record("accept")
             self._adjust_counts(d["before"], d["after"])
+            if was_run and self.counts and self.counts.get("automatic"):
+                self.counts["automatic"] -= 1
             sample = await self._goto("id", sid)
             self._show(sample, f"kept #{sid} over the automatic verdict ({self._key('review.undo')}: undo)")
         finally:
@@ -534,6 +539,7 @@ class ReviewScreen(Screen):
                 return
             self.stats.record("undo")
             self._adjust_counts(u["before"], u["after"])
+            self._version = None   # an undone override makes a rejection automatic again: recount at the next tick
             sample = await self._goto("id", u["sample_id"])
             self._show(sample, f"undid {u['undid']} of #{u['sample_id']}")
         finally:

@@ -187,10 +187,12 @@ async def test_review_shows_why_and_o_overrides_and_clean_screen_keeps_a_row(aut
         review = await review_settled(pilot)
         status = str(review.query_one("#status").render())
         assert "REJECTED" in status and "boilerplate" in status and "o: override" in status
+        await wait_for(pilot, lambda: "(1 automatic)" in str(review.query_one("#status").render()))
         await pilot.press("o")
         await wait_for(pilot, lambda: not review.busy and review.sample["status"] == "accepted")
         assert peek(auto_store, "SELECT status FROM samples WHERE id = 1")[0][0] == "accepted"
         assert "boilerplate" not in str(review.query_one("#status").render())
+        assert "automatic)" not in str(review.query_one("#status").render())
         await pilot.press("j")                               # row 2: nothing automatic, `o` changes nothing
         await wait_for(pilot, lambda: not review.busy and review.sample["id"] == 2)
         await pilot.press("o")

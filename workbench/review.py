@@ -476,11 +476,14 @@ def _status_counts(conn: sqlite3.Connection, dataset_id: int | None) -> dict[int
 
 
 def counts(conn: sqlite3.Connection, dataset_id: int | None) -> dict:
-    """Samples per status in one dataset (None: all), for the Review status line."""
+    """Samples per status in one dataset (None: all), for the Review status line; "automatic": the rejected ones
+    a clean/dedup run rejected (no curator decided them)."""
     out = {s: 0 for s in STATUSES}
     for by in _status_counts(conn, dataset_id).values():
         for status, n in by.items():
             out[status] = out.get(status, 0) + n
+    auto = automatic.automatic_counts(conn)
+    out["automatic"] = sum(auto.values()) if dataset_id is None else auto.get(dataset_id, 0)
     return out
 
 
