@@ -65,7 +65,7 @@ def help_sections() -> list[tuple[str, list]]:
     sections = [("Everywhere", [*key_specs_bindings("app"),
                                 ("ctrl+p", "command_palette", "Command palette: every screen and command"),
                                 ("ctrl+q", "quit", "Quit")]),
-                ("Every list (Datasets, Browse, Jobs, Clean, Duplicates)", class_bindings(ListTable))]
+                ("Every list", class_bindings(ListTable))]
     for name in SCREEN_REGISTRY:
         cls = screen_class(name)
         own, dialogs = list(class_bindings(cls)), []

@@ -185,7 +185,8 @@ class ReviewScreen(Screen):
     PALETTE_TITLE = "Review"
     BINDINGS = key_specs_bindings("review")
     DEFAULT_CSS = """
-    ReviewScreen #status { height: auto; max-height: 3; padding: 0 1; background: $boost; }
+    ReviewScreen #status { height: auto; max-height: 3; padding: 0 1; background: $boost;
+                           text-wrap: nowrap; text-overflow: ellipsis; }
     ReviewScreen #body { height: 1fr; overflow-x: hidden; }
     ReviewScreen #meta { padding: 0 1; }
     ReviewScreen #empty { padding: 1 2; color: $text-muted; }
@@ -375,7 +376,7 @@ class ReviewScreen(Screen):
             if s.get("automatic"):   # set aside by a clean filter, dedup or the curate threshold: say which
                 t.append(" by ", style="dim")
                 t.append_text(plain(s["automatic"]["text"], 80))
-                t.append(f" ({self._key('review.override')}: override)", style="dim")
+                t.append(f" · {self._key('review.override')}: override", style="dim")
         if self.opening or (self.busy and self._loading_marked):
             t.append("  loading…", style="italic")
         line2 = Text(no_wrap=True, overflow="ellipsis", end="")
@@ -395,7 +396,7 @@ class ReviewScreen(Screen):
         elif desc:
             line2.append(" │ filter: ", style="dim")
             line2.append_text(plain(desc, 80))
-        out = Text("\n", end="").join([t, line2])
+        out = Text("\n", end="", no_wrap=True, overflow="ellipsis").join([t, line2])   # one line each, cut
         if self.note:
             out.append("\n")
             out.append_text(plain(self.note, 200))

@@ -134,7 +134,7 @@ def test_reasons_override_and_curator_only_progress(auto_store, cli):
     assert [conn.execute("SELECT status FROM samples WHERE id = ?", (i,)).fetchone()[0] for i in range(1, 7)] == \
         ["rejected", "pending", "rejected", "pending", "pending", "rejected"]
     why = {i: automatic.reason(conn, review.load_sample(conn, i)) for i in range(1, 7)}
-    assert why[1]["source"] == "filter" and "boilerplate" in why[1]["text"] and "filter-" in why[1]["text"]
+    assert why[1]["source"] == "filter" and why[1]["text"] == "filter boilerplate (filter-1)"
     assert why[3]["source"] == "dedup" and "duplicate of #2" in why[3]["text"]
     assert why[4]["source"] == "curate" and "3" in why[4]["text"] and "4.5" in why[4]["text"]
     assert why[2] is None and why[5] is None and why[6] is None          # a curator's rejection is not automatic
@@ -186,7 +186,7 @@ async def test_review_shows_why_and_o_overrides_and_clean_screen_keeps_a_row(aut
     async with app.run_test(size=(120, 36)) as pilot:
         review = await review_settled(pilot)
         status = str(review.query_one("#status").render())
-        assert "REJECTED" in status and "boilerplate" in status and "o: override" in status
+        assert "REJECTED" in status and "boilerplate" in status and "· o: override" in status
         await wait_for(pilot, lambda: "(1 automatic)" in str(review.query_one("#status").render()))
         await pilot.press("o")
         await wait_for(pilot, lambda: not review.busy and review.sample["status"] == "accepted")

@@ -50,6 +50,7 @@ class LaunchDialog(ModalScreen):
     LaunchDialog #launch-params .row Input { width: 24; }
     LaunchDialog #launch-params .tip { width: 1fr; padding-left: 1; }
     LaunchDialog #launch-error { color: $error; height: auto; }
+    LaunchDialog #launch-no-endpoints { width: 1fr; height: auto; }
     LaunchDialog #launch-buttons { height: auto; align-horizontal: right; }
     """
 

@@ -41,13 +41,13 @@ def reason(conn: sqlite3.Connection, sample: dict) -> dict | None:
     if sample["status"] == "rejected":
         d = status_decision(conn, sample["id"])
         if d and d["action"] in AUTO_ACTIONS:
-            what = f"clean filter {d['reason']}" if d["action"] == "filter" else (d["reason"] or "duplicate")
-            return {"source": d["action"], "run": d["session"], "text": f"{what} (run {d['session']})"}
+            what = f"filter {d['reason']}" if d["action"] == "filter" else (d["reason"] or "duplicate")
+            return {"source": d["action"], "run": d["session"], "text": f"{what} ({d['session']})"}
     verdict = (sample.get("metadata") or {}).get("curation") if isinstance(sample.get("metadata"), dict) else None
     if sample["status"] == "pending" and isinstance(verdict, dict) and verdict.get("kept") is False:
-        job = f", job {verdict['job']}" if verdict.get("job") is not None else ""
+        job = f" (job {verdict['job']})" if verdict.get("job") is not None else ""
         return {"source": "curate", "run": verdict.get("job"),
-                "text": f"curate: score {verdict.get('score')} below threshold {verdict.get('threshold')}{job}"}
+                "text": f"curate: score {verdict.get('score')} < threshold {verdict.get('threshold')}{job}"}
     return None
 
 
