@@ -74,7 +74,7 @@ def cmd_import(args) -> int:
                         print(f"  {k}: {_short(v)}")
             return 0
         conn = _store(args)
-        progress = None if args.json or not sys.stderr.isatty() else \
+        progress = None if args.json or args.quiet or not sys.stderr.isatty() else \
             (lambda n: print(f"\r{n:,} rows", end="", file=sys.stderr, flush=True))
         res = importer.import_file(conn, args.file, args.dataset, args.format, args.mapping, args.skip_invalid,
                                    progress)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -240,7 +241,7 @@ def cmd_run(args) -> int:
     if not args.wait:
         _say_if_no_worker(args, cfg, job_id)
         return 0
-    return wait_for_job(resolve_db_path(getattr(args, "db", None)), cfg, job_id)
+    return wait_for_job(resolve_db_path(getattr(args, "db", None)), cfg, job_id, quiet=args.quiet)
 
 
 def _say_if_no_worker(args, cfg: dict, job_id: int) -> None:
@@ -264,10 +265,10 @@ def _say_if_no_worker(args, cfg: dict, job_id: int) -> None:
         print(f"worker {pid} started (`workbench worker --until-idle`); log: {log}", file=sys.stderr)
 
 
-def wait_for_job(db_path, cfg: dict, job_id: int) -> int:
+def wait_for_job(db_path, cfg: dict, job_id: int, quiet: bool = False) -> int:
     """Run the job here (or watch the worker that holds it) until it ends; progress on stderr."""
     from ..worker import run_worker
-    printer = ProgressPrinter()
+    printer = ProgressPrinter(io.StringIO() if quiet else None)   # --quiet: no progress lines
     conn = open_store(db_path)
     try:
         while True:
@@ -282,7 +283,8 @@ def wait_for_job(db_path, cfg: dict, job_id: int) -> int:
             printer(job)      # another worker holds it: watch until it ends
             time.sleep(1.0)
         printer.end()
-        print(summary_line(job), file=sys.stderr)
+        if not quiet:
+            print(summary_line(job), file=sys.stderr)
         if job["error"]:
             print(f"job {job_id}: {job['error']}", file=sys.stderr)
         return 0 if job["status"] == "done" and not job["failed"] else 1
