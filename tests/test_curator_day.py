@@ -336,9 +336,12 @@ async def test_the_footer_at_80x24_keeps_the_keys_that_matter_and_help(auto_stor
     app = WorkbenchApp(db=auto_store, dataset="d", screen=None if name == "datasets" else name)
     async with app.run_test(size=(80, 24)) as pilot:
         await wait_for(pilot, lambda: type(app.screen).__name__.lower().startswith(name[:5]))
-        await pilot.pause(0.3)
-        footer = "".join(s.text for s in app.screen._compositor.render_full_update().strips[-1])
-        assert footer.rstrip().endswith("? Help") and "▏" not in footer, footer
+
+        def footer():
+            return "".join(s.text for s in app.screen._compositor.render_full_update().strips[-1])
+        await wait_for(pilot, lambda: footer().rstrip().endswith("? Help") and all(m in footer() for m in must))
+        footer = footer()
+        assert "▏" not in footer, footer
         for item in must:
             assert item in footer, (item, footer)
 
