@@ -338,7 +338,8 @@ async def test_the_footer_at_80x24_keeps_the_keys_that_matter_and_help(auto_stor
         await wait_for(pilot, lambda: type(app.screen).__name__.lower().startswith(name[:5]))
 
         def footer():
-            return "".join(s.text for s in app.screen._compositor.render_full_update().strips[-1])
+            strips = app.screen._compositor.render_full_update().strips
+            return "".join(s.text for s in strips[-1]) if strips else ""
         await wait_for(pilot, lambda: footer().rstrip().endswith("? Help") and all(m in footer() for m in must))
         footer = footer()
         assert "▏" not in footer, footer
