@@ -20,6 +20,7 @@ from widgets.histogram import Histogram
 from widgets.safe_text import plain
 from workbench import stats
 from workbench.store import data_version
+from workbench.safe_text import label
 
 POLL_SECONDS = 0.5
 TOP_CATEGORIES = 12      # more categories than this are summed into one bar (targeted ones always shown)
@@ -208,8 +209,8 @@ class BalanceScreen(Screen):
 
     def _update_status(self) -> None:
         total = self.counts.total(SCOPES[self.scope]) if self.counts else 0
-        shown = "all" if self.dataset is None else (
-            self.dataset if isinstance(self.dataset, str) else ", ".join(self.dataset))
+        shown = "all" if self.dataset is None else label(
+            self.dataset if isinstance(self.dataset, str) else ", ".join(self.dataset), 60)
         parts = ["Balance", f"{'datasets' if isinstance(self.dataset, list) else 'dataset'}: {shown}",
                  "accepted only" if self.scope == "accepted" else "all samples", f"{total:,} rows"]
         if self.updated_at:

@@ -22,6 +22,7 @@ from widgets.list_table import ListTable
 from widgets.jobs_launch import LaunchDialog
 from widgets.safe_text import safe_text
 from workbench import jobs as J
+from workbench.safe_text import label
 from workbench.store import data_version, list_datasets, open_store
 
 POLL_SECONDS = 0.5
@@ -68,7 +69,7 @@ def job_cells(j: dict) -> list:
     ok = j["done"] - dropped
     share = (lambda n: n / j["total"] if j["total"] else 0.0)
     filtering = bool(j["kept"] or j["dropped"])
-    return [Text(str(j["id"])), Text(j["kind"]), Text(status, style=STATUS_STYLE.get(status.rstrip("?"), "")),
+    return [Text(str(j["id"])), Text(label(j["kind"])), Text(status, style=STATUS_STYLE.get(status.rstrip("?"), "")),
             bar(j["fraction"], share(j["failed"]), dropped_share=share(dropped)),
             Text(f"{ok}/{j['total']}"), Text(str(dropped), style="yellow" if dropped else ""),
             Text(str(j["failed"]), style="red" if j["failed"] else ""),
@@ -94,20 +95,22 @@ def load_view(conn, selected: int | None, n_failures: int = 20) -> dict:
 def detail_text(j: dict) -> Text:
     p = j["params"]
     t = Text()
-    t.append(f"Job {j['id']} · {j['kind']} · {shown_status(j)}\n", style="bold")
-    src = p.get("endpoint") and f"endpoint {p['endpoint']}" or p.get("pool") and f"pool {p['pool']}" or "-"
-    t.append(f"dataset {p.get('dataset') or '-'} → {p.get('into') or '-'} · {src}")
+    # dataset, endpoint and pool names, filters and params are untrusted: each goes through label()
+    t.append(f"Job {j['id']} · {label(j['kind'])} · {label(shown_status(j))}\n", style="bold")
+    src = p.get("endpoint") and f"endpoint {label(p['endpoint'])}" or p.get("pool") and f"pool {label(p['pool'])}" \
+        or "-"
+    t.append(f"dataset {label(p.get('dataset') or '-')} → {label(p.get('into') or '-')} · {src}")
     if p.get("judge"):
-        t.append(f" · judge {p['judge']}")
+        t.append(f" · judge {label(p['judge'])}")
     t.append("\n")
     if p.get("filter"):
-        t.append("filter " + " ".join(f"{k}={v}" for k, v in p["filter"].items()) + "\n")
+        t.append("filter " + " ".join(f"{label(k)}={label(v)}" for k, v in p["filter"].items()) + "\n")
     params = {k: v for k, v in (p.get("task") or {}).items() if v is not None and v != ""}
     if params:
-        t.append("params " + " ".join(f"{k}={v}" for k, v in params.items()) + "\n")
+        t.append("params " + " ".join(f"{label(k)}={label(v)}" for k, v in params.items()) + "\n")
     t.append(f"kept {j['kept']} · dropped {j['dropped']}")
     if j["drop_reasons"]:
-        t.append(" (" + ", ".join(f"{k}: {v}" for k, v in j["drop_reasons"].items()) + ")")
+        t.append(" (" + ", ".join(f"{label(k)}: {v}" for k, v in j["drop_reasons"].items()) + ")")
     t.append(f" · failed {j['failed']} · requests {j['requests']} · retries {j['retries']} · "
              f"cache hits {j['cache_hits']} · tokens {j['tokens_in']}+{j['tokens_out']} · cost {j['cost']:.4f}\n")
     t.append(f"created {j['created_at']}" + (f" · finished {j['finished_at']}" if j["finished_at"] else ""))
@@ -119,7 +122,7 @@ def detail_text(j: dict) -> Text:
 
 def failure_text(f: dict, limit: int | None = RAW_PREVIEW) -> Text:
     t = Text()
-    t.append(f"item {f['key']} · {f['status']} · {f['attempts']} attempt(s) · {f['updated_at']}\n", style="bold")
+    t.append(f"item {label(f['key'])} · {f['status']} · {f['attempts']} attempt(s) · {f['updated_at']}\n", style="bold")
     if f["error"]:
         t.append_text(safe_text(f["error"], None, style="red")[0])
         t.append("\n")

@@ -14,6 +14,7 @@ import os
 import sys
 import traceback
 
+from ..safe_text import SafeStream
 from .common import (EXIT_DATA, CliError, CliParser, DataError, add_global_options,  # noqa: F401 (re-exported)
                      common_parser, print_json)
 
@@ -45,12 +46,24 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _report(e: CliError, want_json: bool) -> int:
     if want_json:
-        print_json({"error": str(e), "exit": e.code})
+        print_json({"error": str(e), "exit": e.code})   # escaped JSON
     else:
+        err = SafeStream(sys.stderr)                    # messages quote names and data
         if getattr(e, "usage", None):
-            sys.stderr.write(e.usage)
-        print(f"error: {e}", file=sys.stderr)
+            err.write(e.usage)
+        print(f"error: {e}", file=err)
     return e.code
+
+
+def _run_sanitized(args) -> int:
+    """Run a command with stdout and stderr sanitized: whatever it prints (names, data, model replies, error
+    text), no control character reaches the terminal or the pipe (`--json` output is escaped JSON already)."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(out), SafeStream(err)
+    try:
+        return args.handler(args) or 0
+    finally:
+        sys.stdout, sys.stderr = out, err
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,15 +84,15 @@ def main(argv: list[str] | None = None) -> int:
             # one config for everything this process does (template overrides, workers it starts), not only
             # for the code that is handed args.config
             os.environ["WORKBENCH_CONFIG"] = str(args.config)
-        if args.verbose:
+        if args.verbose:   # (libraries that could log request headers stay at INFO: no key in the log)
             logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
                                 format="%(asctime)s %(name)s %(levelname)s %(message)s")
             for noisy in ("httpx", "httpcore", "openai", "asyncio", "aiohttp"):
                 logging.getLogger(noisy).setLevel(logging.INFO)
         if args.quiet and not getattr(args, "json", False):
             with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
-                return args.handler(args) or 0
-        return args.handler(args) or 0
+                return _run_sanitized(args)
+        return _run_sanitized(args)
     except CliError as e:
         return _report(e, want_json)
     except KeyboardInterrupt:
@@ -90,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         return 141
     except Exception as e:   # a bug, not the user's input: say so in one line; --verbose shows where
         if verbose:
-            traceback.print_exc()
+            traceback.print_exc(file=SafeStream(sys.stderr))
         return _report(DataError(f"unexpected {type(e).__name__}: {e}" + ("" if verbose else
                                  " (run again with --verbose for the traceback)")), want_json)
 

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from ..safe_text import json_safe
+
 
 EXIT_DATA = 1    # what the command read is bad: a file (import, target, config, template), the store, an endpoint
 EXIT_USAGE = 2   # the command line is wrong: command, option, value, a combination, a name that does not exist
@@ -49,4 +51,4 @@ def add_global_options(p: argparse.ArgumentParser, default=None) -> None:
 
 
 def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(json_safe(json.dumps(obj, ensure_ascii=False, indent=2)) + "\n")
