@@ -604,12 +604,12 @@ async def test_export_dialog_defaults_to_the_exports_dir_then_the_last_used_and_
         assert not dialog.query_one("#path").value.startswith(str(tmp_path) + "/d-")
         dialog.query_one("#selection").value = "mix"
         await pilot.pause(0.05)
-        assert dialog.query_one("#path").value.endswith("mix-any.jsonl")
+        assert dialog.query_one("#path").value.endswith("mix-not-rejected.jsonl")
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: dialog.result is not None or "Not exported" in str(
             dialog.query_one("#message").render()))
         assert dialog.result is not None, str(dialog.query_one("#message").render())
-        rows = [json.loads(line) for line in (exports / "mix-any.jsonl").read_text().splitlines()]
+        rows = [json.loads(line) for line in (exports / "mix-not-rejected.jsonl").read_text().splitlines()]
         assert [r["instruction"] for r in rows] == ["q1", "q4", "q6"]
         # elsewhere, then the next dialog (and the next run) suggests that directory
         elsewhere = tmp_path / "out"
