@@ -29,6 +29,11 @@ class ImportFailed(Exception):
     """The import was refused; the message names the file, the line (or row) and the field."""
 
 
+class LicenseRefused(ImportFailed):
+    """--license is not an SPDX id, or does not fit the dataset's licence: the command line, not the file
+    (the CLI exits 2 for it, 1 for a bad file)."""
+
+
 @dataclass
 class Skipped:
     file: str
@@ -214,7 +219,7 @@ def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt:
         try:
             license = licenses.normalize(license)
         except licenses.LicenseError as e:
-            raise ImportFailed(str(e)) from None
+            raise LicenseRefused(str(e)) from None
     det = detect(path, fmt, mapping, skip_invalid)
     name = dataset or path.stem
     digest = _sha256(path)
@@ -287,8 +292,8 @@ def _record_license(conn: sqlite3.Connection, did: int, name: str, license: str 
         conn.execute("UPDATE datasets SET license = ? WHERE id = ?", (license, did))
         return
     if current is None:
-        raise ImportFailed(f"dataset {name!r} holds rows imported without a licence; import {license} data into "
+        raise LicenseRefused(f"dataset {name!r} holds rows imported without a licence; import {license} data into "
                            f"another dataset")
-    raise ImportFailed(f"dataset {name!r} is licensed {current}; "
+    raise LicenseRefused(f"dataset {name!r} is licensed {current}; "
                        + (f"pass --license {current} to add rows to it" if license is None
                           else f"{license} data goes into another dataset"))

@@ -96,7 +96,9 @@ def cmd_import(args) -> int:
             (lambda n: print(f"\r{n:,} rows", end="", file=raw_stream(sys.stderr), flush=True))
         res = importer.import_file(conn, args.file, args.dataset, args.format, args.mapping, args.skip_invalid,
                                    progress, license=args.license)
-    except importer.ImportFailed as e:
+    except importer.LicenseRefused as e:   # the --license given: usage (2)
+        raise CliError(str(e)) from None
+    except importer.ImportFailed as e:     # the file: bad data (1)
         raise DataError(str(e)) from None
     if progress:
         print(file=sys.stderr)
