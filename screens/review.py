@@ -19,7 +19,7 @@ from textual.widgets import Footer, Input, Label, Select, Static
 from widgets.conversation import Conversation, message_turns
 from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
 from widgets.scores import ScoresTable
-from workbench import keymap, review
+from workbench import keymap, review, scores
 from workbench.safe_text import invisible_counts, sanitize
 from workbench.app import key_specs_bindings
 from workbench.review import Filter
@@ -50,9 +50,12 @@ def lineage_text(lin: dict) -> Text:
         j = lin["job"]
         rows.append(("job", plain(f"#{j['id']} " + ("(deleted)" if j.get("missing") else f"{j['kind']} ({j['status']})"))))
     origin = lin.get("origin") or {}
-    for key in ("task", "model", "endpoint", "template", "template_version", "operation", "mutation"):
+    for key in ("task", "model", "endpoint", "template", "template_version", "operation", "mutation", "judge"):
         if origin.get(key) is not None:
             rows.append((key, plain(origin[key])))
+    if origin.get("self_judged"):
+        rows.append(("self-judged", Text("the judge's model also wrote a candidate (queued with --allow-self-judge)",
+                                         style="bold yellow")))
     if "dup_of" in lin:
         rows.append(("duplicate of", Text(f"#{lin['dup_of']}", style="bold magenta")))
     if not rows:
@@ -60,6 +63,39 @@ def lineage_text(lin: dict) -> Text:
     for k, v in rows:
         out.append(f"\n{k}: ", style="dim")
         out.append_text(v)
+    return out
+
+
+def _score(side: dict) -> str:
+    if side.get("score") is None:
+        return "no score"
+    scale = side.get("scale")
+    return f"score {side['score']:g}" + (f" on {scale[0]:g}-{scale[1]:g}" if scale else " (scale not stated)")
+
+
+def why_text(why: dict) -> Text:
+    """Why the pair is what it is: the candidates, their models, each score with its scale, the margin."""
+    out = Text("Why this pair", style="bold", end="")
+    if why.get("tie"):
+        out.append("\ntie: ", style="dim")
+        out.append_text(plain(f"{why['tie']['column']} = {why['tie']['value']!r}; no pair until judged"))
+        for c in why["candidates"]:
+            out.append("\ncandidate: ", style="dim")
+            out.append_text(plain(f"{c['model'] or 'model not stated'} · {_score(c)}", 200))
+    else:
+        for name in ("chosen", "rejected"):
+            side = why[name]
+            out.append(f"\n{name}: ", style="dim")
+            col = f" (column {side['column']})" if side.get("column") else ""
+            out.append_text(plain(f"{side['model'] or 'model not stated'} · {_score(side)}{col}", 200))
+            if side.get("edited"):
+                out.append(" (text edited since)", style="yellow")
+        out.append("\nmargin: ", style="dim")
+        out.append("not scored" if why["margin"] is None else f"{why['margin']:g}")
+        if why.get("swapped"):
+            out.append("\nswapped by the curator (the source chose the other answer)", style="bold yellow")
+    out.append("\ndecided by: ", style="dim")
+    out.append_text(plain(why["by"], 300))
     return out
 
 
@@ -128,10 +164,11 @@ class FilterDialog(ModalScreen[Filter | None]):
                 yield self._select("status", [(s, s) for s in STATUSES], f.status)
             with Horizontal(classes="row"):
                 yield Label("score", classes="label")
-                yield Input("" if f.min_score is None else f"{f.min_score:g}", placeholder="min", id="min_score",
-                            compact=True)
-                yield Input("" if f.max_score is None else f"{f.max_score:g}", placeholder="max", id="max_score",
-                            compact=True)
+                hint = ", ".join(sorted(self.facets.get("rubrics") or {})) or "no scores yet"
+                yield Input(f.min_score or "", placeholder="min, e.g. curate=4", id="min_score", compact=True,
+                            tooltip=f"RUBRIC=N; rubrics: {hint}")
+                yield Input(f.max_score or "", placeholder="max, e.g. judge=6", id="max_score", compact=True,
+                            tooltip=f"RUBRIC=N; rubrics: {hint}")
             with Horizontal(classes="row"):
                 yield Label("task type", classes="label")
                 yield self._select("task_type", [(v, v) for v in self.facets.get("task_type", [])], f.task_type)
@@ -147,20 +184,20 @@ class FilterDialog(ModalScreen[Filter | None]):
         v = self.query_one(f"#{id}", Select).value
         return None if v == ANY or v == Select.BLANK else v
 
-    def _score(self, id: str) -> float | None:
+    def _score(self, id: str) -> str | None:
+        """RUBRIC=N as typed (a bare number, an unknown rubric or a value off the scale is refused)."""
         raw = self.query_one(f"#{id}", Input).value.strip()
-        if not raw:
-            return None
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{id.replace('_', ' ')}: {raw!r} is not a number") from None
+        return raw or None
 
     def action_apply(self) -> None:
         try:
+            mins, maxs = self._score("min_score"), self._score("max_score")
+            if mins or maxs:
+                scores.build(mins, maxs, present=self.facets.get("rubrics") or {})
             flt = Filter(dataset_id=self._value("dataset_id"), status=self._value("status"),
-                         min_score=self._score("min_score"), max_score=self._score("max_score"),
-                         task_type=self._value("task_type"), domain=self._value("domain"), search=self.flt.search)
+                         min_score=mins, max_score=maxs, task_type=self._value("task_type"),
+                         domain=self._value("domain"), search=self.flt.search, include_stale=self.flt.include_stale,
+                         selection=self.flt.selection)
         except ValueError as e:
             self.query_one("#error", Static).update(Text(sanitize(str(e))))
             return
@@ -207,15 +244,17 @@ class ReviewScreen(Screen):
     ReviewScreen SafeText, ReviewScreen Conversation, ReviewScreen ScoresTable, ReviewScreen #lineage {
         margin-bottom: 1;
     }
-    ReviewScreen #lineage { padding: 0 1; }
+    ReviewScreen #lineage, ReviewScreen #why { padding: 0 1; }
+    ReviewScreen #why { margin-bottom: 1; }
     """
     TEXT_FIELDS = ("system", "instruction", "input", "response", "rejected")
 
-    def __init__(self, dataset: str | None = None, sample_id: int | None = None,
+    def __init__(self, dataset: str | None = None, sample_id: int | None = None, selection: str | None = None,
                  browse_order: review.BrowseOrder | None = None):
         super().__init__()
         self.dataset_name = dataset
         self.start_sample = sample_id
+        self.start_selection = selection
         self.flt = Filter()
         self.order = browse_order          # entered from Browse: walk its rows in its order (None: id order)
         self.order_key: tuple | None = None   # where that walk stands
@@ -249,6 +288,7 @@ class ReviewScreen(Screen):
             yield Conversation("Conversation", more_hint=hint, id="conversation")
             for f in ("response", "rejected"):
                 yield SafeText(f.capitalize(), more_hint=hint, id=f)
+            yield Static("", id="why")
             yield Conversation("Candidates", more_hint=hint, id="candidates")
             yield ScoresTable("", id="scores")
             yield Static("", id="lineage")
@@ -284,7 +324,8 @@ class ReviewScreen(Screen):
 
     async def _open(self) -> None:
         try:
-            self.flt, sample = await self.runner.run(review.open_view, self.dataset_name, self.start_sample)
+            self.flt, sample = await self.runner.run(review.open_view, self.dataset_name, self.start_sample,
+                                                     self.start_selection)
             if self.order is not None and sample is not None:
                 sample = await self._goto("id", sample["id"])
         except KeyError as e:
@@ -308,7 +349,8 @@ class ReviewScreen(Screen):
         empty = self.query_one("#empty", Static)
         widgets = [self.query_one(f"#{f}") for f in (*self.TEXT_FIELDS, "conversation", "candidates")]
         if sample is None:
-            for w in (*widgets, self.query_one("#meta"), self.query_one("#scores"), self.query_one("#lineage")):
+            for w in (*widgets, self.query_one("#meta"), self.query_one("#scores"), self.query_one("#lineage"),
+                      self.query_one("#why")):
                 w.display = False
             empty.display = True
             empty.update(Text(sanitize(self.note) if self.note else "No sample matches this filter. "
@@ -340,9 +382,12 @@ class ReviewScreen(Screen):
                 t.append(f"{key}: ", style="dim")
                 t.append_text(plain(s[key], 40))
                 t.append("  ")
-        if s.get("score") is not None:
-            t.append("score: ", style="dim")
-            t.append(f"{s['score']:g}  ", style="bold")
+        if s.get("blind"):
+            t.append("scores hidden until you decide (spot-check)  ", style="italic")
+        elif s.get("scores"):
+            t.append("scores: ", style="dim")
+            t.append_text(plain(scores.describe(s["scores"]), 200))
+            t.append("  ")
         if s.get("dup_of"):
             t.append(f"DUPLICATE of #{s['dup_of']}", style="bold magenta")
         zero_width, bidi = invisible_counts_of(s)
@@ -374,14 +419,20 @@ class ReviewScreen(Screen):
         conv.display = bool(messages)
         if messages:
             conv.show(message_turns(messages), self.limit, self.show_invisible)
+        why = review.why_chosen(s)
+        why_w = self.query_one("#why", Static)
+        why_w.display = why is not None
+        if why is not None:
+            why_w.update(why_text(why))
         cands = self.query_one("#candidates", Conversation)
         cands.display = bool(s.get("candidates"))
         if s.get("candidates"):
-            cands.show([(c["model"] if c["overall"] is None else f"{c['model']} · overall {c['overall']:g}",
+            cands.show([(c["model"] if c["overall"] is None or s.get("blind")
+                         else f"{c['model']} · overall {c['overall']:g}",
                          c["response"]) for c in s["candidates"]], self.limit, self.show_invisible)
-        scores = self.query_one("#scores", ScoresTable)
-        scores.display = True
-        scores.show(s.get("judgments") or [])
+        table = self.query_one("#scores", ScoresTable)
+        table.display = not s.get("blind")
+        table.show([] if s.get("blind") else s.get("judgments") or [])
         lin = self.query_one("#lineage", Static)
         lin.display = True
         lin.update(lineage_text(s.get("lineage") or {}))
@@ -655,6 +706,23 @@ class ReviewScreen(Screen):
             left = self.order is not None
             self.order = self.order_key = None   # a filter or search of Review's own: walk it in id order
             self._show(sample, "left Browse's order: walking this filter in id order" if left else None)
+        finally:
+            self._finish()
+
+    def action_swap(self) -> None:
+        if self.sample is not None and self.sample.get("rejected") is None:
+            self.notify("not a pair: nothing to swap", severity="warning")
+            return
+        if self._begin():
+            self._run(self._swap())
+
+    async def _swap(self) -> None:
+        try:
+            sid = self.sample["id"]
+            await self.runner.run(review.swap, sid, self.session)   # committed here, undoable
+            self.stats.record("swap")
+            sample = await self._goto("id", sid)
+            self._show(sample, f"swapped chosen and rejected of #{sid} ({self._key('review.undo')}: undo)")
         finally:
             self._finish()
 

@@ -15,6 +15,7 @@ import sys
 import traceback
 
 from ..safe_text import SafeStream
+from ..store import StoreLocationError
 from .common import (EXIT_DATA, CliError, CliParser, DataError, add_global_options,  # noqa: F401 (re-exported)
                      common_parser, print_json)
 
@@ -25,6 +26,7 @@ COMMAND_MODULES = [
     "workbench.cli.tui",
     "workbench.cli.llm",
     "workbench.cli.curate",
+    "workbench.cli.decisions",
 ]
 
 
@@ -95,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
         return _run_sanitized(args)
     except CliError as e:
         return _report(e, want_json)
+    except StoreLocationError as e:   # --db / WORKBENCH_DB names a place a store cannot be: usage
+        return _report(CliError(str(e)), want_json)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
