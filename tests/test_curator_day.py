@@ -27,10 +27,9 @@ def day_store(db_path):
     conn = store.open_store(db_path)
     with store.transaction(conn):
         did = store.ensure_dataset(conn, "d")
-        insert_samples(conn, did, [{"instruction": f"question {i}", "response": f"answer {i} " + "r" * i,
+        # lengths that put the rows in an order unlike their ids
+        insert_samples(conn, did, [{"instruction": f"question {i:02d}", "response": "r" * ((i * 7) % 11),
                                     "task_type": "code" if i % 2 else "qa"} for i in range(40)])
-    # scores that put the rows in an order unlike their ids
-    conn.execute("UPDATE samples SET score = (id * 7) % 11")
     yield conn
     conn.close()
 
@@ -54,12 +53,16 @@ async def test_review_from_browse_walks_browses_rows_in_its_order(day_store, db_
         await wait_for(pilot, lambda: hasattr(browse, "table"))
         table = browse.table
         await wait_for(pilot, lambda: bool(table.rows))
-        await pilot.press("o", "r")                                     # score, descending
+        while browse.sort.key != "length":                              # length, descending
+            await pilot.press("o")
+        await pilot.press("r")
         await pilot.press("slash", *"task:code", "enter")               # odd ids only
         await wait_for(pilot, lambda: not table.fetching and browse.total == 20)
         order = [r.data.id for r in table.rows]
         expected = [r[0] for r in day_store.execute(
-            "SELECT id FROM samples WHERE task_type = 'code' ORDER BY score DESC, id DESC")]
+            "SELECT id FROM samples WHERE task_type = 'code' "
+            "ORDER BY instruction_len + response_len DESC, id DESC")]
+        assert expected != sorted(expected) and expected != sorted(expected, reverse=True)
         assert order == expected
         await pilot.press("j")
         await pilot.press("enter")
@@ -325,7 +328,7 @@ def test_help_lists_keys_by_what_they_do_grouped_by_screen_in_words():
 
 @pytest.mark.parametrize("name, must", [
     ("datasets", ("enter Review", "i Import", "b Browse")),
-    ("review", ("a Accept", "x Reject", "s Skip", "u Undo", "e Edit", "j Next", "k Prev", "f Filter")),
+    ("review", ("a Accept", "x Reject", "s Skip", "u Undo", "e Edit", "w Swap", "j Next", "k Prev", "f Filter")),
     ("browse", ("Open", "o Sort", "/ Search")),
     ("balance", ("d Dataset",)),
     ("jobs", ("n New job", "p Pause", "w Worker")),

@@ -235,7 +235,7 @@ def goto_ordered(conn: sqlite3.Connection, order: BrowseOrder, how: str, key: tu
     elif how == "first_pending":
         rows = browse.page(conn, replace(order.flt, status="pending"), order.sort, None, 1)
     elif how == "id":
-        r = browse.row(conn, sample_id, order.sort) if sample_id is not None else None
+        r = browse.row(conn, sample_id, order.sort, order.flt.rubric) if sample_id is not None else None
         rows = [r] if r else []
     else:
         raise ValueError(how)
