@@ -47,13 +47,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _report(e: CliError, want_json: bool) -> int:
+    """`error: ...` on stderr; with --json also {"error", "exit"} on stdout, where a script reads the result."""
     if want_json:
         print_json({"error": str(e), "exit": e.code})   # escaped JSON
-    else:
-        err = SafeStream(sys.stderr)                    # messages quote names and data
-        if getattr(e, "usage", None):
-            err.write(e.usage)
-        print(f"error: {e}", file=err)
+    err = SafeStream(sys.stderr)                        # messages quote names and data
+    if getattr(e, "usage", None) and not want_json:
+        err.write(e.usage)
+    print(f"error: {e}", file=err)
     return e.code
 
 
