@@ -1,9 +1,5 @@
-"""Cleaning: text normalization and heuristic filters, each previewed before it is applied, every change undoable.
-
-A *run* is one applied step (a filter pass, a normalization pass, a dedup keep-best). Every row it changes gets
-a `decisions` row (action 'filter' | 'normalize' | 'dedup', before/after, reason) whose `session` is the run id
-("filter-3"). `undo_run` reverts a run by appending 'undo' decisions — nothing is ever deleted — and leaves alone
-any row a curator changed after the run (its current value is no longer the run's `after`).
+"""Cleaning: heuristic filters, previewed before they are applied, every change undoable as a run
+(workbench/runs.py). Text normalization is in workbench/normalize.py; both are re-exported here.
 
 Filters (config `[clean.<name>]` overrides the defaults below; `[clean] filters = [...]` picks the default set):
 
@@ -22,7 +18,6 @@ instructions.
 """
 from __future__ import annotations
 
-import html
 import re
 import sqlite3
 import unicodedata
@@ -33,215 +28,11 @@ from typing import Callable, Iterable
 import orjson
 
 from . import automatic
+from .normalize import NORMALIZE_DEFAULTS, normalize_options, normalize_sample, normalize_text  # noqa: F401
+from .runs import (RUN_ACTIONS, RunInfo, UndoResult, current_fields, json_text, list_runs,  # noqa: F401
+                   log_status_changes, new_run, undo_run)
 from .samples import write_text
 from .store import STATUSES, now, transaction
-from .textnorm import drop_invisible, strip_controls
-
-# --- runs: the undoable log --------------------------------------------------------------------------------
-
-RUN_ACTIONS = ("filter", "normalize", "dedup")
-
-
-def _dumps(obj) -> str:
-    return orjson.dumps(obj).decode()
-
-
-def new_run(conn: sqlite3.Connection, kind: str) -> str:
-    """Inside a transaction: the next run id, e.g. 'filter-3' (one sequence for every kind)."""
-    row = conn.execute("SELECT value FROM meta WHERE key = 'curation_run_seq'").fetchone()
-    seq = int(row[0]) + 1 if row else 1
-    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('curation_run_seq', ?)", (str(seq),))
-    return f"{kind}-{seq}"
-
-
-def log_status_changes(conn: sqlite3.Connection, run: str, action: str, changes: list[tuple[int, str, str]],
-                       new_status: str) -> int:
-    """Inside a transaction: set status for each (sample id, old status, reason) and log a decision per row."""
-    ts = now()
-    conn.executemany("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?",
-                     ((new_status, ts, sid) for sid, _, _ in changes))
-    after = _dumps({"status": new_status})
-    conn.executemany(
-        "INSERT INTO decisions (sample_id, action, before, after, reason, session, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        ((sid, action, _dumps({"status": old}), after, reason, run, ts) for sid, old, reason in changes))
-    return len(changes)
-
-
-def _current(conn: sqlite3.Connection, sample_id: int, keys: Iterable[str]) -> dict | None:
-    keys = list(keys)
-    row = conn.execute(f"SELECT {', '.join(keys)} FROM samples WHERE id = ?", (sample_id,)).fetchone()
-    if row is None:
-        return None
-    out = dict(zip(keys, row))
-    if out.get("messages") is not None:
-        out["messages"] = orjson.loads(out["messages"])
-    return out
-
-
-@dataclass
-class RunInfo:
-    run: str
-    action: str
-    rows: int
-    undone: int
-    reasons: dict[str, int]
-    created_at: str
-
-
-def list_runs(conn: sqlite3.Connection) -> list[RunInfo]:
-    """Every applied curation run, newest first, with how many of its rows have been undone."""
-    runs: dict[str, RunInfo] = {}
-    for session, action, reason, n, created in conn.execute(
-            "SELECT session, action, reason, count(*), min(created_at) FROM decisions "
-            f"WHERE action IN ({','.join('?' * len(RUN_ACTIONS))}) AND session IS NOT NULL "
-            "GROUP BY session, action, reason", RUN_ACTIONS):
-        info = runs.setdefault(session, RunInfo(session, action, 0, 0, {}, created))
-        info.rows += n
-        key = reason if action == "filter" else action
-        info.reasons[key] = info.reasons.get(key, 0) + n
-    for session, n in conn.execute(
-            "SELECT session, count(*) FROM decisions WHERE action = 'undo' AND session IN "
-            f"(SELECT DISTINCT session FROM decisions WHERE action IN ({','.join('?' * len(RUN_ACTIONS))})) "
-            "GROUP BY session", RUN_ACTIONS):
-        if session in runs:
-            runs[session].undone = n
-    return sorted(runs.values(), key=lambda r: int(r.run.rsplit("-", 1)[-1]) if r.run.rsplit("-", 1)[-1].isdigit()
-                  else 0, reverse=True)
-
-
-@dataclass
-class UndoResult:
-    run: str
-    reverted: int = 0
-    changed_since: list[int] = field(default_factory=list)   # rows a curator changed after the run: left alone
-    already_undone: int = 0
-
-
-def undo_run(conn: sqlite3.Connection, run: str) -> UndoResult:
-    """Revert every row of a run that is still as the run left it, appending 'undo' decisions."""
-    res = UndoResult(run)
-    with transaction(conn):
-        rows = conn.execute(
-            "SELECT d.id, d.sample_id, d.action, d.before, d.after FROM decisions d "
-            f"WHERE d.session = ? AND d.action IN ({','.join('?' * len(RUN_ACTIONS))}) ORDER BY d.id DESC",
-            (run, *RUN_ACTIONS)).fetchall()
-        if not rows:
-            raise KeyError(f"no curation run named {run!r} (see `workbench clean --runs`)")
-        undone = {r[0] for r in conn.execute("SELECT undoes FROM decisions WHERE session = ? AND action = 'undo'",
-                                             (run,))}
-        ts = now()
-        logs = []
-        for did, sid, action, before_s, after_s in rows:
-            if did in undone:
-                res.already_undone += 1
-                continue
-            before, after = orjson.loads(before_s), orjson.loads(after_s)
-            current = _current(conn, sid, after)
-            if current != after:
-                res.changed_since.append(sid)
-                continue
-            if set(before) == {"status"}:
-                conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (before["status"], ts, sid))
-            else:
-                write_text(conn, sid, before)
-            logs.append((sid, _dumps(current), _dumps(before), did, run, ts))
-            res.reverted += 1
-        conn.executemany("INSERT INTO decisions (sample_id, action, before, after, undoes, session, created_at) "
-                         "VALUES (?, 'undo', ?, ?, ?, ?, ?)", logs)
-    return res
-
-
-# --- normalization -------------------------------------------------------------------------------------------
-
-NORMALIZE_DEFAULTS = {
-    "unicode": "NFC",        # or "NFKC" (also folds full-width forms and ligatures; changes x² to x2), or false
-    "invisible": True,       # drop zero-width characters and BOMs (ZWJ/ZWNJ kept inside words and emoji);
-                             # no-break spaces become spaces
-    "control": True,         # drop terminal escape sequences whole, then control characters but newline and tab
-    "whitespace": True,      # trailing spaces, runs of spaces inside prose lines, 3+ blank lines, outer blanks
-    "html": True,            # stray HTML outside code: <br>/<p> become line breaks, known tags go, entities decode
-}
-
-_FENCE = re.compile(r"(```.*?(?:```|\Z)|`[^`\n]*`)", re.S)     # code spans are left exactly as written
-_HOLE = "\ue000"
-_BREAK_TAG = re.compile(r"<br\s*/?>", re.I)
-_PARA_TAG = re.compile(r"</?p(?:\s[^<>]*)?>", re.I)
-_KNOWN_TAG = re.compile(r"</?(?:div|span|b|i|u|em|strong|font|center|small|big|section|article|html|body|"
-                        r"blockquote|h[1-6]|ul|ol|li|table|tr|td|th|tbody|thead)(?:\s[^<>]*)?/?>", re.I)
-_ENTITY = re.compile(r"&(?:[a-zA-Z]{2,8}|#\d{2,6}|#x[0-9a-fA-F]{2,5});")
-_SPACES = re.compile(r"(?<=\S) {2,}(?=\S)")
-_TRAILING = re.compile(r"[ \t]+$", re.M)
-_BLANKS = re.compile(r"\n{3,}")
-
-
-def normalize_options(config: dict | None) -> dict:
-    opts = dict(NORMALIZE_DEFAULTS)
-    user = ((config or {}).get("clean") or {}).get("normalize") or {}
-    unknown = set(user) - set(opts)
-    if unknown:
-        raise ValueError(f"[clean.normalize]: unknown option {sorted(unknown)[0]!r} (one of {', '.join(opts)})")
-    opts.update(user)
-    if opts["unicode"] not in ("NFC", "NFKC", False):
-        raise ValueError(f"[clean.normalize] unicode = {opts['unicode']!r}: one of \"NFC\", \"NFKC\", false")
-    return opts
-
-
-def _prose(text: str, fn: Callable[[str], str]) -> str:
-    """Apply fn to the text outside code fences and inline code (each code span stands in as one private-use
-    character while fn runs, so fn still sees what is next to it)."""
-    if "`" not in text:
-        return fn(text)
-    parts = _FENCE.split(text)
-    if len(parts) == 1 or any(_HOLE in p for p in parts):
-        return fn(text) if len(parts) == 1 else text
-    code = parts[1::2]
-    out = fn(_HOLE.join(parts[0::2])).split(_HOLE)
-    if len(out) != len(code) + 1:      # fn swallowed a span (e.g. inside a tag it removed): piece by piece
-        return "".join(p if i % 2 else fn(p) for i, p in enumerate(parts))
-    return "".join(p + (code[i] if i < len(code) else "") for i, p in enumerate(out))
-
-
-def normalize_text(text: str, opts: dict = NORMALIZE_DEFAULTS) -> str:
-    if not text:
-        return text
-    if opts["unicode"]:
-        text = unicodedata.normalize(opts["unicode"], text)
-    if opts["html"] and ("<" in text or "&" in text):
-        def unmark(s: str) -> str:
-            s = _BREAK_TAG.sub("\n", s)
-            s = _PARA_TAG.sub("\n\n", s)
-            s = _KNOWN_TAG.sub("", s)
-            return _ENTITY.sub(lambda m: html.unescape(m.group(0)), s)
-        text = _prose(text, unmark)
-    if opts["control"]:
-        text = strip_controls(text)      # first: an ESC sequence goes whole, not leaving "[31m" behind
-    if opts["invisible"]:
-        text = drop_invisible(text)
-    if opts["whitespace"]:
-        text = _prose(text, lambda s: _SPACES.sub(" ", s))
-        text = _TRAILING.sub("", text)
-        text = _BLANKS.sub("\n\n", text).strip()
-    return text
-
-
-def normalize_sample(s: dict, opts: dict) -> dict:
-    """The text fields normalization would change: {field: new value} (messages as a list)."""
-    changes = {}
-    for f in ("instruction", "input", "response", "rejected", "system"):
-        v = s.get(f)
-        if v:
-            new = normalize_text(v, opts)
-            if new != v:
-                changes[f] = new
-    msgs = s.get("messages")
-    if msgs:
-        new_msgs = [{**m, "content": normalize_text(m["content"], opts)} if isinstance(m.get("content"), str) else m
-                    for m in msgs]
-        if new_msgs != msgs:
-            changes["messages"] = new_msgs
-    return changes
-
 
 # --- filters ------------------------------------------------------------------------------------------------
 
@@ -671,12 +462,12 @@ def apply_normalize(conn: sqlite3.Connection, result: NormalizePreview) -> Apply
         logs, skipped = [], 0
         run = None
         for sid, _, before, after in result.changes:
-            if _current(conn, sid, before) != before:      # edited since the preview
+            if current_fields(conn, sid, before) != before:      # edited since the preview
                 skipped += 1
                 continue
             run = run or new_run(conn, "normalize")
             write_text(conn, sid, after)
-            logs.append((sid, _dumps(before), _dumps(after), run, now()))
+            logs.append((sid, json_text(before), json_text(after), run, now()))
         conn.executemany("INSERT INTO decisions (sample_id, action, before, after, reason, session, created_at) "
                          "VALUES (?, 'normalize', ?, ?, 'normalize', ?, ?)", logs)
     return ApplyResult(run, len(logs), skipped)

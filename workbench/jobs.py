@@ -13,7 +13,7 @@ import sqlite3
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import orjson
 
@@ -21,7 +21,7 @@ from . import endpoints as endpoints_mod
 from .filters import FILTER_KEYS, FilterError, filter_sql, iter_filtered, parse_filter  # noqa: F401  (re-exported)
 from .filters import check_scores
 from .samples import decode_sample, SAMPLE_COLUMNS
-from .store import ensure_dataset, fts_query, get_dataset, now, transaction
+from .store import ensure_dataset, get_dataset, now, transaction
 from .tasks import Item, Result, Task, TaskContext, TaskError, get_task, resolve_params, write_results
 
 ACTIVE = ("queued", "running", "paused")

@@ -1,0 +1,307 @@
+"""The near-duplicate core: a stream of (id, prompt match text, response) -> clusters of ids, with no store.
+
+Multi-pass sorted neighbourhood (forward, backward, anchored keys; see workbench/dedup.py for why not MinHash),
+candidate pairs scored in batches with rapidfuzz's Indel similarity, clusters by union-find.
+"""
+from __future__ import annotations
+
+import re
+import string
+import time
+from array import array
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Indel
+
+DEFAULT_THRESHOLD = 0.9
+WINDOW = 8            # neighbours compared after each row in each sorted pass
+GATE = 8             # a neighbour must share this many leading key characters (fewer for short keys)
+SNIPPET = 32          # response head/tail characters kept in memory (sort keys, short responses compared whole)
+KEY_BYTES = 64        # sort keys other than the prompt itself: fixed-width bytes (no object per row at 1M)
+VERIFY_BATCH = 20_000 # pairs whose responses are fetched from the store at once
+CHUNK = 20_000        # candidate pairs scored per rapidfuzz call (their prompt copies are transient memory)
+WORKERS = 1           # rapidfuzz threads (the cores are shared with the UI and workers)
+ANCHOR_MIN_WORDS = 4
+
+_NONWORD = re.compile(r"[\W_]+")
+_ASCII_PUNCT = bytes.maketrans(string.punctuation.encode(), b" " * len(string.punctuation))
+
+
+def match_text(text: str) -> str:
+    """What similarity is measured on: casefolded words separated by single spaces (punctuation dropped)."""
+    if text.isascii():   # the common case, ~4x faster than the regex
+        return " ".join(text.encode().translate(_ASCII_PUNCT).decode().lower().split())
+    return _NONWORD.sub(" ", text.casefold()).strip()
+
+
+# --- the core: (id, main, extra) stream -> clusters of ids ------------------------------------------------------
+
+class _UnionFind:
+    """Disjoint sets over row indices 0..n-1 in a compact array; the root is always the smallest index."""
+
+    def __init__(self, n: int):
+        self.parent = array("q", range(n))
+
+    def find(self, x: int) -> int:
+        parent = self.parent
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    def union(self, a: int, b: int) -> bool:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        if ra > rb:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        return True
+
+
+@dataclass
+class Stats:
+    rows: int = 0
+    skipped_empty: int = 0
+    exact_rows: int = 0          # rows in an exact group beyond its first
+    compared: int = 0            # candidate pairs whose similarity was computed
+    near_pairs: int = 0          # verified near pairs that joined two clusters
+    passes: dict = field(default_factory=dict)      # pass name -> pairs compared
+    seconds: dict = field(default_factory=dict)     # phase -> CPU seconds
+
+    def lap(self, phase: str, t0: float) -> None:
+        self.seconds[phase] = time.process_time() - t0 - sum(self.seconds.values())
+
+
+def _anchor_key(main: str) -> str | None:
+    """The text rotated to start at its (last) longest word: a start that edits at either end do not move.
+    Templates put their fixed long words first and content later, hence the last one."""
+    words = main.split(" ")
+    if len(words) < ANCHOR_MIN_WORDS:
+        return None
+    pos = main.rfind(max(reversed(words), key=len))
+    return (main[pos:] + " " + main[:pos])[:KEY_BYTES]
+
+
+def _gated_neighbours(prefixes: np.ndarray, lens: np.ndarray, window: int) -> Iterator[tuple[np.ndarray, int]]:
+    """For rows in sorted key order, given each key's first GATE bytes as a (rows, GATE) uint8 array: the pairs
+    (p, p + d), d <= window, whose keys share their first min(GATE, len/4) bytes (len = the row's prompt
+    length) — yielded per offset d as an array of p. Vectorized: no Python work per pair."""
+    n = len(prefixes)
+    if n < 2:
+        return
+    same = prefixes[1:] == prefixes[:-1]
+    lcp = np.cumprod(same, axis=1, dtype=np.uint8).sum(axis=1, dtype=np.int16)   # capped at GATE
+    del same
+    need = np.clip(lens // 4, 2, GATE).astype(np.int16)
+    run = lcp
+    for d in range(1, min(window, n - 1) + 1):
+        if d > 1:
+            run = np.minimum(run[:-1], lcp[d - 1:])     # lcp of keys p and p+d = min over the steps between
+        hits = np.flatnonzero(run >= need[:n - d])
+        if hits.size == 0:
+            break
+        yield hits, d
+
+
+def _similar(a_texts: list[str], b_texts: list[str], threshold: float) -> np.ndarray:
+    """Elementwise similarity >= threshold, computed in C (rapidfuzz cpdist)."""
+    scores = process.cpdist(a_texts, b_texts, scorer=Indel.normalized_similarity, score_cutoff=threshold,
+                            workers=WORKERS)
+    return scores >= threshold
+
+
+def _ints(arr: np.ndarray, chunk: int = 65_536) -> Iterator[int]:
+    """Python ints from an int array without materializing them all at once."""
+    for lo in range(0, len(arr), chunk):
+        yield from arr[lo:lo + chunk].tolist()
+
+
+def _prefix_bytes(texts: Iterable[str], n: int) -> np.ndarray:
+    return np.fromiter((t[:GATE].encode()[:GATE] for t in texts), dtype=f"S{GATE}", count=n) \
+        .view(np.uint8).reshape(n, GATE)
+
+
+class _Rows:
+    """The in-memory side of a dedup run: one string per row — the prompt's match text, then (when responses
+    are compared) \\x1f and the response's snippet: the whole response if short, else its head and tail.
+    \\x1f never occurs in match text (str.split treats it as whitespace) and sorts below every character in it,
+    so sorting these strings sorts by prompt, then by response."""
+
+    def __init__(self):
+        self.ids = array("q")
+        self.texts: list[str] = []
+        self.main_len = array("q")
+        self.hashes = array("q")
+        self.has_extra = False
+
+    def add(self, sid: int, main: str, extra: str | None) -> None:
+        self.ids.append(sid)
+        self.main_len.append(len(main))
+        self.hashes.append(hash((main, extra)))
+        if extra is None:
+            self.texts.append(main)
+            return
+        self.has_extra = True
+        snip = extra if len(extra) <= 2 * SNIPPET else extra[:SNIPPET] + "\x1f" + extra[-SNIPPET:]
+        self.texts.append(main + "\x1f" + snip)
+
+    def main(self, i: int) -> str:
+        return self.texts[i][:self.main_len[i]] if self.has_extra else self.texts[i]
+
+    def snippet(self, i: int) -> str:
+        return self.texts[i][self.main_len[i] + 1:]
+
+    def whole_extra(self, i: int) -> bool:
+        return len(self.texts[i]) - self.main_len[i] - 1 <= 2 * SNIPPET
+
+    def backward_key(self, i: int) -> str:
+        t, m = self.texts[i], self.main_len[i]
+        key = t[max(m - KEY_BYTES, 0):m][::-1]
+        return key + "\x1f" + t[:m:-1][:SNIPPET] if self.has_extra else key
+
+    def anchored_key(self, i: int) -> str | None:
+        key = _anchor_key(self.main(i))
+        return key + "\x1f" + self.snippet(i)[:SNIPPET] if key and self.has_extra else key
+
+    def exact_groups(self, uf: _UnionFind) -> array:
+        """Join rows with identical match texts; returns the rows that start a group (the only ones the passes
+        compare). Repeats' texts are dropped from memory."""
+        n = len(self.ids)
+        if n == 0:
+            return array("q")
+        h = np.frombuffer(self.hashes, dtype=np.int64)
+        order = np.argsort(h, kind="stable")      # stable: within a group, the earliest row comes first
+        hs = h[order]
+        starts = np.ones(n, dtype=bool)
+        starts[1:] = hs[1:] != hs[:-1]
+        group_first = order[np.flatnonzero(starts)][np.cumsum(starts) - 1]
+        repeats = np.flatnonzero(group_first != order)
+        for k in repeats.tolist():
+            i = int(order[k])
+            uf.union(int(group_first[k]), i)
+            self.texts[i] = ""
+            self.main_len[i] = 0
+        self.hashes = array("q")
+        is_first = np.ones(n, dtype=bool)
+        is_first[order[repeats]] = False
+        return array("q", np.flatnonzero(is_first).tolist())
+
+    def forward_order(self, rows_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Rows sorted by their whole string (prompt, then response), and each key's first GATE bytes."""
+        keys = np.empty(len(rows_in), dtype=object)
+        keys[:] = [self.texts[i] for i in _ints(rows_in)]
+        order = rows_in[np.argsort(keys, kind="stable")]
+        del keys
+        return order, _prefix_bytes((self.texts[i] for i in _ints(order)), len(order))
+
+    def keyed_order(self, rows_in: np.ndarray, keyfn: Callable[[int], str | None]) -> tuple[np.ndarray, np.ndarray]:
+        """Rows sorted by keyfn (rows it gives None are left out), keys held as fixed-width UTF-8 bytes (no Python
+        object per row; UTF-8 byte order is code point order)."""
+        keys = np.fromiter(((keyfn(i) or "").encode()[:KEY_BYTES] for i in _ints(rows_in)),
+                           dtype=f"S{KEY_BYTES}", count=len(rows_in))
+        present = np.flatnonzero(keys != b"")
+        if present.size < len(keys):
+            keys, rows_in = keys[present], rows_in[present]
+        perm = np.argsort(keys, kind="stable")
+        prefixes = keys.view(np.uint8).reshape(len(keys), KEY_BYTES)[perm, :GATE]
+        return rows_in[perm], prefixes
+
+
+def near_duplicate_groups(rows: Iterable[tuple[int, str, str | None]], threshold: float = DEFAULT_THRESHOLD,
+                          fetch_extra: Callable[[list[int]], dict[int, str | None]] | None = None,
+                          window: int = WINDOW, stats: Stats | None = None) -> list[list[int]]:
+    """Clusters (lists of ids, each sorted, size >= 2) over a stream of (id, main text, extra text or None).
+
+    When rows carry an extra text (the response), only its short head and tail stay in memory; pairs whose main
+    texts match are then verified on the full extra texts that `fetch_extra(ids) -> {id: raw extra}` returns.
+    """
+    if not 0.0 < threshold <= 1.0:
+        raise ValueError(f"threshold is a similarity in (0, 1], not {threshold}")
+    st = stats if stats is not None else Stats()
+    t0 = time.process_time()
+    data = _Rows()
+    for sid, main_raw, extra_raw in rows:
+        st.rows += 1
+        main = match_text(main_raw)
+        extra = match_text(extra_raw) if extra_raw is not None else None
+        if not main and not extra:
+            st.skipped_empty += 1
+            continue
+        data.add(sid, main, extra)
+    st.lap("read", t0)
+    ids, has_extra = data.ids, data.has_extra
+    n = len(ids)
+    uf = _UnionFind(n)
+    reps = data.exact_groups(uf)
+    st.exact_rows = n - len(reps)
+    if has_extra and fetch_extra is None:
+        raise ValueError("rows carry response texts: pass fetch_extra to verify them")
+    pending: list[tuple[int, int]] = []      # prompts matched; the full responses still to verify
+    main_len = np.frombuffer(data.main_len, dtype=np.int64)
+    st.lap("exact", t0)
+
+    texts, mlen = data.texts, data.main_len
+    rows_all = np.frombuffer(reps, dtype=np.int64)
+    for name in ("forward", "backward", "anchored"):
+        if name == "forward":
+            order, prefixes = data.forward_order(rows_all)
+        else:
+            order, prefixes = data.keyed_order(rows_all, data.backward_key if name == "backward"
+                                               else data.anchored_key)
+        lens = main_len[order]
+        compared = 0
+        for hits, d in _gated_neighbours(prefixes, lens, window):
+            # Indel similarity >= t needs 2 * min(len) >= t * (sum of lens): drop hopeless pairs before scoring
+            la, lb = lens[hits], lens[hits + d]
+            hits = hits[2 * np.minimum(la, lb) >= threshold * (la + lb)]
+            for lo in range(0, hits.size, CHUNK):
+                part = hits[lo:lo + CHUNK]
+                a_idx, b_idx = order[part].tolist(), order[part + d].tolist()
+                if has_extra:       # the prompt part of each row's string (inline: a method call per row costs)
+                    a_txt = [texts[i][:mlen[i]] for i in a_idx]
+                    b_txt = [texts[i][:mlen[i]] for i in b_idx]
+                else:
+                    a_txt, b_txt = [texts[i] for i in a_idx], [texts[i] for i in b_idx]
+                ok = _similar(a_txt, b_txt, threshold)
+                del a_txt, b_txt
+                compared += part.size
+                for k in np.flatnonzero(ok).tolist():
+                    a, b = a_idx[k], b_idx[k]
+                    if not has_extra:
+                        joined = uf.union(a, b)
+                    elif data.whole_extra(a) and data.whole_extra(b):     # short responses: whole in memory
+                        joined = (Indel.normalized_similarity(data.snippet(a), data.snippet(b),
+                                                              score_cutoff=threshold) >= threshold
+                                  and uf.union(a, b))
+                    else:
+                        joined = False
+                        if uf.find(a) != uf.find(b):
+                            pending.append((a, b))
+                    st.near_pairs += joined
+        st.passes[name] = compared
+        st.compared += compared
+        del order, prefixes, lens
+        st.lap(name, t0)
+
+    for start in range(0, len(pending), VERIFY_BATCH):
+        batch = [(a, b) for a, b in pending[start:start + VERIFY_BATCH] if uf.find(a) != uf.find(b)]
+        texts = fetch_extra(sorted({ids[x] for p in batch for x in p}))
+        for a, b in batch:
+            ea, eb = texts.get(ids[a]), texts.get(ids[b])
+            if ea is None or eb is None:
+                continue
+            if Indel.normalized_similarity(match_text(ea), match_text(eb), score_cutoff=threshold) >= threshold:
+                st.near_pairs += uf.union(a, b)
+    st.lap("verify", t0)
+
+    # union keeps the smaller index as root, so a root is its cluster's first row
+    groups: dict[int, list[int]] = {}
+    for i in range(n):
+        r = uf.find(i)
+        if r != i:
+            groups.setdefault(r, [ids[r]]).append(ids[i])
+    return sorted(sorted(g) for g in groups.values())

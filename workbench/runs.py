@@ -1,0 +1,131 @@
+"""Runs: the undoable log of applied curation steps (a filter pass, a normalization pass, a dedup keep-best).
+
+Every row a run changes gets a `decisions` row (action 'filter' | 'normalize' | 'dedup', before/after, reason)
+whose `session` is the run id ("filter-3"). `undo_run` reverts a run by appending 'undo' decisions - nothing is
+ever deleted - and leaves alone any row a curator changed after the run.
+"""
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from typing import Iterable
+
+import orjson
+
+from .samples import write_text
+from .store import now, transaction
+
+
+# --- runs: the undoable log --------------------------------------------------------------------------------
+
+RUN_ACTIONS = ("filter", "normalize", "dedup")
+
+
+def json_text(obj) -> str:
+    return orjson.dumps(obj).decode()
+
+
+def new_run(conn: sqlite3.Connection, kind: str) -> str:
+    """Inside a transaction: the next run id, e.g. 'filter-3' (one sequence for every kind)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'curation_run_seq'").fetchone()
+    seq = int(row[0]) + 1 if row else 1
+    conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('curation_run_seq', ?)", (str(seq),))
+    return f"{kind}-{seq}"
+
+
+def log_status_changes(conn: sqlite3.Connection, run: str, action: str, changes: list[tuple[int, str, str]],
+                       new_status: str) -> int:
+    """Inside a transaction: set status for each (sample id, old status, reason) and log a decision per row."""
+    ts = now()
+    conn.executemany("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?",
+                     ((new_status, ts, sid) for sid, _, _ in changes))
+    after = json_text({"status": new_status})
+    conn.executemany(
+        "INSERT INTO decisions (sample_id, action, before, after, reason, session, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        ((sid, action, json_text({"status": old}), after, reason, run, ts) for sid, old, reason in changes))
+    return len(changes)
+
+
+def current_fields(conn: sqlite3.Connection, sample_id: int, keys: Iterable[str]) -> dict | None:
+    keys = list(keys)
+    row = conn.execute(f"SELECT {', '.join(keys)} FROM samples WHERE id = ?", (sample_id,)).fetchone()
+    if row is None:
+        return None
+    out = dict(zip(keys, row))
+    if out.get("messages") is not None:
+        out["messages"] = orjson.loads(out["messages"])
+    return out
+
+
+@dataclass
+class RunInfo:
+    run: str
+    action: str
+    rows: int
+    undone: int
+    reasons: dict[str, int]
+    created_at: str
+
+
+def list_runs(conn: sqlite3.Connection) -> list[RunInfo]:
+    """Every applied curation run, newest first, with how many of its rows have been undone."""
+    runs: dict[str, RunInfo] = {}
+    for session, action, reason, n, created in conn.execute(
+            "SELECT session, action, reason, count(*), min(created_at) FROM decisions "
+            f"WHERE action IN ({','.join('?' * len(RUN_ACTIONS))}) AND session IS NOT NULL "
+            "GROUP BY session, action, reason", RUN_ACTIONS):
+        info = runs.setdefault(session, RunInfo(session, action, 0, 0, {}, created))
+        info.rows += n
+        key = reason if action == "filter" else action
+        info.reasons[key] = info.reasons.get(key, 0) + n
+    for session, n in conn.execute(
+            "SELECT session, count(*) FROM decisions WHERE action = 'undo' AND session IN "
+            f"(SELECT DISTINCT session FROM decisions WHERE action IN ({','.join('?' * len(RUN_ACTIONS))})) "
+            "GROUP BY session", RUN_ACTIONS):
+        if session in runs:
+            runs[session].undone = n
+    return sorted(runs.values(), key=lambda r: int(r.run.rsplit("-", 1)[-1]) if r.run.rsplit("-", 1)[-1].isdigit()
+                  else 0, reverse=True)
+
+
+@dataclass
+class UndoResult:
+    run: str
+    reverted: int = 0
+    changed_since: list[int] = field(default_factory=list)   # rows a curator changed after the run: left alone
+    already_undone: int = 0
+
+
+def undo_run(conn: sqlite3.Connection, run: str) -> UndoResult:
+    """Revert every row of a run that is still as the run left it, appending 'undo' decisions."""
+    res = UndoResult(run)
+    with transaction(conn):
+        rows = conn.execute(
+            "SELECT d.id, d.sample_id, d.action, d.before, d.after FROM decisions d "
+            f"WHERE d.session = ? AND d.action IN ({','.join('?' * len(RUN_ACTIONS))}) ORDER BY d.id DESC",
+            (run, *RUN_ACTIONS)).fetchall()
+        if not rows:
+            raise KeyError(f"no curation run named {run!r} (see `workbench clean --runs`)")
+        undone = {r[0] for r in conn.execute("SELECT undoes FROM decisions WHERE session = ? AND action = 'undo'",
+                                             (run,))}
+        ts = now()
+        logs = []
+        for did, sid, action, before_s, after_s in rows:
+            if did in undone:
+                res.already_undone += 1
+                continue
+            before, after = orjson.loads(before_s), orjson.loads(after_s)
+            current = current_fields(conn, sid, after)
+            if current != after:
+                res.changed_since.append(sid)
+                continue
+            if set(before) == {"status"}:
+                conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (before["status"], ts, sid))
+            else:
+                write_text(conn, sid, before)
+            logs.append((sid, json_text(current), json_text(before), did, run, ts))
+            res.reverted += 1
+        conn.executemany("INSERT INTO decisions (sample_id, action, before, after, undoes, session, created_at) "
+                         "VALUES (?, 'undo', ?, ?, ?, ?, ?)", logs)
+    return res
