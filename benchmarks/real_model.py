@@ -205,7 +205,8 @@ def setup(wb: Workbench, base_url: str, max_tokens: int, data: Path, json_mode: 
 def classify(error: str) -> str:
     """A failure reason short enough to count: the message without the sample-specific part."""
     e = (error or "").strip().splitlines()[0] if error else "?"
-    if e.startswith("looped to max_tokens"):
+    e = e.removeprefix("unparseable reply: ")
+    if "looped to max_tokens" in e:
         return "looped to max_tokens"
     e = re.sub(r"'[^']*'|\"[^\"]*\"", "…", e)
     e = re.sub(r"\d+(\.\d+)?", "N", e)
@@ -236,9 +237,10 @@ def run_task(wb: Workbench, task: str, rows: int, max_tokens: int) -> dict:
         conn.close()
     items = sum(counts.values())
     failed = counts.get("failed", 0)
+    finished = counts.get("done", 0) + counts.get("dropped", 0)     # replies read (kept or dropped by a rule)
     secs = job.get("run_seconds") or wall
-    return {"task": task, "job": job_id, "status": job["status"], "items": items, "parsed": items - failed,
-            "failed": failed, "kept": job["kept"], "requests": job["requests"], "seconds": round(secs, 1),
+    return {"task": task, "job": job_id, "status": job["status"], "items": items, "parsed": finished,
+            "failed": failed, "unfinished": items - finished - failed, "kept": job["kept"], "requests": job["requests"], "seconds": round(secs, 1),
             "replies_per_s": round((job["requests"] or 0) / secs, 2) if secs else 0.0,
             "failed_without_raw": no_raw, "reasons": collections.Counter(map(classify, errs)).most_common(4),
             "note": "self-judged (one model)" if task == "preference" else ""}
@@ -257,7 +259,9 @@ def print_table(results: list[dict], before: dict | None = None) -> None:
         if before:
             o = before.get(r["task"])
             b = f" {o['parsed']}/{o['items']} ({o['parsed'] / o['items']:.0%}) |" if o and o.get("items") else " - |"
-        print(f"| {r['task']} | {r['items']} | {r['parsed']} | {r['failed']} | {share:.0%} | {r['replies_per_s']} |{b}")
+        late = f" ({r['unfinished']} unfinished)" if r.get("unfinished") else ""
+        print(f"| {r['task']} | {r['items']} | {r['parsed']} | {r['failed']}{late} | {share:.0%} | "
+              f"{r['replies_per_s']} |{b}")
     print()
     for r in results:
         if r.get("reasons"):
