@@ -339,3 +339,24 @@ def parse_text(raw, *, strip_label: bool = True) -> str:
     if not text:
         raise ParseError("reply has no text once labels and quotes are removed", raw)
     return text
+
+
+# --- one-word answers (Self-Instruct's "is this a classification task?") ---------------------------
+
+_YES_NO_LINE = re.compile(r"^[\s*_\"'`>#-]*(yes|no)[\s*_\"'`.!]*$", re.I)
+
+
+def parse_yes_no(raw) -> bool:
+    """True for "Yes", False for "No": the reply's first line must be that one word (markdown, quotes and a final
+    period tolerated). "Yes and no", "Not really", "Yes, it is not..." or a verdict later in the text are refused:
+    a reply that needs interpreting is not an answer to a one-word question."""
+    text = _text(raw).strip()
+    first, _, rest = text.partition("\n")
+    m = _YES_NO_LINE.match(first)
+    if m is None:
+        raise ParseError("expected a one-word reply 'Yes' or 'No' on the first line", raw)
+    answer = m.group(1).lower() == "yes"
+    other = "no" if answer else "yes"
+    if re.search(rf"^[\s*_\"'`>#-]*{other}\b", rest, re.I | re.M):
+        raise ParseError("the reply answers both 'Yes' and 'No'", raw)
+    return answer
