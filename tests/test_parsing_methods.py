@@ -22,3 +22,22 @@ def test_yes_no_refused_with_raw(reply):
     with pytest.raises(ParseError) as e:
         parse_yes_no(reply)
     assert e.value.raw == reply
+
+
+@pytest.mark.parametrize("reply, verdict", [
+    ("A is clearer.\n[[A]]", "A"), ("[[B]]", "B"), ("Both equal.\n\n[[C]]\n", "C"),
+    ("Verdict [[B]] since B explains; final: [[B]]", "B"), ("Reasons...\nFinal verdict: [[ A ]]", "A"),
+])
+def test_pair_verdict(reply, verdict):
+    from workbench.parsing import parse_pair_verdict
+    assert parse_pair_verdict(reply) == verdict
+
+
+@pytest.mark.parametrize("reply", [
+    "A is better.", "[A]", "[[A]] at first, but on reflection [[B]]", "[[D]]", "[[a]]", "[[AB]]",
+    "[[A]]\nThat is my verdict, though B has merits.", "Answer A", "", "[[A or B]]",
+])
+def test_pair_verdict_refused(reply):
+    from workbench.parsing import parse_pair_verdict
+    with pytest.raises(ParseError):
+        parse_pair_verdict(reply)

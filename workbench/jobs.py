@@ -201,6 +201,15 @@ def get_job(conn: sqlite3.Connection, job_id: int) -> dict:
     return _job(row)
 
 
+def job_report(conn: sqlite3.Connection, job: dict) -> dict:
+    """Task-specific figures about a job's outputs (a task class may define `report(conn, job)`), or {}."""
+    try:
+        fn = getattr(get_task(job["kind"]), "report", None)
+    except TaskError:
+        return {}
+    return fn(conn, job) if fn else {}
+
+
 def list_jobs(conn: sqlite3.Connection, limit: int = 500) -> list[dict]:
     rows = conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
     return [_job(r) for r in rows]

@@ -360,3 +360,31 @@ def parse_yes_no(raw) -> bool:
     if re.search(rf"^[\s*_\"'`>#-]*{other}\b", rest, re.I | re.M):
         raise ParseError("the reply answers both 'Yes' and 'No'", raw)
     return answer
+
+
+# --- pairwise verdicts ([[A]] / [[B]] / [[C]]) --------------------------------------------------------
+
+_VERDICT = re.compile(r"\[\[\s*([A-Za-z]+)\s*\]\]")
+
+
+def parse_pair_verdict(raw) -> str:
+    """"A", "B" or "C" (a tie) from a reply ending with a verdict in double brackets.
+
+    The last non-empty line must hold the verdict, and no other verdict may appear anywhere in the reply (a judge
+    that wrote "[[A]]" and later "[[B]]" has given two answers). Lower case, other letters or a verdict only in
+    the middle of the reasoning are refused.
+    """
+    text = _text(raw).strip()
+    found = _VERDICT.findall(text)
+    if not found:
+        raise ParseError("no verdict [[A]], [[B]] or [[C]] in the reply", raw)
+    bad = [v for v in found if v not in ("A", "B", "C")]
+    if bad:
+        raise ParseError(f"verdict [[{bad[0]}]] is not one of [[A]], [[B]], [[C]]", raw)
+    if len(set(found)) > 1:
+        raise ParseError(f"the reply gives {len(set(found))} different verdicts ({', '.join(sorted(set(found)))})",
+                         raw)
+    last = text.splitlines()[-1]
+    if not _VERDICT.search(last):
+        raise ParseError("the verdict is not on the reply's last line", raw)
+    return found[0]
