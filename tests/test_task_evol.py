@@ -95,6 +95,9 @@ def test_evol_quality_unreadable_reply_is_an_item_error(conn, db_path):
 
 def evol_reply(messages, body):
     prompt = last_user(messages)
+    if "Score each of the" in prompt:                                   # complexity: later versions are harder
+        n = int(prompt.split("Score each of the ", 1)[1].split(" ", 1)[0])
+        return "\n".join(f"[{i}] Score: {i}" for i in range(1, n + 1))
     if "Answer with exactly one of these two phrases" in prompt:         # the equality check
         second = between(prompt, "Second prompt:")
         return "Equal" if "SAME" in second else "Not Equal"
@@ -217,3 +220,35 @@ def test_evol_quality_deita_scores_all_versions_together_and_keeps_the_best(conn
     assert chain[1]["parent_id"] == chain[0]["id"]
     assert len(rows(conn, "SELECT * FROM judgments WHERE rubric = 'deita-quality' AND sample_id IN (?,?,?)",
                     tuple(s["id"] for s in chain))) == 3
+
+
+def test_evol_instruct_deita_complexity_scores(conn, db_path):
+    ids = add_dataset(conn, "seeds", [{"instruction": "Sort the list", "input": "3, 1, 2"},
+                                      {"instruction": "Name a color"}])
+    replies = {"Sort the list": "[1] Score: 1\n[2] Score: 3\n[3] Score: 2\n[4] Score: 5",
+               "Name a color": "[1] Score: 1\n[2] Score: 2\n[3] Score: 2\n[4] Score: 2\n[5] Score: 4"}   # 5 lines for 4
+
+    def reply(messages, body):
+        prompt = last_user(messages)
+        if "Score each of the" in prompt:
+            return replies[between(prompt, "Instruction [1]:").split("\n")[0]]
+        return evol_reply(messages, body)
+
+    with LLMServer(reply=reply) as srv:
+        job = run(conn, db_path, "evol-instruct", config=config_for(srv), dataset="seeds",
+                  params={"rounds": 3, "seed": 1})
+        scorer = [b for b in srv.stats.bodies if "Score each of the" in b["messages"][-1]["content"]]
+    assert (job["kept"], job["failed"]) == (3, 1)
+    # the original (with its input) and the three evolutions in one prompt
+    sort_prompt = next(b["messages"][-1]["content"] for b in scorer if "Sort the list" in b["messages"][-1]["content"])
+    assert between(sort_prompt, "Instruction [1]:") == "Sort the list\n3, 1, 2"
+    assert between(sort_prompt, "Instruction [4]:").count(" +") == 3
+    chain = sorted(samples_of(conn, "seeds-evol-instruct"), key=lambda s: s["origin"]["round"])
+    assert [s["origin"]["complexity_score"] for s in chain] == [3, 2, 5]
+    assert all(s["origin"]["complexity_scores"] == [1, 3, 2, 5] and s["origin"]["complexity_scale"] == [1, 5]
+               for s in chain)
+    j = rows(conn, "SELECT sample_id, rubric, scores FROM judgments ORDER BY sample_id")
+    assert [(x["sample_id"], x["rubric"], x["scores"]) for x in j] == [
+        (s["id"], "deita-complexity", {"complexity": c}) for s, c in zip(chain, [3, 2, 5])]
+    failed = next(i for i in items_of(conn, job["id"]) if i["status"] == "failed")
+    assert failed["sample_id"] == ids[1] and failed["raw"] == replies["Name a color"]
