@@ -358,6 +358,14 @@ class SelectionExists(ValueError):
 
 def write_selection(conn: sqlite3.Connection, name: str, result: Plan, replace: bool = False) -> int:
     """Store the plan's rows as selection `name` (with how it was made, in meta 'selection:<name>')."""
+    info = {"target": result.target.source, "size": result.size, "seed": result.target.seed,
+            "by": result.target.by, "diversity": result.target.diversity, "datasets": result.target.datasets,
+            "short": [vars(s) for s in result.short]}
+    return store_selection(conn, name, result.ids, info, replace)
+
+
+def store_selection(conn: sqlite3.Connection, name: str, ids: list[int], info: dict, replace: bool = False) -> int:
+    """Rows `ids` as selection `name`, `info` (how it was made) in meta 'selection:<name>'; one transaction."""
     if not name.strip():
         raise ValueError("a selection needs a name")
     with transaction(conn):
@@ -365,10 +373,8 @@ def write_selection(conn: sqlite3.Connection, name: str, result: Plan, replace: 
         if exists and not replace:
             raise SelectionExists(f"selection {name!r} exists; choose another name or replace it")
         conn.execute("DELETE FROM selections WHERE name = ?", (name,))
-        conn.executemany("INSERT INTO selections (name, sample_id) VALUES (?, ?)", ((name, i) for i in result.ids))
-        info = {"created_at": now(), "target": result.target.source, "size": result.size, "seed": result.target.seed,
-                "by": result.target.by, "diversity": result.target.diversity, "datasets": result.target.datasets,
-                "rows": len(result.ids), "short": [vars(s) for s in result.short]}
+        conn.executemany("INSERT INTO selections (name, sample_id) VALUES (?, ?)", ((name, i) for i in ids))
+        info = {"created_at": now(), **info, "rows": len(ids)}
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                      (f"selection:{name}", orjson.dumps(info).decode()))
-    return len(result.ids)
+    return len(ids)
