@@ -13,7 +13,7 @@ from typing import Callable
 
 import orjson
 
-from . import formats
+from . import formats, segments
 from .formats import FormatError, RowError
 from .samples import _INSERT, flag_duplicates, sample_row
 from .store import WAL_AUTOCHECKPOINT, ensure_dataset, now, transaction
@@ -63,6 +63,7 @@ class ImportResult:
     duplicates: int
     first_id: int
     last_id: int
+    segments: dict | None = None      # text segmented for backtranslation: kept and dropped counts
 
 
 def describe(file: str, line: int | None, row: int | None, fld: str | None, message: str) -> str:
@@ -170,10 +171,14 @@ def _build_block(ctx: _Context, first_line: int, block: bytes) -> list:
     return [_build(ctx, line, row, raw) for line, row, raw in formats.block_lines(first_line, block)]
 
 
-def _built_rows(ctx: _Context, path: Path, parallel: bool):
+def _built_rows(ctx: _Context, path: Path, parallel: bool, segmented=None):
     """Rows in file order. Big JSONL files are parsed, normalized and hashed in a worker process while this
     process inserts: the two halves of the work run on two cores. A bounded number of blocks is in flight, so
-    memory stays flat whatever the file size."""
+    memory stays flat whatever the file size. Segmented text comes as (line, text) records already."""
+    if segmented is not None:
+        for row, (line, text) in enumerate(segmented.records, 1):
+            yield _build(ctx, line, row, {"text": text})
+        return
     if not parallel:
         for line, row, rec in formats.read_records(path, ctx.file_type):
             yield _build(ctx, line, row, rec)
@@ -205,19 +210,33 @@ def _built_rows(ctx: _Context, path: Path, parallel: bool):
 
 def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt: str | None = None,
                 mapping: dict[str, str] | str | None = None, skip_invalid: bool = False,
-                progress: Callable[[int], None] | None = None) -> ImportResult:
+                progress: Callable[[int], None] | None = None, segment: str | None = None,
+                segment_min: int = segments.DEFAULT_MIN, segment_max: int = segments.DEFAULT_MAX) -> ImportResult:
+    """`segment` (heading | paragraph | none) cuts unlabeled text into candidate responses (workbench/segments.py)."""
     path = Path(path)
     if isinstance(mapping, str):
         mapping = _mapping(mapping)
     mapping = mapping or {}
     det = detect(path, fmt, mapping, skip_invalid)
+    segmented = None
+    if segment not in (None, "none"):
+        if det.format != "text" or det.file_type != "txt":
+            raise ImportFailed(f"{path}: --segment {segment} works on plain text files (--format text), "
+                               f"not {det.format} ({det.file_type})")
+        try:
+            segmented = segments.read_segments(path, segment, segment_min, segment_max)
+        except ValueError as e:      # UnicodeDecodeError is a ValueError too
+            raise ImportFailed(f"{path}: {e}") from None
+        if not segmented.records:
+            raise ImportFailed(f"{path}: no segment of {segment_min}-{segment_max} characters is left; "
+                               f"dropped: {segmented.report()['dropped']}")
     name = dataset or path.stem
     skipped: list[Skipped] = []
     counted = [0]
     parallel = det.file_type == "jsonl" and path.stat().st_size >= PARALLEL_MIN_BYTES
 
     def rows(ctx: _Context):
-        for r in _built_rows(ctx, path, parallel):
+        for r in _built_rows(ctx, path, parallel, segmented):
             if isinstance(r, Skipped):
                 if not skip_invalid:
                     raise ImportFailed(str(r))
@@ -254,4 +273,5 @@ def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt:
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
     if progress:
         progress(counted[0])
-    return ImportResult(name, did, import_id, det.format, counted[0], skipped, dups, first, last)
+    return ImportResult(name, did, import_id, det.format, counted[0], skipped, dups, first, last,
+                        segmented.report() if segmented is not None else None)

@@ -18,6 +18,13 @@ def register(sub, common) -> None:
     p.add_argument("--map", dest="mapping", metavar="TARGET=COLUMN,...",
                    help="map other columns, e.g. instruction=question,response=answer")
     p.add_argument("--skip-invalid", action="store_true", help="import the valid rows and report each skipped one")
+    p.add_argument("--segment", choices=("heading", "paragraph", "none"),
+                   help="text for backtranslation: a heading with its text, or paragraphs merged, as one row each; "
+                        "boilerplate and duplicates dropped (default none: each blank-line block is a row)")
+    p.add_argument("--segment-min", type=int, default=600, metavar="CHARS",
+                   help="with --segment: drop segments shorter than this (default 600)")
+    p.add_argument("--segment-max", type=int, default=3000, metavar="CHARS",
+                   help="with --segment: split longer segments at paragraph ends (default 3000)")
     p.add_argument("--dry-run", action="store_true", help="show the detected format, mapping and three parsed rows")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_import)
@@ -77,7 +84,8 @@ def cmd_import(args) -> int:
         progress = None if args.json or not sys.stderr.isatty() else \
             (lambda n: print(f"\r{n:,} rows", end="", file=sys.stderr, flush=True))
         res = importer.import_file(conn, args.file, args.dataset, args.format, args.mapping, args.skip_invalid,
-                                   progress)
+                                   progress, segment=args.segment, segment_min=args.segment_min,
+                                   segment_max=args.segment_max)
     except importer.ImportFailed as e:
         raise CliError(str(e)) from None
     if progress:
@@ -86,11 +94,17 @@ def cmd_import(args) -> int:
         print(f"skipped: {s}", file=sys.stderr)
     if args.json:
         print_json({"dataset": res.dataset, "format": res.format, "rows": res.rows, "skipped": len(res.skipped),
-                    "duplicates": res.duplicates, "first_id": res.first_id, "last_id": res.last_id})
+                    "duplicates": res.duplicates, "first_id": res.first_id, "last_id": res.last_id}
+                   | ({"segments": res.segments} if res.segments is not None else {}))
     else:
         print(f"imported {res.rows:,} rows into {res.dataset!r} as {res.format}"
               + (f"; {len(res.skipped)} skipped" if res.skipped else "")
               + (f"; {res.duplicates} flagged as exact duplicates" if res.duplicates else ""))
+        if res.segments is not None:
+            seg = res.segments
+            print(f"segments: {seg['segments']:,} kept ({args.segment_min}-{args.segment_max} characters), "
+                  f"{seg['merged_paragraphs']:,} paragraphs merged, {seg['split_segments']:,} split; dropped: "
+                  + (", ".join(f"{k} {v:,}" for k, v in seg["dropped"].items()) or "none"))
     _index_in_background(getattr(args, "db", None))
     return 0
 
