@@ -16,6 +16,7 @@ import orjson
 
 from . import __version__
 from .formats import LABEL_FIELDS, SHAREGPT_FROM
+from .origin_tags import origin_kind, tag as tag_origin
 from .samples import iter_samples
 from .store import STATUSES, dataset_id, now, transaction
 
@@ -162,7 +163,9 @@ def build_filter(conn: sqlite3.Connection, dataset=None, status=None, min_score=
 # --- writing ---------------------------------------------------------------------------------------------
 
 def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=None, min_score=None,
-           max_score=None, task_type=None, selection=None, name: str | None = None) -> ExportResult:
+           max_score=None, task_type=None, selection=None, name: str | None = None,
+           origin_tags: dict | None = None) -> ExportResult:
+    """`origin_tags` ({seed, augmented} texts, see origin_tags.py): each row's system prompt starts with its tag."""
     if fmt not in EXPORT_FORMATS:
         raise ExportFailed(f"unknown export format {fmt!r}; one of {', '.join(EXPORT_FORMATS)}")
     out = Path(out_path)
@@ -172,11 +175,16 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
     where, params, filters = build_filter(conn, dataset, status, min_score, max_score, task_type, selection)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     ids, hashes = array("q"), array("q")  # 16 bytes a row: a million-row export stays small
-    stats = {"rows": 0, "skipped_no_rejected": 0, "status": {}, "datasets": {}, "template_versions": {}}
+    stats = {"rows": 0, "skipped_no_rejected": 0, "status": {}, "datasets": {}, "template_versions": {},
+             "origin_tags": {}}
     names = dict(conn.execute("SELECT id, name FROM datasets"))
 
     def rows():
         for s in iter_samples(conn, where, params):
+            if origin_tags is not None:
+                kind = origin_kind(s)
+                stats["origin_tags"][kind] = stats["origin_tags"].get(kind, 0) + 1
+                s = tag_origin(s, origin_tags)
             if fmt == "parquet":
                 row = parquet_row(s)
             else:
@@ -212,6 +220,8 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
                                        "by_status": stats["status"], "by_dataset": stats["datasets"]},
         "template_versions": stats["template_versions"], "workbench_version": __version__,
     }
+    if origin_tags is not None:
+        manifest["origin_tags"] = {"tags": origin_tags, "rows": stats["origin_tags"]}
     manifest_path = out.with_name(out.name + ".manifest.json")
     with transaction(conn):
         snap = conn.execute(

@@ -40,6 +40,10 @@ def register(sub, common) -> None:
     p.add_argument("--selection", help="only samples of this named selection (see `workbench sample`)")
     p.add_argument("--name", help="a name for the snapshot")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--tag-origin", action="store_true",
+                   help="Humpback: start each row's system prompt with a tag for its origin (seed or self-augmented)")
+    p.add_argument("--seed-tag", metavar="TEXT", help="with --tag-origin: the seed rows' tag")
+    p.add_argument("--augmented-tag", metavar="TEXT", help="with --tag-origin: the self-augmented rows' tag")
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("datasets", parents=[common], help="list datasets with their counts")
@@ -140,10 +144,20 @@ def _short(v, n: int = 100) -> str:
 
 
 def cmd_export(args) -> int:
+    tags = None
+    if args.tag_origin:
+        from ..config import load_config
+        from ..origin_tags import resolve_tags
+        try:
+            tags = resolve_tags(load_config(getattr(args, "config", None)), args.seed_tag, args.augmented_tag)
+        except ValueError as e:
+            raise CliError(f"--tag-origin: {e}") from None
+    elif args.seed_tag is not None or args.augmented_tag is not None:
+        raise CliError("--seed-tag and --augmented-tag go with --tag-origin")
     conn = _store(args)
     try:
         res = exporter.export(conn, args.out, args.format, args.dataset, args.status, args.min_score,
-                              args.max_score, args.task_type, args.selection, args.name)
+                              args.max_score, args.task_type, args.selection, args.name, origin_tags=tags)
     except exporter.ExportFailed as e:
         raise CliError(str(e)) from None
     if args.json:
