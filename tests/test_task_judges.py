@@ -101,7 +101,8 @@ def test_curate_keeps_at_threshold_and_fails_unreadable_scores(conn, db_path):
     s = {x["instruction"].split()[0]: x for x in samples_of(conn, "cands")}
     assert s["five"]["metadata"]["curation"]["kept"] is True and s["five"]["score"] == 5
     assert s["four"]["metadata"]["curation"] == {"score": 4, "kept": True, "threshold": 4.0, "judge": "test-model",
-                                                 "rubric_version": "1", "job": job4["id"]}
+                                                 "rubric_version": "2", "job": job4["id"], "round": 1,
+                                                 "examples": []}
     assert s["none"]["score"] is None and "curation" not in (s["none"]["metadata"] or {})
     j = rows(conn, "SELECT * FROM judgments WHERE sample_id = ? ORDER BY id", (s["five"]["id"],))
     assert j[0]["scores"] == {"curation": 5} and j[0]["rationale"] == "Focused, expert and well written."
