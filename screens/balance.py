@@ -19,6 +19,7 @@ from textual.widgets import Footer, Static
 from widgets.histogram import Histogram
 from workbench import stats
 from workbench.store import data_version
+from workbench.safe_text import label
 
 POLL_SECONDS = 0.5
 TOP_CATEGORIES = 12      # more categories than this are summed into one bar (targeted ones always shown)
@@ -171,7 +172,7 @@ class BalanceScreen(Screen):
 
     def _update_status(self) -> None:
         total = self.counts.total(SCOPES[self.scope]) if self.counts else 0
-        parts = ["Balance", f"dataset: {self.dataset or 'all'}",
+        parts = ["Balance", f"dataset: {label(self.dataset or 'all', 60)}",
                  "accepted only" if self.scope == "accepted" else "all samples", f"{total:,} rows"]
         if self.updated_at:
             parts.append(f"updated {self.updated_at}")

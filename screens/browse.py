@@ -17,6 +17,7 @@ from textual.widgets import Footer, Input, Static
 from widgets.virtual_table import Column, TableRow, VirtualTable
 from workbench import browse
 from workbench.browse import Filter, Sort
+from workbench.safe_text import label, sanitize
 from workbench.store import fts_sync
 
 SORT_TITLES = {"id": "id", "score": "score", "length": "len", "status": "status", "task_type": "task"}
@@ -134,10 +135,10 @@ class BrowseScreen(Screen):
         table = self.table
         names = {v: k for k, v in self.datasets.items()}
         dataset = names.get(self.flt.dataset_id, "?") if self.flt and self.flt.dataset_id else "all"
-        parts = ["Browse", f"dataset: {dataset}",
+        parts = ["Browse", f"dataset: {label(dataset, 60)}",
                  f"sort: {self.sort.key}{' desc' if self.sort.descending else ''}"]
         if self.query_text:
-            parts.append(f"query: {self.query_text}")
+            parts.append(f"query: {label(self.query_text, 200)}")
         pos = table.position
         total = "?" if self.total is None else f"{self.total:,}"
         parts.append(f"row {'?' if pos is None else f'{pos + 1:,}'} of {total}")
@@ -156,7 +157,7 @@ class BrowseScreen(Screen):
 
     def _show_error(self, message: str | None) -> None:
         error = self.query_one("#error", Static)
-        error.update(Text(message or ""))
+        error.update(Text(sanitize(message or "")))
         error.set_class(bool(message), "shown")
 
     # --- actions -----------------------------------------------------------------------------------------------

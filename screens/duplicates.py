@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from widgets.safe_text import plain, safe_text
 from workbench import clean, dedup
+from workbench.safe_text import sanitize
 from workbench.samples import get_sample
 
 THRESHOLD_STEP = 0.05
@@ -283,4 +284,4 @@ class DuplicatesScreen(Screen):
         self.query_one("#status", Static).update(plain(f"Duplicates · {where} · {text}", 400))
 
     def _message(self, text: str, error: bool = False) -> None:
-        self.query_one("#message", Static).update(Text(text, style="red" if error else ""))
+        self.query_one("#message", Static).update(Text(sanitize(text), style="red" if error else ""))

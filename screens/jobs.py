@@ -25,6 +25,7 @@ from widgets.jobs_launch import LaunchDialog
 from widgets.safe_text import safe_text
 from workbench import jobs as J
 from workbench.recipes import list_recipes
+from workbench.safe_text import label
 from workbench.store import data_version, list_datasets, open_store
 
 POLL_SECONDS = 0.5
@@ -56,7 +57,7 @@ def bar(fraction: float, failed_share: float = 0.0, width: int = BAR_WIDTH) -> T
 
 def job_cells(j: dict) -> list:
     status = j["status"] + ("" if j["status"] != "running" or j["live"] else "?")   # "running?" = lease expired
-    return [Text(str(j["id"])), Text(j["kind"]), Text(status, style=STATUS_STYLE.get(j["status"], "")),
+    return [Text(str(j["id"])), Text(label(j["kind"])), Text(status, style=STATUS_STYLE.get(j["status"], "")),
             bar(j["fraction"], j["failed"] / j["total"] if j["total"] else 0.0),
             Text(f"{j['done']}/{j['total']}"), Text(str(j["failed"]), style="red" if j["failed"] else ""),
             Text(f"{j['items_per_s']:.1f}" if j["live"] else "-"), Text(fmt_eta(j["eta_s"])),
@@ -65,19 +66,19 @@ def job_cells(j: dict) -> list:
 
 def recipe_cells(r: dict) -> list:
     n = len(r["steps"])
-    return [Text(f"R{r['id']}"), Text(f"recipe {r['name']}", style="bold"),
+    return [Text(f"R{r['id']}"), Text(f"recipe {label(r['name'])}", style="bold"),
             Text(r["status"], style=STATUS_STYLE.get(r["status"], "")),
             bar(r["steps_done"] / n if n else 0.0), Text(f"{r['steps_done']}/{n} steps"),
             Text(str(sum(s["failed"] for s in r["steps"]))), Text("-"), Text("-"), Text(""), Text("")]
 
 
 def step_cells(r: dict, step: dict, job: dict | None) -> list:
-    label = Text(f" ↳{step['idx'] + 1} {step['name']}")
+    name = Text(f" ↳{step['idx'] + 1} {label(step['name'])}")
     if job is not None:
         cells = job_cells(job)
-        return [cells[0], label, *cells[2:]]
+        return [cells[0], name, *cells[2:]]
     status = "waiting" if r["status"] == "running" else "not run"
-    return [Text(""), label, Text(status, style="dim"), bar(0.0), Text(step["task"]), Text("")] + \
+    return [Text(""), name, Text(status, style="dim"), bar(0.0), Text(label(step["task"])), Text("")] + \
         [Text("-"), Text("-"), Text(""), Text("")]
 
 
@@ -108,12 +109,13 @@ def table_rows(jobs: list[dict], recipes_: list[dict]) -> list[tuple[str, list]]
 
 def recipe_text(r: dict) -> Text:
     t = Text()
-    t.append(f"Recipe {r['id']} · {r['name']} · {r['status']}\n", style="bold")
+    # recipe, step and variable names come from a file: untrusted, each through label()
+    t.append(f"Recipe {r['id']} · {label(r['name'])} · {r['status']}\n", style="bold")
     if r["vars"]:
-        t.append("vars " + " ".join(f"{k}={v}" for k, v in r["vars"].items()) + "\n")
+        t.append("vars " + " ".join(f"{label(k)}={label(v)}" for k, v in r["vars"].items()) + "\n")
     for s in r["steps"]:
         where = f"job {s['job_id']}" if s["job_id"] else "not queued yet"
-        t.append(f"{s['idx'] + 1}. {s['name']} ({s['task']}): {s['status']}, {s['done']}/{s['total']} done, "
+        t.append(f"{s['idx'] + 1}. {label(s['name'])} ({label(s['task'])}): {s['status']}, {s['done']}/{s['total']} done, "
                  f"{s['failed']} failed, {s['kept']} kept · {where}\n")
     if r["error"]:
         t.append("error: ", style="bold red")
@@ -148,20 +150,22 @@ def load_view(conn, selected: int | str | None, n_failures: int = 20) -> dict:
 def detail_text(j: dict) -> Text:
     p = j["params"]
     t = Text()
-    t.append(f"Job {j['id']} · {j['kind']} · {j['status']}\n", style="bold")
-    src = p.get("endpoint") and f"endpoint {p['endpoint']}" or p.get("pool") and f"pool {p['pool']}" or "-"
-    t.append(f"dataset {p.get('dataset') or '-'} → {p.get('into') or '-'} · {src}")
+    # dataset, endpoint and pool names, filters and params are untrusted: each goes through label()
+    t.append(f"Job {j['id']} · {label(j['kind'])} · {label(j['status'])}\n", style="bold")
+    src = p.get("endpoint") and f"endpoint {label(p['endpoint'])}" or p.get("pool") and f"pool {label(p['pool'])}" \
+        or "-"
+    t.append(f"dataset {label(p.get('dataset') or '-')} → {label(p.get('into') or '-')} · {src}")
     if p.get("judge"):
-        t.append(f" · judge {p['judge']}")
+        t.append(f" · judge {label(p['judge'])}")
     t.append("\n")
     if p.get("filter"):
-        t.append("filter " + " ".join(f"{k}={v}" for k, v in p["filter"].items()) + "\n")
+        t.append("filter " + " ".join(f"{label(k)}={label(v)}" for k, v in p["filter"].items()) + "\n")
     params = {k: v for k, v in (p.get("task") or {}).items() if v is not None and v != ""}
     if params:
-        t.append("params " + " ".join(f"{k}={v}" for k, v in params.items()) + "\n")
+        t.append("params " + " ".join(f"{label(k)}={label(v)}" for k, v in params.items()) + "\n")
     t.append(f"kept {j['kept']} · dropped {j['dropped']}")
     if j["drop_reasons"]:
-        t.append(" (" + ", ".join(f"{k}: {v}" for k, v in j["drop_reasons"].items()) + ")")
+        t.append(" (" + ", ".join(f"{label(k)}: {v}" for k, v in j["drop_reasons"].items()) + ")")
     t.append(f" · failed {j['failed']} · requests {j['requests']} · retries {j['retries']} · "
              f"cache hits {j['cache_hits']} · tokens {j['tokens_in']}+{j['tokens_out']} · cost {j['cost']:.4f}\n")
     t.append(f"created {j['created_at']}" + (f" · finished {j['finished_at']}" if j["finished_at"] else ""))
@@ -173,7 +177,7 @@ def detail_text(j: dict) -> Text:
 
 def failure_text(f: dict, limit: int | None = RAW_PREVIEW) -> Text:
     t = Text()
-    t.append(f"item {f['key']} · {f['status']} · {f['attempts']} attempt(s) · {f['updated_at']}\n", style="bold")
+    t.append(f"item {label(f['key'])} · {f['status']} · {f['attempts']} attempt(s) · {f['updated_at']}\n", style="bold")
     if f["error"]:
         t.append_text(safe_text(f["error"], None, style="red")[0])
         t.append("\n")

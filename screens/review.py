@@ -20,6 +20,7 @@ from widgets.conversation import Conversation, message_turns
 from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
 from widgets.scores import ScoresTable
 from workbench import keymap, review
+from workbench.safe_text import invisible_counts, sanitize
 from workbench.app import key_specs_bindings
 from workbench.review import Filter
 from workbench.stats import fold_if_needed
@@ -161,7 +162,7 @@ class FilterDialog(ModalScreen[Filter | None]):
                          min_score=self._score("min_score"), max_score=self._score("max_score"),
                          task_type=self._value("task_type"), domain=self._value("domain"), search=self.flt.search)
         except ValueError as e:
-            self.query_one("#error", Static).update(Text(str(e)))
+            self.query_one("#error", Static).update(Text(sanitize(str(e))))
             return
         self.dismiss(flt)
 
@@ -177,6 +178,19 @@ class FilterDialog(ModalScreen[Filter | None]):
 
     def action_cancel(self) -> None:
         self.dismiss(None)
+
+
+def invisible_counts_of(s: dict) -> tuple[int, int]:
+    """(zero-width characters, bidi controls) in every text a sample shows."""
+    texts = [s.get(f) for f in ReviewScreen.TEXT_FIELDS]
+    texts += [content for _, content in message_turns(s.get("messages"))]
+    texts += [c.get("response") for c in s.get("candidates") or []]
+    zero_width = bidi = 0
+    for text in texts:
+        if isinstance(text, str):
+            z, b = invisible_counts(text)
+            zero_width, bidi = zero_width + z, bidi + b
+    return zero_width, bidi
 
 
 class ReviewScreen(Screen):
@@ -205,6 +219,7 @@ class ReviewScreen(Screen):
         self.busy = False
         self.opening = True
         self.limit: int | None = DEFAULT_LIMIT
+        self.show_invisible = False     # zero-width characters drawn as they are (scripts need them) or marked
         self.session = review.curator_session()
         self.stats = review.SessionStats()
         self.counts: dict | None = None
@@ -287,7 +302,7 @@ class ReviewScreen(Screen):
             for w in (*widgets, self.query_one("#meta"), self.query_one("#scores"), self.query_one("#lineage")):
                 w.display = False
             empty.display = True
-            empty.update(Text(self.note or "No sample matches this filter. "
+            empty.update(Text(sanitize(self.note) if self.note else "No sample matches this filter. "
                               f"{self._key('review.filter')}: change the filter · "
                               f"{self._key('review.search')}: search"))
         else:
@@ -321,6 +336,13 @@ class ReviewScreen(Screen):
             t.append(f"{s['score']:g}  ", style="bold")
         if s.get("dup_of"):
             t.append(f"DUPLICATE of #{s['dup_of']}", style="bold magenta")
+        zero_width, bidi = invisible_counts_of(s)
+        if zero_width or bidi:
+            # shown, not hidden: a homoglyph-free but reordered or joined text reads as something else
+            parts = [f"{n} {what}" for n, what in ((zero_width, "zero-width"), (bidi, "bidi control")) if n]
+            key = self._key("review.invisible")
+            t.append(f"  ⚠ invisible: {', '.join(parts)} ({key}: {'hide' if self.show_invisible else 'show'})",
+                     style="bold yellow")
         meta.update(t)
         messages = s.get("messages")
         preference = s.get("rejected") is not None
@@ -338,16 +360,16 @@ class ReviewScreen(Screen):
                          "rejected": "Rejected response"}.get(f, f.capitalize())
             w.display = f not in mirrored and (bool(value) or f in ("instruction", "response"))
             if w.display:
-                w.show(value or "", self.limit)
+                w.show(value or "", self.limit, self.show_invisible)
         conv = self.query_one("#conversation", Conversation)
         conv.display = bool(messages)
         if messages:
-            conv.show(message_turns(messages), self.limit)
+            conv.show(message_turns(messages), self.limit, self.show_invisible)
         cands = self.query_one("#candidates", Conversation)
         cands.display = bool(s.get("candidates"))
         if s.get("candidates"):
             cands.show([(c["model"] if c["overall"] is None else f"{c['model']} · overall {c['overall']:g}",
-                         c["response"]) for c in s["candidates"]], self.limit)
+                         c["response"]) for c in s["candidates"]], self.limit, self.show_invisible)
         scores = self.query_one("#scores", ScoresTable)
         scores.display = True
         scores.show(s.get("judgments") or [])
@@ -522,6 +544,12 @@ class ReviewScreen(Screen):
             return
         self.limit = None if self.limit is None or self.limit * MORE_FACTOR >= 10_000_000 else self.limit * MORE_FACTOR
         self._draw_sample(self.sample)
+
+    def action_toggle_invisible(self) -> None:
+        """Show zero-width characters (ZWJ, ZWNJ, ZWSP, LRM, ...) as <U+200D> markers, or draw them as they are."""
+        self.show_invisible = not self.show_invisible
+        if self.sample is not None:
+            self._draw_sample(self.sample)
 
     def action_page_down(self) -> None:
         self.query_one("#body", VerticalScroll).scroll_page_down(animate=False)

@@ -11,7 +11,8 @@ ROLE_STYLES = {"system": "bold yellow", "user": "bold cyan", "human": "bold cyan
 
 
 def conversation_text(turns: list[tuple[str, str]], limit: int | None = DEFAULT_LIMIT,
-                      more_hint: str = "m: show more", title: str = "") -> tuple[Text, int]:
+                      more_hint: str = "m: show more", title: str = "", show_invisible: bool = False
+                      ) -> tuple[Text, int]:
     """turns = [(role or label, content)]; each turn capped at `limit` characters. Returns (Text, hidden chars)."""
     out, hidden_total = Text(end=""), 0
     if title:
@@ -23,7 +24,7 @@ def conversation_text(turns: list[tuple[str, str]], limit: int | None = DEFAULT_
         label.stylize(ROLE_STYLES.get(str(role).lower(), "bold blue"))
         out.append_text(label)
         out.append("\n")
-        body, hidden = safe_text(content, limit)
+        body, hidden = safe_text(content, limit, show_invisible=show_invisible)
         out.append_text(body)
         if hidden:
             out.append("\n")
@@ -58,7 +59,8 @@ class Conversation(Static):
         self.more_hint = more_hint
         self.hidden = 0
 
-    def show(self, turns: list[tuple[str, str]], limit: int | None = DEFAULT_LIMIT) -> int:
-        text, self.hidden = conversation_text(turns, limit, self.more_hint, self.heading)
+    def show(self, turns: list[tuple[str, str]], limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False
+             ) -> int:
+        text, self.hidden = conversation_text(turns, limit, self.more_hint, self.heading, show_invisible)
         self.update(text)
         return self.hidden

@@ -27,6 +27,7 @@ from textual.screen import Screen
 
 from . import keymap
 from .config import ConfigError, load_config, load_ui_state, resolve_config_path, save_ui_state
+from .safe_text import sanitize
 from .store import open_store, resolve_db_path
 
 # name -> "module:Class". List only modules that exist: a missing one is an error when opened, not hidden.
@@ -126,7 +127,7 @@ class WorkbenchApp(App):
             await runner.run(lambda conn: None)  # open + migrate before any screen reads
         except Exception as e:  # a store we cannot open: say why and leave
             runner.close()
-            self.exit(return_code=2, message=f"error: cannot open store {self.db_path}: {e}")
+            self.exit(return_code=2, message=sanitize(f"error: cannot open store {self.db_path}: {e}"))
             return
         self.store_ready.set()
         self.push_screen(self.make_screen("datasets"))
@@ -141,6 +142,12 @@ class WorkbenchApp(App):
             self.notify(f"could not import the bundled sample: {e}", severity="error", timeout=10)
         finally:
             runner.close()
+
+    def notify(self, message, *, title: str = "", severity="information", timeout=None, markup: bool = True) -> None:
+        """Every notification (screens' and widgets' go through here) is plain sanitized text: messages quote
+        names, paths and errors, which must neither reach the terminal as controls nor be parsed as markup."""
+        super().notify(sanitize(str(message)), title=sanitize(title, one_line=True), severity=severity,
+                       timeout=timeout, markup=False)
 
     # --- screens -------------------------------------------------------------------------------------
 
@@ -204,7 +211,7 @@ def run_app(db: str | Path | None = None, config: str | Path | None = None, data
         app = WorkbenchApp(db=db, config=config, dataset=dataset, screen=screen, sample_id=sample_id)
     except (ConfigError, keymap.KeymapError) as e:
         import sys
-        print(f"error: {e}", file=sys.stderr)
+        print(sanitize(f"error: {e}"), file=sys.stderr)   # a config error may quote its text
         return 2
     app.run()
     return app.return_code or 0

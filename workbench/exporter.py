@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from . import __version__
+from .fileperms import create_private, open_private, private_dir
 from .formats import LABEL_FIELDS, SHAREGPT_FROM
 from .origin_tags import origin_kind, tag as tag_origin
 from .samples import iter_samples
@@ -171,7 +172,7 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
     out = Path(out_path)
     if out.is_dir():
         raise ExportFailed(f"{out}: is a directory; give a file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(out.parent)
     where, params, filters = build_filter(conn, dataset, status, min_score, max_score, task_type, selection)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
     ids, hashes = array("q"), array("q")  # 16 bytes a row: a million-row export stays small
@@ -205,6 +206,7 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
             yield row
 
     try:
+        create_private(tmp)       # the writers below keep the mode of the file they truncate: 0600
         if fmt == "parquet":
             _write_parquet(tmp, rows())
         else:
@@ -234,7 +236,8 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
         conn.execute("UPDATE snapshots SET manifest = ? WHERE id = ?", (text, snap))
         conn.executemany("INSERT INTO snapshot_items (snapshot_id, sample_id, content_hash) VALUES (?, ?, ?)",
                          ((snap, i, h) for i, h in zip(ids, hashes)))
-    manifest_path.write_text(text + "\n", encoding="utf-8")
+    with open_private(manifest_path, "w") as f:
+        f.write(text + "\n")
     return ExportResult(out, fmt, stats["rows"], stats["skipped_no_rejected"], digest, manifest_path, snap)
 
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import platformdirs
 
+from .fileperms import create_private, private_dir
+
 APP_NAME = "curation-workbench"
 BUSY_TIMEOUT_MS = 30_000
 PAGE_SIZE = 16384  # for new stores, see connect()
@@ -409,7 +411,8 @@ def open_store(path: str | os.PathLike | None = None, *, check_same_thread: bool
     Use `transaction(conn)` for writes. Hot paths use the sqlite3 module directly (executemany, keyset queries).
     """
     p = resolve_db_path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(p.parent)
+    create_private(p)     # 0600 before SQLite opens it: its -wal and -shm files take the same mode
     conn = connect(p, check_same_thread=check_same_thread)
     migrate(conn)
     return conn

@@ -10,6 +10,7 @@ import importlib
 import os
 import sys
 
+from ..safe_text import SafeStream
 from .common import CliError, common_parser, print_json  # noqa: F401  (re-exported)
 
 # Modules that define `register(subparsers, common)`; add yours here.
@@ -40,6 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_sanitized(args) -> int:
+    """Run a command with stdout and stderr sanitized: whatever it prints (names, data, model replies, error
+    text), no control character reaches the terminal or the pipe (`--json` output is escaped JSON already)."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(out), SafeStream(err)
+    try:
+        return args.handler(args) or 0
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
 def main(argv: list[str] | None = None) -> int:
     top, rest = top_parser(add_help=False).parse_known_args(argv)
     try:
@@ -54,9 +66,9 @@ def main(argv: list[str] | None = None) -> int:
             # one config for everything this process does (template overrides, workers it starts), not only
             # for the code that is handed args.config
             os.environ["WORKBENCH_CONFIG"] = str(args.config)
-        return args.handler(args) or 0
+        return _run_sanitized(args)
     except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=SafeStream(sys.stderr))    # messages quote names and data
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -8,6 +8,8 @@ from pathlib import Path
 from .. import exporter, formats, importer
 from .common import CliError, print_json
 from ..store import fts_sync, list_datasets, open_store, resolve_db_path
+from ..fileperms import open_private, private_dir
+from ..safe_text import label, raw_stream
 
 
 def register(sub, common) -> None:
@@ -75,18 +77,18 @@ def cmd_import(args) -> int:
                 print_json(info)
             else:
                 print(f"file:    {det.file} ({det.file_type})\nformat:  {det.format} ({det.kind})")
-                print("mapping: " + ", ".join(f"{t} <- {s}" for t, s in det.mapping.items()))
+                print("mapping: " + ", ".join(f"{t} <- {label(s)}" for t, s in det.mapping.items()))
                 others = [c for c in det.columns if c not in det.mapping.values()]
                 if others:
-                    print("metadata columns: " + ", ".join(others))
+                    print("metadata columns: " + ", ".join(map(label, others)))
                 for i, s in enumerate(det.preview, 1):
                     print(f"--- row {i}")
                     for k, v in s.items():
-                        print(f"  {k}: {_short(v)}")
+                        print(f"  {label(k)}: {_short(v)}")
             return 0
         conn = _store(args)
         progress = None if args.json or not sys.stderr.isatty() else \
-            (lambda n: print(f"\r{n:,} rows", end="", file=sys.stderr, flush=True))
+            (lambda n: print(f"\r{n:,} rows", end="", file=raw_stream(sys.stderr), flush=True))
         res = importer.import_file(conn, args.file, args.dataset, args.format, args.mapping, args.skip_invalid,
                                    progress, segment=args.segment, segment_min=args.segment_min,
                                    segment_max=args.segment_max)
@@ -121,8 +123,8 @@ def _index_in_background(db) -> None:
     import platformdirs
     from ..store import APP_NAME
     log_dir = Path(platformdirs.user_log_dir(APP_NAME))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "index.log", "ab") as log:
+    private_dir(log_dir)
+    with open_private(log_dir / "index.log", "ab") as log:
         subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(resolve_db_path(db)), "index"],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
 
@@ -139,7 +141,7 @@ def cmd_index(args) -> int:
 
 def _short(v, n: int = 100) -> str:
     text = v if isinstance(v, str) else repr(v)
-    text = text.replace("\n", "\\n")
+    text = label(text.replace("\n", "\\n"))
     return text if len(text) <= n else text[:n] + f"... ({len(text)} chars)"
 
 
@@ -182,7 +184,8 @@ def cmd_datasets(args) -> int:
         return 0
     print(f"{'name':30} {'kind':10} {'rows':>9} {'pending':>9} {'accepted':>9} {'rejected':>9}")
     for r in rows:
-        print(f"{r['name'][:30]:30} {r['kind']:10} {r['rows']:>9,} {r['pending']:>9,} {r['accepted']:>9,} "
+        print(f"{label(r['name'], 30):30} {label(r['kind'], 10):10}"
+              f" {r['rows']:>9,} {r['pending']:>9,} {r['accepted']:>9,} "
               f"{r['rejected']:>9,}")
     return 0
 

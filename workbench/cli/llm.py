@@ -7,15 +7,17 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from .. import endpoints as E
 from .. import jobs as J
 from .common import CliError, print_json
 from ..config import ConfigError, load_config, save_config
-from ..llm import Client, LLMError
+from ..llm import Client, LLMError, connection_failure
 from ..store import open_store, resolve_db_path
 from ..filters import FilterError
 from ..tasks import TaskError, load_tasks, params_help, parse_value
+from ..safe_text import raw_stream
 
 WORKER_NICE = 10
 
@@ -76,8 +78,11 @@ def _register_endpoints(sub, common):
     add.add_argument("name")
     add.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
     add.add_argument("--model", required=True)
-    add.add_argument("--api-key-env", default=None,
-                     help="NAME of the environment variable holding the key (the key is never stored)")
+    keys = add.add_mutually_exclusive_group()
+    keys.add_argument("--api-key-env", default=None, metavar="NAME",
+                      help="NAME of the environment variable holding the key (the key is never stored)")
+    keys.add_argument("--api-key-file", default=None, metavar="PATH",
+                      help="a file holding the key, readable by you only (chmod 600); its path is stored")
     add.add_argument("--max-concurrency", type=int, default=16)
     add.add_argument("--rpm", type=int, default=0, help="requests per minute (0: no limit)")
     add.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: no limit)")
@@ -111,7 +116,11 @@ def _register_endpoints(sub, common):
 
 def cmd_endpoints_add(args) -> int:
     cfg = _config(args)
+    key_file = str(Path(args.api_key_file).expanduser().absolute()) if args.api_key_file else None
+    if key_file:
+        E.read_key_file(key_file, f"endpoint {args.name}")     # refused now (mode, missing, empty), not at run time
     ep = E.Endpoint(name=args.name, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
+                    api_key_file=key_file,
                     max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm, timeout=args.timeout,
                     max_retries=args.max_retries, json_mode=args.json_mode, cost_per_1k_input=args.cost_in,
                     cost_per_1k_output=args.cost_out, params=_kv(args.param, "--param"))
@@ -138,6 +147,7 @@ def cmd_endpoints_list(args) -> int:
     eps = E.endpoints(cfg)
     pls = E.pools(cfg)
     rows = [{"name": ep.name, "base_url": ep.base_url, "model": ep.model, "api_key_env": ep.api_key_env,
+             "api_key_file": ep.api_key_file,
              "key_set": E.key_available(ep), "max_concurrency": ep.max_concurrency, "rpm": ep.rpm, "tpm": ep.tpm,
              "json_mode": ep.json_mode} for ep in eps.values()]
     if args.json:
@@ -147,7 +157,9 @@ def cmd_endpoints_list(args) -> int:
     if not rows:
         print("no endpoints; add one with `workbench endpoints add NAME --base-url URL --model M`")
     for r in rows:
-        key = "no key" if not r["api_key_env"] else f"key ${r['api_key_env']}" + ("" if r["key_set"] else " (unset)")
+        key = f"key file {r['api_key_file']}" if r["api_key_file"] else \
+            "no key" if not r["api_key_env"] else f"key ${r['api_key_env']}"
+        key += "" if r["key_set"] else (" (missing)" if r["api_key_file"] else " (unset)")
         print(f"{r['name']:<16} {r['model']:<32} {r['base_url']:<36} x{r['max_concurrency']:<4} {key}")
     for p in pls.values():
         print(f"pool {p.name:<11} {p.mode:<6} {', '.join(p.endpoints)}")
@@ -167,7 +179,10 @@ def cmd_endpoints_test(args) -> int:
                 models = [m.id async for m in client.client.models.list()]
                 list_s = time.monotonic() - t0
             except Exception as e:  # the model list is optional on some servers; report and go on
-                models, list_s = None, E.redact(f"{type(e).__name__}: {e}", client.secrets)
+                import openai
+                why = connection_failure(e, ep.base_url, ep.timeout).message \
+                    if isinstance(e, openai.APIConnectionError) else f"{type(e).__name__}: {e}"
+                models, list_s = None, E.redact(why, client.secrets)
             t0 = time.monotonic()
             try:
                 c = await client.chat([{"role": "user", "content": "Reply with the single word: ok"}],
@@ -300,7 +315,7 @@ class ProgressPrinter:
     """One updating line on a terminal; a line every few seconds otherwise."""
 
     def __init__(self, stream=None, every: float = 5.0):
-        self.stream = stream or sys.stderr
+        self.stream = raw_stream(stream or sys.stderr)   # our own line, with CR: no untrusted text in it
         self.tty = self.stream.isatty()
         self.every = every
         self.last = 0.0
@@ -327,11 +342,14 @@ class ProgressPrinter:
 
 def cmd_worker(args) -> int:
     from ..worker import run_worker
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s pid=%(process)d %(levelname)s %(message)s")
+    cfg = _config(args)
+    handler = logging.StreamHandler(sys.stderr)
+    # the log is a file (the TUI's workers) that outlives the run: no key in it, whatever a message quotes
+    handler.setFormatter(RedactingFormatter(E.secrets(cfg),
+                                            "%(asctime)s %(name)s pid=%(process)d %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     for noisy in ("httpx", "httpx2", "openai"):   # one line per request would drown the log
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    cfg = _config(args)
     try:
         # background work yields the CPU to the curator's TUI: on a 2-core box a worker at full speed took Review's
         # keypress p95 from 35 to 74 ms; at nice 10, 45 ms (bench_review.py --with-job)
@@ -342,6 +360,15 @@ def cmd_worker(args) -> int:
                      lease_seconds=args.lease_seconds, max_inflight=args.max_inflight)
     logging.getLogger("workbench.worker").info("worker exits after %d job run(s)", len(ran))
     return 0
+
+
+class RedactingFormatter(logging.Formatter):
+    def __init__(self, secrets: list[str], fmt: str):
+        super().__init__(fmt)
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return E.redact(super().format(record), self.secrets)
 
 
 def _register_jobs(sub, common):
