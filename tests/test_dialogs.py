@@ -128,7 +128,7 @@ async def test_export_with_filters_writes_the_file_and_reports_rows_and_sha256(s
     async with app.run_test(size=(80, 24)) as pilot:
         dialog = await open_dialog(pilot, app, "export")
         await wait_for(pilot, lambda: dialog.query_one("#dataset").value == "d")
-        assert dialog.query_one("#path").value.endswith("d-any.jsonl")            # suggested name follows choices
+        assert dialog.query_one("#path").value.endswith("d-not-rejected.jsonl")   # suggested name follows choices
         dialog.query_one("#status").value = "accepted"
         await pilot.pause(0.05)
         assert dialog.query_one("#path").value.endswith("d-accepted.jsonl")
@@ -148,6 +148,17 @@ async def test_export_with_filters_writes_the_file_and_reports_rows_and_sha256(s
         snap = seeded.execute("SELECT sha256, filters FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
         assert snap[0] == digest and json.loads(snap[1]) == {"dataset": "d", "status": "accepted",
                                                               "min_score": 3.0, "task_type": "code"}
+        assert "excluded by status" in message
+        # the same file again: refused until "replace existing files" is ticked
+        before = out.read_bytes()
+        dialog.result = None
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "Not exported" in text_of(dialog, "#message"))
+        assert "exists" in text_of(dialog, "#message") and out.read_bytes() == before
+        dialog.query_one("#force").value = True
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: dialog.result is not None)
+        assert seeded.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 2
 
 
 async def test_export_errors_are_shown_and_nothing_is_written(seeded, db_path, tmp_path):
@@ -159,9 +170,13 @@ async def test_export_errors_are_shown_and_nothing_is_written(seeded, db_path, t
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "min score: 'high' is not a number" in text_of(dialog, "#message"))
         await type_into(pilot, dialog, "#min_score", "")
-        await type_into(pilot, dialog, "#path", str(tmp_path))              # a directory, not a file
+        await type_into(pilot, dialog, "#path", str(tmp_path))              # a directory holding the store
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "Not exported" in text_of(dialog, "#message"))
-        assert "is a directory" in text_of(dialog, "#message")
+        assert "not empty" in text_of(dialog, "#message")
+        await type_into(pilot, dialog, "#path", str(db_path))               # the store itself: never
+        dialog.query_one("#force").value = True
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "workbench store" in text_of(dialog, "#message"))
         assert not (tmp_path / "x.jsonl").exists()
         assert seeded.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 0

@@ -159,8 +159,8 @@ def test_created_files_are_private(cli, tmp_path, monkeypatch):
         try:
             conn.execute("SELECT count(*) FROM samples").fetchone()
             files = [db, Path(f"{db}-wal"), Path(f"{db}-shm"), config, out_file,
-                     out_file.with_name("out.jsonl.manifest.json"), tmp_path / "out.parquet",
-                     tmp_path / "out.parquet.manifest.json"]
+                     out_file.with_name(".out.jsonl.manifest.json"), tmp_path / "out.parquet",
+                     tmp_path / ".out.parquet.manifest.json"]
             for f in files:
                 assert f.exists(), f
                 assert stat.S_IMODE(f.stat().st_mode) == 0o600, (f, oct(f.stat().st_mode))

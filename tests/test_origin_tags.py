@@ -24,7 +24,7 @@ def test_seed_and_augmented_rows_tagged_on_export(cli, conn, db_path, tmp_path):
     assert systems[0] == {"role": "system", "content": DEFAULT_TAGS["seed"] + "\n\nBe brief."}
     assert systems[1] == {"role": "system", "content": DEFAULT_TAGS["seed"]}
     assert systems[2] == {"role": "system", "content": DEFAULT_TAGS["augmented"]}
-    manifest = json.loads((tmp_path / "tagged.jsonl.manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((tmp_path / ".tagged.jsonl.manifest.json").read_text(encoding="utf-8"))
     assert manifest["origin_tags"]["rows"] == {"seed": 2, "augmented": 1}
     # the store is untouched: tags exist only in the export
     assert samples_of(conn, "mix")[1]["system"] in ("", None)
@@ -40,7 +40,7 @@ def test_seed_and_augmented_rows_tagged_on_export(cli, conn, db_path, tmp_path):
     # without --tag-origin nothing changes
     code, _, _ = cli("export", str(tmp_path / "c.jsonl"), "--format", "alpaca", "--dataset", "mix")
     plain = [json.loads(x) for x in (tmp_path / "c.jsonl").read_text(encoding="utf-8").splitlines()]
-    assert [a.get("system") for a in plain] == ["Be brief.", None, None]
+    assert [a.get("system") for a in plain] == ["Be brief.", "", ""]
 
 
 def test_bad_tags_are_refused(cli, tmp_path):

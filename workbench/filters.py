@@ -58,8 +58,9 @@ def parse_filter(pairs: list[str] | str | None) -> dict:
     return out
 
 
-def filter_sql(dataset_id: int, f: dict) -> tuple[str, list]:
-    where, args = ["dataset_id = ?"], [dataset_id]
+def filter_sql(dataset_id: int | None, f: dict) -> tuple[str, list]:
+    """SQL for the filter over one dataset's samples, or over every dataset's (None: export across datasets)."""
+    where, args = (["dataset_id = ?"], [dataset_id]) if dataset_id is not None else ([], [])
     for col in ("status", "task_type", "domain", "difficulty", "language"):
         if f.get(col) is not None:
             where.append(f"{col} = ?")
@@ -77,7 +78,7 @@ def filter_sql(dataset_id: int, f: dict) -> tuple[str, list]:
     if f.get("search"):
         where.append("id IN (SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?)")
         args.append(fts_query(str(f["search"])))
-    return " AND ".join(where), args
+    return " AND ".join(where) or "1", args
 
 
 def iter_filtered(conn: sqlite3.Connection, dataset_id: int, f: dict | None = None) -> Iterator[dict]:

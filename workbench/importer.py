@@ -13,7 +13,7 @@ from typing import Callable
 
 import orjson
 
-from . import formats, segments
+from . import formats, licenses, segments
 from .formats import FormatError, RowError
 from .samples import _INSERT, flag_duplicates, sample_row
 from .store import WAL_AUTOCHECKPOINT, ensure_dataset, now, transaction
@@ -210,13 +210,19 @@ def _built_rows(ctx: _Context, path: Path, parallel: bool, segmented=None):
 
 def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt: str | None = None,
                 mapping: dict[str, str] | str | None = None, skip_invalid: bool = False,
-                progress: Callable[[int], None] | None = None, segment: str | None = None,
-                segment_min: int = segments.DEFAULT_MIN, segment_max: int = segments.DEFAULT_MAX) -> ImportResult:
+                progress: Callable[[int], None] | None = None, license: str | None = None,
+                segment: str | None = None, segment_min: int = segments.DEFAULT_MIN,
+                segment_max: int = segments.DEFAULT_MAX) -> ImportResult:
     """`segment` (heading | paragraph | none) cuts unlabeled text into candidate responses (workbench/segments.py)."""
     path = Path(path)
     if isinstance(mapping, str):
         mapping = _mapping(mapping)
     mapping = mapping or {}
+    if license is not None:
+        try:
+            license = licenses.normalize(license)
+        except licenses.LicenseError as e:
+            raise ImportFailed(str(e)) from None
     det = detect(path, fmt, mapping, skip_invalid)
     segmented = None
     if segment not in (None, "none"):
@@ -231,6 +237,7 @@ def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt:
             raise ImportFailed(f"{path}: no segment of {segment_min}-{segment_max} characters is left; "
                                f"dropped: {segmented.report()['dropped']}")
     name = dataset or path.stem
+    digest = _sha256(path)
     skipped: list[Skipped] = []
     counted = [0]
     parallel = det.file_type == "jsonl" and path.stat().st_size >= PARALLEL_MIN_BYTES
@@ -253,10 +260,13 @@ def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt:
     try:
         with transaction(conn):
             did = ensure_dataset(conn, name, det.kind)
+            _record_license(conn, did, name, license)
             ts = now()
             import_id = conn.execute(
-                "INSERT INTO imports (dataset_id, file, format, mapping, imported_at) VALUES (?, ?, ?, ?, ?)",
-                (did, os.path.abspath(path), det.format, orjson.dumps(det.mapping).decode(), ts)).lastrowid
+                "INSERT INTO imports (dataset_id, file, format, mapping, imported_at, sha256, license) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (did, os.path.abspath(path), det.format, orjson.dumps(det.mapping).decode(), ts, digest,
+                 license)).lastrowid
             before = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]
             ctx = _Context(str(path), det.file_type, det.format, mapping, did, import_id, ts)
             conn.executemany(_INSERT, rows(ctx))
@@ -275,3 +285,31 @@ def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt:
         progress(counted[0])
     return ImportResult(name, did, import_id, det.format, counted[0], skipped, dups, first, last,
                         segmented.report() if segmented is not None else None)
+
+
+def _sha256(path: Path) -> str:
+    """The source file's hash, listed by every export of its rows (provenance)."""
+    import hashlib
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _record_license(conn: sqlite3.Connection, did: int, name: str, license: str | None) -> None:
+    """Inside the import's transaction: one licence per dataset. A different one, or rows added without one to a
+    licensed dataset (or with one to rows that have none), is refused: an export must be able to list them all."""
+    current, rows = conn.execute("SELECT license, (SELECT count(*) FROM samples WHERE dataset_id = ?) FROM datasets "
+                                 "WHERE id = ?", (did, did)).fetchone()
+    if license == current:
+        return
+    if current is None and rows == 0:
+        conn.execute("UPDATE datasets SET license = ? WHERE id = ?", (license, did))
+        return
+    if current is None:
+        raise ImportFailed(f"dataset {name!r} holds rows imported without a licence; import {license} data into "
+                           f"another dataset")
+    raise ImportFailed(f"dataset {name!r} is licensed {current}; "
+                       + (f"pass --license {current} to add rows to it" if license is None
+                          else f"{license} data goes into another dataset"))

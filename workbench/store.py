@@ -298,7 +298,14 @@ MIGRATIONS: list[str] = [
     """
     INSERT INTO samples_fts (samples_fts, rank) VALUES ('automerge', 16);
     """,
-    # recipes (branch methods): a recipe is a sequence of steps; each step becomes a job once its input is complete
+    # 6 -> 7 (branch export): provenance an export can list - each source file's sha256, and a licence (SPDX)
+    # recorded per import and per dataset (`import --license`)
+    """
+    ALTER TABLE imports ADD COLUMN sha256 TEXT;
+    ALTER TABLE imports ADD COLUMN license TEXT;
+    ALTER TABLE datasets ADD COLUMN license TEXT;
+    """,
+    # 7 -> 8 (branch methods): recipes, a sequence of steps; each step becomes a job once its input is complete
     # (`job_id` is set in the same transaction as the job is created, so two workers never queue a step twice)
     """
     CREATE TABLE recipes (

@@ -1,11 +1,12 @@
 """CLI: import, export, datasets, stats, index."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from .. import exporter, formats, importer
+from .. import exporter, formats, importer, safe_output
 from .common import CliError, print_json
 from ..store import fts_sync, list_datasets, open_store, resolve_db_path
 from ..fileperms import open_private, private_dir
@@ -27,19 +28,27 @@ def register(sub, common) -> None:
                    help="with --segment: drop segments shorter than this (default 600)")
     p.add_argument("--segment-max", type=int, default=3000, metavar="CHARS",
                    help="with --segment: split longer segments at paragraph ends (default 3000)")
+    p.add_argument("--license", metavar="SPDX", help="the data's licence (an SPDX id such as CC-BY-4.0), recorded for "
+                   "the dataset and listed by every export of its rows")
     p.add_argument("--dry-run", action="store_true", help="show the detected format, mapping and three parsed rows")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_import)
 
     p = sub.add_parser("export", parents=[common], help="export samples (writes a manifest and a snapshot)")
-    p.add_argument("out")
+    p.add_argument("out", help="a file (.json: a JSON array, .gz: gzip), a directory (or a name without extension: "
+                   "data/, README.md dataset card, manifest), or - for stdout")
     p.add_argument("--format", required=True, choices=exporter.EXPORT_FORMATS)
     p.add_argument("--dataset")
-    p.add_argument("--status", choices=("pending", "accepted", "rejected"))
+    p.add_argument("--status", metavar="S[,S...]", help="a comma list of pending, accepted, rejected, or all "
+                   "(default: every sample that is not rejected; kto: accepted,rejected)")
     p.add_argument("--min-score", type=float)
     p.add_argument("--max-score", type=float)
     p.add_argument("--task-type")
     p.add_argument("--selection", help="only samples of this named selection (see `workbench sample`)")
+    p.add_argument("--conversational", action="store_true",
+                   help="preference, trl-sft, kto: TRL's conversational layout (message lists) instead of strings")
+    p.add_argument("--with-ids", action="store_true", help="add a sample_id column (see `workbench provenance`)")
+    p.add_argument("--force", action="store_true", help="replace existing files (never the store)")
     p.add_argument("--name", help="a name for the snapshot")
     p.add_argument("--json", action="store_true")
     p.add_argument("--tag-origin", action="store_true",
@@ -47,6 +56,13 @@ def register(sub, common) -> None:
     p.add_argument("--seed-tag", metavar="TEXT", help="with --tag-origin: the seed rows' tag")
     p.add_argument("--augmented-tag", metavar="TEXT", help="with --tag-origin: the self-augmented rows' tag")
     p.set_defaults(handler=cmd_export)
+
+    p = sub.add_parser("provenance", parents=[common],
+                       help="one sample's full history: source line, jobs, judgments, edits, decisions, exports")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--id", type=int, required=True, help="the sample id (an export's sample_id column)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_provenance)
 
     p = sub.add_parser("datasets", parents=[common], help="list datasets with their counts")
     p.add_argument("--json", action="store_true")
@@ -90,8 +106,8 @@ def cmd_import(args) -> int:
         progress = None if args.json or not sys.stderr.isatty() else \
             (lambda n: print(f"\r{n:,} rows", end="", file=raw_stream(sys.stderr), flush=True))
         res = importer.import_file(conn, args.file, args.dataset, args.format, args.mapping, args.skip_invalid,
-                                   progress, segment=args.segment, segment_min=args.segment_min,
-                                   segment_max=args.segment_max)
+                                   progress, license=args.license, segment=args.segment,
+                                   segment_min=args.segment_min, segment_max=args.segment_max)
     except importer.ImportFailed as e:
         raise CliError(str(e)) from None
     if progress:
@@ -159,19 +175,78 @@ def cmd_export(args) -> int:
     conn = _store(args)
     try:
         res = exporter.export(conn, args.out, args.format, args.dataset, args.status, args.min_score,
-                              args.max_score, args.task_type, args.selection, args.name, origin_tags=tags)
+                              args.max_score, args.task_type, args.selection, args.name, force=args.force,
+                              conversational=args.conversational, with_ids=args.with_ids, origin_tags=tags)
     except exporter.ExportFailed as e:
         raise CliError(str(e)) from None
+    # with `-` or /dev/stdout the data is on stdout: everything else goes to stderr
+    say = sys.stderr if safe_output.is_stream(args.out) else sys.stdout
+    c = res.counts
     if args.json:
-        print_json({"file": str(res.path), "format": res.format, "rows": res.rows, "skipped": res.skipped,
-                    "sha256": res.sha256, "manifest": str(res.manifest_path), "snapshot": res.snapshot_id})
-    else:
-        print(f"exported {res.rows:,} rows to {res.path} ({res.format}); sha256 {res.sha256}; "
-              f"snapshot {res.snapshot_id}; manifest {res.manifest_path}")
-        if res.skipped:
-            print(f"{res.skipped:,} rows without a rejected reply were left out of the preference export",
-                  file=sys.stderr)
+        info = {"file": str(res.path), "format": res.format, "rows": res.rows, "skipped": res.skipped,
+                "sha256": res.sha256, "manifest": str(res.manifest_path) if res.manifest_path else None,
+                "snapshot": res.snapshot_id, "files": [str(f) for f in res.files], "by_status": c["by_status"],
+                "in_scope": c["in_scope"], "in_scope_by_status": c["in_scope_by_status"],
+                "excluded_by_filter": c["excluded_by_filter"], "skipped_by_reason": c["skipped_by_reason"]}
+        say.write(json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        return 0
+    print(f"exported {res.rows:,} rows to {res.path} ({res.format}); sha256 {res.sha256}; snapshot {res.snapshot_id}"
+          + (f"; manifest {res.manifest_path}" if res.manifest_path else ""), file=say)
+    print("  by status: " + ", ".join(f"{s} {n:,}" for s, n in c["by_status"].items()), file=say)
+    print("  " + exporter.describe_counts(c), file=say)
+    if res.axolotl:
+        print(res.axolotl.rstrip(), file=say)
     return 0
+
+
+def cmd_provenance(args) -> int:
+    from ..provenance import sample_history
+    conn = _store(args)
+    try:
+        history = sample_history(conn, args.dataset, args.id)
+    except KeyError as e:
+        raise CliError(str(e.args[0])) from None
+    if args.json:
+        print_json(history)
+        return 0
+    _print_history(history, "")
+    return 0
+
+
+def _print_history(h: dict, indent: str) -> None:
+    def p(text: str) -> None:  # file names, reasons, model names are untrusted: no control sequence reaches the tty
+        print(indent + "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text))
+    p(f"sample {h['sample_id']} in dataset {h['dataset']!r}: {h['status']}"
+      + (f", score {h['score']}" if h["score"] is not None else "")
+      + (f", duplicate of {h['duplicate_of']}" if h["duplicate_of"] else "")
+      + (f"; licence {h['license']}" if h["license"] else ""))
+    src = h["source"]
+    if src:
+        p(f"  source: {src['file']} line/row {src['line_or_row']} ({src['format']}, sha256 {src['sha256'] or '?'}, "
+          f"imported {src['imported_at']})")
+    if h.get("job"):
+        j = h["job"]
+        o = j.get("origin") or {}
+        p(f"  made by job {j['job_id']} ({j.get('task', o.get('task'))}): template "
+          f"{o.get('template', o.get('task', '?'))}@{o.get('template_version', '?')}, model {o.get('model', '?')}")
+    for c in h["candidates"]:
+        p(f"  candidate {c['id']} from {c['model']} (job {c['job_id']})")
+    for j in h["judgments"]:
+        p(f"  judged by {j['judge']} with {j['rubric']}@{j['rubric_version']}: {j['overall']} (job {j['job_id']})")
+    for d in h["decisions"]:
+        what = d["action"] + (f" ({d['reason']})" if d["reason"] else "")
+        if d["action"] == "edit" and isinstance(d["before"], dict):
+            what += ": " + ", ".join(sorted(d["before"]))
+        p(f"  {d['at']} {what}")
+    for s in h["snapshots"]:
+        p(f"  exported in snapshot {s['snapshot_id']} ({s['format']}) to {s['file']}")
+    if h.get("parent"):
+        par = h["parent"]
+        if "dataset" in par:
+            p("  made from:")
+            _print_history(par, indent + "    ")
+        else:
+            p(f"  made from sample {par['sample_id']} (" + ("missing" if par.get("missing") else "deeper") + ")")
 
 
 def cmd_datasets(args) -> int:
