@@ -157,6 +157,8 @@ def detail_text(j: dict) -> Text:
     t.append(f"dataset {label(p.get('dataset') or '-')} → {label(p.get('into') or '-')} · {src}")
     if p.get("judge"):
         t.append(f" · judge {label(p['judge'])}")
+    if p.get("allow_self_judge"):
+        t.append(" · self-judging allowed", style="bold yellow")
     t.append("\n")
     if p.get("filter"):
         t.append("filter " + " ".join(f"{label(k)}={label(v)}" for k, v in p["filter"].items()) + "\n")

@@ -50,9 +50,12 @@ def lineage_text(lin: dict) -> Text:
         j = lin["job"]
         rows.append(("job", plain(f"#{j['id']} " + ("(deleted)" if j.get("missing") else f"{j['kind']} ({j['status']})"))))
     origin = lin.get("origin") or {}
-    for key in ("task", "model", "endpoint", "template", "template_version", "operation", "mutation"):
+    for key in ("task", "model", "endpoint", "template", "template_version", "operation", "mutation", "judge"):
         if origin.get(key) is not None:
             rows.append((key, plain(origin[key])))
+    if origin.get("self_judged"):
+        rows.append(("self-judged", Text("the judge's model also wrote a candidate (queued with --allow-self-judge)",
+                                         style="bold yellow")))
     if "dup_of" in lin:
         rows.append(("duplicate of", Text(f"#{lin['dup_of']}", style="bold magenta")))
     if not rows:

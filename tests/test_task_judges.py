@@ -61,7 +61,7 @@ def test_judge_stores_judgments_and_item_errors(conn, db_path):
     assert [j["judge"] for j in judged] == ["judge-a", "judge-a", "judge-b"]
     capital_id = samples_of(conn, "pairs")[0]["id"]
     first = next(j for j in judged if j["sample_id"] == capital_id)      # items finish in any order
-    assert first["rubric"] == "judge" and first["rubric_version"] == "1"
+    assert first["rubric"] == "judge" and first["rubric_version"] == "2"
     assert first["scores"] == {"instruction_clarity": 8, "response_quality": 6, "alignment": 9}
     assert first["overall"] == 7 and first["rationale"] == "Clear ask; terse answer." and first["raw"]
     by_inst = {s["instruction"]: s for s in samples_of(conn, "pairs")}
@@ -153,4 +153,4 @@ def test_edited_rubric_is_used_and_recorded(conn, db_path):
         run(conn, db_path, "judge", config=config_for(srv), dataset="pairs")
         assert "STRICT reviewer" in srv.stats.bodies[0]["messages"][0]["content"]
     (j,) = rows(conn, "SELECT * FROM judgments")
-    assert j["rubric"] == "judge" and j["rubric_version"].startswith("1+local.")
+    assert j["rubric"] == "judge" and j["rubric_version"].startswith("2+local.")

@@ -37,7 +37,7 @@ class StepTaken(Exception):
 def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset: str | None = None,
               endpoint: str | None = None, pool: str | None = None, judge: str | None = None,
               into: str | None = None, params: dict | None = None, filter: dict | None = None,
-              recipe_step: tuple[int, int] | None = None) -> int:
+              allow_self_judge: bool = False, recipe_step: tuple[int, int] | None = None) -> int:
     """Check everything, then create the job and its items in one transaction. Returns the job id.
 
     `recipe_step` (recipe id, step index): the step is marked as this job in the same transaction; if another
@@ -45,9 +45,8 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
     task_cls = get_task(task_name)
     if bool(endpoint) == bool(pool):
         raise TaskError("give exactly one of --endpoint NAME or --pool NAME")
-    endpoints_mod.resolve(config, endpoint or pool, is_pool=bool(pool))   # raises EndpointError
-    if judge:
-        endpoints_mod.resolve(config, judge)
+    generators, _ = endpoints_mod.resolve(config, endpoint or pool, is_pool=bool(pool))   # raises EndpointError
+    judges = endpoints_mod.resolve(config, judge)[0] if judge else generators
     resolved = resolve_params(task_cls, params or {})
     if task_cls.needs_dataset and not dataset:
         raise TaskError(f"task {task_name} needs --dataset NAME")
@@ -61,8 +60,15 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
     if ctx.into and ctx.into == dataset:
         raise TaskError("--into must name a different dataset than --dataset")
     task.validate(conn)
+    self_judge = self_judging(task, conn, generators, judges, judge)
+    if self_judge and not allow_self_judge:
+        named = ", ".join(f"{j['endpoint']} (model {j['model']})" for j in self_judge)
+        raise TaskError(f"the judge {named} is also a generator of the candidates it would rate: give --judge NAME "
+                        "an endpoint or pool of another model, or pass --allow-self-judge to accept self-judging")
     job_params = {"task": resolved, "dataset": dataset, "into": ctx.into, "endpoint": endpoint, "pool": pool,
                   "judge": judge, "filter": ctx.filter}
+    if self_judge:
+        job_params.update(allow_self_judge=True, self_judge=self_judge)
     with transaction(conn):
         if ctx.into:
             ctx.into_id = ensure_dataset(conn, ctx.into, task_cls.into_kind)
@@ -79,6 +85,16 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
                             + (f" in dataset {dataset!r}" if dataset else "")
                             + (f" matching the filter {ctx.filter}" if ctx.filter else ""))
     return job_id
+
+
+def self_judging(task, conn: sqlite3.Connection, generators: list, judges: list, judge: str | None) -> list[dict]:
+    """The judge endpoints that also generated what they would rate (same endpoint or same model), or []."""
+    sources = task.candidate_sources(conn, generators)
+    if not sources or "judge" not in task.roles:
+        return []
+    names = {e for e, _ in sources if e}
+    models = {m for _, m in sources if m}
+    return [{"endpoint": ep.name, "model": ep.model} for ep in judges if ep.name in names or ep.model in models]
 
 
 def add_items(conn: sqlite3.Connection, job_id: int, items) -> int:

@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 import orjson
 
 from .endpoints import Endpoint, redact
-from .parsing import ParseError  # one class for the parsers and the client layer
+from .parsing import ParseError, repetition_loop  # one class for the parsers and the client layer
 from .store import now
 
 RETRY_STATUS = {408, 409, 429}
@@ -501,6 +501,10 @@ class LLM:
 
 def _check(c: Completion, validate, allow_empty: bool, allow_truncated: bool) -> Any:
     if not allow_truncated and c.finish_reason == "length":
+        unit = repetition_loop(c.text)
+        if unit is not None:
+            raise ParseError(f"looped to max_tokens: the reply repeats {unit[:60]!r} until it is cut off at "
+                             "max_tokens (finish_reason=length)", c.text)
         raise ParseError("reply cut off at max_tokens (finish_reason=length)", c.text)
     if not allow_empty and not c.text.strip():
         raise ParseError("empty reply", c.text)

@@ -228,6 +228,9 @@ def _register_run(sub, common):
         g.add_argument("--endpoint", help="endpoint name")
         g.add_argument("--pool", help="pool name")
         tp.add_argument("--judge", default=None, help="endpoint or pool that judges (default: the generators)")
+        if "judge" in cls.roles:
+            tp.add_argument("--allow-self-judge", action="store_true",
+                            help="let a judge rate candidates its own model generated (refused by default)")
         if cls.writes_samples:
             tp.add_argument("--into", default=None, help=f"target dataset (default: <dataset>-{name})")
         tp.add_argument("--param", action="append", metavar="K=V", help="task parameter (see below)")
@@ -242,7 +245,8 @@ def cmd_run(args) -> int:
     try:
         job_id = J.queue_job(conn, args.task, config=cfg, dataset=args.dataset, endpoint=args.endpoint,
                              pool=args.pool, judge=args.judge, into=getattr(args, "into", None),
-                             params=_kv(args.param, "--param"), filter=J.parse_filter(args.filter))
+                             params=_kv(args.param, "--param"), filter=J.parse_filter(args.filter),
+                             allow_self_judge=getattr(args, "allow_self_judge", False))
         job = J.get_job(conn, job_id)
     finally:
         conn.close()

@@ -29,6 +29,8 @@ class Augment(TemplatedTask):
     name = "augment"
     summary = "reword instructions by back-translation through a pivot language and/or paraphrase, meaning checked"
     templates = ("augment-translate", "augment-paraphrase", "augment-equivalence", "augment-style", "augment-persona")
+    readers = {"augment-translate": parse_text, "augment-paraphrase": parse_text, "augment-equivalence": parse_equal,
+               "augment-style": parse_text, "augment-persona": parse_text}
     params = {
         "method": Param("backtranslation", "backtranslation, paraphrase, both (the first two), style or persona",
                         choices=("backtranslation", "paraphrase", "both", "style", "persona")),
@@ -78,23 +80,23 @@ class Augment(TemplatedTask):
         """(new wording, templates used, last completion)."""
         if method == "paraphrase":
             c = await llm.complete(self.template("augment-paraphrase").render(text=text), params=self.sampling(),
-                                   validate=parse_text)
+                                   validate=self.reader("augment-paraphrase"))
             return c.parsed, ("augment-paraphrase", "augment-equivalence"), c
         if method == "style":
             style = self.p["style"]
             c = await llm.complete(self.template("augment-style").render(text=text, style=style,
                                                                          style_rule=STYLES[style]),
-                                   params=self.sampling(), validate=parse_text)
+                                   params=self.sampling(), validate=self.reader("augment-style"))
             return c.parsed, ("augment-style", "augment-equivalence"), c
         if method == "persona":
             c = await llm.complete(self.template("augment-persona").render(text=text, persona=self.p["persona"]),
-                                   params=self.sampling(), validate=parse_text)
+                                   params=self.sampling(), validate=self.reader("augment-persona"))
             return c.parsed, ("augment-persona", "augment-equivalence"), c
         t = self.template("augment-translate")
         there = await llm.complete(t.render(text=text, language=self.p["pivot_language"]), params=self.sampling(),
-                                   validate=parse_text)
+                                   validate=self.reader(t.name))
         back = await llm.complete(t.render(text=there.parsed, language=self.p["source_language"]),
-                                  params=self.sampling(), validate=parse_text)
+                                  params=self.sampling(), validate=self.reader(t.name))
         return back.parsed, ("augment-translate", "augment-equivalence"), back
 
     async def check(self, llm: LLM, original: str, variant: str) -> str | None:
@@ -105,5 +107,6 @@ class Augment(TemplatedTask):
         if self.p["check"] == "similarity":
             return None if sim >= self.p["min_similarity"] else "meaning changed"
         eq = await llm.complete(self.template("augment-equivalence").render(original=original, rewritten=variant),
-                                role="judge", params={"temperature": 0}, validate=parse_equal)
+                                role="judge", params={"temperature": 0},
+                                validate=self.reader("augment-equivalence"))
         return None if eq.parsed else "meaning changed"

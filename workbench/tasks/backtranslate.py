@@ -27,6 +27,7 @@ class Backtranslate(TemplatedTask):
     name = "backtranslate"
     summary = "self-augmentation: write the instruction each unlabeled text answers (the text is the response)"
     templates = ("backtranslate",)
+    readers = {"backtranslate": parse_text}
     params = {
         "seed_dataset": Param("", "dataset of (instruction, response) pairs to show as examples (empty: none)"),
         "num_examples": Param(3, "seed pairs shown per prompt"),
@@ -100,7 +101,7 @@ class Backtranslate(TemplatedTask):
         shown = "\n\n".join(f"Answer:\n<<<\n{resp}\n>>>\nRequest: {inst}" for _, inst, resp in examples)
         messages = self.template("backtranslate").render(text=text, examples=shown)
         c = await llm.complete(messages, params=self.sampling("temperature", "top_p", "max_tokens"),
-                               validate=parse_text)
+                               validate=self.reader("backtranslate"))
         instruction = c.parsed
         if not self.p["min_instruction_chars"] <= len(instruction) <= self.p["max_instruction_chars"]:
             return Result(dropped={"instruction length": 1}, raw=c.text)

@@ -138,6 +138,12 @@ class Task:
     async def process(self, item: Item, llm: LLM) -> Result:
         raise NotImplementedError
 
+    def candidate_sources(self, conn: sqlite3.Connection, generators: list) -> list[tuple[str | None, str]] | None:
+        """(endpoint, model) of whatever the job's judge will rate, when the judge rates generated candidates
+        (queue_job then refuses a judge among them: no self-judging); None for tasks whose judge rates no
+        candidates of its own making. `generators` are the endpoints of the job's generator pool."""
+        return None
+
     def more_items(self, conn: sqlite3.Connection, progress: dict) -> list[Item]:
         """Called when nothing is pending or in flight; return new items to continue, [] to finish."""
         return []

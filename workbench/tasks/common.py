@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import re
 from functools import partial
+from typing import Any, Callable
 
 from .. import templating
-from ..parsing import parse_indexed_scores
 from ..samples import insert_samples
 from . import Param, Task, TaskError
 from .writes import _write_links as write_links
@@ -21,6 +21,12 @@ class TemplatedTask(Task):
     """A task whose prompts come from `workbench/templates/` (or the user's overrides of them)."""
 
     templates: tuple[str, ...] = ()      # template names the task uses, first = the main one
+    # template name -> the function that reads the model's replies to it (ParseError when it cannot); the task
+    # calls it through `reader()`, and so does `workbench templates parse`, so a curator checks the same code
+    readers: dict[str, Callable[[str], Any]] = {}
+
+    def reader(self, name: str) -> Callable[[str], Any]:
+        return self.readers[name]
 
     def template(self, name: str) -> templating.Template:
         cache = self.__dict__.setdefault("_templates", {})
@@ -104,5 +110,5 @@ async def score_together(task: "TemplatedTask", llm, template: str, texts: list[
     n = len(texts)
     t = task.template(template)
     c = await llm.complete(t.render(count=str(n), top=str(n + 1), **render), role="judge",
-                           params={"temperature": 0}, validate=partial(parse_indexed_scores, n=n, lo=1, hi=n + 1))
+                           params={"temperature": 0}, validate=partial(task.reader(template), n=n))
     return list(c.parsed), c

@@ -38,6 +38,7 @@ class Curate(TemplatedTask):
     name = "curate"
     summary = "self-curation: 5-point score with reasoning, keep pairs scoring >= threshold"
     templates = ("curate",)
+    readers = {"curate": partial(parse_score, lo=1, hi=5, integer=True)}
     params = {
         "threshold": Param(4.5, "keep pairs scoring at least this (4.5 = the paper's A5 set, 4 = A4)", type=float),
         "round": Param(1, "Humpback round: round k > 1 re-scores showing pairs that round k-1 kept as examples"),
@@ -93,7 +94,7 @@ class Curate(TemplatedTask):
                              for _, inst, resp in examples)
         messages = t.render(instruction=s["instruction"], response=s["response"], examples=shown)
         c = await llm.complete(messages, role="judge", params=self.sampling(),
-                               validate=partial(parse_score, lo=1, hi=5, integer=True))
+                               validate=self.reader("curate"))
         score, threshold = c.parsed.score, self.p["threshold"]
         kept = score >= threshold
         verdict = {"score": score, "kept": kept, "threshold": threshold, "judge": judge_name(c),

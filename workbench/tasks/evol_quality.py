@@ -17,7 +17,7 @@ marking the best. With `scorer=none` nothing is scored and the last evolution is
 """
 from __future__ import annotations
 
-from ..parsing import parse_text
+from ..parsing import parse_text, parse_version_scores
 from . import Item, LLM, Param, Result, TaskError, item_rng, register
 from .common import SAMPLING_PARAMS, TemplatedTask, indexed_block, judge_name, prompt_text, score_together, write_chain
 
@@ -42,6 +42,7 @@ class EvolQuality(TemplatedTask):
     name = "evol-quality"
     summary = "rewrite responses to be more helpful/relevant/deep/creative/detailed (random mutation per round)"
     templates = ("evol-quality", "deita-quality")
+    readers = {"evol-quality": parse_text, "deita-quality": parse_version_scores}
     params = {
         "num_evolutions": Param(1, "rounds of rewriting per response"),
         "store_evolutions": Param(False, "keep every round's response (else only the last)"),
@@ -69,7 +70,7 @@ class EvolQuality(TemplatedTask):
         versions, calls = [s["response"]], [None]          # round r's response is versions[r]
         for mutation in mutations:
             messages = t.render(instruction=instruction, response=versions[-1], method=MUTATIONS[mutation])
-            c = await llm.complete(messages, params=self.sampling(), validate=parse_text)
+            c = await llm.complete(messages, params=self.sampling(), validate=self.reader("evol-quality"))
             versions.append(c.parsed)
             calls.append(c)
         rounds = [None, *mutations]

@@ -6,16 +6,11 @@ versions) can score the same sample side by side; the sample's `score` cache tak
 """
 from __future__ import annotations
 
-from ..parsing import JUDGE_DIMENSIONS, parse_judge_json
+from ..parsing import JUDGE_DIMENSIONS, judge_schema, parse_judge_json
 from . import Item, LLM, Result, register
 from .common import SAMPLING_PARAMS, TemplatedTask, judge_name
 
-SCHEMA = {
-    "type": "object",
-    "properties": {**{d: {"type": "integer", "minimum": 1, "maximum": 10} for d in JUDGE_DIMENSIONS},
-                   "overall": {"type": "integer", "minimum": 1, "maximum": 10}, "rationale": {"type": "string"}},
-    "required": [*JUDGE_DIMENSIONS, "overall", "rationale"],
-}
+SCHEMA = judge_schema(JUDGE_DIMENSIONS)
 
 
 @register
@@ -23,6 +18,7 @@ class Judge(TemplatedTask):
     name = "judge"
     summary = "score each pair 1-10 on instruction clarity, response quality, alignment, plus overall and rationale"
     templates = ("judge",)
+    readers = {"judge": parse_judge_json}
     params = {**SAMPLING_PARAMS}
     writes_samples = False
     roles = ("judge",)
@@ -37,7 +33,7 @@ class Judge(TemplatedTask):
         t = self.template("judge")
         messages = t.render(instruction=s["instruction"], input=s.get("input") or "", response=s["response"])
         c = await llm.complete(messages, role="judge", json=True, schema=SCHEMA, params=self.sampling(),
-                               validate=parse_judge_json)
+                               validate=self.reader("judge"))
         r = c.parsed
         rationale = r.rationale
         if r.extra:   # the judge explained dimensions one by one: keep that too (scores stay plain numbers)

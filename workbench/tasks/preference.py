@@ -25,11 +25,10 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections import Counter
-from functools import partial
 
 import orjson
 
-from ..parsing import JUDGE_DIMENSIONS, parse_aspect_ratings, parse_judge_json, parse_pair_verdict
+from ..parsing import judge_schema, parse_aspect_ratings, parse_judge_json, parse_pair_verdict
 from . import Item, LLM, Param, Result, TaskError, item_rng, register, write_result
 from .common import TemplatedTask, judge_name
 from .generate import prompt_messages
@@ -85,6 +84,8 @@ class Preference(TemplatedTask):
     name = "preference"
     summary = "every pool model answers, a judge rates each answer alone; chosen = best, rejected = worse by a margin"
     templates = ("preference-rate", "judge", "preference-compare")
+    readers = {"preference-rate": parse_aspect_ratings, "judge": parse_judge_json,
+               "preference-compare": parse_pair_verdict}
     params = {
         "candidates": Param("generate", "generate: ask every model of the pool; existing: judge stored candidates",
                             choices=("generate", "existing")),
@@ -120,6 +121,15 @@ class Preference(TemplatedTask):
             raise TaskError("several generations per model need a temperature above 0 (at 0 they repeat)")
         if self.p["max_length_ratio"] is not None and self.p["max_length_ratio"] < 1:
             raise TaskError("param max_length_ratio must be at least 1 (a ratio of chosen to rejected length)")
+
+    def candidate_sources(self, conn, generators: list) -> list[tuple[str | None, str]]:
+        if self.p["candidates"] == "generate":
+            return [(ep.name, ep.model) for ep in generators]
+        if self.ctx.dataset_id is None:
+            return []
+        return [tuple(r) for r in conn.execute(
+            "SELECT DISTINCT c.endpoint, c.model FROM candidates c JOIN samples s ON s.id = c.sample_id "
+            "WHERE s.dataset_id = ?", (self.ctx.dataset_id,))]
 
     def load(self, conn) -> None:
         self.stored: dict[int, list[tuple]] = {}
@@ -199,7 +209,8 @@ class Preference(TemplatedTask):
         judge = result.judgments[0]["judge"]
         origin = self.origin(
             templates=(result.judgments[0]["rubric"],) + (("preference-compare",) if tie else ()), judge=judge,
-            rubric=self.p["rubric"], scale=[lo, hi], margin=self.margin, candidates=listed, length_ratio=ratio,
+            rubric=self.p["rubric"], self_judged=judge in {c[1] for c in cands},   # only with --allow-self-judge
+            scale=[lo, hi], margin=self.margin, candidates=listed, length_ratio=ratio,
             chosen={**listed[ci], "index": ci}, rejected={**listed[ri], "index": ri},
             **({"tie_break": tie} if tie else {}))
         result.samples = [{"instruction": s["instruction"], "input": s.get("input") or "",
@@ -219,7 +230,7 @@ class Preference(TemplatedTask):
         async def compare(a: int, b: int) -> str:
             c = await llm.complete(t.render(instruction=s["instruction"], input=s.get("input") or "",
                                             first=cands[a][3], second=cands[b][3]),
-                                   role="judge", params={"temperature": 0}, validate=parse_pair_verdict)
+                                   role="judge", params={"temperature": 0}, validate=self.reader("preference-compare"))
             return c.parsed
         verdicts = dict(zip(order, await asyncio.gather(*(compare(a, b) for a, b in order))))
         winner = tie_winner(tied, verdicts)
@@ -243,7 +254,8 @@ class Preference(TemplatedTask):
         if self.p["rubric"] == "aspects":
             t = self.template("preference-rate")
             c = await llm.complete(t.render(instruction=s["instruction"], input=s.get("input") or "", response=text),
-                                   role="judge", params={"temperature": 0}, validate=parse_aspect_ratings)
+                                   role="judge", params={"temperature": 0},
+                                   validate=self.reader("preference-rate"))
             r = c.parsed
             score = round(r.mean, 4)
             scores = {k.replace(" ", "_"): v for k, v in r.ratings.items()}
@@ -251,8 +263,8 @@ class Preference(TemplatedTask):
         else:
             t = self.template("judge")
             c = await llm.complete(t.render(instruction=s["instruction"], input=s.get("input") or "", response=text),
-                                   role="judge", json=True, params={"temperature": 0},
-                                   validate=partial(parse_judge_json, dimensions=JUDGE_DIMENSIONS))
+                                   role="judge", json=True, schema=judge_schema(), params={"temperature": 0},
+                                   validate=self.reader("judge"))
             score, scores, rationale = c.parsed.overall, c.parsed.scores, c.parsed.rationale
         return score, {"judge": judge_name(c), "rubric": t.name, "rubric_version": t.version, "scores": scores,
                        "overall": score, "rationale": rationale, "raw": c.text}

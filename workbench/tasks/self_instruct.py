@@ -26,7 +26,7 @@ import asyncio
 import re
 
 from ..llm import LLMError
-from ..parsing import ParseError, parse_instance, parse_numbered_list, parse_yes_no
+from ..parsing import ParseError, instance_schema, parse_instance, parse_numbered_list, parse_yes_no
 from ..similarity import RougePool
 from . import Item, LLM, Param, Result, TaskError, item_rng, register
 from .common import TemplatedTask, add_drop, word_count
@@ -72,6 +72,8 @@ class SelfInstruct(TemplatedTask):
     name = "self-instruct"
     summary = "new instructions from seed tasks (8 in context: 6 human + 2 generated), near-copies rejected"
     templates = ("self-instruct", "self-instruct-instance", "self-instruct-classify")
+    readers = {"self-instruct": parse_numbered_list, "self-instruct-instance": parse_instance,
+               "self-instruct-classify": parse_yes_no}
     params = {
         "num_instructions": Param(100, "how many new instructions to keep"),
         "seeds_per_prompt": Param(8, "instructions shown in each prompt"),
@@ -169,7 +171,7 @@ class SelfInstruct(TemplatedTask):
         messages = t.render(examples=listing, next_number=len(shown) + 1,
                             classification="yes" if p["classification"] else "")
         c = await llm.complete(messages, params=self.sampling("temperature", "top_p", "max_tokens"),
-                               allow_truncated=True, validate=parse_numbered_list)
+                               allow_truncated=True, validate=self.reader("self-instruct"))
         proposed = list(c.parsed)
         dropped: dict[str, int] = {}
         if c.finish_reason == "length" and proposed:
@@ -219,7 +221,7 @@ class SelfInstruct(TemplatedTask):
     async def is_classification(self, llm: LLM, instruction: str) -> bool:
         """The model's one-word verdict (the paper asks the generator too); deterministic, so asked at T=0."""
         c = await llm.complete(self.template("self-instruct-classify").render(instruction=instruction),
-                               params={"temperature": 0}, validate=parse_yes_no)
+                               params={"temperature": 0}, validate=self.reader("self-instruct-classify"))
         return c.parsed
 
     async def instances(self, llm: LLM, instruction: str) -> tuple[bool | None, list, dict, list[str]]:
@@ -243,7 +245,8 @@ class SelfInstruct(TemplatedTask):
         async def one(k: int):
             try:
                 # salted per index: k identical prompts must not collapse into one cached reply
-                return await llm.complete(messages, json=True, validate=parse_instance, salt=k or None,
+                return await llm.complete(messages, json=True, schema=instance_schema(bool(is_clf)),
+                                          validate=self.reader("self-instruct-instance"), salt=k or None,
                                           params={"temperature": p["temperature"]})
             except (ParseError, LLMError) as e:
                 return e
