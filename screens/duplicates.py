@@ -1,6 +1,6 @@
 """Duplicates: walk the near- and exact-duplicate clusters one at a time; keep one, reject the rest, or keep all.
 
-The keeper starts as keep-best (the highest judge score, else the earliest sample); move the cursor and press
+The keeper starts as keep-best (the highest score on dedup.ranking_rubric, else the earliest sample); move the cursor and press
 space to keep another. `x` rejects every other member in one undoable run (decisions action 'dedup'), `a` keeps
 them all, `u` undoes this screen's last rejection. Clusters are found on the store runner thread (the same
 dedup.find_clusters as `workbench dedup`); members are read one cluster at a time.

@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from widgets.virtual_table import one_line
-from workbench import exporter
+from workbench import exporter, scores
 from workbench.store import STATUSES
 
 ANY = "__any__"          # status: the default, every sample that is not rejected
@@ -31,14 +31,16 @@ def _dataset_names(conn) -> list[str]:
     return [n for (n,) in conn.execute("SELECT name FROM datasets ORDER BY id")]
 
 
-def _score(text: str, label: str) -> float | None:
+def _score(text: str, label: str) -> str | None:
+    """RUBRIC=N as typed; the exporter checks it against the rubrics present (a bare number is refused)."""
     text = text.strip()
     if not text:
         return None
     try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{label}: {text!r} is not a number") from None
+        scores.parse_bound(text, label.replace(" ", "_"))
+    except scores.ScoreFilterError as e:
+        raise ValueError(str(e)) from None
+    return text
 
 
 class ExportDialog(ModalScreen):
@@ -89,9 +91,9 @@ class ExportDialog(ModalScreen):
                              value=ANY, allow_blank=False, id="status", compact=True)
             with Horizontal():
                 yield Label("Score", classes="label")
-                yield Input(placeholder="min", id="min_score", compact=True)
+                yield Input(placeholder="min, e.g. curate=4", id="min_score", compact=True)
                 yield Label(" to ")
-                yield Input(placeholder="max", id="max_score", compact=True)
+                yield Input(placeholder="max, e.g. judge=8", id="max_score", compact=True)
             with Horizontal():
                 yield Label("Task type", classes="label")
                 yield Input(placeholder="any", id="task_type", compact=True)

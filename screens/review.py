@@ -19,7 +19,7 @@ from textual.widgets import Footer, Input, Label, Select, Static
 from widgets.conversation import Conversation, message_turns
 from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
 from widgets.scores import ScoresTable
-from workbench import keymap, review
+from workbench import keymap, review, scores
 from workbench.safe_text import invisible_counts, sanitize
 from workbench.app import key_specs_bindings
 from workbench.review import Filter
@@ -131,10 +131,11 @@ class FilterDialog(ModalScreen[Filter | None]):
                 yield self._select("status", [(s, s) for s in STATUSES], f.status)
             with Horizontal(classes="row"):
                 yield Label("score", classes="label")
-                yield Input("" if f.min_score is None else f"{f.min_score:g}", placeholder="min", id="min_score",
-                            compact=True)
-                yield Input("" if f.max_score is None else f"{f.max_score:g}", placeholder="max", id="max_score",
-                            compact=True)
+                hint = ", ".join(sorted(self.facets.get("rubrics") or {})) or "no scores yet"
+                yield Input(f.min_score or "", placeholder="min, e.g. curate=4", id="min_score", compact=True,
+                            tooltip=f"RUBRIC=N; rubrics: {hint}")
+                yield Input(f.max_score or "", placeholder="max, e.g. judge=6", id="max_score", compact=True,
+                            tooltip=f"RUBRIC=N; rubrics: {hint}")
             with Horizontal(classes="row"):
                 yield Label("task type", classes="label")
                 yield self._select("task_type", [(v, v) for v in self.facets.get("task_type", [])], f.task_type)
@@ -150,20 +151,20 @@ class FilterDialog(ModalScreen[Filter | None]):
         v = self.query_one(f"#{id}", Select).value
         return None if v == ANY or v == Select.BLANK else v
 
-    def _score(self, id: str) -> float | None:
+    def _score(self, id: str) -> str | None:
+        """RUBRIC=N as typed (a bare number, an unknown rubric or a value off the scale is refused)."""
         raw = self.query_one(f"#{id}", Input).value.strip()
-        if not raw:
-            return None
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{id.replace('_', ' ')}: {raw!r} is not a number") from None
+        return raw or None
 
     def action_apply(self) -> None:
         try:
+            mins, maxs = self._score("min_score"), self._score("max_score")
+            if mins or maxs:
+                scores.build(mins, maxs, present=self.facets.get("rubrics") or {})
             flt = Filter(dataset_id=self._value("dataset_id"), status=self._value("status"),
-                         min_score=self._score("min_score"), max_score=self._score("max_score"),
-                         task_type=self._value("task_type"), domain=self._value("domain"), search=self.flt.search)
+                         min_score=mins, max_score=maxs, task_type=self._value("task_type"),
+                         domain=self._value("domain"), search=self.flt.search, include_stale=self.flt.include_stale,
+                         selection=self.flt.selection)
         except ValueError as e:
             self.query_one("#error", Static).update(Text(sanitize(str(e))))
             return
@@ -213,10 +214,11 @@ class ReviewScreen(Screen):
     """
     TEXT_FIELDS = ("system", "instruction", "input", "response", "rejected")
 
-    def __init__(self, dataset: str | None = None, sample_id: int | None = None):
+    def __init__(self, dataset: str | None = None, sample_id: int | None = None, selection: str | None = None):
         super().__init__()
         self.dataset_name = dataset
         self.start_sample = sample_id
+        self.start_selection = selection
         self.flt = Filter()
         self.sample: dict | None = None
         self.busy = False
@@ -280,7 +282,8 @@ class ReviewScreen(Screen):
 
     async def _open(self) -> None:
         try:
-            self.flt, sample = await self.runner.run(review.open_view, self.dataset_name, self.start_sample)
+            self.flt, sample = await self.runner.run(review.open_view, self.dataset_name, self.start_sample,
+                                                     self.start_selection)
         except KeyError as e:
             self.opening = False
             self.note = str(e.args[0])
@@ -334,9 +337,12 @@ class ReviewScreen(Screen):
                 t.append(f"{key}: ", style="dim")
                 t.append_text(plain(s[key], 40))
                 t.append("  ")
-        if s.get("score") is not None:
-            t.append("score: ", style="dim")
-            t.append(f"{s['score']:g}  ", style="bold")
+        if s.get("blind"):
+            t.append("scores hidden until you decide (spot-check)  ", style="italic")
+        elif s.get("scores"):
+            t.append("scores: ", style="dim")
+            t.append_text(plain(scores.describe(s["scores"]), 200))
+            t.append("  ")
         if s.get("dup_of"):
             t.append(f"DUPLICATE of #{s['dup_of']}", style="bold magenta")
         zero_width, bidi = invisible_counts_of(s)
@@ -371,11 +377,12 @@ class ReviewScreen(Screen):
         cands = self.query_one("#candidates", Conversation)
         cands.display = bool(s.get("candidates"))
         if s.get("candidates"):
-            cands.show([(c["model"] if c["overall"] is None else f"{c['model']} · overall {c['overall']:g}",
+            cands.show([(c["model"] if c["overall"] is None or s.get("blind")
+                         else f"{c['model']} · overall {c['overall']:g}",
                          c["response"]) for c in s["candidates"]], self.limit, self.show_invisible)
-        scores = self.query_one("#scores", ScoresTable)
-        scores.display = True
-        scores.show(s.get("judgments") or [])
+        table = self.query_one("#scores", ScoresTable)
+        table.display = not s.get("blind")
+        table.show([] if s.get("blind") else s.get("judgments") or [])
         lin = self.query_one("#lineage", Static)
         lin.display = True
         lin.update(lineage_text(s.get("lineage") or {}))

@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import json
 
-import orjson
 import pytest
 
 from llm_server import LLMServer
 from taskkit import add_dataset, between, config_for, last_user, run, samples_of
-from workbench import deita, store
+from workbench import deita, scores, store
 
 
 def judge(conn, sid, rubric, value):
-    key = deita.SCORE_KEYS[rubric]
     with store.transaction(conn):
-        conn.execute("INSERT INTO judgments (sample_id, judge, rubric, rubric_version, scores, created_at) "
-                     "VALUES (?,?,?,?,?,?)", (sid, "j", rubric, "1", orjson.dumps({key: value}).decode(), store.now()))
+        scores.record(conn, sid, rubric, value, (1, 6), judge="j", template_version="1")
 
 
 @pytest.fixture
@@ -33,7 +30,7 @@ def scored(conn):
         judge(conn, sid, deita.QUALITY, q)
         if c is not None:
             judge(conn, sid, deita.COMPLEXITY, c)
-    judge(conn, ids[3], deita.QUALITY, 2)            # the latest judgment wins: 2 x 1
+    judge(conn, ids[3], deita.QUALITY, 2)            # the latest score wins: 2 x 1
     return ids
 
 
@@ -47,6 +44,12 @@ def test_greedy_by_quality_times_complexity_under_rouge(conn, scored):
     assert deita.plan(conn, 2).ids == [ids[0], ids[1]]
     # a looser bound admits the near-copy
     assert deita.plan(conn, 3, max_rouge=0.99).ids == [ids[0], ids[2], ids[1]]      # its ROUGE-L is 22/23
+    # a score made stale by an edit does not count, and the plan says so
+    with store.transaction(conn):
+        conn.execute("UPDATE sample_scores SET stale = 1 WHERE sample_id = ? AND rubric = ?", (ids[0], deita.QUALITY))
+    p = deita.plan(conn, 4)
+    assert ids[0] not in p.ids and p.missing == {"complexity": 1, "quality (stale)": 1}
+    assert p.ids[0] == ids[2]                        # the near-copy is no longer passed over
 
 
 def test_bad_arguments(conn, scored):

@@ -4,8 +4,9 @@ import json
 
 import pytest
 
-from workbench.samples import iter_samples
-from workbench.store import open_store
+from workbench.samples import iter_samples, write_text
+from workbench import review, scores
+from workbench.store import open_store, transaction
 
 from test_import import SHARED_FILES
 
@@ -78,15 +79,29 @@ def test_manifest_and_snapshot(cli, shared_data, db_path, tmp_path):
 def test_filters_by_status_score_and_task_type(cli, shared_data, db_path, tmp_path):
     cli("import", str(shared_data / "fastchat-bench-questions" / "mt_bench_questions.csv"), "--dataset", "mt")
     conn = open_store(db_path)
-    conn.execute("UPDATE samples SET status = 'accepted', score = 8 WHERE id <= 10")
-    conn.execute("UPDATE samples SET score = 3 WHERE id > 10 AND id <= 20")
+    conn.execute("UPDATE samples SET status = 'accepted' WHERE id <= 10")
+    with transaction(conn):
+        for sid in range(1, 21):   # judge 8/10 on 1-10, 3/10 on 11-20; curate 2/5 on 1-5 (a 1-5 scale)
+            scores.record(conn, sid, "judge", 8 if sid <= 10 else 3, (1, 10))
+            if sid <= 5:
+                scores.record(conn, sid, "curate", 2, (1, 5))
     out = tmp_path / "x.jsonl"
     conn.execute("UPDATE samples SET response = 'an answer'")
     code, text, err = cli("export", str(out), "--format", "alpaca", "--status", "accepted", "--json")
     assert json.loads(text)["rows"] == 10
-    code, text, err = cli("export", str(out), "--format", "alpaca", "--min-score", "5", "--json", "--force")
+    code, text, err = cli("export", str(out), "--format", "alpaca", "--min-score", "judge=5", "--json", "--force")
+    assert code == 0, err
     info = json.loads(text)
     assert info["rows"] == 10 and info["excluded_by_filter"] == {"status": 0, "min_score": 70}
+    filters = json.loads(conn.execute("SELECT filters FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()[0])
+    assert filters["min_score"] == ["judge=5"]
+    # two rubrics at once: judge >= 5 and curate <= 2 -> rows 1-5
+    code, text, err = cli("export", str(out), "--format", "alpaca", "--min-score", "judge=5", "--max-score",
+                          "curate=2", "--json", "--force")
+    assert json.loads(text)["rows"] == 5
+    # a curate 2/5 is not a judge 2/10: the old shared column would have mixed them
+    code, text, err = cli("export", str(out), "--format", "alpaca", "--max-score", "judge=2", "--json", "--force")
+    assert code == 2 and "no rows to export" in err
     code, text, err = cli("export", str(out), "--format", "alpaca", "--task-type", "math", "--json", "--force")
     assert json.loads(text)["rows"] == 10
     assert all(json.loads(line)["task_type"] == "math" for line in out.read_text().splitlines())
@@ -130,6 +145,58 @@ def test_datasets_json(cli, shared_data):
     code, out, err = cli("datasets", "--json")
     rows = json.loads(out)
     assert rows[0]["name"] == "seed_tasks_alpaca" and rows[0]["rows"] == 175 and rows[0]["pending"] == 175
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--min-score", "4.5", "name the rubric"),                       # a bare number: which scale?
+    ("--min-score", "4", "rubrics present: curate, judge"),          # ...and the message lists the rubrics
+    ("--max-score", "curat=4", "no sample in scope has a 'curat' score"),
+    ("--min-score", "curate=7", "outside curate's scale 1-5"),
+    ("--min-score", "judge=high", "is not a number"),
+    ("--min-score", "judge=nan", "is not a number"),
+    ("--min-score", "Judge=4", "not a rubric name"),
+    ("--min-score", "=4", "not a rubric name"),
+])
+def test_score_filters_name_a_rubric(cli, shared_data, db_path, tmp_path, flag, value, message):
+    cli("import", str(shared_data / "fastchat-bench-questions" / "mt_bench_questions.csv"), "--dataset", "mt")
+    conn = open_store(db_path)
+    with transaction(conn):
+        scores.record(conn, 1, "judge", 7, (1, 10))
+        scores.record(conn, 1, "curate", 4, (1, 5))
+    out = tmp_path / "x.jsonl"
+    code, text, err = cli("export", str(out), "--format", "alpaca", flag, value)
+    assert code == 2 and message in err, err
+    assert not out.exists() and "Traceback" not in err
+    assert conn.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 0
+
+
+def test_min_and_max_on_one_rubric_must_not_cross(cli, shared_data, db_path, tmp_path):
+    cli("import", str(shared_data / "fastchat-bench-questions" / "mt_bench_questions.csv"), "--dataset", "mt")
+    conn = open_store(db_path)
+    with transaction(conn):
+        scores.record(conn, 1, "judge", 7, (1, 10))
+    code, text, err = cli("export", str(tmp_path / "x.jsonl"), "--format", "alpaca", "--min-score", "judge=8",
+                          "--max-score", "judge=6")
+    assert code == 2 and "min 8 is above max 6" in err
+
+
+def test_edited_samples_scores_are_stale_until_the_edit_is_undone(cli, shared_data, db_path, tmp_path):
+    cli("import", str(shared_data / "fastchat-bench-questions" / "mt_bench_questions.csv"), "--dataset", "mt")
+    conn = open_store(db_path)
+    with transaction(conn):
+        for sid in (1, 2):
+            write_text(conn, sid, {"response": "an answer"})     # questions only: give them an answer to export
+            scores.record(conn, sid, "judge", 9, (1, 10))
+    review.edit(conn, 1, {"response": "an edited answer"}, "review:t")
+    assert [s["stale"] for s in scores.of_sample(conn, 1)] == [True]
+    out = tmp_path / "x.jsonl"
+    code, text, err = cli("export", str(out), "--format", "alpaca", "--min-score", "judge=8", "--json")
+    assert json.loads(text)["rows"] == 1                      # the edited sample's 9 was given to other text
+    code, text, err = cli("export", str(out), "--format", "alpaca", "--min-score", "judge=8", "--include-stale",
+                          "--json", "--force")
+    assert json.loads(text)["rows"] == 2
+    review.undo(conn, "review:t")                             # the text is back to what was scored: fresh again
+    assert [s["stale"] for s in scores.of_sample(conn, 1)] == [False]
 
 
 # --- what goes out ----------------------------------------------------------------------------------------------
@@ -182,10 +249,11 @@ def test_status_that_almost_matches_is_refused(cli, shared_data, db_path, tmp_pa
 def test_counts_printed_by_status_and_by_filter(cli, shared_data, db_path, tmp_path):
     _seed(cli, shared_data, db_path)
     conn = open_store(db_path)
-    conn.execute("UPDATE samples SET score = 8 WHERE id <= 5")
-    conn.execute("UPDATE samples SET score = 2 WHERE id > 5 AND id <= 10")
+    with transaction(conn):
+        for sid in range(1, 11):
+            scores.record(conn, sid, "judge", 8 if sid <= 5 else 2, (1, 10))
     code, text, err = cli("export", str(tmp_path / "a.jsonl"), "--format", "alpaca", "--status", "accepted",
-                          "--min-score", "5")
+                          "--min-score", "judge=5")
     assert code == 0, err
     assert "by status: accepted 5" in text
     assert "175 in scope (pending 160, accepted 10, rejected 5)" in text
@@ -202,7 +270,9 @@ def test_zero_rows_exit_non_zero_with_counts_and_nothing_written(cli, shared_dat
     assert list(tmp_path.glob("*a.jsonl*")) == []
     assert open_store(db_path).execute("SELECT count(*) FROM snapshots").fetchone()[0] == 0
     # all rows filtered out by a later filter: named as such
-    code, text, err = cli("export", str(out), "--format", "alpaca", "--min-score", "9")
+    with transaction(conn := open_store(db_path)):
+        scores.record(conn, 1, "curate", 3, (1, 5))
+    code, text, err = cli("export", str(out), "--format", "alpaca", "--min-score", "curate=5")
     assert code == 2 and "175 excluded by min_score" in err
 
 

@@ -208,6 +208,8 @@ def test_evol_quality_deita_scores_all_versions_together_and_keeps_the_best(conn
     j = rows(conn, "SELECT * FROM judgments WHERE sample_id = ?", (a["id"],))
     assert len(j) == 1 and j[0]["rubric"] == "deita-quality" and j[0]["scores"] == {"quality": 4}
     assert j[0]["raw"] == scored["Alpha?"]
+    assert conn.execute("SELECT score, scale_min, scale_max FROM sample_scores WHERE sample_id = ? AND "
+                        "rubric = 'deita-quality'", (a["id"],)).fetchone() == (4, 1, 5)
     fails = {i["sample_id"]: i for i in items_of(conn, job["id"]) if i["status"] == "failed"}
     assert set(fails) == {ids[2], ids[3]}
     assert "9" in fails[ids[2]]["error"] and fails[ids[2]]["raw"] == scored["Gamma?"]
@@ -252,3 +254,5 @@ def test_evol_instruct_deita_complexity_scores(conn, db_path):
         (s["id"], "deita-complexity", {"complexity": c}) for s, c in zip(chain, [3, 2, 5])]
     failed = next(i for i in items_of(conn, job["id"]) if i["status"] == "failed")
     assert failed["sample_id"] == ids[1] and failed["raw"] == replies["Name a color"]
+    assert [r[0] for r in conn.execute("SELECT score FROM sample_scores WHERE rubric = 'deita-complexity' "
+                                       "ORDER BY sample_id")] == [3, 2, 5]

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from llm_server import LLMServer
-from taskkit import between, config_for, items_of, last_user, rows, run, samples_of
+from taskkit import between, config_for, items_of, last_user, rows, run, samples_of, scores_of
 from widgets.scores import scores_renderable
 from workbench.review import load_sample
 from workbench import exporter, importer, store
@@ -97,6 +97,8 @@ def test_pairs_from_real_predictions(conn, db_path, prompts_with_predictions):
         assert pair["parent_id"] == src["id"] and pair["instruction"] == src["instruction"]
         assert o["chosen"]["model"] == "text-davinci-003" and o["rejected"]["model"] == "davinci"
         assert (o["chosen"]["score"], o["rejected"]["score"]) == (5, 1)
+        assert scores_of(conn, pair["id"], with_scale=True) == {"preference.chosen": (5, 1, 5, False),
+                                                                "preference.rejected": (1, 1, 5, False)}
         assert o["judge"] == "judge" and o["rubric"] == "aspects" and o["margin"] == 1
         cand = dict(conn.execute("SELECT model, response FROM candidates WHERE id = ?", (o["chosen"]["candidate_id"],))
                     .fetchall())
@@ -118,7 +120,7 @@ def test_pairs_from_real_predictions(conn, db_path, prompts_with_predictions):
     text = console.export_text()
     assert "text-davinci-003" in text and "by judge" in text and "judge on davinci:" in text
     # the judged prompts' own score cache is untouched (candidates were judged, not the sample)
-    assert all(s["score"] is None for s in samples_of(conn, "uo")[:4])
+    assert all(scores_of(conn, s["id"]) == {} for s in samples_of(conn, "uo")[:4])
     failed = [i for i in items_of(conn, job["id"]) if i["status"] == "failed"]
     assert failed[0]["sample_id"] == broken_id and "quite good overall" in failed[0]["raw"]
 
@@ -165,6 +167,7 @@ def test_generated_candidates_judged_by_another_model_and_exported(conn, db_path
     o = pair["origin"]
     assert (pair["response"], pair["rejected"]) == (answers["good"], answers["bad"])
     assert (o["chosen"]["score"], o["rejected"]["score"], o["margin"]) == (10, 2, 2)     # 1-10 rubric: margin 2
+    assert scores_of(conn, pair["id"], with_scale=True)["preference.chosen"] == (10, 1, 10, False)
     assert o["judge"] == "judge" and o["rubric"] == "judge"
     chosen_cand = next(c for c in cands if c["id"] == o["chosen"]["candidate_id"])
     assert chosen_cand["model"] == "good" and chosen_cand["response"] == pair["response"]

@@ -99,7 +99,8 @@ class WorkbenchApp(App):
     BINDINGS = key_specs_bindings("app")
 
     def __init__(self, db: str | Path | None = None, config: str | Path | None = None,
-                 dataset: str | None = None, screen: str | None = None, sample_id: int | None = None):
+                 dataset: str | None = None, screen: str | None = None, sample_id: int | None = None,
+                 selection: str | None = None):
         super().__init__()
         self.db_path = resolve_db_path(db)
         self.config_path = resolve_config_path(config)
@@ -109,6 +110,7 @@ class WorkbenchApp(App):
         self.current_dataset: str | None = dataset
         self._start_screen = screen
         self._start_sample = sample_id
+        self._start_selection = selection
         self.store_ready = asyncio.Event()
         self.sample_import: str | None = None  # message about the first-run sample import, once done
 
@@ -132,7 +134,8 @@ class WorkbenchApp(App):
         self.store_ready.set()
         self.push_screen(self.make_screen("datasets"))
         if self._start_screen:
-            self.open_screen(self._start_screen, dataset=self.current_dataset, sample_id=self._start_sample)
+            self.open_screen(self._start_screen, dataset=self.current_dataset, sample_id=self._start_sample,
+                             selection=self._start_selection)
         try:
             from .sample import ensure_sample
             if await runner.run(ensure_sample):
@@ -205,10 +208,11 @@ class WorkbenchApp(App):
 
 
 def run_app(db: str | Path | None = None, config: str | Path | None = None, dataset: str | None = None,
-            screen: str | None = None, sample_id: int | None = None) -> int:
+            screen: str | None = None, sample_id: int | None = None, selection: str | None = None) -> int:
     """Start the TUI; returns the exit code. A bad config or keymap stops before the terminal is taken over."""
     try:
-        app = WorkbenchApp(db=db, config=config, dataset=dataset, screen=screen, sample_id=sample_id)
+        app = WorkbenchApp(db=db, config=config, dataset=dataset, screen=screen, sample_id=sample_id,
+                           selection=selection)
     except (ConfigError, keymap.KeymapError) as e:
         import sys
         print(sanitize(f"error: {e}"), file=sys.stderr)   # a config error may quote its text

@@ -1,8 +1,8 @@
 """Deita selection (Liu et al. 2023, Algorithm 1): rank rows by quality x complexity, then take the best ones
 greedily while they stay diverse. Non-destructive: the result is a named selection, no sample changes.
 
-Scores come from the Deita scorers: `deita-quality` (evol-quality) and `deita-complexity` (evol-instruct), each
-the latest such judgment of the row. A row without its own score takes it from its nearest ancestor with the same
+Scores come from the Deita scorers: the `deita-quality` (evol-quality) and `deita-complexity` (evol-instruct)
+rubrics of workbench/scores.py; a score made stale by an edit of the row does not count. A row without its own score takes it from its nearest ancestor with the same
 prompt (instruction and input): evol-quality keeps the instruction of the evol-instruct row it rewrote, so the
 complexity found there is the complexity of this row's prompt. Rows with either score missing are not eligible
 and are counted, never scored by default.
@@ -16,13 +16,10 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass, field
 
-import orjson
-
 from . import dedup
 from .similarity import RougePool
 
 QUALITY, COMPLEXITY = "deita-quality", "deita-complexity"
-SCORE_KEYS = {QUALITY: "quality", COMPLEXITY: "complexity"}
 DEFAULT_FIELDS = ("instruction", "input", "response")
 
 
@@ -45,18 +42,19 @@ class DeitaPlan:
                           "score": self.scores[i][0] * self.scores[i][1]} for i in self.ids]}
 
 
-def _latest(conn: sqlite3.Connection, rubric: str, ids: list[int]) -> dict[int, float]:
-    """The latest judgment score of `rubric` per sample, for these samples."""
-    key = SCORE_KEYS[rubric]
+def _latest(conn: sqlite3.Connection, rubric: str, ids: list[int], stale: set[int]) -> dict[int, float]:
+    """The sample's score on `rubric` (workbench/scores.py), for these samples; stale ones (the text changed since
+    it was scored) are left out and noted in `stale`."""
     out: dict[int, float] = {}
     for i in range(0, len(ids), 900):
         chunk = ids[i:i + 900]
-        for sid, scores in conn.execute(
-                f"SELECT sample_id, scores FROM judgments WHERE rubric = ? AND candidate_id IS NULL AND sample_id IN "
-                f"({','.join('?' * len(chunk))}) ORDER BY id", (rubric, *chunk)):
-            value = orjson.loads(scores).get(key) if scores else None
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                out[sid] = float(value)
+        for sid, score, is_stale in conn.execute(
+                f"SELECT sample_id, score, stale FROM sample_scores WHERE rubric = ? AND sample_id IN "
+                f"({','.join('?' * len(chunk))})", (rubric, *chunk)):
+            if is_stale:
+                stale.add(sid)
+            else:
+                out[sid] = float(score)
     return out
 
 
@@ -100,7 +98,8 @@ def plan(conn: sqlite3.Connection, size: int, *, datasets: list[str] | None = No
         f"SELECT id, parent_id, instruction, input FROM samples WHERE {where}", params)}
     chains = _ancestors(conn, rows)
     every = sorted(set(rows) | {a for c in chains.values() for a in c})
-    quality, complexity = _latest(conn, QUALITY, every), _latest(conn, COMPLEXITY, every)
+    stale: set[int] = set()
+    quality, complexity = _latest(conn, QUALITY, every, stale), _latest(conn, COMPLEXITY, every, stale)
     out = DeitaPlan(size, max_rouge, tuple(fields))
     ranked = []
     for sid in sorted(rows):
@@ -108,6 +107,8 @@ def plan(conn: sqlite3.Connection, size: int, *, datasets: list[str] | None = No
         c = next((complexity[a] for a in (sid, *chains[sid]) if a in complexity), None)
         if q is None or c is None:
             what = "both" if q is None and c is None else "quality" if q is None else "complexity"
+            if stale & {sid, *chains[sid]}:
+                what += " (stale)"
             out.missing[what] = out.missing.get(what, 0) + 1
             continue
         out.scores[sid] = (q, c)

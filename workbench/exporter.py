@@ -25,7 +25,7 @@ import orjson
 from . import __version__, export_sidecars as sidecars, provenance, safe_output
 from .export_shapes import (CONVERSATIONAL_CHOICE, EXPORT_FORMATS, NATIVE, SKIP_REASONS, make_shaper,
                             parquet_fields, profile)
-from .filters import filter_sql
+from .filters import FilterError, check_scores, filter_sql
 from .origin_tags import origin_kind, tag as tag_origin
 from .safe_output import OutputError
 from .samples import iter_samples
@@ -89,9 +89,13 @@ class Selection:
 
 
 def select(conn: sqlite3.Connection, dataset=None, statuses=DEFAULT_STATUSES, min_score=None, max_score=None,
-           task_type=None, selection=None) -> Selection:
-    """The WHERE clause, and how many rows the scope holds and each filter (in order) excluded."""
+           task_type=None, selection=None, include_stale: bool = False) -> Selection:
+    """The WHERE clause, and how many rows the scope holds and each filter (in order) excluded.
+
+    min_score / max_score name the rubric: 'curate=4.5', or a list of such (workbench/scores.py); a bare number,
+    a rubric the scope has no score on and a bound off the rubric's scale are refused."""
     scope, params, filters = [], [], {}
+    did = None
     if dataset:
         try:
             did = dataset_id(conn, dataset)
@@ -115,10 +119,16 @@ def select(conn: sqlite3.Connection, dataset=None, statuses=DEFAULT_STATUSES, mi
     where += f" AND status IN ({','.join('?' * len(statuses))})"
     params += list(statuses)
     # the score and label filters go through the filter code jobs and the TUI share
+    try:
+        check_scores(conn, did, {"min_score": min_score, "max_score": max_score, "include_stale": include_stale})
+    except FilterError as e:
+        raise ExportFailed(str(e)) from None
+    if include_stale and (min_score is not None or max_score is not None):
+        filters["include_stale"] = True
     for key, value in (("min_score", min_score), ("max_score", max_score), ("task_type", task_type)):
         if value is None:
             continue
-        clause, args = filter_sql(None, {key: value})
+        clause, args = filter_sql(None, {key: value, "include_stale": include_stale})
         where += f" AND {clause}"
         params += args
         filters[key] = value    # as given: the shared filter code reads it (a score filter may name a rubric)
@@ -216,13 +226,15 @@ def plan_layout(conn, out_path, fmt: str, force: bool) -> Layout:
 
 def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=None, min_score=None,
            max_score=None, task_type=None, selection=None, name: str | None = None, *, force: bool = False,
-           conversational: bool = False, with_ids: bool = False, origin_tags: dict | None = None) -> ExportResult:
+           conversational: bool = False, with_ids: bool = False, include_stale: bool = False,
+           origin_tags: dict | None = None) -> ExportResult:
     """`origin_tags` ({seed, augmented} texts, see origin_tags.py): each row's system prompt starts with its tag."""
     if fmt not in EXPORT_FORMATS:
         raise ExportFailed(f"unknown export format {fmt!r}; one of {', '.join(EXPORT_FORMATS)}")
     if conversational and fmt not in CONVERSATIONAL_CHOICE:
         raise ExportFailed(f"--conversational applies to {', '.join(CONVERSATIONAL_CHOICE)}; {fmt} has one layout")
-    sel = select(conn, dataset, parse_statuses(status, fmt), min_score, max_score, task_type, selection)
+    sel = select(conn, dataset, parse_statuses(status, fmt), min_score, max_score, task_type, selection,
+                 include_stale)
     lay = plan_layout(conn, out_path, fmt, force)
     prof = profile(conn, sel.where, sel.params, with_meta=fmt in NATIVE)
     if origin_tags is not None:

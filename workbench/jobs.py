@@ -19,6 +19,7 @@ import orjson
 
 from . import endpoints as endpoints_mod
 from .filters import FILTER_KEYS, FilterError, filter_sql, iter_filtered, parse_filter  # noqa: F401  (re-exported)
+from .filters import check_scores
 from .samples import decode_sample, SAMPLE_COLUMNS
 from .store import ensure_dataset, fts_query, get_dataset, now, transaction
 from .tasks import Item, Result, Task, TaskContext, TaskError, get_task, resolve_params, write_results
@@ -53,6 +54,10 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
     ds = get_dataset(conn, dataset) if dataset else None
     if dataset and ds is None:
         raise TaskError(f"no dataset named {dataset!r}")
+    try:
+        check_scores(conn, ds[0] if ds else None, filter or {})
+    except FilterError as e:
+        raise TaskError(f"--filter: {e}") from None
     ctx = TaskContext(task=task_name, params=resolved, dataset=dataset, dataset_id=ds[0] if ds else None,
                       filter=dict(filter or {}), config=config, template_version=task_cls.template_version)
     task = task_cls(ctx)

@@ -10,6 +10,8 @@ import sqlite3
 
 import orjson
 
+from . import scores
+
 IDS = "temp.export_ids"          # filled by the exporter: the ids of the rows written
 LINEAGE = "temp.export_lineage"  # those ids and all their ancestors
 CURATION_ACTIONS = ("filter", "normalize", "dedup")
@@ -133,15 +135,16 @@ def sample_history(conn: sqlite3.Connection, dataset: str, sample_id: int, depth
     """Everything the store knows about one sample: source line, lineage, jobs, judgments, edits, decisions and
     the snapshots it went out in. KeyError if the dataset has no such sample."""
     row = conn.execute(
-        "SELECT s.id, d.name, d.license, s.status, s.score, s.import_id, s.source_line, s.parent_id, s.job_id, "
+        "SELECT s.id, d.name, d.license, s.status, s.import_id, s.source_line, s.parent_id, s.job_id, "
         "s.origin, s.dup_of, s.created_at, s.updated_at FROM samples s JOIN datasets d ON d.id = s.dataset_id "
         "WHERE s.id = ?", (sample_id,)).fetchone()
     if row is None:
         raise KeyError(f"no sample with id {sample_id}")
     if row[1] != dataset:
         raise KeyError(f"sample {sample_id} is in dataset {row[1]!r}, not {dataset!r}")
-    sid, dname, lic, status, score, import_id, line, parent, job, origin, dup_of, created, updated = row
-    out = {"sample_id": sid, "dataset": dname, "license": lic, "status": status, "score": score,
+    sid, dname, lic, status, import_id, line, parent, job, origin, dup_of, created, updated = row
+    # scores: each rubric's latest, with its scale and stale flag (workbench/scores.py)
+    out = {"sample_id": sid, "dataset": dname, "license": lic, "status": status, "scores": scores.of_sample(conn, sid),
            "duplicate_of": dup_of, "created_at": created, "updated_at": updated, "source": None, "job": None}
     if import_id is not None:
         imp = conn.execute("SELECT file, format, mapping, sha256, license, imported_at FROM imports WHERE id = ?",

@@ -18,11 +18,13 @@ from dataclasses import asdict, dataclass, fields
 
 import orjson
 
+from . import scores
+from .agreement import decided_by_curator, spotcheck_info
 from .samples import SAMPLE_COLUMNS, decode_sample, require_sample, write_text
 from .store import STATUSES, fts_query, now, transaction
 
-DECISION_STATUS = {"accept": "accepted", "reject": "rejected"}
-UNDOABLE = ("accept", "reject", "skip", "edit")
+DECISION_STATUS = {"accept": "accepted", "reject": "rejected", "reset": "pending"}
+UNDOABLE = ("accept", "reject", "skip", "edit", "reset")
 EDITABLE = ("system", "instruction", "input", "response", "rejected", "messages")
 
 
@@ -49,20 +51,26 @@ class Filter:
     """What the Review screen walks through, in id order. None = no constraint."""
     dataset_id: int | None = None
     status: str | None = None
-    min_score: float | None = None
-    max_score: float | None = None
+    min_score: str | None = None       # RUBRIC=N (or several, comma-separated): see workbench/scores.py
+    max_score: str | None = None
     task_type: str | None = None
     domain: str | None = None
     search: str | None = None
+    include_stale: bool = False        # score bounds also match scores given before an edit
+    selection: str | None = None       # only this named selection (e.g. a spot-check), in id order
 
     def __post_init__(self):
         if self.status is not None and self.status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {self.status!r}")
         if self.search is not None and not fts_query(self.search):
             self.search = None
+        for name in ("min_score", "max_score"):   # a saved filter from before per-rubric scores held a bare number
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name}: name the rubric, e.g. curate=4.5")
+        self.scores = scores.build(self.min_score, self.max_score, self.include_stale)  # refuses a bare number
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Filter":
@@ -76,16 +84,20 @@ class Filter:
             if value is not None:
                 clauses.append(f"{alias}.{col} = ?")
                 params.append(value)
-        if self.min_score is not None:
-            clauses.append(f"{alias}.score >= ?")
-            params.append(self.min_score)
-        if self.max_score is not None:
-            clauses.append(f"{alias}.score <= ?")
-            params.append(self.max_score)
+        if self.scores:
+            cond, cparams = self.scores.sql(f"{alias}.id")
+            clauses.append(cond)
+            params += cparams
+        if self.selection is not None:
+            clauses.append(f"{alias}.id IN (SELECT sample_id FROM selections WHERE name = ?)")
+            params.append(self.selection)
         return (" AND ".join(clauses) or "1"), params
 
     def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in self.to_dict().items() if k not in ("dataset_id", "search")]
+        parts = [f"{k}={v}" for k, v in self.to_dict().items()
+                 if k not in ("dataset_id", "search", "min_score", "max_score", "include_stale")]
+        if self.scores:
+            parts.append(f"score {self.scores.describe()}")
         if self.search:
             parts.append(f"search={self.search!r}")
         return ", ".join(parts)
@@ -148,6 +160,7 @@ def facets(conn: sqlite3.Connection, dataset_id: int | None = None) -> dict:
     """Choices for the filter dialog."""
     return {"task_type": facet_values(conn, "task_type", dataset_id),
             "domain": facet_values(conn, "domain", dataset_id),
+            "rubrics": scores.rubrics(conn),
             "datasets": conn.execute("SELECT id, name FROM datasets ORDER BY id").fetchall()}
 
 
@@ -195,17 +208,31 @@ def goto(conn: sqlite3.Connection, flt: Filter, how: str, ref: int | None = None
     sample = load_sample(conn, sid) if sid is not None else None
     if sample is not None:
         save_position(conn, flt.dataset_id, sample["id"], flt)
+        sample["blind"] = blind(conn, flt, sample["id"])
     return sample
 
 
-def open_view(conn: sqlite3.Connection, dataset: str | None, sample_id: int | None = None) -> tuple[Filter, dict | None]:
-    """What Review shows when it opens on `dataset` (None = all): the saved filter and position, or a fresh start."""
+def blind(conn: sqlite3.Connection, flt: Filter, sample_id: int) -> bool:
+    """Walking a spot-check, a sample's scores stay hidden until a curator decided it (see agreement.py)."""
+    return spotcheck_info(conn, flt.selection) is not None and not decided_by_curator(conn, sample_id)
+
+
+def open_view(conn: sqlite3.Connection, dataset: str | None, sample_id: int | None = None,
+              selection: str | None = None) -> tuple[Filter, dict | None]:
+    """What Review shows when it opens on `dataset` (None = all): the saved filter and position, or a fresh start.
+    With `selection`: that selection alone (e.g. a spot-check), from its first pending sample."""
     did = None
     if dataset is not None:
         row = conn.execute("SELECT id FROM datasets WHERE name = ?", (dataset,)).fetchone()
         if row is None:
             raise KeyError(f"no dataset named {dataset!r}")
         did = row[0]
+    if selection is not None:
+        if not conn.execute("SELECT 1 FROM selections WHERE name = ? LIMIT 1", (selection,)).fetchone():
+            raise KeyError(f"no selection named {selection!r}")
+        flt = Filter(dataset_id=did, selection=selection)
+        start = sample_id if sample_id is not None else (first_pending(conn, flt) or first_id(conn, flt))
+        return flt, goto(conn, flt, "id", start) if start is not None else None
     _, saved = load_position(conn, did)
     flt = saved or Filter()
     flt.dataset_id = did
@@ -237,15 +264,52 @@ def _log(conn, sample_id, action, before, after, session, undoes=None, reason=No
 
 
 def decide(conn: sqlite3.Connection, sample_id: int, action: str, session: str, reason: str | None = None) -> dict:
-    """accept / reject / skip one sample; committed when this returns. Skip logs the visit, status unchanged."""
-    if action not in ("accept", "reject", "skip"):
-        raise ValueError(f"unknown review action {action!r}")
+    """accept / reject / skip / reset (back to pending) one sample; committed when this returns. Skip logs the
+    visit, status unchanged."""
+    _check_action(action)
     with transaction(conn):
-        old = _status(conn, sample_id)
-        new = DECISION_STATUS.get(action, old)
-        if new != old:
-            conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (new, now(), sample_id))
-        did = _log(conn, sample_id, action, {"status": old}, {"status": new}, session, reason=reason)
+        return _decide(conn, sample_id, action, session, reason)
+
+
+def decide_many(conn: sqlite3.Connection, ids: list[int], action: str, session: str, reason: str | None = None,
+                dataset_id: int | None = None) -> list[dict]:
+    """The same decision on several samples (`workbench decide`), all or none: every id must exist (and be in the
+    dataset), else KeyError naming the bad ids and nothing is written."""
+    _check_action(action)
+    ids = list(dict.fromkeys(ids))
+    with transaction(conn):
+        found = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            found.update(conn.execute(f"SELECT id, dataset_id FROM samples WHERE id IN ({','.join('?' * len(chunk))})",
+                                      chunk).fetchall())
+        missing = [i for i in ids if i not in found]
+        elsewhere = [i for i in ids if i in found and dataset_id is not None and found[i] != dataset_id]
+        if missing or elsewhere:
+            parts = []
+            if missing:
+                parts.append(f"no sample with id {_id_list(missing)}")
+            if elsewhere:
+                parts.append(f"not in this dataset: {_id_list(elsewhere)}")
+            raise KeyError("; ".join(parts) + " (nothing was decided)")
+        return [_decide(conn, sid, action, session, reason) for sid in ids]
+
+
+def _id_list(ids: list[int], limit: int = 10) -> str:
+    return ", ".join(map(str, ids[:limit])) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _check_action(action: str) -> None:
+    if action not in ("accept", "reject", "skip", "reset"):
+        raise ValueError(f"unknown review action {action!r}")
+
+
+def _decide(conn, sample_id: int, action: str, session: str, reason: str | None) -> dict:
+    old = _status(conn, sample_id)
+    new = DECISION_STATUS.get(action, old)
+    if new != old:
+        conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (new, now(), sample_id))
+    did = _log(conn, sample_id, action, {"status": old}, {"status": new}, session, reason=reason)
     return {"id": did, "sample_id": sample_id, "action": action, "before": {"status": old}, "after": {"status": new}}
 
 
@@ -317,7 +381,7 @@ def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str) 
 
 def last_undoable(conn: sqlite3.Connection, session: str, dataset_id: int | None = None) -> dict | None:
     sql = ("SELECT d.id, d.sample_id, d.action, d.before, d.after FROM decisions d "
-           "WHERE d.session = ? AND d.action IN ('accept', 'reject', 'skip', 'edit') "
+           "WHERE d.session = ? AND d.action IN ('accept', 'reject', 'skip', 'edit', 'reset') "
            "AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.sample_id = d.sample_id AND u.undoes = d.id)")
     params: list = [session]
     if dataset_id is not None:
@@ -375,8 +439,17 @@ def load_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
     for c in s["candidates"]:
         overalls = [j["overall"] for j in s["judgments"] if j["candidate_id"] == c["id"] and j["overall"] is not None]
         c["overall"] = sum(overalls) / len(overalls) if overalls else None
+        c["scores"] = candidate_scores(s["judgments"], c["id"])
+    s["scores"] = scores.of_sample(conn, sample_id)
     s["lineage"] = lineage(conn, s)
     return s
+
+
+def candidate_scores(judgments: list[dict], candidate_id: int) -> list[dict]:
+    """A candidate's judgments as scores: {rubric, score, scale, judge, dimensions} (scale None if unknown)."""
+    return [{"rubric": j["rubric"], "score": j["overall"], "scale": scores.TEMPLATE_SCALES.get(j["rubric"]),
+             "judge": j["judge"], "dimensions": j["scores"]}
+            for j in judgments if j["candidate_id"] == candidate_id and j["overall"] is not None]
 
 
 def lineage(conn: sqlite3.Connection, s: dict) -> dict:

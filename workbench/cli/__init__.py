@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "workbench.cli.llm",
     "workbench.cli.curate",
     "workbench.cli.recipe",
+    "workbench.cli.decisions",
 ]
 
 

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from .. import exporter, formats, importer, safe_output
+from .. import exporter, formats, importer, safe_output, scores
 from .common import CliError, print_json
 from ..store import fts_sync, list_datasets, open_store, resolve_db_path
 from ..fileperms import open_private, private_dir
@@ -41,8 +41,11 @@ def register(sub, common) -> None:
     p.add_argument("--dataset")
     p.add_argument("--status", metavar="S[,S...]", help="a comma list of pending, accepted, rejected, or all "
                    "(default: every sample that is not rejected; kto: accepted,rejected)")
-    p.add_argument("--min-score", type=float)
-    p.add_argument("--max-score", type=float)
+    p.add_argument("--min-score", action="append", metavar="RUBRIC=N",
+                   help="only samples whose RUBRIC score is >= N, e.g. curate=4.5 (repeat for several rubrics)")
+    p.add_argument("--max-score", action="append", metavar="RUBRIC=N", help="only samples whose RUBRIC score is <= N")
+    p.add_argument("--include-stale", action="store_true",
+                   help="score filters also match scores given before the sample's text was edited")
     p.add_argument("--task-type")
     p.add_argument("--selection", help="only samples of this named selection (see `workbench sample`)")
     p.add_argument("--conversational", action="store_true",
@@ -176,7 +179,8 @@ def cmd_export(args) -> int:
     try:
         res = exporter.export(conn, args.out, args.format, args.dataset, args.status, args.min_score,
                               args.max_score, args.task_type, args.selection, args.name, force=args.force,
-                              conversational=args.conversational, with_ids=args.with_ids, origin_tags=tags)
+                              conversational=args.conversational, with_ids=args.with_ids,
+                              include_stale=args.include_stale, origin_tags=tags)
     except exporter.ExportFailed as e:
         raise CliError(str(e)) from None
     # with `-` or /dev/stdout the data is on stdout: everything else goes to stderr
@@ -217,7 +221,7 @@ def _print_history(h: dict, indent: str) -> None:
     def p(text: str) -> None:  # file names, reasons, model names are untrusted: no control sequence reaches the tty
         print(indent + "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text))
     p(f"sample {h['sample_id']} in dataset {h['dataset']!r}: {h['status']}"
-      + (f", score {h['score']}" if h["score"] is not None else "")
+      + (f", scores {scores.describe(h['scores'])}" if h["scores"] else "")
       + (f", duplicate of {h['duplicate_of']}" if h["duplicate_of"] else "")
       + (f"; licence {h['license']}" if h["license"] else ""))
     src = h["source"]

@@ -4,7 +4,8 @@ instruction it best answers. The segment becomes the response unchanged, byte fo
 Input rows are segments with no instruction and the text in `response` (what `workbench import FILE --format
 text` or a `text` column produces). The paper fine-tunes a backward model on seed pairs; here a prompted model plays
 that role, optionally shown a few seed pairs in reverse (answer first, then its request) from `seed_dataset` —
-for instance pairs a previous round's `curate` kept (`seed_min_score=4.5`). Curate the output next.
+for instance pairs a previous round's `curate` kept (`seed_min_score=curate=4.5`: a rubric's score, see
+workbench/scores.py). Curate the output next.
 
 Rounds: with `round=k` (k > 1) the examples are the pairs of `seed_dataset` that curate round k-1 kept at its
 threshold (`metadata.curation_rounds`), so round k's backward prompts learn from round k-1's curated pairs. Every
@@ -12,6 +13,7 @@ output row records its `round` in its lineage (round 1 by default).
 """
 from __future__ import annotations
 
+from .. import scores
 from ..parsing import parse_text
 from ..store import get_dataset
 from . import Item, LLM, Param, Result, TaskError, item_rng, register
@@ -31,8 +33,8 @@ class Backtranslate(TemplatedTask):
     params = {
         "seed_dataset": Param("", "dataset of (instruction, response) pairs to show as examples (empty: none)"),
         "num_examples": Param(3, "seed pairs shown per prompt"),
-        "seed_min_score": Param(None, "only seed pairs whose score is at least this (e.g. 4.5 after curate)",
-                                type=float),
+        "seed_min_score": Param(None, "only seed pairs with at least this score on a rubric, RUBRIC=N "
+                                      "(e.g. curate=4.5)", type=str),
         "seed": Param(42, "random seed for the choice of examples (per segment, stable across resumes)"),
         "round": Param(1, "Humpback round: k > 1 shows seed_dataset's pairs that curate round k-1 kept"),
         "min_chars": Param(0, "skip segments shorter than this many characters (0: no limit)"),
@@ -60,6 +62,12 @@ class Backtranslate(TemplatedTask):
             if self.p["num_examples"] and not kept_in_round(conn, ds[0], self.p["round"] - 1, limit=1):
                 raise TaskError(f"round {self.p['round']}: no pair of {self.p['seed_dataset']!r} was kept by curate "
                                 f"round {self.p['round'] - 1}")
+        if self.p["seed_min_score"] is not None:
+            seed_ds = get_dataset(conn, self.p["seed_dataset"]) if self.p["seed_dataset"] else None
+            try:
+                scores.resolve(conn, self.p["seed_min_score"], dataset_id=seed_ds[0] if seed_ds else None)
+            except scores.ScoreFilterError as e:
+                raise TaskError(f"param seed_min_score: {e}") from None
 
     def load(self, conn) -> None:
         self.seeds: list[tuple[int, str, str]] = []
@@ -76,8 +84,12 @@ class Backtranslate(TemplatedTask):
                "AND trim(instruction) != '' AND trim(response) != '' AND status != 'rejected'")
         args: list = [EXAMPLE_MAX_CHARS, row[0]]
         if self.p["seed_min_score"] is not None:
-            sql += " AND score >= ?"
-            args.append(self.p["seed_min_score"])
+            try:
+                cond, cargs = scores.build(self.p["seed_min_score"]).sql("samples.id")
+            except scores.ScoreFilterError as e:
+                raise TaskError(f"param seed_min_score: {e}") from None
+            sql += f" AND {cond}"
+            args += cargs
         self.seeds = [tuple(r) for r in conn.execute(sql + " ORDER BY id", args)]
 
     def examples_for(self, sample_id: int) -> list[tuple[int, str, str]]:

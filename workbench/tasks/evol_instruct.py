@@ -16,8 +16,8 @@ sample) and its lineage records the round and the operation.
 With `complexity_scorer=deita` (default), Deita's complexity scorer then sees the original instruction and every
 surviving evolution at once and answers one `[i] Score: N` line each (whole numbers 1..n, n+1 for "too complex to
 answer"; anything else fails the item with the raw reply kept). Each row gets its `complexity_score` (and every
-version's score) in its lineage and a `deita-complexity` judgment, which the `deita` selection multiplies with a
-quality score.
+version's score) in its lineage, and a `deita-complexity` judgment and score (workbench/scores.py), which the
+`deita` selection multiplies with a quality score.
 """
 from __future__ import annotations
 
@@ -141,6 +141,9 @@ class EvolInstruct(TemplatedTask):
                                      "scores": {"complexity": score}, "overall": None,
                                      "rationale": f"version {i + 2} of {len(versions)} scored together",
                                      "raw": sc.text})
+            result.scores.append({"sample_ref": i, "rubric": "deita-complexity", "score": score, "scale": tuple(scale),
+                                  "judge": judge_name(sc),
+                                  "template_version": self.template("deita-complexity").version})
         result.summary["complexity_scores"] = scores
 
     async def eliminate(self, llm: LLM, parent: str, evolved: str, op: str) -> str | None:

@@ -10,7 +10,7 @@ by one quality-scorer call that sees every version at once and answers one `[i] 
 numbers 1..n, n+1 for "could not be better"; anything else is an item error with the raw reply kept). The best
 version is kept (a tie goes to the earlier version: a rewrite must beat what it rewrote): one output row per input
 sample, whose lineage lists every evolution with its mutation, score and length, and which carries a
-`deita-quality` judgment with its score. With `store_evolutions` every round is a row instead (each row's parent is
+`deita-quality` judgment and score (workbench/scores.py). With `store_evolutions` every round is a row instead (each row's parent is
 the previous round's row, the original first with `include_original_response`), each with its score and `selected`
 marking the best. With `scorer=none` nothing is scored and the last evolution is the output (or every round with
 `store_evolutions`).
@@ -92,7 +92,8 @@ class EvolQuality(TemplatedTask):
             keep = list(range(0 if self.p["include_original_response"] else 1, len(versions)))
         else:
             keep = [best]
-        rows, judgments = [], []
+        rows, judgments, rubric_scores = [], [], []
+        version = self.template("deita-quality").version
         for i, r in enumerate(keep):
             rows.append({**base, "response": versions[r], "origin": self.origin(
                 calls[r], templates=("evol-quality", "deita-quality"), round=r, mutation=rounds[r],
@@ -101,7 +102,10 @@ class EvolQuality(TemplatedTask):
                               "rubric_version": self.template("deita-quality").version,
                               "scores": {"quality": scores[r]}, "overall": None,
                               "rationale": f"version {r + 1} of {len(versions)} scored together", "raw": sc.text})
-        return Result(samples=rows, judgments=judgments,
+            rubric_scores.append({"sample_ref": i, "rubric": "deita-quality", "score": scores[r],
+                                  "scale": (1, len(versions) + 1), "judge": judge_name(sc),
+                                  "template_version": version})
+        return Result(samples=rows, judgments=judgments, scores=rubric_scores,
                       summary={"mutations": mutations, "scores": scores, "best_round": best})
 
     write = write_chain

@@ -2,13 +2,16 @@
 
 One pair per call, JSON requested (response_format where the endpoint supports it) and parsed defensively. Each
 judgment is stored with the judge model and the rubric template's version, so several judges (or rubric
-versions) can score the same sample side by side; the sample's `score` cache takes the latest overall.
+versions) can score the same sample side by side; the sample's latest scores are kept per rubric: `judge` (the
+overall) and `judge.<dimension>` (workbench/scores.py).
 """
 from __future__ import annotations
 
 from ..parsing import JUDGE_DIMENSIONS, judge_schema, parse_judge_json
 from . import Item, LLM, Result, register
 from .common import SAMPLING_PARAMS, TemplatedTask, judge_name
+
+SCALE = (1, 10)   # every dimension and the overall; sample scores: rubric "judge" and "judge.<dimension>"
 
 SCHEMA = judge_schema(JUDGE_DIMENSIONS)
 
@@ -38,7 +41,10 @@ class Judge(TemplatedTask):
         rationale = r.rationale
         if r.extra:   # the judge explained dimensions one by one: keep that too (scores stay plain numbers)
             rationale += "\n" + "\n".join(f"{dim}: {why}" for dim, why in r.extra.items())
+        who = {"sample_id": s["id"], "judge": judge_name(c), "template_version": t.version, "scale": SCALE}
         return Result(
             judgments=[{"sample_id": s["id"], "judge": judge_name(c), "rubric": t.name, "rubric_version": t.version,
                         "scores": r.scores, "overall": r.overall, "rationale": rationale, "raw": c.text}],
+            scores=[{**who, "rubric": "judge", "score": r.overall},
+                    *({**who, "rubric": f"judge.{dim}", "score": v} for dim, v in r.scores.items())],
             kept=1, summary={"overall": r.overall, "judge": judge_name(c)})

@@ -18,7 +18,8 @@ rejected one. With `candidates=existing` the task judges the candidates already 
 Output: one preference row per prompt in the target dataset (instruction + input, response = chosen, rejected).
 Its lineage records every candidate (model, generation, score, length, candidate id), the scale and margin, the
 judge, the chosen and rejected sides, the length ratio and any tie-break verdicts; the candidates and every
-judgment are kept (`candidates`, `judgments`), so Review can show why a pair was chosen.
+judgment are kept (`candidates`, `judgments`), so Review can show why a pair was chosen. The pair gets two
+sample scores: `preference.chosen` and `preference.rejected` (scale 1-5 with aspects, 1-10 with judge).
 """
 from __future__ import annotations
 
@@ -213,6 +214,9 @@ class Preference(TemplatedTask):
             scale=[lo, hi], margin=self.margin, candidates=listed, length_ratio=ratio,
             chosen={**listed[ci], "index": ci}, rejected={**listed[ri], "index": ri},
             **({"tie_break": tie} if tie else {}))
+        result.scores = [{"sample_ref": 0, "rubric": f"preference.{side}", "score": scores[i], "scale": (lo, hi),
+                          "judge": judge, "template_version": result.judgments[0]["rubric_version"]}
+                         for side, i in (("chosen", ci), ("rejected", ri))]
         result.samples = [{"instruction": s["instruction"], "input": s.get("input") or "",
                            "system": s.get("system") or "",
                            "messages": [m for m in prompt if m["role"] != "system"] if s.get("messages") else None,
