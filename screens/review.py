@@ -66,6 +66,39 @@ def lineage_text(lin: dict) -> Text:
     return out
 
 
+def _score(side: dict) -> str:
+    if side.get("score") is None:
+        return "no score"
+    scale = side.get("scale")
+    return f"score {side['score']:g}" + (f" on {scale[0]:g}-{scale[1]:g}" if scale else " (scale not stated)")
+
+
+def why_text(why: dict) -> Text:
+    """Why the pair is what it is: the candidates, their models, each score with its scale, the margin."""
+    out = Text("Why this pair", style="bold", end="")
+    if why.get("tie"):
+        out.append("\ntie: ", style="dim")
+        out.append_text(plain(f"{why['tie']['column']} = {why['tie']['value']!r}; no pair until judged"))
+        for c in why["candidates"]:
+            out.append("\ncandidate: ", style="dim")
+            out.append_text(plain(f"{c['model'] or 'model not stated'} · {_score(c)}", 200))
+    else:
+        for name in ("chosen", "rejected"):
+            side = why[name]
+            out.append(f"\n{name}: ", style="dim")
+            col = f" (column {side['column']})" if side.get("column") else ""
+            out.append_text(plain(f"{side['model'] or 'model not stated'} · {_score(side)}{col}", 200))
+            if side.get("edited"):
+                out.append(" (text edited since)", style="yellow")
+        out.append("\nmargin: ", style="dim")
+        out.append("not scored" if why["margin"] is None else f"{why['margin']:g}")
+        if why.get("swapped"):
+            out.append("\nswapped by the curator (the source chose the other answer)", style="bold yellow")
+    out.append("\ndecided by: ", style="dim")
+    out.append_text(plain(why["by"], 300))
+    return out
+
+
 class SearchDialog(ModalScreen[str | None]):
     """Full-text search (FTS5): every word must appear; empty clears the search."""
 
@@ -210,7 +243,8 @@ class ReviewScreen(Screen):
     ReviewScreen SafeText, ReviewScreen Conversation, ReviewScreen ScoresTable, ReviewScreen #lineage {
         margin-bottom: 1;
     }
-    ReviewScreen #lineage { padding: 0 1; }
+    ReviewScreen #lineage, ReviewScreen #why { padding: 0 1; }
+    ReviewScreen #why { margin-bottom: 1; }
     """
     TEXT_FIELDS = ("system", "instruction", "input", "response", "rejected")
 
@@ -247,6 +281,7 @@ class ReviewScreen(Screen):
             for f in self.TEXT_FIELDS:
                 yield SafeText(f.capitalize(), more_hint=hint, id=f)
             yield Conversation("Conversation", more_hint=hint, id="conversation")
+            yield Static("", id="why")
             yield Conversation("Candidates", more_hint=hint, id="candidates")
             yield ScoresTable("", id="scores")
             yield Static("", id="lineage")
@@ -305,7 +340,8 @@ class ReviewScreen(Screen):
         empty = self.query_one("#empty", Static)
         widgets = [self.query_one(f"#{f}") for f in (*self.TEXT_FIELDS, "conversation", "candidates")]
         if sample is None:
-            for w in (*widgets, self.query_one("#meta"), self.query_one("#scores"), self.query_one("#lineage")):
+            for w in (*widgets, self.query_one("#meta"), self.query_one("#scores"), self.query_one("#lineage"),
+                      self.query_one("#why")):
                 w.display = False
             empty.display = True
             empty.update(Text(sanitize(self.note) if self.note else "No sample matches this filter. "
@@ -374,6 +410,11 @@ class ReviewScreen(Screen):
         conv.display = bool(messages)
         if messages:
             conv.show(message_turns(messages), self.limit, self.show_invisible)
+        why = review.why_chosen(s)
+        why_w = self.query_one("#why", Static)
+        why_w.display = why is not None
+        if why is not None:
+            why_w.update(why_text(why))
         cands = self.query_one("#candidates", Conversation)
         cands.display = bool(s.get("candidates"))
         if s.get("candidates"):
@@ -611,6 +652,23 @@ class ReviewScreen(Screen):
                 self.counts = None
             self.flt = flt
             self._show(sample)
+        finally:
+            self._finish()
+
+    def action_swap(self) -> None:
+        if self.sample is not None and self.sample.get("rejected") is None:
+            self.notify("not a pair: nothing to swap", severity="warning")
+            return
+        if self._begin():
+            self._run(self._swap())
+
+    async def _swap(self) -> None:
+        try:
+            sid = self.sample["id"]
+            await self.runner.run(review.swap, sid, self.session)   # committed here, undoable
+            self.stats.record("swap")
+            sample = await self.runner.run(review.goto, self.flt, "id", sid)
+            self._show(sample, f"swapped chosen and rejected of #{sid} ({self._key('review.undo')}: undo)")
         finally:
             self._finish()
 

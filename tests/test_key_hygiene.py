@@ -141,11 +141,17 @@ def test_key_file_is_used_and_echoed_key_is_redacted_everywhere(cli, tmp_path, d
 def test_created_files_are_private(cli, tmp_path, monkeypatch):
     old = os.umask(0o022)              # a usual umask: files would be 0644, directories 0755
     try:
-        db = tmp_path / "new" / "deep" / "store.db"
+        # only the default store location is created (a --db in a missing directory is an error, issue 12)
+        code, out, err = cli("datasets", "--db", str(tmp_path / "new" / "deep" / "store.db"))
+        assert code == 2 and "does not exist" in err and not (tmp_path / "new").exists()
+        monkeypatch.delenv("WORKBENCH_DB")
+        from workbench.store import default_db_path
+        db = default_db_path()
+        assert not db.parent.parent.exists()
         config = tmp_path / "conf" / "config.toml"
         data = tmp_path / "in.jsonl"
         data.write_text('{"instruction": "a", "response": "b"}\n')
-        code, out, err = cli("import", str(data), "--dataset", "d", "--db", str(db), "--config", str(config))
+        code, out, err = cli("import", str(data), "--dataset", "d", "--config", str(config))
         assert code == 0, err
         code, out, err = cli("endpoints", "add", "x", "--base-url", "http://127.0.0.1:9/v1", "--model", "m",
                              "--config", str(config))
@@ -166,7 +172,7 @@ def test_created_files_are_private(cli, tmp_path, monkeypatch):
                 assert stat.S_IMODE(f.stat().st_mode) == 0o600, (f, oct(f.stat().st_mode))
         finally:
             conn.close()
-        for d in (tmp_path / "new", tmp_path / "new" / "deep", tmp_path / "conf", tmp_path / "exports"):
+        for d in (db.parent.parent, db.parent, tmp_path / "conf", tmp_path / "exports"):
             assert stat.S_IMODE(d.stat().st_mode) == 0o700, (d, oct(d.stat().st_mode))
     finally:
         os.umask(old)

@@ -111,13 +111,16 @@ def test_license_that_almost_matches_is_refused(cli, shared_data, db_path, given
 def test_one_licence_per_dataset(cli, shared_data, db_path):
     src = str(shared_data / SEED[0] / SEED[1])
     assert cli("import", src, "--dataset", "d", "--license", "MIT")[0] == 0
-    code, out, err = cli("import", src, "--dataset", "d", "--license", "Apache-2.0")
+    # the same file again needs --append (issue 12); with it, the licence is still checked
+    code, out, err = cli("import", src, "--dataset", "d", "--license", "MIT")
+    assert code == 2 and "--append" in err
+    code, out, err = cli("import", src, "--dataset", "d", "--license", "Apache-2.0", "--append")
     assert code == 2 and "licensed MIT" in err
-    code, out, err = cli("import", src, "--dataset", "d")
+    code, out, err = cli("import", src, "--dataset", "d", "--append")
     assert code == 2 and "--license MIT" in err
-    assert cli("import", src, "--dataset", "d", "--license", "mit")[0] == 0
+    assert cli("import", src, "--dataset", "d", "--license", "mit", "--append")[0] == 0
     assert cli("import", src, "--dataset", "e")[0] == 0
-    code, out, err = cli("import", src, "--dataset", "e", "--license", "MIT")
+    code, out, err = cli("import", src, "--dataset", "e", "--license", "MIT", "--append")
     assert code == 2 and "without a licence" in err
     conn = open_store(db_path)
     assert conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 175 * 3

@@ -210,10 +210,12 @@ class WorkbenchApp(App):
 def run_app(db: str | Path | None = None, config: str | Path | None = None, dataset: str | None = None,
             screen: str | None = None, sample_id: int | None = None, selection: str | None = None) -> int:
     """Start the TUI; returns the exit code. A bad config or keymap stops before the terminal is taken over."""
+    from .store import StoreLocationError, check_location
     try:
+        check_location(db)
         app = WorkbenchApp(db=db, config=config, dataset=dataset, screen=screen, sample_id=sample_id,
                            selection=selection)
-    except (ConfigError, keymap.KeymapError) as e:
+    except (ConfigError, keymap.KeymapError, StoreLocationError) as e:
         import sys
         print(sanitize(f"error: {e}"), file=sys.stderr)   # a config error may quote its text
         return 2

@@ -48,6 +48,9 @@ SPECS: dict[str, tuple[KeySpec, ...]] = {
         _K("datasets.jobs", "t", "open('jobs')", "Jobs"),
         _K("datasets.duplicates", "d", "open('duplicates')", "Dups"),
         _K("datasets.clean", "c", "open('clean')", "Clean"),
+        _K("datasets.rename", "n", "rename", "Rename"),
+        _K("datasets.delete", "delete", "delete", "Delete"),
+        _K("datasets.merge", "m", "merge", "Merge"),
     ),
     "review": (
         _K("review.accept", "a", "accept", "Accept"),
@@ -55,6 +58,7 @@ SPECS: dict[str, tuple[KeySpec, ...]] = {
         _K("review.skip", "s,space", "skip", "Skip"),
         _K("review.undo", "u,backspace", "undo", "Undo"),
         _K("review.edit", "e", "edit", "Edit"),
+        _K("review.swap", "w", "swap", "Swap pair"),
         _K("review.next", "j,down,right", "next", "Next"),
         _K("review.prev", "k,up,left", "prev", "Prev"),
         _K("review.search", "slash", "search", "Search"),

@@ -24,7 +24,7 @@ from .samples import SAMPLE_COLUMNS, decode_sample, require_sample, write_text
 from .store import STATUSES, fts_query, now, transaction
 
 DECISION_STATUS = {"accept": "accepted", "reject": "rejected", "reset": "pending"}
-UNDOABLE = ("accept", "reject", "skip", "edit", "reset")
+UNDOABLE = ("accept", "reject", "skip", "edit", "reset", "swap")
 EDITABLE = ("system", "instruction", "input", "response", "rejected", "messages")
 
 
@@ -379,9 +379,78 @@ def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str) 
     return {"id": did, "sample_id": sample_id, "action": "edit", "before": before, "after": changed}
 
 
+def swap(conn: sqlite3.Connection, sample_id: int, session: str) -> dict:
+    """Swap a pair's chosen and rejected answers: a decision like an edit (logged, undoable)."""
+    with transaction(conn):
+        current = require_sample(conn, sample_id)
+        if current["rejected"] is None:
+            raise ValueError(f"sample #{sample_id} is not a pair: there is no rejected answer to swap with")
+        before = {"response": current["response"], "rejected": current["rejected"]}
+        after = {"response": current["rejected"], "rejected": current["response"]}
+        write_text(conn, sample_id, after)
+        did = _log(conn, sample_id, "swap", before, after, session)
+    return {"id": did, "sample_id": sample_id, "action": "swap", "before": before, "after": after}
+
+
+# the scale each rubric scores on (a rubric stated by an import carries its own in the origin)
+RUBRIC_SCALES = {"aspects": (1, 5), "preference-rate": (1, 5), "judge": (1, 10)}
+
+
+def why_chosen(s: dict) -> dict | None:
+    """For a pair (generated or imported): the candidates behind chosen and rejected, their models, each score
+    with its scale, the margin, and what decided it. None for a sample that is not a pair."""
+    origin = s.get("origin") if isinstance(s.get("origin"), dict) else {}
+    if s.get("rejected") is None and not origin.get("tie"):
+        return None
+    cands = s.get("candidates") or s.get("pair_candidates") or []
+    scale = origin.get("scale")
+    if scale is None and origin.get("rubric") in RUBRIC_SCALES:
+        scale = list(RUBRIC_SCALES[origin["rubric"]])
+
+    def side(name: str, text) -> dict:
+        c = next((c for c in cands if c["response"] == text), None)
+        recorded = origin.get(name) if isinstance(origin.get(name), dict) else {}
+        out = {"model": c["model"] if c else recorded.get("model"),
+               "score": c["overall"] if c and c.get("overall") is not None else
+               (recorded.get("score") if c is None else None),
+               "candidate_id": c["id"] if c else None, "scale": scale}
+        if recorded.get("column"):
+            out["column"] = recorded["column"]
+        if c is None and cands:
+            out["edited"] = True       # the text matches no candidate any more: shown as recorded, marked
+        return out
+
+    if origin.get("tie"):
+        return {"tie": origin["tie"], "candidates": [{"model": c["model"], "score": c.get("overall"),
+                                                      "scale": scale} for c in cands], "by": _decided_by(origin)}
+    chosen, rejected = side("chosen", s["response"]), side("rejected", s["rejected"])
+    # which side the source picked: a swap (or an edit) by the curator shows as a difference
+    picked = origin.get("chosen", {}).get("model") if isinstance(origin.get("chosen"), dict) else None
+    rec = origin.get("rejected") if isinstance(origin.get("rejected"), dict) else {}
+    was_rejected = next((c for c in cands if c["id"] == rec.get("candidate_id")), None)
+    if was_rejected is None and isinstance(rec.get("candidate"), int) and 0 <= rec["candidate"] < len(cands):
+        was_rejected = cands[rec["candidate"]]
+    swapped = was_rejected is not None and was_rejected["response"] == s["response"]
+    margin = (chosen["score"] - rejected["score"]) if None not in (chosen["score"], rejected["score"]) else None
+    return {"chosen": chosen, "rejected": rejected, "margin": margin, "by": _decided_by(origin),
+            "swapped": swapped, "source_chosen_model": picked}
+
+
+def _decided_by(origin: dict) -> str:
+    if origin.get("task") == "import":
+        if origin.get("prefer"):
+            p = origin["prefer"]
+            return f"the file's {p['column']} column = {p['value']!r}"
+        return "the file's chosen/rejected columns" + (f" (scores as rubric {origin['rubric']})"
+                                                     if origin.get("rubric") else "")
+    if origin.get("judge"):
+        return f"judge {origin['judge']}, rubric {origin.get('rubric')}, margin at least {origin.get('margin')}"
+    return "not recorded"
+
+
 def last_undoable(conn: sqlite3.Connection, session: str, dataset_id: int | None = None) -> dict | None:
     sql = ("SELECT d.id, d.sample_id, d.action, d.before, d.after FROM decisions d "
-           "WHERE d.session = ? AND d.action IN ('accept', 'reject', 'skip', 'edit', 'reset') "
+           "WHERE d.session = ? AND d.action IN ('accept', 'reject', 'skip', 'edit', 'reset', 'swap') "
            "AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.sample_id = d.sample_id AND u.undoes = d.id)")
     params: list = [session]
     if dataset_id is not None:
@@ -400,7 +469,7 @@ def undo(conn: sqlite3.Connection, session: str, dataset_id: int | None = None) 
         if target is None:
             return None
         sid, restore = target["sample_id"], target["before"] or {}
-        if target["action"] == "edit":
+        if target["action"] in ("edit", "swap"):
             now_values = require_sample(conn, sid)
             current = {k: now_values[k] for k in restore}
             write_text(conn, sid, restore)
@@ -440,9 +509,31 @@ def load_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
         overalls = [j["overall"] for j in s["judgments"] if j["candidate_id"] == c["id"] and j["overall"] is not None]
         c["overall"] = sum(overalls) / len(overalls) if overalls else None
         c["scores"] = candidate_scores(s["judgments"], c["id"])
+        origin = s["origin"] if isinstance(s.get("origin"), dict) else {}
+        for sc in c["scores"]:     # an imported score's scale is the one the import stated (--score-scale)
+            if sc["scale"] is None and origin.get("task") == "import" and sc["rubric"] == origin.get("rubric"):
+                sc["scale"] = origin.get("scale")
     s["scores"] = scores.of_sample(conn, sample_id)
+    s["pair_candidates"] = _pair_candidates(conn, s)
     s["lineage"] = lineage(conn, s)
     return s
+
+
+def _pair_candidates(conn: sqlite3.Connection, s: dict) -> list[dict]:
+    """A generated pair's candidates live on its prompt: fetch the two its origin names, with their scores."""
+    origin = s.get("origin") if isinstance(s.get("origin"), dict) else {}
+    ids = [origin[k].get("candidate_id") for k in ("chosen", "rejected") if isinstance(origin.get(k), dict)]
+    ids = [i for i in ids if isinstance(i, int)]
+    if s["candidates"] or not ids:
+        return []
+    out = []
+    for cid, model, response in conn.execute(
+            f"SELECT id, model, response FROM candidates WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", ids):
+        got = [r[0] for r in conn.execute("SELECT overall FROM judgments WHERE candidate_id = ? AND overall IS NOT "
+                                          "NULL", (cid,))]
+        out.append({"id": cid, "model": model, "response": response,
+                    "overall": sum(got) / len(got) if got else None})
+    return out
 
 
 def candidate_scores(judgments: list[dict], candidate_id: int) -> list[dict]:

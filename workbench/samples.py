@@ -20,6 +20,7 @@ _INSERT = ("INSERT INTO samples (dataset_id, instruction, input, response, rejec
            "domain, difficulty, language, metadata, import_id, source_line, parent_id, job_id, origin, status, "
            "content_hash, instruction_len, response_len, created_at, updated_at) "
            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+INSERT_COLUMNS = tuple(c.strip() for c in _INSERT[_INSERT.index("(") + 1:_INSERT.index(")")].split(","))
 
 
 def _json(v):

@@ -437,7 +437,13 @@ MIGRATIONS: list[str] = [
     # (branch judge-score) 7 -> 8: one latest score per sample and rubric, with its scale (samples.score was one
     # column every rubric overwrote: a judge 1-10 replaced a curate 1-5). See workbench/scores.py.
     _SCORES_MIGRATION,
-    # 8 -> 9 (branch methods): recipes, a sequence of steps; each step becomes a job once its input is complete
+    # 8 -> 9 (branch import): importing the same bytes (sha256) into a dataset again is refused unless --append;
+    # the file's size says when the sha256 must be taken before importing rather than beside it
+    """
+    ALTER TABLE imports ADD COLUMN bytes INTEGER;
+    CREATE INDEX imports_dataset_sha ON imports(dataset_id, sha256);
+    """,
+    # 9 -> 10 (branch methods): recipes, a sequence of steps; each step becomes a job once its input is complete
     # (`job_id` is set in the same transaction as the job is created, so two workers never queue a step twice)
     """
     CREATE TABLE recipes (
@@ -484,6 +490,10 @@ def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
 
 class SchemaTooNew(RuntimeError):
     pass
+
+
+class StoreLocationError(RuntimeError):
+    """--db or WORKBENCH_DB names a file in a directory that does not exist (a typo must not create a store)."""
 
 
 def connect(path: str | os.PathLike, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -544,13 +554,24 @@ def transaction(conn: sqlite3.Connection, *, immediate: bool = True):
         conn.execute("COMMIT")
 
 
+def check_location(path: str | os.PathLike | None = None) -> Path:
+    """The store's path; its directory is created only for the default location, else it must exist."""
+    p = resolve_db_path(path)
+    if p == default_db_path():
+        private_dir(p.parent)
+    elif not p.parent.is_dir():
+        given = "--db" if path else "WORKBENCH_DB"
+        raise StoreLocationError(f"{given} {p}: the directory {p.parent} does not exist (only the default store "
+                                 f"location is created; make the directory first)")
+    return p
+
+
 def open_store(path: str | os.PathLike | None = None, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (creating and migrating if needed) the store; returns a plain sqlite3 connection in autocommit mode.
 
     Use `transaction(conn)` for writes. Hot paths use the sqlite3 module directly (executemany, keyset queries).
     """
-    p = resolve_db_path(path)
-    private_dir(p.parent)
+    p = check_location(path)
     create_private(p)     # 0600 before SQLite opens it: its -wal and -shm files take the same mode
     conn = connect(p, check_same_thread=check_same_thread)
     migrate(conn)

@@ -11,6 +11,7 @@ import os
 import sys
 
 from ..safe_text import SafeStream
+from ..store import StoreLocationError
 from .common import CliError, common_parser, print_json  # noqa: F401  (re-exported)
 
 # Modules that define `register(subparsers, common)`; add yours here.
@@ -70,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run_sanitized(args)
     except CliError as e:
         print(f"error: {e}", file=SafeStream(sys.stderr))    # messages quote names and data
+        return 2
+    except StoreLocationError as e:
+        print(f"error: {e}", file=SafeStream(sys.stderr))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -236,12 +236,18 @@ def _register_run(sub, common):
         tp.add_argument("--param", action="append", metavar="K=V", help="task parameter (see below)")
         tp.add_argument("--filter", action="append", metavar="K=V", help="only input samples matching")
         tp.add_argument("--wait", action="store_true", help="run a worker here until the job ends, with progress")
+        if name == "preference":
+            tp.add_argument("--candidates-from", metavar="D1,D2,...",
+                            help="add the answers in these datasets (joined on the normalized instruction + input) "
+                                 "as candidates, then judge the stored candidates (implies candidates=existing)")
         tp.set_defaults(handler=_guard(cmd_run))
 
 
 def cmd_run(args) -> int:
     cfg = _config(args)
     conn = _store(args)
+    if getattr(args, "candidates_from", None):
+        _add_candidates(conn, args)
     try:
         job_id = J.queue_job(conn, args.task, config=cfg, dataset=args.dataset, endpoint=args.endpoint,
                              pool=args.pool, judge=args.judge, into=getattr(args, "into", None),
@@ -256,6 +262,25 @@ def cmd_run(args) -> int:
     if not args.wait:
         return 0
     return wait_for_job(resolve_db_path(getattr(args, "db", None)), cfg, job_id)
+
+
+def _add_candidates(conn, args) -> None:
+    from ..candidates import candidates_from_datasets
+    from ..importer import ImportFailed
+    sources = [x.strip() for x in args.candidates_from.split(",") if x.strip()]
+    if not sources:
+        raise CliError("--candidates-from: name one or more datasets, e.g. D1,D2")
+    params = _kv(args.param, "--param")
+    if params.get("candidates", "existing") != "existing":
+        raise CliError("--candidates-from judges stored candidates: it cannot go with candidates="
+                       f"{params['candidates']}")
+    try:
+        out = candidates_from_datasets(conn, args.dataset, sources)
+    except ImportFailed as e:
+        raise CliError(str(e)) from None
+    args.param = [p for p in (args.param or []) if not p.startswith("candidates=")] + ["candidates=existing"]
+    print(f"candidates from {', '.join(sources)}: {out['added']} added to {out['matched']} samples of "
+          f"{args.dataset!r}; {len(out['unmatched'])} samples matched no row", file=sys.stderr)
 
 
 def wait_for_job(db_path, cfg: dict, job_id: int) -> int:
