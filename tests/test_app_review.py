@@ -470,7 +470,7 @@ def test_bad_keymap_stops_before_the_tui(tmp_path, capsys):
     from workbench.app import run_app
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[keys]\n"review.accept" = "x"\n')
-    assert run_app(db=tmp_path / "s.db", config=cfg) == 2
+    assert run_app(db=tmp_path / "s.db", config=cfg) == 1
     assert "bound to both" in capsys.readouterr().err
 
 
@@ -562,7 +562,7 @@ async def test_a_store_the_app_cannot_open_exits_with_the_reason(tmp_path):
     app = WorkbenchApp(db=db)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.return_code is not None)
-    assert app.return_code == 2
+    assert app.return_code == 1
 
 
 def test_cli_review_opens_the_app_on_review(store, cli, monkeypatch):
