@@ -9,7 +9,10 @@ import argparse
 import importlib
 import json
 import os
+import sqlite3
 import sys
+
+from .store import SchemaTooNew, resolve_db_path
 
 # Modules that define `register(subparsers, common)`; add yours here.
 COMMAND_MODULES = [
@@ -51,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def oserror_text(e: OSError) -> str:
+    """One line: the file(s) and what the OS said (no errno tuple, no traceback)."""
+    what = e.strerror or str(e) or type(e).__name__
+    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {what}" if names else what
+
+
 def print_json(obj) -> None:
     sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
 
@@ -73,10 +83,19 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `workbench ... | head`: the reader left; don't fail again flushing at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except SchemaTooNew as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except sqlite3.DatabaseError as e:  # a full disk, a file that is not a store: the transaction was rolled back
+        print(f"error: {resolve_db_path(top.db)}: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unreadable file, a full disk, a name too long: said as it is, no traceback
+        print(f"error: {oserror_text(e)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
 
