@@ -512,7 +512,7 @@ async def test_preference_rows_show_chosen_and_rejected(store):
         assert not screen.query_one("#instruction").display        # mirrored by the conversation's user turn
 
 
-async def test_slow_store_keeps_the_old_sample_marked_loading_and_ignores_decisions_meanwhile(store, monkeypatch):
+async def test_slow_store_keeps_the_old_sample_marked_loading_and_applies_keys_typed_meanwhile_next(store, monkeypatch):
     import threading
     from workbench import review
     ids, db = store["ids"], store["db"]
@@ -533,17 +533,18 @@ async def test_slow_store_keeps_the_old_sample_marked_loading_and_ignores_decisi
         text, _, _ = screen_dump(app)
         assert "loading…" in text and screen.sample["id"] == ids[0]   # stale sample stays, marked
         assert status_of(db, ids[0]) == "accepted"                      # the decision is already on disk
-        await pilot.press("x")                                          # not for a sample nobody has seen
+        await pilot.press("x")                                          # typed ahead: for the next sample
         await pilot.press("question_mark")                              # the UI still answers
         await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
         await pilot.press("escape")
         gate.set()
         await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen) and not screen.busy)
         await pilot.pause()
-        assert screen.sample["id"] == ids[1]
+        assert screen.sample["id"] == ids[2]
         text, _, _ = screen_dump(app)
         assert "loading…" not in text
-        assert [r[0] for r in peek(db, "SELECT action FROM decisions")] == ["accept"]
+        assert peek(db, "SELECT sample_id, action FROM decisions ORDER BY id") == [(ids[0], "accept"),
+                                                                                   (ids[1], "reject")]
 
 
 async def test_a_store_the_app_cannot_open_exits_with_the_reason(tmp_path):

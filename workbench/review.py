@@ -236,12 +236,47 @@ def _log(conn, sample_id, action, before, after, session, undoes=None, reason=No
         (sample_id, action, _dumps(before), _dumps(after), reason, undoes, session, now())).lastrowid
 
 
-def decide(conn: sqlite3.Connection, sample_id: int, action: str, session: str, reason: str | None = None) -> dict:
-    """accept / reject / skip one sample; committed when this returns. Skip logs the visit, status unchanged."""
+class DecisionConflict(Exception):
+    """Another session decided the sample after it was shown here: refused, nothing overwritten."""
+
+
+def latest_change(conn: sqlite3.Connection, sample_id: int) -> int:
+    """Id of the sample's latest decision that changed something (0 if none). A skip only logs a visit."""
+    row = conn.execute("SELECT max(id) FROM decisions WHERE sample_id = ? AND action != 'skip'",
+                       (sample_id,)).fetchone()
+    return row[0] or 0
+
+
+def _check_unchanged(conn: sqlite3.Connection, sample_id: int, seen: int | None, *, undoing: bool = False) -> None:
+    """Compare-and-set: `seen` is latest_change() when the sample was shown. A later change (another Review
+    window, even of the same curator; a cleaning run) refuses the write, naming that decision. An undo ignores
+    the later rows of its own undo chain (undo rows and the decisions they reverted)."""
+    if seen is None:
+        return
+    chain = ("AND d.action != 'undo' AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.sample_id = d.sample_id "
+             "AND u.undoes = d.id)") if undoing else ""
+    row = conn.execute("SELECT d.id, d.action, d.session, d.created_at, d.after FROM decisions d "
+                       f"WHERE d.sample_id = ? AND d.action != 'skip' AND d.id > ? {chain} ORDER BY d.id DESC LIMIT 1",
+                       (sample_id, seen)).fetchone()
+    if row is not None:
+        did, action, other, at, after = row
+        status = (_loads(after) or {}).get("status") if action != "edit" else None
+        what = action + (f" (now {status})" if status else "")
+        raise DecisionConflict(f"#{sample_id} was changed after it was shown: decision {did}, {what} by "
+                               f"{other or 'another process'} at {at}; yours was not applied")
+
+
+def decide(conn: sqlite3.Connection, sample_id: int, action: str, session: str, reason: str | None = None,
+           *, seen: int | None = None) -> dict:
+    """accept / reject / skip one sample; committed when this returns. Skip logs the visit, status unchanged.
+
+    `seen`: latest_change() of the sample when it was shown; a later change by another session is refused
+    (DecisionConflict) instead of overwritten."""
     if action not in ("accept", "reject", "skip"):
         raise ValueError(f"unknown review action {action!r}")
     with transaction(conn):
         old = _status(conn, sample_id)
+        _check_unchanged(conn, sample_id, seen)
         new = DECISION_STATUS.get(action, old)
         if new != old:
             conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (new, now(), sample_id))
@@ -290,13 +325,16 @@ def _check_turn_edit(current: list | None, new) -> None:
         raise ValueError("an edit of messages must keep the same turns and roles and change only their text")
 
 
-def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str) -> dict | None:
-    """Change text fields; the decision keeps the original text (before) and the new (after). None if unchanged."""
+def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str, *,
+         seen: int | None = None) -> dict | None:
+    """Change text fields; the decision keeps the original text (before) and the new (after). None if unchanged.
+    `seen` as for decide()."""
     bad = set(changes) - set(EDITABLE)
     if bad:
         raise ValueError(f"fields that cannot be edited: {', '.join(sorted(bad))}")
     with transaction(conn):
         current = require_sample(conn, sample_id)
+        _check_unchanged(conn, sample_id, seen)
         changed = {k: v for k, v in changes.items() if v != current[k]}
         if not changed:
             return None
@@ -336,6 +374,7 @@ def undo(conn: sqlite3.Connection, session: str, dataset_id: int | None = None) 
         if target is None:
             return None
         sid, restore = target["sample_id"], target["before"] or {}
+        _check_unchanged(conn, sid, target["id"], undoing=True)  # another session's later change is not reverted
         if target["action"] == "edit":
             now_values = require_sample(conn, sid)
             current = {k: now_values[k] for k in restore}
@@ -359,6 +398,7 @@ def load_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
         return None
     s = decode_sample(row[:-1])
     s["dataset"] = row[-1]
+    s["seen"] = latest_change(conn, sample_id)   # for the compare-and-set of a decision made on what is shown
     s["judgments"] = [
         {"judge": r[0], "rubric": r[1], "rubric_version": r[2], "scores": _loads(r[3]) or {}, "overall": r[4],
          "rationale": r[5], "candidate_id": r[6], "created_at": r[7]}
