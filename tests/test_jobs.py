@@ -59,7 +59,7 @@ def test_queue_rejects_bad_input_and_writes_nothing(conn, kw, message):
     make_dataset(conn)
     args = {"dataset": "demo", "endpoint": "local", **kw}
     if isinstance(args.get("filter"), str):
-        with pytest.raises(TaskError, match=message):
+        with pytest.raises(J.FilterError, match=message):
             J.parse_filter(args["filter"])
         return
     from workbench.endpoints import EndpointError

@@ -1,8 +1,8 @@
 """`workbench review --dataset NAME`: open the TUI straight into Review (a deep link for scripts and SSH)."""
 from __future__ import annotations
 
-from .cli import CliError
-from .store import get_dataset, open_store
+from .common import CliError
+from ..store import get_dataset, open_store
 
 
 def register(sub, common) -> None:
@@ -26,6 +26,6 @@ def review(args) -> int:
             raise CliError(f"dataset {args.dataset!r} has no sample with id {args.sample}")
     finally:
         conn.close()
-    from .app import run_app
+    from ..app import run_app
     return run_app(db=db, config=getattr(args, "config", None), dataset=args.dataset, screen="review",
                    sample_id=args.sample)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import shutil
 import sys
 
-from . import templating
-from .cli import CliError, print_json
+from .. import templating
+from .common import CliError, print_json
 
 
 def register(sub, common):

@@ -5,9 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from . import exporter, formats, importer
-from .cli import CliError, print_json
-from .store import fts_sync, list_datasets, open_store, resolve_db_path
+from .. import exporter, formats, importer
+from .common import CliError, print_json
+from ..store import fts_sync, list_datasets, open_store, resolve_db_path
 
 
 def register(sub, common) -> None:
@@ -101,7 +101,7 @@ def _index_in_background(db) -> None:
     Its output goes to index.log in the user log dir; if it fails, the next `workbench index`, search or Balance
     screen catches up (both steps resume from their watermark)."""
     import platformdirs
-    from .store import APP_NAME
+    from ..store import APP_NAME
     log_dir = Path(platformdirs.user_log_dir(APP_NAME))
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / "index.log", "ab") as log:
@@ -110,7 +110,7 @@ def _index_in_background(db) -> None:
 
 
 def cmd_index(args) -> int:
-    from .stats import fold
+    from ..stats import fold
     conn = _store(args)
     conn.execute("PRAGMA wal_checkpoint(PASSIVE)")  # the import left its pages in the WAL; move them now
     n = fts_sync(conn)
@@ -160,7 +160,7 @@ def cmd_datasets(args) -> int:
 
 
 def cmd_stats(args) -> int:
-    from .stats import stats_summary
+    from ..stats import stats_summary
     conn = _store(args)
     try:
         summary = stats_summary(conn, args.dataset)

@@ -8,13 +8,14 @@ import os
 import sys
 import time
 
-from . import endpoints as E
-from . import jobs as J
-from .cli import CliError, print_json
-from .config import ConfigError, load_config, save_config
-from .llm import Client, LLMError
-from .store import open_store, resolve_db_path
-from .tasks import TaskError, load_tasks, params_help, parse_value
+from .. import endpoints as E
+from .. import jobs as J
+from .common import CliError, print_json
+from ..config import ConfigError, load_config, save_config
+from ..llm import Client, LLMError
+from ..store import open_store, resolve_db_path
+from ..filters import FilterError
+from ..tasks import TaskError, load_tasks, params_help, parse_value
 
 WORKER_NICE = 10
 
@@ -61,7 +62,7 @@ def _guard(fn):
     def wrapped(args):
         try:
             return fn(args)
-        except (E.EndpointError, TaskError, ConfigError) as e:
+        except (E.EndpointError, TaskError, FilterError, ConfigError) as e:
             raise CliError(str(e)) from None
     return wrapped
 
@@ -240,7 +241,7 @@ def cmd_run(args) -> int:
 
 def wait_for_job(db_path, cfg: dict, job_id: int) -> int:
     """Run the job here (or watch the worker that holds it) until it ends; progress on stderr."""
-    from .worker import run_worker
+    from ..worker import run_worker
     printer = ProgressPrinter()
     conn = open_store(db_path)
     try:
@@ -318,7 +319,7 @@ class ProgressPrinter:
 # --- worker and jobs ------------------------------------------------------------------------------------------
 
 def cmd_worker(args) -> int:
-    from .worker import run_worker
+    from ..worker import run_worker
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(name)s pid=%(process)d %(levelname)s %(message)s")
     for noisy in ("httpx", "httpx2", "openai"):   # one line per request would drown the log

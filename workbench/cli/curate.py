@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import sys
 
-from . import clean, dedup, sampling, snapshots
-from .cli import CliError, print_json
-from .config import ConfigError, load_config
-from .store import open_store
+from .. import clean, dedup, sampling, snapshots
+from .common import CliError, print_json
+from ..config import ConfigError, load_config
+from ..store import open_store
 
 PREVIEW_CLUSTERS = 20
 

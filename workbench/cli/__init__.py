@@ -7,34 +7,21 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import os
 import sqlite3
 import sys
 
-from .store import SchemaTooNew, resolve_db_path
+from ..store import SchemaTooNew, resolve_db_path
+from .common import CliError, common_parser, oserror_text, print_json  # noqa: F401  (re-exported)
 
 # Modules that define `register(subparsers, common)`; add yours here.
 COMMAND_MODULES = [
-    "workbench.cli_data",
-    "workbench.cli_tasks",
-    "workbench.cli_tui",
-    "workbench.cli_llm",
-    "workbench.cli_curate",
+    "workbench.cli.data",
+    "workbench.cli.templates",
+    "workbench.cli.tui",
+    "workbench.cli.llm",
+    "workbench.cli.curate",
 ]
-
-
-class CliError(Exception):
-    """A failure the user can fix: printed without a traceback, exit status 2."""
-
-
-def common_parser() -> argparse.ArgumentParser:
-    """Options every subcommand accepts after its name (SUPPRESS keeps a top-level value from being overwritten)."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--db", default=argparse.SUPPRESS, help="store file (default: $WORKBENCH_DB or the user data dir)")
-    p.add_argument("--config", default=argparse.SUPPRESS,
-                   help="config TOML (default: $WORKBENCH_CONFIG or the user config dir)")
-    return p
 
 
 def top_parser(**kw) -> argparse.ArgumentParser:
@@ -54,17 +41,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def oserror_text(e: OSError) -> str:
-    """One line: the file(s) and what the OS said (no errno tuple, no traceback)."""
-    what = e.strerror or str(e) or type(e).__name__
-    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
-    return f"{' -> '.join(names)}: {what}" if names else what
-
-
-def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
-
-
 def main(argv: list[str] | None = None) -> int:
     top, rest = top_parser(add_help=False).parse_known_args(argv)
     try:
@@ -72,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             # no command: straight to the TUI, without importing every command's modules (openai etc.) first
             if top.config:
                 os.environ["WORKBENCH_CONFIG"] = str(top.config)
-            from .app import run_app  # the only place the CLI pulls in Textual
+            from ..app import run_app  # the only place the CLI pulls in Textual
             return run_app(db=top.db, config=top.config) or 0
         args = build_parser().parse_args(argv)  # `rest` holds a command (or something argparse will refuse)
         if getattr(args, "config", None):

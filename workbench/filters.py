@@ -1,0 +1,99 @@
+"""The sample filter shared by jobs, the CLI and the TUI: `k=v` pairs -> SQL over one dataset's samples."""
+from __future__ import annotations
+
+import sqlite3
+from typing import Any, Iterator
+
+from .samples import decode_sample, SAMPLE_COLUMNS
+from .store import fts_query
+
+
+class FilterError(ValueError):
+    """A filter the user typed that cannot be read (the CLI prints it, exit 2; the TUI shows it in the form)."""
+
+
+def parse_value(text: str) -> Any:
+    """`--param k=v` value as int, float, bool, None or str (in that order of preference)."""
+    low = text.strip().lower()
+    if low in ("true", "yes", "on"):
+        return True
+    if low in ("false", "no", "off"):
+        return False
+    if low in ("none", "null"):
+        return None
+    for conv in (int, float):
+        try:
+            return conv(text)
+        except ValueError:
+            pass
+    return text
+
+
+FILTER_KEYS = {
+    "status": "review status: pending | accepted | rejected",
+    "task_type": "task_type equals", "domain": "domain equals", "difficulty": "difficulty equals",
+    "language": "language equals",
+    "search": "full-text search words (all required)",
+    "no_response": "true: only samples without a response",
+    "min_score": "judge score >= N", "max_score": "judge score <= N",
+    "limit": "at most N samples",
+    "unique": "true: skip samples flagged as exact duplicates",
+}
+
+
+def parse_filter(pairs: list[str] | str | None) -> dict:
+    """`k=v` pairs (a list, or one whitespace-separated string as typed in the TUI) -> a filter dict."""
+    if not pairs:
+        return {}
+    if isinstance(pairs, str):
+        pairs = pairs.split()
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise FilterError(f"filter {pair!r}: expected key=value; keys: {', '.join(FILTER_KEYS)}")
+        k, v = pair.split("=", 1)
+        if k not in FILTER_KEYS:
+            raise FilterError(f"unknown filter key {k!r}; keys: {', '.join(FILTER_KEYS)}")
+        out[k] = v if k == "search" else parse_value(v)
+    return out
+
+
+def filter_sql(dataset_id: int, f: dict) -> tuple[str, list]:
+    where, args = ["dataset_id = ?"], [dataset_id]
+    for col in ("status", "task_type", "domain", "difficulty", "language"):
+        if f.get(col) is not None:
+            where.append(f"{col} = ?")
+            args.append(str(f[col]))
+    if f.get("no_response"):
+        where.append("response = ''")
+    if f.get("unique"):
+        where.append("dup_of IS NULL")
+    if f.get("min_score") is not None:
+        where.append("score >= ?")
+        args.append(float(f["min_score"]))
+    if f.get("max_score") is not None:
+        where.append("score <= ?")
+        args.append(float(f["max_score"]))
+    if f.get("search"):
+        where.append("id IN (SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?)")
+        args.append(fts_query(str(f["search"])))
+    return " AND ".join(where), args
+
+
+def iter_filtered(conn: sqlite3.Connection, dataset_id: int, f: dict | None = None) -> Iterator[dict]:
+    f = f or {}
+    where, args = filter_sql(dataset_id, f)
+    limit = int(f["limit"]) if f.get("limit") else None
+    cols = ", ".join(SAMPLE_COLUMNS)
+    last, n = 0, 0
+    while True:
+        rows = conn.execute(f"SELECT {cols} FROM samples WHERE {where} AND id > ? ORDER BY id LIMIT 1000",
+                            (*args, last)).fetchall()
+        if not rows:
+            return
+        for r in rows:
+            if limit is not None and n >= limit:
+                return
+            n += 1
+            yield decode_sample(r)
+        last = rows[-1][0]

@@ -1,0 +1,66 @@
+"""Task parameters: declaration (Param), parsing of `--param k=v` values, and checking against a task's declaration."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..filters import parse_value  # noqa: F401  (re-exported)
+
+
+class TaskError(ValueError):
+    """A user-fixable problem with a task's parameters or inputs (the CLI prints it, exit 2)."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared task parameter. The type comes from `type`, else from the default's type."""
+    default: Any
+    help: str = ""
+    type: type | None = None
+    choices: tuple | None = None
+
+    @property
+    def kind(self) -> type:
+        return self.type or (type(self.default) if self.default is not None else str)
+
+
+def coerce(name: str, spec: Param, value: Any) -> Any:
+    kind = spec.kind
+    if value is None:
+        out = None
+    elif kind is bool:
+        if isinstance(value, str):
+            value = parse_value(value)
+        if not isinstance(value, bool):
+            raise TaskError(f"param {name}: expected true/false, got {value!r}")
+        out = value
+    elif kind in (int, float):
+        if isinstance(value, str):
+            value = parse_value(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise TaskError(f"param {name}: expected {kind.__name__}, got {value!r}")
+        out = kind(value)
+    elif kind is str:
+        out = str(value)
+    else:
+        out = value
+    if spec.choices and out not in spec.choices:
+        raise TaskError(f"param {name}: {out!r} is not one of {', '.join(map(str, spec.choices))}")
+    return out
+
+
+def resolve_params(task_cls: type["Task"], given: dict[str, Any]) -> dict[str, Any]:
+    """Declared defaults overlaid with the given values, each coerced to its declared type."""
+    unknown = sorted(set(given) - set(task_cls.params))
+    if unknown:
+        valid = ", ".join(f"{k} (default {v.default!r})" for k, v in task_cls.params.items()) or "none"
+        raise TaskError(f"unknown param {', '.join(unknown)} for task {task_cls.name}; valid params: {valid}")
+    out = {}
+    for k, spec in task_cls.params.items():
+        out[k] = coerce(k, spec, given[k]) if k in given else spec.default
+    return out
+
+
+def params_help(task_cls: type["Task"]) -> str:
+    lines = [f"  {k} = {v.default!r}" + (f"  ({v.help})" if v.help else "") for k, v in task_cls.params.items()]
+    return "\n".join(lines) or "  (none)"
