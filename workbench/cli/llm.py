@@ -83,6 +83,8 @@ def _register_endpoints(sub, common):
     add.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: no limit)")
     add.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     add.add_argument("--max-retries", type=int, default=6)
+    add.add_argument("--max-reply-bytes", type=int, default=E.DEFAULT_MAX_REPLY_BYTES,
+                     help="a longer reply fails its item as 'reply too large' (default 1 MiB)")
     add.add_argument("--json-mode", choices=E.JSON_MODES, default="json_object",
                      help="response_format the server accepts for JSON replies")
     add.add_argument("--cost-in", type=float, default=0.0, help="cost per 1k prompt tokens")
@@ -114,7 +116,8 @@ def cmd_endpoints_add(args) -> int:
     ep = E.Endpoint(name=args.name, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
                     max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm, timeout=args.timeout,
                     max_retries=args.max_retries, json_mode=args.json_mode, cost_per_1k_input=args.cost_in,
-                    cost_per_1k_output=args.cost_out, params=_kv(args.param, "--param"))
+                    cost_per_1k_output=args.cost_out, params=_kv(args.param, "--param"),
+                    max_reply_bytes=args.max_reply_bytes)
     path = save_config(E.add_endpoint(cfg, ep), getattr(args, "config", None))
     print(f"endpoint {args.name} saved to {path}")
     return 0
