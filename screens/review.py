@@ -22,6 +22,7 @@ from widgets.conversation import Conversation, message_turns
 from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
 from widgets.scores import ScoresTable
 from workbench import keymap, review
+from workbench.bigtext import PREVIEW_BYTES, sample_text_parts
 from workbench.app import key_specs_bindings
 from workbench.review import Filter
 from workbench.stats import fold_if_needed
@@ -210,7 +211,7 @@ class ReviewScreen(Screen):
         self.typed = 0                     # such keys typed since the screen opened (benchmarks read these)
         self.decided = 0
         self.queue_peak = 0
-        self.limit: int | None = DEFAULT_LIMIT
+        self.limit: int = DEFAULT_LIMIT
         self.session = review.curator_session()
         self.stats = review.SessionStats()
         self.counts: dict | None = None
@@ -225,7 +226,7 @@ class ReviewScreen(Screen):
     # --- layout ------------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        hint = f"{self._key('review.more')}: show more"
+        hint = f"{self._key('review.more')}: show more · {self._key('review.pager')}: $PAGER"
         yield Static(Text("Opening…"), id="status")
         with VerticalScroll(id="body", can_focus=False):
             yield Static("", id="meta")
@@ -328,6 +329,9 @@ class ReviewScreen(Screen):
             t.append(f"{s['score']:g}  ", style="bold")
         if s.get("dup_of"):
             t.append(f"DUPLICATE of #{s['dup_of']}", style="bold magenta")
+        if "messages" in s.get("clipped", {}):
+            t.append(f"\nconversation of {s['clipped']['messages']:,} bytes, too long to show here "
+                     f"({self._key('review.pager')}: open it in $PAGER)", style="bold yellow")
         meta.update(t)
         messages = s.get("messages")
         preference = s.get("rejected") is not None
@@ -345,7 +349,7 @@ class ReviewScreen(Screen):
                          "rejected": "Rejected response"}.get(f, f.capitalize())
             w.display = f not in mirrored and (bool(value) or f in ("instruction", "response"))
             if w.display:
-                w.show(value or "", self.limit)
+                w.show(value or "", self.limit, size=s.get("clipped", {}).get(f))
         conv = self.query_one("#conversation", Conversation)
         conv.display = bool(messages)
         if messages:
@@ -354,7 +358,8 @@ class ReviewScreen(Screen):
         cands.display = bool(s.get("candidates"))
         if s.get("candidates"):
             cands.show([(c["model"] if c["overall"] is None else f"{c['model']} · overall {c['overall']:g}",
-                         c["response"]) for c in s["candidates"]], self.limit)
+                         c["response"] or "") for c in s["candidates"]], self.limit,
+                       sizes=[c.get("size") for c in s["candidates"]])
         scores = self.query_one("#scores", ScoresTable)
         scores.display = True
         scores.show(s.get("judgments") or [])
@@ -580,10 +585,20 @@ class ReviewScreen(Screen):
             self._show(nxt)
 
     def action_more(self) -> None:
+        """Draw more of long fields: 4k, 32k, then 64k characters (at most PREVIEW_BYTES are loaded); the rest
+        is for the pager."""
         if self.sample is None:
             return
-        self.limit = None if self.limit is None or self.limit * MORE_FACTOR >= 10_000_000 else self.limit * MORE_FACTOR
+        if self.limit >= PREVIEW_BYTES:
+            self.notify(f"showing the first {PREVIEW_BYTES:,} bytes of each field; "
+                        f"{self._key('review.pager')}: open the whole sample in $PAGER")
+            return
+        self.limit = min(self.limit * MORE_FACTOR, PREVIEW_BYTES)
         self._draw_sample(self.sample)
+
+    def action_pager(self) -> None:
+        if self.sample is not None:
+            self.run_worker(self.app.page_text(sample_text_parts, self.sample["id"]), group="pager")
 
     def action_page_down(self) -> None:
         self.query_one("#body", VerticalScroll).scroll_page_down(animate=False)

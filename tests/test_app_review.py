@@ -193,12 +193,17 @@ async def test_hostile_text_is_shown_literally(store):
             assert bad not in raw, repr(bad)
         assert not any(seg.style and (seg.style.link or (seg.style.meta or {}).get("@click"))
                        for seg in segments)
-        # the 100k-character response is capped, with the way to see more
+        # the 100k-character response is capped (only its first 64 KB loaded), with the ways to see more
         response = screen.query_one("#response")
+        assert screen.sample["clipped"] == {"response": 100_000}
         assert response.hidden == 100_000 - 4000
-        assert "96,000 more characters not shown (m: show more)" in widget_text(response)
+        assert "96,000 more bytes of 100,000 not shown (m: show more · o: $PAGER)" in widget_text(response)
         await press(pilot, "m")
         assert response.hidden == 100_000 - 32_000
+        await press(pilot, "m")
+        assert response.hidden == 100_000 - 65_536
+        await press(pilot, "m")                                     # as far as m goes: the pager has the rest
+        assert response.hidden == 100_000 - 65_536
         await press(pilot, "pagedown", "pageup")
         # clicking the text runs nothing: [@click=app.quit] is text, not an action
         await pilot.click("#instruction")

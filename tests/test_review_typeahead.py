@@ -82,19 +82,23 @@ async def test_keys_typed_ahead_of_a_slow_store_are_all_applied_in_order(store, 
 
 
 async def test_keys_typed_while_the_screen_opens_are_kept(store, monkeypatch):
+    import threading
     ids, db = store["ids"], store["db"]
     real_open = review.open_view
+    gate = threading.Event()
 
     def slow_open(*a, **kw):
-        time.sleep(0.3)
+        gate.wait(10)                    # the store is slow to answer the first query
         return real_open(*a, **kw)
     monkeypatch.setattr(review, "open_view", slow_open)
     app = app_for(store)
     async with app.run_test(size=SIZE) as pilot:
-        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
+        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen) and app.screen.is_mounted)
         screen = app.screen
-        assert screen.opening
         type_ahead(app, "axa")
+        await wait_for(pilot, lambda: screen.typed == 3)
+        assert screen.opening and screen.sample is None and len(screen.queue) == 3
+        gate.set()
         await wait_for(pilot, lambda: not screen.opening and not screen.busy and not screen.queue)
         assert peek(db, "SELECT sample_id, action FROM decisions ORDER BY id") == \
             [(ids[0], "accept"), (ids[1], "reject"), (ids[2], "accept")]

@@ -61,6 +61,7 @@ SPECS: dict[str, tuple[KeySpec, ...]] = {
         _K("review.filter", "f", "filter", "Filter"),
         _K("review.first_pending", "g", "first_pending", "Pending"),
         _K("review.more", "m", "more", "More text", show=False),
+        _K("review.pager", "o", "pager", "Open in $PAGER", show=False),
         _K("review.page_down", "pagedown,ctrl+d", "page_down", "Scroll down", show=False),
         _K("review.page_up", "pageup,ctrl+u", "page_up", "Scroll up", show=False),
         _K("review.back", "escape,q", "back", "Back", show=False),

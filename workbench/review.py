@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, fields
 
 import orjson
 
-from .samples import SAMPLE_COLUMNS, decode_sample, require_sample, write_text
+from .bigtext import PREVIEW_BYTES, preview_sql, preview_value
+from .samples import SAMPLE_COLUMNS, require_sample, write_text
 from .store import STATUSES, fts_query, now, transaction
 
 DECISION_STATUS = {"accept": "accepted", "reject": "rejected"}
@@ -391,23 +392,46 @@ def undo(conn: sqlite3.Connection, session: str, dataset_id: int | None = None) 
 
 # --- one sample with everything the Review screen shows -----------------------------------------------
 
+_CLIPPED = ("instruction", "input", "response", "rejected", "system", "messages", "metadata", "origin")
+_JSON_COLUMNS = ("messages", "metadata", "origin")
+
+
 def load_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
-    row = conn.execute("SELECT " + ", ".join(f"s.{c}" for c in SAMPLE_COLUMNS) + ", d.name FROM samples s "
+    """One sample as Review shows it. Text fields hold at most PREVIEW_BYTES of text; `clipped` maps each longer
+    field to its full size in bytes (a JSON column that long is not decoded: None). Edit only fields not clipped."""
+    cols = [preview_sql(f"s.{c}") if c in _CLIPPED else f"s.{c}" for c in SAMPLE_COLUMNS]
+    row = conn.execute("SELECT " + ", ".join(cols) + ", d.name FROM samples s "
                        "LEFT JOIN datasets d ON d.id = s.dataset_id WHERE s.id = ?", (sample_id,)).fetchone()
     if row is None:
         return None
-    s = decode_sample(row[:-1])
+    s, clipped, i = {}, {}, 0
+    for c in SAMPLE_COLUMNS:
+        if c in _CLIPPED:
+            s[c], cut = preview_value(row[i])
+            if cut:
+                clipped[c] = row[i + 1]
+                if c in _JSON_COLUMNS:      # half a JSON document means nothing: not decoded
+                    s[c] = None
+            elif c in _JSON_COLUMNS and s[c] is not None:
+                s[c] = orjson.loads(s[c])
+            i += 2
+        else:
+            s[c] = row[i]
+            i += 1
+    s["clipped"] = clipped
     s["dataset"] = row[-1]
     s["seen"] = latest_change(conn, sample_id)   # for the compare-and-set of a decision made on what is shown
     s["judgments"] = [
         {"judge": r[0], "rubric": r[1], "rubric_version": r[2], "scores": _loads(r[3]) or {}, "overall": r[4],
          "rationale": r[5], "candidate_id": r[6], "created_at": r[7]}
-        for r in conn.execute("SELECT judge, rubric, rubric_version, scores, overall, rationale, candidate_id, "
+        for r in conn.execute("SELECT judge, rubric, rubric_version, scores, overall, "
+                              f"substr(rationale, 1, {PREVIEW_BYTES}), candidate_id, "
                               "created_at FROM judgments WHERE sample_id = ? ORDER BY id", (sample_id,))]
     s["candidates"] = [
-        {"id": r[0], "model": r[1], "endpoint": r[2], "response": r[3], "job_id": r[4]}
-        for r in conn.execute("SELECT id, model, endpoint, response, job_id FROM candidates WHERE sample_id = ? "
-                              "ORDER BY id", (sample_id,))]
+        {"id": r[0], "model": r[1], "endpoint": r[2], "job_id": r[3], "response": preview_value(r[4])[0],
+         "size": r[5] if isinstance(r[4], bytes) else None}
+        for r in conn.execute(f"SELECT id, model, endpoint, job_id, {preview_sql('response')} FROM candidates "
+                              "WHERE sample_id = ? ORDER BY id", (sample_id,))]
     # preference judging scores each candidate alone: name the candidate in its judgment, the score in the candidate
     models = {c["id"]: c["model"] for c in s["candidates"]}
     for j in s["judgments"]:
