@@ -26,7 +26,8 @@ from workbench.store import data_version, list_datasets, open_store
 POLL_SECONDS = 0.5
 BAR_WIDTH = 12
 RAW_PREVIEW = 600
-FULL_FAILURES = 200       # failed items the full view (v) loads
+RAW_FULL_VIEW = 4000      # of each raw reply in the full view (v): 50 of them draw in well under 100 ms
+FULL_FAILURES = 50        # failed items the full view (v) loads; `o` there pages all of their text
 COLUMNS = (("ID", 4), ("Task", 14), ("Status", 9), ("Progress", BAR_WIDTH + 6), ("Done", 13), ("Failed", 6),
            ("Items/s", 7), ("ETA", 8), ("Tokens in/out", 15), ("Cost", 8))
 STATUS_STYLE = {"running": "bold green", "queued": "yellow", "paused": "magenta", "done": "", "failed": "bold red",
@@ -68,7 +69,7 @@ def load_view(conn, selected: int | None, n_failures: int = 20) -> dict:
     jobs = J.list_jobs(conn)
     ids = [j["id"] for j in jobs]
     sel = selected if selected in ids else (ids[0] if ids else None)
-    fails = J.failures(conn, sel, n_failures) if sel is not None else []
+    fails = J.failures(conn, sel, n_failures, clip=True) if sel is not None else []
     orphaned = [j["id"] for j in jobs if j["status"] == "queued" or (j["status"] == "running" and not j["live"])]
     return {"jobs": jobs, "selected": sel, "failures": fails, "orphaned": orphaned}
 
@@ -99,26 +100,32 @@ def detail_text(j: dict) -> Text:
     return t
 
 
-def failure_text(f: dict, limit: int | None = RAW_PREVIEW) -> Text:
+def failure_text(f: dict, limit: int = RAW_PREVIEW, more: str = "v: view more") -> Text:
     t = Text()
     t.append(f"item {f['key']} · {f['status']} · {f['attempts']} attempt(s) · {f['updated_at']}\n", style="bold")
+    clipped = f.get("clipped") or {}
     if f["error"]:
-        t.append_text(safe_text(f["error"], None, style="red")[0])
+        shown, hidden = safe_text(f["error"], RAW_FULL_VIEW, style="red")
+        t.append_text(shown)
+        if hidden or "error" in clipped:
+            t.append(" … (error cut; o in the full view: whole text)", style="dim")
         t.append("\n")
     if f["raw"] is not None:
         shown, hidden = safe_text(f["raw"], limit)
         t.append("raw reply: ", style="italic")
         t.append_text(shown if f["raw"] else Text("(empty)", style="dim"))
-        if hidden:
-            t.append(f" … {hidden} more characters (v: view in full)", style="dim")
+        if "raw" in clipped:
+            t.append(f" … {clipped['raw']:,} bytes in all ({more})", style="dim")
+        elif hidden:
+            t.append(f" … {hidden} more characters ({more})", style="dim")
     t.rstrip()
     return t
 
 
 class FailuresScreen(ModalScreen):
-    """The latest failed items of one job, errors and raw replies in full."""
+    """The latest failed items of one job: errors and the start of each raw reply; `o` pages all of it."""
 
-    BINDINGS = [Binding("escape,q,v", "dismiss", "Close")]
+    BINDINGS = [Binding("escape,q,v", "dismiss", "Close"), Binding("o", "pager", "Open in $PAGER")]
     DEFAULT_CSS = """
     FailuresScreen { align: center middle; }
     FailuresScreen .failure { margin-bottom: 1; }
@@ -133,10 +140,13 @@ class FailuresScreen(ModalScreen):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="failures-full"):
-            yield Static(Text(f"Job {self.job_id}: {len(self.failures)} latest failed/dropped items (Esc closes)",
-                              style="bold"))
+            yield Static(Text(f"Job {self.job_id}: {len(self.failures)} latest failed/dropped items "
+                              "(o: all of their text in $PAGER · Esc closes)", style="bold"))
             for f in self.failures:
-                yield Static(failure_text(f, None), classes="failure")
+                yield Static(failure_text(f, RAW_FULL_VIEW, "o: whole reply in $PAGER"), classes="failure")
+
+    def action_pager(self) -> None:
+        self.run_worker(self.app.page_text(J.failure_parts, [f["id"] for f in self.failures]), group="pager")
 
 
 class JobsScreen(Screen):
@@ -319,7 +329,7 @@ class JobsScreen(Screen):
         if self.selected is None or not self.view["failures"]:
             self.notify("no failed items in this job")
             return
-        fails = await self.db(J.failures, self.selected, FULL_FAILURES)
+        fails = await self.db(lambda conn: J.failures(conn, self.selected, FULL_FAILURES, clip=True))
         self.app.push_screen(FailuresScreen(self.selected, fails))
 
     def action_back(self) -> None:

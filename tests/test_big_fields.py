@@ -75,3 +75,29 @@ async def test_review_shows_64kb_and_pages_the_whole_sample(store, tmp_path, mon
         await pilot.press("escape")
     assert peek(store["db"], "SELECT length(CAST(response AS BLOB)) FROM samples WHERE id = ?",
                 (store["id"],))[0][0] == size
+
+
+async def test_jobs_failures_of_a_20mb_reply_load_only_its_start(db_path, tmp_path):
+    """A store from before the reply cap holds a 20 MB raw reply: the Jobs detail and `v` load 64 KB of it."""
+    from screens.jobs import FailuresScreen
+    from workbench import jobs as J
+    from test_jobs_screen import JobsApp, until
+    conn = open_store(db_path)
+    raw = "{\"choices\": \"" + "z" * (20 << 20) + "\"}"
+    with transaction(conn):
+        jid = conn.execute("INSERT INTO jobs (kind, params, status, created_at) VALUES ('generate', '{}', 'done', "
+                           "'now')").lastrowid
+        conn.execute("INSERT INTO job_items (job_id, key, status, error, raw, updated_at) VALUES "
+                     "(?, 's:1', 'failed', 'unparseable reply', ?, 'now')", (jid, raw))
+    (f,) = J.failures(conn, jid, clip=True)
+    assert f["clipped"] == {"raw": len(raw)} and len(f["raw"]) <= PREVIEW_BYTES
+    conn.close()
+    app = JobsApp(db_path, tmp_path / "config.toml")
+    async with app.run_test(size=(140, 45)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.loaded.is_set() and screen.view["failures"])
+        assert f"{len(raw):,} bytes in all" in "\n".join(str(w.content) for w in screen.query(".failure"))
+        await pilot.press("v")
+        await until(pilot, lambda: isinstance(app.screen, FailuresScreen))
+        full = "\n".join(str(w.content) for w in app.screen.query(".failure"))
+        assert len(full) < 10_000 and f"{len(raw):,} bytes in all (o: whole reply in $PAGER)" in full
