@@ -30,7 +30,7 @@ RAW_FULL_VIEW = 4000      # of each raw reply in the full view (v): 50 of them d
 FULL_FAILURES = 50        # failed items the full view (v) loads; `o` there pages all of their text
 COLUMNS = (("ID", 4), ("Task", 14), ("Status", 9), ("Progress", BAR_WIDTH + 6), ("Done", 13), ("Failed", 6),
            ("Items/s", 7), ("ETA", 8), ("Tokens in/out", 15), ("Cost", 8))
-STATUS_STYLE = {"running": "bold green", "queued": "yellow", "paused": "magenta", "done": "", "failed": "bold red",
+STATUS_STYLE = {"running": "bold green", "stale": "bold magenta", "queued": "yellow", "paused": "magenta", "done": "", "failed": "bold red",
                 "cancelled": "dim"}
 
 
@@ -52,8 +52,8 @@ def bar(fraction: float, failed_share: float = 0.0, width: int = BAR_WIDTH) -> T
 
 
 def job_cells(j: dict) -> list:
-    status = j["status"] + ("" if j["status"] != "running" or j["live"] else "?")   # "running?" = lease expired
-    return [Text(str(j["id"])), Text(j["kind"]), Text(status, style=STATUS_STYLE.get(j["status"], "")),
+    status = "stale" if j.get("stale") else j["status"]   # running, but the worker's lease expired
+    return [Text(str(j["id"])), Text(j["kind"]), Text(status, style=STATUS_STYLE.get(status, "")),
             bar(j["fraction"], j["failed"] / j["total"] if j["total"] else 0.0),
             Text(f"{j['done']}/{j['total']}"), Text(str(j["failed"]), style="red" if j["failed"] else ""),
             Text(f"{j['items_per_s']:.1f}" if j["live"] else "-"), Text(fmt_eta(j["eta_s"])),

@@ -119,8 +119,12 @@ def progress_figures(j: dict) -> dict:
     if not rate and j.get("run_seconds"):
         rate = j["done"] / j["run_seconds"] if j["run_seconds"] > 0 else 0.0
     live = j["status"] == "running" and (j.get("lease_expires") or 0) > time.time()
+    # running, but its worker's lease ran out: the worker died (kill -9, a crash, a lost machine); the next worker
+    # takes the job over
+    stale = j["status"] == "running" and not live
     return {"remaining": remaining, "items_per_s": rate, "eta_s": remaining / rate if rate > 0 and live else None,
-            "live": live, "fraction": (j["done"] + j["failed"]) / j["total"] if j["total"] else 0.0}
+            "live": live, "stale": stale,
+            "fraction": (j["done"] + j["failed"]) / j["total"] if j["total"] else 0.0}
 
 
 def get_job(conn: sqlite3.Connection, job_id: int) -> dict:

@@ -365,7 +365,7 @@ def cmd_jobs(args) -> int:
     finally:
         conn.close()
     keys = ("id", "kind", "status", "total", "done", "failed", "kept", "dropped", "items_per_s", "eta_s",
-            "tokens_in", "tokens_out", "cost", "cache_hits", "error")
+            "tokens_in", "tokens_out", "cost", "cache_hits", "error", "stale", "lease_owner")
     if args.json:
         print_json([{k: j[k] for k in keys} | {"params": j["params"]} for j in jobs])
         return 0
@@ -374,8 +374,13 @@ def cmd_jobs(args) -> int:
         return 0
     print(f"{'id':>4} {'kind':<16} {'status':<10} {'total':>7} {'done':>7} {'failed':>6} {'items/s':>8} {'eta':>8}")
     for j in jobs:
-        print(f"{j['id']:>4} {j['kind']:<16} {j['status']:<10} {j['total']:>7} {j['done']:>7} {j['failed']:>6} "
+        status = "stale" if j["stale"] else j["status"]
+        print(f"{j['id']:>4} {j['kind']:<16} {status:<10} {j['total']:>7} {j['done']:>7} {j['failed']:>6} "
               f"{j['items_per_s']:>8.1f} {fmt_eta(j['eta_s']):>8}")
+    stale = [j for j in jobs if j["stale"]]
+    for j in stale:
+        print(f"job {j['id']}: stale: its worker ({j['lease_owner'] or 'unknown'}) stopped renewing its lease "
+              f"{time.time() - (j['lease_expires'] or 0):.0f} s ago; `workbench worker` takes it over")
     return 0
 
 
