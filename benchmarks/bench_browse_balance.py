@@ -73,7 +73,12 @@ def build(path: Path, rows: int) -> None:
                          "status, score, content_hash, instruction_len, response_len, created_at, updated_at) "
                          "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", gen())
         conn.execute("INSERT INTO judgments (sample_id, judge, rubric, rubric_version, overall, created_at) "
-                     "SELECT id, 'bench-judge', 'default', '1', score, ? FROM samples WHERE score IS NOT NULL", (ts,))
+                     "SELECT id, 'bench-judge', 'judge', '1', score, ? FROM samples WHERE score IS NOT NULL", (ts,))
+        # one score per rubric (workbench/scores.py); samples.score is not read any more
+        conn.execute("INSERT INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, content_hash, "
+                     "created_at) SELECT id, 'judge', score, 1, 10, 'bench-judge', content_hash, ? FROM samples "
+                     "WHERE score IS NOT NULL", (ts,))
+        conn.execute("UPDATE samples SET score = NULL")
     t1 = time.perf_counter()
     folded = stats.fold(conn)
     t2 = time.perf_counter()
@@ -88,7 +93,7 @@ def build(path: Path, rows: int) -> None:
 # --- core queries ------------------------------------------------------------------------------------------------
 
 def core(path: Path) -> None:
-    from workbench import browse, stats, store
+    from workbench import browse, scores, stats, store
     from workbench.browse import Filter, Sort
     conn = store.open_store(path)
     main_id = store.dataset_id(conn, "main")
@@ -122,7 +127,8 @@ def core(path: Path) -> None:
     for key in browse.SORT_KEYS:
         for desc in (False, True):
             sort = Sort(key, desc)
-            for flt, label in ((Filter(dataset_id=main_id), "dataset"), (Filter(), "all datasets")):
+            for flt, label in ((Filter(dataset_id=main_id, rubric="judge"), "dataset"),
+                               (Filter(rubric="judge"), "all datasets")):
                 first = browse.page(conn, flt, sort, None, 100)
                 deep_key = browse.page(conn, flt, sort, None, 1, backward=True)[0].key   # the last row
                 walk, deep = [], []
@@ -139,10 +145,11 @@ def core(path: Path) -> None:
                     deep_key = got[0].key
                 print(f"browse sort={key}{' desc' if desc else ''} ({label}): next page {ms(walk)}; "
                       f"pages back from the end {ms(deep)}")
-    for flt, label in ((Filter(dataset_id=main_id, status="accepted"), "status=accepted"),
-                       (Filter(dataset_id=main_id, task_type="code", min_score=7), "task=code score>=7"),
-                       (Filter(dataset_id=main_id, search="energy python"), "search 'energy python'"),
-                       (Filter(dataset_id=main_id, search="w0"), "search 'w0' (rare word)")):
+    for flt, label in ((Filter(dataset_id=main_id, status="accepted", rubric="judge"), "status=accepted"),
+                       (Filter(dataset_id=main_id, task_type="code", scores=scores.build("judge=7"), rubric="judge"),
+                        "task=code score:judge=7.."),
+                       (Filter(dataset_id=main_id, search="energy python", rubric="judge"), "search 'energy python'"),
+                       (Filter(dataset_id=main_id, search="w0", rubric="judge"), "search 'w0' (rare word)")):
         conn.execute("DROP TABLE IF EXISTS temp.browse_hits")   # a new search: its match table is built again
         for key in ("id", "score"):
             sort, walk, after = Sort(key, True), [], None
@@ -234,7 +241,8 @@ async def tui_browse(path: Path, presses: int) -> dict:
         out["last_id"] = table.current.data.id
         from workbench import store
         conn = store.open_store(path)
-        top = conn.execute("SELECT max(score) FROM samples WHERE dataset_id = ?",
+        top = conn.execute("SELECT max(sc.score) FROM sample_scores sc JOIN samples s ON s.id = sc.sample_id "
+                           "WHERE s.dataset_id = ? AND sc.rubric = 'judge'",
                            (store.dataset_id(conn, "main"),)).fetchone()[0]
         conn.close()
         await pilot.press("o")                     # sort by score, then reverse: time the second reload

@@ -85,13 +85,13 @@ def main() -> None:
     t, rows, rss = in_child("from workbench.stats import fold; n = fold(conn)", wb_db)
     print(f"Balance counts, after the rows landed (background in the CLI): {t:.1f} s for {rows:,} rows")
     out = OUT / "bench_export.jsonl"
-    t, rows, rss = in_child(f"from workbench.exporter import export; n = export(conn, {str(out)!r}, 'alpaca').rows",
-                            wb_db)
+    t, rows, rss = in_child(f"from workbench.exporter import export; "
+                            f"n = export(conn, {str(out)!r}, 'alpaca', status='all', force=True).rows", wb_db)
     print(f"export alpaca JSONL: {t:.1f} s for {rows:,} rows ({rows / t:,.0f} rows/s), peak RSS {rss} MB "
           "(target < 30 s)")
     print(f"store size: {wb_db.stat().st_size / 1e6:.0f} MB")
     if not a.keep:
-        for p in (src, su_db, out, Path(str(out) + ".manifest.json")):
+        for p in (src, su_db, out, out.with_name(f".{out.name}.manifest.json")):
             p.unlink(missing_ok=True)
 
 

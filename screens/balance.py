@@ -1,5 +1,9 @@
-"""Balance: live histograms of task type, domain, difficulty, lengths, judge scores and status, for all samples
+"""Balance: live histograms of task type, domain, difficulty, lengths, scores and status, for all samples
 or only accepted ones, with target shares from `[balance.targets.<histogram>]` and the gap per bar.
+
+Scores are shown one rubric at a time (`s` cycles the rubrics present), with that rubric's agreement with the
+curator's decisions (workbench/agreement.py: accept rate per score, AUC, best threshold, kappa) in a panel that
+follows new decisions like the histograms do.
 
 Every POLL_SECONDS a StoreRunner thread reads `PRAGMA data_version`; only when another connection has committed
 (a CLI import, a worker, the Review screen) are the counts read again — a few milliseconds, from the maintained
@@ -17,15 +21,16 @@ from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from widgets.histogram import Histogram
-from workbench import stats
+from workbench import agreement, stats
 from workbench.store import data_version
+from workbench.safe_text import label
 
 POLL_SECONDS = 0.5
 TOP_CATEGORIES = 12      # more categories than this are summed into one bar (targeted ones always shown)
 SCOPES = {"all": None, "accepted": ("accepted",)}
 
 
-def read_balance(conn, dataset: str | None, seen_version: int | None) -> dict | None:
+def read_balance(conn, dataset: str | None, seen_version: int | None, rubric: str | None = None) -> dict | None:
     """On the runner thread: None if nothing was committed since `seen_version`; {"fold": n} if n new rows must
     first be added to the maintained counts; else fresh counts."""
     version = data_version(conn)          # read before the counts: a commit in between is seen next time
@@ -42,8 +47,15 @@ def read_balance(conn, dataset: str | None, seen_version: int | None) -> dict | 
             return {"version": version, "datasets": names, "counts": None, "missing": dataset}
         did = row[0]
     t0 = time.perf_counter()
-    counts = stats.read_counts(conn, did)
-    return {"version": version, "datasets": names, "counts": counts, "query_ms": (time.perf_counter() - t0) * 1000}
+    counts = stats.read_counts(conn, did, rubric)
+    agreed = None
+    if counts.rubric is not None:
+        try:
+            agreed = agreement.agreement(conn, dataset, counts.rubric)
+        except agreement.AgreementError:
+            agreed = None
+    return {"version": version, "datasets": names, "counts": counts, "agreement": agreed,
+            "query_ms": (time.perf_counter() - t0) * 1000}
 
 
 class BalanceScreen(Screen):
@@ -53,6 +65,7 @@ class BalanceScreen(Screen):
     BINDINGS = [
         Binding("a", "toggle_scope", "All/accepted", id="balance.scope"),
         Binding("d", "next_dataset", "Dataset", id="balance.dataset"),
+        Binding("s", "next_rubric", "Score rubric", id="balance.rubric"),
         Binding("j,down", "scroll('down')", "Scroll", show=False, id="balance.down"),
         Binding("k,up", "scroll('up')", "Scroll up", show=False, id="balance.up"),
         Binding("pagedown,space", "scroll('page_down')", "Page down", show=False, id="balance.page_down"),
@@ -66,6 +79,7 @@ class BalanceScreen(Screen):
     BalanceScreen #warning { display: none; height: auto; padding: 0 1; color: $warning; }
     BalanceScreen #warning.shown { display: block; }
     BalanceScreen #histograms { height: 1fr; }
+    BalanceScreen #agreement { height: auto; padding: 0 1; margin-bottom: 1; }
     """
 
     def __init__(self, dataset: str | None = None):
@@ -83,6 +97,8 @@ class BalanceScreen(Screen):
         self._stale = True
         self._warnings: dict[str, str] = {}
         self.targets: dict[str, dict[str, float]] = {}
+        self.rubric: str | None = None          # the score histogram's rubric (None: the primary one)
+        self.agreement: dict | None = None
 
     def compose(self) -> ComposeResult:
         self.runner = self.app.store_runner()
@@ -91,6 +107,8 @@ class BalanceScreen(Screen):
         with VerticalScroll(id="histograms", can_focus=False):   # screen keys scroll it, without animation
             for dim in stats.HISTOGRAM_DIMS:
                 yield Histogram(stats.DIM_TITLES[dim], id=f"hist-{dim}")
+                if dim == "score":
+                    yield Static(Text(""), id="agreement")
         yield Footer(compact=True, show_command_palette=False)
 
     def on_mount(self) -> None:
@@ -116,10 +134,10 @@ class BalanceScreen(Screen):
     async def _check(self) -> None:
         try:
             while True:
-                dataset, stale = self.dataset, self._stale
+                dataset, rubric, stale = self.dataset, self.rubric, self._stale
                 self._stale = False
                 try:
-                    result = await self.runner.run(read_balance, dataset, None if stale else self.version)
+                    result = await self.runner.run(read_balance, dataset, None if stale else self.version, rubric)
                     if result is not None and "fold" in result:
                         self._warn("fold", f"counting {result['fold']:,} new rows for the histograms…")
                         await self.runner.run(stats.fold)
@@ -131,7 +149,7 @@ class BalanceScreen(Screen):
                     self._warn("read", f"could not read the counts: {type(e).__name__}: {e}")
                     return
                 self._warn("read", None)
-                if dataset != self.dataset or self._stale:   # the question changed meanwhile: ask again
+                if dataset != self.dataset or rubric != self.rubric or self._stale:   # the question changed: ask again
                     self._stale = True
                     continue
                 if result is not None and result["counts"] is None:
@@ -150,6 +168,7 @@ class BalanceScreen(Screen):
         self.version = result["version"]
         self.datasets = result["datasets"]
         self.counts = result["counts"]
+        self.agreement = result["agreement"]
         self.last_query_ms = result["query_ms"]
         self.updated_at = time.strftime("%H:%M:%S")
         self.redraw()
@@ -165,13 +184,28 @@ class BalanceScreen(Screen):
         for dim in stats.HISTOGRAM_DIMS:
             hist = self.counts.histogram(dim, statuses)
             bars = stats.bars(hist, self.targets.get(dim), top=TOP_CATEGORIES)
-            self.query_one(f"#hist-{dim}", Histogram).set_bars(bars, sum(n for _, n in hist))
+            widget = self.query_one(f"#hist-{dim}", Histogram)
+            if dim == "score":
+                widget.title = self.counts.score_title() + " · s: next rubric"
+            widget.set_bars(bars, sum(n for _, n in hist))
+        self._draw_agreement()
         self.last_draw_ms = (time.perf_counter() - t0) * 1000
         self._update_status()
 
+    def _draw_agreement(self) -> None:
+        box = self.query_one("#agreement", Static)
+        res = self.agreement
+        if res is None:
+            box.update(Text("agreement: no scores to compare with curator decisions", style="dim"))
+            return
+        lines = agreement.report_lines(res)
+        text = Text("Agreement with curator decisions\n", style="bold", no_wrap=True, overflow="ellipsis")
+        text.append("\n".join(lines), style="" if not res["unreliable"] else "yellow")
+        box.update(text)
+
     def _update_status(self) -> None:
         total = self.counts.total(SCOPES[self.scope]) if self.counts else 0
-        parts = ["Balance", f"dataset: {self.dataset or 'all'}",
+        parts = ["Balance", f"dataset: {label(self.dataset or 'all', 60)}",
                  "accepted only" if self.scope == "accepted" else "all samples", f"{total:,} rows"]
         if self.updated_at:
             parts.append(f"updated {self.updated_at}")
@@ -200,6 +234,15 @@ class BalanceScreen(Screen):
         i = cycle.index(self.dataset) if self.dataset in cycle else 0
         self.dataset = cycle[(i + 1) % len(cycle)]
         self._update_status()
+        self._poll(force=True)
+
+    def action_next_rubric(self) -> None:
+        names = sorted((self.counts.scales or {}) if self.counts else {})
+        if not names:
+            return
+        current = self.counts.rubric if self.counts else None
+        i = names.index(current) if current in names else -1
+        self.rubric = names[(i + 1) % len(names)]
         self._poll(force=True)
 
     def action_scroll(self, where: str) -> None:

@@ -15,23 +15,27 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from widgets.virtual_table import Column, TableRow, VirtualTable
-from workbench import browse
+from workbench import browse, scores
 from workbench.browse import Filter, Sort
+from workbench.safe_text import label, sanitize
 from workbench.store import fts_sync
 
 SORT_TITLES = {"id": "id", "score": "score", "length": "len", "status": "status", "task_type": "task"}
 
 
-def _columns(sort: Sort) -> list[Column]:
+def _columns(sort: Sort, rubric: str | None = None) -> list[Column]:
     arrow = " ▼" if sort.descending else " ▲"
-    t = {k: v + (arrow if k == sort.key else "") for k, v in SORT_TITLES.items()}
-    return [Column(t["id"], 8, "right"), Column(t["status"], 9), Column(t["score"], 7, "right"),
+    titles = {**SORT_TITLES, "score": f"scores ({rubric} first)" if rubric else "scores"}
+    t = {k: v + (arrow if k == sort.key else "") for k, v in titles.items()}
+    return [Column(t["id"], 8, "right"), Column(t["status"], 9), Column(t["score"], 16),
             Column(t["task_type"], 10), Column(t["length"], 7, "right"), Column("instruction"), Column("response")]
 
 
-def _cells(r: browse.Row) -> tuple:
-    score = "" if r.score is None else f"{r.score:.1f}"
-    return (r.id, r.status, score, r.task_type or "", f"{r.length:,}", r.instruction, r.response)
+def _cells(r: browse.Row, rubric: str | None = None) -> tuple:
+    """Every score with its scale ('curate 4/5 · judge 7/10'), the sort rubric's first, dimensions last."""
+    shown = sorted(r.scores, key=lambda x: (x["rubric"] != rubric, x["rubric"].count("."), x["rubric"]))
+    return (r.id, r.status, " · ".join(scores.label(x) for x in shown), r.task_type or "", f"{r.length:,}",
+            r.instruction, r.response)
 
 
 class BrowseTable(VirtualTable):
@@ -68,6 +72,7 @@ class BrowseScreen(Screen):
         self.query_text = ""
         self.flt: Filter | None = None        # None until the dataset names are known
         self.datasets: dict[str, int] = {}
+        self.rubrics: dict = {}               # {rubric: scale} present in the store, read with the first page
         self.total: int | None = None
         self._count_generation = 0
 
@@ -102,10 +107,14 @@ class BrowseScreen(Screen):
             did = self.datasets.get(self.dataset_name) if self.dataset_name else None
             if self.dataset_name and did is None:
                 self._show_error(f"no dataset named {self.dataset_name!r}; showing all datasets")
-            self.flt = Filter(dataset_id=did)
+            self.rubrics = await self.runner.run(scores.rubrics)
+            self.flt = Filter(dataset_id=did, rubric=scores.primary_rubric(self.rubrics))
+            self.table.set_columns(_columns(self.sort, self.flt.rubric))
             self._count()
+        elif after is None:   # a reload from the top: a job may have scored on a new rubric meanwhile
+            self.rubrics = await self.runner.run(scores.rubrics)
         rows = await self.runner.run(browse.page, self.flt, self.sort, after, limit, backward)
-        return [TableRow(r.key, _cells(r), data=r) for r in rows]
+        return [TableRow(r.key, _cells(r, self.flt.rubric), data=r) for r in rows]
 
     def _count(self) -> None:
         self._count_generation += 1
@@ -122,7 +131,7 @@ class BrowseScreen(Screen):
 
     def _reload(self) -> None:
         table = self.table
-        table.set_columns(_columns(self.sort))
+        table.set_columns(_columns(self.sort, self.flt.rubric if self.flt else None))
         table.total = None
         table.reload()
         self._count()
@@ -134,10 +143,10 @@ class BrowseScreen(Screen):
         table = self.table
         names = {v: k for k, v in self.datasets.items()}
         dataset = names.get(self.flt.dataset_id, "?") if self.flt and self.flt.dataset_id else "all"
-        parts = ["Browse", f"dataset: {dataset}",
-                 f"sort: {self.sort.key}{' desc' if self.sort.descending else ''}"]
+        key = f"score ({self.flt.rubric or 'none scored'})" if self.sort.key == "score" and self.flt else self.sort.key
+        parts = ["Browse", f"dataset: {label(dataset, 60)}", f"sort: {key}{' desc' if self.sort.descending else ''}"]
         if self.query_text:
-            parts.append(f"query: {self.query_text}")
+            parts.append(f"query: {label(self.query_text, 200)}")
         pos = table.position
         total = "?" if self.total is None else f"{self.total:,}"
         parts.append(f"row {'?' if pos is None else f'{pos + 1:,}'} of {total}")
@@ -156,7 +165,7 @@ class BrowseScreen(Screen):
 
     def _show_error(self, message: str | None) -> None:
         error = self.query_one("#error", Static)
-        error.update(Text(message or ""))
+        error.update(Text(sanitize(message or "")))
         error.set_class(bool(message), "shown")
 
     # --- actions -----------------------------------------------------------------------------------------------
@@ -199,7 +208,7 @@ class BrowseScreen(Screen):
             return
         base = self.datasets.get(self.dataset_name) if self.dataset_name else None
         try:
-            flt = browse.parse_query(text, self.datasets, base)
+            flt = browse.parse_query(text, self.datasets, base, self.rubrics)
         except ValueError as e:
             self._show_error(str(e))
             return

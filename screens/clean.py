@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from widgets.safe_text import plain, safe_text
 from workbench import clean
+from workbench.safe_text import label, sanitize
 from workbench.samples import get_sample
 
 PAGE = 50
@@ -218,7 +219,7 @@ class CleanScreen(Screen):
         out = Text(end="")
         if self.mode == "filters":
             s = await self.runner.run(get_sample, hit.id)
-            out.append(f"#{hit.id} [{hit.dataset}] ", style="bold")
+            out.append(f"#{hit.id} [{label(hit.dataset, 60)}] ", style="bold")
             out.append_text(plain(hit.detail, 300))
             out.append("\n")
             if s is None:
@@ -228,7 +229,7 @@ class CleanScreen(Screen):
                     out.append_text(_field_text(f, s.get(f)))
         else:
             sid, dataset, before, after = hit
-            out.append(f"#{sid} [{dataset}]\n", style="bold")
+            out.append(f"#{sid} [{label(dataset, 60)}]\n", style="bold")
             for f in after:
                 if f == "messages":
                     out.append("messages: conversation turns normalized\n", style="bold dim")
@@ -322,4 +323,4 @@ class CleanScreen(Screen):
         self.query_one("#status", Static).update(plain(f"Clean · {where} · {self.mode} · {text}", 400))
 
     def _message(self, text: str, error: bool = False) -> None:
-        self.query_one("#message", Static).update(Text(text, style="red" if error else ""))
+        self.query_one("#message", Static).update(Text(sanitize(text), style="red" if error else ""))

@@ -3,12 +3,15 @@ from __future__ import annotations
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Static
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.screen import ModalScreen, Screen
+from textual.widgets import DataTable, Footer, Input, Label, Static
 
 from widgets.safe_text import plain
 from workbench.app import SCREEN_REGISTRY, key_specs_bindings
-from workbench.review import progress
+from workbench import dataset_ops
+from workbench.review import curator_session, progress
 from workbench.store import data_version
 
 POLL_SECONDS = 1.0
@@ -24,6 +27,31 @@ def progress_bar(done: int, total: int, width: int = BAR_WIDTH) -> Text:
     bar.append("░" * (width - filled), style="dim")
     bar.append(f" {share:4.0%}")
     return bar
+
+
+class AskDialog(ModalScreen[str | None]):
+    """One line of text for a dataset operation: Enter answers, Esc cancels."""
+
+    BINDINGS = [Binding("escape", "cancel", "Cancel")]
+    DEFAULT_CSS = """
+    AskDialog { align: center middle; }
+    AskDialog > Vertical { width: 80; height: auto; border: round $accent; background: $panel; padding: 0 1; }
+    """
+
+    def __init__(self, question: str, value: str = ""):
+        super().__init__()
+        self.question, self.value = question, value
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label(Text(self.question))
+            yield Input(self.value, id="answer", compact=True)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self.dismiss(event.value.strip())
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
 
 
 class DatasetsScreen(Screen):
@@ -139,6 +167,67 @@ class DatasetsScreen(Screen):
             return
         self.app.current_dataset = name
         self.app.open_screen("review", dataset=name)
+
+    # --- rename, delete, merge: each one transaction in the store, recorded in the decisions log ------------
+
+    def _ask(self, question: str, value: str, then) -> None:
+        self.app.push_screen(AskDialog(question, value), then)
+
+    def _do(self, fn, *args, done: str) -> None:
+        async def run() -> None:
+            try:
+                await self.runner.run(fn, *args)
+            except dataset_ops.DatasetError as e:
+                self.app.notify(str(e), severity="error", timeout=10)
+                return
+            self.app.notify(done)
+            await self.reload()
+        self.run_worker(self._reporting(run()), group="datasets-ops")
+
+    def action_rename(self) -> None:
+        name = self.selected_name()
+        if name is None:
+            return
+
+        def answered(new: str | None) -> None:
+            if new and new != name:
+                self._do(dataset_ops.rename_dataset, name, new, curator_session(), done=f"renamed {name} to {new}")
+                if self.app.current_dataset == name:
+                    self.app.current_dataset = new
+        self._ask(f"Rename dataset {name} to (Enter: rename · Esc: cancel):", name, answered)
+
+    def action_delete(self) -> None:
+        name = self.selected_name()
+        if name is None:
+            return
+        row = next(d for d in self.datasets if d["name"] == name)
+
+        def answered(typed: str | None) -> None:
+            if typed is None:
+                return
+            if typed != name:
+                self.app.notify("not deleted: the name typed does not match", severity="warning")
+                return
+            self._do(dataset_ops.delete_dataset, name, curator_session(), done=f"deleted {name}")
+        self._ask(f"Delete dataset {name} and its {row['rows']:,} samples with their decisions, judgments and "
+                  "candidates? Type its name to confirm (Esc: cancel):", "", answered)
+
+    def action_merge(self) -> None:
+        name = self.selected_name()
+        if name is None:
+            return
+
+        def got_others(others: str | None) -> None:
+            names = [n.strip() for n in (others or "").split(",") if n.strip()]
+            if not names:
+                return
+
+            def got_target(into: str | None) -> None:
+                if into:
+                    self._do(dataset_ops.merge_datasets, [name, *names], into, curator_session(),
+                             done=f"merged {', '.join([name, *names])} into {into}")
+            self._ask(f"Merge {', '.join([name, *names])} into dataset (new, or one of them):", name, got_target)
+        self._ask(f"Merge {name} with (dataset names, comma-separated · Esc: cancel):", "", got_others)
 
     def action_open(self, name: str) -> None:
         self.app.open_screen(name, dataset=self.selected_name())

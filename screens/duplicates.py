@@ -1,6 +1,6 @@
 """Duplicates: walk the near- and exact-duplicate clusters one at a time; keep one, reject the rest, or keep all.
 
-The keeper starts as keep-best (the highest judge score, else the earliest sample); move the cursor and press
+The keeper starts as keep-best (the highest score on dedup.ranking_rubric, else the earliest sample); move the cursor and press
 space to keep another. `x` rejects every other member in one undoable run (decisions action 'dedup'), `a` keeps
 them all, `u` undoes this screen's last rejection. Clusters are found on the store runner thread (the same
 dedup.find_clusters as `workbench dedup`); members are read one cluster at a time.
@@ -18,6 +18,7 @@ from textual.widgets import DataTable, Footer, Static
 
 from widgets.safe_text import plain, safe_text
 from workbench import clean, dedup
+from workbench.safe_text import sanitize
 from workbench.samples import get_sample
 
 THRESHOLD_STEP = 0.05
@@ -283,4 +284,4 @@ class DuplicatesScreen(Screen):
         self.query_one("#status", Static).update(plain(f"Duplicates · {where} · {text}", 400))
 
     def _message(self, text: str, error: bool = False) -> None:
-        self.query_one("#message", Static).update(Text(text, style="red" if error else ""))
+        self.query_one("#message", Static).update(Text(sanitize(text), style="red" if error else ""))

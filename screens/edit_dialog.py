@@ -16,8 +16,9 @@ from textual.widgets import Footer, Label, TextArea
 
 from workbench import keymap
 from workbench.review import EDITABLE, mirror_turns
+from workbench.safe_text import UNSAFE as _UNSAFE   # the characters the one sanitizer replaces: here reversibly
+from workbench.safe_text import sanitize
 
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
 _PUA = 0x100000  # Supplementary Private Use Area-B: stand-ins for C1, bidi controls and lone surrogates
 _STANDIN = re.compile("[\u2400-\u241f\u2421\U00100000-\U0010ffff]")
 
@@ -106,7 +107,7 @@ class EditDialog(ModalScreen[dict | None]):
     def _area(self, key: str, label: str, original: str) -> ComposeResult:
         shown, self.reverse[key] = to_display(original)
         self.shown[key] = shown
-        yield Label(label, markup=False)
+        yield Label(sanitize(label, one_line=True), markup=False)
         if shown != original and not self.reverse[key]:
             yield Label("control characters here are shown as symbols and saving this field "
                         "would store the symbols", classes="warn")

@@ -1,5 +1,7 @@
-"""Export dialog: format, dataset, status, score range, task type and output path; the export runs off the event
-loop and reports the rows written, the file's sha256 and the manifest (each export is also a snapshot)."""
+"""Export dialog: format, dataset, status, score range, task type, layout and output path (a file, or a directory
+for a dataset card export); the export runs off the event loop and reports the rows written, what each filter
+excluded and what the format skipped, the file's sha256 and the manifest (each export is also a snapshot).
+Existing files are only replaced when "Replace existing files" is ticked (never the store)."""
 from __future__ import annotations
 
 from functools import partial
@@ -10,17 +12,17 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
-from textual.widgets import Input, Label, Select, Static
+from textual.widgets import Checkbox, Input, Label, Select, Static
 
 from widgets.virtual_table import one_line
-from workbench import exporter
+from workbench import exporter, scores
 from workbench.store import STATUSES
 
-ANY = "__any__"
+ANY = "__any__"          # status: the default, every sample that is not rejected
 
 
 def default_path(fmt: str, dataset: str | None, status: str | None) -> str:
-    stem = "-".join([dataset or "all", status or "any"])
+    stem = "-".join([dataset or "all", status or "not-rejected"])
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
     return str(Path.cwd() / f"{stem}.{'parquet' if fmt == 'parquet' else 'jsonl'}")
 
@@ -29,14 +31,16 @@ def _dataset_names(conn) -> list[str]:
     return [n for (n,) in conn.execute("SELECT name FROM datasets ORDER BY id")]
 
 
-def _score(text: str, label: str) -> float | None:
+def _score(text: str, label: str) -> str | None:
+    """RUBRIC=N as typed; the exporter checks it against the rubrics present (a bare number is refused)."""
     text = text.strip()
     if not text:
         return None
     try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"{label}: {text!r} is not a number") from None
+        scores.parse_bound(text, label.replace(" ", "_"))
+    except scores.ScoreFilterError as e:
+        raise ValueError(str(e)) from None
+    return text
 
 
 class ExportDialog(ModalScreen):
@@ -55,6 +59,7 @@ class ExportDialog(ModalScreen):
     ExportDialog .label { width: 11; }
     ExportDialog Input { width: 1fr; }
     ExportDialog Select { width: 1fr; }
+    ExportDialog Checkbox { width: auto; height: 1; border: none; padding: 0; }
     ExportDialog #message { height: auto; max-height: 8; }
     ExportDialog #message.error { color: $error; }
     ExportDialog #hint { color: $text-muted; height: 1; }
@@ -82,19 +87,25 @@ class ExportDialog(ModalScreen):
                              compact=True)
             with Horizontal():
                 yield Label("Status", classes="label")
-                yield Select([(Text("any"), ANY)] + [(Text(s), s) for s in STATUSES], value=ANY,
-                             allow_blank=False, id="status", compact=True)
+                yield Select([(Text("not rejected"), ANY)] + [(Text(s), s) for s in (*STATUSES, "all")],
+                             value=ANY, allow_blank=False, id="status", compact=True)
             with Horizontal():
                 yield Label("Score", classes="label")
-                yield Input(placeholder="min", id="min_score", compact=True)
+                yield Input(placeholder="min, e.g. curate=4", id="min_score", compact=True)
                 yield Label(" to ")
-                yield Input(placeholder="max", id="max_score", compact=True)
+                yield Input(placeholder="max, e.g. judge=8", id="max_score", compact=True)
             with Horizontal():
                 yield Label("Task type", classes="label")
                 yield Input(placeholder="any", id="task_type", compact=True)
             with Horizontal():
+                yield Label("Layout", classes="label")
+                yield Checkbox("conversational (preference, trl-sft, kto)", id="conversational", compact=True)
+            with Horizontal():
                 yield Label("Output", classes="label")
                 yield Input(id="path", compact=True)
+            with Horizontal():
+                yield Label("", classes="label")
+                yield Checkbox("replace existing files", id="force", compact=True)
             yield Static(Text(""), id="message")
             yield Static(Text("ctrl+s: export · Tab: next field · Esc: close"), id="hint")
 
@@ -152,13 +163,17 @@ class ExportDialog(ModalScreen):
         task_type = self.query_one("#task_type", Input).value.strip() or None
         self.running = True
         self._message("exporting…")
+        options = {"force": self.query_one("#force", Checkbox).value,
+                   "conversational": self.query_one("#conversational", Checkbox).value}
         self.run_worker(partial(self._export, str(Path(out).expanduser()), self._value("format"),
-                                self._value("dataset"), self._value("status"), min_score, max_score, task_type),
-                        group="export-run")
+                                self._value("dataset"), self._value("status"), min_score, max_score, task_type,
+                                options), group="export-run")
 
-    async def _export(self, out, fmt, dataset, status, min_score, max_score, task_type) -> None:
+    async def _export(self, out, fmt, dataset, status, min_score, max_score, task_type, options) -> None:
+        call = partial(exporter.export, force=options["force"],
+                       conversational=options["conversational"] and fmt in exporter.CONVERSATIONAL_CHOICE)
         try:
-            res = await self.runner.run(exporter.export, out, fmt, dataset, status, min_score, max_score, task_type)
+            res = await self.runner.run(call, out, fmt, dataset, status, min_score, max_score, task_type)
         except exporter.ExportFailed as e:
             self._message(Text("Not exported: " + one_line(str(e), 2000)), error=True)
             return
@@ -172,9 +187,8 @@ class ExportDialog(ModalScreen):
         text.append(one_line(str(res.path), 500))
         text.append(f"\nsha256 {res.sha256}\nmanifest ")
         text.append(one_line(str(res.manifest_path), 500))
-        text.append(f" · snapshot {res.snapshot_id}")
-        if res.skipped:
-            text.append(f"\n{res.skipped:,} rows without a rejected reply were left out of the preference export")
+        text.append(f" · snapshot {res.snapshot_id}\n")
+        text.append(one_line(exporter.describe_counts(res.counts), 2000))
         self._message(text)
 
     def action_close(self) -> None:

@@ -151,7 +151,8 @@ class ImportDialog(ModalScreen):
             return
         path = str(Path(path).expanduser())
         try:
-            det = await asyncio.to_thread(importer.detect, path, fmt, mapping, skip)
+            files = await asyncio.to_thread(importer.expand_inputs, [path])   # a directory: every supported file
+            det = await asyncio.to_thread(importer.detect, files[0], fmt, mapping, skip)
         except importer.ImportFailed as e:
             if generation == self._detect_generation:
                 self._show_detection(Text(one_line(str(e), 2000)), error=True)
@@ -163,9 +164,13 @@ class ImportDialog(ModalScreen):
         if generation != self._detect_generation:
             return
         self.detection = det
-        self._show_detection(detection_text(det))
+        text = detection_text(det)
+        if len(files) > 1:
+            head = Text(f"{len(files)} files in the directory, imported together; the first:\n", style="bold")
+            text = head + text
+        self._show_detection(text)
         if not self._name_edited:
-            self._auto_name = Path(path).stem
+            self._auto_name = importer.default_name(path)
             self.query_one("#dataset", Input).value = self._auto_name
 
     def _show_detection(self, text: Text, error: bool = False) -> None:
@@ -197,7 +202,7 @@ class ImportDialog(ModalScreen):
         def progress(n: int) -> None:   # on the runner thread
             self.app.call_from_thread(self._message, f"importing… {n:,} rows")
         try:
-            res = await self.runner.run(importer.import_file, path, name, fmt, mapping, skip, progress)
+            res = await self.runner.run(importer.import_files, [path], name, fmt, mapping, skip, progress)
             if res.rows >= stats.FOLD_MIN_TAIL:   # so Balance opens at once (~1 s per 100k rows, once)
                 self._message(f"imported {res.rows:,} rows; counting them for the Balance histograms…")
                 await self.runner.run(stats.fold)
@@ -214,6 +219,12 @@ class ImportDialog(ModalScreen):
         text = Text(f"Imported {res.rows:,} rows into ", style="bold")
         text.append(one_line(res.dataset), style="bold")
         text.append(f" as {res.format}")
+        if len(res.files) > 1:
+            text.append(f" from {len(res.files)} files")
+        if res.ties:
+            text.append(f"; {res.ties:,} tied pairs skipped")
+        if res.candidates:
+            text.append(f"; {res.candidates:,} candidates")
         if res.duplicates:
             text.append(f"; {res.duplicates:,} flagged as exact duplicates")
         if res.skipped:

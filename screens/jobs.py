@@ -21,6 +21,7 @@ from textual.widgets import DataTable, Footer, Static
 from widgets.jobs_launch import LaunchDialog
 from widgets.safe_text import safe_text
 from workbench import jobs as J
+from workbench.safe_text import label
 from workbench.store import data_version, list_datasets, open_store
 
 POLL_SECONDS = 0.5
@@ -53,7 +54,7 @@ def bar(fraction: float, failed_share: float = 0.0, width: int = BAR_WIDTH) -> T
 
 def job_cells(j: dict) -> list:
     status = "stale" if j.get("stale") else j["status"]   # running, but the worker's lease expired
-    return [Text(str(j["id"])), Text(j["kind"]), Text(status, style=STATUS_STYLE.get(status, "")),
+    return [Text(str(j["id"])), Text(label(j["kind"])), Text(status, style=STATUS_STYLE.get(status, "")),
             bar(j["fraction"], j["failed"] / j["total"] if j["total"] else 0.0),
             Text(f"{j['done']}/{j['total']}"), Text(str(j["failed"]), style="red" if j["failed"] else ""),
             Text(f"{j['items_per_s']:.1f}" if j["live"] else "-"), Text(fmt_eta(j["eta_s"])),
@@ -77,20 +78,24 @@ def load_view(conn, selected: int | None, n_failures: int = 20) -> dict:
 def detail_text(j: dict) -> Text:
     p = j["params"]
     t = Text()
-    t.append(f"Job {j['id']} · {j['kind']} · {j['status']}\n", style="bold")
-    src = p.get("endpoint") and f"endpoint {p['endpoint']}" or p.get("pool") and f"pool {p['pool']}" or "-"
-    t.append(f"dataset {p.get('dataset') or '-'} → {p.get('into') or '-'} · {src}")
+    # dataset, endpoint and pool names, filters and params are untrusted: each goes through label()
+    t.append(f"Job {j['id']} · {label(j['kind'])} · {label(j['status'])}\n", style="bold")
+    src = p.get("endpoint") and f"endpoint {label(p['endpoint'])}" or p.get("pool") and f"pool {label(p['pool'])}" \
+        or "-"
+    t.append(f"dataset {label(p.get('dataset') or '-')} → {label(p.get('into') or '-')} · {src}")
     if p.get("judge"):
-        t.append(f" · judge {p['judge']}")
+        t.append(f" · judge {label(p['judge'])}")
+    if p.get("allow_self_judge"):
+        t.append(" · self-judging allowed", style="bold yellow")
     t.append("\n")
     if p.get("filter"):
-        t.append("filter " + " ".join(f"{k}={v}" for k, v in p["filter"].items()) + "\n")
+        t.append("filter " + " ".join(f"{label(k)}={label(v)}" for k, v in p["filter"].items()) + "\n")
     params = {k: v for k, v in (p.get("task") or {}).items() if v is not None and v != ""}
     if params:
-        t.append("params " + " ".join(f"{k}={v}" for k, v in params.items()) + "\n")
+        t.append("params " + " ".join(f"{label(k)}={label(v)}" for k, v in params.items()) + "\n")
     t.append(f"kept {j['kept']} · dropped {j['dropped']}")
     if j["drop_reasons"]:
-        t.append(" (" + ", ".join(f"{k}: {v}" for k, v in j["drop_reasons"].items()) + ")")
+        t.append(" (" + ", ".join(f"{label(k)}: {v}" for k, v in j["drop_reasons"].items()) + ")")
     t.append(f" · failed {j['failed']} · requests {j['requests']} · retries {j['retries']} · "
              f"cache hits {j['cache_hits']} · tokens {j['tokens_in']}+{j['tokens_out']} · cost {j['cost']:.4f}\n")
     t.append(f"created {j['created_at']}" + (f" · finished {j['finished_at']}" if j["finished_at"] else ""))
@@ -102,7 +107,7 @@ def detail_text(j: dict) -> Text:
 
 def failure_text(f: dict, limit: int = RAW_PREVIEW, more: str = "v: view more") -> Text:
     t = Text()
-    t.append(f"item {f['key']} · {f['status']} · {f['attempts']} attempt(s) · {f['updated_at']}\n", style="bold")
+    t.append(f"item {label(f['key'])} · {f['status']} · {f['attempts']} attempt(s) · {f['updated_at']}\n", style="bold")
     clipped = f.get("clipped") or {}
     if f["error"]:
         shown, hidden = safe_text(f["error"], RAW_FULL_VIEW, style="red")

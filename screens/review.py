@@ -21,8 +21,9 @@ from textual.widgets import Footer, Input, Label, Select, Static
 from widgets.conversation import Conversation, message_turns
 from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
 from widgets.scores import ScoresTable
-from workbench import keymap, review
+from workbench import keymap, review, scores
 from workbench.bigtext import PREVIEW_BYTES, sample_text_parts
+from workbench.safe_text import invisible_counts, sanitize
 from workbench.app import key_specs_bindings
 from workbench.review import Filter
 from workbench.stats import fold_if_needed
@@ -53,9 +54,12 @@ def lineage_text(lin: dict) -> Text:
         j = lin["job"]
         rows.append(("job", plain(f"#{j['id']} " + ("(deleted)" if j.get("missing") else f"{j['kind']} ({j['status']})"))))
     origin = lin.get("origin") or {}
-    for key in ("task", "model", "endpoint", "template", "template_version", "operation", "mutation"):
+    for key in ("task", "model", "endpoint", "template", "template_version", "operation", "mutation", "judge"):
         if origin.get(key) is not None:
             rows.append((key, plain(origin[key])))
+    if origin.get("self_judged"):
+        rows.append(("self-judged", Text("the judge's model also wrote a candidate (queued with --allow-self-judge)",
+                                         style="bold yellow")))
     if "dup_of" in lin:
         rows.append(("duplicate of", Text(f"#{lin['dup_of']}", style="bold magenta")))
     if not rows:
@@ -63,6 +67,39 @@ def lineage_text(lin: dict) -> Text:
     for k, v in rows:
         out.append(f"\n{k}: ", style="dim")
         out.append_text(v)
+    return out
+
+
+def _score(side: dict) -> str:
+    if side.get("score") is None:
+        return "no score"
+    scale = side.get("scale")
+    return f"score {side['score']:g}" + (f" on {scale[0]:g}-{scale[1]:g}" if scale else " (scale not stated)")
+
+
+def why_text(why: dict) -> Text:
+    """Why the pair is what it is: the candidates, their models, each score with its scale, the margin."""
+    out = Text("Why this pair", style="bold", end="")
+    if why.get("tie"):
+        out.append("\ntie: ", style="dim")
+        out.append_text(plain(f"{why['tie']['column']} = {why['tie']['value']!r}; no pair until judged"))
+        for c in why["candidates"]:
+            out.append("\ncandidate: ", style="dim")
+            out.append_text(plain(f"{c['model'] or 'model not stated'} · {_score(c)}", 200))
+    else:
+        for name in ("chosen", "rejected"):
+            side = why[name]
+            out.append(f"\n{name}: ", style="dim")
+            col = f" (column {side['column']})" if side.get("column") else ""
+            out.append_text(plain(f"{side['model'] or 'model not stated'} · {_score(side)}{col}", 200))
+            if side.get("edited"):
+                out.append(" (text edited since)", style="yellow")
+        out.append("\nmargin: ", style="dim")
+        out.append("not scored" if why["margin"] is None else f"{why['margin']:g}")
+        if why.get("swapped"):
+            out.append("\nswapped by the curator (the source chose the other answer)", style="bold yellow")
+    out.append("\ndecided by: ", style="dim")
+    out.append_text(plain(why["by"], 300))
     return out
 
 
@@ -131,10 +168,11 @@ class FilterDialog(ModalScreen[Filter | None]):
                 yield self._select("status", [(s, s) for s in STATUSES], f.status)
             with Horizontal(classes="row"):
                 yield Label("score", classes="label")
-                yield Input("" if f.min_score is None else f"{f.min_score:g}", placeholder="min", id="min_score",
-                            compact=True)
-                yield Input("" if f.max_score is None else f"{f.max_score:g}", placeholder="max", id="max_score",
-                            compact=True)
+                hint = ", ".join(sorted(self.facets.get("rubrics") or {})) or "no scores yet"
+                yield Input(f.min_score or "", placeholder="min, e.g. curate=4", id="min_score", compact=True,
+                            tooltip=f"RUBRIC=N; rubrics: {hint}")
+                yield Input(f.max_score or "", placeholder="max, e.g. judge=6", id="max_score", compact=True,
+                            tooltip=f"RUBRIC=N; rubrics: {hint}")
             with Horizontal(classes="row"):
                 yield Label("task type", classes="label")
                 yield self._select("task_type", [(v, v) for v in self.facets.get("task_type", [])], f.task_type)
@@ -150,22 +188,22 @@ class FilterDialog(ModalScreen[Filter | None]):
         v = self.query_one(f"#{id}", Select).value
         return None if v == ANY or v == Select.BLANK else v
 
-    def _score(self, id: str) -> float | None:
+    def _score(self, id: str) -> str | None:
+        """RUBRIC=N as typed (a bare number, an unknown rubric or a value off the scale is refused)."""
         raw = self.query_one(f"#{id}", Input).value.strip()
-        if not raw:
-            return None
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError(f"{id.replace('_', ' ')}: {raw!r} is not a number") from None
+        return raw or None
 
     def action_apply(self) -> None:
         try:
+            mins, maxs = self._score("min_score"), self._score("max_score")
+            if mins or maxs:
+                scores.build(mins, maxs, present=self.facets.get("rubrics") or {})
             flt = Filter(dataset_id=self._value("dataset_id"), status=self._value("status"),
-                         min_score=self._score("min_score"), max_score=self._score("max_score"),
-                         task_type=self._value("task_type"), domain=self._value("domain"), search=self.flt.search)
+                         min_score=mins, max_score=maxs, task_type=self._value("task_type"),
+                         domain=self._value("domain"), search=self.flt.search, include_stale=self.flt.include_stale,
+                         selection=self.flt.selection)
         except ValueError as e:
-            self.query_one("#error", Static).update(Text(str(e)))
+            self.query_one("#error", Static).update(Text(sanitize(str(e))))
             return
         self.dismiss(flt)
 
@@ -183,6 +221,19 @@ class FilterDialog(ModalScreen[Filter | None]):
         self.dismiss(None)
 
 
+def invisible_counts_of(s: dict) -> tuple[int, int]:
+    """(zero-width characters, bidi controls) in every text a sample shows."""
+    texts = [s.get(f) for f in ReviewScreen.TEXT_FIELDS]
+    texts += [content for _, content in message_turns(s.get("messages"))]
+    texts += [c.get("response") for c in s.get("candidates") or []]
+    zero_width = bidi = 0
+    for text in texts:
+        if isinstance(text, str):
+            z, b = invisible_counts(text)
+            zero_width, bidi = zero_width + z, bidi + b
+    return zero_width, bidi
+
+
 class ReviewScreen(Screen):
     """Review samples one at a time: accept, reject, skip, undo, edit, search, filter."""
 
@@ -196,14 +247,16 @@ class ReviewScreen(Screen):
     ReviewScreen SafeText, ReviewScreen Conversation, ReviewScreen ScoresTable, ReviewScreen #lineage {
         margin-bottom: 1;
     }
-    ReviewScreen #lineage { padding: 0 1; }
+    ReviewScreen #lineage, ReviewScreen #why { padding: 0 1; }
+    ReviewScreen #why { margin-bottom: 1; }
     """
     TEXT_FIELDS = ("system", "instruction", "input", "response", "rejected")
 
-    def __init__(self, dataset: str | None = None, sample_id: int | None = None):
+    def __init__(self, dataset: str | None = None, sample_id: int | None = None, selection: str | None = None):
         super().__init__()
         self.dataset_name = dataset
         self.start_sample = sample_id
+        self.start_selection = selection
         self.flt = Filter()
         self.sample: dict | None = None
         self.busy = False
@@ -214,6 +267,7 @@ class ReviewScreen(Screen):
         self.queue_peak = 0
         self.limit: int = DEFAULT_LIMIT
         self.page_offset = 0          # `m` past PAGE_CHARS pages through the loaded start of long fields
+        self.show_invisible = False     # zero-width characters drawn as they are (scripts need them) or marked
         self.session = review.curator_session()
         self.stats = review.SessionStats()
         self.counts: dict | None = None
@@ -236,6 +290,7 @@ class ReviewScreen(Screen):
             for f in self.TEXT_FIELDS:
                 yield SafeText(f.capitalize(), more_hint=hint, id=f)
             yield Conversation("Conversation", more_hint=hint, id="conversation")
+            yield Static("", id="why")
             yield Conversation("Candidates", more_hint=hint, id="candidates")
             yield ScoresTable("", id="scores")
             yield Static("", id="lineage")
@@ -271,7 +326,8 @@ class ReviewScreen(Screen):
 
     async def _open(self) -> None:
         try:
-            self.flt, sample = await self.runner.run(review.open_view, self.dataset_name, self.start_sample)
+            self.flt, sample = await self.runner.run(review.open_view, self.dataset_name, self.start_sample,
+                                                     self.start_selection)
         except KeyError as e:
             self.opening = False
             self.note = str(e.args[0])
@@ -296,10 +352,11 @@ class ReviewScreen(Screen):
         empty = self.query_one("#empty", Static)
         widgets = [self.query_one(f"#{f}") for f in (*self.TEXT_FIELDS, "conversation", "candidates")]
         if sample is None:
-            for w in (*widgets, self.query_one("#meta"), self.query_one("#scores"), self.query_one("#lineage")):
+            for w in (*widgets, self.query_one("#meta"), self.query_one("#scores"), self.query_one("#lineage"),
+                      self.query_one("#why")):
                 w.display = False
             empty.display = True
-            empty.update(Text(self.note or "No sample matches this filter. "
+            empty.update(Text(sanitize(self.note) if self.note else "No sample matches this filter. "
                               f"{self._key('review.filter')}: change the filter · "
                               f"{self._key('review.search')}: search"))
         else:
@@ -328,14 +385,24 @@ class ReviewScreen(Screen):
                 t.append(f"{key}: ", style="dim")
                 t.append_text(plain(s[key], 40))
                 t.append("  ")
-        if s.get("score") is not None:
-            t.append("score: ", style="dim")
-            t.append(f"{s['score']:g}  ", style="bold")
+        if s.get("blind"):
+            t.append("scores hidden until you decide (spot-check)  ", style="italic")
+        elif s.get("scores"):
+            t.append("scores: ", style="dim")
+            t.append_text(plain(scores.describe(s["scores"]), 200))
+            t.append("  ")
         if s.get("dup_of"):
             t.append(f"DUPLICATE of #{s['dup_of']}", style="bold magenta")
         if "messages" in s.get("clipped", {}):
             t.append(f"\nconversation of {s['clipped']['messages']:,} bytes, too long to show here "
                      f"({self._key('review.pager')}: open it in $PAGER)", style="bold yellow")
+        zero_width, bidi = invisible_counts_of(s)
+        if zero_width or bidi:
+            # shown, not hidden: a homoglyph-free but reordered or joined text reads as something else
+            parts = [f"{n} {what}" for n, what in ((zero_width, "zero-width"), (bidi, "bidi control")) if n]
+            key = self._key("review.invisible")
+            t.append(f"  ⚠ invisible: {', '.join(parts)} ({key}: {'hide' if self.show_invisible else 'show'})",
+                     style="bold yellow")
         meta.update(t)
         messages = s.get("messages")
         preference = s.get("rejected") is not None
@@ -357,16 +424,22 @@ class ReviewScreen(Screen):
         conv = self.query_one("#conversation", Conversation)
         conv.display = bool(messages)
         if messages:
-            conv.show(message_turns(messages), self.limit)
+            conv.show(message_turns(messages), self.limit, self.show_invisible)
+        why = review.why_chosen(s)
+        why_w = self.query_one("#why", Static)
+        why_w.display = why is not None
+        if why is not None:
+            why_w.update(why_text(why))
         cands = self.query_one("#candidates", Conversation)
         cands.display = bool(s.get("candidates"))
         if s.get("candidates"):
-            cands.show([(c["model"] if c["overall"] is None else f"{c['model']} · overall {c['overall']:g}",
-                         c["response"] or "") for c in s["candidates"]], self.limit,
+            cands.show([(c["model"] if c["overall"] is None or s.get("blind")
+                         else f"{c['model']} · overall {c['overall']:g}",
+                         c["response"] or "") for c in s["candidates"]], self.limit, self.show_invisible,
                        sizes=[c.get("size") for c in s["candidates"]])
-        scores = self.query_one("#scores", ScoresTable)
-        scores.display = True
-        scores.show(s.get("judgments") or [])
+        table = self.query_one("#scores", ScoresTable)
+        table.display = not s.get("blind")
+        table.show([] if s.get("blind") else s.get("judgments") or [])
         lin = self.query_one("#lineage", Static)
         lin.display = True
         lin.update(lineage_text(s.get("lineage") or {}))
@@ -594,9 +667,9 @@ class ReviewScreen(Screen):
         if off:
             rest = None if size is None else size - len(value[:off].encode("utf-8", "surrogatepass"))
             w.heading += f" · from character {off + 1:,}"
-            w.show(value[off:], self.limit, size=rest)
+            w.show(value[off:], self.limit, self.show_invisible, size=rest)
         else:
-            w.show(value, self.limit, size=size)
+            w.show(value, self.limit, self.show_invisible, size=size)
 
     def action_more(self) -> None:
         """More of long fields: 4k, then 16k characters, then the next 16k page of the 64 KB loaded; the whole text
@@ -617,6 +690,12 @@ class ReviewScreen(Screen):
     def action_pager(self) -> None:
         if self.sample is not None:
             self.run_worker(self.app.page_text(sample_text_parts, self.sample["id"]), group="pager")
+
+    def action_toggle_invisible(self) -> None:
+        """Show zero-width characters (ZWJ, ZWNJ, ZWSP, LRM, ...) as <U+200D> markers, or draw them as they are."""
+        self.show_invisible = not self.show_invisible
+        if self.sample is not None:
+            self._draw_sample(self.sample)
 
     def action_page_down(self) -> None:
         self.query_one("#body", VerticalScroll).scroll_page_down(animate=False)
@@ -668,6 +747,23 @@ class ReviewScreen(Screen):
                 self.counts = None
             self.flt = flt
             self._show(sample)
+        finally:
+            self._finish()
+
+    def action_swap(self) -> None:
+        if self.sample is not None and self.sample.get("rejected") is None:
+            self.notify("not a pair: nothing to swap", severity="warning")
+            return
+        if self._begin():
+            self._run(self._swap())
+
+    async def _swap(self) -> None:
+        try:
+            sid = self.sample["id"]
+            await self.runner.run(review.swap, sid, self.session, seen=self.sample.get("seen"))   # committed, undoable
+            self.stats.record("swap")
+            sample = await self.runner.run(review.goto, self.flt, "id", sid)
+            self._show(sample, f"swapped chosen and rejected of #{sid} ({self._key('review.undo')}: undo)")
         finally:
             self._finish()
 

@@ -56,6 +56,13 @@ def samples_of(conn, dataset: str) -> list[dict]:
     return rows(conn, "SELECT * FROM samples WHERE dataset_id = ? ORDER BY id", (store.dataset_id(conn, dataset),))
 
 
+def scores_of(conn, sample_id: int, *, with_scale: bool = False) -> dict:
+    """{rubric: score} of one sample (with_scale: {rubric: (score, lo, hi, stale)})."""
+    rows_ = conn.execute("SELECT rubric, score, scale_min, scale_max, stale FROM sample_scores WHERE sample_id = ?",
+                         (sample_id,)).fetchall()
+    return {r[0]: (r[1], r[2], r[3], bool(r[4])) if with_scale else r[1] for r in rows_}
+
+
 def items_of(conn, job_id: int) -> list[dict]:
     return rows(conn, "SELECT * FROM job_items WHERE job_id = ? ORDER BY id", (job_id,))
 

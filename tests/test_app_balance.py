@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from workbench import store
+from workbench import review, scores, store
 from workbench.app import WorkbenchApp
 from workbench.samples import insert_samples
 from pilotkit import wait_for
@@ -60,9 +60,13 @@ async def test_histograms_match_the_store_and_follow_another_connection_without_
         with store.transaction(balance_store):
             insert_samples(balance_store, 1, [{"instruction": "new", "task_type": "poetry"}] * 7)
         await wait_for(pilot, lambda: bars(app, "task_type").get("poetry") == 7)
-        balance_store.execute("UPDATE samples SET status = 'accepted', score = 8.5 WHERE id <= 4")
+        with store.transaction(balance_store):                        # a judge job scores four samples
+            balance_store.execute("UPDATE samples SET status = 'accepted' WHERE id <= 4")
+            for sid in range(1, 5):
+                scores.record(balance_store, sid, "judge", 8.5, (1, 10))
         await wait_for(pilot, lambda: bars(app, "status")["accepted"] == 22)
         assert bars(app, "score") == {"8": 4, "unscored": 53}
+        assert screen.query_one("#hist-score").title.startswith("score: judge (1-10)")
         assert "57 rows" in str(screen.query_one("#status").render())
 
 
@@ -131,3 +135,33 @@ async def test_a_big_unfolded_batch_is_counted_once_then_shown(balance_store, db
         await wait_for(pilot, lambda: bars(app, "task_type").get("bulk") == n)
         assert stats.tail_rows(balance_store) == 0      # folded into the maintained counts by the screen
         assert not screen.query_one("#warning").display
+
+
+async def test_score_rubrics_cycle_and_the_agreement_panel_follows_decisions(balance_store, db_path):
+    with store.transaction(balance_store):
+        for sid in range(1, 11):
+            scores.record(balance_store, sid, "curate", 5 if sid <= 5 else 2, (1, 5))
+            scores.record(balance_store, sid, "judge", 7, (1, 10))
+    app = WorkbenchApp(db=db_path, screen="balance", dataset="a")
+    async with app.run_test(size=(100, 40)) as pilot:
+        screen = await open_balance(pilot, app)
+        assert screen.counts.rubric == "curate"                          # the primary rubric first
+        assert bars(app, "score") == {"2": 5, "3": 0, "4": 0, "5": 5, "unscored": 30}
+        panel = lambda: screen.query_one("#agreement").render().plain    # noqa: E731
+        assert "n = 0" in panel() and "UNRELIABLE" in panel()
+        # the curator decides in another process: the panel follows, no key pressed
+        for sid in (1, 2, 3):
+            review.decide(balance_store, sid, "accept", "review:t")
+        for sid in (6, 7):
+            review.decide(balance_store, sid, "reject", "review:t")
+        # 5 decided: accepted all score 5, rejected all 2 -> AUC 1, best threshold 5 with accuracy 1
+        await wait_for(pilot, lambda: "n = 5 (3 accepted)" in panel())
+        assert "AUC 1.000" in panel() and "best threshold 5 (accuracy 1.000)" in panel()
+        await pilot.press("s")                                           # next rubric: judge
+        await wait_for(pilot, lambda: screen.counts.rubric == "judge")
+        assert bars(app, "score") == {"7": 10, "unscored": 30}
+        assert screen.query_one("#hist-score").title.startswith("score: judge (1-10)")
+        await wait_for(pilot, lambda: "judge (1-10) vs curator decisions" in panel())
+        assert "AUC 0.500" in panel()                                    # one score for all: ties, 1/2
+        await pilot.press("s")
+        await wait_for(pilot, lambda: screen.counts.rubric == "curate")

@@ -6,7 +6,7 @@ import pytest
 from textual.app import App
 
 from widgets.virtual_table import Column, TableRow, VirtualTable, fit, one_line
-from workbench import store
+from workbench import scores, store
 from workbench.app import WorkbenchApp
 from workbench.samples import insert_samples
 from pilotkit import wait_for
@@ -109,7 +109,7 @@ async def test_virtual_table_cells_are_literal_single_lines():
 def test_fit_counts_wide_characters():
     assert fit("中文字符", 5) == "中文…"
     assert fit("ab", 4, "right") == "  ab"
-    assert one_line("a\x00b\x1bc\n", 10) == "a\ufffdb␛c "
+    assert one_line("a\x00b\x1bc\n", 10) == "a␀b␛c "
 
 
 # --- the Browse screen in the app -----------------------------------------------------------------------------
@@ -125,7 +125,10 @@ def browse_store(db_path):
         insert_samples(conn, did, [{"instruction": HOSTILE, "response": HOSTILE}])
         other = store.ensure_dataset(conn, "other")
         insert_samples(conn, other, [{"instruction": "elsewhere"}])
-    conn.execute("UPDATE samples SET score = id % 10 WHERE id % 4 = 0")
+    with store.transaction(conn):
+        for (sid,) in conn.execute("SELECT id FROM samples WHERE id % 4 = 0").fetchall():
+            scores.record(conn, sid, "judge", sid % 10 + 1, (1, 10))
+            scores.record(conn, sid, "curate", sid % 5 + 1, (1, 5))
     store.fts_sync(conn)
     yield conn
     conn.close()
@@ -147,10 +150,30 @@ async def test_browse_shows_sorts_filters_and_searches(browse_store, db_path):
 
         await pilot.press("o")                       # sort by score (NULLs first), then reverse
         await pilot.press("r")
-        top = browse_store.execute("SELECT max(score) FROM samples WHERE dataset_id = 1").fetchone()[0]
-        await wait_for(pilot, lambda: not table.fetching and table.current.data.score == top)
-        scores = [r.data.score for r in table.rows if r.data.score is not None]
-        assert scores == sorted(scores, reverse=True)
+        # the sort and the first score shown are curate's (scores.PRIMARY_ORDER), every score with its scale
+        await wait_for(pilot, lambda: not table.fetching and table.current.data.score == 5)
+        got = [r.data.score for r in table.rows if r.data.score is not None]
+        assert got == sorted(got, reverse=True)
+        top = table.current
+        assert top.cells[2] == f"curate 5/5 · judge {top.data.id % 10 + 1}/10"
+        assert "curate first" in table.columns[2].title
+
+        await pilot.press("slash")                   # sort by the judge instead: score:judge
+        await pilot.press(*"score:judge", "enter")
+        await wait_for(pilot, lambda: not table.fetching and table.current.data.score == 9)   # id % 10 is even: 1, 3, .., 9
+        assert table.current.cells[2].startswith("judge 9/10 · curate")
+        await pilot.press("slash")                   # a bare range is refused, naming the rubrics
+        await pilot.press(*["backspace"] * 20, *"score:7..10", "enter")
+        error = screen.query_one("#error")
+        assert error.display and "rubrics present: curate, judge" in str(error.render())
+        await pilot.press("escape")
+        await pilot.press("slash")
+        await pilot.press(*["backspace"] * 20, *"score:judge=8..10", "enter")
+        await wait_for(pilot, lambda: screen.total is not None and not table.fetching)
+        assert screen.total == browse_store.execute(
+            "SELECT count(*) FROM sample_scores WHERE rubric = 'judge' AND score >= 8").fetchone()[0]
+        await pilot.press("c")
+        await wait_for(pilot, lambda: screen.total == 301)
 
         await pilot.press("slash")
         await pilot.press(*"borrow status:accepted")

@@ -10,7 +10,7 @@ from textual.widgets import Input, TextArea
 
 from screens.edit_dialog import from_display, to_display
 from screens.review import ReviewScreen
-from workbench import keymap
+from workbench import keymap, scores
 from workbench.app import SCREEN_REGISTRY, WorkbenchApp
 from workbench.samples import insert_samples
 from workbench.store import ensure_dataset, open_store, transaction
@@ -54,7 +54,9 @@ def store(db_path):
         multi_id, _ = insert_samples(conn, did, [MULTI_TURN])
         other = ensure_dataset(conn, "other")
         insert_samples(conn, other, [{"instruction": "elsewhere", "response": "r"}])
-    conn.execute("UPDATE samples SET score = 8 WHERE id = ?", (first + 1,))
+    with transaction(conn):
+        scores.record(conn, first + 1, "judge", 8, (1, 10))
+        scores.record(conn, first + 1, "curate", 4, (1, 5))
     for judge in ("[bold]judge-a", "judge-b"):
         conn.execute("INSERT INTO judgments (sample_id, judge, rubric, rubric_version, scores, overall, rationale, "
                      "created_at) VALUES (?, ?, 'q', '1', ?, 7.5, ?, 'now')",
@@ -337,21 +339,27 @@ async def test_search_and_filter(store):
         # filter: min score 7, status any again
         await pilot.press("f")
         await wait_for(pilot, lambda: type(app.screen).__name__ == "FilterDialog")
-        await pilot.press("ctrl+r", "tab", *"7", "enter")
+        await pilot.press("ctrl+r", "tab", *"judge=7", "enter")
         await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen) and not screen.busy)
-        assert screen.flt.status is None and screen.flt.min_score == 7
+        assert screen.flt.status is None and screen.flt.min_score == "judge=7"
         assert screen.sample["id"] == ids[1]
-        # bad score input: an error in the dialog, filter unchanged
-        await pilot.press("f")
-        await wait_for(pilot, lambda: type(app.screen).__name__ == "FilterDialog")
-        await pilot.press("tab", "tab", *"abc", "enter")
-        assert type(app.screen).__name__ == "FilterDialog"
-        await pilot.press("escape")
-        await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
-        assert screen.flt.min_score == 7
+        # the meta line shows every score with its scale
+        assert "curate 4/5 · judge 8/10" in widget_text(screen.query_one("#meta"))
+        # bad score input: an error in the dialog naming the rubrics, filter unchanged
+        for bad, message in (("7", "name the rubric"), ("judge=abc", "not a number"),
+                             ("curate=7", "outside curate's scale 1-5"), ("juge=7", "no sample in scope has a 'juge' score")):
+            await pilot.press("f")
+            await wait_for(pilot, lambda: type(app.screen).__name__ == "FilterDialog")
+            dialog = app.screen
+            await pilot.press("tab", *["backspace"] * 10, *bad, "enter")
+            assert type(app.screen).__name__ == "FilterDialog"
+            assert message in widget_text(dialog.query_one("#error")), bad
+            await pilot.press("escape")
+            await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen))
+            assert screen.flt.min_score == "judge=7"
         # the filter is saved with the position: a reopened Review walks the same filter
         saved = orjson.loads(peek(db, "SELECT value FROM meta WHERE key LIKE 'review.position.%'")[0][0])
-        assert saved["filter"]["min_score"] == 7 and saved["sample_id"] == ids[1]
+        assert saved["filter"]["min_score"] == "judge=7" and saved["sample_id"] == ids[1]
 
 
 async def test_undo_and_resume_after_restart(store):
@@ -572,7 +580,9 @@ def test_cli_review_opens_the_app_on_review(store, cli, monkeypatch):
     code, out, err = cli("review", "--dataset", "main", "--sample", str(store["ids"][2]), "--db", str(store["db"]))
     assert code == 0, err
     assert calls == [{"db": str(store["db"]), "config": None, "dataset": "main", "screen": "review",
-                      "sample_id": store["ids"][2]}]
+                      "sample_id": store["ids"][2], "selection": None}]
+    code, out, err = cli("review", "--dataset", "main", "--selection", "nope", "--db", str(store["db"]))
+    assert code == 2 and "no selection named 'nope'" in err and len(calls) == 1
 
 
 async def test_a_store_error_is_reported_and_the_app_keeps_running(store):
@@ -635,3 +645,33 @@ def test_kill_9_right_after_the_next_sample_shows_loses_no_decision(store, tmp_p
     assert [status_of(store["db"], i) for i in ids[:3]] == ["accepted", "rejected", "accepted"]
     assert [r[0] for r in peek(store["db"], "SELECT action FROM decisions ORDER BY id")] == \
         ["accept", "reject", "accept"]
+
+
+async def test_a_spot_check_is_walked_in_order_with_scores_hidden_until_decided(store):
+    """`workbench review --selection NAME` on a spot-check: only its samples, in id order; the judge's scores
+    (meta line, scores table, candidates' overall) stay hidden until the curator decides each one."""
+    from workbench import agreement
+    ids = store["ids"]
+    conn = open_store(store["db"])
+    with transaction(conn):
+        for sid, v in zip(ids, (2, 9, 2, 9, 5, 5)):
+            scores.record(conn, sid, "judge", v, (1, 10))
+    picked = agreement.spotcheck(conn, "main", "judge", fraction=0.5, seed=1)["ids"]
+    conn.close()
+    assert len(picked) == 3 and picked == sorted(picked)
+    app = app_for(store, selection="spotcheck-main-judge")
+    async with app.run_test(size=SIZE) as pilot:
+        screen = await review_ready(pilot)
+        assert screen.sample["id"] == picked[0] and screen.flt.selection == "spotcheck-main-judge"
+        meta = widget_text(screen.query_one("#meta"))
+        assert "scores hidden until you decide" in meta and "judge" not in meta
+        assert not screen.query_one("#scores").display
+        await press(pilot, "a")                                    # decided: on to the next one of the selection
+        assert screen.sample["id"] == picked[1] and screen.sample["blind"]
+        await press(pilot, "k")                                    # back to the decided one: its score is shown
+        assert screen.sample["id"] == picked[0] and not screen.sample["blind"]
+        assert "judge " in widget_text(screen.query_one("#meta")) and screen.query_one("#scores").display
+        await press(pilot, "j", "j", "j")                          # never leaves the selection
+        assert screen.sample["id"] == picked[2]
+        await press(pilot, "u")                                    # the undone decision hides the score again
+        assert screen.sample["id"] == picked[0] and screen.sample["blind"]

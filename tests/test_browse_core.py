@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from workbench import browse, store
+from workbench import browse, scores, store
 from workbench.browse import Filter, Sort
 from workbench.samples import insert_samples
 
@@ -25,12 +25,24 @@ def rows(conn):
                 "task_type": rng.choice(["qa", "code", None]),
                 "domain": rng.choice(["bio", "law"]),
                 "status": rng.choice(store.STATUSES)} for i in range(n)])
-    for (sid,) in conn.execute("SELECT id FROM samples").fetchall():
-        conn.execute("UPDATE samples SET score = ? WHERE id = ?", (rng.choice([None, 3.0, 7.0, 7.5, 9.0]), sid))
+    judged = {}
+    with store.transaction(conn):
+        for (sid,) in conn.execute("SELECT id FROM samples").fetchall():
+            score = rng.choice([None, 3.0, 7.0, 7.5, 9.0])
+            if score is not None:
+                scores.record(conn, sid, "judge", score, (1, 10))
+                judged[sid] = score
+            scores.record(conn, sid, "curate", rng.choice([1, 5]), (1, 5))     # another rubric: never mixed in
+        for sid in list(judged)[::7]:      # scores given before an edit: stale, outside filters and the sort
+            conn.execute("UPDATE sample_scores SET stale = 1 WHERE sample_id = ? AND rubric = 'judge'", (sid,))
+            del judged[sid]
     store.fts_sync(conn)
     cur = conn.execute("SELECT * FROM samples")
     names = [d[0] for d in cur.description]
-    return conn, [dict(zip(names, r)) for r in cur.fetchall()], (a, b)
+    out = [dict(zip(names, r)) for r in cur.fetchall()]
+    for r in out:
+        r["score"] = judged.get(r["id"])
+    return conn, out, (a, b)
 
 
 def expected(all_rows, flt: Filter, sort: Sort):
@@ -39,8 +51,8 @@ def expected(all_rows, flt: Filter, sort: Sort):
                     flt.status is None or r["status"] == flt.status,
                     flt.task_type is None or r["task_type"] == flt.task_type,
                     flt.domain is None or r["domain"] == flt.domain,
-                    flt.min_score is None or (r["score"] is not None and r["score"] >= flt.min_score),
-                    flt.max_score is None or (r["score"] is not None and r["score"] <= flt.max_score),
+                    all(r["score"] is not None and (lo is None or r["score"] >= lo) and (hi is None or r["score"] <= hi)
+                        for _, lo, hi in flt.scores.bounds),
                     flt.search is None or all(w in r["instruction"].split() for w in flt.search.split())])
 
     def order(r):
@@ -70,8 +82,13 @@ def walk_backward(conn, flt, sort, size):
         key = got[0].key
 
 
-FILTERS = [Filter(), Filter(status="accepted"), Filter(task_type="qa", min_score=7.0),
-           Filter(max_score=7.5, domain="law"), Filter(search="borrow")]
+def F(**kw) -> Filter:
+    """A filter whose score column and sort are the judge's."""
+    return Filter(rubric="judge", **kw)
+
+
+FILTERS = [F(), F(status="accepted"), F(task_type="qa", scores=scores.build("judge=7")),
+           F(scores=scores.build(maxs="judge=7.5"), domain="law"), F(search="borrow")]
 
 
 @pytest.mark.parametrize("key", browse.SORT_KEYS)
@@ -92,13 +109,15 @@ def test_pages_walk_every_matching_row_in_order_both_ways(rows, key, descending)
 def test_a_page_continues_from_any_row_and_steps_back_to_it(rows):
     conn, all_rows, _ = rows
     sort = Sort("score", descending=True)
-    exp = expected(all_rows, Filter(), sort)
-    full = browse.page(conn, Filter(), sort, None, len(exp))
+    exp = expected(all_rows, F(), sort)
+    full = browse.page(conn, F(), sort, None, len(exp))
     assert [r.id for r in full] == exp
+    # each row carries all its scores, with scales, for the scores column
+    assert {x["rubric"] for x in full[0].scores} >= {"curate"} and all(x["scale"] for x in full[0].scores)
     for i in (0, 10, 57, len(exp) - 2):
-        after = browse.page(conn, Filter(), sort, full[i].key, 4)
+        after = browse.page(conn, F(), sort, full[i].key, 4)
         assert [r.id for r in after] == exp[i + 1:i + 5]
-        before = browse.page(conn, Filter(), sort, full[i].key, 4, backward=True)
+        before = browse.page(conn, F(), sort, full[i].key, 4, backward=True)
         assert [r.id for r in before] == exp[max(0, i - 4):i]
 
 
@@ -123,24 +142,39 @@ def test_bad_sort_or_status_is_refused():
 
 def test_query_bar_reads_words_and_filters():
     ds = {"alpaca": 1, "my set": 2}
-    f = browse.parse_query("borrow checker status:accepted task:qa domain:law score:7..10", ds, dataset_id=1)
-    assert f == Filter(dataset_id=1, status="accepted", task_type="qa", domain="law", min_score=7.0,
-                       max_score=10.0, search="borrow checker")
-    assert browse.parse_query("dataset:'my set' score:..5", ds).dataset_id == 2
-    assert browse.parse_query("score:..5", ds).max_score == 5.0 and browse.parse_query("score:6", ds).min_score == 6
+    present = {"judge": (1, 10), "curate": (1, 5), "judge.alignment": (1, 10)}
+    f = browse.parse_query("borrow checker status:accepted task:qa domain:law score:judge=7..10", ds, dataset_id=1,
+                           rubrics=present)
+    assert f == Filter(dataset_id=1, status="accepted", task_type="qa", domain="law",
+                       scores=scores.ScoreFilter((("judge", 7.0, 10.0),)), rubric="judge", search="borrow checker")
+    assert browse.parse_query("dataset:'my set' score:curate=..5", ds).dataset_id == 2
+    assert browse.parse_query("score:curate=..4", ds).scores.bounds == (("curate", None, 4.0),)
+    assert browse.parse_query("score:curate=4", ds).scores.bounds == (("curate", 4.0, 4.0),)
+    both = browse.parse_query("score:curate=4.. score:judge.alignment=..3 stale:include", ds, rubrics=present)
+    assert both.scores == scores.ScoreFilter((("curate", 4.0, None), ("judge.alignment", None, 3.0)), True)
+    assert both.rubric == "curate"                         # the first rubric named is the one shown and sorted by
+    shown = browse.parse_query("score:judge", ds, rubrics=present)
+    assert shown.rubric == "judge" and not shown.scores    # a rubric alone: shown, not filtered
+    assert browse.parse_query("", ds, rubrics=present).rubric == "curate"      # scores.PRIMARY_ORDER
     assert browse.parse_query("dataset:*", ds, dataset_id=1).dataset_id is None
     assert browse.parse_query("", ds, dataset_id=1) == Filter(dataset_id=1)
-    for bad, msg in [("status:maybe", "status"), ("dataset:nope", "no such dataset"), ("score:high", "score"),
+    for bad, msg in [("status:maybe", "status"), ("dataset:nope", "no such dataset"),
+                     ("score:high", "nothing is scored on .high.; rubrics present"), ("score:Judge=7", "not a rubric name"),
+                     ("score:7..10", "name the rubric, e.g. score:curate=4..5.*rubrics present: curate, judge"),
+                     ("score:6", "name the rubric"), ("score:judge=high", "not a number"),
+                     ("score:judge=..", "a number or a range"), ("score:judge=9..7", "min 9 is above max 7"),
+                     ("score:curate=7..", "outside curate's scale 1-5"), ("score:jugde=7..", "no sample in scope"),
+                     ("score:jugde", "nothing is scored on 'jugde'"), ("stale:yes", "stale:include"),
                      ("colour:red", "unknown filter"), ("'unclosed", "cannot read")]:
         with pytest.raises(ValueError, match=msg):
-            browse.parse_query(bad, ds)
+            browse.parse_query(bad, ds, rubrics=present)
 
 
 def test_search_results_follow_newly_indexed_rows(rows):
     conn, all_rows, (a, _) = rows
     flt = Filter(dataset_id=a, search="borrow")
     before = browse.count(conn, flt)
-    assert before == len(walk_forward(conn, flt, Sort("score", True), 9))
+    assert before == len(walk_forward(conn, Filter(dataset_id=a, search="borrow", rubric="judge"), Sort("score", True), 9))
     with store.transaction(conn):
         insert_samples(conn, a, [{"instruction": "borrow again"}])
     assert browse.count(conn, flt) == before          # not indexed yet
@@ -154,7 +188,7 @@ def test_search_pages_are_right_whichever_way_sqlite_walks(rows, monkeypatch, dr
     conn, all_rows, (a, _) = rows
     monkeypatch.setattr(browse, "DRIVE_FROM_HITS", drive_from_hits)
     for key in browse.SORT_KEYS:
-        for flt in (Filter(search="borrow"), Filter(dataset_id=a, search="tax", status="pending")):
+        for flt in (F(search="borrow"), F(dataset_id=a, search="tax", status="pending")):
             sort = Sort(key, descending=key == "score")
             exp = expected(all_rows, flt, sort)
             assert walk_forward(conn, flt, sort, 6) == exp and walk_backward(conn, flt, sort, 4) == exp

@@ -7,7 +7,7 @@ import pytest
 
 from screens.clean import CleanScreen
 from screens.duplicates import DuplicatesScreen
-from workbench import store
+from workbench import scores, store
 from workbench.app import WorkbenchApp
 from workbench.samples import insert_samples
 from pilotkit import wait_for
@@ -34,7 +34,8 @@ def dup_store(db_path):
             {"instruction": HOSTILE.replace("sailor", "sailor!"), "source_line": 5},
             {"instruction": "Explain how tides work.", "source_line": 6},
         ])
-    conn.execute("UPDATE samples SET score = 9 WHERE id = 2")
+    with store.transaction(conn):
+        scores.record(conn, 2, "judge", 9, (1, 10))
     yield conn
     conn.close()
 

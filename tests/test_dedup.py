@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench import dedup, importer
+from workbench import dedup, importer, scores
 from workbench.samples import insert_samples
 from workbench.store import ensure_dataset, transaction
 
@@ -152,11 +152,18 @@ def test_keep_best_apply_then_undo(cli, conn):
                      row("Write a limerick about a cat who learns to code."),
                      row("Write a limerick about a cat who learns to code!!"),
                      row("Write a limerick about a dog.")])
-    conn.execute("UPDATE samples SET score = 8.5 WHERE id = ?", (ids[1],))
-    conn.execute("UPDATE samples SET score = 6 WHERE id = ?", (ids[0],))
+    with transaction(conn):
+        scores.record(conn, ids[1], "judge", 8.5, (1, 10))
+        scores.record(conn, ids[0], "judge", 6, (1, 10))
+        scores.record(conn, ids[0], "curate", 5, (1, 5))     # curate would keep ids[0]: the rubric is named
     conn.execute("UPDATE samples SET status = 'accepted' WHERE id = ?", (ids[4],))
-    code, out, err = cli("dedup", "--dataset", "d", "--threshold", "0.85", "--apply", "keep-best")
+    code, out, err = cli("dedup", "--dataset", "d", "--threshold", "0.85", "--rubric", "judgee")
+    assert code == 2 and "--rubric judgee: nothing is scored on it; rubrics present: curate, judge" in err
+    code, out, err = cli("dedup", "--dataset", "d", "--threshold", "0.85", "--json")
+    assert json.loads(out)[0][0] == {**json.loads(out)[0][0], "rubric": "curate", "score": 5, "keep": True}
+    code, out, err = cli("dedup", "--dataset", "d", "--threshold", "0.85", "--apply", "keep-best", "--rubric", "judge")
     assert code == 0, err
+    assert "keep #2 judge 8.5" in out
     status = dict(conn.execute("SELECT id, status FROM samples"))
     # best score kept; no scores: the earliest kept; a curator's accept is never overturned
     assert [status[i] for i in ids] == ["rejected", "pending", "rejected", "pending", "accepted", "pending"]

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from workbench import store
+from workbench import scores, store
 from workbench.app import WorkbenchApp
 from workbench.samples import insert_samples
 from pilotkit import wait_for
@@ -27,7 +27,9 @@ def seeded(db_path):
         did = store.ensure_dataset(conn, "d")
         insert_samples(conn, did, [{"instruction": f"q{i}", "response": f"a{i}", "task_type": "qa" if i % 2 else "code",
                                     "status": "accepted" if i % 3 == 0 else "pending"} for i in range(30)])
-    conn.execute("UPDATE samples SET score = id % 10")
+    with store.transaction(conn):
+        for (sid,) in conn.execute("SELECT id FROM samples").fetchall():
+            scores.record(conn, sid, "judge", sid % 10 + 1, (1, 10))
     yield conn
     conn.close()
 
@@ -128,18 +130,18 @@ async def test_export_with_filters_writes_the_file_and_reports_rows_and_sha256(s
     async with app.run_test(size=(80, 24)) as pilot:
         dialog = await open_dialog(pilot, app, "export")
         await wait_for(pilot, lambda: dialog.query_one("#dataset").value == "d")
-        assert dialog.query_one("#path").value.endswith("d-any.jsonl")            # suggested name follows choices
+        assert dialog.query_one("#path").value.endswith("d-not-rejected.jsonl")   # suggested name follows choices
         dialog.query_one("#status").value = "accepted"
         await pilot.pause(0.05)
         assert dialog.query_one("#path").value.endswith("d-accepted.jsonl")
-        await type_into(pilot, dialog, "#min_score", "3")
+        await type_into(pilot, dialog, "#min_score", "judge=3")
         await type_into(pilot, dialog, "#task_type", "code")
         await type_into(pilot, dialog, "#path", str(out))
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: dialog.result is not None or "Not exported" in text_of(dialog, "#message"))
         assert dialog.result is not None, text_of(dialog, "#message")
-        expected = seeded.execute("SELECT instruction FROM samples WHERE status = 'accepted' AND score >= 3 AND "
-                                  "task_type = 'code' ORDER BY id").fetchall()
+        expected = seeded.execute("SELECT instruction FROM samples WHERE status = 'accepted' AND id % 10 + 1 >= 3 "
+                                  "AND task_type = 'code' ORDER BY id").fetchall()
         rows = [json.loads(line) for line in out.read_text().splitlines()]
         assert [r["instruction"] for r in rows] == [e[0] for e in expected] and rows
         digest = hashlib.sha256(out.read_bytes()).hexdigest()
@@ -147,21 +149,43 @@ async def test_export_with_filters_writes_the_file_and_reports_rows_and_sha256(s
         assert f"Exported {len(rows)} rows (alpaca)" in message and digest in message
         snap = seeded.execute("SELECT sha256, filters FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()
         assert snap[0] == digest and json.loads(snap[1]) == {"dataset": "d", "status": "accepted",
-                                                              "min_score": 3.0, "task_type": "code"}
+                                                              "min_score": "judge=3", "task_type": "code"}
+        assert "excluded by status" in message
+        # the same file again: refused until "replace existing files" is ticked
+        before = out.read_bytes()
+        dialog.result = None
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "Not exported" in text_of(dialog, "#message"))
+        assert "exists" in text_of(dialog, "#message") and out.read_bytes() == before
+        dialog.query_one("#force").value = True
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: dialog.result is not None)
+        assert seeded.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 2
 
 
 async def test_export_errors_are_shown_and_nothing_is_written(seeded, db_path, tmp_path):
     app = WorkbenchApp(db=db_path)
     async with app.run_test(size=(80, 24)) as pilot:
         dialog = await open_dialog(pilot, app, "export")
-        await type_into(pilot, dialog, "#min_score", "high")
+        await type_into(pilot, dialog, "#min_score", "judge=high")
         await type_into(pilot, dialog, "#path", str(tmp_path / "x.jsonl"))
         await pilot.press("ctrl+s")
-        await wait_for(pilot, lambda: "min score: 'high' is not a number" in text_of(dialog, "#message"))
+        await wait_for(pilot, lambda: "'high' is not a number" in text_of(dialog, "#message"))
+        await type_into(pilot, dialog, "#min_score", "3")                  # which rubric's 3?
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "name the rubric" in text_of(dialog, "#message"))
+        await type_into(pilot, dialog, "#min_score", "curate=3")           # no such scores: said, with the rubrics
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "rubrics present: judge" in text_of(dialog, "#message"))
+        assert not (tmp_path / "x.jsonl").exists()
         await type_into(pilot, dialog, "#min_score", "")
-        await type_into(pilot, dialog, "#path", str(tmp_path))              # a directory, not a file
+        await type_into(pilot, dialog, "#path", str(tmp_path))              # a directory holding the store
         await pilot.press("ctrl+s")
         await wait_for(pilot, lambda: "Not exported" in text_of(dialog, "#message"))
-        assert "is a directory" in text_of(dialog, "#message")
+        assert "not empty" in text_of(dialog, "#message")
+        await type_into(pilot, dialog, "#path", str(db_path))               # the store itself: never
+        dialog.query_one("#force").value = True
+        await pilot.press("ctrl+s")
+        await wait_for(pilot, lambda: "workbench store" in text_of(dialog, "#message"))
         assert not (tmp_path / "x.jsonl").exists()
         assert seeded.execute("SELECT count(*) FROM snapshots").fetchone()[0] == 0

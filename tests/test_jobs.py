@@ -46,6 +46,32 @@ def test_queue_with_filter(conn):
     assert J.get_job(conn, jid)["total"] == 3
 
 
+def test_queue_score_filters_name_the_rubric(conn):
+    from workbench import scores
+    make_dataset(conn, n=4)
+    with transaction(conn):
+        scores.record(conn, 1, "curate", 5, (1, 5))
+        scores.record(conn, 2, "curate", 3, (1, 5))
+        scores.record(conn, 3, "judge", 9, (1, 10))
+    f = J.parse_filter(["min_score=curate=4.5"])
+    assert f == {"min_score": ["curate=4.5"]}
+    jid = J.queue_job(conn, "generate", config=CONFIG, dataset="demo", endpoint="local", filter=f)
+    assert [r[0] for r in conn.execute("SELECT sample_id FROM job_items WHERE job_id = ?", (jid,))] == [1]
+    jid = J.queue_job(conn, "generate", config=CONFIG, dataset="demo", endpoint="local", into="x",
+                      filter=J.parse_filter(["max_score=curate=4"]))
+    assert [r[0] for r in conn.execute("SELECT sample_id FROM job_items WHERE job_id = ?", (jid,))] == [2]
+    with pytest.raises(TaskError, match="nothing to do"):     # both bounds must hold: curate <= 4 and judge <= 10
+        J.queue_job(conn, "generate", config=CONFIG, dataset="demo", endpoint="local", into="z",
+                    filter=J.parse_filter(["max_score=curate=4", "max_score=judge=10"]))
+    for pairs, message in ((["min_score=4.5"], "name the rubric.*rubrics present: curate, judge"),
+                           (["min_score=curat=4"], "no sample in scope has a 'curat' score"),
+                           (["max_score=judge=12"], "outside judge's scale 1-10")):
+        with pytest.raises(TaskError, match=message):
+            J.queue_job(conn, "generate", config=CONFIG, dataset="demo", endpoint="local", into="y",
+                        filter=J.parse_filter(pairs))
+    assert conn.execute("SELECT count(*) FROM datasets WHERE name = 'y'").fetchone()[0] == 0
+
+
 @pytest.mark.parametrize("kw,message", [
     ({"params": {"nope": 1}}, "unknown param nope for task generate; valid params: system"),
     ({"params": {"max_tokens": "many"}}, "max_tokens: expected int"),

@@ -67,8 +67,6 @@ def test_braces_inside_strings_do_not_confuse_the_scan():
     ("Clear and complete.\nScore: 5", 5, "Clear and complete."),
     ("Good answer.\n**Score:** 4", 4, "Good answer."),
     ("Fine.\nScore: 3/5", 3, "Fine."),
-    ("The text said Score: 2 earlier.\nOn reflection it is better.\nScore: 4", 4,
-     "The text said Score: 2 earlier.\nOn reflection it is better."),
     ("reasoning\nscore: 5.", 5, "reasoning"),
     ("4\nThe response is accurate but terse.", 4, "The response is accurate but terse."),   # AlpaGasus layout
 ])
@@ -90,7 +88,8 @@ def test_fractional_scores_when_allowed():
     ("Reasoning.\nScore: 6", "outside 1-5"),
     ("Reasoning.\nScore: 10502", "outside 1-5"),
     ("Reasoning.\nScore: 8/10", "out of 5"),
-    ("Reasoning.\nScore: five", "no 'Score: N'"),
+    ("Reasoning.\nScore: five", "in words"),
+    ("The text said Score: 2 earlier.\nOn reflection it is better.\nScore: 4", "does not agree"),
     ("   ", "empty"),
 ])
 def test_score_failures(reply, message):
@@ -105,10 +104,10 @@ def test_indexed_scores():
     assert parse_indexed_scores("[1] Score: 2\n[2] score: 4\n[3] Score: 1", 3) == [2, 4, 1]
     assert parse_indexed_scores("[1] Score: 2\n[2] score: 5", 2, hi=10) == [2, 5]
     assert parse_indexed_scores("[2] Score: 1\n[1] Score: 3", 2) == [3, 1]
-    with pytest.raises(ParseError, match="expected 3"):
+    with pytest.raises(ParseError, match="each of"):
         parse_indexed_scores("[1] Score: 2\n[2] Score: 5", 3)
-    with pytest.raises(ParseError, match="repeated"):
-        parse_indexed_scores("[1] Score: 2\n[1] Score: 5", 2)
+    with pytest.raises(ParseError, match="different scores"):
+        parse_indexed_scores("[1] Score: 2\n[1] Score: 5\n[2] Score: 1", 2)
     with pytest.raises(ParseError, match="outside"):
         parse_indexed_scores("[1] Score: 2\n[2] Score: 9", 2)
 
@@ -165,7 +164,7 @@ def test_aspect_ratings_markdown_headings():
 @pytest.mark.parametrize("mutate, message", [
     (lambda t: t.replace("[truthfulness]\nRating: 5", "[truthfulness]\nRating: 7"), "outside 1-5"),
     (lambda t: t.replace("[helpfulness]\nRating: 3", "[helpfulness]\nRating: N/A"), "N/A is not allowed"),
-    (lambda t: t.replace("[helpfulness]\nRating: 3\n", "[helpfulness]\n"), "found 0"),
+    (lambda t: t.replace("[helpfulness]\nRating: 3\n", "[helpfulness]\n"), "found none"),
     (lambda t: t.replace("[honesty]", "[candour]"), "'honesty'"),
 ])
 def test_aspect_rating_failures(mutate, message):

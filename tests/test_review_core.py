@@ -4,7 +4,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from workbench import review
+from workbench import review, scores
 from workbench.review import Filter
 from workbench.samples import get_sample, insert_samples
 from workbench.store import ensure_dataset, fts_sync, open_store, transaction
@@ -158,8 +158,10 @@ def test_edit_of_conversation_turns_keeps_turns_and_mirrors(conn, ds):
 def test_navigation_within_filters(conn, ds):
     did, ids = ds
     review.decide(conn, ids[1], "accept", SESSION)
-    conn.execute("UPDATE samples SET score = 8.5 WHERE id = ?", (ids[3],))
-    conn.execute("UPDATE samples SET score = 3 WHERE id = ?", (ids[4],))
+    with transaction(conn):
+        scores.record(conn, ids[3], "judge", 8.5, (1, 10))
+        scores.record(conn, ids[4], "judge", 3, (1, 10))
+        scores.record(conn, ids[2], "curate", 3, (1, 5))      # a 3 on another rubric is not a judge 3
     flt = Filter(dataset_id=did)
     assert review.first_id(conn, flt) == ids[0]
     assert review.next_id(conn, flt, ids[0]) == ids[1]
@@ -169,8 +171,13 @@ def test_navigation_within_filters(conn, ds):
     pending = Filter(dataset_id=did, status="pending")
     assert review.next_id(conn, pending, ids[0]) == ids[2]
     assert review.first_pending(conn, Filter(dataset_id=did, status="accepted")) == ids[0]
-    assert review.first_id(conn, Filter(dataset_id=did, min_score=8)) == ids[3]
-    assert review.first_id(conn, Filter(dataset_id=did, min_score=2, max_score=4)) == ids[4]
+    assert review.first_id(conn, Filter(dataset_id=did, min_score="judge=8")) == ids[3]
+    assert review.first_id(conn, Filter(dataset_id=did, min_score="judge=2", max_score="judge=4")) == ids[4]
+    assert review.first_id(conn, Filter(dataset_id=did, max_score="curate=3")) == ids[2]
+    with pytest.raises(ValueError, match="name the rubric"):
+        Filter(dataset_id=did, min_score=8)
+    with pytest.raises(ValueError, match="name the rubric"):
+        Filter(dataset_id=did, min_score="8")
     assert review.first_id(conn, Filter(task_type="code")) > ids[-1]
     assert review.first_id(conn, Filter(dataset_id=did, domain="physics")) is None
     fts_sync(conn)

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from workbench import exporter, sampling
+from workbench import exporter, sampling, scores
 from workbench.samples import insert_samples
 from workbench.store import ensure_dataset, transaction
 
@@ -95,13 +95,30 @@ def test_by_score_prefers_the_best_and_diversity_skips_near_copies(conn):
                      for t in topics] +
               [{"instruction": "Explain the history of the printing press in detail please", "task_type": "qa"},
                {"instruction": "Explain the history of the printing press in detail, please!", "task_type": "qa"}])
-    scores = {ids[i]: float(i) for i in range(10)} | {ids[10]: 20.0, ids[11]: 19.0}
-    conn.executemany("UPDATE samples SET score = ? WHERE id = ?", [(v, k) for k, v in scores.items()])
-    t = target(targets={"task_type": {"qa": 1}}, by="score")
+    judged = {ids[i]: float(i + 1) for i in range(10)} | {ids[10]: 20.0, ids[11]: 19.0}
+    with transaction(conn):
+        for k, v in judged.items():
+            scores.record(conn, k, "judge", v, (1, 20))
+            scores.record(conn, k, "curate", 1 if v > 9 else 5, (1, 5))   # the opposite order: never used here
+    t = target(targets={"task_type": {"qa": 1}}, by="score:judge")
     assert sampling.plan(conn, t, 3, 0).ids == sorted([ids[10], ids[11], ids[9]])
     t.diversity = 0.9
     plan = sampling.plan(conn, t, 3, 0)
     assert plan.ids == sorted([ids[10], ids[9], ids[8]]) and plan.skipped_similar == 1
+    # a score bound names its rubric: judge >= 19 leaves the two printing-press rows, near copies of each other
+    t = target(targets={"task_type": {"qa": 1}}, by="score:judge", min_score=["judge=19"])
+    assert sampling.plan(conn, t, 3, 0).ids == sorted([ids[10], ids[11]])
+    t = target(targets={"task_type": {"qa": 1}}, by="score:juge")
+    with pytest.raises(sampling.TargetError, match="nothing is scored on 'juge'; rubrics present: curate, judge"):
+        sampling.plan(conn, t, 3, 0)
+    for bad, message in (({"by": "score:Judge"}, "score:RUBRIC"), ({"by": "best"}, "score:RUBRIC"),
+                         ({"min_score": 19}, "RUBRIC=N"), ({"min_score": "19"}, "name the rubric"),
+                         ({"min_score": ["judge=x"]}, "not a number"), ({"include_stale": "yes"}, "true or false")):
+        with pytest.raises(sampling.TargetError, match=message):
+            sampling.parse_target({"targets": {"task_type": {"qa": 1}}, **bad}, "t.toml")
+    t = target(targets={"task_type": {"qa": 1}}, min_score=["curate=7"])
+    with pytest.raises(ValueError, match="outside curate's scale 1-5"):
+        sampling.plan(conn, t, 3, 0)
 
 
 def test_cli_writes_a_named_selection_non_destructively(cli, conn, pool, tmp_path):
@@ -148,3 +165,17 @@ def test_target_file_errors_name_the_file_and_entry(cli, conn, pool, tmp_path):
     assert code == 2 and "--size" in err
     code, out, err = cli("sample", "--target", str(good), "--size", "5", "--into", "x")
     assert code == 0, err
+
+
+def test_cli_score_bounds_name_the_rubric(cli, conn, pool, tmp_path):
+    f = tmp_path / "target.toml"
+    f.write_text('[targets.task_type]\nqa = 50\ncoding = 50\n')
+    with transaction(conn):
+        for sid in pool[:10]:
+            scores.record(conn, sid, "curate", 5, (1, 5))
+    code, out, err = cli("sample", "--target", str(f), "--size", "10", "--dry-run", "--min-score", "4.5")
+    assert code == 2 and "name the rubric" in err and "rubrics present: curate" in err
+    code, out, err = cli("sample", "--target", str(f), "--size", "10", "--dry-run", "--json", "--min-score",
+                         "curate=4.5", "--by", "score:curate")
+    assert code == 0, err
+    assert json.loads(out)["eligible"] == 10

@@ -4,7 +4,7 @@ from collections import Counter
 
 import pytest
 
-from workbench import stats, store
+from workbench import scores, stats, store
 from workbench.samples import insert_samples
 
 EDGES = (0, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
@@ -17,7 +17,8 @@ def _length_bucket(n):
 def brute(conn, dataset_id=None, statuses=None):
     """What the histograms must say, counted in Python straight from the rows."""
     rows = conn.execute("SELECT dataset_id, status, task_type, domain, difficulty, instruction_len, response_len, "
-                        "score FROM samples").fetchall()
+                        "(SELECT score FROM sample_scores WHERE sample_id = samples.id AND rubric = 'judge' "
+                        "AND stale = 0) FROM samples").fetchall()
     rows = [r for r in rows if (dataset_id is None or r[0] == dataset_id) and (statuses is None or r[1] in statuses)]
     h = {"status": Counter(r[1] for r in rows),
          "task_type": Counter(r[2] or "(none)" for r in rows),
@@ -44,7 +45,8 @@ def as_counters(counts, statuses=None):
 
 def check(conn, dataset_ids):
     for did in [None, *dataset_ids]:
-        counts = stats.read_counts(conn, did)
+        counts = read_judge(conn, did)
+        assert counts.rubric == "judge" and counts.score_title() == "score: judge (1-10)"
         for statuses in (None, ("accepted",)):
             assert as_counters(counts, statuses) == {k: +v for k, v in brute(conn, did, statuses).items()}, \
                 (did, statuses)
@@ -67,8 +69,17 @@ def two_datasets(conn):
         b = store.ensure_dataset(conn, "b")
         insert_samples(conn, a, make_rows(rng, 300))
         insert_samples(conn, b, make_rows(rng, 200))
-    conn.execute("UPDATE samples SET score = (id % 11) + 0.5 WHERE id % 3 = 0")
+    with store.transaction(conn):
+        for (sid,) in conn.execute("SELECT id FROM samples WHERE id % 3 = 0").fetchall():
+            scores.record(conn, sid, "judge", sid % 9 + 1.5, (1, 10))
+        for (sid,) in conn.execute("SELECT id FROM samples WHERE id % 2 = 0").fetchall():
+            scores.record(conn, sid, "curate", 2, (1, 5))          # another rubric: its own histogram
+        conn.execute("UPDATE sample_scores SET stale = 1 WHERE sample_id % 7 = 0")   # edited since: not counted
     return conn, (a, b), rng
+
+
+def read_judge(conn, did=None):
+    return stats.read_counts(conn, did, "judge")
 
 
 def test_unfolded_folded_and_partly_folded_counts_match_the_rows(two_datasets):
@@ -87,7 +98,9 @@ def test_updates_deletes_and_reused_ids_keep_folded_counts_right(two_datasets):
     conn, dids, rng = two_datasets
     stats.fold(conn)
     conn.execute("UPDATE samples SET status = 'accepted' WHERE id % 4 = 0")          # review decisions
-    conn.execute("UPDATE samples SET score = 9.9 WHERE id % 5 = 0")                   # a judge run
+    with store.transaction(conn):                                                     # a judge run
+        for (sid,) in conn.execute("SELECT id FROM samples WHERE id % 5 = 0").fetchall():
+            scores.record(conn, sid, "judge", 9.9, (1, 10))
     conn.execute("UPDATE samples SET task_type = 'code', response_len = 7 WHERE id % 7 = 0")  # an edit
     conn.execute("UPDATE samples SET dataset_id = ? WHERE id BETWEEN 10 AND 20", (dids[1],))
     conn.execute("DELETE FROM samples WHERE id > 480")                                # the top ids go away...
@@ -126,7 +139,11 @@ def test_stats_summary_has_status_and_every_histogram(two_datasets, db_path):
     assert summary["task_type"] == dict(exp["task_type"])
     assert sum(summary["instruction_len"].values()) == 500
     assert summary["instruction_len"]["10000+"] == exp["instruction_len"][10000]
-    assert summary["score"]["unscored"] == exp["score"]["unscored"]
+    assert summary["score_rubric"] == "curate"                  # the primary rubric (scores.PRIMARY_ORDER)
+    assert summary["scores"]["judge"]["unscored"] == exp["score"]["unscored"]
+    assert summary["scores"]["judge"] == {k: v for k, v in dict(read_judge(conn).histogram("score")).items()}
+    assert summary["scores"]["curate"]["2"] == conn.execute(
+        "SELECT count(*) FROM sample_scores WHERE rubric = 'curate' AND stale = 0").fetchone()[0]
     assert summary["accepted"]["total"] == exp["status"]["accepted"]
     one = stats.stats_summary(conn, "b")
     assert one["dataset"] == "b" and one["total"] == 200
@@ -138,8 +155,14 @@ def test_score_histogram_fills_gaps_and_lists_unscored_last(conn):
     with store.transaction(conn):
         did = store.ensure_dataset(conn, "d")
         insert_samples(conn, did, [{"instruction": str(i)} for i in range(4)])
-    conn.execute("UPDATE samples SET score = CASE id WHEN 1 THEN 2.0 WHEN 2 THEN 5.5 WHEN 3 THEN 5.9 END")
-    assert stats.read_counts(conn).histogram("score") == [("2", 1), ("3", 0), ("4", 0), ("5", 2), ("unscored", 1)]
+    with store.transaction(conn):
+        for sid, v in ((1, 2.0), (2, 5.5), (3, 5.9)):
+            scores.record(conn, sid, "judge", v, (1, 10))
+        scores.record(conn, 4, "curate", 1, (1, 5))
+    assert stats.read_counts(conn, rubric="judge").histogram("score") == [("2", 1), ("3", 0), ("4", 0), ("5", 2),
+                                                                         ("unscored", 1)]
+    assert stats.read_counts(conn, rubric="curate").histogram("score") == [("1", 1), ("unscored", 3)]
+    assert stats.read_counts(conn, rubric="nope").rubric == "curate"     # not present: the primary one
 
 
 def test_targets_parse_fractions_or_percentages_and_reject_nonsense():

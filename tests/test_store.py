@@ -138,3 +138,34 @@ def test_a_store_from_before_migration_5_gets_its_search_index_rebuilt(db_path):
     assert store.fts_sync(c) == 1
     assert c.execute("SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?",
                      (store.fts_query("borrowing"),)).fetchall() == [(1,)]
+
+
+def test_a_store_from_before_migration_8_gets_one_score_per_rubric(db_path):
+    """Judgments and preference lineage of an old store become per-rubric scores; samples.score is emptied."""
+    c = store.connect(db_path)
+    for target in range(7):   # every migration before the scores one
+        with store.transaction(c):
+            store._run_migration(c, target)
+    with store.transaction(c):
+        did = store.ensure_dataset(c, "old")
+        insert_samples(c, did, [{"instruction": f"q{i}", "response": "a"} for i in range(4)])
+        ins = ("INSERT INTO judgments (sample_id, candidate_id, judge, rubric, rubric_version, scores, overall, "
+               "created_at) VALUES (?, ?, ?, ?, '1', ?, ?, ?)")
+        c.execute(ins, (1, None, "m1", "judge", '{"alignment": 9, "response_quality": 6}', 7, "2026-01-01T00:00:00Z"))
+        c.execute(ins, (1, None, "m2", "curate", '{"curation": 4}', 4, "2026-01-01T00:00:01Z"))
+        c.execute(ins, (1, None, "m3", "curate", '{"curation": 5}', 5, "2026-01-01T00:00:02Z"))  # the latest wins
+        c.execute(ins, (2, 99, "m1", "judge", "{}", 3, "2026-01-01T00:00:00Z"))      # a candidate's: not the sample's
+        c.execute(ins, (3, None, "m1", "curate", '{"curation": 2}', 2, "2026-01-01T00:00:00Z"))
+        c.execute("INSERT INTO decisions (sample_id, action, created_at) VALUES (3, 'edit', '2026-02-01T00:00:00Z')")
+        c.execute("UPDATE samples SET score = 5 WHERE id IN (1, 3)")
+        c.execute("""UPDATE samples SET job_id = 1, origin = '{"task": "preference", "rubric": "aspects", "judge": "m1",
+                     "chosen": {"score": 4.5}, "rejected": {"score": 2}}' WHERE id = 4""")
+    c.close()
+    c = store.open_store(db_path)
+    got = {(r[0], r[1]): r[2:] for r in c.execute(
+        "SELECT sample_id, rubric, score, scale_min, scale_max, judge, stale FROM sample_scores")}
+    assert got == {(1, "judge"): (7, 1, 10, "m1", 0), (1, "judge.alignment"): (9, 1, 10, "m1", 0),
+                   (1, "judge.response_quality"): (6, 1, 10, "m1", 0), (1, "curate"): (5, 1, 5, "m3", 0),
+                   (3, "curate"): (2, 1, 5, "m1", 1),                   # edited after it was scored: stale
+                   (4, "preference.chosen"): (4.5, 1, 5, "m1", 0), (4, "preference.rejected"): (2, 1, 5, "m1", 0)}
+    assert c.execute("SELECT count(*) FROM samples WHERE score IS NOT NULL").fetchone()[0] == 0

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from llm_server import LLMServer
-from taskkit import between, config_for, items_of, last_user, rows, samples_of
+from taskkit import between, config_for, items_of, last_user, rows, samples_of, scores_of
 from workbench.config import save_config
 
 BOOK_FILE = "rust-book-paragraphs/original/ch03-04-comments.md"
@@ -50,7 +50,7 @@ def test_text_file_to_curated_pairs(cli, conn, shared_data):
         # round 2: the curated pairs seed the backward model's prompt
         code, out, err = cli("run", "backtranslate", "--dataset", "book", "--endpoint", "test-model",
                              "--into", "book-pairs-2", "--param", "seed_dataset=book-pairs",
-                             "--param", "seed_min_score=4.5", "--param", "num_examples=2",
+                             "--param", "seed_min_score=curate=4.5", "--param", "num_examples=2",
                              "--param", "min_chars=40", "--filter", "limit=3", "--wait")
         assert code == 0, err
         round2 = srv.stats.bodies[len(bt_bodies) + len(samples_of(conn, "book-pairs")):]
@@ -77,8 +77,8 @@ def test_text_file_to_curated_pairs(cli, conn, shared_data):
 
     # curation: scores in the store, the kept flag, and a judgment per pair
     kept = [p for p in pairs if p["metadata"] and p["metadata"]["curation"]["kept"]]
-    assert kept and all(p["score"] == 5 for p in kept)
-    assert all(p["score"] in (2, 4, 5) for p in pairs)
+    assert kept and all(scores_of(conn, p["id"]) == {"curate": 5} for p in kept)
+    assert all(scores_of(conn, p["id"])["curate"] in (2, 4, 5) for p in pairs)
     cur_job = rows(conn, "SELECT * FROM jobs WHERE kind = 'curate'")[0]
     assert cur_job["kept"] == len(kept) and cur_job["dropped"] == len(pairs) - len(kept)
     assert rows(conn, "SELECT count(*) AS n FROM judgments WHERE rubric = 'curate'")[0]["n"] == len(pairs)

@@ -11,7 +11,7 @@ import json
 import pytest
 
 from llm_server import LLMServer
-from taskkit import add_dataset, between, config_for, items_of, last_user, rows, run, samples_of
+from taskkit import add_dataset, between, config_for, items_of, last_user, rows, run, samples_of, scores_of
 from workbench import jobs
 
 PAIRS = [
@@ -61,12 +61,16 @@ def test_judge_stores_judgments_and_item_errors(conn, db_path):
     assert [j["judge"] for j in judged] == ["judge-a", "judge-a", "judge-b"]
     capital_id = samples_of(conn, "pairs")[0]["id"]
     first = next(j for j in judged if j["sample_id"] == capital_id)      # items finish in any order
-    assert first["rubric"] == "judge" and first["rubric_version"] == "1"
+    assert first["rubric"] == "judge" and first["rubric_version"] == "2"
     assert first["scores"] == {"instruction_clarity": 8, "response_quality": 6, "alignment": 9}
     assert first["overall"] == 7 and first["rationale"] == "Clear ask; terse answer." and first["raw"]
     by_inst = {s["instruction"]: s for s in samples_of(conn, "pairs")}
-    assert by_inst["Explain recursion briefly."]["score"] == 9
-    assert by_inst["MISSING score please"]["score"] is None          # never a default score
+    # one score per rubric: the overall and each dimension, each with its scale
+    recursion = scores_of(conn, by_inst["Explain recursion briefly."]["id"], with_scale=True)
+    assert recursion["judge"] == (9, 1, 10, False)
+    assert set(recursion) == {"judge", "judge.instruction_clarity", "judge.response_quality", "judge.alignment"}
+    assert all(v[1:3] == (1, 10) for v in recursion.values())
+    assert scores_of(conn, by_inst["MISSING score please"]["id"]) == {}          # never a default score
     failed = {i["sample_id"]: i for i in items_of(conn, job["id"]) if i["status"] == "failed"}
     errors = {by_inst_id: i["error"] for by_inst_id, i in failed.items()}
     assert len(failed) == 4 and all(i["raw"] for i in failed.values())
@@ -99,10 +103,11 @@ def test_curate_keeps_at_threshold_and_fails_unreadable_scores(conn, db_path):
     assert job["drop_reasons"] == {"below threshold": 1}
     assert (job4["kept"], job4["dropped"]) == (2, 0)
     s = {x["instruction"].split()[0]: x for x in samples_of(conn, "cands")}
-    assert s["five"]["metadata"]["curation"]["kept"] is True and s["five"]["score"] == 5
+    assert s["five"]["metadata"]["curation"]["kept"] is True
+    assert scores_of(conn, s["five"]["id"], with_scale=True) == {"curate": (5, 1, 5, False)}
     assert s["four"]["metadata"]["curation"] == {"score": 4, "kept": True, "threshold": 4.0, "judge": "test-model",
                                                  "rubric_version": "1", "job": job4["id"]}
-    assert s["none"]["score"] is None and "curation" not in (s["none"]["metadata"] or {})
+    assert scores_of(conn, s["none"]["id"]) == {} and "curation" not in (s["none"]["metadata"] or {})
     j = rows(conn, "SELECT * FROM judgments WHERE sample_id = ? ORDER BY id", (s["five"]["id"],))
     assert j[0]["scores"] == {"curation": 5} and j[0]["rationale"] == "Focused, expert and well written."
     errs = sorted(i["error"] for i in items_of(conn, job["id"]) if i["status"] == "failed")
@@ -152,4 +157,4 @@ def test_edited_rubric_is_used_and_recorded(conn, db_path):
         run(conn, db_path, "judge", config=config_for(srv), dataset="pairs")
         assert "STRICT reviewer" in srv.stats.bodies[0]["messages"][0]["content"]
     (j,) = rows(conn, "SELECT * FROM judgments")
-    assert j["rubric"] == "judge" and j["rubric_version"].startswith("1+local.")
+    assert j["rubric"] == "judge" and j["rubric_version"].startswith("2+local.")

@@ -8,7 +8,7 @@ import pytest
 from rich.console import Console
 
 from llm_server import LLMServer
-from taskkit import between, config_for, items_of, last_user, rows, run, samples_of
+from taskkit import between, config_for, items_of, last_user, rows, run, samples_of, scores_of
 from widgets.scores import scores_renderable
 from workbench.review import load_sample
 from workbench import exporter, importer, store
@@ -93,6 +93,8 @@ def test_pairs_from_real_predictions(conn, db_path, prompts_with_predictions):
         assert pair["parent_id"] == src["id"] and pair["instruction"] == src["instruction"]
         assert o["chosen"]["model"] == "text-davinci-003" and o["rejected"]["model"] == "davinci"
         assert (o["chosen"]["score"], o["rejected"]["score"]) == (5, 1)
+        assert scores_of(conn, pair["id"], with_scale=True) == {"preference.chosen": (5, 1, 5, False),
+                                                                "preference.rejected": (1, 1, 5, False)}
         assert o["judge"] == "judge" and o["rubric"] == "aspects" and o["margin"] == 1
         cand = dict(conn.execute("SELECT model, response FROM candidates WHERE id = ?", (o["chosen"]["candidate_id"],))
                     .fetchall())
@@ -114,7 +116,7 @@ def test_pairs_from_real_predictions(conn, db_path, prompts_with_predictions):
     text = console.export_text()
     assert "text-davinci-003" in text and "by judge" in text and "judge on davinci:" in text
     # the judged prompts' own score cache is untouched (candidates were judged, not the sample)
-    assert all(s["score"] is None for s in samples_of(conn, "uo")[:4])
+    assert all(scores_of(conn, s["id"]) == {} for s in samples_of(conn, "uo")[:4])
     failed = [i for i in items_of(conn, job["id"]) if i["status"] == "failed"]
     assert failed[0]["sample_id"] == broken_id and "quite good overall" in failed[0]["raw"]
 
@@ -161,6 +163,7 @@ def test_generated_candidates_judged_by_another_model_and_exported(conn, db_path
     o = pair["origin"]
     assert (pair["response"], pair["rejected"]) == (answers["good"], answers["bad"])
     assert (o["chosen"]["score"], o["rejected"]["score"], o["margin"]) == (10, 2, 2)     # 1-10 rubric: margin 2
+    assert scores_of(conn, pair["id"], with_scale=True)["preference.chosen"] == (10, 1, 10, False)
     assert o["judge"] == "judge" and o["rubric"] == "judge"
     chosen_cand = next(c for c in cands if c["id"] == o["chosen"]["candidate_id"])
     assert chosen_cand["model"] == "good" and chosen_cand["response"] == pair["response"]
@@ -172,3 +175,94 @@ def test_generated_candidates_judged_by_another_model_and_exported(conn, db_path
     assert res.rows == 1
     line = json.loads((tmp_path / "prefs.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert (line["prompt"], line["chosen"], line["rejected"]) == ("Is 7 prime?", answers["good"], answers["bad"])
+
+
+# --- no self-judging ----------------------------------------------------------------------------------------
+
+def _self_judge_setup(conn, srv):
+    from taskkit import add_dataset
+    add_dataset(conn, "p", [{"instruction": "Is 7 prime?"}])
+    cfg = config_for(srv, ("good", "bad", "judge"))
+    cfg["endpoints"]["good-again"] = {**cfg["endpoints"]["good"]}          # another endpoint, the same model
+    cfg["pools"]["gen"] = {"endpoints": ["good", "bad"], "mode": "each"}
+    return cfg
+
+
+def _judge_reply(messages, body):
+    if "Rate the answer below" in last_user(messages):
+        score = 5 if "Yes" in between(last_user(messages), "Answer:") else 1
+        return "\n".join(f"[{a}]\nRating: {score}\nRationale: r." for a in
+                         ("instruction following", "honesty", "truthfulness", "helpfulness"))
+    return "Yes, 7 is prime." if body["model"] == "good" else "No."
+
+
+@pytest.mark.parametrize("judge", [None, "good", "good-again", "gen"])
+def test_a_judge_among_the_generators_is_refused(conn, db_path, cli, judge):
+    from workbench import jobs
+    from workbench.tasks import TaskError
+    with LLMServer(reply=_judge_reply, models=("good", "bad", "judge")) as srv:
+        cfg = _self_judge_setup(conn, srv)
+        before = conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
+        with pytest.raises(TaskError, match="--judge") as e:
+            jobs.queue_job(conn, "preference", config=cfg, dataset="p", pool="gen", judge=judge, params={})
+        assert "--allow-self-judge" in str(e.value) and "model good" in str(e.value)
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == before     # nothing queued
+        assert srv.stats.bodies == []                                                # nothing asked
+
+
+def test_cli_refuses_self_judging_with_a_message_naming_judge(conn, db_path, cli, tmp_path):
+    import tomli_w
+    with LLMServer(reply=_judge_reply, models=("good", "bad", "judge")) as srv:
+        cfg = _self_judge_setup(conn, srv)
+        path = tmp_path / "c.toml"
+        path.write_bytes(tomli_w.dumps(cfg).encode())
+        code, _, err = cli("run", "preference", "--dataset", "p", "--pool", "gen", "--config", str(path),
+                           "--db", str(db_path))
+        assert code == 2 and "--judge" in err and "Traceback" not in err
+        code, out, err = cli("run", "preference", "--dataset", "p", "--pool", "gen", "--judge", "judge",
+                             "--config", str(path), "--db", str(db_path))
+        assert code == 0, err
+
+
+def test_self_judging_when_allowed_is_recorded_and_shown(conn, db_path):
+    from screens.review import lineage_text
+    from workbench import jobs
+    from workbench.worker import run_worker
+    with LLMServer(reply=_judge_reply, models=("good", "bad", "judge")) as srv:
+        cfg = _self_judge_setup(conn, srv)
+        job_id = jobs.queue_job(conn, "preference", config=cfg, dataset="p", pool="gen", judge="good",
+                                params={}, allow_self_judge=True)
+        run_worker(db_path, cfg, until_idle=True, job_id=job_id)
+    job = jobs.get_job(conn, job_id)
+    assert job["params"]["allow_self_judge"] is True
+    assert job["params"]["self_judge"] == [{"endpoint": "good", "model": "good"}]
+    from screens.jobs import detail_text
+    assert "self-judging allowed" in detail_text(job).plain           # the Jobs screen says so too
+    (pair,) = samples_of(conn, "p-preference")
+    assert pair["origin"]["self_judged"] is True and pair["origin"]["judge"] == "good"
+    text = lineage_text(load_sample(conn, pair["id"])["lineage"]).plain
+    assert "self-judged" in text and "judge: good" in text
+
+
+def test_an_independent_judge_is_not_marked(conn, db_path):
+    from screens.review import lineage_text
+    with LLMServer(reply=_judge_reply, models=("good", "bad", "judge")) as srv:
+        cfg = _self_judge_setup(conn, srv)
+        job = run(conn, db_path, "preference", config=cfg, dataset="p", pool="gen", judge="judge")
+    assert "allow_self_judge" not in job["params"]
+    from screens.jobs import detail_text
+    assert "self-judging" not in detail_text(job).plain
+    (pair,) = samples_of(conn, "p-preference")
+    assert pair["origin"]["self_judged"] is False
+    assert "self-judged" not in lineage_text(load_sample(conn, pair["id"])["lineage"]).plain
+
+
+def test_stored_candidates_of_the_judges_model_are_refused(conn, db_path, prompts_with_predictions):
+    from workbench import jobs
+    from workbench.tasks import TaskError
+    with LLMServer(reply=aspect_reply(lambda a: 3), models=("davinci",)) as srv:
+        cfg = config_for(srv, ("davinci",))
+        with pytest.raises(TaskError, match="model davinci"):
+            jobs.queue_job(conn, "preference", config=cfg, dataset="uo", endpoint="davinci",
+                           params={"candidates": "existing"})
+

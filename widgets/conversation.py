@@ -11,7 +11,8 @@ ROLE_STYLES = {"system": "bold yellow", "user": "bold cyan", "human": "bold cyan
 
 
 def conversation_text(turns: list[tuple[str, str]], limit: int | None = DEFAULT_LIMIT,
-                      more_hint: str = "m: show more", title: str = "", sizes: list | None = None) -> tuple[Text, int]:
+                      more_hint: str = "m: show more", title: str = "", show_invisible: bool = False,
+                      sizes: list | None = None) -> tuple[Text, int]:
     """turns = [(role or label, content)]; each turn capped at `limit` characters. Returns (Text, hidden chars).
     `sizes[i]`: the stored size in bytes of turn i when its content is only the start (clipped)."""
     out, hidden_total = Text(end=""), 0
@@ -24,7 +25,7 @@ def conversation_text(turns: list[tuple[str, str]], limit: int | None = DEFAULT_
         label.stylize(ROLE_STYLES.get(str(role).lower(), "bold blue"))
         out.append_text(label)
         out.append("\n")
-        body, hidden = safe_text(content, limit)
+        body, hidden = safe_text(content, limit, show_invisible=show_invisible)
         size = sizes[i] if sizes and i < len(sizes) else None
         if size is not None:
             hidden = clipped_hidden(content or "", hidden, size)
@@ -62,7 +63,8 @@ class Conversation(Static):
         self.more_hint = more_hint
         self.hidden = 0
 
-    def show(self, turns: list[tuple[str, str]], limit: int | None = DEFAULT_LIMIT, sizes: list | None = None) -> int:
-        text, self.hidden = conversation_text(turns, limit, self.more_hint, self.heading, sizes)
+    def show(self, turns: list[tuple[str, str]], limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False,
+             sizes: list | None = None) -> int:
+        text, self.hidden = conversation_text(turns, limit, self.more_hint, self.heading, show_invisible, sizes)
         self.update(text)
         return self.hidden

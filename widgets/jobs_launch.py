@@ -16,6 +16,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from workbench import endpoints as E
+from workbench.safe_text import sanitize
 from workbench.tasks import load_tasks, parse_value
 
 
@@ -154,7 +155,7 @@ class LaunchDialog(ModalScreen):
         try:
             job_id = await self.submit(req)
         except ValueError as e:     # TaskError, EndpointError: the user can fix the form
-            error.update(Text(str(e)))
+            error.update(Text(sanitize(str(e))))
             return
         self.dismiss(job_id)
 

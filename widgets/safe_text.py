@@ -1,10 +1,10 @@
 """Untrusted text shown literally: no markup, no escape sequences reaching the terminal, long fields capped.
 
 Dataset text goes through `safe_text()` into a rich `Text` (never parsed as markup). Control characters (ESC, BEL,
-NUL, C1 codes, lone CR), bidi override/isolate controls and lone surrogates are replaced by visible stand-ins
-(␛, ␇, <U+202E>, ...) in reverse video, so they can neither recolour nor move the screen nor crash the UTF-8
-writer. Tabs become spaces. Past `limit` characters (or `MAX_LINES` lines) the rest is counted, not drawn: a
-100k-character field would cost ~170 ms a draw.
+NUL, C1 codes, lone CR), bidi override/isolate controls and lone surrogates are replaced by the core sanitizer's
+visible stand-ins (workbench/safe_text.py: ␛, ␇, <U+202E>, ...) in reverse video, so they can neither
+recolour nor move the screen nor crash the UTF-8 writer. Tabs become spaces. Past `limit` characters (or
+`MAX_LINES` lines) the rest is counted, not drawn: a 100k-character field would cost ~170 ms a draw.
 """
 from __future__ import annotations
 
@@ -13,22 +13,13 @@ import re
 from rich.text import Text
 from textual.widgets import Static
 
+from workbench.safe_text import UNSAFE, ZERO_WIDTH, label, visible  # noqa: F401 (label: for callers)
+
+_UNSAFE_OR_INVISIBLE = re.compile(f"{UNSAFE.pattern}|{ZERO_WIDTH.pattern}")
 DEFAULT_LIMIT = 4000
 MAX_LINES = 400
 TAB_SIZE = 4
 CONTROL_STYLE = "reverse"
-
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
-
-
-def visible(ch: str) -> str:
-    """A visible stand-in for one unsafe character."""
-    o = ord(ch)
-    if o < 0x20:
-        return chr(0x2400 + o)  # Unicode "control pictures": ␀ … ␛ …
-    if o == 0x7F:
-        return "␡"
-    return f"<U+{o:04X}>"
 
 
 def cap(value: str, limit: int, max_lines: int = MAX_LINES) -> tuple[str, int]:
@@ -44,14 +35,16 @@ def cap(value: str, limit: int, max_lines: int = MAX_LINES) -> tuple[str, int]:
     return shown, len(value) - len(shown)
 
 
-def safe_text(value, limit: int | None = DEFAULT_LIMIT, style: str = "") -> tuple[Text, int]:
-    """(Text to draw, characters not drawn). `limit=None` draws everything."""
+def safe_text(value, limit: int | None = DEFAULT_LIMIT, style: str = "", show_invisible: bool = False
+              ) -> tuple[Text, int]:
+    """(Text to draw, characters not drawn). `limit=None` draws everything. `show_invisible` also marks the
+    zero-width characters (ZWJ, ZWNJ, ...) that are otherwise drawn as they are."""
     value = "" if value is None else str(value)
     value = value.replace("\r\n", "\n")
     shown, hidden = cap(value, limit) if limit is not None else (value, 0)
     text = Text(style=style, overflow="fold", no_wrap=False, end="")
     pos = 0
-    for m in _UNSAFE.finditer(shown):
+    for m in (_UNSAFE_OR_INVISIBLE if show_invisible else UNSAFE).finditer(shown):
         if m.start() > pos:
             text.append(shown[pos:m.start()])
         text.append(visible(m.group()), style=CONTROL_STYLE)
@@ -98,10 +91,11 @@ class SafeText(Static):
         self.value: str | None = None
         self.hidden = 0
 
-    def show(self, value: str | None, limit: int | None = DEFAULT_LIMIT, size: int | None = None) -> int:
+    def show(self, value: str | None, limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False,
+             size: int | None = None) -> int:
         """`size`: the stored size in bytes when `value` is only the field's start (a clipped field)."""
         self.value = value
-        body, self.hidden = safe_text(value, limit)
+        body, self.hidden = safe_text(value, limit, show_invisible=show_invisible)
         if size is not None:
             self.hidden = clipped_hidden(value or "", self.hidden, size)
         out = Text(end="")

@@ -26,21 +26,19 @@ from textual.message import Message
 from textual.strip import Strip
 from textual.widget import Widget
 
+from workbench.safe_text import sanitize
+
 CELL_CHARS = 300   # a cell never needs more characters than a terminal is wide
 
-# C0/C1 controls and DEL shown as visible stand-ins; bidi overrides and isolates dropped (they reorder
-# the rest of the line in terminals that apply them); line breaks and tabs become spaces.
-_ONE_LINE = {c: "\ufffd" for c in [*range(0x00, 0x20), 0x7F, *range(0x80, 0xA0)]}
-_ONE_LINE.update({0x09: " ", 0x0A: " ", 0x0D: " ", 0x0B: " ", 0x0C: " ", 0x1B: "\u241b",
-                  0x2028: " ", 0x2029: " "})
-_ONE_LINE.update({c: None for c in [*range(0x202A, 0x202F), *range(0x2066, 0x206A)]})
-_ONE_LINE.update({c: "\ufffd" for c in range(0xD800, 0xE000)})   # lone surrogates would break the UTF-8 writer
+# line breaks and tabs become spaces in a cell; every other control goes through the one sanitizer
+_BREAKS = str.maketrans({c: " " for c in "\t\n\r\x0b\x0c\u2028\u2029"})
 
 
 def one_line(text: Any, limit: int = CELL_CHARS) -> str:
-    """Untrusted text as one printable line (ESC shows as ␛, other controls as �), capped at `limit` chars."""
+    """Untrusted text as one printable line (ESC shows as ␛, other controls as visible stand-ins, see
+    workbench/safe_text.py), capped at `limit` chars."""
     s = "" if text is None else str(text)
-    return s[:limit].translate(_ONE_LINE)
+    return sanitize(s[:limit].translate(_BREAKS))
 
 
 def fit(text: str, width: int, justify: str = "left") -> str:

@@ -28,6 +28,7 @@ from textual.screen import Screen
 
 from . import keymap
 from .config import ConfigError, load_config, load_ui_state, resolve_config_path, save_ui_state
+from .safe_text import sanitize
 from .store import open_store, resolve_db_path
 
 # name -> "module:Class". List only modules that exist: a missing one is an error when opened, not hidden.
@@ -99,7 +100,8 @@ class WorkbenchApp(App):
     BINDINGS = key_specs_bindings("app")
 
     def __init__(self, db: str | Path | None = None, config: str | Path | None = None,
-                 dataset: str | None = None, screen: str | None = None, sample_id: int | None = None):
+                 dataset: str | None = None, screen: str | None = None, sample_id: int | None = None,
+                 selection: str | None = None):
         super().__init__()
         self.db_path = resolve_db_path(db)
         self.config_path = resolve_config_path(config)
@@ -109,6 +111,7 @@ class WorkbenchApp(App):
         self.current_dataset: str | None = dataset
         self._start_screen = screen
         self._start_sample = sample_id
+        self._start_selection = selection
         self.store_ready = asyncio.Event()
         self.sample_import: str | None = None  # message about the first-run sample import, once done
 
@@ -127,12 +130,13 @@ class WorkbenchApp(App):
             await runner.run(lambda conn: None)  # open + migrate before any screen reads
         except Exception as e:  # a store we cannot open: say why and leave
             runner.close()
-            self.exit(return_code=2, message=f"error: cannot open store {self.db_path}: {e}")
+            self.exit(return_code=2, message=sanitize(f"error: cannot open store {self.db_path}: {e}"))
             return
         self.store_ready.set()
         self.push_screen(self.make_screen("datasets"))
         if self._start_screen:
-            self.open_screen(self._start_screen, dataset=self.current_dataset, sample_id=self._start_sample)
+            self.open_screen(self._start_screen, dataset=self.current_dataset, sample_id=self._start_sample,
+                             selection=self._start_selection)
         try:
             from .sample import ensure_sample
             if await runner.run(ensure_sample):
@@ -142,6 +146,12 @@ class WorkbenchApp(App):
             self.notify(f"could not import the bundled sample: {e}", severity="error", timeout=10)
         finally:
             runner.close()
+
+    def notify(self, message, *, title: str = "", severity="information", timeout=None, markup: bool = True) -> None:
+        """Every notification (screens' and widgets' go through here) is plain sanitized text: messages quote
+        names, paths and errors, which must neither reach the terminal as controls nor be parsed as markup."""
+        super().notify(sanitize(str(message)), title=sanitize(title, one_line=True), severity=severity,
+                       timeout=timeout, markup=False)
 
     # --- screens -------------------------------------------------------------------------------------
 
@@ -224,13 +234,16 @@ class WorkbenchApp(App):
 
 
 def run_app(db: str | Path | None = None, config: str | Path | None = None, dataset: str | None = None,
-            screen: str | None = None, sample_id: int | None = None) -> int:
+            screen: str | None = None, sample_id: int | None = None, selection: str | None = None) -> int:
     """Start the TUI; returns the exit code. A bad config or keymap stops before the terminal is taken over."""
+    from .store import StoreLocationError, check_location
     try:
-        app = WorkbenchApp(db=db, config=config, dataset=dataset, screen=screen, sample_id=sample_id)
-    except (ConfigError, keymap.KeymapError) as e:
+        check_location(db)
+        app = WorkbenchApp(db=db, config=config, dataset=dataset, screen=screen, sample_id=sample_id,
+                           selection=selection)
+    except (ConfigError, keymap.KeymapError, StoreLocationError) as e:
         import sys
-        print(f"error: {e}", file=sys.stderr)
+        print(sanitize(f"error: {e}"), file=sys.stderr)   # a config error may quote its text
         return 2
     app.run()
     return app.return_code or 0

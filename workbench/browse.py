@@ -12,19 +12,29 @@ import hashlib
 import heapq
 import shlex
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from . import scores
 from .store import STATUSES, fts_query
 
 SORT_KEYS = ("id", "score", "length", "status", "task_type")
-_SORT_SQL = {"id": "id", "score": "score", "length": "instruction_len + response_len", "status": "status",
-             "task_type": "task_type"}
+_SORT_SQL = {"id": "id", "length": "instruction_len + response_len", "status": "status",
+             "task_type": "task_type"}   # score: the fresh score of the Filter's rubric (scores.ranked_sql)
 _NULLABLE = {"score", "task_type"}
 PREVIEW_CHARS = 200   # enough for a table cell; the full text is in Review
 
-_COLUMNS = (f"id, dataset_id, CASE WHEN instruction != '' OR messages IS NULL THEN substr(instruction, 1, "
+
+def _sort_sql(key: str, rubric: str | None) -> str:
+    if key == "score":
+        return scores.ranked_sql(rubric, "samples.id") if rubric else "NULL"
+    return _SORT_SQL[key]
+
+
+def _columns(score: str) -> str:
+    """The Row columns; `score` is the SQL of the score column."""
+    return (f"id, dataset_id, CASE WHEN instruction != '' OR messages IS NULL THEN substr(instruction, 1, "
             f"{PREVIEW_CHARS}) ELSE substr(messages, 1, {PREVIEW_CHARS}) END, substr(response, 1, {PREVIEW_CHARS}), "
-            f"status, score, task_type, instruction_len + response_len")
+            f"status, {score}, task_type, instruction_len + response_len")
 
 
 @dataclass(frozen=True)
@@ -33,8 +43,8 @@ class Filter:
     status: str | None = None
     task_type: str | None = None
     domain: str | None = None
-    min_score: float | None = None
-    max_score: float | None = None
+    scores: scores.ScoreFilter = scores.ScoreFilter()   # bounds per rubric (query: score:curate=4..5)
+    rubric: str | None = None      # whose score the score column shows and the score sort orders by
     search: str | None = None      # words, all required (FTS5 over instruction, input, response)
 
     def __post_init__(self):
@@ -48,12 +58,10 @@ class Filter:
             if getattr(self, col) is not None:
                 conds.append(f"{col} = ?")
                 params.append(getattr(self, col))
-        if self.min_score is not None:
-            conds.append("score >= ?")
-            params.append(self.min_score)
-        if self.max_score is not None:
-            conds.append("score <= ?")
-            params.append(self.max_score)
+        if self.scores:
+            cond, cparams = self.scores.sql("samples.id")
+            conds.append(cond)
+            params.extend(cparams)
         if hits:
             conds.append(hits.condition(sort_key))
         elif self.search and fts_query(self.search):
@@ -79,10 +87,11 @@ class Row:
     instruction: str      # previews, capped at PREVIEW_CHARS
     response: str
     status: str
-    score: float | None
+    score: float | None   # the Filter's rubric's fresh score
     task_type: str | None
     length: int           # instruction + response characters
     key: tuple            # (sort value, id): pass as after_key to continue from this row
+    scores: tuple = ()    # every score of the sample (scores.of_samples), for display
 
 
 def _segments(col: str, nullable: bool, ascending: bool, after) -> list[tuple[str, tuple, str]]:
@@ -102,14 +111,55 @@ def _segments(col: str, nullable: bool, ascending: bool, after) -> list[tuple[st
     return segs if ascending else segs + nulls
 
 
-def _scan(conn, where: str, params: tuple, sort: Sort, ascending: bool, after, limit: int) -> list[Row]:
+def _score_segments(ascending: bool, after) -> list[tuple[bool, str, tuple, str]]:
+    """Like _segments for the score sort: (scored?, where, params, order by). Scored segments walk the index
+    sample_scores(rubric, stale, score) (sample_id follows score in it, as the key's second part); unscored rows
+    (no fresh score on the rubric) walk samples by id."""
+    d, cmp = ("", ">") if ascending else (" DESC", "<")
+    nulls = [(False, "1", (), "id" + d)]
+    values_all = (True, "1", (), f"sc.score{d}, sc.sample_id{d}")
+    if after is None:
+        return nulls + [values_all] if ascending else [values_all] + nulls
+    v, i = after
+    if v is None:
+        rest = (False, f"id {cmp} ?", (i,), "id" + d)
+        return [rest, values_all] if ascending else [rest]
+    segs = [(True, f"sc.score = ? AND sc.sample_id {cmp} ?", (v, i), f"sc.sample_id{d}"),
+            (True, f"sc.score {cmp} ?", (v,), f"sc.score{d}, sc.sample_id{d}")]
+    return segs if ascending else segs + nulls
+
+
+def _scan_scores(conn, where: str, params: tuple, ascending: bool, after, limit: int, rubric: str) -> list[Row]:
     out: list[Row] = []
-    col = _SORT_SQL[sort.key]
+    for scored, seg_where, seg_params, order in _score_segments(ascending, after):
+        if len(out) >= limit:
+            break
+        if scored:
+            sql = (f"SELECT {_columns('sc.score')} FROM sample_scores sc "
+                   f"JOIN samples ON samples.id = sc.sample_id WHERE sc.rubric = ? AND sc.stale = 0 AND {where} "
+                   f"AND {seg_where} ORDER BY {order} LIMIT ?")
+        else:
+            sql = (f"SELECT {_columns('NULL')} FROM samples WHERE {where} AND NOT EXISTS (SELECT 1 FROM sample_scores sc "
+                   f"WHERE sc.sample_id = samples.id AND sc.rubric = ? AND sc.stale = 0) AND {seg_where} "
+                   f"ORDER BY {order} LIMIT ?")
+        args = (rubric, *params, *seg_params, limit - len(out)) if scored else \
+            (*params, rubric, *seg_params, limit - len(out))
+        out.extend(_row(r, "score") for r in conn.execute(sql, args))
+    return out
+
+
+def _scan(conn, where: str, params: tuple, sort: Sort, ascending: bool, after, limit: int,
+          rubric: str | None = None) -> list[Row]:
+    if sort.key == "score" and rubric:
+        return _scan_scores(conn, where, params, ascending, after, limit, rubric)
+    out: list[Row] = []
+    col = _sort_sql(sort.key, rubric)
     for seg_where, seg_params, order in _segments(col, sort.key in _NULLABLE, ascending, after):
         if len(out) >= limit:
             break
-        cur = conn.execute(f"SELECT {_COLUMNS} FROM samples WHERE {where} AND {seg_where} ORDER BY {order} LIMIT ?",
-                           (*params, *seg_params, limit - len(out)))
+        cur = conn.execute(f"SELECT {_columns(_sort_sql('score', rubric))} FROM samples WHERE {where} AND {seg_where} "
+                           f"ORDER BY {order} "
+                           f"LIMIT ?", (*params, *seg_params, limit - len(out)))
         out.extend(_row(r, sort.key) for r in cur)
     return out
 
@@ -139,10 +189,12 @@ def page(conn: sqlite3.Connection, flt: Filter = Filter(), sort: Sort = Sort(), 
         parts = []
         for (did,) in conn.execute("SELECT id FROM datasets ORDER BY id").fetchall():
             w, p = Filter(**{**flt.__dict__, "dataset_id": did}).sql(hits, sort.key)
-            parts.append(_scan(conn, w, p, sort, ascending, after_key, limit))
+            parts.append(_scan(conn, w, p, sort, ascending, after_key, limit, flt.rubric))
         rows = list(heapq.merge(*parts, key=_order, reverse=not ascending))[:limit]
     else:
-        rows = _scan(conn, where, params, sort, ascending, after_key, limit)
+        rows = _scan(conn, where, params, sort, ascending, after_key, limit, flt.rubric)
+    by_id = scores.of_samples(conn, [r.id for r in rows])
+    rows = [replace(r, scores=tuple(by_id[r.id])) for r in rows]
     return rows[::-1] if backward else rows
 
 
@@ -197,11 +249,19 @@ def search_hits(conn: sqlite3.Connection, search: str | None) -> Hits | None:
     return Hits(f"temp.{name}", row[0])
 
 
-QUERY_HELP = "words to search, and filters: status:accepted task:qa domain:law dataset:NAME|* score:7..10"
+QUERY_HELP = ("words to search, and filters: status:accepted task:qa domain:law dataset:NAME|* score:curate=4..5 "
+              "(score:judge shows and sorts by judge) stale:include")
 
 
-def parse_query(text: str, datasets: dict[str, int], dataset_id: int | None = None) -> Filter:
+def parse_query(text: str, datasets: dict[str, int], dataset_id: int | None = None,
+                rubrics: dict | None = None) -> Filter:
     """The Browse query bar: search words plus key:value filters (quote values with spaces: dataset:'my set').
+
+    Scores: `score:RUBRIC=LO..HI` (also =N, =LO.., =..HI; one per rubric, several rubrics allowed) keeps samples
+    whose fresh score on RUBRIC is in the range; `score:RUBRIC` alone only picks the rubric the score column shows
+    and the score sort orders by (default: the first score:RUBRIC named, else scores.primary_rubric);
+    `stale:include` lets score ranges match stale scores too. `rubrics` ({rubric: scale}, from scores.rubrics)
+    refuses a rubric nothing is scored on and a bound off its scale; a bare `score:7..10` is always refused.
 
     `dataset_id` is the dataset shown when the query names none. Raises ValueError saying what is wrong.
     """
@@ -210,7 +270,8 @@ def parse_query(text: str, datasets: dict[str, int], dataset_id: int | None = No
     except ValueError as e:
         raise ValueError(f"cannot read the query: {e}") from None
     fields: dict = {"dataset_id": dataset_id}
-    words = []
+    words, mins, maxs, shown, include_stale = [], [], [], [], False
+    present = rubrics if rubrics is not None else {}
     for tok in tokens:
         key, sep, value = tok.partition(":")
         key = key.lower()
@@ -233,18 +294,27 @@ def parse_query(text: str, datasets: dict[str, int], dataset_id: int | None = No
                 raise ValueError(f"dataset:{value}: no such dataset" +
                                  (f" (one of {', '.join(datasets)})" if datasets else ""))
         elif key == "score":
-            fields["min_score"], fields["max_score"] = _score_range(value)
+            if "=" not in value and scores.RUBRIC_RE.fullmatch(value):
+                _known(value, present, rubrics is not None)
+                shown.append(value)
+                continue
+            rubric, lo, hi = scores.parse_range(value, present)
+            shown.append(rubric)
+            mins += [] if lo is None else [f"{rubric}={lo!r}"]
+            maxs += [] if hi is None else [f"{rubric}={hi!r}"]
+        elif key == "stale":
+            if value != "include":
+                raise ValueError(f"stale:{value}: only stale:include (score ranges also match stale scores)")
+            include_stale = True
         else:
             raise ValueError(f"{key}: unknown filter; {QUERY_HELP} (to search for a word with a colon, quote it "
                              f"and leave out the colon)")
-    return Filter(**fields, search=" ".join(words) or None)
+    sf = scores.build(mins, maxs, include_stale, rubrics)
+    rubric = shown[0] if shown else scores.primary_rubric(present)
+    return Filter(**fields, scores=sf, rubric=rubric, search=" ".join(words) or None)
 
 
-def _score_range(value: str) -> tuple[float | None, float | None]:
-    lo, sep, hi = value.partition("..")
-    try:
-        if not sep:
-            return float(lo), float(lo)
-        return (float(lo) if lo else None), (float(hi) if hi else None)
-    except ValueError:
-        raise ValueError(f"score:{value}: a number or a range like 7..10, 7.. or ..5") from None
+def _known(rubric: str, present: dict, check: bool) -> None:
+    if check and rubric not in present:
+        raise ValueError(f"score:{rubric}: nothing is scored on {rubric!r}; "
+                         + (f"rubrics present: {', '.join(sorted(present))}" if present else "no sample has a score"))

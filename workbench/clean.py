@@ -34,6 +34,7 @@ import orjson
 
 from .samples import write_text
 from .store import STATUSES, now, transaction
+from .textnorm import drop_invisible, strip_controls
 
 # --- runs: the undoable log --------------------------------------------------------------------------------
 
@@ -154,17 +155,15 @@ def undo_run(conn: sqlite3.Connection, run: str) -> UndoResult:
 
 NORMALIZE_DEFAULTS = {
     "unicode": "NFC",        # or "NFKC" (also folds full-width forms and ligatures; changes x² to x2), or false
-    "invisible": True,       # drop zero-width characters and BOMs; no-break spaces become spaces
-    "control": True,         # drop control characters other than newline and tab
+    "invisible": True,       # drop zero-width characters and BOMs (ZWJ/ZWNJ kept inside words and emoji);
+                             # no-break spaces become spaces
+    "control": True,         # drop terminal escape sequences whole, then control characters but newline and tab
     "whitespace": True,      # trailing spaces, runs of spaces inside prose lines, 3+ blank lines, outer blanks
     "html": True,            # stray HTML outside code: <br>/<p> become line breaks, known tags go, entities decode
 }
 
 _FENCE = re.compile(r"(```.*?(?:```|\Z)|`[^`\n]*`)", re.S)     # code spans are left exactly as written
 _HOLE = "\ue000"
-_INVISIBLE = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"), None)
-_INVISIBLE.update({0xA0: " ", 0x202F: " ", 0x2007: " "})
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _BREAK_TAG = re.compile(r"<br\s*/?>", re.I)
 _PARA_TAG = re.compile(r"</?p(?:\s[^<>]*)?>", re.I)
 _KNOWN_TAG = re.compile(r"</?(?:div|span|b|i|u|em|strong|font|center|small|big|section|article|html|body|"
@@ -214,10 +213,10 @@ def normalize_text(text: str, opts: dict = NORMALIZE_DEFAULTS) -> str:
             s = _KNOWN_TAG.sub("", s)
             return _ENTITY.sub(lambda m: html.unescape(m.group(0)), s)
         text = _prose(text, unmark)
-    if opts["invisible"]:
-        text = text.translate(_INVISIBLE)
     if opts["control"]:
-        text = _CONTROL.sub("", text)
+        text = strip_controls(text)      # first: an ESC sequence goes whole, not leaving "[31m" behind
+    if opts["invisible"]:
+        text = drop_invisible(text)
     if opts["whitespace"]:
         text = _prose(text, lambda s: _SPACES.sub(" ", s))
         text = _TRAILING.sub("", text)

@@ -12,6 +12,7 @@ from pathlib import Path
 import platformdirs
 import tomli_w
 
+from .fileperms import open_private, private_dir
 from .store import APP_NAME
 
 
@@ -49,9 +50,9 @@ def load_config(path: str | os.PathLike | None = None) -> dict:
 def save_config(config: dict, path: str | os.PathLike | None = None) -> Path:
     """Write atomically: a crash mid-write never leaves a truncated config."""
     p = resolve_config_path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(p.parent)
     tmp = p.with_suffix(".toml.tmp")
-    with open(tmp, "wb") as f:
+    with open_private(tmp, "wb") as f:     # 0600: the config names where the key is
         tomli_w.dump(config, f)
     os.replace(tmp, p)
     return p

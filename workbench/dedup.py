@@ -36,6 +36,7 @@ import orjson
 from rapidfuzz import process
 from rapidfuzz.distance import Indel
 
+from . import scores
 from .clean import log_status_changes, new_run   # the undoable run log, shared with the filters
 from .store import STATUSES, transaction
 
@@ -466,15 +467,16 @@ class Member:
     line: int | None             # samples.source_line: line/row in the imported file
     dataset: str
     status: str
-    score: float | None
+    score: float | None          # the fresh score on the rubric keep-best ranks by (see describe)
     content_hash: int
+    rubric: str | None = None
     exact: bool = False          # another member has the same content hash (an import-time exact duplicate)
     similarity: float = 1.0      # to the keeper, over the compared fields (the lowest of them)
     keep: bool = False
 
     def to_json(self) -> dict:
         return {"id": self.id, "line": self.line, "dataset": self.dataset, "status": self.status,
-                "score": self.score, "keep": self.keep, "exact": self.exact,
+                "score": self.score, "rubric": self.rubric, "keep": self.keep, "exact": self.exact,
                 "similarity": round(self.similarity, 4)}
 
 
@@ -492,7 +494,7 @@ class Cluster:
 
 
 def best_member(members: list[Member]) -> Member:
-    """Keep-best: the highest judge score; without scores (or on a tie) the earliest sample."""
+    """Keep-best: the highest score on the rubric; without scores (or on a tie) the earliest sample."""
     return min(members, key=lambda m: (m.score is None, -(m.score or 0.0), m.id))
 
 
@@ -503,18 +505,32 @@ def _similarity(a: tuple[str, str | None], b: tuple[str, str | None]) -> float:
     return min(sims)
 
 
+def ranking_rubric(conn: sqlite3.Connection, rubric: str | None = None) -> str | None:
+    """The rubric keep-best ranks by: the one named (it must have scores), else scores.primary_rubric."""
+    present = scores.rubrics(conn)
+    if rubric is not None:
+        if rubric not in present:
+            raise ValueError(f"--rubric {rubric}: nothing is scored on it; "
+                             + (f"rubrics present: {', '.join(sorted(present))}" if present else "no scores yet"))
+        return rubric
+    return scores.primary_rubric(present)
+
+
 def describe(conn: sqlite3.Connection, clusters: list[list[int]], fields: tuple[str, ...] = DEFAULT_FIELDS,
-             with_similarity: bool = True) -> list[Cluster]:
-    """Clusters of ids -> Cluster objects with each member's line, dataset, status, score and the keep-best pick."""
+             with_similarity: bool = True, rubric: str | None = None) -> list[Cluster]:
+    """Clusters of ids -> Cluster objects with each member's line, dataset, status, score and the keep-best pick.
+    Scores are `rubric`'s fresh ones (default: see ranking_rubric)."""
     names = dict(conn.execute("SELECT id, name FROM datasets"))
+    rubric = ranking_rubric(conn, rubric)
+    score_sql = scores.ranked_sql(rubric, "samples.id") if rubric else "NULL"
     out = []
     for ids in clusters:
         rows = {}
         for i in range(0, len(ids), 900):
             chunk = ids[i:i + 900]
-            for r in conn.execute("SELECT id, source_line, dataset_id, status, score, content_hash FROM samples "
+            for r in conn.execute(f"SELECT id, source_line, dataset_id, status, {score_sql}, content_hash FROM samples "
                                   f"WHERE id IN ({','.join('?' * len(chunk))})", chunk):
-                rows[r[0]] = Member(r[0], r[1], names.get(r[2], str(r[2])), r[3], r[4], r[5])
+                rows[r[0]] = Member(r[0], r[1], names.get(r[2], str(r[2])), r[3], r[4], r[5], rubric)
         members = [rows[i] for i in ids if i in rows]
         if len(members) < 2:
             continue

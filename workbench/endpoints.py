@@ -4,6 +4,7 @@
     base_url = "http://127.0.0.1:8000/v1"
     model = "qwen2.5-7b-instruct"
     api_key_env = "LOCAL_LLM_KEY"      # the NAME of the environment variable; the key itself is never stored
+    # api_key_file = "/home/me/.keys/local"   # or: a file holding the key, readable by its owner only (chmod 600)
     max_concurrency = 64
     rpm = 0                            # requests per minute, 0 = unlimited
     tpm = 0                            # tokens per minute, 0 = unlimited
@@ -20,11 +21,14 @@
     endpoints = ["local", "other"]
     mode = "spread"                    # spread: least busy first | each: one reply per model
 
-The key is read from the environment only when a client is built, and is redacted from every error message.
+The key is read from the environment (or the key file) only when a client is built, and is redacted from every
+reply and error text before anything is stored or logged.
 """
 from __future__ import annotations
 
 import os
+import re
+import stat
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
@@ -33,6 +37,13 @@ POOL_MODES = ("spread", "each")
 # A server that needs no key still gets a non-empty one: the openai client refuses to run without.
 NO_KEY = "no-key"
 DEFAULT_MAX_REPLY_BYTES = 1 << 20   # 1 MiB: far above any real completion, far below what freezes a screen
+ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# what keys look like: a provider prefix, or a long mix of lower case and digits (variable names are words)
+KEY_PREFIX = re.compile(r"((sk|pk|rk|hf|ghp|gho|ghs|github_pat|glpat)[-_]|xox[abpr]-|AIza)[A-Za-z0-9]")
+MIN_REDACT = 8   # shorter "keys" (test values, "no-key") are not searched for in replies: too many false hits
+WHERE_KEYS_GO = ("put the key in an environment variable (export MY_LLM_KEY=...) and pass its NAME "
+                 "(--api-key-env MY_LLM_KEY), or put it in a file only you can read (chmod 600) and pass "
+                 "--api-key-file PATH")
 
 
 class EndpointError(ValueError):
@@ -45,6 +56,7 @@ class Endpoint:
     base_url: str
     model: str
     api_key_env: str | None = None
+    api_key_file: str | None = None
     max_concurrency: int = 16
     rpm: int = 0
     tpm: int = 0
@@ -57,6 +69,8 @@ class Endpoint:
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
 
     def api_key(self) -> str:
+        if self.api_key_file:
+            return read_key_file(self.api_key_file, f"endpoint {self.name}")
         if not self.api_key_env:
             return NO_KEY
         key = os.environ.get(self.api_key_env)
@@ -74,6 +88,8 @@ class Endpoint:
              "cost_per_1k_output": self.cost_per_1k_output, "max_reply_bytes": self.max_reply_bytes}
         if self.api_key_env:
             d["api_key_env"] = self.api_key_env
+        if self.api_key_file:
+            d["api_key_file"] = self.api_key_file
         if self.params:
             d["params"] = dict(self.params)
         return d
@@ -120,9 +136,49 @@ def check_endpoint(ep: Endpoint, where: str) -> None:
         raise EndpointError(f"{where}: max_reply_bytes must be >= 1")
     if ep.json_mode not in JSON_MODES:
         raise EndpointError(f"{where}: json_mode must be one of {', '.join(JSON_MODES)}")
-    if ep.api_key_env and not ep.api_key_env.replace("_", "").isalnum():
-        raise EndpointError(f"{where}: api_key_env must be the NAME of an environment variable "
-                            f"(letters, digits, _), not the key itself")
+    if ep.api_key_env is not None:
+        problem = key_env_problem(ep.api_key_env)
+        if problem:
+            done = "remove it from the config file" if where.startswith("config") else "the value given was not stored"
+            raise EndpointError(f"{where}: api_key_env must be the NAME of an environment variable, not a key: "
+                                f"{problem}; {WHERE_KEYS_GO}; {done}")
+    if ep.api_key_env and ep.api_key_file:
+        raise EndpointError(f"{where}: give api_key_env or api_key_file, not both")
+
+
+def key_env_problem(name: str) -> str | None:
+    """Why `name` cannot be an environment variable's name (it looks like a pasted key), or None. The message
+    never repeats the value."""
+    if not name:
+        return "it is empty"
+    if not ENV_NAME.fullmatch(name):
+        return "it has characters a variable name cannot have (letters, digits and _ only, not first a digit)"
+    if len(name) >= 12 and name not in os.environ and any(v == name for v in os.environ.values()):
+        return "it is the value of an environment variable"
+    if KEY_PREFIX.match(name) and len(name) >= 16 and not name.isupper():
+        return "it starts like an API key"
+    lower, upper, digits = (sum(map(f, name)) for f in (str.islower, str.isupper, str.isdigit))
+    if len(name) >= 20 and digits >= 3 and lower and (upper or len(name) >= 32):
+        return "it is long and mixes letters and digits like a key"
+    return None
+
+
+def read_key_file(path: str, where: str) -> str:
+    """The key in `path` (first line, stripped). Refused if group or others may read or write it."""
+    try:
+        st = os.stat(path)
+        if st.st_mode & 0o077:
+            raise EndpointError(f"{where}: key file {path} is accessible by group or others (mode "
+                                f"{stat.S_IMODE(st.st_mode):04o}); run `chmod 600 {path}`")
+        with open(path, encoding="utf-8") as f:
+            key = f.readline().strip()
+    except OSError as e:
+        raise EndpointError(f"{where}: cannot read key file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise EndpointError(f"{where}: key file {path} is not UTF-8 text") from None
+    if not key:
+        raise EndpointError(f"{where}: key file {path} is empty")
+    return key
 
 
 def endpoints(config: dict) -> dict[str, Endpoint]:
@@ -182,21 +238,35 @@ def add_pool(config: dict, name: str, members: list[str], mode: str = "spread") 
 
 
 def key_available(ep: Endpoint) -> bool:
+    if ep.api_key_file:
+        return os.path.isfile(ep.api_key_file)
     return not ep.api_key_env or bool(os.environ.get(ep.api_key_env))
 
 
 def secrets(config: dict) -> list[str]:
-    """The key values currently in the environment for configured endpoints (for redaction only)."""
+    """The key values of configured endpoints (environment or key file), for redaction only."""
     out = []
     for d in (config.get("endpoints") or {}).values():
-        var = d.get("api_key_env") if isinstance(d, dict) else None
-        val = os.environ.get(var) if var else None
-        if val and len(val) >= 4:
+        if not isinstance(d, dict):
+            continue
+        var, path = d.get("api_key_env"), d.get("api_key_file")
+        val = os.environ.get(var) if isinstance(var, str) and var else None
+        if isinstance(path, str) and path:
+            try:
+                with open(path, encoding="utf-8") as f:
+                    val = f.readline().strip()
+            except (OSError, UnicodeDecodeError):
+                val = None
+        if val and len(val) >= MIN_REDACT and val != NO_KEY:
             out.append(val)
     return out
 
 
-def redact(text: str, keys: list[str]) -> str:
+def redact(text, keys: list[str]):
+    """`text` with every key replaced by ***, before it is stored, logged or shown (None stays None)."""
+    if not text or not keys:
+        return text
     for k in keys:
-        text = text.replace(k, "***")
+        if len(k) >= MIN_REDACT and k != NO_KEY and k in text:
+            text = text.replace(k, "***")
     return text

@@ -1,30 +1,51 @@
-"""Export samples in the formats trainers read; every export is a snapshot with a manifest.
+"""Export samples in the formats trainers read; every export is a snapshot with a provenance manifest.
 
-JSON formats write JSONL, or a JSON array when the output name ends in .json. The file is written to a temp
-name and renamed, so a failed export never leaves a half-written file under the requested name.
+Targets:
+  FILE            JSONL (a JSON array if the name ends in .json; gzip if it ends in .gz; Parquet for `parquet`), with
+                  the manifest beside it as `.FILE.manifest.json` (hidden: `load_dataset` never reads it, where a
+                  visible name - even `_FILE...` - is read as data once it holds a split name such as "train")
+  DIR             (an existing directory, or a name without extension) the data under DIR/data/, a README.md dataset
+                  card whose `configs:` make `load_dataset(DIR)` read exactly the data, and DIR/.manifest.json
+  - / a pipe      written in place (no manifest file: the manifest is kept with the snapshot in the store)
+Nothing is replaced without `force` and the store never (safe_output). The data and every file beside it are written
+to temp files and renamed into place only once all are complete and the snapshot is recorded in the same
+transaction: a failure leaves the old files, no snapshot and the store as it was.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-from array import array
 import sqlite3
-from dataclasses import dataclass
+from array import array
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import orjson
 
-from . import __version__
-from .formats import LABEL_FIELDS, SHAREGPT_FROM
+from . import __version__, export_sidecars as sidecars, provenance, safe_output
+from .export_shapes import (CONVERSATIONAL_CHOICE, EXPORT_FORMATS, NATIVE, SKIP_REASONS, make_shaper,
+                            parquet_fields, profile)
+from .filters import FilterError, check_scores, filter_sql
+from .safe_output import OutputError
 from .samples import iter_samples
 from .store import STATUSES, dataset_id, now, transaction
 
-EXPORT_FORMATS = ("alpaca", "sharegpt", "messages", "preference", "parquet")
+__all__ = ["CONVERSATIONAL_CHOICE", "EXPORT_FORMATS", "ExportFailed", "ExportResult", "describe_counts", "export",
+           "parse_statuses"]
+
 PARQUET_BATCH = 5000
+DEFAULT_STATUSES = ("pending", "accepted")           # every sample that is not rejected
+KTO_STATUSES = ("accepted", "rejected")              # KTO's labels are exactly the curator's decisions
+BALANCE_DIMS = ("dataset", "task_type", "domain", "difficulty", "language")
 
 
 class ExportFailed(Exception):
-    pass
+    """The export was refused or failed; nothing was replaced and no snapshot recorded. `counts` says what the
+    selection held when the refusal is about the rows (zero rows)."""
+
+    def __init__(self, message: str, counts: dict | None = None):
+        super().__init__(message)
+        self.counts = counts
 
 
 @dataclass
@@ -34,237 +55,371 @@ class ExportResult:
     rows: int
     skipped: int
     sha256: str
-    manifest_path: Path
+    manifest_path: Path | None
     snapshot_id: int
+    counts: dict = field(default_factory=dict)
+    files: list = field(default_factory=list)          # every file written (data, manifest, card, ...)
+    axolotl: str | None = None
 
 
-# --- row shapes -----------------------------------------------------------------------------------------
+# --- what goes out -----------------------------------------------------------------------------------------
 
-def _extras(s: dict, row: dict) -> dict:
-    """Labels and the source's other columns ride along, so import -> export -> import keeps every field."""
-    for f in LABEL_FIELDS:
-        if s.get(f) is not None:
-            row[f] = s[f]
-    for k, v in (s.get("metadata") or {}).items():
-        row.setdefault(k, v)
-    return row
-
-
-def _conversation(s: dict) -> list[dict]:
-    """The whole conversation as messages: the stored turns, or the single pair."""
-    if s.get("messages"):
-        msgs = list(s["messages"])
-        if s.get("rejected") is not None:  # preference rows store only the prompt turns
-            msgs.append({"role": "assistant", "content": s["response"]})
-    else:
-        user = s["instruction"] + (("\n\n" + s["input"]) if s["input"] else "")
-        msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": s["response"]}]
-    if s.get("system") and not any(m["role"] == "system" for m in msgs):
-        msgs.insert(0, {"role": "system", "content": s["system"]})
-    return msgs
+def parse_statuses(text, fmt: str | None = None) -> tuple[str, ...]:
+    """`--status`: a comma list of statuses or `all`; none given: every status but rejected (KTO: the decided)."""
+    if text is None:
+        return KTO_STATUSES if fmt == "kto" else DEFAULT_STATUSES
+    parts = text if isinstance(text, (list, tuple)) else str(text).split(",")
+    parts = [p.strip() for p in parts]
+    if parts == ["all"]:
+        return STATUSES
+    bad = [p for p in parts if p not in STATUSES]
+    if bad or not parts:
+        raise ExportFailed(f"--status {text!r}: {bad[0]!r} is not a status; give a comma list of "
+                           f"{', '.join(STATUSES)}, or all" if bad else f"--status {text!r}: empty")
+    return tuple(s for s in STATUSES if s in parts)
 
 
-def alpaca_row(s: dict) -> dict:
-    row = {"instruction": s["instruction"], "input": s["input"], "output": s["response"]}
-    if s.get("system"):
-        row["system"] = s["system"]
-    msgs = [m for m in (s.get("messages") or []) if m["role"] in ("user", "assistant")]
-    if len(msgs) > 2:  # earlier turns as LLaMA-Factory's history [[query, answer], ...]
-        turns = msgs[:-2] if msgs[-1]["role"] == "assistant" else msgs[:-1]
-        row["history"] = [[turns[i]["content"], turns[i + 1]["content"]] for i in range(0, len(turns) - 1, 2)]
-    return _extras(s, row)
+@dataclass
+class Selection:
+    where: str
+    params: tuple
+    filters: dict
+    counts: dict
 
 
-def sharegpt_row(s: dict) -> dict:
-    conv, system = [], None
-    for m in _conversation(s):
-        if m["role"] == "system" and system is None and not conv:
-            system = m["content"]
-            continue
-        turn = {"from": SHAREGPT_FROM.get(m["role"], m["role"]), "value": m["content"]}
-        turn.update({k: v for k, v in m.items() if k not in ("role", "content")})
-        conv.append(turn)
-    row = {"conversations": conv}
-    if system is not None:
-        row["system"] = system
-    return _extras(s, row)
+def select(conn: sqlite3.Connection, dataset=None, statuses=DEFAULT_STATUSES, min_score=None, max_score=None,
+           task_type=None, selection=None, include_stale: bool = False) -> Selection:
+    """The WHERE clause, and how many rows the scope holds and each filter (in order) excluded.
 
-
-def messages_row(s: dict) -> dict:
-    return _extras(s, {"messages": _conversation(s)})
-
-
-def preference_row(s: dict) -> dict | None:
-    if s.get("rejected") is None:
-        return None
-    if s.get("messages"):
-        prompt = list(s["messages"])
-        if s.get("system") and not any(m["role"] == "system" for m in prompt):
-            prompt.insert(0, {"role": "system", "content": s["system"]})
-        row = {"prompt": prompt, "chosen": [{"role": "assistant", "content": s["response"]}],
-               "rejected": [{"role": "assistant", "content": s["rejected"]}]}
-    else:
-        row = {"prompt": s["instruction"] + (("\n\n" + s["input"]) if s["input"] else ""),
-               "chosen": s["response"], "rejected": s["rejected"]}
-        if s.get("system"):
-            row["system"] = s["system"]
-    return _extras(s, row)
-
-
-def parquet_row(s: dict) -> dict:
-    """Full fidelity: the Alpaca columns plus the conversation and metadata packed as JSON text."""
-    row = {"instruction": s["instruction"], "input": s["input"], "output": s["response"], "system": s["system"],
-           "rejected": s.get("rejected"),
-           "messages": orjson.dumps(s["messages"]).decode() if s.get("messages") else None}
-    for f in LABEL_FIELDS:
-        row[f] = s.get(f)
-    row["metadata"] = orjson.dumps(s["metadata"]).decode() if s.get("metadata") else None
-    return row
-
-
-ROW_SHAPES = {"alpaca": alpaca_row, "sharegpt": sharegpt_row, "messages": messages_row, "preference": preference_row}
-
-
-# --- selection -------------------------------------------------------------------------------------------
-
-def build_filter(conn: sqlite3.Connection, dataset=None, status=None, min_score=None, max_score=None,
-                 task_type=None, selection=None) -> tuple[str, tuple, dict]:
-    where, params, filters = [], [], {}
+    min_score / max_score name the rubric: 'curate=4.5', or a list of such (workbench/scores.py); a bare number,
+    a rubric the scope has no score on and a bound off the rubric's scale are refused."""
+    scope, params, filters = [], [], {}
+    did = None
     if dataset:
         try:
             did = dataset_id(conn, dataset)
         except KeyError as e:
             raise ExportFailed(str(e.args[0])) from None
-        where.append("dataset_id = ?"), params.append(did)
+        scope.append("dataset_id = ?"), params.append(did)
         filters["dataset"] = dataset
-    if status:
-        if status not in STATUSES:
-            raise ExportFailed(f"unknown status {status!r}; one of {', '.join(STATUSES)}")
-        where.append("status = ?"), params.append(status)
-        filters["status"] = status
-    if min_score is not None:
-        where.append("score >= ?"), params.append(float(min_score))
-        filters["min_score"] = float(min_score)
-    if max_score is not None:
-        where.append("score <= ?"), params.append(float(max_score))
-        filters["max_score"] = float(max_score)
-    if task_type:
-        where.append("task_type = ?"), params.append(task_type)
-        filters["task_type"] = task_type
     if selection:
         if not conn.execute("SELECT 1 FROM selections WHERE name = ? LIMIT 1", (selection,)).fetchone():
             raise ExportFailed(f"no selection named {selection!r}")
-        where.append("id IN (SELECT sample_id FROM selections WHERE name = ?)"), params.append(selection)
+        scope.append("id IN (SELECT sample_id FROM selections WHERE name = ?)"), params.append(selection)
         filters["selection"] = selection
-    return " AND ".join(where) or "1", tuple(params), filters
+    where = " AND ".join(scope) or "1"
+    by_status = {s: 0 for s in STATUSES}
+    for status, n in conn.execute(f"SELECT status, count(*) FROM samples WHERE {where} GROUP BY status", params):
+        by_status[status] = n
+    in_scope = sum(by_status.values())
+    filters["status"] = ",".join(statuses)
+    kept = sum(by_status[s] for s in statuses)
+    excluded = {"status": in_scope - kept}
+    where += f" AND status IN ({','.join('?' * len(statuses))})"
+    params += list(statuses)
+    # the score and label filters go through the filter code jobs and the TUI share
+    try:
+        check_scores(conn, did, {"min_score": min_score, "max_score": max_score, "include_stale": include_stale})
+    except FilterError as e:
+        raise ExportFailed(str(e)) from None
+    if include_stale and (min_score is not None or max_score is not None):
+        filters["include_stale"] = True
+    for key, value in (("min_score", min_score), ("max_score", max_score), ("task_type", task_type)):
+        if value is None:
+            continue
+        clause, args = filter_sql(None, {key: value, "include_stale": include_stale})
+        where += f" AND {clause}"
+        params += args
+        filters[key] = value    # as given: the shared filter code reads it (a score filter may name a rubric)
+        n = conn.execute(f"SELECT count(*) FROM samples WHERE {where}", params).fetchone()[0] if kept else 0
+        excluded[key] = kept - n
+        kept = n
+    counts = {"in_scope": in_scope, "in_scope_by_status": by_status, "selected": kept,
+              "excluded_by_filter": excluded}
+    return Selection(where, tuple(params), filters, counts)
 
 
-# --- writing ---------------------------------------------------------------------------------------------
+# --- where it goes -------------------------------------------------------------------------------------------
+
+@dataclass
+class Layout:
+    data: safe_output.Output
+    directory: Path | None = None
+    manifest: safe_output.Output | None = None
+    card: safe_output.Output | None = None
+    dataset_info: safe_output.Output | None = None
+    axolotl: safe_output.Output | None = None
+    entry_name: str = ""
+    as_array: bool = False
+    force: bool = False
+
+    def outputs(self) -> list[safe_output.Output]:
+        return [o for o in (self.data, self.manifest, self.card, self.dataset_info, self.axolotl) if o is not None]
+
+
+def _is_directory_target(text: str) -> bool:
+    if text == "-" or safe_output.is_stream(text):
+        return False
+    p = Path(text)
+    if p.is_dir():
+        return True
+    return not os.path.lexists(p) and p.suffix == ""
+
+
+def plan_layout(conn, out_path, fmt: str, force: bool) -> Layout:
+    store = safe_output.store_files(conn)
+    text = os.fspath(out_path)
+    ext = ".parquet" if fmt == "parquet" else ".jsonl"
+    try:
+        if text != "-":
+            safe_output.check_name(Path(os.path.abspath(text)))
+        if _is_directory_target(text):
+            d = Path(os.path.realpath(text))
+            safe_output.refuse_store(d, store)
+            if d.is_dir() and any(d.iterdir()) and not force:
+                raise OutputError(f"{text}: the directory is not empty; pass --force to write the export into it "
+                                  f"(files of ours are replaced, others are left alone)")
+            lay = Layout(safe_output.plan(d / "data" / f"train{ext}", force=force, store=store), directory=d,
+                         force=force)
+            lay.manifest = safe_output.plan(d / ".manifest.json", force=force, store=store)
+            lay.card = safe_output.plan(d / "README.md", force=force, store=store)
+            lay.entry_name = d.name
+            side_dir, side_stem = d, None
+        else:
+            data = safe_output.plan(text, force=force, store=store)
+            lay = Layout(data, force=force)
+            name = data.final.name.lower()
+            lay.as_array = name.endswith(".json") or name.endswith(".json.gz")
+            if fmt == "parquet" and data.gz:
+                raise OutputError(f"{text}: Parquet compresses itself; drop the .gz")
+            if not data.stream and (fmt == "parquet") != name.endswith(".parquet"):
+                raise OutputError(f"{text}: a {fmt} export needs a "
+                                  + ("name ending in .parquet" if fmt == "parquet" else
+                                     ".jsonl or .json name (.gz to compress)") + ", so readers take it for what it is")
+            if data.stream:
+                if fmt in ("llama-factory", "axolotl"):
+                    raise OutputError(f"{text}: a {fmt} export writes a config file beside the data; give a file or "
+                                      f"directory name, not a stream")
+                return lay
+            side_dir, side_stem = data.final.parent, data.final.name
+            lay.manifest = safe_output.plan(side_dir / f".{side_stem}.manifest.json", force=force, store=store)
+            stem = side_stem[:-3] if side_stem.lower().endswith(".gz") else side_stem
+            lay.entry_name = stem.rsplit(".", 1)[0] if "." in stem else stem    # "sft.v2.jsonl" -> "sft.v2"
+        if fmt == "llama-factory":
+            if lay.data.gz:
+                raise OutputError(f"{text}: LLaMA-Factory reads .json/.jsonl files, not .gz")
+            lay.dataset_info = safe_output.plan(side_dir / "dataset_info.json", force=True, store=store)
+            # refuse an unreadable file or a taken entry name now, before any data is written
+            sidecars.merge_dataset_info(lay.dataset_info.final, lay.entry_name, {}, force)
+        if fmt == "axolotl":
+            name = "axolotl.yaml" if side_stem is None else f"{side_stem}.axolotl.yaml"
+            lay.axolotl = safe_output.plan(side_dir / name, force=force, store=store)
+        return lay
+    except OutputError as e:
+        raise ExportFailed(str(e)) from None
+    except OSError as e:   # inspecting the path failed (a loop of symlinks, a permission)
+        raise ExportFailed(safe_output.describe_error(text, e)) from None
+
+
+# --- writing -------------------------------------------------------------------------------------------------
 
 def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=None, min_score=None,
-           max_score=None, task_type=None, selection=None, name: str | None = None) -> ExportResult:
+           max_score=None, task_type=None, selection=None, name: str | None = None, *, force: bool = False,
+           conversational: bool = False, with_ids: bool = False, include_stale: bool = False) -> ExportResult:
     if fmt not in EXPORT_FORMATS:
         raise ExportFailed(f"unknown export format {fmt!r}; one of {', '.join(EXPORT_FORMATS)}")
-    out = Path(out_path)
-    if out.is_dir():
-        raise ExportFailed(f"{out}: is a directory; give a file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    where, params, filters = build_filter(conn, dataset, status, min_score, max_score, task_type, selection)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    if conversational and fmt not in CONVERSATIONAL_CHOICE:
+        raise ExportFailed(f"--conversational applies to {', '.join(CONVERSATIONAL_CHOICE)}; {fmt} has one layout")
+    sel = select(conn, dataset, parse_statuses(status, fmt), min_score, max_score, task_type, selection,
+                 include_stale)
+    lay = plan_layout(conn, out_path, fmt, force)
+    prof = profile(conn, sel.where, sel.params, with_meta=fmt in NATIVE)
+    counts = {"rows": 0, **sel.counts, "skipped_by_reason": {}, "skipped": 0, "skipped_no_rejected": 0,
+              "by_status": {}, "by_dataset": {}}
+    if prof.rows == 0:
+        raise ExportFailed("no rows to export: " + describe_counts(counts), counts)
+
+    shaper = make_shaper(fmt, prof, conversational)
     ids, hashes = array("q"), array("q")  # 16 bytes a row: a million-row export stays small
-    stats = {"rows": 0, "skipped_no_rejected": 0, "status": {}, "datasets": {}, "template_versions": {}}
+    skipped: Counter = Counter()
+    balance = {d: Counter() for d in BALANCE_DIMS}
+    templates: Counter = Counter()
     names = dict(conn.execute("SELECT id, name FROM datasets"))
+    columns: list = parquet_fields(with_ids) if fmt == "parquet" else []
 
     def rows():
-        for s in iter_samples(conn, where, params):
-            if fmt == "parquet":
-                row = parquet_row(s)
-            else:
-                row = ROW_SHAPES[fmt](s)
-                if row is None:
-                    stats["skipped_no_rejected"] += 1
-                    continue
+        for s in iter_samples(conn, sel.where, sel.params):
+            row = shaper(s)
+            if isinstance(row, str):
+                skipped[row] += 1
+                continue
+            if with_ids:
+                row["sample_id"] = s["id"]
+            if not columns:
+                columns.extend(row)
+            elif fmt != "parquet" and list(row) != columns:   # one shape per file: a bug if it ever fires
+                raise AssertionError(f"sample {s['id']}: columns {list(row)} differ from the file's {columns}")
             ids.append(s["id"])
             hashes.append(s["content_hash"])
-            stats["rows"] += 1
-            stats["status"][s["status"]] = stats["status"].get(s["status"], 0) + 1
-            dname = names.get(s["dataset_id"], str(s["dataset_id"]))
-            stats["datasets"][dname] = stats["datasets"].get(dname, 0) + 1
+            balance["dataset"][names.get(s["dataset_id"], str(s["dataset_id"]))] += 1
+            for d in BALANCE_DIMS[1:]:
+                if s.get(d) is not None:
+                    balance[d][s[d]] += 1
+            counts["by_status"][s["status"]] = counts["by_status"].get(s["status"], 0) + 1
             origin = s.get("origin") or {}
-            if origin.get("template"):
-                key = f"{origin['template']}@{origin.get('template_version', '?')}"
-                stats["template_versions"][key] = stats["template_versions"].get(key, 0) + 1
+            if origin.get("template_version"):
+                templates[f"{origin.get('template', origin.get('task', '?'))}@{origin['template_version']}"] += 1
             yield row
 
+    data = lay.data
     try:
-        if fmt == "parquet":
-            _write_parquet(tmp, rows())
-        else:
-            _write_json(tmp, rows(), as_array=out.suffix.lower() == ".json")
-        digest = _sha256(tmp)
-        os.replace(tmp, out)
+        data.open()
+    except OutputError as e:
+        raise ExportFailed(str(e)) from None
+    try:
+        try:
+            if fmt == "parquet":
+                _write_parquet(data.writer, rows(), columns)
+            else:
+                _write_json(data.writer, rows(), lay.as_array)
+            digest = data.finish()
+        except OSError as e:
+            raise ExportFailed(safe_output.describe_error(data.path, e)) from None
+        counts.update(rows=len(ids), skipped_by_reason={SKIP_REASONS[k]: n for k, n in skipped.items()},
+                      skipped=sum(skipped.values()), skipped_no_rejected=skipped.get("no_rejected", 0),
+                      by_dataset=dict(balance["dataset"]))
+        if not ids:
+            raise ExportFailed("no rows to export: " + describe_counts(counts), counts)
+        manifest = _manifest(conn, lay, fmt, prof, conversational, with_ids, sel, counts, columns, digest,
+                             data.sink.bytes, templates, ids)
+        snap = _commit(conn, lay, manifest, ids, hashes, name, balance)
+    except BaseException:
+        for o in reversed(lay.outputs()):   # files beside the data first: then the directories made are empty
+            o.discard()
+        raise
     finally:
-        if tmp.exists():
-            tmp.unlink()
-    manifest = {
-        "file": str(out.resolve()), "format": fmt, "created_at": now(), "sha256": digest,
-        "filters": filters, "counts": {"rows": stats["rows"], "skipped_no_rejected": stats["skipped_no_rejected"],
-                                       "by_status": stats["status"], "by_dataset": stats["datasets"]},
-        "template_versions": stats["template_versions"], "workbench_version": __version__,
+        provenance.drop_ids(conn)
+    return ExportResult(data.final, fmt, len(ids), counts["skipped"], digest,
+                        lay.manifest.final if lay.manifest else None, snap, counts,
+                        [o.final for o in lay.outputs()],
+                        manifest.get("axolotl_snippet"))
+
+
+def _layout_name(fmt: str, prof, conversational: bool) -> str:
+    if fmt in CONVERSATIONAL_CHOICE:
+        return "conversational" if conversational else "standard"
+    if fmt in ("llama-factory", "axolotl"):
+        return "ranking" if prof.has_rejected else "sft"
+    return fmt
+
+
+def _manifest(conn, lay, fmt, prof, conversational, with_ids, sel, counts, columns, digest, nbytes,
+              templates, ids) -> dict:
+    provenance.load_ids(conn, ids)
+    prov = provenance.export_provenance(conn)
+    data = lay.data
+    return {
+        "file": str(data.final) if not data.stream else os.fspath(data.path),
+        "format": fmt, "layout": _layout_name(fmt, prof, conversational),
+        "compression": "gzip" if data.gz else None,
+        "created_at": now(), "sha256": digest, "bytes": nbytes,
+        "filters": sel.filters, "counts": counts, "columns": list(columns), "with_ids": with_ids,
+        "licenses": prov["licenses"], "provenance": prov,
+        "template_versions": dict(templates), "workbench_version": __version__,
+        "manifest_name": lay.manifest.final.name if lay.manifest else None,
     }
-    manifest_path = out.with_name(out.name + ".manifest.json")
+
+
+def _commit(conn, lay: Layout, manifest: dict, ids, hashes, name, balance) -> int:
+    """Record the snapshot, write the files beside the data, rename everything into place: one transaction."""
+    data = lay.data
     with transaction(conn):
         snap = conn.execute(
             "INSERT INTO snapshots (name, file, format, filters, counts, sha256, manifest, created_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, manifest["file"], fmt, orjson.dumps(filters).decode(), orjson.dumps(manifest["counts"]).decode(),
-             digest, "", manifest["created_at"])).lastrowid
+            (name, manifest["file"], manifest["format"], orjson.dumps(manifest["filters"]).decode(),
+             orjson.dumps(manifest["counts"]).decode(), manifest["sha256"], "", manifest["created_at"])).lastrowid
         manifest["snapshot_id"] = snap
+        data_rel = None
+        if lay.directory is not None:
+            data_rel = data.final.relative_to(lay.directory).as_posix()
+        ranking = manifest["layout"] == "ranking"
+        if lay.axolotl is not None:
+            manifest["axolotl_snippet"] = sidecars.axolotl_snippet(str(data.final), ranking, data.gz, snap)
+        if lay.dataset_info is not None:
+            file_name = data_rel or data.final.name
+            manifest["llama_factory_entry"] = {lay.entry_name: sidecars.llama_factory_entry(
+                file_name, ranking, "system" in manifest["columns"])}
         text = orjson.dumps(manifest, option=orjson.OPT_INDENT_2).decode()
         conn.execute("UPDATE snapshots SET manifest = ? WHERE id = ?", (text, snap))
         conn.executemany("INSERT INTO snapshot_items (snapshot_id, sample_id, content_hash) VALUES (?, ?, ?)",
                          ((snap, i, h) for i, h in zip(ids, hashes)))
-    manifest_path.write_text(text + "\n", encoding="utf-8")
-    return ExportResult(out, fmt, stats["rows"], stats["skipped_no_rejected"], digest, manifest_path, snap)
+        try:
+            if lay.manifest is not None:
+                safe_output.write_small(lay.manifest, (text + "\n").encode())
+            if lay.card is not None:
+                tags = {"conversational": ["sft"], "standard": ["sft"], "ranking": ["dpo"]}.get(
+                    manifest["layout"], ["sft"])
+                if manifest["format"] == "preference":
+                    tags = ["dpo"]
+                elif manifest["format"] == "kto":
+                    tags = ["kto"]
+                card = sidecars.dataset_card(manifest, data_rel, lay.entry_name,
+                                             {d: dict(c) for d, c in balance.items() if c and d != "dataset"}
+                                             | {"dataset": dict(balance["dataset"])}, ["curation-workbench", *tags])
+                safe_output.write_small(lay.card, card.encode())
+            if lay.dataset_info is not None:
+                merged = sidecars.merge_dataset_info(lay.dataset_info.final, lay.entry_name,
+                                                     manifest["llama_factory_entry"][lay.entry_name],
+                                                     force=lay.force)
+                safe_output.write_small(lay.dataset_info, merged)
+            if lay.axolotl is not None:
+                safe_output.write_small(lay.axolotl, manifest["axolotl_snippet"].encode())
+            for o in lay.outputs():
+                o.commit()
+        except OutputError as e:
+            raise ExportFailed(str(e)) from None
+        except OSError as e:
+            raise ExportFailed(f"cannot put the export in place: {safe_output.describe_error(data.path, e)}") from None
+    return snap
 
 
-def _write_json(path: Path, rows, as_array: bool) -> None:
-    with open(path, "wb", buffering=1 << 20) as f:
-        if as_array:
-            f.write(b"[")
-            first = True
-            for row in rows:
-                f.write(b"\n" if first else b",\n")
-                f.write(orjson.dumps(row))
-                first = False
-            f.write(b"\n]\n")
-        else:
-            for row in rows:
-                f.write(orjson.dumps(row))
-                f.write(b"\n")
+def describe_counts(counts: dict) -> str:
+    """One line: what the scope held, what each filter excluded, what the format could not carry."""
+    parts = [f"{counts['in_scope']:,} in scope ("
+             + ", ".join(f"{s} {n:,}" for s, n in counts["in_scope_by_status"].items()) + ")"]
+    for k, n in counts["excluded_by_filter"].items():
+        if n or k == "status":
+            parts.append(f"{n:,} excluded by {k}")
+    for k, n in counts.get("skipped_by_reason", {}).items():
+        parts.append(f"{n:,} skipped: {k}")
+    return "; ".join(parts)
 
 
-def _write_parquet(path: Path, rows) -> None:
+def _write_json(w, rows, as_array: bool) -> None:
+    if as_array:
+        w.write(b"[")
+        first = True
+        for row in rows:
+            w.write(b"\n" if first else b",\n")
+            w.write(orjson.dumps(row))
+            first = False
+        w.write(b"\n]\n")
+    else:
+        for row in rows:
+            w.write(orjson.dumps(row) + b"\n")
+
+
+def _write_parquet(w, rows, columns) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
-    fields = [("instruction", pa.string()), ("input", pa.string()), ("output", pa.string()),
-              ("system", pa.string()), ("rejected", pa.string()), ("messages", pa.string()),
-              *((f, pa.string()) for f in LABEL_FIELDS), ("metadata", pa.string())]
-    schema = pa.schema(fields)
-    with pq.ParquetWriter(path, schema, compression="zstd") as w:
+    schema = pa.schema([(c, pa.int64() if c == "sample_id" else pa.string()) for c in columns])
+    with pq.ParquetWriter(pa.PythonFile(w, mode="w"), schema, compression="zstd") as pw:
         batch = []
         for row in rows:
             batch.append(row)
             if len(batch) >= PARQUET_BATCH:
-                w.write_table(pa.Table.from_pylist(batch, schema=schema))
+                pw.write_table(pa.Table.from_pylist(batch, schema=schema))
                 batch = []
         if batch:
-            w.write_table(pa.Table.from_pylist(batch, schema=schema))
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+            pw.write_table(pa.Table.from_pylist(batch, schema=schema))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Iterator
 
+from . import scores
 from .samples import decode_sample, SAMPLE_COLUMNS
 from .store import fts_query
 
@@ -35,7 +36,9 @@ FILTER_KEYS = {
     "language": "language equals",
     "search": "full-text search words (all required)",
     "no_response": "true: only samples without a response",
-    "min_score": "judge score >= N", "max_score": "judge score <= N",
+    "min_score": "RUBRIC=N: that rubric's score >= N (e.g. curate=4.5; repeat for several rubrics)",
+    "max_score": "RUBRIC=N: that rubric's score <= N (e.g. judge=6)",
+    "include_stale": "true: score filters also match scores given before the text was edited",
     "limit": "at most N samples",
     "unique": "true: skip samples flagged as exact duplicates",
 }
@@ -54,12 +57,34 @@ def parse_filter(pairs: list[str] | str | None) -> dict:
         k, v = pair.split("=", 1)
         if k not in FILTER_KEYS:
             raise FilterError(f"unknown filter key {k!r}; keys: {', '.join(FILTER_KEYS)}")
-        out[k] = v if k == "search" else parse_value(v)
+        if k in ("min_score", "max_score"):   # RUBRIC=N, checked against the store by check_scores
+            out.setdefault(k, []).append(v)
+        else:
+            out[k] = v if k == "search" else parse_value(v)
     return out
 
 
-def filter_sql(dataset_id: int, f: dict) -> tuple[str, list]:
-    where, args = ["dataset_id = ?"], [dataset_id]
+def score_filter(f: dict) -> scores.ScoreFilter:
+    """The filter's score bounds (min_score / max_score: 'RUBRIC=N' or lists of them)."""
+    try:
+        return scores.build(f.get("min_score"), f.get("max_score"), bool(f.get("include_stale")))
+    except scores.ScoreFilterError as e:
+        raise FilterError(str(e)) from None
+
+
+def check_scores(conn: sqlite3.Connection, dataset_id: int | None, f: dict) -> None:
+    """Refuse score bounds naming a rubric the dataset has no score on, or outside its scale (FilterError)."""
+    if f.get("min_score") is None and f.get("max_score") is None:
+        return
+    try:
+        scores.resolve(conn, f.get("min_score"), f.get("max_score"), bool(f.get("include_stale")), dataset_id)
+    except scores.ScoreFilterError as e:
+        raise FilterError(str(e)) from None
+
+
+def filter_sql(dataset_id: int | None, f: dict) -> tuple[str, list]:
+    """SQL for the filter over one dataset's samples, or over every dataset's (None: export across datasets)."""
+    where, args = (["dataset_id = ?"], [dataset_id]) if dataset_id is not None else ([], [])
     for col in ("status", "task_type", "domain", "difficulty", "language"):
         if f.get(col) is not None:
             where.append(f"{col} = ?")
@@ -68,16 +93,15 @@ def filter_sql(dataset_id: int, f: dict) -> tuple[str, list]:
         where.append("response = ''")
     if f.get("unique"):
         where.append("dup_of IS NULL")
-    if f.get("min_score") is not None:
-        where.append("score >= ?")
-        args.append(float(f["min_score"]))
-    if f.get("max_score") is not None:
-        where.append("score <= ?")
-        args.append(float(f["max_score"]))
+    sf = score_filter(f)
+    if sf:
+        cond, cargs = sf.sql("samples.id")
+        where.append(cond)
+        args += cargs
     if f.get("search"):
         where.append("id IN (SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?)")
         args.append(fts_query(str(f["search"])))
-    return " AND ".join(where), args
+    return " AND ".join(where) or "1", args
 
 
 def iter_filtered(conn: sqlite3.Connection, dataset_id: int, f: dict | None = None) -> Iterator[dict]:

@@ -4,8 +4,14 @@ Streaming (memory stays flat) and atomic (one transaction: a failed import leave
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import shutil
 import sqlite3
+import sys
+import tempfile
+import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -13,9 +19,9 @@ from typing import Callable
 
 import orjson
 
-from . import formats
-from .formats import FormatError, RowError
-from .samples import _INSERT, flag_duplicates, sample_row
+from . import formats, licenses
+from .formats import FormatError, ParseOptions, RowError, TieRow
+from .samples import _INSERT, INSERT_COLUMNS, flag_duplicates, sample_row
 from .store import WAL_AUTOCHECKPOINT, ensure_dataset, now, transaction
 
 DETECT_SAMPLE = 20
@@ -23,6 +29,9 @@ PROGRESS_EVERY = 10_000
 PARALLEL_MIN_BYTES = 16 << 20   # below this, starting a worker process costs more than it saves
 PARALLEL_WORKERS = 1            # one parser beside the inserting process: two cores, both busy
 IN_FLIGHT = 3             # 1 MB blocks queued to the worker: enough to keep it busy, little memory
+BATCH = 5_000             # rows per executemany: a pair's candidates and scores are written right after its batch
+STDIN = "-"
+GZIP_ERRORS = (OSError, EOFError, zlib.error)   # what a damaged .gz raises while it is read
 
 
 class ImportFailed(Exception):
@@ -49,7 +58,20 @@ class Detection:
     kind: str
     mapping: dict[str, str]
     columns: list[str]
-    preview: list[dict] = field(default_factory=list)
+    preview: list[dict] = field(default_factory=list)   # three rows exactly as they would be stored
+    ties: int = 0                                        # tied pairs among the rows read for the preview
+
+
+@dataclass
+class FileResult:
+    file: str
+    format: str
+    import_id: int
+    sha256: str
+    rows: int = 0
+    skipped: int = 0
+    ties: int = 0
+    candidates: int = 0
 
 
 @dataclass
@@ -63,6 +85,9 @@ class ImportResult:
     duplicates: int
     first_id: int
     last_id: int
+    ties: int = 0
+    candidates: int = 0
+    files: list[FileResult] = field(default_factory=list)
 
 
 def describe(file: str, line: int | None, row: int | None, fld: str | None, message: str) -> str:
@@ -85,13 +110,74 @@ def _check_file(path: Path) -> None:
         raise ImportFailed(f"{path}, line 1: the file is empty")
 
 
-def detect(path, fmt: str | None = None, mapping: dict[str, str] | str | None = None,
-           skip_invalid: bool = False) -> Detection:
+def default_name(path) -> str:
+    """The dataset name a file or directory gives by default: `train.jsonl.gz` -> "train"."""
     path = Path(path)
+    name = path.name[:-3] if path.name.lower().endswith(".gz") else path.name
+    return Path(name).stem if path.is_file() or not path.exists() else name
+
+
+def expand_inputs(inputs) -> list[Path]:
+    """Files, directories (every supported file in them, sorted by name; hidden files left out) and "-" (stdin, kept
+    as "-" until `stdin_spooled`), in the order given. A name given twice is refused: it would import twice."""
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    out: list[Path] = []
+    for item in inputs:
+        if str(item) == STDIN:
+            out.append(Path(STDIN))
+            continue
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")
+                           and formats._suffix(f) in formats.SUFFIXES)
+            if not found:
+                raise ImportFailed(f"{p}: no file in the directory ends in one of "
+                                   f"{', '.join(formats.SUFFIXES)} (optionally .gz)")
+            out.extend(found)
+        else:
+            out.append(p)
+    seen: set = set()
+    for p in out:
+        key = os.path.abspath(p) if str(p) != STDIN else STDIN
+        if key in seen:
+            raise ImportFailed(f"{p}: given twice")
+        seen.add(key)
+    return out
+
+
+@contextmanager
+def stdin_spooled(paths: list[Path], fmt: str | None):
+    """Stdin read once into a temporary file (detection reads the start, the import reads it all, sha256 is taken)."""
+    if not any(str(p) == STDIN for p in paths):
+        yield paths
+        return
+    if fmt is None:
+        raise ImportFailed("-: reading stdin needs --format (there is no file name to go by)")
+    tmp = tempfile.mkdtemp(prefix="workbench-stdin-")
+    try:
+        spooled = Path(tmp) / "stdin"
+        with open(spooled, "wb") as out:
+            shutil.copyfileobj(sys.stdin.buffer, out)
+        yield [spooled if str(p) == STDIN else p for p in paths]
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _shown(path: Path) -> str:
+    """How a file is named in messages and in the imports table: stdin as "-"."""
+    return STDIN if path.parent.name.startswith("workbench-stdin-") and path.name == "stdin" else str(path)
+
+
+def detect(path, fmt: str | None = None, mapping: dict[str, str] | str | None = None,
+           skip_invalid: bool = False, opts: ParseOptions | None = None) -> Detection:
+    path = Path(path)
+    shown = _shown(path)
     _check_file(path)
     if isinstance(mapping, str):
         mapping = _mapping(mapping)
     mapping = mapping or {}
+    opts = opts or ParseOptions()
     if fmt is not None and fmt not in formats.FORMATS:
         raise ImportFailed(f"unknown format {fmt!r}; one of {', '.join(formats.FORMATS)}")
     try:
@@ -111,24 +197,48 @@ def detect(path, fmt: str | None = None, mapping: dict[str, str] | str | None = 
                     columns.append(k)
             records.append((line, row, rec))
     except FormatError as e:
-        raise ImportFailed(describe(str(path), e.line, e.row, e.field, e.message)) from None
+        raise ImportFailed(describe(shown, e.line, e.row, e.field, e.message)) from None
+    except GZIP_ERRORS as e:   # a broken .gz
+        raise ImportFailed(f"{shown}: cannot read the file: {e}") from None
     if not records:
-        raise ImportFailed(describe(str(path), 1, None, None, "the file has no records"))
+        raise ImportFailed(describe(shown, 1, None, None, "the file has no records"))
     found = fmt or formats.detect_format(keys)
+    if found == "hh" and isinstance(records[0][2].get("chosen"), (list, dict)):
+        found = "preference"     # TRL's implicit prompt: the prompt turns are inside chosen/rejected
     if found is None:
-        raise ImportFailed(f"{path}: cannot tell the dataset format from the columns {columns}; "
+        raise ImportFailed(f"{shown}: cannot tell the dataset format from the columns {columns}; "
                            f"use --format ({', '.join(formats.FORMATS)}) or --map target=column")
-    det = Detection(str(path), ftype, found, formats.KIND[found],
-                    formats.field_mapping(found, keys, {v: k for k, v in mapping.items()}), columns)
+    if opts.prefer and opts.prefer not in keys:
+        raise ImportFailed(f"{shown}: --prefer {opts.prefer!r} is not a column of the file (columns: {columns})")
+    det = Detection(shown, ftype, found, formats.KIND[found],
+                    formats.field_mapping(found, keys, {v: k for k, v in mapping.items()}, opts.prefer), columns)
+    ctx = _Context(shown, ftype, found, mapping, 0, 0, "", opts)
     for line, row, rec in records:
         if len(det.preview) == 3:
             break
-        try:
-            det.preview.append(formats.parse_record(rec, found))
-        except RowError as e:
+        built = _build(ctx, line, row, rec)
+        if isinstance(built, Tied):
+            det.ties += 1
+        elif isinstance(built, Skipped):
             if not skip_invalid:
-                raise ImportFailed(describe(str(path), line, row, e.field, e.message)) from None
+                raise ImportFailed(str(built))
+        else:
+            det.preview.append(stored_view(*built))
     return det
+
+
+def stored_view(row: tuple, cands: list | None) -> dict:
+    """A built row as the store will hold it (the samples columns, JSON decoded), with its candidates."""
+    s = dict(zip(INSERT_COLUMNS, row))
+    for k in ("dataset_id", "created_at", "updated_at", "import_id"):
+        s.pop(k)
+    for k in ("messages", "metadata", "origin"):
+        if s[k] is not None:
+            s[k] = orjson.loads(s[k])
+    if cands:
+        s["candidates"] = [{"model": c["model"], "response": c["response"],
+                            **({"score": c["score"]} if "score" in c else {})} for c in cands]
+    return s
 
 
 def _mapping(spec: str) -> dict[str, str]:
@@ -148,21 +258,30 @@ class _Context:
     dataset_id: int
     import_id: int
     ts: str
+    opts: ParseOptions = field(default_factory=ParseOptions)
 
 
-def _build(ctx: _Context, line: int, row: int, rec) -> tuple | Skipped:
-    """One record -> a samples row tuple, or a Skipped saying where and why."""
+@dataclass
+class Tied:
+    """A tied pair, skipped and counted."""
+    line: int
+
+
+def _build(ctx: _Context, line: int, row: int, rec) -> tuple | Skipped | Tied:
+    """One record -> (samples row tuple, candidates or None), or a Skipped saying where and why, or a Tied."""
     if isinstance(rec, bytes):
         rec = formats.parse_jsonl_line(rec, line, row)
     try:
         if isinstance(rec, FormatError):
             raise rec
-        s = formats.parse_record(formats.apply_mapping(rec, ctx.mapping), ctx.format)
+        s = formats.parse_record(formats.apply_mapping(rec, ctx.mapping), ctx.format, ctx.opts)
     except FormatError as e:
         return Skipped(ctx.file, e.line or line, e.row or row, e.field, e.message)
+    except TieRow:
+        return Tied(line)
     s["import_id"] = ctx.import_id
     s["source_line"] = line if ctx.file_type in ("jsonl", "txt") else row
-    return sample_row(ctx.dataset_id, s, ctx.ts)
+    return sample_row(ctx.dataset_id, s, ctx.ts), s.get("candidates")
 
 
 PR_SET_PDEATHSIG = 1
@@ -222,55 +341,216 @@ def _built_rows(ctx: _Context, path: Path, parallel: bool):
             yield from in_order(pending.popleft())
 
 
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check_not_imported(conn: sqlite3.Connection, name: str, shown: str, sha: str) -> None:
+    row = conn.execute("SELECT i.file, i.imported_at FROM imports i JOIN datasets d ON d.id = i.dataset_id "
+                       "WHERE d.name = ? AND i.sha256 = ? ORDER BY i.id LIMIT 1", (name, sha)).fetchone()
+    if row:
+        raise ImportFailed(f"{shown}: this file (sha256 {sha[:12]}...) is already in dataset {name!r} "
+                           f"(imported from {row[0]} at {row[1]}); use --append to import it again")
+
+
+class _Writer:
+    """Inserts built rows in batches; a pair's candidates (and their scores, as judgments) follow its batch.
+    Sample and candidate ids are assigned in insertion order inside the one write transaction."""
+
+    def __init__(self, conn: sqlite3.Connection, ts: str, opts: ParseOptions, file: str):
+        self.conn, self.ts, self.opts, self.file = conn, ts, opts, file
+        self.next_id = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0] + 1
+        self.rows: list[tuple] = []
+        self.cands: list[tuple[int, list]] = []
+        self.inserted = self.candidates = 0
+
+    def add(self, row: tuple, cands: list | None) -> None:
+        self.rows.append(row)
+        if cands:
+            self.cands.append((len(self.rows) - 1, cands))
+        if len(self.rows) >= BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        base = self.next_id
+        self.conn.executemany(_INSERT, self.rows)
+        if self.cands:
+            cbase = self.conn.execute("SELECT coalesce(max(id), 0) FROM candidates").fetchone()[0]
+            crows, jrows = [], []
+            for offset, cands in self.cands:
+                sid = base + offset
+                line = self.rows[offset][INSERT_COLUMNS.index("source_line")]
+                for c in cands:
+                    crows.append((sid, c["model"], c["response"], self.ts))
+                    if "score" in c:
+                        col, v = c["score"]["column"], c["score"]["value"]
+                        jrows.append((sid, cbase + len(crows), "import", self.opts.score_rubric, "",
+                                      orjson.dumps({col: v}).decode(), v,
+                                      f"column {col} of {self.file}, line {line}", repr(v), self.ts))
+            self.conn.executemany("INSERT INTO candidates (sample_id, model, response, created_at) VALUES (?,?,?,?)",
+                                  crows)
+            self.conn.executemany(
+                "INSERT INTO judgments (sample_id, candidate_id, judge, rubric, rubric_version, scores, overall, "
+                "rationale, raw, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)", jrows)
+            self.candidates += len(crows)
+        self.inserted += len(self.rows)
+        self.next_id = base + len(self.rows)
+        self.rows, self.cands = [], []
+
+
 def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt: str | None = None,
                 mapping: dict[str, str] | str | None = None, skip_invalid: bool = False,
-                progress: Callable[[int], None] | None = None) -> ImportResult:
-    path = Path(path)
+                progress: Callable[[int], None] | None = None, license: str | None = None, *,
+                opts: ParseOptions | None = None, append: bool = False) -> ImportResult:
+    """Import one file, a directory or "-" (stdin); see import_files."""
+    return import_files(conn, [path], dataset, fmt, mapping, skip_invalid, progress, license, opts=opts,
+                        append=append)
+
+
+def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, fmt: str | None = None,
+                 mapping: dict[str, str] | str | None = None, skip_invalid: bool = False,
+                 progress: Callable[[int], None] | None = None, license: str | None = None, *,
+                 opts: ParseOptions | None = None, append: bool = False) -> ImportResult:
+    """Import files into one dataset in one transaction: all of them, or (on any refusal) none.
+
+    Each file gets its own imports row (file, format, sha256), so each sample remembers its file and line. A file
+    whose sha256 is already in the dataset is refused unless `append`."""
     if isinstance(mapping, str):
         mapping = _mapping(mapping)
     mapping = mapping or {}
-    det = detect(path, fmt, mapping, skip_invalid)
-    name = dataset or path.stem
+    opts = opts or ParseOptions()
+    if license is not None:     # an SPDX identifier recorded per import and per dataset (provenance for exports)
+        try:
+            license = licenses.normalize(license)
+        except licenses.LicenseError as e:
+            raise ImportFailed(str(e)) from None
+    given = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
+    paths = expand_inputs(given)
+    if dataset is None:
+        if len(given) != 1 or str(given[0]) == STDIN:
+            raise ImportFailed("several files or stdin: name the dataset with --dataset")
+        dataset = default_name(given[0])
+    with stdin_spooled(paths, fmt) as paths:
+        dets = [detect(p, fmt, mapping, skip_invalid, opts) for p in paths]
+        sizes = [p.stat().st_size for p in paths]
+        if append or not _maybe_imported(conn, dataset, sizes):
+            # no file of these sizes is in the dataset (or --append): the sha256 is only recorded, so it is taken
+            # in a thread while the import runs (hashlib releases the GIL)
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                shas = [pool.submit(file_sha256, p) for p in paths]
+                return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts,
+                                   license)
+        shas = [file_sha256(p) for p in paths]
+        for det, sha in zip(dets, shas):
+            _check_not_imported(conn, dataset, det.file, sha)
+        dup = [d.file for d, sha in zip(dets, shas) if shas.count(sha) > 1]
+        if dup:
+            raise ImportFailed(f"{dup[1]}: the same bytes as {dup[0]}; use --append to import both")
+        return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts,
+                                   license)
+
+
+def _maybe_imported(conn: sqlite3.Connection, name: str, sizes: list[int]) -> bool:
+    """Whether a file of one of these sizes is already in the dataset, or two given files have the same size."""
+    if len(set(sizes)) < len(sizes):
+        return True
+    return conn.execute(f"SELECT 1 FROM imports i JOIN datasets d ON d.id = i.dataset_id WHERE d.name = ? AND "
+                        f"i.bytes IN ({','.join('?' * len(sizes))}) LIMIT 1", (name, *sizes)).fetchone() is not None
+
+
+def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, progress, opts,
+                license) -> ImportResult:
     skipped: list[Skipped] = []
     counted = [0]
-    parallel = det.file_type == "jsonl" and path.stat().st_size >= PARALLEL_MIN_BYTES
+    files: list[FileResult] = []
 
-    def rows(ctx: _Context):
+    def rows(ctx: _Context, path: Path, det: Detection, fr: FileResult, writer: _Writer):
+        parallel = det.file_type == "jsonl" and path.stat().st_size >= PARALLEL_MIN_BYTES
         for r in _built_rows(ctx, path, parallel):
             if isinstance(r, Skipped):
                 if not skip_invalid:
                     raise ImportFailed(str(r))
                 skipped.append(r)
+                fr.skipped += 1
+                continue
+            if isinstance(r, Tied):
+                fr.ties += 1
                 continue
             counted[0] += 1
+            fr.rows += 1
             if progress and counted[0] % PROGRESS_EVERY == 0:
                 progress(counted[0])
-            yield r
+            writer.add(*r)
 
     # Copying a big import from the WAL into the database file takes ~10 s a million rows: leave it to the
     # follow-up `workbench index` step (or the next commit) instead of holding the curator up here.
     conn.execute("PRAGMA wal_autocheckpoint = 0")
+    current = dets[0].file
     try:
         with transaction(conn):
-            did = ensure_dataset(conn, name, det.kind)
+            kinds = {d.kind for d in dets}
+            did = ensure_dataset(conn, name, kinds.pop() if len(kinds) == 1 else "mixed")
+            _record_license(conn, did, name, license)
             ts = now()
-            import_id = conn.execute(
-                "INSERT INTO imports (dataset_id, file, format, mapping, imported_at) VALUES (?, ?, ?, ?, ?)",
-                (did, os.path.abspath(path), det.format, orjson.dumps(det.mapping).decode(), ts)).lastrowid
             before = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]
-            ctx = _Context(str(path), det.file_type, det.format, mapping, did, import_id, ts)
-            conn.executemany(_INSERT, rows(ctx))
-            if counted[0] == 0:
-                raise ImportFailed(f"{path}: no valid rows to import ({len(skipped)} skipped)")
+            for path, det, sha, size in zip(paths, dets, shas, sizes):
+                current = det.file
+                file_col = det.file if det.file == STDIN else os.path.abspath(path)
+                import_id = conn.execute(
+                    "INSERT INTO imports (dataset_id, file, format, mapping, imported_at, bytes, license) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (did, file_col, det.format, orjson.dumps(det.mapping).decode(), ts, size, license)).lastrowid
+                fr = FileResult(det.file, det.format, import_id, "")
+                ctx = _Context(det.file, det.file_type, det.format, mapping, did, import_id, ts, opts)
+                writer = _Writer(conn, ts, opts, det.file)
+                rows(ctx, path, det, fr, writer)
+                writer.flush()
+                fr.candidates = writer.candidates
+                if fr.rows == 0:
+                    raise ImportFailed(f"{det.file}: no valid rows to import ({fr.skipped} skipped"
+                                       + (f", {fr.ties} ties" if fr.ties else "") + ")")
+                fr.sha256 = sha if isinstance(sha, str) else sha.result()
+                conn.execute("UPDATE imports SET rows = ?, skipped = ?, sha256 = ? WHERE id = ?",
+                             (fr.rows, fr.skipped, fr.sha256, import_id))
+                files.append(fr)
             first, last = before + 1, before + counted[0]
             dups = flag_duplicates(conn, first, last)
-            conn.execute("UPDATE imports SET rows = ?, skipped = ? WHERE id = ?", (counted[0], len(skipped), import_id))
     except FormatError as e:  # a file-level problem found mid-stream (e.g. a JSON array truncated at the end)
-        raise ImportFailed(describe(str(path), e.line, e.row, e.field, e.message)) from None
+        raise ImportFailed(describe(current, e.line, e.row, e.field, e.message)) from None
     except UnicodeDecodeError as e:
-        raise ImportFailed(f"{path}: not valid UTF-8 ({e.reason})") from None
+        raise ImportFailed(f"{current}: not valid UTF-8 ({e.reason})") from None
+    except GZIP_ERRORS as e:   # e.g. a .gz that ends early
+        raise ImportFailed(f"{current}: cannot read the file: {e}") from None
     finally:
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
     if progress:
         progress(counted[0])
-    return ImportResult(name, did, import_id, det.format, counted[0], skipped, dups, first, last)
+    fmts = {f.format for f in files}
+    return ImportResult(name, did, files[0].import_id, fmts.pop() if len(fmts) == 1 else "mixed", counted[0],
+                        skipped, dups, first, last, sum(f.ties for f in files), sum(f.candidates for f in files),
+                        files)
+
+
+def _record_license(conn: sqlite3.Connection, did: int, name: str, license: str | None) -> None:
+    """Inside the import's transaction: one licence per dataset. A different one, or rows added without one to a
+    licensed dataset (or with one to rows that have none), is refused: an export must be able to list them all."""
+    current, rows = conn.execute("SELECT license, (SELECT count(*) FROM samples WHERE dataset_id = ?) FROM datasets "
+                                 "WHERE id = ?", (did, did)).fetchone()
+    if license == current:
+        return
+    if current is None and rows == 0:
+        conn.execute("UPDATE datasets SET license = ? WHERE id = ?", (license, did))
+        return
+    if current is None:
+        raise ImportFailed(f"dataset {name!r} holds rows imported without a licence; import {license} data into "
+                           f"another dataset")
+    raise ImportFailed(f"dataset {name!r} is licensed {current}; "
+                       + (f"pass --license {current} to add rows to it" if license is None
+                          else f"{license} data goes into another dataset"))

@@ -20,6 +20,7 @@ import orjson
 from .bigtext import preview_sql, preview_value, stream_field
 from . import endpoints as endpoints_mod
 from .filters import FILTER_KEYS, FilterError, filter_sql, iter_filtered, parse_filter  # noqa: F401  (re-exported)
+from .filters import check_scores
 from .samples import decode_sample, SAMPLE_COLUMNS
 from .store import ensure_dataset, fts_query, get_dataset, now, transaction
 from .tasks import Item, Result, Task, TaskContext, TaskError, get_task, resolve_params, write_results
@@ -33,20 +34,24 @@ ITEM_INSERT_CHUNK = 1000
 
 def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset: str | None = None,
               endpoint: str | None = None, pool: str | None = None, judge: str | None = None,
-              into: str | None = None, params: dict | None = None, filter: dict | None = None) -> int:
+              into: str | None = None, params: dict | None = None, filter: dict | None = None,
+              allow_self_judge: bool = False) -> int:
     """Check everything, then create the job and its items in one transaction. Returns the job id."""
     task_cls = get_task(task_name)
     if bool(endpoint) == bool(pool):
         raise TaskError("give exactly one of --endpoint NAME or --pool NAME")
-    endpoints_mod.resolve(config, endpoint or pool, is_pool=bool(pool))   # raises EndpointError
-    if judge:
-        endpoints_mod.resolve(config, judge)
+    generators, _ = endpoints_mod.resolve(config, endpoint or pool, is_pool=bool(pool))   # raises EndpointError
+    judges = endpoints_mod.resolve(config, judge)[0] if judge else generators
     resolved = resolve_params(task_cls, params or {})
     if task_cls.needs_dataset and not dataset:
         raise TaskError(f"task {task_name} needs --dataset NAME")
     ds = get_dataset(conn, dataset) if dataset else None
     if dataset and ds is None:
         raise TaskError(f"no dataset named {dataset!r}")
+    try:
+        check_scores(conn, ds[0] if ds else None, filter or {})
+    except FilterError as e:
+        raise TaskError(f"--filter: {e}") from None
     ctx = TaskContext(task=task_name, params=resolved, dataset=dataset, dataset_id=ds[0] if ds else None,
                       filter=dict(filter or {}), config=config, template_version=task_cls.template_version)
     task = task_cls(ctx)
@@ -54,8 +59,15 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
     if ctx.into and ctx.into == dataset:
         raise TaskError("--into must name a different dataset than --dataset")
     task.validate(conn)
+    self_judge = self_judging(task, conn, generators, judges, judge)
+    if self_judge and not allow_self_judge:
+        named = ", ".join(f"{j['endpoint']} (model {j['model']})" for j in self_judge)
+        raise TaskError(f"the judge {named} is also a generator of the candidates it would rate: give --judge NAME "
+                        "an endpoint or pool of another model, or pass --allow-self-judge to accept self-judging")
     job_params = {"task": resolved, "dataset": dataset, "into": ctx.into, "endpoint": endpoint, "pool": pool,
                   "judge": judge, "filter": ctx.filter}
+    if self_judge:
+        job_params.update(allow_self_judge=True, self_judge=self_judge)
     with transaction(conn):
         if ctx.into:
             ctx.into_id = ensure_dataset(conn, ctx.into, task_cls.into_kind)
@@ -68,6 +80,16 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
                             + (f" in dataset {dataset!r}" if dataset else "")
                             + (f" matching the filter {ctx.filter}" if ctx.filter else ""))
     return job_id
+
+
+def self_judging(task, conn: sqlite3.Connection, generators: list, judges: list, judge: str | None) -> list[dict]:
+    """The judge endpoints that also generated what they would rate (same endpoint or same model), or []."""
+    sources = task.candidate_sources(conn, generators)
+    if not sources or "judge" not in task.roles:
+        return []
+    names = {e for e, _ in sources if e}
+    models = {m for _, m in sources if m}
+    return [{"endpoint": ep.name, "model": ep.model} for ep in judges if ep.name in names or ep.model in models]
 
 
 def add_items(conn: sqlite3.Connection, job_id: int, items) -> int:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import errno
 import hashlib
 import random
+import socket
 import sqlite3
 import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import urlparse
 
 import orjson
 
 from .endpoints import Endpoint, redact
-from .parsing import ParseError  # one class for the parsers and the client layer
+from .parsing import ParseError, repetition_loop  # one class for the parsers and the client layer
 from .store import now
 
 RETRY_STATUS = {408, 409, 429}
@@ -229,10 +232,10 @@ class Client:
                         # the server does not take this response_format: step down and ask again
                         self.json_mode = "json_object" if rf.get("type") == "json_schema" else "none"
                         continue
-                    raise LLMError(f"{self.ep.name}: HTTP 400: {self._clean(_message(e))}",
+                    raise LLMError(f"{self.ep.name}: HTTP 400: {self._clean(_message(e))[:500]}",
                                    endpoint=self.ep.name, status=400) from None
                 except openai.APIStatusError as e:
-                    raise LLMError(f"{self.ep.name}: HTTP {e.status_code}: {self._clean(_message(e))}",
+                    raise LLMError(f"{self.ep.name}: HTTP {e.status_code}: {self._clean(_message(e))[:500]}",
                                    endpoint=self.ep.name, status=e.status_code) from None
         finally:
             self.busy -= 1
@@ -261,13 +264,15 @@ class Client:
                 if isinstance(e, _timeout_errors()):
                     raise _Retry(f"timed out after {self.ep.timeout:g} s") from None
                 raise _Retry(f"connection error: {self._clean(f'{type(e).__name__}: {e}')}") from None
-            except openai.APITimeoutError:
-                raise _Retry(f"timed out after {self.ep.timeout:g} s") from None
-            except openai.APIConnectionError as e:
-                raise _Retry(f"connection error: {self._clean(_cause(e))}") from None
+            except openai.APIConnectionError as e:     # APITimeoutError too: its transport calls a refusal a timeout
+                failure = connection_failure(e, self.ep.base_url, self.ep.timeout)
+                if not failure.retry:                  # the OS answered: asking again in a second changes nothing
+                    raise LLMError(f"{self.ep.name}: {self._clean(failure.message)}", endpoint=self.ep.name,
+                                   retryable=True) from None
+                raise _Retry(self._clean(failure.message)) from None
             except openai.APIStatusError as e:
                 if e.status_code in RETRY_STATUS or e.status_code >= 500:
-                    raise _Retry(f"HTTP {e.status_code}: {self._clean(_message(e))}",
+                    raise _Retry(f"HTTP {e.status_code}: {self._clean(_message(e))[:500]}",
                                  delay=retry_after(e.response.headers), status=e.status_code) from None
                 raise
             latency = time.monotonic() - t0
@@ -289,7 +294,10 @@ class Client:
         meter.tokens_out += tout
         meter.cost += self.ep.cost(tin, tout)
         model = resp.get("model")
-        return Completion(text=text or "", model=model if isinstance(model, str) and model else self.ep.model,
+        # a reply that echoes the key (a prompt-injected model, a debugging proxy) is redacted here, before the
+        # cache, the job item, a judgment or a sample can store it
+        return Completion(text=self._clean(text or ""),
+                          model=model if isinstance(model, str) and model else self.ep.model,
                           endpoint=self.ep.name, finish_reason=choices[0].get("finish_reason"), prompt_tokens=tin,
                           completion_tokens=tout, latency=latency)
 
@@ -356,13 +364,59 @@ def _message(e: openai.APIStatusError) -> str:
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict) and err.get("message"):
-            return str(err["message"])[:500]
-    return str(e.message)[:500]
+            return str(err["message"])[:100_000]  # cut again after redaction
+    return str(e.message)[:100_000]
 
 
-def _cause(e: BaseException) -> str:
-    c = e.__cause__ or e.__context__
-    return f"{type(c).__name__}: {c}" if c else str(e)
+@dataclass
+class ConnectionFailure:
+    message: str
+    retry: bool        # worth another attempt on this endpoint (a timeout, a reset), or final (refused, no DNS)
+
+
+# getaddrinfo's "no such name" answers (EAI_NONAME, EAI_NODATA, EAI_FAIL); EAI_AGAIN is a temporary failure
+_DNS_FINAL = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", -5), socket.EAI_FAIL}
+_UNREACHABLE = {errno.ENETUNREACH: "network unreachable", errno.EHOSTUNREACH: "host unreachable",
+                errno.EADDRNOTAVAIL: "address not available"}
+
+
+def _chain(e: BaseException) -> list[BaseException]:
+    """e and its causes, the deepest (what the OS said) first."""
+    out, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        out.append(e)
+        e = e.__cause__ or e.__context__
+    return out[::-1]
+
+
+def connection_failure(e: BaseException, base_url: str, timeout: float) -> ConnectionFailure:
+    """What a failed connection really was, from the exception chain the HTTP client raised. openai's aiohttp
+    transport reports a refused port or a failed DNS lookup as "Request timed out" (ConnectTimeout): the OS's own
+    error at the bottom of the chain says what happened."""
+    u = urlparse(base_url)
+    where = f"{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
+    chain = _chain(e)
+    for c in chain:
+        if isinstance(c, socket.gaierror):
+            if c.errno in _DNS_FINAL:
+                return ConnectionFailure(f"DNS lookup failed: host {u.hostname} not found ({c.strerror})", False)
+            return ConnectionFailure(f"DNS lookup of {u.hostname} failed for now ({c.strerror})", True)
+        if isinstance(c, ConnectionRefusedError):
+            return ConnectionFailure(f"connection refused by {where} (no server listening there?)", False)
+        if isinstance(c, ConnectionResetError):
+            return ConnectionFailure(f"connection reset by {where}", True)
+        if isinstance(c, OSError) and c.errno in _UNREACHABLE:
+            return ConnectionFailure(f"cannot connect to {where}: {_UNREACHABLE[c.errno]}", False)
+    names = {type(c).__name__ for c in chain}
+    if names & {"ServerDisconnectedError", "RemoteProtocolError"}:
+        return ConnectionFailure(f"connection closed by {where} without a reply", True)
+    if names & {"ClientPayloadError", "ContentLengthError", "IncompleteRead"}:
+        return ConnectionFailure(f"reply from {where} cut off: the connection closed mid-reply", True)
+    if any(isinstance(c, TimeoutError) or "Timeout" in type(c).__name__ for c in chain):
+        return ConnectionFailure(f"timed out after {timeout:g} s", True)
+    root = chain[0]
+    return ConnectionFailure(f"connection error: {type(root).__name__}: {root}", True)
 
 
 def retry_after(headers) -> float | None:
@@ -508,6 +562,10 @@ class LLM:
 
 def _check(c: Completion, validate, allow_empty: bool, allow_truncated: bool) -> Any:
     if not allow_truncated and c.finish_reason == "length":
+        unit = repetition_loop(c.text)
+        if unit is not None:
+            raise ParseError(f"looped to max_tokens: the reply repeats {unit[:60]!r} until it is cut off at "
+                             "max_tokens (finish_reason=length)", c.text)
         raise ParseError("reply cut off at max_tokens (finish_reason=length)", c.text)
     if not allow_empty and not c.text.strip():
         raise ParseError("empty reply", c.text)

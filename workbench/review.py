@@ -18,12 +18,14 @@ from dataclasses import asdict, dataclass, fields
 
 import orjson
 
+from . import scores
+from .agreement import decided_by_curator, spotcheck_info
 from .bigtext import PREVIEW_BYTES, preview_sql, preview_value
 from .samples import SAMPLE_COLUMNS, require_sample, write_text
 from .store import STATUSES, fts_query, now, transaction
 
-DECISION_STATUS = {"accept": "accepted", "reject": "rejected"}
-UNDOABLE = ("accept", "reject", "skip", "edit")
+DECISION_STATUS = {"accept": "accepted", "reject": "rejected", "reset": "pending"}
+UNDOABLE = ("accept", "reject", "skip", "edit", "reset", "swap")
 EDITABLE = ("system", "instruction", "input", "response", "rejected", "messages")
 
 
@@ -50,20 +52,26 @@ class Filter:
     """What the Review screen walks through, in id order. None = no constraint."""
     dataset_id: int | None = None
     status: str | None = None
-    min_score: float | None = None
-    max_score: float | None = None
+    min_score: str | None = None       # RUBRIC=N (or several, comma-separated): see workbench/scores.py
+    max_score: str | None = None
     task_type: str | None = None
     domain: str | None = None
     search: str | None = None
+    include_stale: bool = False        # score bounds also match scores given before an edit
+    selection: str | None = None       # only this named selection (e.g. a spot-check), in id order
 
     def __post_init__(self):
         if self.status is not None and self.status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {self.status!r}")
         if self.search is not None and not fts_query(self.search):
             self.search = None
+        for name in ("min_score", "max_score"):   # a saved filter from before per-rubric scores held a bare number
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name}: name the rubric, e.g. curate=4.5")
+        self.scores = scores.build(self.min_score, self.max_score, self.include_stale)  # refuses a bare number
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "Filter":
@@ -77,16 +85,20 @@ class Filter:
             if value is not None:
                 clauses.append(f"{alias}.{col} = ?")
                 params.append(value)
-        if self.min_score is not None:
-            clauses.append(f"{alias}.score >= ?")
-            params.append(self.min_score)
-        if self.max_score is not None:
-            clauses.append(f"{alias}.score <= ?")
-            params.append(self.max_score)
+        if self.scores:
+            cond, cparams = self.scores.sql(f"{alias}.id")
+            clauses.append(cond)
+            params += cparams
+        if self.selection is not None:
+            clauses.append(f"{alias}.id IN (SELECT sample_id FROM selections WHERE name = ?)")
+            params.append(self.selection)
         return (" AND ".join(clauses) or "1"), params
 
     def describe(self) -> str:
-        parts = [f"{k}={v}" for k, v in self.to_dict().items() if k not in ("dataset_id", "search")]
+        parts = [f"{k}={v}" for k, v in self.to_dict().items()
+                 if k not in ("dataset_id", "search", "min_score", "max_score", "include_stale")]
+        if self.scores:
+            parts.append(f"score {self.scores.describe()}")
         if self.search:
             parts.append(f"search={self.search!r}")
         return ", ".join(parts)
@@ -149,6 +161,7 @@ def facets(conn: sqlite3.Connection, dataset_id: int | None = None) -> dict:
     """Choices for the filter dialog."""
     return {"task_type": facet_values(conn, "task_type", dataset_id),
             "domain": facet_values(conn, "domain", dataset_id),
+            "rubrics": scores.rubrics(conn),
             "datasets": conn.execute("SELECT id, name FROM datasets ORDER BY id").fetchall()}
 
 
@@ -196,17 +209,31 @@ def goto(conn: sqlite3.Connection, flt: Filter, how: str, ref: int | None = None
     sample = load_sample(conn, sid) if sid is not None else None
     if sample is not None:
         save_position(conn, flt.dataset_id, sample["id"], flt)
+        sample["blind"] = blind(conn, flt, sample["id"])
     return sample
 
 
-def open_view(conn: sqlite3.Connection, dataset: str | None, sample_id: int | None = None) -> tuple[Filter, dict | None]:
-    """What Review shows when it opens on `dataset` (None = all): the saved filter and position, or a fresh start."""
+def blind(conn: sqlite3.Connection, flt: Filter, sample_id: int) -> bool:
+    """Walking a spot-check, a sample's scores stay hidden until a curator decided it (see agreement.py)."""
+    return spotcheck_info(conn, flt.selection) is not None and not decided_by_curator(conn, sample_id)
+
+
+def open_view(conn: sqlite3.Connection, dataset: str | None, sample_id: int | None = None,
+              selection: str | None = None) -> tuple[Filter, dict | None]:
+    """What Review shows when it opens on `dataset` (None = all): the saved filter and position, or a fresh start.
+    With `selection`: that selection alone (e.g. a spot-check), from its first pending sample."""
     did = None
     if dataset is not None:
         row = conn.execute("SELECT id FROM datasets WHERE name = ?", (dataset,)).fetchone()
         if row is None:
             raise KeyError(f"no dataset named {dataset!r}")
         did = row[0]
+    if selection is not None:
+        if not conn.execute("SELECT 1 FROM selections WHERE name = ? LIMIT 1", (selection,)).fetchone():
+            raise KeyError(f"no selection named {selection!r}")
+        flt = Filter(dataset_id=did, selection=selection)
+        start = sample_id if sample_id is not None else (first_pending(conn, flt) or first_id(conn, flt))
+        return flt, goto(conn, flt, "id", start) if start is not None else None
     _, saved = load_position(conn, did)
     flt = saved or Filter()
     flt.dataset_id = did
@@ -269,19 +296,56 @@ def _check_unchanged(conn: sqlite3.Connection, sample_id: int, seen: int | None,
 
 def decide(conn: sqlite3.Connection, sample_id: int, action: str, session: str, reason: str | None = None,
            *, seen: int | None = None) -> dict:
-    """accept / reject / skip one sample; committed when this returns. Skip logs the visit, status unchanged.
+    """accept / reject / skip / reset (back to pending) one sample; committed when this returns. Skip logs the
+    visit, status unchanged.
 
     `seen`: latest_change() of the sample when it was shown; a later change by another session is refused
     (DecisionConflict) instead of overwritten."""
-    if action not in ("accept", "reject", "skip"):
-        raise ValueError(f"unknown review action {action!r}")
+    _check_action(action)
     with transaction(conn):
-        old = _status(conn, sample_id)
         _check_unchanged(conn, sample_id, seen)
-        new = DECISION_STATUS.get(action, old)
-        if new != old:
-            conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (new, now(), sample_id))
-        did = _log(conn, sample_id, action, {"status": old}, {"status": new}, session, reason=reason)
+        return _decide(conn, sample_id, action, session, reason)
+
+
+def decide_many(conn: sqlite3.Connection, ids: list[int], action: str, session: str, reason: str | None = None,
+                dataset_id: int | None = None) -> list[dict]:
+    """The same decision on several samples (`workbench decide`), all or none: every id must exist (and be in the
+    dataset), else KeyError naming the bad ids and nothing is written."""
+    _check_action(action)
+    ids = list(dict.fromkeys(ids))
+    with transaction(conn):
+        found = {}
+        for i in range(0, len(ids), 500):
+            chunk = ids[i:i + 500]
+            found.update(conn.execute(f"SELECT id, dataset_id FROM samples WHERE id IN ({','.join('?' * len(chunk))})",
+                                      chunk).fetchall())
+        missing = [i for i in ids if i not in found]
+        elsewhere = [i for i in ids if i in found and dataset_id is not None and found[i] != dataset_id]
+        if missing or elsewhere:
+            parts = []
+            if missing:
+                parts.append(f"no sample with id {_id_list(missing)}")
+            if elsewhere:
+                parts.append(f"not in this dataset: {_id_list(elsewhere)}")
+            raise KeyError("; ".join(parts) + " (nothing was decided)")
+        return [_decide(conn, sid, action, session, reason) for sid in ids]
+
+
+def _id_list(ids: list[int], limit: int = 10) -> str:
+    return ", ".join(map(str, ids[:limit])) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def _check_action(action: str) -> None:
+    if action not in ("accept", "reject", "skip", "reset"):
+        raise ValueError(f"unknown review action {action!r}")
+
+
+def _decide(conn, sample_id: int, action: str, session: str, reason: str | None) -> dict:
+    old = _status(conn, sample_id)
+    new = DECISION_STATUS.get(action, old)
+    if new != old:
+        conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (new, now(), sample_id))
+    did = _log(conn, sample_id, action, {"status": old}, {"status": new}, session, reason=reason)
     return {"id": did, "sample_id": sample_id, "action": action, "before": {"status": old}, "after": {"status": new}}
 
 
@@ -354,9 +418,80 @@ def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str, 
     return {"id": did, "sample_id": sample_id, "action": "edit", "before": before, "after": changed}
 
 
+def swap(conn: sqlite3.Connection, sample_id: int, session: str, *, seen: int | None = None) -> dict:
+    """Swap a pair's chosen and rejected answers: a decision like an edit (logged, undoable). `seen` as for
+    decide()."""
+    with transaction(conn):
+        current = require_sample(conn, sample_id)
+        _check_unchanged(conn, sample_id, seen)
+        if current["rejected"] is None:
+            raise ValueError(f"sample #{sample_id} is not a pair: there is no rejected answer to swap with")
+        before = {"response": current["response"], "rejected": current["rejected"]}
+        after = {"response": current["rejected"], "rejected": current["response"]}
+        write_text(conn, sample_id, after)
+        did = _log(conn, sample_id, "swap", before, after, session)
+    return {"id": did, "sample_id": sample_id, "action": "swap", "before": before, "after": after}
+
+
+# the scale each rubric scores on (a rubric stated by an import carries its own in the origin)
+RUBRIC_SCALES = {"aspects": (1, 5), "preference-rate": (1, 5), "judge": (1, 10)}
+
+
+def why_chosen(s: dict) -> dict | None:
+    """For a pair (generated or imported): the candidates behind chosen and rejected, their models, each score
+    with its scale, the margin, and what decided it. None for a sample that is not a pair."""
+    origin = s.get("origin") if isinstance(s.get("origin"), dict) else {}
+    if s.get("rejected") is None and not origin.get("tie"):
+        return None
+    cands = s.get("candidates") or s.get("pair_candidates") or []
+    scale = origin.get("scale")
+    if scale is None and origin.get("rubric") in RUBRIC_SCALES:
+        scale = list(RUBRIC_SCALES[origin["rubric"]])
+
+    def side(name: str, text) -> dict:
+        c = next((c for c in cands if c["response"] == text), None)
+        recorded = origin.get(name) if isinstance(origin.get(name), dict) else {}
+        out = {"model": c["model"] if c else recorded.get("model"),
+               "score": c["overall"] if c and c.get("overall") is not None else
+               (recorded.get("score") if c is None else None),
+               "candidate_id": c["id"] if c else None, "scale": scale}
+        if recorded.get("column"):
+            out["column"] = recorded["column"]
+        if c is None and cands:
+            out["edited"] = True       # the text matches no candidate any more: shown as recorded, marked
+        return out
+
+    if origin.get("tie"):
+        return {"tie": origin["tie"], "candidates": [{"model": c["model"], "score": c.get("overall"),
+                                                      "scale": scale} for c in cands], "by": _decided_by(origin)}
+    chosen, rejected = side("chosen", s["response"]), side("rejected", s["rejected"])
+    # which side the source picked: a swap (or an edit) by the curator shows as a difference
+    picked = origin.get("chosen", {}).get("model") if isinstance(origin.get("chosen"), dict) else None
+    rec = origin.get("rejected") if isinstance(origin.get("rejected"), dict) else {}
+    was_rejected = next((c for c in cands if c["id"] == rec.get("candidate_id")), None)
+    if was_rejected is None and isinstance(rec.get("candidate"), int) and 0 <= rec["candidate"] < len(cands):
+        was_rejected = cands[rec["candidate"]]
+    swapped = was_rejected is not None and was_rejected["response"] == s["response"]
+    margin = (chosen["score"] - rejected["score"]) if None not in (chosen["score"], rejected["score"]) else None
+    return {"chosen": chosen, "rejected": rejected, "margin": margin, "by": _decided_by(origin),
+            "swapped": swapped, "source_chosen_model": picked}
+
+
+def _decided_by(origin: dict) -> str:
+    if origin.get("task") == "import":
+        if origin.get("prefer"):
+            p = origin["prefer"]
+            return f"the file's {p['column']} column = {p['value']!r}"
+        return "the file's chosen/rejected columns" + (f" (scores as rubric {origin['rubric']})"
+                                                     if origin.get("rubric") else "")
+    if origin.get("judge"):
+        return f"judge {origin['judge']}, rubric {origin.get('rubric')}, margin at least {origin.get('margin')}"
+    return "not recorded"
+
+
 def last_undoable(conn: sqlite3.Connection, session: str, dataset_id: int | None = None) -> dict | None:
     sql = ("SELECT d.id, d.sample_id, d.action, d.before, d.after FROM decisions d "
-           "WHERE d.session = ? AND d.action IN ('accept', 'reject', 'skip', 'edit') "
+           "WHERE d.session = ? AND d.action IN ('accept', 'reject', 'skip', 'edit', 'reset', 'swap') "
            "AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.sample_id = d.sample_id AND u.undoes = d.id)")
     params: list = [session]
     if dataset_id is not None:
@@ -376,7 +511,7 @@ def undo(conn: sqlite3.Connection, session: str, dataset_id: int | None = None) 
             return None
         sid, restore = target["sample_id"], target["before"] or {}
         _check_unchanged(conn, sid, target["id"], undoing=True)  # another session's later change is not reverted
-        if target["action"] == "edit":
+        if target["action"] in ("edit", "swap"):
             now_values = require_sample(conn, sid)
             current = {k: now_values[k] for k in restore}
             write_text(conn, sid, restore)
@@ -439,8 +574,39 @@ def load_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
     for c in s["candidates"]:
         overalls = [j["overall"] for j in s["judgments"] if j["candidate_id"] == c["id"] and j["overall"] is not None]
         c["overall"] = sum(overalls) / len(overalls) if overalls else None
+        c["scores"] = candidate_scores(s["judgments"], c["id"])
+        origin = s["origin"] if isinstance(s.get("origin"), dict) else {}
+        for sc in c["scores"]:     # an imported score's scale is the one the import stated (--score-scale)
+            if sc["scale"] is None and origin.get("task") == "import" and sc["rubric"] == origin.get("rubric"):
+                sc["scale"] = origin.get("scale")
+    s["scores"] = scores.of_sample(conn, sample_id)
+    s["pair_candidates"] = _pair_candidates(conn, s)
     s["lineage"] = lineage(conn, s)
     return s
+
+
+def _pair_candidates(conn: sqlite3.Connection, s: dict) -> list[dict]:
+    """A generated pair's candidates live on its prompt: fetch the two its origin names, with their scores."""
+    origin = s.get("origin") if isinstance(s.get("origin"), dict) else {}
+    ids = [origin[k].get("candidate_id") for k in ("chosen", "rejected") if isinstance(origin.get(k), dict)]
+    ids = [i for i in ids if isinstance(i, int)]
+    if s["candidates"] or not ids:
+        return []
+    out = []
+    for cid, model, response in conn.execute(
+            f"SELECT id, model, substr(response, 1, {PREVIEW_BYTES}) FROM candidates WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", ids):
+        got = [r[0] for r in conn.execute("SELECT overall FROM judgments WHERE candidate_id = ? AND overall IS NOT "
+                                          "NULL", (cid,))]
+        out.append({"id": cid, "model": model, "response": response,
+                    "overall": sum(got) / len(got) if got else None})
+    return out
+
+
+def candidate_scores(judgments: list[dict], candidate_id: int) -> list[dict]:
+    """A candidate's judgments as scores: {rubric, score, scale, judge, dimensions} (scale None if unknown)."""
+    return [{"rubric": j["rubric"], "score": j["overall"], "scale": scores.TEMPLATE_SCALES.get(j["rubric"]),
+             "judge": j["judge"], "dimensions": j["scores"]}
+            for j in judgments if j["candidate_id"] == candidate_id and j["overall"] is not None]
 
 
 def lineage(conn: sqlite3.Connection, s: dict) -> dict:

@@ -6,6 +6,7 @@ from typing import Iterable
 
 import orjson
 
+from . import scores
 from .store import fts_replace, now
 from .textnorm import content_hash
 
@@ -19,6 +20,7 @@ _INSERT = ("INSERT INTO samples (dataset_id, instruction, input, response, rejec
            "domain, difficulty, language, metadata, import_id, source_line, parent_id, job_id, origin, status, "
            "content_hash, instruction_len, response_len, created_at, updated_at) "
            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+INSERT_COLUMNS = tuple(c.strip() for c in _INSERT[_INSERT.index("(") + 1:_INSERT.index(")")].split(","))
 
 
 def _json(v):
@@ -80,8 +82,8 @@ def flag_duplicates(conn: sqlite3.Connection, first: int, last: int) -> int:
 
 SAMPLE_COLUMNS = ("id", "dataset_id", "instruction", "input", "response", "rejected", "system", "messages",
                   "task_type", "domain", "difficulty", "language", "metadata", "content_hash", "dup_of", "import_id",
-                  "source_line", "parent_id", "job_id", "origin", "status", "score", "instruction_len",
-                  "response_len", "created_at", "updated_at")
+                  "source_line", "parent_id", "job_id", "origin", "status", "instruction_len",
+                  "response_len", "created_at", "updated_at")   # scores: workbench/scores.py (per rubric)
 _SELECT = "SELECT " + ", ".join(SAMPLE_COLUMNS) + " FROM samples"
 
 
@@ -124,7 +126,7 @@ FTS_FIELDS = ("instruction", "input", "response")
 def write_text(conn: sqlite3.Connection, sample_id: int, values: dict) -> None:
     """Inside a transaction: set text fields (`messages` as a list) of one sample (an edit, a cleaning fix or their
     undo), then recompute its content hash, lengths and FTS entry, and the duplicate flags of the rows that shared
-    its old hash or share its new one."""
+    its old hash or share its new one, and the stale flag of its scores."""
     current = require_sample(conn, sample_id)
     new = {**current, **values}
     h = hash_of(new)
@@ -135,6 +137,7 @@ def write_text(conn: sqlite3.Connection, sample_id: int, values: dict) -> None:
                                   now(), sample_id))
     for group in {current["content_hash"], h}:
         _reflag_duplicates(conn, group)
+    scores.text_changed(conn, sample_id, h)   # its scores were given to other text: stale (fresh again on undo)
     if any(k in FTS_FIELDS for k in values):
         fts_replace(conn, sample_id, {k: current[k] or "" for k in FTS_FIELDS}, {k: new[k] or "" for k in FTS_FIELDS})
 

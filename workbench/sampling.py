@@ -6,7 +6,10 @@ Target file (TOML):
     seed = 7                     # the CLI's --seed wins; same seed + same data = same selection
     datasets = ["alpaca"]        # optional; the CLI's --dataset wins; default: every dataset
     status = ["pending", "accepted"]   # eligible rows (default: everything not rejected)
-    by = "random"                # or "score": the best judge scores first within each bucket
+    by = "random"                # or "score:RUBRIC" (e.g. "score:curate"): the best scores first within each bucket;
+                                 # "score" alone ranks by scores.primary_rubric
+    min_score = ["curate=4.5"]   # optional: only rows with these fresh scores (RUBRIC=N; also max_score)
+    include_stale = false        # true: min_score/max_score also match scores given before an edit
     diversity = 0.85             # optional, Deita-style: skip rows this similar (0..1) to one already selected
     fields = ["instruction", "input"]  # what diversity compares
     fill = false                 # true: when buckets fall short, top up from buckets with rows to spare
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from . import dedup
+from . import dedup, scores
 from .stats import NONE_LABEL, parse_targets
 from .store import STATUSES, now, transaction
 
@@ -56,6 +59,9 @@ class Target:
     statuses: list[str] = field(default_factory=lambda: ["pending", "accepted"])
     by: str = "random"
     diversity: float | None = None
+    min_score: list[str] = field(default_factory=list)
+    max_score: list[str] = field(default_factory=list)
+    include_stale: bool = False
     fields: tuple[str, ...] = dedup.DEFAULT_FIELDS
     fill: bool = False
     source: str | None = None
@@ -100,9 +106,24 @@ def parse_target(data: dict, source: str = "target") -> Target:
                 raise bad(f"status {s!r}: one of {', '.join(STATUSES)}")
         t.statuses = statuses
     if "by" in data:
-        if data["by"] not in ("random", "score"):
-            raise bad(f"by = {data['by']!r}: \"random\" or \"score\"")
-        t.by = data["by"]
+        try:
+            t.by = check_by(data["by"])
+        except ValueError as e:
+            raise bad(str(e)) from None
+    for key in ("min_score", "max_score"):
+        if key in data:
+            values = [data[key]] if isinstance(data[key], str) else data[key]
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise bad(f"{key} = {data[key]!r}: \"RUBRIC=N\" or a list of them, e.g. [\"curate=4.5\"]")
+            try:
+                scores.build(values if key == "min_score" else None, values if key == "max_score" else None)
+            except scores.ScoreFilterError as e:
+                raise bad(str(e)) from None
+            setattr(t, key, values)
+    if "include_stale" in data:
+        if not isinstance(data["include_stale"], bool):
+            raise bad(f"include_stale = {data['include_stale']!r}: true or false")
+        t.include_stale = data["include_stale"]
     if "diversity" in data:
         d = data["diversity"]
         if isinstance(d, bool) or not isinstance(d, (int, float)) or not 0 < d <= 1:
@@ -116,6 +137,14 @@ def parse_target(data: dict, source: str = "target") -> Target:
     if "fill" in data:
         t.fill = bool(data["fill"])
     return t
+
+
+def check_by(by) -> str:
+    """'random', 'score' (the primary rubric) or 'score:RUBRIC'."""
+    if isinstance(by, str) and (by in ("random", "score") or (by.startswith("score:")
+                                                              and scores.RUBRIC_RE.fullmatch(by[6:]))):
+        return by
+    raise ValueError(f"by = {by!r}: \"random\", or \"score:RUBRIC\" (e.g. \"score:curate\")")
 
 
 def load_target(path: str | Path) -> Target:
@@ -246,6 +275,10 @@ def plan(conn: sqlite3.Connection, target: Target, size: int | None = None, seed
         target.datasets = list(datasets)
     dims = [d for d in DIMS if d in target.shares]
     where, params = _scope(conn, target.datasets, target.statuses)
+    sf = scores.resolve(conn, target.min_score, target.max_score, target.include_stale)   # refuses bare numbers
+    if sf:
+        cond, cparams = sf.sql("samples.id")
+        where, params = f"({where}) AND {cond}", [*params, *cparams]
 
     # eligible rows per combination of labels (an indexed GROUP BY; rows in no bucket are not eligible)
     cells: dict[tuple[str, ...], int] = {}
@@ -289,8 +322,16 @@ def _pick(conn, target: Target, dims: list[str], where: str, params: list,
     each while its bucket has room — and, with diversity, while nothing similar is selected yet."""
     index = {c: i for i, c in enumerate(quota)}
     left = np.array([quota[c] for c in quota], dtype=np.int64)
-    ids, cell_of, scores = [], [], []
-    for sid, score, *values in conn.execute(f"SELECT id, score, {', '.join(dims)} FROM samples WHERE {where} "
+    ids, cell_of, ranked = [], [], []
+    rubric = None
+    if target.by.startswith("score"):
+        present = scores.rubrics(conn)
+        rubric = target.by[6:] or scores.primary_rubric(present)
+        if target.by != "score" and rubric not in present:
+            raise TargetError(f"by = {target.by!r}: nothing is scored on {rubric!r}; "
+                              + (f"rubrics present: {', '.join(sorted(present))}" if present else "no scores yet"))
+    score_sql = scores.ranked_sql(rubric, "samples.id") if rubric else "NULL"
+    for sid, score, *values in conn.execute(f"SELECT id, {score_sql}, {', '.join(dims)} FROM samples WHERE {where} "
                                             f"ORDER BY id", params):
         labels = tuple(_label(v, target.shares[d]) for v, d in zip(values, dims))
         c = index.get(labels)
@@ -298,13 +339,13 @@ def _pick(conn, target: Target, dims: list[str], where: str, params: list,
             continue
         ids.append(sid)
         cell_of.append(c)
-        scores.append(np.nan if score is None else score)
+        ranked.append(np.nan if score is None else score)
     if not ids:
         return [], 0
     ids_a = np.array(ids, dtype=np.int64)
     shuffle = np.random.default_rng(target.seed).permutation(len(ids_a))
-    if target.by == "score":
-        s = np.array(scores, dtype=float)
+    if rubric is not None:
+        s = np.array(ranked, dtype=float)
         s = np.where(np.isnan(s), -np.inf, s)
         order = np.lexsort((shuffle, -s))        # best score first; ties (and unscored) in seeded order
     else:

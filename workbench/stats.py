@@ -1,4 +1,8 @@
-"""Balance histograms: task_type, domain, difficulty, length buckets, judge score buckets and status.
+"""Balance histograms: task_type, domain, difficulty, length buckets, score buckets and status.
+
+Scores are one histogram per rubric (from `sample_scores`, fresh scores only, whole-number buckets: 4.5 counts
+as 4): the `score` histogram shows one rubric at a time, the one asked for, else scores.primary_rubric of the
+rubrics present. (samples.score, which sample_stats still counts, is no longer written.)
 
 Counts come from `sample_stats` (maintained counts, see store.py) plus a GROUP BY over the "tail" of rows not yet
 folded into it, read in one snapshot, so a refresh costs a few milliseconds at any store size. One read answers
@@ -10,6 +14,7 @@ import sqlite3
 from collections import defaultdict
 from dataclasses import dataclass
 
+from . import scores
 from .store import STATS_DIMS, STATS_LENGTH_EDGES, STATUSES, dataset_id as _dataset_id, stats_bucket_sql, transaction
 
 FOLD_CHUNK = 10_000          # rows per fold transaction (~0.15 s): never holds a decision or a worker up for long
@@ -20,7 +25,7 @@ LENGTH_DIMS = ("instruction_len", "response_len")
 DIM_TITLES = {
     "status": "status", "task_type": "task type", "domain": "domain", "difficulty": "difficulty",
     "instruction_len": "instruction length (chars)", "response_len": "response length (chars)",
-    "score": "judge score (overall)",
+    "score": "score",
 }
 
 
@@ -68,8 +73,17 @@ def fold_if_needed(conn: sqlite3.Connection, min_tail: int = FOLD_MIN_TAIL) -> i
 
 @dataclass
 class Counts:
-    """Counts per dimension -> bucket key -> status, for one dataset or all of them."""
+    """Counts per dimension -> bucket key -> status, for one dataset or all of them; the score dimension is the
+    scores of `rubric` (None: nothing scored), on the scale `scales[rubric]`."""
     cells: dict[str, dict[str, dict[str, int]]]
+    rubric: str | None = None
+    scales: dict | None = None
+
+    def score_title(self) -> str:
+        if not self.rubric:
+            return "score (nothing scored)"
+        lo, hi = (self.scales or {}).get(self.rubric, (None, None))
+        return f"score: {self.rubric}" + (f" ({lo:g}-{hi:g})" if lo is not None else "")
 
     def total(self, statuses: tuple[str, ...] | None = None) -> int:
         return sum(self.status_counts(statuses).values())
@@ -114,15 +128,17 @@ def _score_histogram(counts: dict[str, int]) -> list[tuple[str, int]]:
     return out
 
 
-def read_counts(conn: sqlite3.Connection, dataset_id: int | None = None) -> Counts:
+def read_counts(conn: sqlite3.Connection, dataset_id: int | None = None, rubric: str | None = None) -> Counts:
     """Maintained counts plus the unfolded tail, read in one snapshot (a fold committing between the two
-    reads would otherwise count rows twice)."""
+    reads would otherwise count rows twice); the score histogram is `rubric`'s (default: the primary one)."""
     cells: dict[str, dict[str, dict[str, int]]] = {d: defaultdict(lambda: defaultdict(int)) for d in STATS_DIMS}
     where, params = ("AND dataset_id = ?", (dataset_id,)) if dataset_id is not None else ("", ())
     own_txn = not conn.in_transaction
     if own_txn:
         conn.execute("BEGIN")
     try:
+        scales = scores.rubrics(conn, dataset_id)
+        rubric = rubric if rubric in scales else scores.primary_rubric(scales)
         upto = _stats_upto(conn)
         for dim, bucket, status, n in conn.execute(
                 f"SELECT dim, bucket, status, sum(n) FROM sample_stats WHERE 1 {where} "
@@ -135,10 +151,28 @@ def read_counts(conn: sqlite3.Connection, dataset_id: int | None = None) -> Coun
                         f"SELECT {stats_bucket_sql(dim)}, status, count(*) FROM samples WHERE id > ? {where} "
                         f"GROUP BY 1, 2", (upto, *params)):
                     cells[dim][str(bucket)][status] += n
+        cells["score"] = _score_cells(conn, dataset_id, rubric, cells["task_type"])
     finally:
         if own_txn:
             conn.execute("COMMIT")
-    return Counts({d: {k: dict(v) for k, v in by.items()} for d, by in cells.items()})
+    return Counts({d: {k: dict(v) for k, v in by.items()} for d, by in cells.items()}, rubric, scales)
+
+
+def _score_cells(conn, dataset_id: int | None, rubric: str | None, any_dim: dict) -> dict:
+    """bucket -> status -> n for `rubric`'s fresh scores; '' = the rest of the rows (unscored or stale)."""
+    out: dict = defaultdict(lambda: defaultdict(int))
+    totals: dict = defaultdict(int)
+    for by_status in any_dim.values():        # every row is in exactly one bucket of any dimension
+        for status, n in by_status.items():
+            totals[status] += n
+    if rubric is not None:
+        for bucket, status, n in scores.histogram_cells(conn, rubric, dataset_id):
+            out[str(bucket)][status] += n
+            totals[status] -= n
+    for status, n in totals.items():
+        if n:
+            out[""][status] += n
+    return out
 
 
 HISTOGRAM_DIMS = ("status",) + STATS_DIMS
@@ -152,10 +186,14 @@ def stats_summary(conn: sqlite3.Connection, dataset: str | None = None) -> dict:
     did = _dataset_id(conn, dataset) if dataset is not None else None
     fold_if_needed(conn)
     counts = read_counts(conn, did)
+    per_rubric = {r: read_counts(conn, did, r) for r in sorted(counts.scales or {})}
 
     def section(statuses):
+        # score: the primary rubric's histogram (score_rubric names it); scores: every rubric's
         return {"total": counts.total(statuses),
-                **{dim: dict(counts.histogram(dim, statuses)) for dim in HISTOGRAM_DIMS}}
+                **{dim: dict(counts.histogram(dim, statuses)) for dim in HISTOGRAM_DIMS},
+                "score_rubric": counts.rubric,
+                "scores": {r: dict(c.histogram("score", statuses)) for r, c in per_rubric.items()}}
 
     return {"dataset": dataset, **section(None), "accepted": section(("accepted",))}
 

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import platformdirs
 
+from .fileperms import create_private, private_dir
+
 APP_NAME = "curation-workbench"
 BUSY_TIMEOUT_MS = 30_000
 PAGE_SIZE = 16384  # for new stores, see connect()
@@ -73,6 +75,135 @@ _STATS_MIGRATION = f"""
     CREATE INDEX samples_dataset ON samples(dataset_id);
     CREATE INDEX samples_dataset_score ON samples(dataset_id, score);
     CREATE INDEX samples_dataset_length ON samples(dataset_id, instruction_len + response_len);
+"""
+
+# --- one score per rubric (migration 7 -> 8, branch judge-score) ------------------------------------------
+# `content_hash` is the sample's hash when it was scored: an edit sets `stale` (hash differs), and undoing the
+# edit clears it again. Old stores are filled from their judgments (judge 1-10 with its dimensions, curate 1-5)
+# and preference pairs' lineage; a score whose sample was edited after it is stale (hash unknown).
+# samples.score is emptied: nothing reads it any more.
+_SCORES_MIGRATION = """
+    CREATE TABLE sample_scores (
+        sample_id INTEGER NOT NULL,
+        rubric TEXT NOT NULL,                      -- judge, judge.alignment, curate, preference.chosen, ...
+        score REAL NOT NULL,
+        scale_min REAL NOT NULL,
+        scale_max REAL NOT NULL,
+        judge TEXT,                                -- the model (or endpoint) that scored
+        template_version TEXT,
+        job_id INTEGER,
+        content_hash INTEGER,                      -- the sample's content_hash when scored
+        stale INTEGER NOT NULL DEFAULT 0,          -- 1: the text changed since (excluded from score filters)
+        created_at TEXT NOT NULL,
+        PRIMARY KEY (sample_id, rubric)
+    ) WITHOUT ROWID;
+    -- score filters and Browse's score sort (stale scores are skipped in the index; sample_id follows score)
+    CREATE INDEX sample_scores_rubric ON sample_scores(rubric, stale, score);
+    -- agreement reads the curator's decisions (accept/reject) without scanning every clean/dedup row
+    CREATE INDEX decisions_action ON decisions(action, sample_id);
+    INSERT OR REPLACE INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, template_version,
+                                          job_id, content_hash, stale, created_at)
+    SELECT j.sample_id, j.rubric, j.overall, 1, CASE j.rubric WHEN 'judge' THEN 10 ELSE 5 END, j.judge,
+           j.rubric_version, j.job_id, NULL, 0, j.created_at
+    FROM judgments j JOIN samples s ON s.id = j.sample_id
+    WHERE j.candidate_id IS NULL AND j.overall IS NOT NULL AND j.rubric IN ('judge', 'curate') ORDER BY j.id;
+    INSERT OR REPLACE INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, template_version,
+                                          job_id, content_hash, stale, created_at)
+    SELECT j.sample_id, 'judge.' || e.key, e.value, 1, 10, j.judge, j.rubric_version, j.job_id, NULL, 0, j.created_at
+    FROM judgments j JOIN samples s ON s.id = j.sample_id, json_each(j.scores) e
+    WHERE j.candidate_id IS NULL AND j.rubric = 'judge' AND json_valid(j.scores) AND e.type = 'integer'
+    ORDER BY j.id;
+    INSERT OR REPLACE INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, template_version,
+                                          job_id, content_hash, stale, created_at)
+    SELECT s.id, 'preference.' || side.value, json_extract(s.origin, '$.' || side.value || '.score'), 1,
+           CASE json_extract(s.origin, '$.rubric') WHEN 'judge' THEN 10 ELSE 5 END,
+           json_extract(s.origin, '$.judge'), json_extract(s.origin, '$.template_version'), s.job_id, NULL, 0,
+           s.created_at
+    FROM samples s, json_each('["chosen", "rejected"]') side
+    WHERE s.job_id IS NOT NULL AND json_valid(s.origin) AND json_extract(s.origin, '$.task') = 'preference'
+      AND json_type(s.origin, '$.' || side.value || '.score') IN ('integer', 'real');
+    UPDATE sample_scores SET content_hash = (SELECT s.content_hash FROM samples s WHERE s.id = sample_id);
+    UPDATE sample_scores SET stale = 1, content_hash = NULL WHERE EXISTS (
+        SELECT 1 FROM decisions d WHERE d.sample_id = sample_scores.sample_id
+        AND d.action IN ('edit', 'normalize') AND d.created_at > sample_scores.created_at);
+    UPDATE samples SET score = NULL WHERE score IS NOT NULL;
+
+    -- maintained counts for Balance's score histograms: fresh scores per (dataset, status, rubric, whole-number
+    -- bucket), kept right by triggers (a score written, replaced, made stale; a sample's status or dataset
+    -- changed; a sample deleted). Scores are written with an upsert (scores.record), never INSERT OR REPLACE,
+    -- whose implicit delete would fire no trigger.
+    CREATE TABLE score_stats (
+        dataset_id INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        rubric TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (rubric, dataset_id, status, bucket)
+    ) WITHOUT ROWID;
+    -- the rubrics scored in each dataset, with their scale (for the "rubrics present" of filters and Balance)
+    CREATE TABLE score_rubrics (
+        dataset_id INTEGER NOT NULL,
+        rubric TEXT NOT NULL,
+        scale_min REAL NOT NULL,
+        scale_max REAL NOT NULL,
+        PRIMARY KEY (dataset_id, rubric)
+    ) WITHOUT ROWID;
+    INSERT INTO score_stats (dataset_id, status, rubric, bucket, n)
+    SELECT s.dataset_id, s.status, sc.rubric, CAST(sc.score AS INTEGER), count(*) FROM sample_scores sc
+    JOIN samples s ON s.id = sc.sample_id WHERE sc.stale = 0 GROUP BY 1, 2, 3, 4;
+    INSERT INTO score_rubrics (dataset_id, rubric, scale_min, scale_max)
+    SELECT s.dataset_id, sc.rubric, min(sc.scale_min), max(sc.scale_max) FROM sample_scores sc
+    JOIN samples s ON s.id = sc.sample_id GROUP BY 1, 2;
+    CREATE TRIGGER score_stats_insert AFTER INSERT ON sample_scores
+    BEGIN
+        INSERT INTO score_stats (dataset_id, status, rubric, bucket, n)
+        SELECT dataset_id, status, new.rubric, CAST(new.score AS INTEGER), 1 FROM samples
+        WHERE id = new.sample_id AND new.stale = 0 ON CONFLICT DO UPDATE SET n = n + 1;
+        INSERT INTO score_rubrics (dataset_id, rubric, scale_min, scale_max)
+        SELECT dataset_id, new.rubric, new.scale_min, new.scale_max FROM samples WHERE id = new.sample_id
+        ON CONFLICT DO UPDATE SET scale_min = min(scale_min, excluded.scale_min),
+                                  scale_max = max(scale_max, excluded.scale_max);
+    END;
+    CREATE TRIGGER score_stats_update AFTER UPDATE ON sample_scores
+    WHEN old.stale IS NOT new.stale OR old.score IS NOT new.score OR old.rubric IS NOT new.rubric
+      OR old.sample_id IS NOT new.sample_id OR old.scale_min IS NOT new.scale_min OR old.scale_max IS NOT new.scale_max
+    BEGIN
+        UPDATE score_stats SET n = n - 1 WHERE old.stale = 0 AND rubric = old.rubric
+            AND bucket = CAST(old.score AS INTEGER)
+            AND dataset_id = (SELECT dataset_id FROM samples WHERE id = old.sample_id)
+            AND status = (SELECT status FROM samples WHERE id = old.sample_id);
+        INSERT INTO score_stats (dataset_id, status, rubric, bucket, n)
+        SELECT dataset_id, status, new.rubric, CAST(new.score AS INTEGER), 1 FROM samples
+        WHERE id = new.sample_id AND new.stale = 0 ON CONFLICT DO UPDATE SET n = n + 1;
+        INSERT INTO score_rubrics (dataset_id, rubric, scale_min, scale_max)
+        SELECT dataset_id, new.rubric, new.scale_min, new.scale_max FROM samples WHERE id = new.sample_id
+        ON CONFLICT DO UPDATE SET scale_min = min(scale_min, excluded.scale_min),
+                                  scale_max = max(scale_max, excluded.scale_max);
+    END;
+    CREATE TRIGGER score_stats_delete AFTER DELETE ON sample_scores
+    BEGIN
+        UPDATE score_stats SET n = n - 1 WHERE old.stale = 0 AND rubric = old.rubric
+            AND bucket = CAST(old.score AS INTEGER)
+            AND dataset_id = (SELECT dataset_id FROM samples WHERE id = old.sample_id)
+            AND status = (SELECT status FROM samples WHERE id = old.sample_id);
+    END;
+    CREATE TRIGGER score_stats_sample_update AFTER UPDATE OF status, dataset_id ON samples
+    WHEN old.status IS NOT new.status OR old.dataset_id IS NOT new.dataset_id
+    BEGIN
+        UPDATE score_stats SET n = n - 1 WHERE dataset_id = old.dataset_id AND status = old.status
+            AND (rubric, bucket) IN (SELECT rubric, CAST(score AS INTEGER) FROM sample_scores
+                                     WHERE sample_id = old.id AND stale = 0);
+        INSERT INTO score_stats (dataset_id, status, rubric, bucket, n)
+        SELECT new.dataset_id, new.status, rubric, CAST(score AS INTEGER), 1 FROM sample_scores
+        WHERE sample_id = new.id AND stale = 0 ON CONFLICT DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER score_stats_sample_delete AFTER DELETE ON samples
+    BEGIN
+        UPDATE score_stats SET n = n - 1 WHERE dataset_id = old.dataset_id AND status = old.status
+            AND (rubric, bucket) IN (SELECT rubric, CAST(score AS INTEGER) FROM sample_scores
+                                     WHERE sample_id = old.id AND stale = 0);
+        DELETE FROM sample_scores WHERE sample_id = old.id;
+    END;
 """
 
 # Each entry migrates the schema from version i to i+1. Never edit a shipped entry: append a new one.
@@ -296,6 +427,22 @@ MIGRATIONS: list[str] = [
     """
     INSERT INTO samples_fts (samples_fts, rank) VALUES ('automerge', 16);
     """,
+    # 6 -> 7 (branch export): provenance an export can list - each source file's sha256, and a licence (SPDX)
+    # recorded per import and per dataset (`import --license`)
+    """
+    ALTER TABLE imports ADD COLUMN sha256 TEXT;
+    ALTER TABLE imports ADD COLUMN license TEXT;
+    ALTER TABLE datasets ADD COLUMN license TEXT;
+    """,
+    # (branch judge-score) 7 -> 8: one latest score per sample and rubric, with its scale (samples.score was one
+    # column every rubric overwrote: a judge 1-10 replaced a curate 1-5). See workbench/scores.py.
+    _SCORES_MIGRATION,
+    # 8 -> 9 (branch import): importing the same bytes (sha256) into a dataset again is refused unless --append;
+    # the file's size says when the sha256 must be taken before importing rather than beside it
+    """
+    ALTER TABLE imports ADD COLUMN bytes INTEGER;
+    CREATE INDEX imports_dataset_sha ON imports(dataset_id, sha256);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -319,6 +466,10 @@ def resolve_db_path(path: str | os.PathLike | None = None) -> Path:
 
 class SchemaTooNew(RuntimeError):
     pass
+
+
+class StoreLocationError(RuntimeError):
+    """--db or WORKBENCH_DB names a file in a directory that does not exist (a typo must not create a store)."""
 
 
 def connect(path: str | os.PathLike, *, check_same_thread: bool = True) -> sqlite3.Connection:
@@ -398,13 +549,25 @@ def transaction(conn: sqlite3.Connection, *, immediate: bool = True):
         conn.execute("COMMIT")
 
 
+def check_location(path: str | os.PathLike | None = None) -> Path:
+    """The store's path; its directory is created only for the default location, else it must exist."""
+    p = resolve_db_path(path)
+    if p == default_db_path():
+        private_dir(p.parent)
+    elif not p.parent.is_dir():
+        given = "--db" if path else "WORKBENCH_DB"
+        raise StoreLocationError(f"{given} {p}: the directory {p.parent} does not exist (only the default store "
+                                 f"location is created; make the directory first)")
+    return p
+
+
 def open_store(path: str | os.PathLike | None = None, *, check_same_thread: bool = True) -> sqlite3.Connection:
     """Open (creating and migrating if needed) the store; returns a plain sqlite3 connection in autocommit mode.
 
     Use `transaction(conn)` for writes. Hot paths use the sqlite3 module directly (executemany, keyset queries).
     """
-    p = resolve_db_path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
+    p = check_location(path)
+    create_private(p)     # 0600 before SQLite opens it: its -wal and -shm files take the same mode
     conn = connect(p, check_same_thread=check_same_thread)
     migrate(conn)
     return conn

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from . import jobs as J
+from .fileperms import open_private, private_dir
 from .endpoints import EndpointError, redact, secrets as config_secrets
 from .llm import LLM, Cache, LLMError, ReplyTooLarge, build_pools, close_pools
 from .store import connect, open_store
@@ -91,7 +92,8 @@ class JobRunner:
                     c.client  # builds the client now: a missing API key pauses the job instead of failing items
             await self.db(task.load, self.conn)
         except (EndpointError, TaskError, LLMError) as e:
-            await self.db(J.release, self.conn, self.job_id, self.owner, "paused", f"cannot start: {e}")
+            await self.db(J.release, self.conn, self.job_id, self.owner, "paused",
+                          redact(f"cannot start: {e}", self.secrets))
             return "paused"
         self.task = task
         self.llm = LLM(pools, Cache(self.reader))
@@ -167,7 +169,7 @@ class JobRunner:
         if not t.cancelled() and t.exception() is not None:
             e = t.exception()
             log.error("job %s: %s stopped: %r", self.job_id, t.get_coro().__name__, e)
-            self.fatal = f"worker error: {type(e).__name__}: {e}"
+            self.fatal = redact(f"worker error: {type(e).__name__}: {e}", self.secrets)
             self.stop("error")
 
     def _add_items(self, items) -> int:
@@ -210,7 +212,7 @@ class JobRunner:
                 raise
             except Exception as e:
                 outcome = J.Outcome(item, error=redact(_describe(e), self.secrets),
-                                    raw=getattr(e, "raw", None))
+                                    raw=redact(getattr(e, "raw", None), self.secrets))
                 if isinstance(e, LLMError):
                     self.consecutive_failures += 1
                     self.last_error = outcome.error
@@ -348,12 +350,12 @@ def spawn_detached(db_path: Path, config_path: Path | None = None) -> tuple[int,
     import platformdirs
     from .store import APP_NAME
     log_dir = Path(platformdirs.user_log_dir(APP_NAME))
-    log_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(log_dir)
     log_path = log_dir / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{time.monotonic_ns() % 10**6}.log"
     cmd = [sys.executable, "-m", "workbench", "worker", "--until-idle", "--db", str(db_path)]
     if config_path is not None:
         cmd += ["--config", str(config_path)]
-    with open(log_path, "ab") as log:
+    with open_private(log_path, "ab") as log:
         p = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                              close_fds=True)
     reap_spawned()

@@ -11,7 +11,8 @@ import os
 import sqlite3
 import sys
 
-from ..store import SchemaTooNew, resolve_db_path
+from ..safe_text import SafeStream
+from ..store import SchemaTooNew, StoreLocationError, resolve_db_path
 from .common import CliError, common_parser, oserror_text, print_json  # noqa: F401  (re-exported)
 
 # Modules that define `register(subparsers, common)`; add yours here.
@@ -21,6 +22,7 @@ COMMAND_MODULES = [
     "workbench.cli.tui",
     "workbench.cli.llm",
     "workbench.cli.curate",
+    "workbench.cli.decisions",
 ]
 
 
@@ -41,6 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _run_sanitized(args) -> int:
+    """Run a command with stdout and stderr sanitized: whatever it prints (names, data, model replies, error
+    text), no control character reaches the terminal or the pipe (`--json` output is escaped JSON already)."""
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = SafeStream(out), SafeStream(err)
+    try:
+        return args.handler(args) or 0
+    finally:
+        sys.stdout, sys.stderr = out, err
+
+
 def main(argv: list[str] | None = None) -> int:
     top, rest = top_parser(add_help=False).parse_known_args(argv)
     try:
@@ -55,21 +68,24 @@ def main(argv: list[str] | None = None) -> int:
             # one config for everything this process does (template overrides, workers it starts), not only
             # for the code that is handed args.config
             os.environ["WORKBENCH_CONFIG"] = str(args.config)
-        return args.handler(args) or 0
+        return _run_sanitized(args)
     except CliError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=SafeStream(sys.stderr))    # messages quote names and data
+        return 2
+    except StoreLocationError as e:
+        print(f"error: {e}", file=SafeStream(sys.stderr))
         return 2
     except BrokenPipeError:  # `workbench ... | head`: the reader left; don't fail again flushing at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except SchemaTooNew as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {e}", file=SafeStream(sys.stderr))
         return 2
     except sqlite3.DatabaseError as e:  # a full disk, a file that is not a store: the transaction was rolled back
-        print(f"error: {resolve_db_path(top.db)}: {e}", file=sys.stderr)
+        print(f"error: {resolve_db_path(top.db)}: {e}", file=SafeStream(sys.stderr))
         return 2
     except OSError as e:  # an unreadable file, a full disk, a name too long: said as it is, no traceback
-        print(f"error: {oserror_text(e)}", file=sys.stderr)
+        print(f"error: {oserror_text(e)}", file=SafeStream(sys.stderr))
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from ..safe_text import json_safe
+
 
 class CliError(Exception):
     """A failure the user can fix: printed without a traceback, exit status 2."""
@@ -27,4 +29,4 @@ def oserror_text(e: OSError) -> str:
 
 
 def print_json(obj) -> None:
-    sys.stdout.write(json.dumps(obj, ensure_ascii=False, indent=2) + "\n")
+    sys.stdout.write(json_safe(json.dumps(obj, ensure_ascii=False, indent=2)) + "\n")

@@ -42,10 +42,12 @@ def register(sub, common) -> None:
                    help=f"similarity in 0..1 (default {dedup.DEFAULT_THRESHOLD})")
     p.add_argument("--status", default="pending,accepted", help="rows to consider (default: pending,accepted)")
     p.add_argument("--apply", choices=("keep-best",),
-                   help="keep the best judge score per cluster (else the earliest), reject the rest")
+                   help="keep the best score per cluster (else the earliest), reject the rest")
+    p.add_argument("--rubric", help="the score keep-best ranks by (default: curate, else judge, else the first "
+                                    "rubric present; see workbench/scores.py)")
     p.add_argument("--json", action="store_true",
                    help="print the clusters as a JSON list; each cluster a list of {id, line, dataset, status, "
-                        "score, keep, exact, similarity}")
+                        "score, rubric, keep, exact, similarity}")
     p.set_defaults(handler=cmd_dedup)
 
     p = sub.add_parser("sample", parents=[common], help="balanced sampling into a named selection",
@@ -56,7 +58,12 @@ def register(sub, common) -> None:
     p.add_argument("--seed", type=int, help="random seed (default: seed in the target file, else 0)")
     p.add_argument("--into", metavar="NAME", help="selection name to write (omit with --dry-run)")
     p.add_argument("--dataset", action="append", help="dataset name (repeat; default: the file's, else all)")
-    p.add_argument("--by", choices=("random", "score"), help="order within buckets (default: the file's, else random)")
+    p.add_argument("--by", metavar="random|score:RUBRIC",
+                   help="order within buckets: random, or the best RUBRIC scores first (default: the file's, else "
+                        "random)")
+    p.add_argument("--min-score", action="append", metavar="RUBRIC=N", help="only rows whose RUBRIC score is >= N")
+    p.add_argument("--max-score", action="append", metavar="RUBRIC=N", help="only rows whose RUBRIC score is <= N")
+    p.add_argument("--include-stale", action="store_true", help="score bounds also match stale scores")
     p.add_argument("--diversity", type=float, metavar="T",
                    help="Deita-style: skip rows at least T similar to one already selected")
     p.add_argument("--fill", action="store_true", help="top up short buckets' rows from buckets with rows to spare")
@@ -217,7 +224,7 @@ def cmd_dedup(args) -> int:
             raise ValueError(f"--threshold is a similarity in (0, 1], not {args.threshold}")
         stats = dedup.Stats()
         ids = dedup.find_clusters(conn, args.dataset, fields, args.threshold, _statuses(args.status), stats=stats)
-        clusters = dedup.describe(conn, ids, fields)
+        clusters = dedup.describe(conn, ids, fields, rubric=args.rubric)
     except (KeyError, ValueError) as e:
         raise _err(e) from None
     applied = dedup.apply_keep_best(conn, clusters) if args.apply else None
@@ -235,7 +242,7 @@ def cmd_dedup(args) -> int:
         others = ", ".join(f"#{m.id}" + (f" line {m.line}" if m.line else "") +
                            (" exact" if m.exact else f" {m.similarity:.2f}") for m in c.members if not m.keep)
         print(f"  {n:>3}. {c.kind:<5} keep #{k.id}" + (f" line {k.line}" if k.line else "") +
-              (f" score {k.score:g}" if k.score is not None else "") + f" [{k.dataset}]  drop {_short(others, 80)}")
+              (f" {k.rubric} {k.score:g}" if k.score is not None else "") + f" [{k.dataset}]  drop {_short(others, 80)}")
     if len(clusters) > PREVIEW_CLUSTERS:
         print(f"  … {len(clusters) - PREVIEW_CLUSTERS:,} more (--json lists them all)")
     if applied:
@@ -265,7 +272,13 @@ def cmd_sample(args) -> int:
     try:
         target = sampling.load_target(args.target)
         if args.by:
-            target.by = args.by
+            target.by = sampling.check_by(args.by)
+        if args.min_score:
+            target.min_score = args.min_score
+        if args.max_score:
+            target.max_score = args.max_score
+        if args.include_stale:
+            target.include_stale = True
         if args.diversity is not None:
             if not 0 < args.diversity <= 1:
                 raise ValueError(f"--diversity is a similarity in (0, 1], not {args.diversity}")

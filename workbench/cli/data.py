@@ -1,43 +1,92 @@
 """CLI: import, export, datasets, stats, index."""
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
-from .. import exporter, formats, importer
+from .. import exporter, formats, importer, safe_output, scores
 from .common import CliError, print_json
 from ..store import fts_sync, list_datasets, open_store, resolve_db_path
+from ..fileperms import open_private, private_dir
+from ..safe_text import label, raw_stream
 
 
 def register(sub, common) -> None:
-    p = sub.add_parser("import", parents=[common], help="import a dataset file (JSONL, JSON, CSV, TSV, Parquet, TXT)")
-    p.add_argument("file")
-    p.add_argument("--dataset", help="dataset name (default: the file name without extension)")
+    p = sub.add_parser("import", parents=[common],
+                       help="import dataset files (JSONL, JSON, CSV, TSV, Parquet, TXT; .gz), directories or - (stdin)")
+    p.add_argument("file", nargs="+", help="files, directories (every supported file, sorted) or - for stdin")
+    p.add_argument("--dataset", help="dataset name (default: the file or directory name without extension)")
     p.add_argument("--format", choices=formats.FORMATS, help="force a format instead of detecting it")
     p.add_argument("--map", dest="mapping", metavar="TARGET=COLUMN,...",
                    help="map other columns, e.g. instruction=question,response=answer")
     p.add_argument("--skip-invalid", action="store_true", help="import the valid rows and report each skipped one")
-    p.add_argument("--dry-run", action="store_true", help="show the detected format, mapping and three parsed rows")
+    p.add_argument("--license", metavar="SPDX", help="the data's licence (an SPDX id such as CC-BY-4.0), recorded for "
+                   "the dataset and listed by every export of its rows")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show the detected format, the mapping as applied and three rows exactly as stored")
+    p.add_argument("--append", action="store_true", help="import a file even if its bytes are already in the dataset")
+    p.add_argument("--prefer", metavar="COLUMN",
+                   help="pairwise: the column saying which answer won (1/2, 1.0/2.0, a/b, model_a/model_b, tie)")
+    p.add_argument("--keep-ties", action="store_true",
+                   help="keep tied pairs as a prompt with two candidates (default: skip and count them)")
+    p.add_argument("--score-scale", metavar="LO-HI", help="the scale of score_chosen/score_rejected, e.g. 1-10")
+    p.add_argument("--score-rubric", default="import-score", help="rubric name for imported scores")
+    p.add_argument("--as-candidates", action="store_true",
+                   help="several model-output files: one prompt per shared instruction, one candidate per file")
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.set_defaults(handler=cmd_import)
 
     p = sub.add_parser("export", parents=[common], help="export samples (writes a manifest and a snapshot)")
-    p.add_argument("out")
+    p.add_argument("out", help="a file (.json: a JSON array, .gz: gzip), a directory (or a name without extension: "
+                   "data/, README.md dataset card, manifest), or - for stdout")
     p.add_argument("--format", required=True, choices=exporter.EXPORT_FORMATS)
     p.add_argument("--dataset")
-    p.add_argument("--status", choices=("pending", "accepted", "rejected"))
-    p.add_argument("--min-score", type=float)
-    p.add_argument("--max-score", type=float)
+    p.add_argument("--status", metavar="S[,S...]", help="a comma list of pending, accepted, rejected, or all "
+                   "(default: every sample that is not rejected; kto: accepted,rejected)")
+    p.add_argument("--min-score", action="append", metavar="RUBRIC=N",
+                   help="only samples whose RUBRIC score is >= N, e.g. curate=4.5 (repeat for several rubrics)")
+    p.add_argument("--max-score", action="append", metavar="RUBRIC=N", help="only samples whose RUBRIC score is <= N")
+    p.add_argument("--include-stale", action="store_true",
+                   help="score filters also match scores given before the sample's text was edited")
     p.add_argument("--task-type")
     p.add_argument("--selection", help="only samples of this named selection (see `workbench sample`)")
+    p.add_argument("--conversational", action="store_true",
+                   help="preference, trl-sft, kto: TRL's conversational layout (message lists) instead of strings")
+    p.add_argument("--with-ids", action="store_true", help="add a sample_id column (see `workbench provenance`)")
+    p.add_argument("--force", action="store_true", help="replace existing files (never the store)")
     p.add_argument("--name", help="a name for the snapshot")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_export)
 
-    p = sub.add_parser("datasets", parents=[common], help="list datasets with their counts")
+    p = sub.add_parser("provenance", parents=[common],
+                       help="one sample's full history: source line, jobs, judgments, edits, decisions, exports")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--id", type=int, required=True, help="the sample id (an export's sample_id column)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(handler=cmd_provenance)
+
+    p = sub.add_parser("datasets", parents=[common], help="list datasets with their counts; rename, delete, merge")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_datasets)
+    dsub = p.add_subparsers(dest="datasets_command", metavar="ACTION")
+    r = dsub.add_parser("rename", parents=[common], help="rename a dataset")
+    r.add_argument("old")
+    r.add_argument("new")
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(handler=cmd_datasets_rename)
+    d = dsub.add_parser("delete", parents=[common],
+                        help="delete a dataset with its samples, decisions, judgments and candidates")
+    d.add_argument("name")
+    d.add_argument("--yes", action="store_true", help="do not ask (needed when stdin is not a terminal)")
+    d.add_argument("--json", action="store_true")
+    d.set_defaults(handler=cmd_datasets_delete)
+    m = dsub.add_parser("merge", parents=[common], help="move the samples of two or more datasets into one")
+    m.add_argument("sources", nargs="+", metavar="DATASET")
+    m.add_argument("--into", required=True, help="the merged dataset (new, or one of the sources)")
+    m.add_argument("--json", action="store_true")
+    m.set_defaults(handler=cmd_datasets_merge)
 
     p = sub.add_parser("stats", parents=[common],
                        help="counts by status, task_type, domain, difficulty and length bucket")
@@ -54,30 +103,61 @@ def _store(args):
     return open_store(getattr(args, "db", None))
 
 
+def _parse_opts(args) -> formats.ParseOptions:
+    scale = None
+    if args.score_scale:
+        try:
+            lo, hi = (float(x) for x in args.score_scale.split("-", 1))
+        except ValueError:
+            raise CliError(f"--score-scale: expected LO-HI such as 1-10, got {args.score_scale!r}") from None
+        if lo >= hi:
+            raise CliError(f"--score-scale: {args.score_scale!r} is not a range (LO must be below HI)")
+        scale = (lo, hi)
+    return formats.ParseOptions(prefer=args.prefer, keep_ties=args.keep_ties, score_scale=scale,
+                                score_rubric=args.score_rubric)
+
+
+def _detection_info(det) -> dict:
+    return {"file": det.file, "file_type": det.file_type, "format": det.format, "kind": det.kind,
+            "mapping": det.mapping, "columns": det.columns, "preview": det.preview, "ties": det.ties}
+
+
+def _dry_run(args, opts) -> int:
+    paths = importer.expand_inputs(args.file)
+    with importer.stdin_spooled(paths, args.format) as paths:
+        infos = [_detection_info(importer.detect(p, args.format, args.mapping, args.skip_invalid, opts))
+                 for p in paths]
+    if args.json:
+        print_json(infos[0] if len(infos) == 1 else {"files": infos})
+        return 0
+    for info in infos:
+        print(f"file:    {info['file']} ({info['file_type']})\nformat:  {info['format']} ({info['kind']})")
+        print("mapping: " + ", ".join(f"{t} <- {label(s)}" for t, s in info["mapping"].items()))
+        others = [c for c in info["columns"] if c not in info["mapping"].values()]
+        if others:
+            print("metadata columns: " + ", ".join(map(label, others)))
+        if info["ties"]:
+            print(f"ties among the first rows: {info['ties']} (skipped; --keep-ties keeps them)")
+        for i, s in enumerate(info["preview"], 1):
+            print(f"--- row {i}, as stored")
+            for k, v in s.items():
+                if v is not None and v != "":
+                    print(f"  {k}: {_short(v)}")
+    return 0
+
+
 def cmd_import(args) -> int:
+    opts = _parse_opts(args)
     try:
         if args.dry_run:
-            det = importer.detect(args.file, args.format, args.mapping, args.skip_invalid)
-            info = {"file": det.file, "file_type": det.file_type, "format": det.format, "kind": det.kind,
-                    "mapping": det.mapping, "columns": det.columns, "preview": det.preview}
-            if args.json:
-                print_json(info)
-            else:
-                print(f"file:    {det.file} ({det.file_type})\nformat:  {det.format} ({det.kind})")
-                print("mapping: " + ", ".join(f"{t} <- {s}" for t, s in det.mapping.items()))
-                others = [c for c in det.columns if c not in det.mapping.values()]
-                if others:
-                    print("metadata columns: " + ", ".join(others))
-                for i, s in enumerate(det.preview, 1):
-                    print(f"--- row {i}")
-                    for k, v in s.items():
-                        print(f"  {k}: {_short(v)}")
-            return 0
+            return _dry_run(args, opts)
+        if args.as_candidates:
+            return _import_candidates(args)
         conn = _store(args)
         progress = None if args.json or not sys.stderr.isatty() else \
-            (lambda n: print(f"\r{n:,} rows", end="", file=sys.stderr, flush=True))
-        res = importer.import_file(conn, args.file, args.dataset, args.format, args.mapping, args.skip_invalid,
-                                   progress)
+            (lambda n: print(f"\r{n:,} rows", end="", file=raw_stream(sys.stderr), flush=True))
+        res = importer.import_files(conn, args.file, args.dataset, args.format, args.mapping, args.skip_invalid,
+                                    progress, args.license, opts=opts, append=args.append)
     except importer.ImportFailed as e:
         raise CliError(str(e)) from None
     if progress:
@@ -86,11 +166,39 @@ def cmd_import(args) -> int:
         print(f"skipped: {s}", file=sys.stderr)
     if args.json:
         print_json({"dataset": res.dataset, "format": res.format, "rows": res.rows, "skipped": len(res.skipped),
-                    "duplicates": res.duplicates, "first_id": res.first_id, "last_id": res.last_id})
+                    "duplicates": res.duplicates, "first_id": res.first_id, "last_id": res.last_id,
+                    "ties": res.ties, "candidates": res.candidates,
+                    "files": [{"file": f.file, "format": f.format, "rows": f.rows, "skipped": f.skipped,
+                               "ties": f.ties, "sha256": f.sha256} for f in res.files]})
     else:
         print(f"imported {res.rows:,} rows into {res.dataset!r} as {res.format}"
+              + (f" from {len(res.files)} files" if len(res.files) > 1 else "")
               + (f"; {len(res.skipped)} skipped" if res.skipped else "")
+              + (f"; {res.ties:,} ties skipped (--keep-ties keeps them)" if res.ties else "")
+              + (f"; {res.candidates:,} candidates" if res.candidates else "")
               + (f"; {res.duplicates} flagged as exact duplicates" if res.duplicates else ""))
+    _index_in_background(getattr(args, "db", None))
+    return 0
+
+
+def _import_candidates(args) -> int:
+    from ..candidates import import_candidates
+    conn = _store(args)
+    res = import_candidates(conn, args.file, args.dataset, args.format, importer._mapping(args.mapping or ""),
+                            args.skip_invalid, args.append)
+    for s in res.skipped:
+        print(f"skipped: {s}", file=sys.stderr)
+    for u in res.unmatched[:20]:
+        print(f"unmatched: {u.file}, line {u.line}: {_short(u.instruction, 80)}", file=sys.stderr)
+    if len(res.unmatched) > 20:
+        print(f"unmatched: ... and {len(res.unmatched) - 20} more (--json lists them all)", file=sys.stderr)
+    if args.json:
+        print_json({"dataset": res.dataset, "format": "candidates", "rows": res.prompts, "candidates": res.candidates,
+                    "models": res.models, "skipped": len(res.skipped),
+                    "unmatched": [u.to_dict() for u in res.unmatched]})
+    else:
+        print(f"imported {res.prompts:,} prompts into {res.dataset!r} with {res.candidates:,} candidates from "
+              f"{len(res.models)} models ({_short(', '.join(res.models), 300)}); {len(res.unmatched)} rows unmatched")
     _index_in_background(getattr(args, "db", None))
     return 0
 
@@ -103,8 +211,8 @@ def _index_in_background(db) -> None:
     import platformdirs
     from ..store import APP_NAME
     log_dir = Path(platformdirs.user_log_dir(APP_NAME))
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "index.log", "ab") as log:
+    private_dir(log_dir)
+    with open_private(log_dir / "index.log", "ab") as log:
         subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(resolve_db_path(db)), "index"],
                          stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
 
@@ -121,7 +229,7 @@ def cmd_index(args) -> int:
 
 def _short(v, n: int = 100) -> str:
     text = v if isinstance(v, str) else repr(v)
-    text = text.replace("\n", "\\n")
+    text = label(text.replace("\n", "\\n"))
     return text if len(text) <= n else text[:n] + f"... ({len(text)} chars)"
 
 
@@ -129,19 +237,79 @@ def cmd_export(args) -> int:
     conn = _store(args)
     try:
         res = exporter.export(conn, args.out, args.format, args.dataset, args.status, args.min_score,
-                              args.max_score, args.task_type, args.selection, args.name)
+                              args.max_score, args.task_type, args.selection, args.name, force=args.force,
+                              conversational=args.conversational, with_ids=args.with_ids,
+                              include_stale=args.include_stale)
     except exporter.ExportFailed as e:
         raise CliError(str(e)) from None
+    # with `-` or /dev/stdout the data is on stdout: everything else goes to stderr
+    say = sys.stderr if safe_output.is_stream(args.out) else sys.stdout
+    c = res.counts
     if args.json:
-        print_json({"file": str(res.path), "format": res.format, "rows": res.rows, "skipped": res.skipped,
-                    "sha256": res.sha256, "manifest": str(res.manifest_path), "snapshot": res.snapshot_id})
-    else:
-        print(f"exported {res.rows:,} rows to {res.path} ({res.format}); sha256 {res.sha256}; "
-              f"snapshot {res.snapshot_id}; manifest {res.manifest_path}")
-        if res.skipped:
-            print(f"{res.skipped:,} rows without a rejected reply were left out of the preference export",
-                  file=sys.stderr)
+        info = {"file": str(res.path), "format": res.format, "rows": res.rows, "skipped": res.skipped,
+                "sha256": res.sha256, "manifest": str(res.manifest_path) if res.manifest_path else None,
+                "snapshot": res.snapshot_id, "files": [str(f) for f in res.files], "by_status": c["by_status"],
+                "in_scope": c["in_scope"], "in_scope_by_status": c["in_scope_by_status"],
+                "excluded_by_filter": c["excluded_by_filter"], "skipped_by_reason": c["skipped_by_reason"]}
+        say.write(json.dumps(info, ensure_ascii=False, indent=2) + "\n")
+        return 0
+    print(f"exported {res.rows:,} rows to {res.path} ({res.format}); sha256 {res.sha256}; snapshot {res.snapshot_id}"
+          + (f"; manifest {res.manifest_path}" if res.manifest_path else ""), file=say)
+    print("  by status: " + ", ".join(f"{s} {n:,}" for s, n in c["by_status"].items()), file=say)
+    print("  " + exporter.describe_counts(c), file=say)
+    if res.axolotl:
+        print(res.axolotl.rstrip(), file=say)
     return 0
+
+
+def cmd_provenance(args) -> int:
+    from ..provenance import sample_history
+    conn = _store(args)
+    try:
+        history = sample_history(conn, args.dataset, args.id)
+    except KeyError as e:
+        raise CliError(str(e.args[0])) from None
+    if args.json:
+        print_json(history)
+        return 0
+    _print_history(history, "")
+    return 0
+
+
+def _print_history(h: dict, indent: str) -> None:
+    def p(text: str) -> None:  # file names, reasons, model names are untrusted: no control sequence reaches the tty
+        print(indent + "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode() for ch in text))
+    p(f"sample {h['sample_id']} in dataset {h['dataset']!r}: {h['status']}"
+      + (f", scores {scores.describe(h['scores'])}" if h["scores"] else "")
+      + (f", duplicate of {h['duplicate_of']}" if h["duplicate_of"] else "")
+      + (f"; licence {h['license']}" if h["license"] else ""))
+    src = h["source"]
+    if src:
+        p(f"  source: {src['file']} line/row {src['line_or_row']} ({src['format']}, sha256 {src['sha256'] or '?'}, "
+          f"imported {src['imported_at']})")
+    if h.get("job"):
+        j = h["job"]
+        o = j.get("origin") or {}
+        p(f"  made by job {j['job_id']} ({j.get('task', o.get('task'))}): template "
+          f"{o.get('template', o.get('task', '?'))}@{o.get('template_version', '?')}, model {o.get('model', '?')}")
+    for c in h["candidates"]:
+        p(f"  candidate {c['id']} from {c['model']} (job {c['job_id']})")
+    for j in h["judgments"]:
+        p(f"  judged by {j['judge']} with {j['rubric']}@{j['rubric_version']}: {j['overall']} (job {j['job_id']})")
+    for d in h["decisions"]:
+        what = d["action"] + (f" ({d['reason']})" if d["reason"] else "")
+        if d["action"] == "edit" and isinstance(d["before"], dict):
+            what += ": " + ", ".join(sorted(d["before"]))
+        p(f"  {d['at']} {what}")
+    for s in h["snapshots"]:
+        p(f"  exported in snapshot {s['snapshot_id']} ({s['format']}) to {s['file']}")
+    if h.get("parent"):
+        par = h["parent"]
+        if "dataset" in par:
+            p("  made from:")
+            _print_history(par, indent + "    ")
+        else:
+            p(f"  made from sample {par['sample_id']} (" + ("missing" if par.get("missing") else "deeper") + ")")
 
 
 def cmd_datasets(args) -> int:
@@ -154,8 +322,61 @@ def cmd_datasets(args) -> int:
         return 0
     print(f"{'name':30} {'kind':10} {'rows':>9} {'pending':>9} {'accepted':>9} {'rejected':>9}")
     for r in rows:
-        print(f"{r['name'][:30]:30} {r['kind']:10} {r['rows']:>9,} {r['pending']:>9,} {r['accepted']:>9,} "
+        print(f"{label(r['name'], 30):30} {label(r['kind'], 10):10}"
+              f" {r['rows']:>9,} {r['pending']:>9,} {r['accepted']:>9,} "
               f"{r['rejected']:>9,}")
+    return 0
+
+
+def _session() -> str:
+    from ..review import curator_session
+    return curator_session()
+
+
+def cmd_datasets_rename(args) -> int:
+    from ..dataset_ops import DatasetError, rename_dataset
+    try:
+        out = rename_dataset(_store(args), args.old, args.new, _session())
+    except DatasetError as e:
+        raise CliError(str(e)) from None
+    print_json(out) if args.json else print(f"renamed {args.old!r} to {args.new!r}")
+    return 0
+
+
+def cmd_datasets_delete(args) -> int:
+    from ..dataset_ops import DatasetError, counts, delete_dataset
+    conn = _store(args)
+    try:
+        what = counts(conn, args.name)
+        if not args.yes:
+            if not sys.stdin.isatty():
+                raise CliError(f"deleting {args.name!r} removes {what['samples']:,} samples; stdin is not a terminal "
+                               "to ask, so pass --yes")
+            answer = input(f"delete dataset {args.name!r}: {what['samples']:,} samples, {what['decisions']:,} "
+                           f"decisions, {what['judgments']:,} judgments, {what['candidates']:,} candidates? "
+                           "type the dataset's name to confirm: ")
+            if answer.strip() != args.name:
+                print("not deleted", file=sys.stderr)
+                return 1
+        gone = delete_dataset(conn, args.name, _session())
+    except DatasetError as e:
+        raise CliError(str(e)) from None
+    if args.json:
+        print_json(gone)
+    else:
+        print(f"deleted {args.name!r}: {gone['samples']:,} samples, {gone['decisions']:,} decisions, "
+              f"{gone['judgments']:,} judgments, {gone['candidates']:,} candidates")
+    return 0
+
+
+def cmd_datasets_merge(args) -> int:
+    from ..dataset_ops import DatasetError, merge_datasets
+    try:
+        out = merge_datasets(_store(args), args.sources, args.into, _session())
+    except DatasetError as e:
+        raise CliError(str(e)) from None
+    print_json(out) if args.json else print(f"merged {', '.join(args.sources)} into {args.into!r} "
+                                            f"({out['moved']:,} samples moved)")
     return 0
 
 

@@ -7,15 +7,17 @@ import logging
 import os
 import sys
 import time
+from pathlib import Path
 
 from .. import endpoints as E
 from .. import jobs as J
 from .common import CliError, print_json
 from ..config import ConfigError, load_config, save_config
-from ..llm import Client, LLMError
+from ..llm import Client, LLMError, connection_failure
 from ..store import open_store, resolve_db_path
 from ..filters import FilterError
 from ..tasks import TaskError, load_tasks, params_help, parse_value
+from ..safe_text import raw_stream
 
 WORKER_NICE = 10
 
@@ -76,8 +78,11 @@ def _register_endpoints(sub, common):
     add.add_argument("name")
     add.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
     add.add_argument("--model", required=True)
-    add.add_argument("--api-key-env", default=None,
-                     help="NAME of the environment variable holding the key (the key is never stored)")
+    keys = add.add_mutually_exclusive_group()
+    keys.add_argument("--api-key-env", default=None, metavar="NAME",
+                      help="NAME of the environment variable holding the key (the key is never stored)")
+    keys.add_argument("--api-key-file", default=None, metavar="PATH",
+                      help="a file holding the key, readable by you only (chmod 600); its path is stored")
     add.add_argument("--max-concurrency", type=int, default=16)
     add.add_argument("--rpm", type=int, default=0, help="requests per minute (0: no limit)")
     add.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: no limit)")
@@ -113,7 +118,11 @@ def _register_endpoints(sub, common):
 
 def cmd_endpoints_add(args) -> int:
     cfg = _config(args)
+    key_file = str(Path(args.api_key_file).expanduser().absolute()) if args.api_key_file else None
+    if key_file:
+        E.read_key_file(key_file, f"endpoint {args.name}")     # refused now (mode, missing, empty), not at run time
     ep = E.Endpoint(name=args.name, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
+                    api_key_file=key_file,
                     max_concurrency=args.max_concurrency, rpm=args.rpm, tpm=args.tpm, timeout=args.timeout,
                     max_retries=args.max_retries, json_mode=args.json_mode, cost_per_1k_input=args.cost_in,
                     cost_per_1k_output=args.cost_out, params=_kv(args.param, "--param"),
@@ -141,6 +150,7 @@ def cmd_endpoints_list(args) -> int:
     eps = E.endpoints(cfg)
     pls = E.pools(cfg)
     rows = [{"name": ep.name, "base_url": ep.base_url, "model": ep.model, "api_key_env": ep.api_key_env,
+             "api_key_file": ep.api_key_file,
              "key_set": E.key_available(ep), "max_concurrency": ep.max_concurrency, "rpm": ep.rpm, "tpm": ep.tpm,
              "json_mode": ep.json_mode} for ep in eps.values()]
     if args.json:
@@ -150,7 +160,9 @@ def cmd_endpoints_list(args) -> int:
     if not rows:
         print("no endpoints; add one with `workbench endpoints add NAME --base-url URL --model M`")
     for r in rows:
-        key = "no key" if not r["api_key_env"] else f"key ${r['api_key_env']}" + ("" if r["key_set"] else " (unset)")
+        key = f"key file {r['api_key_file']}" if r["api_key_file"] else \
+            "no key" if not r["api_key_env"] else f"key ${r['api_key_env']}"
+        key += "" if r["key_set"] else (" (missing)" if r["api_key_file"] else " (unset)")
         print(f"{r['name']:<16} {r['model']:<32} {r['base_url']:<36} x{r['max_concurrency']:<4} {key}")
     for p in pls.values():
         print(f"pool {p.name:<11} {p.mode:<6} {', '.join(p.endpoints)}")
@@ -170,7 +182,10 @@ def cmd_endpoints_test(args) -> int:
                 models = [m.id async for m in client.client.models.list()]
                 list_s = time.monotonic() - t0
             except Exception as e:  # the model list is optional on some servers; report and go on
-                models, list_s = None, E.redact(f"{type(e).__name__}: {e}", client.secrets)
+                import openai
+                why = connection_failure(e, ep.base_url, ep.timeout).message \
+                    if isinstance(e, openai.APIConnectionError) else f"{type(e).__name__}: {e}"
+                models, list_s = None, E.redact(why, client.secrets)
             t0 = time.monotonic()
             try:
                 c = await client.chat([{"role": "user", "content": "Reply with the single word: ok"}],
@@ -216,21 +231,31 @@ def _register_run(sub, common):
         g.add_argument("--endpoint", help="endpoint name")
         g.add_argument("--pool", help="pool name")
         tp.add_argument("--judge", default=None, help="endpoint or pool that judges (default: the generators)")
+        if "judge" in cls.roles:
+            tp.add_argument("--allow-self-judge", action="store_true",
+                            help="let a judge rate candidates its own model generated (refused by default)")
         if cls.writes_samples:
             tp.add_argument("--into", default=None, help=f"target dataset (default: <dataset>-{name})")
         tp.add_argument("--param", action="append", metavar="K=V", help="task parameter (see below)")
         tp.add_argument("--filter", action="append", metavar="K=V", help="only input samples matching")
         tp.add_argument("--wait", action="store_true", help="run a worker here until the job ends, with progress")
+        if name == "preference":
+            tp.add_argument("--candidates-from", metavar="D1,D2,...",
+                            help="add the answers in these datasets (joined on the normalized instruction + input) "
+                                 "as candidates, then judge the stored candidates (implies candidates=existing)")
         tp.set_defaults(handler=_guard(cmd_run))
 
 
 def cmd_run(args) -> int:
     cfg = _config(args)
     conn = _store(args)
+    if getattr(args, "candidates_from", None):
+        _add_candidates(conn, args)
     try:
         job_id = J.queue_job(conn, args.task, config=cfg, dataset=args.dataset, endpoint=args.endpoint,
                              pool=args.pool, judge=args.judge, into=getattr(args, "into", None),
-                             params=_kv(args.param, "--param"), filter=J.parse_filter(args.filter))
+                             params=_kv(args.param, "--param"), filter=J.parse_filter(args.filter),
+                             allow_self_judge=getattr(args, "allow_self_judge", False))
         job = J.get_job(conn, job_id)
     finally:
         conn.close()
@@ -240,6 +265,25 @@ def cmd_run(args) -> int:
     if not args.wait:
         return 0
     return wait_for_job(resolve_db_path(getattr(args, "db", None)), cfg, job_id)
+
+
+def _add_candidates(conn, args) -> None:
+    from ..candidates import candidates_from_datasets
+    from ..importer import ImportFailed
+    sources = [x.strip() for x in args.candidates_from.split(",") if x.strip()]
+    if not sources:
+        raise CliError("--candidates-from: name one or more datasets, e.g. D1,D2")
+    params = _kv(args.param, "--param")
+    if params.get("candidates", "existing") != "existing":
+        raise CliError("--candidates-from judges stored candidates: it cannot go with candidates="
+                       f"{params['candidates']}")
+    try:
+        out = candidates_from_datasets(conn, args.dataset, sources)
+    except ImportFailed as e:
+        raise CliError(str(e)) from None
+    args.param = [p for p in (args.param or []) if not p.startswith("candidates=")] + ["candidates=existing"]
+    print(f"candidates from {', '.join(sources)}: {out['added']} added to {out['matched']} samples of "
+          f"{args.dataset!r}; {len(out['unmatched'])} samples matched no row", file=sys.stderr)
 
 
 def wait_for_job(db_path, cfg: dict, job_id: int) -> int:
@@ -296,7 +340,7 @@ class ProgressPrinter:
     """One updating line on a terminal; a line every few seconds otherwise."""
 
     def __init__(self, stream=None, every: float = 5.0):
-        self.stream = stream or sys.stderr
+        self.stream = raw_stream(stream or sys.stderr)   # our own line, with CR: no untrusted text in it
         self.tty = self.stream.isatty()
         self.every = every
         self.last = 0.0
@@ -323,11 +367,14 @@ class ProgressPrinter:
 
 def cmd_worker(args) -> int:
     from ..worker import run_worker
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(name)s pid=%(process)d %(levelname)s %(message)s")
+    cfg = _config(args)
+    handler = logging.StreamHandler(sys.stderr)
+    # the log is a file (the TUI's workers) that outlives the run: no key in it, whatever a message quotes
+    handler.setFormatter(RedactingFormatter(E.secrets(cfg),
+                                            "%(asctime)s %(name)s pid=%(process)d %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     for noisy in ("httpx", "httpx2", "openai"):   # one line per request would drown the log
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    cfg = _config(args)
     try:
         # background work yields the CPU to the curator's TUI: on a 2-core box a worker at full speed took Review's
         # keypress p95 from 35 to 74 ms; at nice 10, 45 ms (bench_review.py --with-job)
@@ -338,6 +385,15 @@ def cmd_worker(args) -> int:
                      lease_seconds=args.lease_seconds, max_inflight=args.max_inflight)
     logging.getLogger("workbench.worker").info("worker exits after %d job run(s)", len(ran))
     return 0
+
+
+class RedactingFormatter(logging.Formatter):
+    def __init__(self, secrets: list[str], fmt: str):
+        super().__init__(fmt)
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return E.redact(super().format(record), self.secrets)
 
 
 def _register_jobs(sub, common):

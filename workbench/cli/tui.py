@@ -9,6 +9,8 @@ def register(sub, common) -> None:
     p = sub.add_parser("review", parents=[common], help="open the TUI on the Review screen of a dataset")
     p.add_argument("--dataset", required=True, help="dataset name (see `workbench datasets`)")
     p.add_argument("--sample", type=int, default=None, help="start at this sample id instead of where you left off")
+    p.add_argument("--selection", default=None,
+                   help="walk only this named selection, in id order (a spot-check hides scores until you decide)")
     p.set_defaults(handler=review)
 
 
@@ -24,8 +26,13 @@ def review(args) -> int:
                                                     "(SELECT id FROM datasets WHERE name = ?)",
                                                     (args.sample, args.dataset)).fetchone() is None:
             raise CliError(f"dataset {args.dataset!r} has no sample with id {args.sample}")
+        if args.selection is not None and conn.execute(
+                "SELECT 1 FROM selections WHERE name = ? LIMIT 1", (args.selection,)).fetchone() is None:
+            names = [r[0] for r in conn.execute("SELECT DISTINCT name FROM selections ORDER BY name")]
+            raise CliError(f"no selection named {args.selection!r}"
+                           + (f"; selections: {', '.join(names)}" if names else ""))
     finally:
         conn.close()
     from ..app import run_app
     return run_app(db=db, config=getattr(args, "config", None), dataset=args.dataset, screen="review",
-                   sample_id=args.sample)
+                   sample_id=args.sample, selection=args.selection)

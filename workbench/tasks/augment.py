@@ -19,6 +19,7 @@ class Augment(TemplatedTask):
     name = "augment"
     summary = "reword instructions by back-translation through a pivot language and/or paraphrase, meaning checked"
     templates = ("augment-translate", "augment-paraphrase", "augment-equivalence")
+    readers = {"augment-translate": parse_text, "augment-paraphrase": parse_text, "augment-equivalence": parse_equal}
     params = {
         "method": Param("backtranslation", "backtranslation, paraphrase or both",
                         choices=("backtranslation", "paraphrase", "both")),
@@ -63,13 +64,13 @@ class Augment(TemplatedTask):
         """(new wording, templates used, last completion)."""
         if method == "paraphrase":
             c = await llm.complete(self.template("augment-paraphrase").render(text=text), params=self.sampling(),
-                                   validate=parse_text)
+                                   validate=self.reader("augment-paraphrase"))
             return c.parsed, ("augment-paraphrase", "augment-equivalence"), c
         t = self.template("augment-translate")
         there = await llm.complete(t.render(text=text, language=self.p["pivot_language"]), params=self.sampling(),
-                                   validate=parse_text)
+                                   validate=self.reader(t.name))
         back = await llm.complete(t.render(text=there.parsed, language=self.p["source_language"]),
-                                  params=self.sampling(), validate=parse_text)
+                                  params=self.sampling(), validate=self.reader(t.name))
         return back.parsed, ("augment-translate", "augment-equivalence"), back
 
     async def check(self, llm: LLM, original: str, variant: str) -> str | None:
@@ -80,5 +81,6 @@ class Augment(TemplatedTask):
         if self.p["check"] == "similarity":
             return None if sim >= self.p["min_similarity"] else "meaning changed"
         eq = await llm.complete(self.template("augment-equivalence").render(original=original, rewritten=variant),
-                                role="judge", params={"temperature": 0}, validate=parse_equal)
+                                role="judge", params={"temperature": 0},
+                                validate=self.reader("augment-equivalence"))
         return None if eq.parsed else "meaning changed"

@@ -4,10 +4,12 @@ instruction it best answers. The segment becomes the response unchanged, byte fo
 Input rows are segments with no instruction and the text in `response` (what `workbench import FILE --format
 text` or a `text` column produces). The paper fine-tunes a backward model on seed pairs; here a prompted model plays
 that role, optionally shown a few seed pairs in reverse (answer first, then its request) from `seed_dataset` —
-for instance pairs a previous round's `curate` kept (`seed_min_score=4.5`). Curate the output next.
+for instance pairs a previous round's `curate` kept (`seed_min_score=curate=4.5`: a rubric's score, see
+workbench/scores.py). Curate the output next.
 """
 from __future__ import annotations
 
+from .. import scores
 from ..parsing import parse_text
 from ..store import get_dataset
 from . import Item, LLM, Param, Result, TaskError, item_rng, register
@@ -22,11 +24,12 @@ class Backtranslate(TemplatedTask):
     name = "backtranslate"
     summary = "self-augmentation: write the instruction each unlabeled text answers (the text is the response)"
     templates = ("backtranslate",)
+    readers = {"backtranslate": parse_text}
     params = {
         "seed_dataset": Param("", "dataset of (instruction, response) pairs to show as examples (empty: none)"),
         "num_examples": Param(3, "seed pairs shown per prompt"),
-        "seed_min_score": Param(None, "only seed pairs whose score is at least this (e.g. 4.5 after curate)",
-                                type=float),
+        "seed_min_score": Param(None, "only seed pairs with at least this score on a rubric, RUBRIC=N "
+                                      "(e.g. curate=4.5)", type=str),
         "seed": Param(42, "random seed for the choice of examples (per segment, stable across resumes)"),
         "min_chars": Param(0, "skip segments shorter than this many characters (0: no limit)"),
         "max_chars": Param(0, "skip segments longer than this many characters (0: no limit)"),
@@ -43,6 +46,12 @@ class Backtranslate(TemplatedTask):
             raise TaskError(f"param seed_dataset: no dataset named {self.p['seed_dataset']!r}")
         if self.p["num_examples"] < 0:
             raise TaskError("param num_examples must be >= 0")
+        if self.p["seed_min_score"] is not None:
+            seed_ds = get_dataset(conn, self.p["seed_dataset"]) if self.p["seed_dataset"] else None
+            try:
+                scores.resolve(conn, self.p["seed_min_score"], dataset_id=seed_ds[0] if seed_ds else None)
+            except scores.ScoreFilterError as e:
+                raise TaskError(f"param seed_min_score: {e}") from None
 
     def load(self, conn) -> None:
         self.seeds: list[tuple[int, str, str]] = []
@@ -56,8 +65,12 @@ class Backtranslate(TemplatedTask):
                "AND trim(instruction) != '' AND trim(response) != '' AND status != 'rejected'")
         args: list = [EXAMPLE_MAX_CHARS, row[0]]
         if self.p["seed_min_score"] is not None:
-            sql += " AND score >= ?"
-            args.append(self.p["seed_min_score"])
+            try:
+                cond, cargs = scores.build(self.p["seed_min_score"]).sql("samples.id")
+            except scores.ScoreFilterError as e:
+                raise TaskError(f"param seed_min_score: {e}") from None
+            sql += f" AND {cond}"
+            args += cargs
         self.seeds = [tuple(r) for r in conn.execute(sql + " ORDER BY id", args)]
 
     def examples_for(self, sample_id: int) -> list[tuple[int, str, str]]:
@@ -81,7 +94,7 @@ class Backtranslate(TemplatedTask):
         shown = "\n\n".join(f"Answer:\n<<<\n{resp}\n>>>\nRequest: {inst}" for _, inst, resp in examples)
         messages = self.template("backtranslate").render(text=text, examples=shown)
         c = await llm.complete(messages, params=self.sampling("temperature", "top_p", "max_tokens"),
-                               validate=parse_text)
+                               validate=self.reader("backtranslate"))
         instruction = c.parsed
         if not self.p["min_instruction_chars"] <= len(instruction) <= self.p["max_instruction_chars"]:
             return Result(dropped={"instruction length": 1}, raw=c.text)

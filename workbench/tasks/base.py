@@ -43,9 +43,10 @@ class Result:
                 to the item's sample, job_id to the job, origin should come from `ctx.origin(...)`.
     candidates: {sample_id | sample_ref, model, endpoint, response}; `sample_ref: i` means `samples[i]` above.
     judgments:  {sample_id | sample_ref, candidate_id | candidate_ref, judge, rubric, rubric_version, scores (dict),
-                overall, rationale, raw}; a judgment of a sample (no candidate) with an `overall` also updates
-                that sample's `score` cache.
-    updates:    {"id": sample_id, field: value} for fields in UPDATABLE (labels, score, metadata).
+                overall, rationale, raw}: the full record (raw reply, rationale), kept for every judgment.
+    scores:     {sample_id | sample_ref, rubric, score, scale: (lo, hi), judge, template_version}: the sample's
+                latest score on that rubric (workbench/scores.py); every scoring task writes one per rubric.
+    updates:    {"id": sample_id, field: value} for fields in UPDATABLE (labels, metadata).
     kept:       outputs kept (default: len(samples)); dropped: {rule: count} of outputs rejected by a rule.
     raw:        reply text to keep on the item row (useful for dropped items).
     summary:    small JSON stored in job_items.result.
@@ -54,6 +55,7 @@ class Result:
     samples: list[dict] = field(default_factory=list)
     candidates: list[dict] = field(default_factory=list)
     judgments: list[dict] = field(default_factory=list)
+    scores: list[dict] = field(default_factory=list)
     updates: list[dict] = field(default_factory=list)
     kept: int | None = None
     dropped: dict[str, int] = field(default_factory=dict)
@@ -137,6 +139,12 @@ class Task:
 
     async def process(self, item: Item, llm: LLM) -> Result:
         raise NotImplementedError
+
+    def candidate_sources(self, conn: sqlite3.Connection, generators: list) -> list[tuple[str | None, str]] | None:
+        """(endpoint, model) of whatever the job's judge will rate, when the judge rates generated candidates
+        (queue_job then refuses a judge among them: no self-judging); None for tasks whose judge rates no
+        candidates of its own making. `generators` are the endpoints of the job's generator pool."""
+        return None
 
     def more_items(self, conn: sqlite3.Connection, progress: dict) -> list[Item]:
         """Called when nothing is pending or in flight; return new items to continue, [] to finish."""

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any, Callable
 
 from .. import templating
 from ..samples import insert_samples
@@ -18,6 +19,12 @@ class TemplatedTask(Task):
     """A task whose prompts come from `workbench/templates/` (or the user's overrides of them)."""
 
     templates: tuple[str, ...] = ()      # template names the task uses, first = the main one
+    # template name -> the function that reads the model's replies to it (ParseError when it cannot); the task
+    # calls it through `reader()`, and so does `workbench templates parse`, so a curator checks the same code
+    readers: dict[str, Callable[[str], Any]] = {}
+
+    def reader(self, name: str) -> Callable[[str], Any]:
+        return self.readers[name]
 
     def template(self, name: str) -> templating.Template:
         cache = self.__dict__.setdefault("_templates", {})

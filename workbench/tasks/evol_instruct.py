@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from ..parsing import parse_equal, parse_text
+from ..parsing import parse_answer, parse_equal, parse_text
 from . import Item, LLM, Param, Result, TaskError, item_rng, register
 from .common import SAMPLING_PARAMS, TemplatedTask, write_chain, prompt_text, word_count
 
@@ -68,6 +68,8 @@ class EvolInstruct(TemplatedTask):
     name = "evol-instruct"
     summary = "evolve instructions in depth (constraints, deepen, concretize, reasoning, input) or breadth, rounds"
     templates = ("evol-depth", "evol-breadth", "evol-equal", "respond")
+    readers = {"evol-depth": parse_text, "evol-breadth": parse_text, "evol-equal": parse_equal,
+               "respond": parse_answer}
     params = {
         "rounds": Param(1, "evolution rounds per instruction (the paper: 4)"),
         "generate_answers": Param(True, "answer each evolved instruction (needed by the response elimination rules)"),
@@ -96,13 +98,13 @@ class EvolInstruct(TemplatedTask):
             else:
                 t = self.template("evol-depth")
                 messages = t.render(prompt=current, method=DEPTH_METHODS[op])
-            c = await llm.complete(messages, params=self.sampling(), validate=parse_text)
+            c = await llm.complete(messages, params=self.sampling(), validate=self.reader(t.name))
             evolved = c.parsed
             rule = await self.eliminate(llm, current, evolved, op)
             response, rc = "", None
             if rule is None and self.p["generate_answers"]:
                 rc = await llm.complete(self.template("respond").render(instruction=evolved, input="", system=""),
-                                        params=self.sampling())
+                                        params=self.sampling(), validate=self.reader("respond"))
                 response = rc.text
                 rule = "sorry" if is_sorry(response) else "empty response" if is_empty_response(response) else None
             if rule is not None:
@@ -120,7 +122,7 @@ class EvolInstruct(TemplatedTask):
             return "template leak"
         if self.p["check_equal"]:
             eq = await llm.complete(self.template("evol-equal").render(first=parent, second=evolved), role="judge",
-                                    params={"temperature": 0}, validate=parse_equal)
+                                    params={"temperature": 0}, validate=self.reader("evol-equal"))
             if eq.parsed:
                 return "no information gain"
         return None

@@ -34,6 +34,7 @@ class EvolQuality(TemplatedTask):
     name = "evol-quality"
     summary = "rewrite responses to be more helpful/relevant/deep/creative/detailed (random mutation per round)"
     templates = ("evol-quality",)
+    readers = {"evol-quality": parse_text}
     params = {
         "num_evolutions": Param(1, "rounds of rewriting per response"),
         "store_evolutions": Param(False, "keep every round's response (else only the last)"),
@@ -62,7 +63,7 @@ class EvolQuality(TemplatedTask):
         mutations = choose_mutations(self.p["seed"], s["id"], self.p["num_evolutions"])
         for r, mutation in enumerate(mutations, start=1):
             messages = t.render(instruction=instruction, response=response, method=MUTATIONS[mutation])
-            c = await llm.complete(messages, params=self.sampling(), validate=parse_text)
+            c = await llm.complete(messages, params=self.sampling(), validate=self.reader("evol-quality"))
             response = c.parsed
             if self.p["store_evolutions"] or r == len(mutations):
                 rows.append({**base, "response": response,

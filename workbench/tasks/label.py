@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ..parsing import ParseError, extract_json_object
+from ..parsing import ParseError, extract_json_object, normalized_keys
 from . import Item, LLM, Param, Result, TaskError, register
 from .common import SAMPLING_PARAMS, TemplatedTask
 
@@ -40,7 +40,7 @@ def _key(label: str) -> str:
 
 def parse_labels(raw: str, sets: dict[str, list[str]]) -> dict[str, str]:
     obj = extract_json_object(raw)
-    given = {_key(k): v for k, v in obj.items()}
+    given = normalized_keys(obj, raw, _key)
     out = {}
     for f, allowed in sets.items():
         value = given.get(f)
@@ -53,11 +53,22 @@ def parse_labels(raw: str, sets: dict[str, list[str]]) -> dict[str, str]:
     return out
 
 
+def label_schema(sets: dict[str, list[str]]) -> dict:
+    """The JSON schema for `response_format`: each field one of its set (stricter than the reader, which also
+    takes another case or spacing), all required, nothing else."""
+    props = {f: {"type": "string", "enum": list(allowed)} for f, allowed in sets.items()}
+    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
+
+
 @register
 class Label(TemplatedTask):
     name = "label"
     summary = "classify task_type, domain and difficulty from the label sets in config [labels]"
     templates = ("label",)
+
+    def reader(self, name: str):
+        sets = label_sets(self.ctx.config)   # the label sets come from the config: bind them here
+        return lambda text: parse_labels(text, sets)
     params = {
         "only_missing": Param(False, "skip samples that already have all three labels"),
         **SAMPLING_PARAMS,
@@ -83,6 +94,6 @@ class Label(TemplatedTask):
             instruction=s["instruction"], input=s.get("input") or "", response=s.get("response") or "",
             task_types=", ".join(sets["task_type"]), domains=", ".join(sets["domain"]),
             difficulties=", ".join(sets["difficulty"]))
-        c = await llm.complete(messages, role="judge", json=True, params=self.sampling(),
-                               validate=lambda text: parse_labels(text, sets))
+        c = await llm.complete(messages, role="judge", json=True, schema=label_schema(sets), params=self.sampling(),
+                               validate=self.reader("label"))
         return Result(updates=[{"id": s["id"], **c.parsed}], kept=1, summary=dict(c.parsed))

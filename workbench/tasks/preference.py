@@ -8,16 +8,16 @@ With `candidates=existing` the task judges the candidates already stored for eac
 
 Output: one preference row per prompt in the target dataset (instruction + input, response = chosen, rejected),
 its lineage naming both candidates' models and scores and the judge; the candidates and every judgment are kept
-(`candidates`, `judgments`), so Review can show why a pair was chosen.
+(`candidates`, `judgments`), so Review can show why a pair was chosen. The pair gets two sample scores:
+`preference.chosen` and `preference.rejected` (scale 1-5 with aspects, 1-10 with judge).
 """
 from __future__ import annotations
 
 import asyncio
-from functools import partial
 
 import orjson
 
-from ..parsing import JUDGE_DIMENSIONS, parse_aspect_ratings, parse_judge_json
+from ..parsing import judge_schema, parse_aspect_ratings, parse_judge_json
 from . import Item, LLM, Param, Result, TaskError, item_rng, register, write_result
 from .common import TemplatedTask, judge_name
 from .generate import prompt_messages
@@ -42,6 +42,7 @@ class Preference(TemplatedTask):
     name = "preference"
     summary = "every pool model answers, a judge rates each answer alone; chosen = best, rejected = worse by a margin"
     templates = ("preference-rate", "judge")
+    readers = {"preference-rate": parse_aspect_ratings, "judge": parse_judge_json}
     params = {
         "candidates": Param("generate", "generate: ask every model of the pool; existing: judge stored candidates",
                             choices=("generate", "existing")),
@@ -65,6 +66,15 @@ class Preference(TemplatedTask):
         self.validate_templates()
         if self.margin <= 0:
             raise TaskError("param margin must be > 0 (a tie is never a preference)")
+
+    def candidate_sources(self, conn, generators: list) -> list[tuple[str | None, str]]:
+        if self.p["candidates"] == "generate":
+            return [(ep.name, ep.model) for ep in generators]
+        if self.ctx.dataset_id is None:
+            return []
+        return [tuple(r) for r in conn.execute(
+            "SELECT DISTINCT c.endpoint, c.model FROM candidates c JOIN samples s ON s.id = c.sample_id "
+            "WHERE s.dataset_id = ?", (self.ctx.dataset_id,))]
 
     def load(self, conn) -> None:
         self.stored: dict[int, list[tuple]] = {}
@@ -120,11 +130,16 @@ class Preference(TemplatedTask):
         judge = result.judgments[0]["judge"]
         origin = self.origin(
             templates=(result.judgments[0]["rubric"],), judge=judge, rubric=self.p["rubric"],
+            self_judged=judge in {c[1] for c in cands},   # only with --allow-self-judge; Review shows it
             margin=self.margin,
             chosen={"model": cands[ci][1], "score": scores[ci], "candidate_id": cands[ci][0],
                     "chars": len(cands[ci][3])},
             rejected={"model": cands[ri][1], "score": scores[ri], "candidate_id": cands[ri][0],
                       "chars": len(cands[ri][3])})
+        scale = (1, 5) if self.p["rubric"] == "aspects" else (1, 10)
+        result.scores = [{"sample_ref": 0, "rubric": f"preference.{side}", "score": scores[i], "scale": scale,
+                          "judge": judge, "template_version": result.judgments[0]["rubric_version"]}
+                         for side, i in (("chosen", ci), ("rejected", ri))]
         result.samples = [{"instruction": s["instruction"], "input": s.get("input") or "",
                            "system": s.get("system") or "",
                            "messages": [m for m in prompt if m["role"] != "system"] if s.get("messages") else None,
@@ -148,7 +163,8 @@ class Preference(TemplatedTask):
         if self.p["rubric"] == "aspects":
             t = self.template("preference-rate")
             c = await llm.complete(t.render(instruction=s["instruction"], input=s.get("input") or "", response=text),
-                                   role="judge", params={"temperature": 0}, validate=parse_aspect_ratings)
+                                   role="judge", params={"temperature": 0},
+                                   validate=self.reader("preference-rate"))
             r = c.parsed
             score = round(r.mean, 4)
             scores = {k.replace(" ", "_"): v for k, v in r.ratings.items()}
@@ -156,8 +172,8 @@ class Preference(TemplatedTask):
         else:
             t = self.template("judge")
             c = await llm.complete(t.render(instruction=s["instruction"], input=s.get("input") or "", response=text),
-                                   role="judge", json=True, params={"temperature": 0},
-                                   validate=partial(parse_judge_json, dimensions=JUDGE_DIMENSIONS))
+                                   role="judge", json=True, schema=judge_schema(), params={"temperature": 0},
+                                   validate=self.reader("judge"))
             score, scores, rationale = c.parsed.overall, c.parsed.scores, c.parsed.rationale
         return score, {"judge": judge_name(c), "rubric": t.name, "rubric_version": t.version, "scores": scores,
                        "overall": score, "rationale": rationale, "raw": c.text}

@@ -20,7 +20,7 @@ import asyncio
 import re
 
 from ..llm import LLMError
-from ..parsing import ParseError, parse_instance, parse_numbered_list
+from ..parsing import ParseError, instance_schema, parse_instance, parse_numbered_list
 from ..similarity import RougePool
 from . import Item, LLM, Param, Result, TaskError, item_rng, register
 from .common import TemplatedTask, add_drop, word_count
@@ -66,6 +66,7 @@ class SelfInstruct(TemplatedTask):
     name = "self-instruct"
     summary = "new instructions from seed tasks (8 in context: 6 human + 2 generated), near-copies rejected"
     templates = ("self-instruct", "self-instruct-instance")
+    readers = {"self-instruct": parse_numbered_list, "self-instruct-instance": parse_instance}
     params = {
         "num_instructions": Param(100, "how many new instructions to keep"),
         "seeds_per_prompt": Param(8, "instructions shown in each prompt"),
@@ -155,7 +156,7 @@ class SelfInstruct(TemplatedTask):
         messages = t.render(examples=listing, next_number=len(shown) + 1,
                             classification="yes" if p["classification"] else "")
         c = await llm.complete(messages, params=self.sampling("temperature", "top_p", "max_tokens"),
-                               allow_truncated=True, validate=parse_numbered_list)
+                               allow_truncated=True, validate=self.reader("self-instruct"))
         proposed = list(c.parsed)
         dropped: dict[str, int] = {}
         if c.finish_reason == "length" and proposed:
@@ -210,7 +211,8 @@ class SelfInstruct(TemplatedTask):
             try:
                 return await llm.complete(t.render(instruction=inst, classification=classification,
                                                    open="" if classification else "yes"),
-                                          json=True, validate=parse_instance)
+                                          json=True, schema=instance_schema(bool(classification)),
+                                          validate=self.reader("self-instruct-instance"))
             except (ParseError, LLMError) as e:
                 return e
         return list(await asyncio.gather(*(one(i) for i in instructions)))

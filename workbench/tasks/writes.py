@@ -8,13 +8,14 @@ from typing import TYPE_CHECKING
 import orjson
 
 from ..samples import insert_samples
+from ..scores import record as record_score
 from ..store import now
 from .params import TaskError
 
 if TYPE_CHECKING:
     from .base import Item, Result, TaskContext
 
-UPDATABLE = ("task_type", "domain", "difficulty", "language", "score", "metadata")
+UPDATABLE = ("task_type", "domain", "difficulty", "language", "metadata")   # scores: Result.scores
 
 
 def write_result(conn: sqlite3.Connection, ctx: TaskContext, item: Item, result: Result) -> dict:
@@ -65,8 +66,9 @@ def _write_links(conn: sqlite3.Connection, ctx: TaskContext, item: Item, result:
             "rationale, raw, job_id, created_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
             (sid, cid, j["judge"], j["rubric"], j["rubric_version"], _json(j.get("scores")), j.get("overall"),
              j.get("rationale"), j.get("raw"), ctx.job_id, ts)).lastrowid)
-        if cid is None and j.get("overall") is not None:
-            conn.execute("UPDATE samples SET score = ?, updated_at = ? WHERE id = ?", (j["overall"], ts, sid))
+    for sc in result.scores:
+        record_score(conn, target(sc), sc["rubric"], sc["score"], tuple(sc["scale"]), judge=sc.get("judge"),
+                     template_version=sc.get("template_version"), job_id=ctx.job_id, ts=ts)
     for u in result.updates:
         fields = {k: v for k, v in u.items() if k != "id"}
         bad = set(fields) - set(UPDATABLE)
