@@ -16,11 +16,12 @@ import time
 from rich.text import Text
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import VerticalScroll
-from textual.screen import Screen
-from textual.widgets import Footer, Static
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import Footer, Label, SelectionList, Static
 
 from widgets.histogram import Histogram
+from widgets.safe_text import plain
 from workbench import agreement, stats
 from workbench.store import data_version
 from workbench.safe_text import label
@@ -30,9 +31,10 @@ TOP_CATEGORIES = 12      # more categories than this are summed into one bar (ta
 SCOPES = {"all": None, "accepted": ("accepted",)}
 
 
-def read_balance(conn, dataset: str | None, seen_version: int | None, rubric: str | None = None) -> dict | None:
+def read_balance(conn, dataset: str | list[str] | None, seen_version: int | None,
+                 rubric: str | None = None) -> dict | None:
     """On the runner thread: None if nothing was committed since `seen_version`; {"fold": n} if n new rows must
-    first be added to the maintained counts; else fresh counts."""
+    first be added to the maintained counts; else fresh counts. `dataset`: a name, a chosen set, None: all."""
     version = data_version(conn)          # read before the counts: a commit in between is seen next time
     if version == seen_version:
         return None
@@ -42,14 +44,16 @@ def read_balance(conn, dataset: str | None, seen_version: int | None, rubric: st
     names = [n for (n,) in conn.execute("SELECT name FROM datasets ORDER BY id")]
     did = None
     if dataset is not None:
-        row = conn.execute("SELECT id FROM datasets WHERE name = ?", (dataset,)).fetchone()
-        if row is None:
-            return {"version": version, "datasets": names, "counts": None, "missing": dataset}
-        did = row[0]
+        ids = dict(conn.execute("SELECT name, id FROM datasets"))
+        chosen = [dataset] if isinstance(dataset, str) else list(dataset)
+        missing = [n for n in chosen if n not in ids]
+        if missing:
+            return {"version": version, "datasets": names, "counts": None, "missing": ", ".join(missing)}
+        did = [ids[n] for n in chosen]
     t0 = time.perf_counter()
     counts = stats.read_counts(conn, did, rubric)
     agreed = None
-    if counts.rubric is not None:
+    if counts.rubric is not None and not isinstance(dataset, list):   # agreement is per dataset (or all of them)
         try:
             agreed = agreement.agreement(conn, dataset, counts.rubric)
         except agreement.AgreementError:
@@ -58,13 +62,47 @@ def read_balance(conn, dataset: str | None, seen_version: int | None, rubric: st
             "query_ms": (time.perf_counter() - t0) * 1000}
 
 
+class DatasetChooser(ModalScreen[list[str] | None]):
+    """Which datasets Balance counts: space toggles one, a: all or none, Enter: show, Esc: cancel."""
+
+    HELP_TITLE = "Datasets"
+    BINDINGS = [Binding("enter", "apply", "Show", priority=True), Binding("a", "all", "All/none"),
+                Binding("escape", "cancel", "Cancel")]
+    DEFAULT_CSS = """
+    DatasetChooser { align: center middle; }
+    DatasetChooser > Vertical { width: 60; max-width: 100%; height: auto; max-height: 90%; border: round $accent;
+                                background: $panel; padding: 0 1; }
+    DatasetChooser SelectionList { height: auto; max-height: 20; }
+    """
+
+    def __init__(self, names: list[str], chosen: list[str]):
+        super().__init__()
+        self.names, self.chosen = names, set(chosen)
+
+    def compose(self) -> ComposeResult:
+        with Vertical():
+            yield Label("Datasets to count · space: toggle · a: all/none · Enter: show (none chosen: all) · Esc")
+            yield SelectionList(*((plain(n, 50), n, n in self.chosen) for n in self.names), id="chooser")
+
+    def action_all(self) -> None:
+        box = self.query_one(SelectionList)
+        box.deselect_all() if len(box.selected) == len(self.names) else box.select_all()
+
+    def action_apply(self) -> None:
+        picked = set(self.query_one(SelectionList).selected)
+        self.dismiss([n for n in self.names if n in picked])
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+
 class BalanceScreen(Screen):
     """Balance: live histograms for all or accepted samples, with target shares and gaps."""
 
     PALETTE_TITLE = "Balance"
     BINDINGS = [
         Binding("a", "toggle_scope", "All/accepted", id="balance.scope"),
-        Binding("d", "next_dataset", "Dataset", id="balance.dataset"),
+        Binding("d", "choose_datasets", "Datasets", id="balance.dataset"),
         Binding("s", "next_rubric", "Score rubric", id="balance.rubric"),
         Binding("j,down", "scroll('down')", "Scroll", show=False, id="balance.down"),
         Binding("k,up", "scroll('up')", "Scroll up", show=False, id="balance.up"),
@@ -205,7 +243,9 @@ class BalanceScreen(Screen):
 
     def _update_status(self) -> None:
         total = self.counts.total(SCOPES[self.scope]) if self.counts else 0
-        parts = ["Balance", f"dataset: {label(self.dataset or 'all', 60)}",
+        shown = "all" if self.dataset is None else label(
+            self.dataset if isinstance(self.dataset, str) else ", ".join(self.dataset), 60)
+        parts = ["Balance", f"{'datasets' if isinstance(self.dataset, list) else 'dataset'}: {shown}",
                  "accepted only" if self.scope == "accepted" else "all samples", f"{total:,} rows"]
         if self.updated_at:
             parts.append(f"updated {self.updated_at}")
@@ -229,10 +269,16 @@ class BalanceScreen(Screen):
         self.scope = "accepted" if self.scope == "all" else "all"
         self.redraw()          # the counts hold every status: no query needed
 
-    def action_next_dataset(self) -> None:
-        cycle = [None, *self.datasets]
-        i = cycle.index(self.dataset) if self.dataset in cycle else 0
-        self.dataset = cycle[(i + 1) % len(cycle)]
+    def action_choose_datasets(self) -> None:
+        """All datasets, or a chosen set of them (one is a set of one)."""
+        chosen = [self.dataset] if isinstance(self.dataset, str) else list(self.dataset or [])
+        self.app.push_screen(DatasetChooser(self.datasets, chosen), self._datasets_chosen)
+
+    def _datasets_chosen(self, chosen: list[str] | None) -> None:
+        if chosen is None:   # cancelled
+            return
+        self.dataset = None if not chosen or len(chosen) == len(self.datasets) else (
+            chosen[0] if len(chosen) == 1 else chosen)
         self._update_status()
         self._poll(force=True)
 

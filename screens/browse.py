@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from widgets.virtual_table import Column, TableRow, VirtualTable
-from workbench import browse, scores
+from workbench import browse, review, scores
 from workbench.browse import Filter, Sort
 from workbench.safe_text import label, sanitize
 from workbench.store import fts_sync
@@ -173,7 +173,8 @@ class BrowseScreen(Screen):
     def on_virtual_table_selected(self, event: VirtualTable.Selected) -> None:
         row: browse.Row = event.row.data
         names = {v: k for k, v in self.datasets.items()}
-        self.app.open_screen("review", dataset=names.get(row.dataset_id), sample_id=row.id)
+        order = review.BrowseOrder(self.flt, self.sort, self.query_text)   # Review walks these rows, in this order
+        self.app.open_screen("review", dataset=names.get(row.dataset_id), sample_id=row.id, browse_order=order)
 
     def action_cycle_sort(self) -> None:
         keys = browse.SORT_KEYS

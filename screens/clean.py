@@ -16,8 +16,10 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from widgets.list_table import ListTable
 from widgets.safe_text import plain, safe_text
-from workbench import clean
+from workbench import automatic, clean
+from workbench.review import curator_session
 from workbench.safe_text import label, sanitize
 from workbench.samples import get_sample
 
@@ -62,13 +64,14 @@ class CleanScreen(Screen):
     BINDINGS = [
         Binding("space", "toggle", "On/off", id="clean.toggle"),
         Binding("tab", "switch_table", "Filters/rows", id="clean.switch"),
-        Binding("n,right_square_bracket", "page(1)", "Next page", id="clean.next_page"),
-        Binding("p,left_square_bracket", "page(-1)", "Prev page", id="clean.prev_page"),
+        Binding("n,right_square_bracket", "page(1)", "Next page", show=False, id="clean.next_page"),
+        Binding("p,left_square_bracket", "page(-1)", "Prev page", show=False, id="clean.prev_page"),
         Binding("a", "apply", "Apply", id="clean.apply"),
+        Binding("e", "exempt", "Keep row", id="clean.exempt"),
         Binding("u", "undo", "Undo run", id="clean.undo"),
-        Binding("m", "mode", "Filters/normalize", id="clean.mode"),
+        Binding("m", "mode", "Filters/normalize", show=False, id="clean.mode"),
         Binding("r", "rescan", "Rescan", show=False, id="clean.rescan"),
-        Binding("escape,q", "back", "Back", id="clean.back"),
+        Binding("escape,q", "back", "Back", show=False, id="clean.back"),
     ]
     DEFAULT_CSS = """
     CleanScreen #status { height: 1; padding: 0 1; background: $boost; }
@@ -97,8 +100,8 @@ class CleanScreen(Screen):
         self.runner = self.app.store_runner()
         yield Static(Text("Clean · scanning…"), id="status")
         with Horizontal(id="top"):
-            yield DataTable(id="filters", cursor_type="row", zebra_stripes=True)
-            yield DataTable(id="rows", cursor_type="row", zebra_stripes=True)
+            yield ListTable(id="filters", cursor_type="row", zebra_stripes=True)
+            yield ListTable(id="rows", cursor_type="row", zebra_stripes=True)
         with VerticalScroll(id="text-pane"):
             yield Static(Text(""), id="text")
         yield Static(Text(""), id="message")
@@ -155,7 +158,9 @@ class CleanScreen(Screen):
                 table.add_row("●" if on else "○", n, f"{sum(by.values()):,}" if on else "–",
                               *(f"{by.get(d, 0):,}" if on else "" for d in names[:6]), key=n)
             total, scanned = self.preview.total, sum(self.scan.scanned.values())
-            self._status(f"{len(self.enabled)} filters would reject {total:,} of {scanned:,} pending rows")
+            kept = sum(self.preview.exempted.values())
+            self._status(f"{len(self.enabled)} filters would reject {total:,} of {scanned:,} pending rows"
+                         + (f" ({kept:,} kept by the curator)" if kept else ""))
         else:
             if self.norm is None:
                 return
@@ -292,6 +297,25 @@ class CleanScreen(Screen):
         skipped = f"; {res.changed_since:,} changed since the preview, left alone" if res.changed_since else ""
         await self.rescan()
         self._message(f"{done} as {res.run} (u undoes){skipped}" if res.run else f"nothing applied{skipped}")
+
+    async def action_exempt(self) -> None:
+        """Keep the row under the cursor whatever its filter says (a recorded 'exempt' decision, see
+        workbench/automatic.py): applying no longer rejects it, now or in later scans."""
+        hit = self.current_hit() if self.mode == "filters" else None
+        if self.busy or hit is None:
+            return
+        await self.runner.run(automatic.exempt, hit.id, hit.filter, curator_session())
+        for i, (sid, dataset, status, details) in enumerate(self.scan.failures):   # as the next scan would see it
+            if sid == hit.id and hit.filter in details:
+                self.scan.failures[i] = (sid, dataset, status, {k: v for k, v in details.items() if k != hit.filter})
+                self.scan.exempt.append((sid, hit.filter))
+        row = self.query_one("#rows", DataTable).cursor_row
+        self.redraw()
+        rows = self.query_one("#rows", DataTable)
+        if rows.row_count:
+            rows.move_cursor(row=min(row, rows.row_count - 1))
+        self._message(f"kept #{hit.id}: {hit.filter} no longer rejects it (`workbench clean --unexempt {hit.id} "
+                      f"--filter {hit.filter}` withdraws)")
 
     async def action_undo(self) -> None:
         if self.busy:

@@ -8,6 +8,7 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Input, Label, Static
 
+from widgets.list_table import ListTable
 from widgets.safe_text import plain
 from workbench.app import SCREEN_REGISTRY, key_specs_bindings
 from workbench import dataset_ops
@@ -15,8 +16,11 @@ from workbench.review import curator_session, progress
 from workbench.store import data_version
 
 POLL_SECONDS = 1.0
-BAR_WIDTH = 8
-COLUMNS = (("Kind", 4), ("Rows", 7), ("Accept", 7), ("Reject", 7), ("Pending", 8), ("Reviewed", BAR_WIDTH + 5))
+BAR_WIDTH = 6
+# Reject counts every rejected row, Auto those a clean/dedup run rejected (no curator decided them); Reviewed is the
+# curator's own decisions among the rows left to a curator (rows minus Auto)
+COLUMNS = (("Kind", 4), ("Rows", 7), ("Accept", 7), ("Reject", 7), ("Auto", 6), ("Pending", 8),
+           ("Reviewed", BAR_WIDTH + 5))
 FIXED_WIDTH = sum(w + 2 for _, w in COLUMNS) + 2 + 2   # cell padding, the name's padding, a scrollbar
 
 
@@ -74,9 +78,9 @@ class DatasetsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Datasets"), id="title")
-        yield DataTable(id="datasets", cursor_type="row", zebra_stripes=True)
+        yield ListTable(id="datasets", cursor_type="row", zebra_stripes=True)
         yield Static(Text("Loading…"), id="hint")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)   # fits 80 columns; ctrl+p is in the hint
 
     def on_mount(self) -> None:
         self.runner = self.app.store_runner()
@@ -124,10 +128,11 @@ class DatasetsScreen(Screen):
         for label, width in COLUMNS:
             table.add_column(label, width=width)
         for d in rows:
-            reviewed = d["accepted"] + d["rejected"]
             table.add_row(plain(d["name"], 200), plain(d["kind"] or ""), Text(f"{d['rows']:,}", justify="right"),
                           Text(f"{d['accepted']:,}", justify="right"), Text(f"{d['rejected']:,}", justify="right"),
-                          Text(f"{d['pending']:,}", justify="right"), progress_bar(reviewed, d["rows"]),
+                          Text(f"{d['automatic']:,}", justify="right", style="dim"),
+                          Text(f"{d['pending']:,}", justify="right"),
+                          progress_bar(d["curated"], d["rows"] - d["automatic"]),
                           key=d["name"])
         names = [d["name"] for d in rows]
         # the app's current dataset wins: an import dialog or Review may have changed it while this screen was below

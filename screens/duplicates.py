@@ -16,6 +16,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Static
 
+from widgets.list_table import ListTable
 from widgets.safe_text import plain, safe_text
 from workbench import clean, dedup
 from workbench.safe_text import sanitize
@@ -60,17 +61,17 @@ class DuplicatesScreen(Screen):
 
     PALETTE_TITLE = "Duplicates"
     BINDINGS = [
-        Binding("space,enter", "keep", "Keep this one", id="duplicates.keep"),
-        Binding("x", "reject_rest", "Reject the rest", id="duplicates.reject_rest"),
+        Binding("space,enter", "keep", "Keep", id="duplicates.keep"),
+        Binding("x", "reject_rest", "Reject rest", id="duplicates.reject_rest"),
         Binding("a", "keep_all", "Keep all", id="duplicates.keep_all"),
-        Binding("n,right_square_bracket", "next_cluster", "Next cluster", id="duplicates.next"),
-        Binding("p,left_square_bracket", "prev_cluster", "Prev cluster", id="duplicates.prev"),
+        Binding("n,right_square_bracket", "next_cluster", "Next", id="duplicates.next"),
+        Binding("p,left_square_bracket", "prev_cluster", "Prev", id="duplicates.prev"),
         Binding("u", "undo", "Undo", id="duplicates.undo"),
         Binding("plus,equals_sign", "threshold(1)", "Stricter", show=False, id="duplicates.stricter"),
         Binding("minus", "threshold(-1)", "Looser", show=False, id="duplicates.looser"),
         Binding("f", "toggle_response", "Fields", id="duplicates.fields"),
         Binding("r", "rescan", "Rescan", show=False, id="duplicates.rescan"),
-        Binding("escape,q", "back", "Back", id="duplicates.back"),
+        Binding("escape,q", "back", "Back", show=False, id="duplicates.back"),
     ]
     DEFAULT_CSS = """
     DuplicatesScreen #status { height: 1; padding: 0 1; background: $boost; }
@@ -84,7 +85,7 @@ class DuplicatesScreen(Screen):
                  threshold: float = dedup.DEFAULT_THRESHOLD):
         super().__init__()
         self.dataset = dataset
-        self.fields = fields or dedup.DEFAULT_FIELDS
+        self.fields = fields      # None until the store says which datasets: the CLI's default (dedup.fields_for)
         self.threshold = threshold
         self.clusters: list[list[int]] = []
         self.index = 0
@@ -97,7 +98,7 @@ class DuplicatesScreen(Screen):
     def compose(self) -> ComposeResult:
         self.runner = self.app.store_runner()
         yield Static(Text("Duplicates · finding clusters…"), id="status")
-        table = DataTable(id="members", cursor_type="row", zebra_stripes=True)
+        table = ListTable(id="members", cursor_type="row", zebra_stripes=True)
         table.add_columns("", "id", "line", "dataset", "status", "score", "similar", "instruction")
         yield table
         with Horizontal(id="panes"):
@@ -118,6 +119,8 @@ class DuplicatesScreen(Screen):
 
     async def rescan(self, keep_index: bool = False) -> None:
         self.busy = True
+        if self.fields is None:
+            self.fields = await self.runner.run(dedup.fields_for, [self.dataset] if self.dataset else None)
         self._status(f"finding clusters (fields {','.join(self.fields)}, threshold {self.threshold:.2f})…")
         try:
             self.clusters = await self.runner.run(load_clusters, self.dataset, self.fields, self.threshold)
@@ -267,6 +270,8 @@ class DuplicatesScreen(Screen):
         self.run_worker(self.rescan, group="dup-scan", exclusive=True)
 
     def action_toggle_response(self) -> None:
+        if self.fields is None:   # still asking the store for the default
+            return
         self.fields = (dedup.DEFAULT_FIELDS if "response" in self.fields
                        else (*dedup.DEFAULT_FIELDS, "response"))
         self.run_worker(self.rescan, group="dup-scan", exclusive=True)

@@ -21,14 +21,25 @@ from workbench.store import STATUSES
 ANY = "__any__"          # status: the default, every sample that is not rejected
 
 
-def default_path(fmt: str, dataset: str | None, status: str | None) -> str:
-    stem = "-".join([dataset or "all", status or "not-rejected"])
+def exports_dir() -> Path:
+    """Where exports go unless the curator chose elsewhere before: the user data dir's exports/ (never the
+    directory the TUI happened to be started in)."""
+    import platformdirs
+    from workbench.store import APP_NAME
+    return Path(platformdirs.user_data_dir(APP_NAME)) / "exports"
+
+
+def default_path(fmt: str, dataset: str | None, status: str | None, selection: str | None = None,
+                 directory: Path | None = None) -> str:
+    stem = "-".join([selection or dataset or "all", status or "not-rejected"])
     stem = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in stem)
-    return str(Path.cwd() / f"{stem}.{'parquet' if fmt == 'parquet' else 'jsonl'}")
+    return str((directory or exports_dir()) / f"{stem}.{'parquet' if fmt == 'parquet' else 'jsonl'}")
 
 
-def _dataset_names(conn) -> list[str]:
-    return [n for (n,) in conn.execute("SELECT name FROM datasets ORDER BY id")]
+def _choices(conn) -> tuple[list[str], list[str]]:
+    """Dataset names and selection names (`workbench sample --into NAME`)."""
+    return ([n for (n,) in conn.execute("SELECT name FROM datasets ORDER BY id")],
+            [n for (n,) in conn.execute("SELECT DISTINCT name FROM selections ORDER BY name")])
 
 
 def _score(text: str, label: str) -> str | None:
@@ -86,6 +97,10 @@ class ExportDialog(ModalScreen):
                 yield Select([(Text("all datasets"), ANY)], value=ANY, allow_blank=False, id="dataset",
                              compact=True)
             with Horizontal():
+                yield Label("Selection", classes="label")
+                yield Select([(Text("none (every row)"), ANY)], value=ANY, allow_blank=False, id="selection",
+                             compact=True)
+            with Horizontal():
                 yield Label("Status", classes="label")
                 yield Select([(Text("not rejected"), ANY)] + [(Text(s), s) for s in (*STATUSES, "all")],
                              value=ANY, allow_blank=False, id="status", compact=True)
@@ -112,11 +127,13 @@ class ExportDialog(ModalScreen):
     async def on_mount(self) -> None:
         self.query_one("#format", Select).focus()
         self._suggest_path()
-        names = await self.runner.run(_dataset_names)
+        names, selections = await self.runner.run(_choices)
         select = self.query_one("#dataset", Select)
         select.set_options([(Text("all datasets"), ANY)] + [(Text(one_line(n, 60)), n) for n in names])
         if self.initial_dataset in names:
             select.value = self.initial_dataset
+        self.query_one("#selection", Select).set_options(
+            [(Text("none (every row)"), ANY)] + [(Text(one_line(n, 60)), n) for n in selections])
         self._suggest_path()
 
     def on_unmount(self) -> None:
@@ -131,8 +148,10 @@ class ExportDialog(ModalScreen):
         box = self.query_one("#path", Input)
         if box.value and box.value != self._auto_path:
             return
+        last = (getattr(self.app, "ui_state", None) or {}).get("export_dir")   # the directory used last time
         self._auto_path = default_path(self._value("format") or exporter.EXPORT_FORMATS[0], self._value("dataset"),
-                                       self._value("status"))
+                                       self._value("status"), self._value("selection"),
+                                       Path(last) if last else None)
         box.value = self._auto_path
 
     def on_select_changed(self, event: Select.Changed) -> None:
@@ -167,13 +186,15 @@ class ExportDialog(ModalScreen):
                    "conversational": self.query_one("#conversational", Checkbox).value}
         self.run_worker(partial(self._export, str(Path(out).expanduser()), self._value("format"),
                                 self._value("dataset"), self._value("status"), min_score, max_score, task_type,
-                                options), group="export-run")
+                                self._value("selection"), options), group="export-run")
 
-    async def _export(self, out, fmt, dataset, status, min_score, max_score, task_type, options) -> None:
+    async def _export(self, out, fmt, dataset, status, min_score, max_score, task_type, selection, options) -> None:
         call = partial(exporter.export, force=options["force"],
                        conversational=options["conversational"] and fmt in exporter.CONVERSATIONAL_CHOICE)
         try:
-            res = await self.runner.run(call, out, fmt, dataset, status, min_score, max_score, task_type)
+            if Path(out).parent == exports_dir():   # our own default directory: made on first use
+                exports_dir().mkdir(parents=True, exist_ok=True)
+            res = await self.runner.run(call, out, fmt, dataset, status, min_score, max_score, task_type, selection)
         except exporter.ExportFailed as e:
             self._message(Text("Not exported: " + one_line(str(e), 2000)), error=True)
             return
@@ -183,6 +204,8 @@ class ExportDialog(ModalScreen):
         finally:
             self.running = False
         self.result = res
+        if str(out) != "-" and Path(out).parent.is_dir():   # a file or directory target, not stdout or a pipe
+            self._remember_dir(Path(out).parent)
         text = Text(f"Exported {res.rows:,} rows ({res.format}) to ", style="bold")
         text.append(one_line(str(res.path), 500))
         text.append(f"\nsha256 {res.sha256}\nmanifest ")
@@ -190,6 +213,16 @@ class ExportDialog(ModalScreen):
         text.append(f" · snapshot {res.snapshot_id}\n")
         text.append(one_line(exporter.describe_counts(res.counts), 2000))
         self._message(text)
+
+    def _remember_dir(self, directory: Path) -> None:
+        """The next export dialog (also after a restart) suggests this directory."""
+        from workbench.config import save_ui_state
+        state = {**(getattr(self.app, "ui_state", None) or {}), "export_dir": str(directory.resolve())}
+        self.app.ui_state = state
+        try:
+            save_ui_state(state)
+        except OSError as e:
+            self.notify(f"export directory not remembered: {e}", severity="warning")
 
     def action_close(self) -> None:
         if self.running:

@@ -18,6 +18,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
 from textual.widgets import DataTable, Footer, Static
 
+from widgets.list_table import ListTable
 from widgets.jobs_launch import LaunchDialog
 from widgets.safe_text import safe_text
 from workbench import jobs as J
@@ -25,12 +26,14 @@ from workbench.safe_text import label
 from workbench.store import data_version, list_datasets, open_store
 
 POLL_SECONDS = 0.5
-BAR_WIDTH = 12
+BAR_WIDTH = 8
 RAW_PREVIEW = 600
 RAW_FULL_VIEW = 4000      # of each raw reply in the full view (v): 50 of them draw in well under 100 ms
-FULL_FAILURES = 50        # failed items the full view (v) loads; `o` there pages all of their text
-COLUMNS = (("ID", 4), ("Task", 14), ("Status", 9), ("Progress", BAR_WIDTH + 6), ("Done", 13), ("Failed", 6),
-           ("Items/s", 7), ("ETA", 8), ("Tokens in/out", 15), ("Cost", 8))
+FULL_FAILURES = 50        # failed items the full view (v) loads; `p` there pages all of their text
+# Done / Dropped / Failed count items (an item that ran but kept nothing is Dropped, not Done); Kept counts what a
+# filtering task kept ("-" for tasks that keep everything they make); the cost is in the detail below
+COLUMNS = (("ID", 4), ("Task", 12), ("Status", 9), ("Progress", BAR_WIDTH + 5), ("Done", 9), ("Dropped", 7),
+           ("Failed", 6), ("Kept", 6), ("Items/s", 7), ("ETA", 7), ("Tokens in/out", 11))
 STATUS_STYLE = {"running": "bold green", "stale": "bold magenta", "queued": "yellow", "paused": "magenta", "done": "", "failed": "bold red",
                 "cancelled": "dim"}
 
@@ -42,23 +45,38 @@ def fmt_eta(seconds) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def bar(fraction: float, failed_share: float = 0.0, width: int = BAR_WIDTH) -> Text:
+def bar(fraction: float, failed_share: float = 0.0, width: int = BAR_WIDTH, dropped_share: float = 0.0) -> Text:
     filled = round(fraction * width)
     bad = min(filled, round(failed_share * width))
-    t = Text("█" * (filled - bad), style="green")
+    dropped = min(filled - bad, round(dropped_share * width))
+    t = Text("█" * (filled - bad - dropped), style="green")
+    t.append("█" * dropped, style="yellow")
     t.append("█" * bad, style="red")
     t.append("░" * (width - filled), style="dim")
     t.append(f" {fraction:4.0%}")
     return t
 
 
+def shown_status(j: dict) -> str:
+    """A finished job none of whose items ran through is failed, whatever an older worker recorded."""
+    if j["status"] == "done" and j["failed"] and j["done"] == 0:
+        return "failed"
+    return "stale" if j.get("stale") else j["status"]   # stale: running, but the worker's lease expired
+
+
 def job_cells(j: dict) -> list:
-    status = "stale" if j.get("stale") else j["status"]   # running, but the worker's lease expired
+    status = shown_status(j)
+    dropped = j.get("items_dropped", 0)
+    ok = j["done"] - dropped
+    share = (lambda n: n / j["total"] if j["total"] else 0.0)
+    filtering = bool(j["kept"] or j["dropped"])
     return [Text(str(j["id"])), Text(label(j["kind"])), Text(status, style=STATUS_STYLE.get(status, "")),
-            bar(j["fraction"], j["failed"] / j["total"] if j["total"] else 0.0),
-            Text(f"{j['done']}/{j['total']}"), Text(str(j["failed"]), style="red" if j["failed"] else ""),
+            bar(j["fraction"], share(j["failed"]), dropped_share=share(dropped)),
+            Text(f"{ok}/{j['total']}"), Text(str(dropped), style="yellow" if dropped else ""),
+            Text(str(j["failed"]), style="red" if j["failed"] else ""),
+            Text(str(j["kept"]) if filtering else "-"),
             Text(f"{j['items_per_s']:.1f}" if j["live"] else "-"), Text(fmt_eta(j["eta_s"])),
-            Text(f"{_k(j['tokens_in'])}/{_k(j['tokens_out'])}"), Text(f"{j['cost']:.4f}")]
+            Text(f"{_k(j['tokens_in'])}/{_k(j['tokens_out'])}")]
 
 
 def _k(n: int) -> str:
@@ -79,7 +97,7 @@ def detail_text(j: dict) -> Text:
     p = j["params"]
     t = Text()
     # dataset, endpoint and pool names, filters and params are untrusted: each goes through label()
-    t.append(f"Job {j['id']} · {label(j['kind'])} · {label(j['status'])}\n", style="bold")
+    t.append(f"Job {j['id']} · {label(j['kind'])} · {label(shown_status(j))}\n", style="bold")
     src = p.get("endpoint") and f"endpoint {label(p['endpoint'])}" or p.get("pool") and f"pool {label(p['pool'])}" \
         or "-"
     t.append(f"dataset {label(p.get('dataset') or '-')} → {label(p.get('into') or '-')} · {src}")
@@ -113,7 +131,7 @@ def failure_text(f: dict, limit: int = RAW_PREVIEW, more: str = "v: view more") 
         shown, hidden = safe_text(f["error"], RAW_FULL_VIEW, style="red")
         t.append_text(shown)
         if hidden or "error" in clipped:
-            t.append(" … (error cut; o in the full view: whole text)", style="dim")
+            t.append(" … (error cut; p in the full view: whole text)", style="dim")
         t.append("\n")
     if f["raw"] is not None:
         shown, hidden = safe_text(f["raw"], limit)
@@ -130,7 +148,7 @@ def failure_text(f: dict, limit: int = RAW_PREVIEW, more: str = "v: view more") 
 class FailuresScreen(ModalScreen):
     """The latest failed items of one job: errors and the start of each raw reply; `o` pages all of it."""
 
-    BINDINGS = [Binding("escape,q,v", "dismiss", "Close"), Binding("o", "pager", "Open in $PAGER")]
+    BINDINGS = [Binding("escape,q,v", "dismiss", "Close"), Binding("p", "pager", "Open in $PAGER")]
     DEFAULT_CSS = """
     FailuresScreen { align: center middle; }
     FailuresScreen .failure { margin-bottom: 1; }
@@ -146,9 +164,9 @@ class FailuresScreen(ModalScreen):
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="failures-full"):
             yield Static(Text(f"Job {self.job_id}: {len(self.failures)} latest failed/dropped items "
-                              "(o: all of their text in $PAGER · Esc closes)", style="bold"))
+                              "(p: all of their text in $PAGER · Esc closes)", style="bold"))
             for f in self.failures:
-                yield Static(failure_text(f, RAW_FULL_VIEW, "o: whole reply in $PAGER"), classes="failure")
+                yield Static(failure_text(f, RAW_FULL_VIEW, "p: whole reply in $PAGER"), classes="failure")
 
     def action_pager(self) -> None:
         self.run_worker(self.app.page_text(J.failure_parts, [f["id"] for f in self.failures]), group="pager")
@@ -164,8 +182,8 @@ class JobsScreen(Screen):
         Binding("p", "pause", "Pause", id="jobs.pause"),
         Binding("r", "resume", "Resume", id="jobs.resume"),
         Binding("c", "cancel_job", "Cancel", id="jobs.cancel"),
-        Binding("t", "retry", "Retry failed", id="jobs.retry"),
-        Binding("w", "start_worker", "Start worker", id="jobs.worker"),
+        Binding("t", "retry", "Retry", id="jobs.retry"),
+        Binding("w", "start_worker", "Worker", id="jobs.worker"),
         Binding("v", "view_failures", "Failures", id="jobs.failures"),
         Binding("escape,q", "back", "Back", show=False, id="jobs.back"),
     ]
@@ -200,7 +218,7 @@ class JobsScreen(Screen):
 
     def compose(self) -> ComposeResult:
         yield Static(Text("Jobs"), id="jobs-title")
-        table = DataTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
+        table = ListTable(id="jobs-table", cursor_type="row", zebra_stripes=True)
         for label, width in COLUMNS:
             table.add_column(label, width=width)
         yield table
@@ -208,7 +226,7 @@ class JobsScreen(Screen):
             yield Static(Text(""), id="jobs-summary")
             yield Vertical(id="jobs-failures")
         yield Static(Text("Loading…"), id="jobs-hint")
-        yield Footer()
+        yield Footer(compact=True, show_command_palette=False)   # fits 80 columns
 
     def on_mount(self) -> None:
         self.run_worker(self.reload, group="jobs-load", exclusive=True)

@@ -240,7 +240,8 @@ class ReviewScreen(Screen):
     PALETTE_TITLE = "Review"
     BINDINGS = key_specs_bindings("review")
     DEFAULT_CSS = """
-    ReviewScreen #status { height: auto; max-height: 3; padding: 0 1; background: $boost; }
+    ReviewScreen #status { height: auto; max-height: 3; padding: 0 1; background: $boost;
+                           text-wrap: nowrap; text-overflow: ellipsis; }
     ReviewScreen #body { height: 1fr; overflow-x: hidden; }
     ReviewScreen #meta { padding: 0 1; }
     ReviewScreen #empty { padding: 1 2; color: $text-muted; }
@@ -252,12 +253,15 @@ class ReviewScreen(Screen):
     """
     TEXT_FIELDS = ("system", "instruction", "input", "response", "rejected")
 
-    def __init__(self, dataset: str | None = None, sample_id: int | None = None, selection: str | None = None):
+    def __init__(self, dataset: str | None = None, sample_id: int | None = None, selection: str | None = None,
+                 browse_order: review.BrowseOrder | None = None):
         super().__init__()
         self.dataset_name = dataset
         self.start_sample = sample_id
         self.start_selection = selection
         self.flt = Filter()
+        self.order = browse_order          # entered from Browse: walk its rows in its order (None: id order)
+        self.order_key: tuple | None = None   # where that walk stands
         self.sample: dict | None = None
         self.busy = False
         self.opening = True
@@ -287,14 +291,17 @@ class ReviewScreen(Screen):
         with VerticalScroll(id="body", can_focus=False):
             yield Static("", id="meta")
             yield Static(Text(""), id="empty")
-            for f in self.TEXT_FIELDS:
+            # the conversation (an hh pair's prompt turns) before the answers: read the question, then the replies
+            for f in ("system", "instruction", "input"):
                 yield SafeText(f.capitalize(), more_hint=hint, id=f)
             yield Conversation("Conversation", more_hint=hint, id="conversation")
+            for f in ("response", "rejected"):
+                yield SafeText(f.capitalize(), more_hint=hint, id=f)
             yield Static("", id="why")
             yield Conversation("Candidates", more_hint=hint, id="candidates")
             yield ScoresTable("", id="scores")
             yield Static("", id="lineage")
-        yield Footer(show_command_palette=False)
+        yield Footer(compact=True, show_command_palette=False)
 
     def _key(self, binding_id: str) -> str:
         overrides = getattr(self.app, "keymap_overrides", {}) if self.is_attached else {}
@@ -328,6 +335,8 @@ class ReviewScreen(Screen):
         try:
             self.flt, sample = await self.runner.run(review.open_view, self.dataset_name, self.start_sample,
                                                      self.start_selection)
+            if self.order is not None and sample is not None:
+                sample = await self._goto("id", sample["id"])
         except KeyError as e:
             self.opening = False
             self.note = str(e.args[0])
@@ -453,21 +462,30 @@ class ReviewScreen(Screen):
         if s:
             t.append(f"  #{s['id']}  ")
             t.append(s["status"].upper(), style=STATUS_STYLES.get(s["status"], ""))
+            if s.get("automatic"):   # set aside by a clean filter, dedup or the curate threshold: say which
+                t.append(" by ", style="dim")
+                t.append_text(plain(s["automatic"]["text"], 80))
+                t.append(f" · {self._key('review.override')}: override", style="dim")
         if self.opening or (self.busy and self._loading_marked):
             t.append("  loading…", style="italic")
         line2 = Text(no_wrap=True, overflow="ellipsis", end="")
         if self.counts:
             line2.append(" · ".join(f"{self.counts[k]:,} {k}" for k in STATUSES))
+            if self.counts.get("automatic"):
+                line2.append(f" ({self.counts['automatic']:,} automatic)", style="dim")
             line2.append(" │ ")
         line2.append(f"session {self.stats.decisions}")
         if self.stats.undos:
             line2.append(f" ({self.stats.undos} undone)")
         line2.append(f" · {self.stats.rate_per_minute():.1f}/min")
         desc = self.flt.describe()
-        if desc:
+        if self.order is not None:
+            line2.append(" │ ", style="dim")
+            line2.append_text(plain(self.order.describe(), 80))
+        elif desc:
             line2.append(" │ filter: ", style="dim")
             line2.append_text(plain(desc, 80))
-        out = Text("\n", end="").join([t, line2])
+        out = Text("\n", end="", no_wrap=True, overflow="ellipsis").join([t, line2])   # one line each, cut
         if self.note:
             out.append("\n")
             out.append_text(plain(self.note, 200))
@@ -603,6 +621,17 @@ class ReviewScreen(Screen):
             self.app.notify(self.note, severity="error", timeout=10)
             self._draw_status()
 
+    async def _goto(self, how: str, ref: int | None) -> dict | None:
+        """The sample `how` (next | prev | first_pending | id) from `ref`: in Browse's order when entered from
+        Browse, else in id order within the filter."""
+        if self.order is None:
+            return await self.runner.run(review.goto, self.flt, how, ref)
+        stay = how == "id" and self.sample is not None and ref == self.sample["id"] and self.order_key is not None
+        sample, key = await self.runner.run(review.goto_ordered, self.order, how, self.order_key, ref, self.flt)
+        if sample is not None and not stay:   # the same sample redrawn keeps its place in the walk
+            self.order_key = key
+        return sample
+
     def action_accept(self) -> None:
         self._enqueue("accept")
 
@@ -621,13 +650,35 @@ class ReviewScreen(Screen):
         self.decided += 1
         self.stats.record(action)
         self._adjust_counts(d["before"], d["after"])
-        nxt = await self.runner.run(review.goto, self.flt, "next", sid)
+        nxt = await self._goto("next", sid)
         if nxt is None:  # end of the filter: stay, showing the new status
-            nxt = await self.runner.run(review.goto, self.flt, "id", sid)
+            nxt = await self._goto("id", sid)
             self._show(nxt, f"{action}ed #{sid}: that was the last sample in this filter "
                             f"({self._key('review.first_pending')}: first pending)")
         else:
             self._show(nxt)
+
+    def action_override(self) -> None:
+        if self.sample is not None and not self.sample.get("automatic"):
+            if not (self.busy or self.opening):
+                self._show(self.sample, "nothing automatic to override on this sample")
+            return
+        if self._begin():
+            self._run(self._override())
+
+    async def _override(self) -> None:
+        try:
+            sid = self.sample["id"]
+            was_run = self.sample["automatic"]["source"] in ("filter", "dedup")
+            d = await self.runner.run(review.override, sid, self.session)   # committed: a curator's accept
+            self.stats.record("accept")
+            self._adjust_counts(d["before"], d["after"])
+            if was_run and self.counts and self.counts.get("automatic"):
+                self.counts["automatic"] -= 1
+            sample = await self._goto("id", sid)
+            self._show(sample, f"kept #{sid} over the automatic verdict ({self._key('review.undo')}: undo)")
+        finally:
+            self._finish()
 
     def action_undo(self) -> None:
         self._enqueue("undo")
@@ -639,7 +690,8 @@ class ReviewScreen(Screen):
             return
         self.stats.record("undo")
         self._adjust_counts(u["before"], u["after"])
-        sample = await self.runner.run(review.goto, self.flt, "id", u["sample_id"])
+        self._version = None   # an undone override makes a rejection automatic again: recount at the next tick
+        sample = await self._goto("id", u["sample_id"])
         self._show(sample, f"undid {u['undid']} of #{u['sample_id']}")
 
     def action_next(self) -> None:
@@ -655,7 +707,7 @@ class ReviewScreen(Screen):
         if how != "first_pending" and self.sample is None:
             return
         ref = self.sample["id"] if self.sample else None
-        nxt = await self.runner.run(review.goto, self.flt, how, ref)
+        nxt = await self._goto(how, ref)
         if nxt is None:
             self._show(self.sample, at_end)
         else:
@@ -746,7 +798,9 @@ class ReviewScreen(Screen):
             if flt.dataset_id != self.flt.dataset_id:
                 self.counts = None
             self.flt = flt
-            self._show(sample)
+            left = self.order is not None
+            self.order = self.order_key = None   # a filter or search of Review's own: walk it in id order
+            self._show(sample, "left Browse's order: walking this filter in id order" if left else None)
         finally:
             self._finish()
 
@@ -762,7 +816,7 @@ class ReviewScreen(Screen):
             sid = self.sample["id"]
             await self.runner.run(review.swap, sid, self.session, seen=self.sample.get("seen"))   # committed, undoable
             self.stats.record("swap")
-            sample = await self.runner.run(review.goto, self.flt, "id", sid)
+            sample = await self._goto("id", sid)
             self._show(sample, f"swapped chosen and rejected of #{sid} ({self._key('review.undo')}: undo)")
         finally:
             self._finish()
@@ -783,7 +837,7 @@ class ReviewScreen(Screen):
             d = await self.runner.run(review.edit, sid, changes, self.session, seen=self.sample.get("seen"))
             if d is not None:
                 self.stats.record("edit")
-            sample = await self.runner.run(review.goto, self.flt, "id", sid)
+            sample = await self._goto("id", sid)
             self._show(sample, f"edited {', '.join(d['after'])} of #{sid}" if d else "no change to save")
         finally:
             self._finish()

@@ -79,13 +79,13 @@ async def test_scope_and_dataset_keys(balance_store, db_path):
         assert bars(app, "task_type") == {"qa": 20}
         await pilot.press("a")
         assert bars(app, "status")["rejected"] == 10
-        await pilot.press("d")                                    # all -> a
+        await pilot.press("d", "space", "enter")                  # choose a
         await wait_for(pilot, lambda: screen.dataset == "a" and sum(bars(app, "status").values()) == 40)
         assert HOSTILE not in bars(app, "task_type")
-        await pilot.press("d")                                    # a -> b
+        await pilot.press("d", "space", "down", "space", "enter")  # a off, b on
         await wait_for(pilot, lambda: sum(bars(app, "status").values()) == 10)
-        await pilot.press("d")                                    # b -> all
-        await wait_for(pilot, lambda: sum(bars(app, "status").values()) == 50)
+        await pilot.press("d", "a", "enter")                      # all of them: all datasets
+        await wait_for(pilot, lambda: screen.dataset is None and sum(bars(app, "status").values()) == 50)
         await pilot.press("end", "home", "j", "k")                # scrolling the histograms by keys
         assert app.screen is screen
 

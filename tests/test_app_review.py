@@ -199,7 +199,7 @@ async def test_hostile_text_is_shown_literally(store):
         response = screen.query_one("#response")
         assert screen.sample["clipped"] == {"response": 100_000}
         assert response.hidden == 100_000 - 4000
-        assert "96,000 more bytes of 100,000 not shown (m: show more · o: $PAGER)" in widget_text(response)
+        assert "96,000 more bytes of 100,000 not shown (m: show more · p: $PAGER)" in widget_text(response)
         await press(pilot, "m")
         assert response.hidden == 100_000 - 16_000
         for page in (2, 3, 4, 5):                                   # then page by page through the 64 KB loaded
@@ -477,7 +477,7 @@ def test_bad_keymap_stops_before_the_tui(tmp_path, capsys):
     from workbench.app import run_app
     cfg = tmp_path / "bad.toml"
     cfg.write_text('[keys]\n"review.accept" = "x"\n')
-    assert run_app(db=tmp_path / "s.db", config=cfg) == 2
+    assert run_app(db=tmp_path / "s.db", config=cfg) == 1
     assert "bound to both" in capsys.readouterr().err
 
 
@@ -570,7 +570,7 @@ async def test_a_store_the_app_cannot_open_exits_with_the_reason(tmp_path):
     app = WorkbenchApp(db=db)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: app.return_code is not None)
-    assert app.return_code == 2
+    assert app.return_code == 1
 
 
 def test_cli_review_opens_the_app_on_review(store, cli, monkeypatch):

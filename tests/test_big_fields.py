@@ -1,5 +1,5 @@
 """Fields of any size in the TUI: Review loads at most 64 KB of a field (by bytes: a NUL inside cannot hide the
-rest), `m` draws more up to that, `o` pages the whole sample through $PAGER, the edit dialog never offers a field it
+rest), `m` draws more up to that, `p` pages the whole sample through $PAGER, the edit dialog never offers a field it
 did not load whole."""
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ async def test_review_shows_64kb_and_pages_the_whole_sample(store, tmp_path, mon
         for _ in range(4):
             await press(pilot, "m")
         assert response.hidden == size - len(s["response"].encode())
-        await press(pilot, "o")
+        await press(pilot, "p")
         await wait_for(pilot, lambda: copy.exists() and copy.stat().st_size > size)
         paged = copy.read_text()
         assert (tmp_path / "mode").read_text().strip() == "600"
@@ -100,4 +100,4 @@ async def test_jobs_failures_of_a_20mb_reply_load_only_its_start(db_path, tmp_pa
         await pilot.press("v")
         await until(pilot, lambda: isinstance(app.screen, FailuresScreen))
         full = "\n".join(str(w.content) for w in app.screen.query(".failure"))
-        assert len(full) < 10_000 and f"{len(raw):,} bytes in all (o: whole reply in $PAGER)" in full
+        assert len(full) < 10_000 and f"{len(raw):,} bytes in all (p: whole reply in $PAGER)" in full

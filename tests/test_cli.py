@@ -25,7 +25,7 @@ def test_bad_file_exits_non_zero_without_traceback(tmp_path):
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"instruction": "a", "output": "b"}\n{"instruction": 5\n')
     p = run("import", str(bad), db=tmp_path / "x.db")
-    assert p.returncode == 2
+    assert p.returncode == 1   # bad data (the exit-code table in the README)
     assert p.stderr.startswith(f"error: {bad}, line 2") and "Traceback" not in p.stderr
 
 

@@ -96,7 +96,8 @@ def test_samples_refuses_unreadable_filters(db_path, cli, argv, message):
         scores.record(conn, ids[0], "judge", 7, (1, 10))
     conn.close()
     code, out, err = cli("samples", "--dataset", "d", *argv, "--json", "--db", str(db_path))
-    assert code == 2 and message in err and out == "", err
+    # with --json the error is JSON on stdout too (issue 16), and never a partial result
+    assert code == 2 and message in err and json.loads(out) == {"error": err[len("error: "):].strip(), "exit": 2}, err
 
 
 # --- decide -----------------------------------------------------------------------------------------------

@@ -148,7 +148,7 @@ def test_unknown_columns_need_a_mapping(cli, tmp_path, db_path):
     f = tmp_path / "odd.jsonl"
     f.write_text('{"foo": "bar"}\n')
     code, out, err = cli("import", str(f))
-    assert code == 2 and "cannot tell the dataset format" in err and "--map" in err
+    assert code == 1 and "cannot tell the dataset format" in err and "--map" in err   # bad data (the exit-code table in the README)
 
 
 # --- malformed input: a clear message naming file, line and field; nothing stored -------------------------
@@ -157,7 +157,7 @@ def _refused(cli, db_path, path, *words, extra=()):
     conn = open_store(db_path)
     before = conn.execute("SELECT count(*) FROM samples").fetchone()[0]
     code, out, err = cli("import", str(path), *extra)
-    assert code == 2, (out, err)
+    assert code == 1, (out, err)   # bad data (the exit-code table in the README)
     assert "Traceback" not in err
     assert str(path) in err
     for w in words:
@@ -324,7 +324,7 @@ def test_parallel_path_matches_serial(cli, tmp_path, db_path, monkeypatch, share
     assert conn.execute(q, (1,)).fetchall() == conn.execute(q, (2,)).fetchall()
     assert len(conn.execute(q, (2,)).fetchall()) == 252
     code, out, err = cli("import", str(f), "--dataset", "strict")
-    assert code == 2 and "line 102 (row 101)" in err
+    assert code == 1 and "line 102 (row 101)" in err   # bad data (the exit-code table in the README)
     assert conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 504
 
 

@@ -64,7 +64,7 @@ def test_pool_with_unknown_endpoint(cli):
 def test_bad_config_file_is_named(cli, tmp_path):
     (tmp_path / "config.toml").write_text("[endpoints.x\nbase_url = 1\n")
     code, _, err = cli("endpoints", "list")
-    assert code == 2 and "config.toml" in err
+    assert code == 1 and "config.toml" in err   # bad data (the exit-code table in the README)
 
 
 def test_run_help_lists_params_and_filters(cli):
@@ -135,5 +135,5 @@ def test_endpoints_test_reports_latency_models_and_a_wrong_model(cli):
         assert "endpoint ok: ok" in out and " ms," in out and "server models (1): test-model" in out
         cli("endpoints", "add", "typo", "--base-url", srv.base_url, "--model", "tset-model")
         code, out, err = cli("endpoints", "test", "typo")
-    assert code == 2
+    assert code == 1   # bad data (the exit-code table in the README)
     assert "endpoint typo failed" in err and "the server lists: test-model" in err

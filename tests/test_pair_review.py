@@ -98,12 +98,17 @@ async def test_datasets_screen_rename_merge_delete(db_path):
     conn.close()
 
 
-def test_datasets_keys_are_in_the_footer():
+def test_datasets_keys_are_bound_and_listed_under_help():
+    # at 80 columns the footer keeps the everyday keys; rename/delete/merge are listed under `?` (issue 16)
     from workbench import keymap
-    shown = {s.id: s.description for s in keymap.SPECS["datasets"] if s.show}
-    assert shown["datasets.rename"] == "Rename" and shown["datasets.delete"] == "Delete"
-    assert shown["datasets.merge"] == "Merge"
-    assert keymap.BY_ID["review.swap"].keys == "w"
+    bound = {s.id: s.description for s in keymap.SPECS["datasets"]}
+    assert bound["datasets.rename"] == "Rename" and bound["datasets.delete"] == "Delete"
+    assert bound["datasets.merge"] == "Merge"
+    assert keymap.BY_ID["review.swap"].keys == "w" and keymap.BY_ID["review.swap"].show
+    from screens.help import help_sections
+    listed = {b.id for title, bindings in help_sections() if title == "Datasets" for b in bindings
+              if not isinstance(b, tuple)}
+    assert {"datasets.rename", "datasets.delete", "datasets.merge"} <= listed
 
 
 def test_candidates_from_files_then_preference_existing_pairs_them(conn, db_path, shared_data):

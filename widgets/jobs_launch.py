@@ -16,8 +16,9 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
 from workbench import endpoints as E
+from workbench.filters import parse_filter
 from workbench.safe_text import sanitize
-from workbench.tasks import load_tasks, parse_value
+from workbench.tasks import load_tasks, parse_value, resolve_params
 
 
 def generator_options(config: dict) -> list[tuple[str, str]]:
@@ -50,6 +51,7 @@ class LaunchDialog(ModalScreen):
     LaunchDialog #launch-params .row Input { width: 24; }
     LaunchDialog #launch-params .tip { width: 1fr; padding-left: 1; }
     LaunchDialog #launch-error { color: $error; height: auto; }
+    LaunchDialog #launch-no-endpoints { width: 1fr; height: auto; }
     LaunchDialog #launch-buttons { height: auto; align-horizontal: right; }
     """
 
@@ -81,9 +83,12 @@ class LaunchDialog(ModalScreen):
                             compact=True)
             with Horizontal(classes="row"):
                 yield Label("Endpoint / pool")
-                yield Select(self.generators, id="launch-generator",
-                             value=self.generators[0][1] if self.generators else Select.NULL,
-                             prompt="no endpoints: add one with `workbench endpoints add`", compact=True)
+                if self.generators:   # never a blank "no endpoints" entry among the endpoints
+                    yield Select(self.generators, id="launch-generator", value=self.generators[0][1],
+                                 allow_blank=False, compact=True)
+                else:
+                    yield Static(Text("no endpoints yet: add one with `workbench endpoints add NAME --base-url URL "
+                                      "--model M`, then reopen this dialog", style="bold"), id="launch-no-endpoints")
             with Horizontal(classes="row"):
                 yield Label("Judge (optional)")
                 yield Select(self.generators, id="launch-judge", prompt="same as the generators", compact=True)
@@ -133,10 +138,11 @@ class LaunchDialog(ModalScreen):
         for name, spec in cls.params.items():
             text = self.query_one(f"#{_input_id(name)}", Input).value.strip()
             default = "" if spec.default is None else str(spec.default)
-            if text == default:
+            if text == default or not text:   # an emptied field means the default
                 continue
             params[name] = text if spec.kind is str else parse_value(text)
-        gen = self.query_one("#launch-generator", Select).value
+        gens = self.query("#launch-generator")
+        gen = gens.first(Select).value if gens else Select.NULL
         judge = self.query_one("#launch-judge", Select).value
         dataset = self.query_one("#launch-dataset", Select).value
         kind, _, name = (gen if gen is not Select.NULL else ":").partition(":")
@@ -146,11 +152,30 @@ class LaunchDialog(ModalScreen):
                 "into": self.query_one("#launch-into", Input).value.strip() or None,
                 "filter": self.query_one("#launch-filter", Input).value.strip(), "params": params}
 
+    def check(self, req: dict) -> None:
+        """What can be told before queuing, from the form alone: each param's type and choices, the filter, the
+        endpoints named. Raises ValueError with the message the dialog shows."""
+        resolve_params(self.tasks[req["task"]], req["params"])
+        parse_filter(req["filter"])
+        names = {v.partition(":")[2] for _, v in self.generators}
+        for role in ("endpoint", "pool", "judge"):
+            if req[role] and req[role] not in names:
+                raise ValueError(f"{role} {req[role]!r} is not in the config any more (reopen the dialog)")
+
     async def action_launch(self) -> None:
         error = self.query_one("#launch-error", Static)
-        req = self.request()
+        try:
+            req = self.request()
+        except ValueError as e:
+            error.update(Text(str(e)))
+            return
         if not req["endpoint"] and not req["pool"]:
             error.update(Text("choose an endpoint or pool (add one with `workbench endpoints add`)"))
+            return
+        try:
+            self.check(req)
+        except ValueError as e:   # shown here: nothing is queued
+            error.update(Text(str(e)))
             return
         try:
             job_id = await self.submit(req)

@@ -16,6 +16,7 @@ import os
 import importlib
 import inspect
 import sqlite3
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -46,6 +47,19 @@ SCREEN_REGISTRY: dict[str, str] = {
 }
 
 THEMES = {"dark": "textual-dark", "light": "textual-light"}
+QUEUE_CHECK_SECONDS = 5.0
+
+
+def queued_without_worker(conn: sqlite3.Connection, db_path: Path) -> list[int]:
+    """Ids of queued jobs when no worker of this store is running (nobody will pick them up)."""
+    from .presence import running_workers
+    ids = [r[0] for r in conn.execute("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id")]
+    if not ids or running_workers(db_path):
+        return []
+    worker = sys.modules.get("workbench.worker")   # loaded only if this app started workers (it pulls in openai)
+    if worker is not None and worker.reap_spawned():
+        return []   # one we started is still starting up
+    return ids
 
 
 def screen_class(name: str) -> type[Screen]:
@@ -114,6 +128,7 @@ class WorkbenchApp(App):
         self._start_selection = selection
         self.store_ready = asyncio.Event()
         self.sample_import: str | None = None  # message about the first-run sample import, once done
+        self._offered_worker_for: tuple = ()    # the queued jobs we last offered to start a worker for
 
     # --- lifecycle -----------------------------------------------------------------------------------
 
@@ -130,9 +145,12 @@ class WorkbenchApp(App):
             await runner.run(lambda conn: None)  # open + migrate before any screen reads
         except Exception as e:  # a store we cannot open: say why and leave
             runner.close()
-            self.exit(return_code=2, message=sanitize(f"error: cannot open store {self.db_path}: {e}"))
+            self.exit(return_code=1, message=sanitize(f"error: cannot open store {self.db_path}: {e}"))
             return
         self.store_ready.set()
+        self._queue_runner = self.store_runner()
+        self.set_interval(QUEUE_CHECK_SECONDS, self._check_queue)
+        self.call_later(self._check_queue)
         self.push_screen(self.make_screen("datasets"))
         if self._start_screen:
             self.open_screen(self._start_screen, dataset=self.current_dataset, sample_id=self._start_sample,
@@ -146,6 +164,31 @@ class WorkbenchApp(App):
             self.notify(f"could not import the bundled sample: {e}", severity="error", timeout=10)
         finally:
             runner.close()
+
+    # --- queued jobs and no worker ------------------------------------------------------------------------
+
+    def _check_queue(self) -> None:
+        self.run_worker(self._offer_worker(), group="queue-check", exclusive=True)
+
+    async def _offer_worker(self) -> None:
+        try:
+            ids = await self._queue_runner.run(queued_without_worker, self.db_path)
+        except Exception:   # noqa: BLE001 - a busy store: ask again at the next tick
+            return
+        if ids and tuple(ids) != self._offered_worker_for:
+            shown = ", ".join(map(str, ids[:5])) + ("…" if len(ids) > 5 else "")
+            self.notify(f"job(s) {shown} wait in the queue and no worker is running. ctrl+w starts one "
+                        f"(or `workbench worker`)", title="No worker", severity="warning", timeout=15)
+        self._offered_worker_for = tuple(ids)
+
+    def action_start_worker(self) -> None:
+        from .worker import spawn_detached
+        try:
+            pid, log = spawn_detached(self.db_path, self.config_path)
+        except OSError as e:
+            self.notify(f"could not start a worker: {e}", severity="error")
+            return
+        self.notify(f"worker {pid} started; log: {log}", timeout=6)
 
     def notify(self, message, *, title: str = "", severity="information", timeout=None, markup: bool = True) -> None:
         """Every notification (screens' and widgets' go through here) is plain sanitized text: messages quote
@@ -224,6 +267,7 @@ class WorkbenchApp(App):
         yield SystemCommand("Toggle light/dark theme", "Switch between the light and dark themes",
                             self.action_toggle_theme)
         yield SystemCommand("Home", "Back to the Datasets screen", self.action_home)
+        yield SystemCommand("Start a worker", "Run the queued jobs in a background worker", self.action_start_worker)
         for name in SCREEN_REGISTRY:
             if name == "datasets":
                 continue
@@ -244,6 +288,6 @@ def run_app(db: str | Path | None = None, config: str | Path | None = None, data
     except (ConfigError, keymap.KeymapError, StoreLocationError) as e:
         import sys
         print(sanitize(f"error: {e}"), file=sys.stderr)   # a config error may quote its text
-        return 2
+        return 1   # bad data (the config file), as the CLI's exit codes
     app.run()
     return app.return_code or 0

@@ -198,6 +198,13 @@ def page(conn: sqlite3.Connection, flt: Filter = Filter(), sort: Sort = Sort(), 
     return rows[::-1] if backward else rows
 
 
+def row(conn: sqlite3.Connection, sample_id: int, sort: Sort = Sort(), rubric: str | None = None) -> Row | None:
+    """One row as `page` would list it (its key places it in `sort`'s order; the score is `rubric`'s)."""
+    r = conn.execute(f"SELECT {_columns(_sort_sql('score', rubric))} FROM samples WHERE id = ?",
+                     (sample_id,)).fetchone()
+    return _row(r, sort.key) if r else None
+
+
 def count(conn: sqlite3.Connection, flt: Filter = Filter()) -> int:
     """Rows matching the filter (for the status line; run it off the UI thread, it can take ~50 ms at 1M)."""
     where, params = flt.sql(search_hits(conn, flt.search))

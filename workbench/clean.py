@@ -32,6 +32,7 @@ from typing import Callable, Iterable
 
 import orjson
 
+from . import automatic
 from .samples import write_text
 from .store import STATUSES, now, transaction
 from .textnorm import drop_invisible, strip_controls
@@ -486,6 +487,7 @@ class Preview:
     scanned: dict[str, int] = field(default_factory=dict)              # dataset -> rows looked at
     counts: dict[str, dict[str, int]] = field(default_factory=dict)    # filter -> dataset -> rows it would drop
     hits: list[Hit] = field(default_factory=list)
+    exempted: dict[str, int] = field(default_factory=dict)    # filter -> rows it would drop, kept by the curator
 
     @property
     def total(self) -> int:
@@ -497,6 +499,7 @@ class Preview:
 
     def to_json(self, examples: int = 5) -> dict:
         return {"filters": self.filters, "scanned": self.scanned, "would_reject": self.total,
+                "exempted": self.exempted,
                 "by_filter": {f: {"total": sum(by.values()), "by_dataset": by,
                                   "examples": [{"id": h.id, "dataset": h.dataset, "detail": h.detail}
                                                for h in self.examples(f, examples)]}
@@ -548,11 +551,15 @@ class Scan:
     statuses: list[str]
     scanned: dict[str, int] = field(default_factory=dict)
     failures: list[tuple[int, str, str, dict[str, str]]] = field(default_factory=list)  # id, dataset, status, details
+    exempt: list[tuple[int, str]] = field(default_factory=list)   # (id, filter) a failure the curator exempted
 
     def preview(self, names: Iterable[str] | None = None) -> Preview:
         """The first failing filter (in the given order) per row: the reason applying would reject it with."""
         names = [n for n in (names or self.filters) if n in self.filters]
         out = Preview(names, dict(self.scanned), {n: {} for n in names})
+        for _, n in self.exempt:
+            if n in names:
+                out.exempted[n] = out.exempted.get(n, 0) + 1
         for sid, dataset, status, details in self.failures:
             for n in names:
                 if n in details:
@@ -569,12 +576,15 @@ def scan(conn: sqlite3.Connection, filters: Iterable[str] | None = None, dataset
     params = filter_params(config)
     statuses = list(statuses)
     out = Scan(names, statuses)
+    kept = automatic.exemptions(conn)   # rows the curator keeps whatever a filter says (see automatic.exempt)
     for k, (row, dataset) in enumerate(iter_rows(conn, datasets, statuses), 1):
         out.scanned[dataset] = out.scanned.get(dataset, 0) + 1
         details = {}
         for n in names:
             detail = check(n, row, params[n])
-            if detail:
+            if detail and automatic.is_exempt(kept, row.id, n):
+                out.exempt.append((row.id, n))
+            elif detail:
                 details[n] = detail
         if details:
             out.failures.append((row.id, dataset, row.status, details))

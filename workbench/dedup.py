@@ -422,6 +422,14 @@ def default_fields(kind: str | None) -> tuple[str, ...]:
     return ("response",) if kind == "text" else DEFAULT_FIELDS
 
 
+def fields_for(conn: sqlite3.Connection, datasets: Iterable[str] | None) -> tuple[str, ...]:
+    """The default fields for these datasets (all if None): what the CLI and the Duplicates screen both compare."""
+    names = list(datasets or [])
+    kinds = {r[0] for r in conn.execute(
+        "SELECT kind FROM datasets" + (f" WHERE name IN ({','.join('?' * len(names))})" if names else ""), names)}
+    return default_fields("text" if kinds == {"text"} else None)
+
+
 def dataset_ids(conn: sqlite3.Connection, names: Iterable[str] | None) -> list[int] | None:
     if not names:
         return None
@@ -578,8 +586,27 @@ def reject_duplicates(conn: sqlite3.Connection, plan: list[tuple[int, int]], kin
     return run, rejected, accepted
 
 
-def apply_keep_best(conn: sqlite3.Connection, clusters: list[Cluster]) -> ApplyResult:
-    """Keep the best member of every cluster, reject the rest (one undoable run)."""
-    plan = [(m.id, c.keeper.id) for c in clusters for m in c.members if not m.keep]
-    run, rejected, accepted = reject_duplicates(conn, plan)
-    return ApplyResult(run, len(clusters), rejected, accepted)
+@dataclass
+class KeepBestPlan:
+    """What keep-best does to described clusters: the preview prints it, apply carries out exactly it."""
+    clusters: int
+    reject: list[tuple[int, int]]     # (sample, its keeper): rows it rejects
+    accepted: list[int]               # non-keepers a curator accepted: left as they are
+
+
+def plan_keep_best(clusters: list[Cluster]) -> KeepBestPlan:
+    reject, accepted = [], []
+    for c in clusters:
+        for m in c.members:
+            if m.keep or m.status == "rejected":
+                continue
+            (accepted.append(m.id) if m.status == "accepted" else reject.append((m.id, c.keeper.id)))
+    return KeepBestPlan(len(clusters), reject, accepted)
+
+
+def apply_keep_best(conn: sqlite3.Connection, clusters: list[Cluster] | KeepBestPlan) -> ApplyResult:
+    """Keep the best member of every cluster, reject the rest (one undoable run): the plan the preview showed
+    (reject_duplicates re-checks each row's status, so a row decided since the preview is left alone)."""
+    plan = clusters if isinstance(clusters, KeepBestPlan) else plan_keep_best(clusters)
+    run, rejected, accepted = reject_duplicates(conn, plan.reject)
+    return ApplyResult(run, plan.clusters, rejected, accepted + len(plan.accepted))

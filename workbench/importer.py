@@ -38,6 +38,12 @@ class ImportFailed(Exception):
     """The import was refused; the message names the file, the line (or row) and the field."""
 
 
+class ImportRefused(ImportFailed):
+    """The command line does not fit, not the file's content: --license (not SPDX, or not the dataset's licence),
+    a file already in the dataset without --append, stdin without --format, several files without --dataset
+    (the CLI exits 2 for these, 1 for a bad file)."""
+
+
 @dataclass
 class Skipped:
     file: str
@@ -141,7 +147,7 @@ def expand_inputs(inputs) -> list[Path]:
     for p in out:
         key = os.path.abspath(p) if str(p) != STDIN else STDIN
         if key in seen:
-            raise ImportFailed(f"{p}: given twice")
+            raise ImportRefused(f"{p}: given twice")
         seen.add(key)
     return out
 
@@ -153,7 +159,7 @@ def stdin_spooled(paths: list[Path], fmt: str | None):
         yield paths
         return
     if fmt is None:
-        raise ImportFailed("-: reading stdin needs --format (there is no file name to go by)")
+        raise ImportRefused("-: reading stdin needs --format (there is no file name to go by)")
     tmp = tempfile.mkdtemp(prefix="workbench-stdin-")
     try:
         spooled = Path(tmp) / "stdin"
@@ -179,7 +185,7 @@ def detect(path, fmt: str | None = None, mapping: dict[str, str] | str | None = 
     mapping = mapping or {}
     opts = opts or ParseOptions()
     if fmt is not None and fmt not in formats.FORMATS:
-        raise ImportFailed(f"unknown format {fmt!r}; one of {', '.join(formats.FORMATS)}")
+        raise ImportRefused(f"unknown format {fmt!r}; one of {', '.join(formats.FORMATS)}")
     try:
         ftype = formats.file_type(path, fmt)
         keys: set[str] = set()
@@ -209,7 +215,7 @@ def detect(path, fmt: str | None = None, mapping: dict[str, str] | str | None = 
         raise ImportFailed(f"{shown}: cannot tell the dataset format from the columns {columns}; "
                            f"use --format ({', '.join(formats.FORMATS)}) or --map target=column")
     if opts.prefer and opts.prefer not in keys:
-        raise ImportFailed(f"{shown}: --prefer {opts.prefer!r} is not a column of the file (columns: {columns})")
+        raise ImportRefused(f"{shown}: --prefer {opts.prefer!r} is not a column of the file (columns: {columns})")
     det = Detection(shown, ftype, found, formats.KIND[found],
                     formats.field_mapping(found, keys, {v: k for k, v in mapping.items()}, opts.prefer), columns)
     ctx = _Context(shown, ftype, found, mapping, 0, 0, "", opts)
@@ -353,7 +359,7 @@ def _check_not_imported(conn: sqlite3.Connection, name: str, shown: str, sha: st
     row = conn.execute("SELECT i.file, i.imported_at FROM imports i JOIN datasets d ON d.id = i.dataset_id "
                        "WHERE d.name = ? AND i.sha256 = ? ORDER BY i.id LIMIT 1", (name, sha)).fetchone()
     if row:
-        raise ImportFailed(f"{shown}: this file (sha256 {sha[:12]}...) is already in dataset {name!r} "
+        raise ImportRefused(f"{shown}: this file (sha256 {sha[:12]}...) is already in dataset {name!r} "
                            f"(imported from {row[0]} at {row[1]}); use --append to import it again")
 
 
@@ -429,12 +435,12 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
         try:
             license = licenses.normalize(license)
         except licenses.LicenseError as e:
-            raise ImportFailed(str(e)) from None
+            raise ImportRefused(str(e)) from None
     given = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths = expand_inputs(given)
     if dataset is None:
         if len(given) != 1 or str(given[0]) == STDIN:
-            raise ImportFailed("several files or stdin: name the dataset with --dataset")
+            raise ImportRefused("several files or stdin: name the dataset with --dataset")
         dataset = default_name(given[0])
     with stdin_spooled(paths, fmt) as paths:
         dets = [detect(p, fmt, mapping, skip_invalid, opts) for p in paths]
@@ -452,7 +458,7 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
             _check_not_imported(conn, dataset, det.file, sha)
         dup = [d.file for d, sha in zip(dets, shas) if shas.count(sha) > 1]
         if dup:
-            raise ImportFailed(f"{dup[1]}: the same bytes as {dup[0]}; use --append to import both")
+            raise ImportRefused(f"{dup[1]}: the same bytes as {dup[0]}; use --append to import both")
         return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts,
                                    license)
 
@@ -549,8 +555,8 @@ def _record_license(conn: sqlite3.Connection, did: int, name: str, license: str 
         conn.execute("UPDATE datasets SET license = ? WHERE id = ?", (license, did))
         return
     if current is None:
-        raise ImportFailed(f"dataset {name!r} holds rows imported without a licence; import {license} data into "
+        raise ImportRefused(f"dataset {name!r} holds rows imported without a licence; import {license} data into "
                            f"another dataset")
-    raise ImportFailed(f"dataset {name!r} is licensed {current}; "
+    raise ImportRefused(f"dataset {name!r} is licensed {current}; "
                        + (f"pass --license {current} to add rows to it" if license is None
                           else f"{license} data goes into another dataset"))

@@ -158,7 +158,14 @@ def get_job(conn: sqlite3.Connection, job_id: int) -> dict:
 
 def list_jobs(conn: sqlite3.Connection, limit: int = 500) -> list[dict]:
     rows = conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-    return [_job(r) for r in rows]
+    jobs = [_job(r) for r in rows]
+    # items that ran and kept nothing (counted in `done` too): the Jobs screen shows them apart (index job_items_status)
+    dropped = dict(conn.execute(
+        f"SELECT job_id, count(*) FROM job_items WHERE status = 'dropped' AND job_id IN "
+        f"({','.join('?' * len(jobs))}) GROUP BY job_id", [j["id"] for j in jobs]).fetchall()) if jobs else {}
+    for j in jobs:
+        j["items_dropped"] = dropped.get(j["id"], 0)
+    return jobs
 
 
 def failures(conn: sqlite3.Connection, job_id: int, limit: int = 50, *, clip: bool = False) -> list[dict]:

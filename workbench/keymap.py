@@ -38,7 +38,9 @@ SPECS: dict[str, tuple[KeySpec, ...]] = {
         _K("app.help", "question_mark", "help", "Help"),
         _K("app.toggle_theme", "ctrl+t", "toggle_theme", "Theme", show=False),
         _K("app.home", "ctrl+g", "home", "Home", show=False),
+        _K("app.start_worker", "ctrl+w", "start_worker", "Start a worker", show=False),
     ),
+    # footers fit 80 columns: the keys that matter are shown, the rest are listed under `?`
     "datasets": (
         _K("datasets.review", "enter,r", "review", "Review"),
         _K("datasets.import", "i", "open('import')", "Import"),
@@ -48,9 +50,9 @@ SPECS: dict[str, tuple[KeySpec, ...]] = {
         _K("datasets.jobs", "t", "open('jobs')", "Jobs"),
         _K("datasets.duplicates", "d", "open('duplicates')", "Dups"),
         _K("datasets.clean", "c", "open('clean')", "Clean"),
-        _K("datasets.rename", "n", "rename", "Rename"),
-        _K("datasets.delete", "delete", "delete", "Delete"),
-        _K("datasets.merge", "m", "merge", "Merge"),
+        _K("datasets.rename", "n", "rename", "Rename", show=False),
+        _K("datasets.delete", "delete", "delete", "Delete", show=False),
+        _K("datasets.merge", "m", "merge", "Merge", show=False),
     ),
     "review": (
         _K("review.accept", "a", "accept", "Accept"),
@@ -58,14 +60,15 @@ SPECS: dict[str, tuple[KeySpec, ...]] = {
         _K("review.skip", "s,space", "skip", "Skip"),
         _K("review.undo", "u,backspace", "undo", "Undo"),
         _K("review.edit", "e", "edit", "Edit"),
-        _K("review.swap", "w", "swap", "Swap pair"),
+        _K("review.swap", "w", "swap", "Swap"),
+        _K("review.override", "o", "override", "Override", show=False),
         _K("review.next", "j,down,right", "next", "Next"),
         _K("review.prev", "k,up,left", "prev", "Prev"),
-        _K("review.search", "slash", "search", "Search"),
+        _K("review.search", "slash", "search", "Search", show=False),
         _K("review.filter", "f", "filter", "Filter"),
-        _K("review.first_pending", "g", "first_pending", "Pending"),
+        _K("review.first_pending", "g", "first_pending", "First pending", show=False),
         _K("review.more", "m", "more", "More text", show=False),
-        _K("review.pager", "o", "pager", "Open in $PAGER", show=False),
+        _K("review.pager", "p", "pager", "Open in $PAGER", show=False),
         _K("review.invisible", "i", "toggle_invisible", "Show invisible characters", show=False),
         _K("review.page_down", "pagedown,ctrl+d", "page_down", "Scroll down", show=False),
         _K("review.page_up", "pageup,ctrl+u", "page_up", "Scroll up", show=False),
@@ -179,7 +182,8 @@ def _check_clashes(overrides: dict[str, str]) -> None:
 def display_key(key: str) -> str:
     """A Textual key name as a user would type it ("slash" -> "/")."""
     special = {"slash": "/", "question_mark": "?", "space": "space", "backspace": "bksp", "escape": "esc",
-               "pagedown": "pgdn", "pageup": "pgup", "down": "↓", "up": "↑", "left": "←", "right": "→"}
+               "pagedown": "pgdn", "pageup": "pgup", "down": "↓", "up": "↑", "left": "←", "right": "→",
+               "tab": "tab", "delete": "del", "minus": "-", "plus": "+", "enter": "enter"}
     if key in special:
         return special[key]
     if "+" in key:
@@ -187,7 +191,8 @@ def display_key(key: str) -> str:
         return "+".join([*mods, display_key(last)])
     if len(key) > 1 and key.isidentifier():
         try:
-            return unicodedata.lookup(key.replace("_", " ").upper())
+            char = unicodedata.lookup(key.replace("_", " ").upper())
         except KeyError:
             return key
+        return char if char.isprintable() and not char.isspace() else key   # never a tab or control character
     return key

@@ -14,11 +14,11 @@ import getpass
 import sqlite3
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import orjson
 
-from . import scores
+from . import automatic, browse, scores
 from .agreement import decided_by_curator, spotcheck_info
 from .bigtext import PREVIEW_BYTES, preview_sql, preview_value
 from .samples import SAMPLE_COLUMNS, require_sample, write_text
@@ -213,6 +213,42 @@ def goto(conn: sqlite3.Connection, flt: Filter, how: str, ref: int | None = None
     return sample
 
 
+@dataclass(frozen=True)
+class BrowseOrder:
+    """Review entered from Browse walks Browse's rows: its filter and query, in its sort order."""
+    flt: "browse.Filter"
+    sort: "browse.Sort"
+    query: str = ""          # the query text, to show
+
+    def describe(self) -> str:
+        order = f"{self.sort.key}{' desc' if self.sort.descending else ''}"
+        return f"Browse order ({order}{', ' + self.query if self.query else ''})"
+
+
+def goto_ordered(conn: sqlite3.Connection, order: BrowseOrder, how: str, key: tuple | None = None,
+                 sample_id: int | None = None, flt: Filter | None = None) -> tuple[dict | None, tuple | None]:
+    """Like `goto`, in Browse's order: (sample, its Browse key). `key` is where the walk stands (the key the shown
+    sample had when it was shown: a decision may change its sort value, the walk goes on from where it was)."""
+    if how in ("next", "prev"):
+        rows = browse.page(conn, order.flt, order.sort, key, 1, backward=how == "prev")
+    elif how == "first":
+        rows = browse.page(conn, order.flt, order.sort, None, 1)
+    elif how == "first_pending":
+        rows = browse.page(conn, replace(order.flt, status="pending"), order.sort, None, 1)
+    elif how == "id":
+        r = browse.row(conn, sample_id, order.sort, order.flt.rubric) if sample_id is not None else None
+        rows = [r] if r else []
+    else:
+        raise ValueError(how)
+    if not rows:
+        return None, None
+    sample = load_sample(conn, rows[0].id)
+    if sample is not None and flt is not None:   # the resume position of Review's own filter
+        save_position(conn, flt.dataset_id, sample["id"], flt)
+        sample["blind"] = blind(conn, flt, sample["id"])
+    return sample, rows[0].key
+
+
 def blind(conn: sqlite3.Connection, flt: Filter, sample_id: int) -> bool:
     """Walking a spot-check, a sample's scores stay hidden until a curator decided it (see agreement.py)."""
     return spotcheck_info(conn, flt.selection) is not None and not decided_by_curator(conn, sample_id)
@@ -347,6 +383,16 @@ def _decide(conn, sample_id: int, action: str, session: str, reason: str | None)
         conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (new, now(), sample_id))
     did = _log(conn, sample_id, action, {"status": old}, {"status": new}, session, reason=reason)
     return {"id": did, "sample_id": sample_id, "action": action, "before": {"status": old}, "after": {"status": new}}
+
+
+def override(conn: sqlite3.Connection, sample_id: int, session: str) -> dict:
+    """The curator keeps a row an automatic step set aside (clean filter, dedup, curate threshold): an 'accept'
+    decision naming what it overrides (undoable like any decision). ValueError if nothing automatic applies."""
+    sample = require_sample(conn, sample_id)
+    why = automatic.reason(conn, sample)
+    if why is None:
+        raise ValueError(f"#{sample_id} was not set aside by an automatic step: nothing to override")
+    return decide(conn, sample_id, "accept", session, reason=f"override: {why['text']}")
 
 
 def mirror_turns(sample: dict) -> dict[str, int]:
@@ -582,6 +628,7 @@ def load_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
     s["scores"] = scores.of_sample(conn, sample_id)
     s["pair_candidates"] = _pair_candidates(conn, s)
     s["lineage"] = lineage(conn, s)
+    s["automatic"] = automatic.reason(conn, s)
     return s
 
 
@@ -659,22 +706,29 @@ def _status_counts(conn: sqlite3.Connection, dataset_id: int | None) -> dict[int
 
 
 def counts(conn: sqlite3.Connection, dataset_id: int | None) -> dict:
-    """Samples per status in one dataset (None: all), for the Review status line."""
+    """Samples per status in one dataset (None: all), for the Review status line; "automatic": the rejected ones
+    a clean/dedup run rejected (no curator decided them)."""
     out = {s: 0 for s in STATUSES}
     for by in _status_counts(conn, dataset_id).values():
         for status, n in by.items():
             out[status] = out.get(status, 0) + n
+    auto = automatic.automatic_counts(conn)
+    out["automatic"] = sum(auto.values()) if dataset_id is None else auto.get(dataset_id, 0)
     return out
 
 
 def progress(conn: sqlite3.Connection) -> list[dict]:
     """Every dataset with rows and counts per status, for the Datasets screen (cheap at any size)."""
     per = _status_counts(conn, None)
+    auto = automatic.automatic_counts(conn)
     out = []
     for did, name, kind in conn.execute("SELECT id, name, kind FROM datasets ORDER BY id"):
         by = {s: 0 for s in STATUSES}
         by.update(per.get(did, {}))
-        out.append({"id": did, "name": name, "kind": kind, "rows": sum(by.values()), **by})
+        # automatic: rejected by a clean/dedup run, not by a curator; curated: the curator's own decisions
+        a = auto.get(did, 0)
+        out.append({"id": did, "name": name, "kind": kind, "rows": sum(by.values()), **by, "automatic": a,
+                    "curated": by["accepted"] + by["rejected"] - a})
     return out
 
 

@@ -15,7 +15,7 @@ Target file (TOML):
     fill = false                 # true: when buckets fall short, top up from buckets with rows to spare
 
     [targets.task_type]          # shares per label; fractions or percentages; "*" = every other value,
-    qa = 0.4                     # "(none)" = rows without a value. Unlisted values get nothing unless "*"
+    open_qa = 0.4                # "(none)" = rows without a value. Unlisted values get nothing unless "*"
     coding = 0.3                 # is given. Also read: [balance.targets.<dim>], the Balance screen's targets
     "*" = 0.3                    # in the config, so a config file works as a target file.
 
@@ -23,7 +23,8 @@ Target file (TOML):
     easy = 30
     hard = 70
 
-Dimensions: task_type, domain, difficulty. With several, the quotas per combination of labels come from
+Dimensions: task_type, domain, difficulty; labels as the `label` task assigns them (tasks/label.py DEFAULT_LABELS,
+or the config's [labels]). The README's "Sampling targets" section shows a whole file. With several, the quotas per combination of labels come from
 iterative proportional fitting over the combinations that exist, capped by how many rows each has — so every
 dimension's shares are met at once where the data allow, and the preview names the buckets that cannot be.
 """
@@ -267,8 +268,8 @@ def plan(conn: sqlite3.Connection, target: Target, size: int | None = None, seed
          datasets: list[str] | None = None) -> Plan:
     """Choose the rows (nothing is written): quotas per bucket, then rows in preference order within them."""
     size = size if size is not None else target.size
-    if not size or size < 1:
-        raise TargetError("no target size: give --size N or size = N in the target file")
+    if not size or size < 1:   # the command line lacks a size: usage, not a bad file
+        raise ValueError("no target size: give --size N or size = N in the target file")
     if seed is not None:
         target.seed = seed
     if datasets:

@@ -128,16 +128,19 @@ def _score_histogram(counts: dict[str, int]) -> list[tuple[str, int]]:
     return out
 
 
-def read_counts(conn: sqlite3.Connection, dataset_id: int | None = None, rubric: str | None = None) -> Counts:
+def read_counts(conn: sqlite3.Connection, dataset_id: int | list[int] | None = None,
+                rubric: str | None = None) -> Counts:
     """Maintained counts plus the unfolded tail, read in one snapshot (a fold committing between the two
-    reads would otherwise count rows twice); the score histogram is `rubric`'s (default: the primary one)."""
+    reads would otherwise count rows twice); the score histogram is `rubric`'s (default: the primary one).
+    `dataset_id`: one dataset, a list of them (summed), None: all."""
     cells: dict[str, dict[str, dict[str, int]]] = {d: defaultdict(lambda: defaultdict(int)) for d in STATS_DIMS}
-    where, params = ("AND dataset_id = ?", (dataset_id,)) if dataset_id is not None else ("", ())
+    ids = [dataset_id] if isinstance(dataset_id, int) else dataset_id
+    where, params = (f"AND dataset_id IN ({','.join('?' * len(ids))})", tuple(ids)) if ids is not None else ("", ())
     own_txn = not conn.in_transaction
     if own_txn:
         conn.execute("BEGIN")
     try:
-        scales = scores.rubrics(conn, dataset_id)
+        scales = _rubrics(conn, ids)
         rubric = rubric if rubric in scales else scores.primary_rubric(scales)
         upto = _stats_upto(conn)
         for dim, bucket, status, n in conn.execute(
@@ -151,14 +154,25 @@ def read_counts(conn: sqlite3.Connection, dataset_id: int | None = None, rubric:
                         f"SELECT {stats_bucket_sql(dim)}, status, count(*) FROM samples WHERE id > ? {where} "
                         f"GROUP BY 1, 2", (upto, *params)):
                     cells[dim][str(bucket)][status] += n
-        cells["score"] = _score_cells(conn, dataset_id, rubric, cells["task_type"])
+        cells["score"] = _score_cells(conn, ids, rubric, cells["task_type"])
     finally:
         if own_txn:
             conn.execute("COMMIT")
     return Counts({d: {k: dict(v) for k, v in by.items()} for d, by in cells.items()}, rubric, scales)
 
 
-def _score_cells(conn, dataset_id: int | None, rubric: str | None, any_dim: dict) -> dict:
+def _rubrics(conn, ids: list[int] | None) -> dict[str, tuple[float, float]]:
+    """The rubrics scored in these datasets (None: anywhere), each with its widest scale."""
+    if ids is None:
+        return scores.rubrics(conn)
+    out: dict[str, tuple[float, float]] = {}
+    for did in ids:
+        for r, (lo, hi) in scores.rubrics(conn, did).items():
+            out[r] = (min(lo, out[r][0]), max(hi, out[r][1])) if r in out else (lo, hi)
+    return out
+
+
+def _score_cells(conn, ids: list[int] | None, rubric: str | None, any_dim: dict) -> dict:
     """bucket -> status -> n for `rubric`'s fresh scores; '' = the rest of the rows (unscored or stale)."""
     out: dict = defaultdict(lambda: defaultdict(int))
     totals: dict = defaultdict(int)
@@ -166,9 +180,10 @@ def _score_cells(conn, dataset_id: int | None, rubric: str | None, any_dim: dict
         for status, n in by_status.items():
             totals[status] += n
     if rubric is not None:
-        for bucket, status, n in scores.histogram_cells(conn, rubric, dataset_id):
-            out[str(bucket)][status] += n
-            totals[status] -= n
+        for did in ids if ids is not None else [None]:
+            for bucket, status, n in scores.histogram_cells(conn, rubric, did):
+                out[str(bucket)][status] += n
+                totals[status] -= n
     for status, n in totals.items():
         if n:
             out[""][status] += n

@@ -315,28 +315,30 @@ def run_worker(db_path: Path, config: dict, *, until_idle: bool = False, job_id:
                max_inflight: int | None = None, on_progress=None) -> list[str]:
     """Claim and run jobs until idle (or forever, or until interrupted). Returns how each job run ended."""
     import openai  # noqa: F401  (llm imports it on first use: 0.9 s that would otherwise stall a job's first requests)
-    conn = open_store(db_path)
-    owner = J.new_owner()
-    ran: list[str] = []
-    try:
-        while True:
-            job = J.claim_job(conn, owner, lease_seconds, job_id)
-            if job is None:
-                if until_idle or job_id is not None:
+    from .presence import registered
+    with registered(db_path):   # `run` and the TUI see a worker of this store until it returns
+        conn = open_store(db_path)
+        owner = J.new_owner()
+        ran: list[str] = []
+        try:
+            while True:
+                job = J.claim_job(conn, owner, lease_seconds, job_id)
+                if job is None:
+                    if until_idle or job_id is not None:
+                        return ran
+                    time.sleep(poll_seconds)
+                    continue
+                log.info("job %s (%s): claimed, %s/%s items done", job["id"], job["kind"], job["done"], job["total"])
+                outcome = run_job(db_path, job, config, owner, lease_seconds=lease_seconds, max_inflight=max_inflight,
+                                  on_progress=on_progress)
+                ran.append(outcome)
+                final = J.get_job(conn, job["id"])
+                log.info("job %s: %s (done %s, failed %s, kept %s, dropped %s)", job["id"], outcome, final["done"],
+                         final["failed"], final["kept"], final["dropped"])
+                if outcome == "interrupted":
                     return ran
-                time.sleep(poll_seconds)
-                continue
-            log.info("job %s (%s): claimed, %s/%s items done", job["id"], job["kind"], job["done"], job["total"])
-            outcome = run_job(db_path, job, config, owner, lease_seconds=lease_seconds, max_inflight=max_inflight,
-                              on_progress=on_progress)
-            ran.append(outcome)
-            final = J.get_job(conn, job["id"])
-            log.info("job %s: %s (done %s, failed %s, kept %s, dropped %s)", job["id"], outcome, final["done"],
-                     final["failed"], final["kept"], final["dropped"])
-            if outcome == "interrupted":
-                return ran
-    finally:
-        conn.close()
+        finally:
+            conn.close()
 
 
 def spawn_detached(db_path: Path, config_path: Path | None = None) -> tuple[int, Path]:

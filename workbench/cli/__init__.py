@@ -1,19 +1,24 @@
 """`workbench` command line. Each area registers its subcommands from its own module (COMMAND_MODULES).
 
-A handler takes the parsed args and returns an exit code; it raises CliError for a user-facing failure
-(printed as `error: ...`, exit 2). With no subcommand the TUI starts.
+A handler takes the parsed args and returns an exit code; it raises CliError for a user-facing failure: printed
+as `error: ...` (with --json: {"error": ..., "exit": N} on stdout), exit 2 for usage (CliError) and 1 for bad
+data (DataError); see EXIT_* in common.py and the table in the README. With no subcommand the TUI starts.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import logging
 import os
 import sqlite3
 import sys
+import traceback
 
 from ..safe_text import SafeStream
 from ..store import SchemaTooNew, StoreLocationError, resolve_db_path
-from .common import CliError, common_parser, oserror_text, print_json  # noqa: F401  (re-exported)
+from .common import (EXIT_DATA, CliError, CliParser, DataError, add_global_options,  # noqa: F401 (re-exported)
+                     common_parser, oserror_text, print_json)
 
 # Modules that define `register(subparsers, common)`; add yours here.
 COMMAND_MODULES = [
@@ -27,10 +32,9 @@ COMMAND_MODULES = [
 
 
 def top_parser(**kw) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description="Curation Workbench: build instruction and "
-                                     "preference datasets from the terminal. With no command, opens the TUI.", **kw)
-    parser.add_argument("--db", default=None, help="store file (default: $WORKBENCH_DB or the user data dir)")
-    parser.add_argument("--config", default=None, help="config TOML (default: $WORKBENCH_CONFIG or the user config dir)")
+    parser = CliParser(prog="workbench", description="Curation Workbench: build instruction and "
+                       "preference datasets from the terminal. With no command, opens the TUI.", **kw)
+    add_global_options(parser)
     return parser
 
 
@@ -41,6 +45,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub, common)
     return parser
+
+
+def _report(e: CliError, want_json: bool) -> int:
+    """`error: ...` on stderr; with --json also {"error", "exit"} on stdout, where a script reads the result."""
+    if want_json:
+        print_json({"error": str(e), "exit": e.code})   # escaped JSON
+    err = SafeStream(sys.stderr)                        # messages quote names and data
+    if getattr(e, "usage", None) and not want_json:
+        err.write(e.usage)
+    print(f"error: {e}", file=err)
+    return e.code
 
 
 def _run_sanitized(args) -> int:
@@ -55,8 +70,13 @@ def _run_sanitized(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    top, rest = top_parser(add_help=False).parse_known_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    want_json = "--json" in argv
+    verbose = False
+    top = None
     try:
+        top, rest = top_parser(add_help=False).parse_known_args(argv)
+        verbose = top.verbose or "-v" in rest or "--verbose" in rest
         if not rest:
             # no command: straight to the TUI, without importing every command's modules (openai etc.) first
             if top.config:
@@ -68,26 +88,34 @@ def main(argv: list[str] | None = None) -> int:
             # one config for everything this process does (template overrides, workers it starts), not only
             # for the code that is handed args.config
             os.environ["WORKBENCH_CONFIG"] = str(args.config)
+        if args.verbose:   # (libraries that could log request headers stay at INFO: no key in the log)
+            logging.basicConfig(level=logging.DEBUG, stream=sys.stderr,
+                                format="%(asctime)s %(name)s %(levelname)s %(message)s")
+            for noisy in ("httpx", "httpcore", "openai", "asyncio", "aiohttp"):
+                logging.getLogger(noisy).setLevel(logging.INFO)
+        if args.quiet and not getattr(args, "json", False):
+            with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+                return _run_sanitized(args)
         return _run_sanitized(args)
     except CliError as e:
-        print(f"error: {e}", file=SafeStream(sys.stderr))    # messages quote names and data
-        return 2
-    except StoreLocationError as e:
-        print(f"error: {e}", file=SafeStream(sys.stderr))
-        return 2
+        return _report(e, want_json)
+    except StoreLocationError as e:   # --db / WORKBENCH_DB names a place a store cannot be: usage
+        return _report(CliError(str(e)), want_json)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:  # `workbench ... | head`: the reader left; don't fail again flushing at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     except SchemaTooNew as e:
-        print(f"error: {e}", file=SafeStream(sys.stderr))
-        return 2
+        return _report(DataError(str(e)), want_json)
     except sqlite3.DatabaseError as e:  # a full disk, a file that is not a store: the transaction was rolled back
-        print(f"error: {resolve_db_path(top.db)}: {e}", file=SafeStream(sys.stderr))
-        return 2
+        return _report(DataError(f"{resolve_db_path(getattr(top, 'db', None))}: {e}"), want_json)
     except OSError as e:  # an unreadable file, a full disk, a name too long: said as it is, no traceback
-        print(f"error: {oserror_text(e)}", file=SafeStream(sys.stderr))
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        return _report(DataError(oserror_text(e)), want_json)
+    except Exception as e:   # a bug, not the user's input: say so in one line; --verbose shows where
+        if verbose:
+            traceback.print_exc(file=SafeStream(sys.stderr))
+        return _report(DataError(f"unexpected {type(e).__name__}: {e}" + ("" if verbose else
+                                 " (run again with --verbose for the traceback)")), want_json)
 

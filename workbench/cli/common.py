@@ -8,16 +8,33 @@ import sys
 from ..safe_text import json_safe
 
 
+EXIT_DATA = 1    # what the command read is bad: a file (import, target, config, template), the store, an endpoint
+EXIT_USAGE = 2   # the command line is wrong: command, option, value, a combination, a name that does not exist
+
+
 class CliError(Exception):
-    """A failure the user can fix: printed without a traceback, exit status 2."""
+    """A failure the user can fix: printed without a traceback (as JSON with --json), exit status `code`."""
+    code = EXIT_USAGE
+
+
+class DataError(CliError):
+    """The command line was right; what it pointed at (a file, the store, an endpoint) was not: exit 1."""
+    code = EXIT_DATA
+
+
+class CliParser(argparse.ArgumentParser):
+    """argparse whose usage errors reach main() as CliError, so that --json can report them as JSON too."""
+
+    def error(self, message: str):
+        e = CliError(f"{self.prog}: {message}")
+        e.usage = self.format_usage()
+        raise e
 
 
 def common_parser() -> argparse.ArgumentParser:
     """Options every subcommand accepts after its name (SUPPRESS keeps a top-level value from being overwritten)."""
-    p = argparse.ArgumentParser(add_help=False)
-    p.add_argument("--db", default=argparse.SUPPRESS, help="store file (default: $WORKBENCH_DB or the user data dir)")
-    p.add_argument("--config", default=argparse.SUPPRESS,
-                   help="config TOML (default: $WORKBENCH_CONFIG or the user config dir)")
+    p = CliParser(add_help=False)
+    add_global_options(p, argparse.SUPPRESS)
     return p
 
 
@@ -26,6 +43,18 @@ def oserror_text(e: OSError) -> str:
     what = e.strerror or str(e) or type(e).__name__
     names = [str(n) for n in (e.filename, e.filename2) if n is not None]
     return f"{' -> '.join(names)}: {what}" if names else what
+
+
+def add_global_options(p: argparse.ArgumentParser, default=None) -> None:
+    """--db, --config, --quiet, --verbose: before the command or after it."""
+    p.add_argument("--db", default=default, help="store file (default: $WORKBENCH_DB or the user data dir)")
+    p.add_argument("--config", default=default,
+                   help="config TOML (default: $WORKBENCH_CONFIG or the user config dir)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-q", "--quiet", action="store_true", default=default if default is not None else False,
+                   help="print only errors and the JSON of --json (no progress, no summaries)")
+    g.add_argument("-v", "--verbose", action="store_true", default=default if default is not None else False,
+                   help="log what the command does to stderr, and the traceback of an unexpected error")
 
 
 def print_json(obj) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from .. import clean, dedup, sampling, snapshots
-from .common import CliError, print_json
+from .common import CliError, DataError, print_json
 from ..config import ConfigError, load_config
 from ..store import open_store
 
@@ -28,6 +28,11 @@ def register(sub, common) -> None:
     p.add_argument("--examples", type=int, default=3, help="example rows per filter in the preview")
     p.add_argument("--runs", action="store_true", help="list applied clean/dedup runs")
     p.add_argument("--undo", metavar="RUN", help="undo an applied run (e.g. filter-3, dedup-5, normalize-4)")
+    p.add_argument("--exempt", type=int, action="append", metavar="ID",
+                   help="keep this row whatever the --filter filters (default: every filter) say; recorded, "
+                        "repeatable")
+    p.add_argument("--unexempt", type=int, action="append", metavar="ID",
+                   help="withdraw the row's exemption from the --filter filters (default: the every-filter one)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_clean)
 
@@ -91,7 +96,7 @@ def _config(args) -> dict:
     try:
         return load_config(getattr(args, "config", None))
     except ConfigError as e:
-        raise CliError(str(e)) from None
+        raise DataError(str(e)) from None
 
 
 def _statuses(text: str) -> list[str]:
@@ -99,6 +104,8 @@ def _statuses(text: str) -> list[str]:
 
 
 def _err(e: Exception) -> CliError:
+    if isinstance(e, (sampling.TargetError, ConfigError)):   # a file the command read is bad: exit 1
+        return DataError(str(e))
     return CliError(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
 
 
@@ -108,6 +115,35 @@ def _short(text: str, width: int = 70) -> str:
 
 
 # --- clean ---------------------------------------------------------------------------------------------------
+
+def _exempt(conn, args) -> int:
+    from ..automatic import ALL_FILTERS, exempt, unexempt
+    from ..review import curator_session
+    if args.apply or args.normalize:
+        raise CliError("--exempt/--unexempt record the curator's choice on their own: leave out --apply/--normalize")
+    names = clean.parse_filters(args.filter) if args.filter else [ALL_FILTERS]
+    for sid in [*(args.exempt or []), *(args.unexempt or [])]:   # all or nothing: check every id first
+        if conn.execute("SELECT 1 FROM samples WHERE id = ?", (sid,)).fetchone() is None:
+            raise CliError(f"--exempt/--unexempt: no sample with id {sid}")
+    session, out = curator_session(), {"exempted": [], "unexempted": []}
+    for sid in args.exempt or []:
+        for n in names:
+            exempt(conn, sid, n, session)
+            out["exempted"].append({"id": sid, "filter": n})
+    for sid in args.unexempt or []:
+        for n in names:
+            if not unexempt(conn, sid, n, session):
+                raise CliError(f"#{sid} has no exemption from {'every filter' if n == ALL_FILTERS else n}")
+            out["unexempted"].append({"id": sid, "filter": n})
+    if args.json:
+        print_json(out)
+    else:
+        for key, verb in (("exempted", "kept"), ("unexempted", "no longer kept")):
+            for e in out[key]:
+                what = "every filter" if e["filter"] == ALL_FILTERS else e["filter"]
+                print(f"#{e['id']}: {verb} whatever {what} says")
+    return 0
+
 
 def cmd_clean(args) -> int:
     conn = _store(args)
@@ -127,6 +163,8 @@ def cmd_clean(args) -> int:
                 if res.already_undone:
                     print(f"{res.already_undone} rows were undone before")
             return 0
+        if args.exempt or args.unexempt:
+            return _exempt(conn, args)
         config = _config(args)
         if args.normalize:
             if args.filter:
@@ -155,6 +193,9 @@ def cmd_clean(args) -> int:
         for h in result.examples(name, args.examples):
             print(f"      #{h.id} [{h.dataset}] {_short(h.detail)}")
     print(f"  {'would reject' if not applied else 'matched':<20} {result.total:>8,} of {scanned:,}")
+    if result.exempted:
+        print(f"  kept by the curator   {sum(result.exempted.values()):>7,}   (--exempt; "
+              + ", ".join(f"{k} {v:,}" for k, v in result.exempted.items()) + ")")
     if applied:
         if applied.run:
             print(f"rejected {applied.rejected:,} rows as run {applied.run} "
@@ -213,13 +254,7 @@ def _print_runs(conn, as_json: bool) -> int:
 def cmd_dedup(args) -> int:
     conn = _store(args)
     try:
-        if args.fields:
-            fields = dedup.parse_fields(args.fields)
-        else:
-            kinds = {r[0] for r in conn.execute(
-                "SELECT kind FROM datasets" + (f" WHERE name IN ({','.join('?' * len(args.dataset))})"
-                                               if args.dataset else ""), args.dataset or [])}
-            fields = dedup.default_fields("text" if kinds == {"text"} else None)
+        fields = dedup.parse_fields(args.fields) if args.fields else dedup.fields_for(conn, args.dataset)
         if not 0 < args.threshold <= 1:
             raise ValueError(f"--threshold is a similarity in (0, 1], not {args.threshold}")
         stats = dedup.Stats()
@@ -227,16 +262,17 @@ def cmd_dedup(args) -> int:
         clusters = dedup.describe(conn, ids, fields, rubric=args.rubric)
     except (KeyError, ValueError) as e:
         raise _err(e) from None
-    applied = dedup.apply_keep_best(conn, clusters) if args.apply else None
+    plan = dedup.plan_keep_best(clusters)     # one computation: the preview prints it, --apply carries it out
+    applied = dedup.apply_keep_best(conn, plan) if args.apply else None
     if args.json:
         print_json([[m.to_json() for m in c.members] for c in clusters])
         if applied:
             _applied_line(applied, file=sys.stderr)
         return 0
     rows = sum(len(c.members) for c in clusters)
-    extra = rows - len(clusters)
-    print(f"{len(clusters):,} clusters ({rows:,} rows; keep-best would reject {extra:,}) among {stats.rows:,} rows, "
-          f"fields {','.join(fields)}, threshold {args.threshold}")
+    left = f", leave {len(plan.accepted):,} accepted" if plan.accepted else ""
+    print(f"{len(clusters):,} clusters ({rows:,} rows; keep-best would reject {len(plan.reject):,}{left}) among "
+          f"{stats.rows:,} rows, fields {','.join(fields)}, threshold {args.threshold}")
     for n, c in enumerate(clusters[:PREVIEW_CLUSTERS], 1):
         k = c.keeper
         others = ", ".join(f"#{m.id}" + (f" line {m.line}" if m.line else "") +

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from .. import exporter, formats, importer, safe_output, scores
-from .common import CliError, print_json
+from .common import CliError, DataError, print_json
 from ..store import fts_sync, list_datasets, open_store, resolve_db_path
 from ..fileperms import open_private, private_dir
 from ..safe_text import label, raw_stream
@@ -154,12 +154,14 @@ def cmd_import(args) -> int:
         if args.as_candidates:
             return _import_candidates(args)
         conn = _store(args)
-        progress = None if args.json or not sys.stderr.isatty() else \
+        progress = None if args.json or args.quiet or not sys.stderr.isatty() else \
             (lambda n: print(f"\r{n:,} rows", end="", file=raw_stream(sys.stderr), flush=True))
         res = importer.import_files(conn, args.file, args.dataset, args.format, args.mapping, args.skip_invalid,
                                     progress, args.license, opts=opts, append=args.append)
-    except importer.ImportFailed as e:
+    except importer.ImportRefused as e:    # the command line (--license, --append, --dataset, ...): usage (2)
         raise CliError(str(e)) from None
+    except importer.ImportFailed as e:     # the file: bad data (1)
+        raise DataError(str(e)) from None
     if progress:
         print(file=sys.stderr)
     for s in res.skipped:
@@ -313,18 +315,23 @@ def _print_history(h: dict, indent: str) -> None:
 
 
 def cmd_datasets(args) -> int:
-    rows = list_datasets(_store(args))
+    conn = _store(args)
+    rows = list_datasets(conn)
+    from ..automatic import automatic_counts
+    auto = automatic_counts(conn)
+    for r in rows:   # rejected by a clean/dedup run rather than by a curator
+        r["automatic"] = auto.get(r["id"], 0)
     if args.json:
         print_json(rows)
         return 0
     if not rows:
         print("no datasets yet: `workbench import FILE`")
         return 0
-    print(f"{'name':30} {'kind':10} {'rows':>9} {'pending':>9} {'accepted':>9} {'rejected':>9}")
+    print(f"{'name':30} {'kind':10} {'rows':>9} {'pending':>9} {'accepted':>9} {'rejected':>9} {'automatic':>9}")
     for r in rows:
         print(f"{label(r['name'], 30):30} {label(r['kind'], 10):10}"
               f" {r['rows']:>9,} {r['pending']:>9,} {r['accepted']:>9,} "
-              f"{r['rejected']:>9,}")
+              f"{r['rejected']:>9,} {r['automatic']:>9,}")
     return 0
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import logging
 import os
@@ -11,7 +12,7 @@ from pathlib import Path
 
 from .. import endpoints as E
 from .. import jobs as J
-from .common import CliError, print_json
+from .common import CliError, DataError, print_json
 from ..config import ConfigError, load_config, save_config
 from ..llm import Client, LLMError, connection_failure
 from ..store import open_store, resolve_db_path
@@ -42,7 +43,7 @@ def _config(args) -> dict:
     try:
         return load_config(getattr(args, "config", None))
     except ConfigError as e:
-        raise CliError(str(e)) from None
+        raise DataError(str(e)) from None
 
 
 def _store(args):
@@ -64,7 +65,9 @@ def _guard(fn):
     def wrapped(args):
         try:
             return fn(args)
-        except (E.EndpointError, TaskError, FilterError, ConfigError) as e:
+        except ConfigError as e:
+            raise DataError(str(e)) from None
+        except (E.EndpointError, TaskError, FilterError) as e:
             raise CliError(str(e)) from None
     return wrapped
 
@@ -192,7 +195,7 @@ def cmd_endpoints_test(args) -> int:
                                       {**ep.params, "max_tokens": 5})
             except LLMError as e:
                 served = f"; the server lists: {', '.join(models[:20])}" if models else ""
-                raise CliError(f"endpoint {ep.name} failed: {e}{served}") from None
+                raise DataError(f"endpoint {ep.name} failed: {e}{served}") from None
             return models, list_s, c, time.monotonic() - t0
         finally:
             await client.close()
@@ -263,8 +266,30 @@ def cmd_run(args) -> int:
     print(f"queued job {job_id}: {args.task}, {job['total']} items"
           + (f" into {job['params']['into']}" if job["params"].get("into") else ""), file=sys.stderr)
     if not args.wait:
+        _say_if_no_worker(args, cfg, job_id)
         return 0
-    return wait_for_job(resolve_db_path(getattr(args, "db", None)), cfg, job_id)
+    return wait_for_job(resolve_db_path(getattr(args, "db", None)), cfg, job_id, quiet=args.quiet)
+
+
+def _say_if_no_worker(args, cfg: dict, job_id: int) -> None:
+    """A queued job with no worker running waits for nobody: say so, and at a terminal offer to start one."""
+    from ..presence import running_workers
+    db = resolve_db_path(getattr(args, "db", None))
+    if running_workers(db):
+        return
+    print(f"no worker is running: job {job_id} waits in the queue. Start one with `workbench worker` (keeps "
+          f"running) or `workbench worker --until-idle`, or queue with --wait to run it here.", file=sys.stderr)
+    if args.quiet or getattr(args, "json", False) or not (sys.stdin.isatty() and sys.stderr.isatty()):
+        return
+    try:
+        answer = input("start a worker in the background now? [y/N] ")
+    except EOFError:
+        return
+    if answer.strip().lower() in ("y", "yes"):
+        from ..worker import spawn_detached
+        config = getattr(args, "config", None)
+        pid, log = spawn_detached(db, Path(config) if config else None)
+        print(f"worker {pid} started (`workbench worker --until-idle`); log: {log}", file=sys.stderr)
 
 
 def _add_candidates(conn, args) -> None:
@@ -286,10 +311,10 @@ def _add_candidates(conn, args) -> None:
           f"{args.dataset!r}; {len(out['unmatched'])} samples matched no row", file=sys.stderr)
 
 
-def wait_for_job(db_path, cfg: dict, job_id: int) -> int:
+def wait_for_job(db_path, cfg: dict, job_id: int, quiet: bool = False) -> int:
     """Run the job here (or watch the worker that holds it) until it ends; progress on stderr."""
     from ..worker import run_worker
-    printer = ProgressPrinter()
+    printer = ProgressPrinter(io.StringIO() if quiet else None)   # --quiet: no progress lines
     conn = open_store(db_path)
     try:
         while True:
@@ -304,7 +329,8 @@ def wait_for_job(db_path, cfg: dict, job_id: int) -> int:
             printer(job)      # another worker holds it: watch until it ends
             time.sleep(1.0)
         printer.end()
-        print(summary_line(job), file=sys.stderr)
+        if not quiet:
+            print(summary_line(job), file=sys.stderr)
         if job["error"]:
             print(f"job {job_id}: {job['error']}", file=sys.stderr)
         return 0 if job["status"] == "done" and not job["failed"] else 1
@@ -372,7 +398,8 @@ def cmd_worker(args) -> int:
     # the log is a file (the TUI's workers) that outlives the run: no key in it, whatever a message quotes
     handler.setFormatter(RedactingFormatter(E.secrets(cfg),
                                             "%(asctime)s %(name)s pid=%(process)d %(levelname)s %(message)s"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    level = logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO
+    logging.basicConfig(level=level, handlers=[handler], force=True)
     for noisy in ("httpx", "httpx2", "openai"):   # one line per request would drown the log
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:

@@ -12,7 +12,7 @@ from .. import templating
 from ..config import ConfigError, load_config
 from ..parsing import ParseError
 from ..tasks import TaskContext, TaskError, load_tasks, resolve_params
-from .common import CliError, print_json
+from .common import CliError, DataError, print_json
 
 
 def register(sub, common):
@@ -42,17 +42,19 @@ def register(sub, common):
 
 
 def _load(name, args):
+    config = getattr(args, "config", None)
+    known = name in templating.package_names() or (templating.override_dir(config) / name).is_file()
     try:
-        return templating.load(name, getattr(args, "config", None))
-    except templating.TemplateError as e:
-        raise CliError(str(e)) from None
+        return templating.load(name, config)
+    except templating.TemplateError as e:   # a name that does not exist is usage; a broken template file, data
+        raise (DataError if known else CliError)(str(e)) from None
 
 
 def cmd_list(args) -> int:
     try:
         items = templating.list_templates(getattr(args, "config", None))
     except templating.TemplateError as e:
-        raise CliError(str(e)) from None
+        raise DataError(str(e)) from None
     if args.json:
         print_json([{"name": t.name, "version": t.version, "source": t.source, "about": t.about,
                      "variables": sorted(t.variables)} for t in items])
