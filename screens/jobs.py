@@ -1,5 +1,8 @@
 """Jobs: every LLM job with progress, items/s, ETA, tokens, cost and its latest failures; launch and control them.
 
+A recipe's jobs show as one group: a header row with the recipe's progress in steps, then one row per step in
+order (its job's progress, or "waiting" until its input is complete and the step is queued).
+
 Workers are separate processes (`workbench worker --until-idle`, started detached), so closing the TUI or losing
 the SSH connection does not stop a job; reopening this screen shows its live progress. The screen polls
 `PRAGMA data_version` from a thread and re-queries only when another connection committed.
@@ -22,6 +25,7 @@ from widgets.list_table import ListTable
 from widgets.jobs_launch import LaunchDialog
 from widgets.safe_text import safe_text
 from workbench import jobs as J
+from workbench.recipes import list_recipes
 from workbench.safe_text import label
 from workbench.store import data_version, list_datasets, open_store
 
@@ -79,18 +83,87 @@ def job_cells(j: dict) -> list:
             Text(f"{_k(j['tokens_in'])}/{_k(j['tokens_out'])}")]
 
 
+def recipe_cells(r: dict) -> list:
+    n = len(r["steps"])
+    return [Text(f"R{r['id']}"), Text(f"recipe {label(r['name'])}", style="bold"),
+            Text(r["status"], style=STATUS_STYLE.get(r["status"], "")),
+            bar(r["steps_done"] / n if n else 0.0), Text(f"{r['steps_done']}/{n} steps"),
+            Text(str(sum(s["failed"] for s in r["steps"]))), Text("-"), Text("-"), Text(""), Text("")]
+
+
+def step_cells(r: dict, step: dict, job: dict | None) -> list:
+    name = Text(f" ↳{step['idx'] + 1} {label(step['name'])}")
+    if job is not None:
+        cells = job_cells(job)
+        return [cells[0], name, *cells[2:]]
+    status = "waiting" if r["status"] == "running" else "not run"
+    return [Text(""), name, Text(status, style="dim"), bar(0.0), Text(label(step["task"])), Text("")] + \
+        [Text("-"), Text("-"), Text(""), Text("")]
+
+
+def table_rows(jobs: list[dict], recipes_: list[dict]) -> list[tuple[str, list]]:
+    """(row key, cells) in display order: jobs newest first, a recipe's group where its newest job is (or at the
+    top when none of its steps is queued yet). Keys: job id, "r<recipe>", "r<recipe>.<step>"."""
+    by_job = {s["job_id"]: r for r in recipes_ for s in r["steps"] if s["job_id"]}
+    jobs_by_id = {j["id"]: j for j in jobs}
+    out, placed = [], set()
+
+    def group(r):
+        placed.add(r["id"])
+        out.append((f"r{r['id']}", recipe_cells(r)))
+        for step in r["steps"]:
+            job = jobs_by_id.get(step["job_id"])
+            out.append((str(job["id"]) if job else f"r{r['id']}.{step['idx']}", step_cells(r, step, job)))
+    for r in recipes_:
+        if not any(s["job_id"] for s in r["steps"]):
+            group(r)
+    for j in jobs:
+        r = by_job.get(j["id"])
+        if r is None:
+            out.append((str(j["id"]), job_cells(j)))
+        elif r["id"] not in placed:
+            group(r)
+    return out
+
+
+def recipe_text(r: dict) -> Text:
+    t = Text()
+    # recipe, step and variable names come from a file: untrusted, each through label()
+    t.append(f"Recipe {r['id']} · {label(r['name'])} · {r['status']}\n", style="bold")
+    if r["vars"]:
+        t.append("vars " + " ".join(f"{label(k)}={label(v)}" for k, v in r["vars"].items()) + "\n")
+    for s in r["steps"]:
+        where = f"job {s['job_id']}" if s["job_id"] else "not queued yet"
+        t.append(f"{s['idx'] + 1}. {label(s['name'])} ({label(s['task'])}): {s['status']}, {s['done']}/{s['total']} done, "
+                 f"{s['failed']} failed, {s['kept']} kept · {where}\n")
+    if r["error"]:
+        t.append("error: ", style="bold red")
+        t.append_text(safe_text(r["error"], None)[0])
+    t.rstrip()
+    return t
+
+
 def _k(n: int) -> str:
     return f"{n / 1000:.1f}k" if n >= 10_000 else str(n)
 
 
-def load_view(conn, selected: int | None, n_failures: int = 20) -> dict:
+def _key_value(key: str) -> int | str:
+    """A row key as the screen keeps it: a job's id as int, a recipe row's key as text."""
+    return int(key) if key.isdigit() else key
+
+
+def load_view(conn, selected: int | str | None, n_failures: int = 20) -> dict:
     """Everything the screen shows, in one read (runs in the screen's DB thread)."""
     jobs = J.list_jobs(conn)
-    ids = [j["id"] for j in jobs]
-    sel = selected if selected in ids else (ids[0] if ids else None)
-    fails = J.failures(conn, sel, n_failures, clip=True) if sel is not None else []
+    recipes_ = list_recipes(conn)
+    rows = table_rows(jobs, recipes_)
+    keys = [k for k, _ in rows]
+    sel = str(selected) if str(selected) in keys else (keys[0] if keys else None)
+    sel = _key_value(sel) if sel is not None else None
+    fails = J.failures(conn, sel, n_failures, clip=True) if isinstance(sel, int) else []
     orphaned = [j["id"] for j in jobs if j["status"] == "queued" or (j["status"] == "running" and not j["live"])]
-    return {"jobs": jobs, "selected": sel, "failures": fails, "orphaned": orphaned}
+    return {"jobs": jobs, "recipes": recipes_, "rows": rows, "selected": sel, "failures": fails,
+            "orphaned": orphaned}
 
 
 def detail_text(j: dict) -> Text:
@@ -199,8 +272,8 @@ class JobsScreen(Screen):
     def __init__(self, dataset: str | None = None):
         super().__init__()
         self.dataset = dataset
-        self.view: dict = {"jobs": [], "selected": None, "failures": [], "orphaned": []}
-        self.selected: int | None = None
+        self.view: dict = {"jobs": [], "recipes": [], "rows": [], "selected": None, "failures": [], "orphaned": []}
+        self.selected: int | str | None = None     # a job id, or a recipe row's key "r<recipe>" / "r<recipe>.<step>"
         self._version: int | None = None
         self._busy = False
         self._db = ThreadPoolExecutor(1, thread_name_prefix="jobs-screen-db")
@@ -262,16 +335,16 @@ class JobsScreen(Screen):
         self.view = view
         self.selected = view["selected"]
         table = self.query_one("#jobs-table", DataTable)
-        keys = [str(j["id"]) for j in view["jobs"]]
+        keys = [k for k, _ in view["rows"]]
         existing = [str(r.value) for r in table.rows]
         if keys == existing:
-            for j in view["jobs"]:
-                for col, cell in zip(table.columns, job_cells(j)):
-                    table.update_cell(str(j["id"]), col, cell)
+            for key, cells in view["rows"]:
+                for col, cell in zip(table.columns, cells):
+                    table.update_cell(key, col, cell)
         else:
             table.clear()
-            for j in view["jobs"]:
-                table.add_row(*job_cells(j), key=str(j["id"]))
+            for key, cells in view["rows"]:
+                table.add_row(*cells, key=key)
             if self.selected is not None and str(self.selected) in keys:
                 table.move_cursor(row=keys.index(str(self.selected)), animate=False)
         self._show_detail()
@@ -285,7 +358,9 @@ class JobsScreen(Screen):
 
     def _show_detail(self) -> None:
         job = self.current_job()
-        self.query_one("#jobs-summary", Static).update(detail_text(job) if job else Text(""))
+        recipe = self.current_recipe() if job is None else None
+        self.query_one("#jobs-summary", Static).update(
+            detail_text(job) if job else recipe_text(recipe) if recipe else Text(""))
         box = self.query_one("#jobs-failures", Vertical)
         box.remove_children()
         fails = self.view["failures"] if job else []
@@ -296,30 +371,41 @@ class JobsScreen(Screen):
     def current_job(self) -> dict | None:
         return next((j for j in self.view["jobs"] if j["id"] == self.selected), None)
 
+    def current_recipe(self) -> dict | None:
+        if not isinstance(self.selected, str) or not self.selected.startswith("r"):
+            return None
+        rid = int(self.selected[1:].split(".", 1)[0])
+        return next((r for r in self.view["recipes"] if r["id"] == rid), None)
+
+    @property
+    def selected_job_id(self) -> int | None:
+        return self.selected if isinstance(self.selected, int) else None
+
     @on(DataTable.RowHighlighted, "#jobs-table")
     def _highlighted(self, event: DataTable.RowHighlighted) -> None:
         if event.row_key is None or event.row_key.value is None:
             return
-        jid = int(event.row_key.value)
-        if jid != self.selected:
-            self.selected = jid
+        key = _key_value(str(event.row_key.value))
+        if key != self.selected:
+            self.selected = key
             self.run_worker(self.reload, group="jobs-load", exclusive=True)
 
     # --- actions ---
     async def _control(self, fn, verb: str, start_worker: bool = False) -> None:
-        if self.selected is None:
-            self.notify("no job selected", severity="warning")
+        jid = self.selected_job_id
+        if jid is None:
+            self.notify("no job selected (a recipe row: select one of its steps)", severity="warning")
             return
         try:
-            out = await self.db(fn, self.selected)
+            out = await self.db(fn, jid)
         except J.TaskError as e:
             self.notify(str(e), severity="warning")
             return
         if isinstance(out, int):
-            self.notify(f"job {self.selected}: {out} failed item(s) queued again")
+            self.notify(f"job {jid}: {out} failed item(s) queued again")
             start_worker = start_worker and out > 0
         else:
-            self.notify(f"job {self.selected}: {verb}")
+            self.notify(f"job {jid}: {verb}")
         if start_worker:
             self.start_worker()
         await self.reload()
@@ -349,11 +435,12 @@ class JobsScreen(Screen):
         self.notify(f"worker {pid} started; log: {log}", timeout=6)
 
     async def action_view_failures(self) -> None:
-        if self.selected is None or not self.view["failures"]:
+        jid = self.selected_job_id
+        if jid is None or not self.view["failures"]:
             self.notify("no failed items in this job")
             return
-        fails = await self.db(lambda conn: J.failures(conn, self.selected, FULL_FAILURES, clip=True))
-        self.app.push_screen(FailuresScreen(self.selected, fails))
+        fails = await self.db(lambda conn: J.failures(conn, jid, FULL_FAILURES, clip=True))
+        self.app.push_screen(FailuresScreen(jid, fails))
 
     def action_back(self) -> None:
         self.app.pop_screen()

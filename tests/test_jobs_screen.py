@@ -224,3 +224,45 @@ async def test_opens_from_the_real_app_shell(db_path, cfg_path, monkeypatch):
             assert job_row(app.screen, jid)[2] == "queued"
             await pilot.press("escape")
             await until(pilot, lambda: not isinstance(app.screen, JobsScreen))
+
+
+async def test_recipe_jobs_show_as_one_group(db_path, cfg_path, tmp_path):
+    from workbench import recipes
+    from workbench.config import save_config
+    cfg = {"endpoints": {"e": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}}
+    save_config(cfg, cfg_path)
+    make_dataset(db_path, 3)
+    conn = open_store(db_path)
+    other = J.queue_job(conn, "generate", config=cfg, dataset="demo", endpoint="e")
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "two"\n[[step]]\nname = "answer"\ntask = "generate"\ninput = "demo"\n'
+                      '[[step]]\nname = "judged"\ntask = "judge"\n', encoding="utf-8")
+    rid = recipes.start(conn, recipe, {}, cfg, endpoint="e")
+    first = recipes.recipe_view(conn, rid)["steps"][0]["job_id"]
+    app = JobsApp(db_path, cfg_path)
+    async with app.run_test(size=(140, 40)) as pilot:
+        screen = app.screen
+        await until(pilot, lambda: screen.view["rows"])
+        table = screen.query_one("#jobs-table", DataTable)
+        keys = [str(r.value) for r in table.rows]
+        assert keys == [f"r{rid}", str(first), f"r{rid}.1", str(other)]
+        assert "recipe two" in str(table.get_row(f"r{rid}")[1]) and "0/2 steps" in str(table.get_row(f"r{rid}")[4])
+        assert "↳2 judged" in str(table.get_row(f"r{rid}.1")[1]) and "waiting" in str(table.get_row(f"r{rid}.1")[2])
+        table.move_cursor(row=0)
+        await until(pilot, lambda: screen.selected == f"r{rid}")
+        summary = str(screen.query_one("#jobs-summary", Static).render())
+        assert f"Recipe {rid} · two · running" in summary and "2. judged (judge): waiting" in summary
+        # step 1 finishes and the step is queued by a worker: the group updates in place
+        with transaction(conn):
+            conn.execute("UPDATE jobs SET status = 'done', done = total WHERE id = ?", (first,))
+            insert_samples(conn, ensure_dataset(conn, "demo-generate"), [{"instruction": "Q", "response": "A"}])
+        recipes.advance(conn, cfg)
+        second = recipes.recipe_view(conn, rid)["steps"][1]["job_id"]
+        await until(pilot, lambda: str(second) in [str(r.value) for r in table.rows])
+        assert [str(r.value) for r in table.rows][:3] == [f"r{rid}", str(first), str(second)]
+        assert "1/2 steps" in str(table.get_row(f"r{rid}")[4])
+        # job controls refuse a recipe row rather than acting on something else
+        table.move_cursor(row=0)
+        await pilot.press("c")
+        assert J.get_job(conn, second)["status"] == "queued"
+    conn.close()

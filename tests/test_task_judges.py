@@ -106,7 +106,8 @@ def test_curate_keeps_at_threshold_and_fails_unreadable_scores(conn, db_path):
     assert s["five"]["metadata"]["curation"]["kept"] is True
     assert scores_of(conn, s["five"]["id"], with_scale=True) == {"curate": (5, 1, 5, False)}
     assert s["four"]["metadata"]["curation"] == {"score": 4, "kept": True, "threshold": 4.0, "judge": "test-model",
-                                                 "rubric_version": "1", "job": job4["id"]}
+                                                 "rubric_version": "2", "job": job4["id"], "round": 1,
+                                                 "examples": []}
     assert scores_of(conn, s["none"]["id"]) == {} and "curation" not in (s["none"]["metadata"] or {})
     j = rows(conn, "SELECT * FROM judgments WHERE sample_id = ? ORDER BY id", (s["five"]["id"],))
     assert j[0]["scores"] == {"curation": 5} and j[0]["rationale"] == "Focused, expert and well written."

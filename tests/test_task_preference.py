@@ -26,7 +26,8 @@ def test_select_pair_rules():
     assert select_pair([4.5, 5, 4, 4.2], margin=1) == (1, 2)              # 4.5 and 4.2 are within the margin
     assert select_pair([4, 4, 4], margin=1) is None                       # all tied: no pair, never chosen == rejected
     assert select_pair([4, 4.5], margin=1) is None                        # gap below the margin
-    assert select_pair([5, 3, 5], margin=2) == (0, 1)                     # ties at the top: the first
+    assert select_pair([5, 3, 5], margin=2) is None                       # ties at the top: never by position
+    assert select_pair([5, 3, 5], margin=2, best=2) == (2, 1)             # ... only once a second pass picked one
     assert select_pair([7], margin=1) is None
     picks = {select_pair([5, 1, 2, 3, 4.5], 1, item_rng(9, i))[1] for i in range(40)}
     assert picks == {1, 2, 3}                                             # random among the worse-by-margin only
@@ -35,6 +36,9 @@ def test_select_pair_rules():
 def aspect_reply(score_of):
     def reply(messages, body):
         prompt = last_user(messages)
+        if "Answer A:" in prompt:                    # the second pass over answers tied at the top
+            a, b = score_of(between(prompt, "Answer A:")), score_of(between(prompt, "Answer B:"))
+            return "Compared.\n" + ("[[A]]" if a > b else "[[B]]" if b > a else "[[C]]")
         answer = between(prompt, "Answer:")
         score = score_of(answer)
         if score == "garbled":
@@ -73,7 +77,7 @@ def test_pairs_from_real_predictions(conn, db_path, prompts_with_predictions):
     def score_of(answer):
         sid = texts.get(answer)
         if sid == tie_id:
-            return 3                                             # every candidate equal: no pair
+            return 3                                             # every candidate equal: dropped as a tie
         if sid == broken_id and answers[answer] == "davinci":
             return "garbled"                                     # prose, no ratings: the item fails
         return QUALITY[answers[answer]]
@@ -81,11 +85,11 @@ def test_pairs_from_real_predictions(conn, db_path, prompts_with_predictions):
     with LLMServer(reply=aspect_reply(score_of), models=("judge",)) as srv:
         cfg = config_for(srv, ("judge",))
         job = run(conn, db_path, "preference", config=cfg, dataset="uo", endpoint="judge", filter={"limit": 4},
-                  params={"candidates": "existing", "rejected": "lowest"})
+                  params={"candidates": "existing", "rejected": "lowest", "tie_break": "drop"})
         # single-answer grading: exactly one candidate per judge call, in every request
         for b in srv.stats.bodies:
             assert b["messages"][-1]["content"].count("Answer:\n<<<") == 1
-    assert (job["kept"], job["failed"], job["drop_reasons"]) == (2, 1, {"no margin": 1})
+    assert (job["kept"], job["failed"], job["drop_reasons"]) == (2, 1, {"tie at the top": 1})
     pairs = samples_of(conn, "uo-preference")
     assert len(pairs) == 2
     for pair, src in zip(sorted(pairs, key=lambda p: p["parent_id"]), samples[:2]):   # items finish in any order
@@ -175,6 +179,93 @@ def test_generated_candidates_judged_by_another_model_and_exported(conn, db_path
     assert res.rows == 1
     line = json.loads((tmp_path / "prefs.jsonl").read_text(encoding="utf-8").splitlines()[0])
     assert (line["prompt"], line["chosen"], line["rejected"]) == ("Is 7 prime?", answers["good"], answers["bad"])
+
+
+def test_generations_ties_and_length_ratio(conn, db_path, cli):
+    """num_generations answers per model; a tie at the top goes to a pairwise second pass in both orders (a judge
+    that follows position decides nothing); pairs record every candidate; max_length_ratio drops long-chosen pairs."""
+    from taskkit import add_dataset
+    add_dataset(conn, "prompts", [{"instruction": f"Prompt {k}"} for k in range(4)])
+    served: dict = {}
+
+    def answer(model: str, prompt: str) -> str:
+        k = served[(model, prompt)] = served.get((model, prompt), 0) + 1
+        if prompt == "Prompt 3":                       # chosen far longer than rejected
+            return {"good": "A long, careful answer " * 10 if k == 1 else "Meh.", "bad": f"Bad {k}"}[model]
+        return f"{model} answer {k} to {prompt}"
+
+    def score(text: str) -> int:
+        if text.startswith("bad") or text.startswith("Bad"):
+            return 1
+        if text.startswith("good answer 1 to Prompt 2") or text == "Meh.":
+            return 4
+        return 5 if text.endswith("to Prompt 0") or text.endswith("to Prompt 1") or "careful" in text else 3
+
+    def reply(messages, body):
+        prompt = last_user(messages)
+        if body["model"] != "judge":
+            return answer(body["model"], prompt)
+        if "Answer A:" in prompt:
+            a, b = between(prompt, "Answer A:"), between(prompt, "Answer B:")
+            if "Prompt 1" in a:                        # position bias: always the first shown
+                return "A reads well.\n[[A]]"
+            # Prompt 0: prefers generation 2 of "good" in either position
+            return "Better.\n" + ("[[A]]" if a.startswith("good answer 2") else
+                                  "[[B]]" if b.startswith("good answer 2") else "[[C]]")
+        s = score(between(prompt, "Answer:"))
+        return "\n\n".join(f"[{a}]\nRating: {s}\nRationale: ok." for a in
+                           ("instruction following", "honesty", "truthfulness", "helpfulness"))
+
+    with LLMServer(reply=reply, models=("good", "bad", "judge")) as srv:
+        cfg = config_for(srv, ("good", "bad", "judge"))
+        cfg["pools"]["gen"] = {"endpoints": ["good", "bad"], "mode": "each"}
+        job = run(conn, db_path, "preference", config=cfg, dataset="prompts", pool="gen", judge="judge",
+                  into="prefs", params={"num_generations": 2, "temperature": 0.8, "max_length_ratio": 2,
+                                        "rejected": "lowest"})
+        compares = [b["messages"][-1]["content"] for b in srv.stats.bodies if "Answer A:" in
+                    b["messages"][-1]["content"]]
+        gen_bodies = [b for b in srv.stats.bodies if b["model"] != "judge"]
+    # two real calls per model and prompt (salted), at the task's temperature
+    assert all(n == 2 for n in served.values()) and len(served) == 8
+    assert all(b["temperature"] == 0.8 for b in gen_bodies)
+    # Prompt 0 and 1 tie at the top (good #1, good #2): both orders asked, 2 calls each
+    assert len(compares) == 4
+    assert job["drop_reasons"] == {"tie at the top unresolved": 1, "length ratio": 1}
+    pair, plain = sorted(samples_of(conn, "prefs"), key=lambda p: p["instruction"])
+    assert (plain["instruction"], plain["response"]) == ("Prompt 2", "good answer 1 to Prompt 2")
+    assert "tie_break" not in plain["origin"]
+    o = pair["origin"]
+    assert pair["instruction"] == "Prompt 0" and pair["response"] == "good answer 2 to Prompt 0"
+    assert pair["rejected"].startswith("bad answer")
+    assert o["tie_break"]["winner"] == o["chosen"]["index"] and len(o["tie_break"]["verdicts"]) == 2
+    assert o["scale"] == [1, 5] and o["margin"] == 1 and o["rubric"] == "aspects"
+    assert sorted((c["model"], c["generation"], c["score"]) for c in o["candidates"]) == [
+        ("bad", 0, 1), ("bad", 1, 1), ("good", 0, 5), ("good", 1, 5)]
+    cand_ids = {c["candidate_id"] for c in o["candidates"]}
+    stored = {r[0]: r[1] for r in conn.execute("SELECT id, response FROM candidates WHERE sample_id = ?",
+                                                 (pair["parent_id"],))}
+    assert cand_ids == set(stored) and stored[o["chosen"]["candidate_id"]] == pair["response"]
+    assert o["length_ratio"] == round(len(pair["response"]) / len(pair["rejected"]), 4)
+    # the per-job length report (judges favour length): the kept pairs' ratios, and the pairs dropped for length
+    code, out, _ = cli("jobs", "show", str(job["id"]), "--json")
+    report = json.loads(out)["report"]
+    ratios = sorted([o["length_ratio"], plain["origin"]["length_ratio"]])
+    assert code == 0 and report["pairs"] == 2 and report["dropped_for_length"] == 1
+    assert report["length_ratio_median"] == pytest.approx(sum(ratios) / 2, abs=1e-3)
+    assert report["length_ratio_max"] == ratios[1]
+    code, out, _ = cli("jobs", "show", str(job["id"]))
+    assert "report: pairs 2" in out
+
+
+def test_tie_winner_needs_both_orders():
+    from workbench.tasks.preference import tie_winner
+    assert tie_winner([0, 1], {(0, 1): "A", (1, 0): "B"}) == 0          # 0 wins as first and as second
+    assert tie_winner([0, 1], {(0, 1): "A", (1, 0): "A"}) is None       # the judge follows position
+    assert tie_winner([0, 1], {(0, 1): "C", (1, 0): "B"}) is None       # one tie: no consistent preference
+    three = {(a, b): ("A" if a == 2 else "B" if b == 2 else "C") for a in (0, 1, 2) for b in (0, 1, 2) if a != b}
+    assert tie_winner([0, 1, 2], three) == 2
+    three[(1, 2)] = "A"                                                  # 2 loses once to 1
+    assert tie_winner([0, 1, 2], three) is None
 
 
 # --- no self-judging ----------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from workbench.similarity import rouge_l
 from workbench.tasks.self_instruct import SelfInstruct, drop_rule, instance_drop_rule
 
 _counter = itertools.count()
+CLASSIFY = "Is this a classification task?"
 
 
 def novel() -> str:
@@ -33,7 +34,9 @@ def task_of(prompt: str) -> str:
 
 
 def instance(messages) -> str:
-    """A well-formed instance for the task the prompt asks about."""
+    """A well-formed instance for the task the prompt asks about ("No" to the classification question)."""
+    if CLASSIFY in last_user(messages):
+        return "No"
     task = task_of(last_user(messages))
     return json.dumps({"input": f"Input for: {task[:40]}", "output": f"Output for: {task[:40]}"})
 
@@ -70,7 +73,8 @@ def test_self_instruct_end_to_end(conn, db_path, seeds):
                        if "Continue the list" in b["messages"][-1]["content"]]
         gen_bodies = [b for b in srv.stats.bodies if "Continue the list" in b["messages"][-1]["content"]]
         instance_prompts = [b["messages"][-1]["content"] for b in srv.stats.bodies
-                            if "Task instruction:" in b["messages"][-1]["content"]]
+                            if "Task instruction:" in b["messages"][-1]["content"]
+                            and CLASSIFY not in b["messages"][-1]["content"]]
     # the paper's decoding for new instructions
     assert all((b["temperature"], b["top_p"], b["max_tokens"]) == (0.7, 0.5, 1024) for b in gen_bodies)
     # two waves of two rounds: 4 kept in wave 0, 2 more in wave 1, then the quota stops the job
@@ -152,13 +156,16 @@ def test_instances_label_first_for_classification_and_filtered(conn, db_path, se
         prompt = last_user(messages)
         if "Continue the list" in prompt:
             return "\n".join(f"{9 + i}. {t}" for i, t in enumerate(tasks))
+        if CLASSIFY in prompt:
+            return "Yes"
         answer = made[task_of(prompt)]
         return answer if isinstance(answer, str) else json.dumps(answer)
     with LLMServer(reply=reply) as srv:
         job = run(conn, db_path, "self-instruct", config=config_for(srv), dataset="seeds",
                   params={"num_instructions": 5, "rounds_in_flight": 1, "max_rounds": 1, "classification": True})
         prompts = [b["messages"][-1]["content"] for b in srv.stats.bodies
-                   if "Task instruction:" in b["messages"][-1]["content"]]
+                   if "Task instruction:" in b["messages"][-1]["content"]
+                            and CLASSIFY not in b["messages"][-1]["content"]]
     assert len(prompts) == 6 and all("Pick one of its possible labels first" in p for p in prompts)  # prose: asked twice
     assert job["kept"] == 1 and job["drop_reasons"] == {
         "instance without output": 1, "input equals output": 1, "instance ends with ':'": 1, "instance failed": 1}
@@ -233,3 +240,66 @@ def test_kill9_mid_run_then_resume(conn, db_path, tmp_path, seeds):
         assert all(rouge_l(a["instruction"], b["instruction"]) < 0.7 for b in out[i + 1:])
     keys = [i["key"] for i in items_of(conn, jid)]
     assert len(keys) == len(set(keys)) and keys[0] == "round-0"
+
+
+def test_classification_step_sets_instance_order_per_instruction(conn, db_path, seeds):
+    """Each kept instruction is asked whether it is a classification task; Yes -> label first, No -> input first;
+    several instances per instruction, sampled at the task's temperature, filtered for repeats and clashes."""
+    tasks = [novel() for _ in range(5)]
+    verdict = {tasks[0]: "Yes", tasks[1]: "No", tasks[2]: "**No.**", tasks[3]: "Yes and no, it depends.",
+               tasks[4]: "No"}
+    made = {tasks[0]: [("great film", "positive"), ("dull plot", "negative"), ("fine, I guess", "neutral")],
+            tasks[1]: [("a", "A!"), ("b", "B!"), ("", "C!")],
+            tasks[2]: [("same", "one"), ("same", "one"), ("other", "two")],               # a repeat
+            tasks[4]: [("x", "y1"), ("x", "y2"), ("z", "w")]}                             # x has two outputs
+    served: dict[str, int] = {}
+
+    def reply(messages, body):
+        prompt = last_user(messages)
+        if "Continue the list" in prompt:
+            return "\n".join(f"{9 + i}. {t}" for i, t in enumerate(tasks))
+        task = task_of(prompt)
+        if CLASSIFY in prompt:
+            return verdict[task]
+        k = served[task] = served.get(task, 0) + 1
+        given, out = made[task][k - 1]
+        return json.dumps({"output": out, "input": given})
+
+    with LLMServer(reply=reply) as srv:
+        job = run(conn, db_path, "self-instruct", config=config_for(srv), dataset="seeds",
+                  params={"num_instructions": 5, "rounds_in_flight": 1, "max_rounds": 1,
+                          "instances_per_instruction": 3})
+        bodies = [b for b in srv.stats.bodies if "Task instruction:" in b["messages"][-1]["content"]]
+    classify = [b for b in bodies if CLASSIFY in b["messages"][-1]["content"]]
+    instance_bodies = [b for b in bodies if CLASSIFY not in b["messages"][-1]["content"]]
+    # the one-word question is deterministic (T=0); instances sample at the task's temperature, 3 real calls each
+    assert all(b["temperature"] == 0 for b in classify)
+    assert len(classify) == 6                                   # the unreadable reply was asked twice
+    assert all(b["temperature"] == 0.7 for b in instance_bodies) and len(instance_bodies) == 12
+    assert served == {tasks[0]: 3, tasks[1]: 3, tasks[2]: 3, tasks[4]: 3}
+    order = {task_of(b["messages"][-1]["content"]): ("output-first" if "Pick one of its possible labels first"
+                                                     in b["messages"][-1]["content"] else "input-first")
+             for b in instance_bodies}
+    assert order == {tasks[0]: "output-first", tasks[1]: "input-first", tasks[2]: "input-first",
+                     tasks[4]: "input-first"}
+    assert job["drop_reasons"] == {"classification unreadable": 1, "duplicate instance": 1,
+                                   "same input, different outputs": 2}
+    out = samples_of(conn, "seeds-self-instruct")
+    got = {}
+    for s in out:
+        got.setdefault(s["instruction"], set()).add((s["input"], s["response"]))
+        assert s["origin"]["instance_order"] == ("output-first" if s["instruction"] == tasks[0] else "input-first")
+        assert s["origin"]["is_classification"] is (s["instruction"] == tasks[0])
+    assert got == {tasks[0]: set(made[tasks[0]]), tasks[1]: set(made[tasks[1]]),
+                   tasks[2]: {("same", "one"), ("other", "two")}, tasks[4]: {("z", "w")}}
+    assert job["kept"] == len(out) == 9
+    item = items_of(conn, job["id"])[0]
+    assert item["result"]["kept"] == 4 and "Yes and no" in item["result"]["errors"][0]
+
+
+def test_several_instances_need_a_temperature(conn, seeds):
+    from workbench.tasks import TaskError
+    cfg = {"endpoints": {"e": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}}
+    with pytest.raises(TaskError, match="temperature above 0"):
+        jobs.queue_job(conn, "self-instruct", config=cfg, dataset="seeds", endpoint="e",
+                       params={"instances_per_instruction": 2, "temperature": 0})

@@ -81,9 +81,9 @@ def test_unknown_and_unsafe_names():
 def test_cli_list_show_copy(cli):
     code, out, err = cli("templates", "list")
     assert code == 0, err
-    assert any(line.startswith("curate ") and " v1 " in line for line in out.splitlines())
+    assert any(line.startswith("curate ") and " v2 " in line for line in out.splitlines())
     code, out, _ = cli("templates", "show", "curate")
-    assert code == 0 and "Score: N" in out and out.startswith("# curate v1 (packaged)")
+    assert code == 0 and "Score: N" in out and out.startswith("# curate v2 (packaged)")
     code, out, _ = cli("templates", "copy", "curate")
     assert code == 0
     path = out.strip()
@@ -95,7 +95,7 @@ def test_cli_list_show_copy(cli):
     code, out, _ = cli("templates", "list", "--json")
     import json
     entry = next(t for t in json.loads(out) if t["name"] == "curate")
-    assert entry["version"].startswith("1+local.") and entry["source"] == path
+    assert entry["version"].startswith("2+local.") and entry["source"] == path
     code, _, err = cli("templates", "show", "nope")
     assert code == 2 and "no template named" in err
 

@@ -26,6 +26,7 @@ from . import __version__, export_sidecars as sidecars, provenance, safe_output
 from .export_shapes import (CONVERSATIONAL_CHOICE, EXPORT_FORMATS, NATIVE, SKIP_REASONS, make_shaper,
                             parquet_fields, profile)
 from .filters import FilterError, check_scores, filter_sql
+from .origin_tags import origin_kind, tag as tag_origin
 from .safe_output import OutputError
 from .samples import iter_samples
 from .store import STATUSES, dataset_id, now, transaction
@@ -225,7 +226,9 @@ def plan_layout(conn, out_path, fmt: str, force: bool) -> Layout:
 
 def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=None, min_score=None,
            max_score=None, task_type=None, selection=None, name: str | None = None, *, force: bool = False,
-           conversational: bool = False, with_ids: bool = False, include_stale: bool = False) -> ExportResult:
+           conversational: bool = False, with_ids: bool = False, include_stale: bool = False,
+           origin_tags: dict | None = None) -> ExportResult:
+    """`origin_tags` ({seed, augmented} texts, see origin_tags.py): each row's system prompt starts with its tag."""
     if fmt not in EXPORT_FORMATS:
         raise ExportFailed(f"unknown export format {fmt!r}; one of {', '.join(EXPORT_FORMATS)}")
     if conversational and fmt not in CONVERSATIONAL_CHOICE:
@@ -234,6 +237,9 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
                  include_stale)
     lay = plan_layout(conn, out_path, fmt, force)
     prof = profile(conn, sel.where, sel.params, with_meta=fmt in NATIVE)
+    if origin_tags is not None:
+        prof.has_system = True           # every row gets a tag in its system prompt
+    tagged: Counter = Counter()
     counts = {"rows": 0, **sel.counts, "skipped_by_reason": {}, "skipped": 0, "skipped_no_rejected": 0,
               "by_status": {}, "by_dataset": {}}
     if prof.rows == 0:
@@ -249,6 +255,9 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
 
     def rows():
         for s in iter_samples(conn, sel.where, sel.params):
+            if origin_tags is not None:
+                tagged[origin_kind(s)] += 1
+                s = tag_origin(s, origin_tags)
             row = shaper(s)
             if isinstance(row, str):
                 skipped[row] += 1
@@ -292,6 +301,8 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
             raise ExportFailed("no rows to export: " + describe_counts(counts), counts)
         manifest = _manifest(conn, lay, fmt, prof, conversational, with_ids, sel, counts, columns, digest,
                              data.sink.bytes, templates, ids)
+        if origin_tags is not None:
+            manifest["origin_tags"] = {"tags": origin_tags, "rows": dict(tagged)}
         snap = _commit(conn, lay, manifest, ids, hashes, name, balance)
     except BaseException:
         for o in reversed(lay.outputs()):   # files beside the data first: then the directories made are empty

@@ -19,7 +19,7 @@ from typing import Callable
 
 import orjson
 
-from . import formats, licenses
+from . import formats, licenses, segments
 from .formats import FormatError, ParseOptions, RowError, TieRow
 from .samples import _INSERT, INSERT_COLUMNS, flag_duplicates, sample_row
 from .store import WAL_AUTOCHECKPOINT, ensure_dataset, now, transaction
@@ -94,6 +94,7 @@ class ImportResult:
     ties: int = 0
     candidates: int = 0
     files: list[FileResult] = field(default_factory=list)
+    segments: dict | None = None      # text segmented for backtranslation: kept and dropped counts (all files)
 
 
 def describe(file: str, line: int | None, row: int | None, fld: str | None, message: str) -> str:
@@ -312,10 +313,14 @@ def _build_block(ctx: _Context, first_line: int, block: bytes) -> list:
     return [_build(ctx, line, row, raw) for line, row, raw in formats.block_lines(first_line, block)]
 
 
-def _built_rows(ctx: _Context, path: Path, parallel: bool):
+def _built_rows(ctx: _Context, path: Path, parallel: bool, segmented=None):
     """Rows in file order. Big JSONL files are parsed, normalized and hashed in a worker process while this
     process inserts: the two halves of the work run on two cores. A bounded number of blocks is in flight, so
-    memory stays flat whatever the file size."""
+    memory stays flat whatever the file size. Segmented text comes as (line, text) records already."""
+    if segmented is not None:
+        for row, (line, text) in enumerate(segmented.records, 1):
+            yield _build(ctx, line, row, {"text": text})
+        return
     if not parallel:
         for line, row, rec in formats.read_records(path, ctx.file_type):
             yield _build(ctx, line, row, rec)
@@ -413,20 +418,23 @@ class _Writer:
 def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt: str | None = None,
                 mapping: dict[str, str] | str | None = None, skip_invalid: bool = False,
                 progress: Callable[[int], None] | None = None, license: str | None = None, *,
-                opts: ParseOptions | None = None, append: bool = False) -> ImportResult:
+                opts: ParseOptions | None = None, append: bool = False, segment: str | None = None,
+                segment_min: int = segments.DEFAULT_MIN, segment_max: int = segments.DEFAULT_MAX) -> ImportResult:
     """Import one file, a directory or "-" (stdin); see import_files."""
     return import_files(conn, [path], dataset, fmt, mapping, skip_invalid, progress, license, opts=opts,
-                        append=append)
+                        append=append, segment=segment, segment_min=segment_min, segment_max=segment_max)
 
 
 def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, fmt: str | None = None,
                  mapping: dict[str, str] | str | None = None, skip_invalid: bool = False,
                  progress: Callable[[int], None] | None = None, license: str | None = None, *,
-                 opts: ParseOptions | None = None, append: bool = False) -> ImportResult:
+                 opts: ParseOptions | None = None, append: bool = False, segment: str | None = None,
+                 segment_min: int = segments.DEFAULT_MIN, segment_max: int = segments.DEFAULT_MAX) -> ImportResult:
     """Import files into one dataset in one transaction: all of them, or (on any refusal) none.
 
     Each file gets its own imports row (file, format, sha256), so each sample remembers its file and line. A file
-    whose sha256 is already in the dataset is refused unless `append`."""
+    whose sha256 is already in the dataset is refused unless `append`. `segment` (heading | paragraph | none) cuts
+    unlabeled text into candidate responses (workbench/segments.py)."""
     if isinstance(mapping, str):
         mapping = _mapping(mapping)
     mapping = mapping or {}
@@ -444,6 +452,7 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
         dataset = default_name(given[0])
     with stdin_spooled(paths, fmt) as paths:
         dets = [detect(p, fmt, mapping, skip_invalid, opts) for p in paths]
+        segs = _segmented(paths, dets, segment, segment_min, segment_max)
         sizes = [p.stat().st_size for p in paths]
         if append or not _maybe_imported(conn, dataset, sizes):
             # no file of these sizes is in the dataset (or --append): the sha256 is only recorded, so it is taken
@@ -452,7 +461,7 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
             with ThreadPoolExecutor(max_workers=1) as pool:
                 shas = [pool.submit(file_sha256, p) for p in paths]
                 return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts,
-                                   license)
+                                   license, segs)
         shas = [file_sha256(p) for p in paths]
         for det, sha in zip(dets, shas):
             _check_not_imported(conn, dataset, det.file, sha)
@@ -460,7 +469,7 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
         if dup:
             raise ImportRefused(f"{dup[1]}: the same bytes as {dup[0]}; use --append to import both")
         return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts,
-                                   license)
+                                   license, segs)
 
 
 def _maybe_imported(conn: sqlite3.Connection, name: str, sizes: list[int]) -> bool:
@@ -471,15 +480,45 @@ def _maybe_imported(conn: sqlite3.Connection, name: str, sizes: list[int]) -> bo
                         f"i.bytes IN ({','.join('?' * len(sizes))}) LIMIT 1", (name, *sizes)).fetchone() is not None
 
 
+def _segmented(paths, dets, segment, lo, hi) -> list | None:
+    """Each text file's segments, or None without --segment; refused for other files or when nothing is left."""
+    if segment in (None, "none"):
+        return None
+    out = []
+    for path, det in zip(paths, dets):
+        if det.format != "text" or det.file_type != "txt":
+            raise ImportFailed(f"{det.file}: --segment {segment} works on plain text files (--format text), "
+                               f"not {det.format} ({det.file_type})")
+        try:
+            seg = segments.read_segments(path, segment, lo, hi)
+        except ValueError as e:      # UnicodeDecodeError is a ValueError too
+            raise ImportFailed(f"{det.file}: {e}") from None
+        if not seg.records:
+            raise ImportFailed(f"{det.file}: no segment of {lo}-{hi} characters is left; "
+                               f"dropped: {seg.report()['dropped']}")
+        out.append(seg)
+    return out
+
+
+def _segments_report(segs: list) -> dict:
+    total = segments.Segmented()
+    for seg in segs:
+        total.records += seg.records
+        total.dropped.update(seg.dropped)
+        total.merged += seg.merged
+        total.split += seg.split
+    return total.report()
+
+
 def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, progress, opts,
-                license) -> ImportResult:
+                license, segs=None) -> ImportResult:
     skipped: list[Skipped] = []
     counted = [0]
     files: list[FileResult] = []
 
-    def rows(ctx: _Context, path: Path, det: Detection, fr: FileResult, writer: _Writer):
+    def rows(ctx: _Context, path: Path, det: Detection, fr: FileResult, writer: _Writer, seg):
         parallel = det.file_type == "jsonl" and path.stat().st_size >= PARALLEL_MIN_BYTES
-        for r in _built_rows(ctx, path, parallel):
+        for r in _built_rows(ctx, path, parallel, seg):
             if isinstance(r, Skipped):
                 if not skip_invalid:
                     raise ImportFailed(str(r))
@@ -506,7 +545,7 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
             _record_license(conn, did, name, license)
             ts = now()
             before = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]
-            for path, det, sha, size in zip(paths, dets, shas, sizes):
+            for k, (path, det, sha, size) in enumerate(zip(paths, dets, shas, sizes)):
                 current = det.file
                 file_col = det.file if det.file == STDIN else os.path.abspath(path)
                 import_id = conn.execute(
@@ -516,7 +555,7 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
                 fr = FileResult(det.file, det.format, import_id, "")
                 ctx = _Context(det.file, det.file_type, det.format, mapping, did, import_id, ts, opts)
                 writer = _Writer(conn, ts, opts, det.file)
-                rows(ctx, path, det, fr, writer)
+                rows(ctx, path, det, fr, writer, segs[k] if segs else None)
                 writer.flush()
                 fr.candidates = writer.candidates
                 if fr.rows == 0:
@@ -541,7 +580,7 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
     fmts = {f.format for f in files}
     return ImportResult(name, did, files[0].import_id, fmts.pop() if len(fmts) == 1 else "mixed", counted[0],
                         skipped, dups, first, last, sum(f.ties for f in files), sum(f.candidates for f in files),
-                        files)
+                        files, _segments_report(segs) if segs else None)
 
 
 def _record_license(conn: sqlite3.Connection, did: int, name: str, license: str | None) -> None:

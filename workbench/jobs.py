@@ -32,11 +32,18 @@ ITEM_INSERT_CHUNK = 1000
 
 # --- queueing --------------------------------------------------------------------------------------------
 
+class StepTaken(Exception):
+    """A recipe step was queued by another process (the job was not created)."""
+
+
 def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset: str | None = None,
               endpoint: str | None = None, pool: str | None = None, judge: str | None = None,
               into: str | None = None, params: dict | None = None, filter: dict | None = None,
-              allow_self_judge: bool = False) -> int:
-    """Check everything, then create the job and its items in one transaction. Returns the job id."""
+              allow_self_judge: bool = False, recipe_step: tuple[int, int] | None = None) -> int:
+    """Check everything, then create the job and its items in one transaction. Returns the job id.
+
+    `recipe_step` (recipe id, step index): the step is marked as this job in the same transaction; if another
+    process queued it first, StepTaken is raised and nothing is written."""
     task_cls = get_task(task_name)
     if bool(endpoint) == bool(pool):
         raise TaskError("give exactly one of --endpoint NAME or --pool NAME")
@@ -75,6 +82,10 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
             "INSERT INTO jobs (kind, params, status, dataset_id, into_dataset_id, created_at) VALUES (?,?,?,?,?,?)",
             (task_name, _dumps(job_params), "queued", ctx.dataset_id, ctx.into_id, now())).lastrowid
         ctx.job_id = job_id
+        if recipe_step is not None and not conn.execute(
+                "UPDATE recipe_steps SET job_id = ? WHERE recipe_id = ? AND idx = ? AND job_id IS NULL",
+                (job_id, *recipe_step)).rowcount:
+            raise StepTaken(f"recipe {recipe_step[0]} step {recipe_step[1]} is queued already")
         if not add_items(conn, job_id, task.plan(conn)):
             raise TaskError(f"nothing to do: task {task_name} found no input items"
                             + (f" in dataset {dataset!r}" if dataset else "")
@@ -154,6 +165,15 @@ def get_job(conn: sqlite3.Connection, job_id: int) -> dict:
     if row is None:
         raise TaskError(f"no job {job_id}")
     return _job(row)
+
+
+def job_report(conn: sqlite3.Connection, job: dict) -> dict:
+    """Task-specific figures about a job's outputs (a task class may define `report(conn, job)`), or {}."""
+    try:
+        fn = getattr(get_task(job["kind"]), "report", None)
+    except TaskError:
+        return {}
+    return fn(conn, job) if fn else {}
 
 
 def list_jobs(conn: sqlite3.Connection, limit: int = 500) -> list[dict]:

@@ -451,6 +451,18 @@ def parse_indexed_scores(raw, n: int, lo: float = 1, hi: float | None = None, in
     return out
 
 
+def parse_version_scores(raw, n: int | None = None) -> list:
+    """Deita's scorers: one `[i] Score: N` line for each of n versions scored together, whole numbers 1..n+1 (the
+    top value for "could not be better" / "too complex"). The task passes n (how many versions it sent); without
+    it (`workbench templates parse`) n is the highest index in the reply, and every index below it must be there."""
+    if n is None:
+        found = [int(i) for i in re.findall(r"\[(\d+)\]", _text(raw))]
+        if not found:
+            raise ParseError("no '[i] Score: N' line in the reply", raw)
+        n = max(found)
+    return parse_indexed_scores(raw, n, lo=1, hi=n + 1, integer=True)
+
+
 # --- "Equal" / "Not Equal" ------------------------------------------------------------------------
 #
 # "Equal" is read only when the reply says equal and contains no negation at all; "Not Equal" when it says equal
@@ -611,3 +623,52 @@ def parse_text(raw, *, strip_label: bool = True) -> str:
     if not text:
         raise ParseError("reply has no text once labels and quotes are removed", raw)
     return text
+
+
+# --- one-word answers (Self-Instruct's "is this a classification task?") ---------------------------
+
+_YES_NO_LINE = re.compile(r"^[\s*_\"'`>#-]*(yes|no)[\s*_\"'`.!]*$", re.I)
+
+
+def parse_yes_no(raw) -> bool:
+    """True for "Yes", False for "No": the reply's first line must be that one word (markdown, quotes and a final
+    period tolerated). "Yes and no", "Not really", "Yes, it is not..." or a verdict later in the text are refused:
+    a reply that needs interpreting is not an answer to a one-word question."""
+    text = _text(raw).strip()
+    first, _, rest = text.partition("\n")
+    m = _YES_NO_LINE.match(first)
+    if m is None:
+        raise ParseError("expected a one-word reply 'Yes' or 'No' on the first line", raw)
+    answer = m.group(1).lower() == "yes"
+    other = "no" if answer else "yes"
+    if re.search(rf"^[\s*_\"'`>#-]*{other}\b", rest, re.I | re.M):
+        raise ParseError("the reply answers both 'Yes' and 'No'", raw)
+    return answer
+
+
+# --- pairwise verdicts ([[A]] / [[B]] / [[C]]) --------------------------------------------------------
+
+_VERDICT = re.compile(r"\[\[\s*([A-Za-z]+)\s*\]\]")
+
+
+def parse_pair_verdict(raw) -> str:
+    """"A", "B" or "C" (a tie) from a reply ending with a verdict in double brackets.
+
+    The last non-empty line must hold the verdict, and no other verdict may appear anywhere in the reply (a judge
+    that wrote "[[A]]" and later "[[B]]" has given two answers). Lower case, other letters or a verdict only in
+    the middle of the reasoning are refused.
+    """
+    text = _text(raw).strip()
+    found = _VERDICT.findall(text)
+    if not found:
+        raise ParseError("no verdict [[A]], [[B]] or [[C]] in the reply", raw)
+    bad = [v for v in found if v not in ("A", "B", "C")]
+    if bad:
+        raise ParseError(f"verdict [[{bad[0]}]] is not one of [[A]], [[B]], [[C]]", raw)
+    if len(set(found)) > 1:
+        raise ParseError(f"the reply gives {len(set(found))} different verdicts ({', '.join(sorted(set(found)))})",
+                         raw)
+    last = text.splitlines()[-1]
+    if not _VERDICT.search(last):
+        raise ParseError("the verdict is not on the reply's last line", raw)
+    return found[0]

@@ -23,13 +23,29 @@ Target file (TOML):
     easy = 30
     hard = 70
 
-Dimensions: task_type, domain, difficulty; labels as the `label` task assigns them (tasks/label.py DEFAULT_LABELS,
-or the config's [labels]). The README's "Sampling targets" section shows a whole file. With several, the quotas per combination of labels come from
-iterative proportional fitting over the combinations that exist, capped by how many rows each has — so every
-dimension's shares are met at once where the data allow, and the preview names the buckets that cannot be.
+    [targets.length]             # length buckets: characters of instruction + response, "lo-hi" (hi excluded)
+    "0-300" = 0.3                # or "lo-" for no upper bound; rows in no bucket are not eligible unless
+    "300-1500" = 0.5             # "*" is given
+    "1500-" = 0.2
+
+    [joint]                      # a joint target over two labels: a share per combination (cell)
+    dims = ["task_type", "difficulty"]
+    [joint.shares.qa]
+    easy = 0.2
+    hard = 0.3
+    [joint.shares.coding]
+    hard = 0.5
+
+Dimensions: task_type, domain, difficulty (labels as the `label` task assigns them: tasks/label.py DEFAULT_LABELS,
+or the config's [labels]; the README's "Sampling targets" section shows a whole file), length, and the joint dimension ("task_type x difficulty", its labels
+"qa / easy", ...; the two labels it joins cannot also have targets of their own). With several, the quotas per
+combination of labels come from iterative proportional fitting over the combinations that exist, capped by how
+many rows each has — so every dimension's shares are met at once where the data allow, and the preview names the
+buckets (for the joint target: the cells) that cannot be, with the shortfall of each.
 """
 from __future__ import annotations
 
+import re
 import sqlite3
 import tomllib
 from dataclasses import dataclass, field
@@ -43,6 +59,9 @@ from .stats import NONE_LABEL, parse_targets
 from .store import STATUSES, now, transaction
 
 DIMS = ("task_type", "domain", "difficulty")
+LENGTH = "length"
+LENGTH_SQL = "(instruction_len + response_len)"
+JOINT_SEP = " / "
 OTHER = "*"
 IPF_ROUNDS = 200
 
@@ -66,6 +85,75 @@ class Target:
     fields: tuple[str, ...] = dedup.DEFAULT_FIELDS
     fill: bool = False
     source: str | None = None
+    length_buckets: dict[str, tuple[int, int | None]] = field(default_factory=dict)   # label -> [lo, hi)
+    joint: tuple[str, str] | None = None
+
+    @property
+    def dims(self) -> list[str]:
+        order = [*DIMS, LENGTH] + ([joint_name(self.joint)] if self.joint else [])
+        return [d for d in order if d in self.shares]
+
+    def expr(self, dim: str) -> str:
+        """The SQL expression whose value is the row's label on `dim` (labels are validated, never user SQL)."""
+        if dim in DIMS:
+            return dim
+        if dim == LENGTH:
+            whens = " ".join(f"WHEN {LENGTH_SQL} >= {lo}" + (f" AND {LENGTH_SQL} < {hi}" if hi is not None else "")
+                             + f" THEN '{label}'" for label, (lo, hi) in self.length_buckets.items())
+            return f"(CASE {whens} END)"
+        a, b = self.joint
+        part = "(CASE WHEN coalesce({0}, '') = '' THEN '{1}' ELSE {0} END)"
+        return f"({part.format(a, NONE_LABEL)} || '{JOINT_SEP}' || {part.format(b, NONE_LABEL)})"
+
+
+def joint_name(dims: tuple[str, str]) -> str:
+    return f"{dims[0]} x {dims[1]}"
+
+
+_BUCKET = re.compile(r"(\d+)-(\d*)")
+
+
+def _length_buckets(table: dict, bad) -> tuple[dict[str, tuple[int, int | None]], dict[str, float]]:
+    buckets, shares = {}, {}
+    for label, v in table.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            raise bad(f"[targets.length] {label} = {v!r}: a share must be a number >= 0")
+        shares[str(label)] = float(v)
+        if label == OTHER:
+            continue
+        m = _BUCKET.fullmatch(str(label))
+        if not m or (m.group(2) and int(m.group(2)) <= int(m.group(1))):
+            raise bad(f"[targets.length] {label!r}: a bucket is \"lo-hi\" in characters (hi > lo, excluded) or "
+                      "\"lo-\" (no upper bound), e.g. \"0-300\"")
+        buckets[str(label)] = (int(m.group(1)), int(m.group(2)) if m.group(2) else None)
+    spans = sorted(buckets.values(), key=lambda b: b[0])
+    for (lo1, hi1), (lo2, _) in zip(spans, spans[1:]):
+        if hi1 is None or hi1 > lo2:
+            raise bad(f"[targets.length]: buckets overlap at {lo2} characters")
+    return buckets, shares
+
+
+def _joint(data: dict, bad) -> tuple[tuple[str, str], dict[str, float]]:
+    dims = data.get("dims")
+    if not isinstance(dims, list) or len(dims) != 2 or any(d not in DIMS for d in dims) or dims[0] == dims[1]:
+        raise bad(f"[joint] dims = {dims!r}: two different labels of {', '.join(DIMS)}")
+    shares_t = data.get("shares")
+    if not isinstance(shares_t, dict) or not shares_t:
+        raise bad("[joint.shares.<first label>] tables of <second label> = share are missing")
+    unknown = sorted(set(data) - {"dims", "shares"})
+    if unknown:
+        raise bad(f"[joint]: unknown key {unknown[0]!r} (dims, shares)")
+    shares = {}
+    for a, row in shares_t.items():
+        if not isinstance(row, dict):
+            raise bad(f"[joint.shares.{a}] must be a table of {dims[1]} label = share")
+        for b, v in row.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+                raise bad(f"[joint.shares.{a}] {b} = {v!r}: a share must be a number >= 0")
+            if JOINT_SEP in a or JOINT_SEP in b:
+                raise bad(f"[joint.shares.{a}] {b}: labels containing {JOINT_SEP!r} cannot be told apart")
+            shares[f"{a}{JOINT_SEP}{b}"] = float(v)
+    return (dims[0], dims[1]), shares
 
 
 def parse_target(data: dict, source: str = "target") -> Target:
@@ -75,21 +163,38 @@ def parse_target(data: dict, source: str = "target") -> Target:
     tables = data.get("targets")
     if tables is None:
         tables = (data.get("balance") or {}).get("targets")
-    if not tables:
-        raise bad("no [targets.<dimension>] table (dimensions: " + ", ".join(DIMS) + ")")
+    tables = dict(tables or {})
+    extra: dict[str, dict[str, float]] = {}
+    buckets, joint = {}, None
+    if isinstance(tables.get(LENGTH), dict):
+        buckets, extra[LENGTH] = _length_buckets(tables.pop(LENGTH), bad)
+    if "joint" in data:
+        if not isinstance(data["joint"], dict):
+            raise bad("[joint] must be a table with dims and shares")
+        joint, joint_shares = _joint(data["joint"], bad)
+        extra[joint_name(joint)] = joint_shares
+        both = [d for d in joint if d in tables]
+        if both:
+            raise bad(f"[targets.{both[0]}] and the joint target over {joint_name(joint)} would pull against each "
+                      "other: give one or the other")
+    if not tables and not extra:
+        raise bad("no [targets.<dimension>] table (dimensions: " + ", ".join((*DIMS, LENGTH)) + ") and no [joint]")
     try:
-        raw = parse_targets({"balance": {"targets": tables}})
+        raw = parse_targets({"balance": {"targets": tables}}) if tables else {}
     except ValueError as e:
         raise bad(str(e)) from None
+    for dim, table in extra.items():
+        scale = 100.0 if any(v > 1 for v in table.values()) else 1.0
+        raw[dim] = {label: v / scale for label, v in table.items()}
     shares = {}
     for dim, table in raw.items():
-        if dim not in DIMS:
-            raise bad(f"[targets.{dim}]: balanced sampling works on {', '.join(DIMS)}")
+        if dim not in DIMS and dim not in extra:
+            raise bad(f"[targets.{dim}]: balanced sampling works on {', '.join((*DIMS, LENGTH))} (and [joint])")
         total = sum(table.values())
         if total <= 0:
             raise bad(f"[targets.{dim}]: the shares add up to 0")
         shares[dim] = {label: v / total for label, v in table.items()}
-    t = Target(shares, source=source)
+    t = Target(shares, source=source, length_buckets=buckets, joint=joint)
     if "size" in data:
         if not isinstance(data["size"], int) or isinstance(data["size"], bool) or data["size"] < 1:
             raise bad(f"size = {data['size']!r}: a whole number >= 1")
@@ -274,7 +379,8 @@ def plan(conn: sqlite3.Connection, target: Target, size: int | None = None, seed
         target.seed = seed
     if datasets:
         target.datasets = list(datasets)
-    dims = [d for d in DIMS if d in target.shares]
+    dims = target.dims
+    cols = ", ".join(target.expr(d) for d in dims)
     where, params = _scope(conn, target.datasets, target.statuses)
     sf = scores.resolve(conn, target.min_score, target.max_score, target.include_stale)   # refuses bare numbers
     if sf:
@@ -285,8 +391,8 @@ def plan(conn: sqlite3.Connection, target: Target, size: int | None = None, seed
     cells: dict[tuple[str, ...], int] = {}
     available = {d: {} for d in dims}
     eligible = 0
-    for *values, n in conn.execute(f"SELECT {', '.join(dims)}, count(*) FROM samples WHERE {where} "
-                                   f"GROUP BY {', '.join(dims)}", params):
+    for *values, n in conn.execute(f"SELECT {cols}, count(*) FROM samples WHERE {where} "
+                                   f"GROUP BY {', '.join(str(i + 1) for i in range(len(dims)))}", params):
         labels = tuple(_label(v, target.shares[d]) for v, d in zip(values, dims))
         if None in labels:
             continue
@@ -332,7 +438,8 @@ def _pick(conn, target: Target, dims: list[str], where: str, params: list,
             raise TargetError(f"by = {target.by!r}: nothing is scored on {rubric!r}; "
                               + (f"rubrics present: {', '.join(sorted(present))}" if present else "no scores yet"))
     score_sql = scores.ranked_sql(rubric, "samples.id") if rubric else "NULL"
-    for sid, score, *values in conn.execute(f"SELECT id, {score_sql}, {', '.join(dims)} FROM samples WHERE {where} "
+    for sid, score, *values in conn.execute(f"SELECT id, {score_sql}, {', '.join(target.expr(d) for d in dims)} "
+                                            f"FROM samples WHERE {where} "
                                             f"ORDER BY id", params):
         labels = tuple(_label(v, target.shares[d]) for v, d in zip(values, dims))
         c = index.get(labels)
@@ -385,7 +492,8 @@ def _count_cells(conn, dims: list[str], target: Target, ids: list[int]) -> dict[
     out: dict[tuple[str, ...], int] = {}
     for i in range(0, len(ids), 900):
         chunk = ids[i:i + 900]
-        for values in conn.execute(f"SELECT {', '.join(dims)} FROM samples WHERE id IN ({','.join('?' * len(chunk))})",
+        for values in conn.execute(f"SELECT {', '.join(target.expr(d) for d in dims)} FROM samples "
+                                   f"WHERE id IN ({','.join('?' * len(chunk))})",
                                    chunk):
             labels = tuple(_label(v, target.shares[d]) for v, d in zip(values, dims))
             out[labels] = out.get(labels, 0) + 1
@@ -400,6 +508,14 @@ class SelectionExists(ValueError):
 
 def write_selection(conn: sqlite3.Connection, name: str, result: Plan, replace: bool = False) -> int:
     """Store the plan's rows as selection `name` (with how it was made, in meta 'selection:<name>')."""
+    info = {"target": result.target.source, "size": result.size, "seed": result.target.seed,
+            "by": result.target.by, "diversity": result.target.diversity, "datasets": result.target.datasets,
+            "short": [vars(s) for s in result.short]}
+    return store_selection(conn, name, result.ids, info, replace)
+
+
+def store_selection(conn: sqlite3.Connection, name: str, ids: list[int], info: dict, replace: bool = False) -> int:
+    """Rows `ids` as selection `name`, `info` (how it was made) in meta 'selection:<name>'; one transaction."""
     if not name.strip():
         raise ValueError("a selection needs a name")
     with transaction(conn):
@@ -407,10 +523,8 @@ def write_selection(conn: sqlite3.Connection, name: str, result: Plan, replace: 
         if exists and not replace:
             raise SelectionExists(f"selection {name!r} exists; choose another name or replace it")
         conn.execute("DELETE FROM selections WHERE name = ?", (name,))
-        conn.executemany("INSERT INTO selections (name, sample_id) VALUES (?, ?)", ((name, i) for i in result.ids))
-        info = {"created_at": now(), "target": result.target.source, "size": result.size, "seed": result.target.seed,
-                "by": result.target.by, "diversity": result.target.diversity, "datasets": result.target.datasets,
-                "rows": len(result.ids), "short": [vars(s) for s in result.short]}
+        conn.executemany("INSERT INTO selections (name, sample_id) VALUES (?, ?)", ((name, i) for i in ids))
+        info = {"created_at": now(), **info, "rows": len(ids)}
         conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
                      (f"selection:{name}", orjson.dumps(info).decode()))
-    return len(result.ids)
+    return len(ids)

@@ -443,6 +443,30 @@ MIGRATIONS: list[str] = [
     ALTER TABLE imports ADD COLUMN bytes INTEGER;
     CREATE INDEX imports_dataset_sha ON imports(dataset_id, sha256);
     """,
+    # 9 -> 10 (branch methods): recipes, a sequence of steps; each step becomes a job once its input is complete
+    # (`job_id` is set in the same transaction as the job is created, so two workers never queue a step twice)
+    """
+    CREATE TABLE recipes (
+        id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL,
+        file TEXT,
+        vars TEXT,                                 -- JSON: the variables the steps were resolved with
+        status TEXT NOT NULL DEFAULT 'running',    -- running | done | failed
+        error TEXT,
+        created_at TEXT NOT NULL,
+        finished_at TEXT
+    );
+    CREATE TABLE recipe_steps (
+        recipe_id INTEGER NOT NULL REFERENCES recipes(id),
+        idx INTEGER NOT NULL,
+        name TEXT NOT NULL,
+        task TEXT NOT NULL,
+        spec TEXT NOT NULL,                        -- JSON: input, into, endpoint, pool, judge, params, filter
+        job_id INTEGER,
+        PRIMARY KEY (recipe_id, idx)
+    );
+    CREATE INDEX recipe_steps_job ON recipe_steps(job_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)

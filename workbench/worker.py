@@ -310,6 +310,14 @@ def run_job(db_path: Path, job: dict, config: dict, owner: str, **kw) -> str:
     return asyncio.run(main())
 
 
+def advance_recipes(conn, config: dict) -> None:
+    from .recipes import advance
+    try:
+        advance(conn, config)
+    except Exception:               # a recipe problem must not stop the worker's other jobs
+        log.exception("advancing recipes failed")
+
+
 def run_worker(db_path: Path, config: dict, *, until_idle: bool = False, job_id: int | None = None,
                lease_seconds: float = J.LEASE_SECONDS, poll_seconds: float = 2.0,
                max_inflight: int | None = None, on_progress=None) -> list[str]:
@@ -322,6 +330,8 @@ def run_worker(db_path: Path, config: dict, *, until_idle: bool = False, job_id:
         ran: list[str] = []
         try:
             while True:
+                if job_id is None:
+                    advance_recipes(conn, config)     # queue recipe steps whose input just became complete
                 job = J.claim_job(conn, owner, lease_seconds, job_id)
                 if job is None:
                     if until_idle or job_id is not None:

@@ -27,6 +27,7 @@ COMMAND_MODULES = [
     "workbench.cli.tui",
     "workbench.cli.llm",
     "workbench.cli.curate",
+    "workbench.cli.recipe",
     "workbench.cli.decisions",
 ]
 

@@ -58,14 +58,19 @@ def register(sub, common) -> None:
     p = sub.add_parser("sample", parents=[common], help="balanced sampling into a named selection",
                        description="Target shares per task_type/domain/difficulty from a TOML file (see "
                                    "workbench/sampling.py); the selection is a named list, no sample is changed.")
-    p.add_argument("--target", required=True, metavar="FILE", help="TOML with [targets.<dimension>] shares")
+    p.add_argument("--target", metavar="FILE", help="TOML with [targets.<dimension>] shares (not with --by deita)")
     p.add_argument("--size", type=int, help="rows wanted (default: size in the target file)")
     p.add_argument("--seed", type=int, help="random seed (default: seed in the target file, else 0)")
     p.add_argument("--into", metavar="NAME", help="selection name to write (omit with --dry-run)")
     p.add_argument("--dataset", action="append", help="dataset name (repeat; default: the file's, else all)")
-    p.add_argument("--by", metavar="random|score:RUBRIC",
+    p.add_argument("--by", metavar="random|score:RUBRIC|deita",
                    help="order within buckets: random, or the best RUBRIC scores first (default: the file's, else "
-                        "random)")
+                        "random); deita: no buckets, the top rows by quality x complexity (Deita's scorers) under a "
+                        "ROUGE-L diversity bound")
+    p.add_argument("--max-rouge", type=float, default=0.7, metavar="R",
+                   help="with --by deita: take a row only if its ROUGE-L to every taken row is below R (default 0.7)")
+    p.add_argument("--fields", default=None,
+                   help="with --by deita: fields compared for diversity (default instruction,input,response)")
     p.add_argument("--min-score", action="append", metavar="RUBRIC=N", help="only rows whose RUBRIC score is >= N")
     p.add_argument("--max-score", action="append", metavar="RUBRIC=N", help="only rows whose RUBRIC score is <= N")
     p.add_argument("--include-stale", action="store_true", help="score bounds also match stale scores")
@@ -304,6 +309,10 @@ def _applied_line(applied: dedup.ApplyResult, file=None) -> None:
 def cmd_sample(args) -> int:
     if not args.dry_run and not args.into:
         raise CliError("--into NAME is needed to write a selection (or --dry-run to preview)")
+    if args.by == "deita":
+        return _sample_deita(args)
+    if not args.target:
+        raise CliError("--target FILE is needed (or --by deita, which ranks by Deita's scores instead of buckets)")
     conn = _store(args)
     try:
         target = sampling.load_target(args.target)
@@ -350,6 +359,41 @@ def cmd_sample(args) -> int:
         print("cannot reach target: " + "; ".join(f"{s.dim}={s.label} wants {s.target:,}, "
                                                  f"{s.available:,} available, {s.projected:,} selected"
                                                  for s in short))
+    if written is not None:
+        print(f"wrote selection {args.into!r} ({written:,} rows); export it with "
+              f"`workbench export OUT --format alpaca --selection {args.into}`")
+    return 0
+
+
+def _sample_deita(args) -> int:
+    from .. import deita
+    if args.target or args.diversity is not None or args.fill:
+        raise CliError("--by deita takes no --target, --diversity or --fill: it ranks by quality x complexity and "
+                       "bounds similarity with --max-rouge")
+    if not args.size:
+        raise CliError("--by deita needs --size N")
+    conn = _store(args)
+    try:
+        fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else deita.DEFAULT_FIELDS
+        result = deita.plan(conn, args.size, datasets=args.dataset, max_rouge=args.max_rouge, fields=fields)
+        written = None
+        if not args.dry_run:
+            written = sampling.store_selection(conn, args.into, result.ids, {
+                "by": "deita", "size": args.size, "max_rouge": args.max_rouge, "fields": list(fields),
+                "datasets": args.dataset, "missing": result.missing, "skipped_similar": result.skipped_similar},
+                replace=args.replace)
+    except (KeyError, ValueError) as e:
+        raise _err(e) from None
+    if args.json:
+        print_json({**result.to_json(), "selection": args.into if written is not None else None})
+        return 0
+    missing = ", ".join(f"{v:,} without {k}" for k, v in sorted(result.missing.items()))
+    print(f"{'selected' if written is not None else 'would select'} {len(result.ids):,} of {args.size:,} wanted by "
+          f"quality x complexity ({result.eligible:,} scored rows{'; ' + missing if missing else ''}; "
+          f"{result.skipped_similar:,} passed over at ROUGE-L >= {args.max_rouge})")
+    if result.ids:
+        top = [result.scores[i][0] * result.scores[i][1] for i in result.ids]
+        print(f"  score (quality x complexity): best {top[0]:g}, last taken {top[-1]:g}")
     if written is not None:
         print(f"wrote selection {args.into!r} ({written:,} rows); export it with "
               f"`workbench export OUT --format alpaca --selection {args.into}`")

@@ -22,6 +22,13 @@ def register(sub, common) -> None:
     p.add_argument("--map", dest="mapping", metavar="TARGET=COLUMN,...",
                    help="map other columns, e.g. instruction=question,response=answer")
     p.add_argument("--skip-invalid", action="store_true", help="import the valid rows and report each skipped one")
+    p.add_argument("--segment", choices=("heading", "paragraph", "none"),
+                   help="text for backtranslation: a heading with its text, or paragraphs merged, as one row each; "
+                        "boilerplate and duplicates dropped (default none: each blank-line block is a row)")
+    p.add_argument("--segment-min", type=int, default=600, metavar="CHARS",
+                   help="with --segment: drop segments shorter than this (default 600)")
+    p.add_argument("--segment-max", type=int, default=3000, metavar="CHARS",
+                   help="with --segment: split longer segments at paragraph ends (default 3000)")
     p.add_argument("--license", metavar="SPDX", help="the data's licence (an SPDX id such as CC-BY-4.0), recorded for "
                    "the dataset and listed by every export of its rows")
     p.add_argument("--dry-run", action="store_true",
@@ -58,6 +65,10 @@ def register(sub, common) -> None:
     p.add_argument("--force", action="store_true", help="replace existing files (never the store)")
     p.add_argument("--name", help="a name for the snapshot")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--tag-origin", action="store_true",
+                   help="Humpback: start each row's system prompt with a tag for its origin (seed or self-augmented)")
+    p.add_argument("--seed-tag", metavar="TEXT", help="with --tag-origin: the seed rows' tag")
+    p.add_argument("--augmented-tag", metavar="TEXT", help="with --tag-origin: the self-augmented rows' tag")
     p.set_defaults(handler=cmd_export)
 
     p = sub.add_parser("provenance", parents=[common],
@@ -157,7 +168,8 @@ def cmd_import(args) -> int:
         progress = None if args.json or args.quiet or not sys.stderr.isatty() else \
             (lambda n: print(f"\r{n:,} rows", end="", file=raw_stream(sys.stderr), flush=True))
         res = importer.import_files(conn, args.file, args.dataset, args.format, args.mapping, args.skip_invalid,
-                                    progress, args.license, opts=opts, append=args.append)
+                                    progress, args.license, opts=opts, append=args.append, segment=args.segment,
+                                    segment_min=args.segment_min, segment_max=args.segment_max)
     except importer.ImportRefused as e:    # the command line (--license, --append, --dataset, ...): usage (2)
         raise CliError(str(e)) from None
     except importer.ImportFailed as e:     # the file: bad data (1)
@@ -171,7 +183,8 @@ def cmd_import(args) -> int:
                     "duplicates": res.duplicates, "first_id": res.first_id, "last_id": res.last_id,
                     "ties": res.ties, "candidates": res.candidates,
                     "files": [{"file": f.file, "format": f.format, "rows": f.rows, "skipped": f.skipped,
-                               "ties": f.ties, "sha256": f.sha256} for f in res.files]})
+                               "ties": f.ties, "sha256": f.sha256} for f in res.files]}
+                   | ({"segments": res.segments} if res.segments is not None else {}))
     else:
         print(f"imported {res.rows:,} rows into {res.dataset!r} as {res.format}"
               + (f" from {len(res.files)} files" if len(res.files) > 1 else "")
@@ -179,6 +192,11 @@ def cmd_import(args) -> int:
               + (f"; {res.ties:,} ties skipped (--keep-ties keeps them)" if res.ties else "")
               + (f"; {res.candidates:,} candidates" if res.candidates else "")
               + (f"; {res.duplicates} flagged as exact duplicates" if res.duplicates else ""))
+        if res.segments is not None:
+            seg = res.segments
+            print(f"segments: {seg['segments']:,} kept ({args.segment_min}-{args.segment_max} characters), "
+                  f"{seg['merged_paragraphs']:,} paragraphs merged, {seg['split_segments']:,} split; dropped: "
+                  + (", ".join(f"{k} {v:,}" for k, v in seg["dropped"].items()) or "none"))
     _index_in_background(getattr(args, "db", None))
     return 0
 
@@ -236,12 +254,22 @@ def _short(v, n: int = 100) -> str:
 
 
 def cmd_export(args) -> int:
+    tags = None
+    if args.tag_origin:
+        from ..config import load_config
+        from ..origin_tags import resolve_tags
+        try:
+            tags = resolve_tags(load_config(getattr(args, "config", None)), args.seed_tag, args.augmented_tag)
+        except ValueError as e:
+            raise CliError(f"--tag-origin: {e}") from None
+    elif args.seed_tag is not None or args.augmented_tag is not None:
+        raise CliError("--seed-tag and --augmented-tag go with --tag-origin")
     conn = _store(args)
     try:
         res = exporter.export(conn, args.out, args.format, args.dataset, args.status, args.min_score,
                               args.max_score, args.task_type, args.selection, args.name, force=args.force,
                               conversational=args.conversational, with_ids=args.with_ids,
-                              include_stale=args.include_stale)
+                              include_stale=args.include_stale, origin_tags=tags)
     except exporter.ExportFailed as e:
         raise CliError(str(e)) from None
     # with `-` or /dev/stdout the data is on stdout: everything else goes to stderr

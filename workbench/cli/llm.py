@@ -331,6 +331,9 @@ def wait_for_job(db_path, cfg: dict, job_id: int, quiet: bool = False) -> int:
         printer.end()
         if not quiet:
             print(summary_line(job), file=sys.stderr)
+            report = J.job_report(conn, job)
+            if report:
+                print(report_line(report), file=sys.stderr)
         if job["error"]:
             print(f"job {job_id}: {job['error']}", file=sys.stderr)
         return 0 if job["status"] == "done" and not job["failed"] else 1
@@ -346,6 +349,10 @@ def summary_line(j: dict) -> str:
     out += f"; {j['requests']} requests, {j['cache_hits']} cache hits, {j['retries']} retries, " \
            f"tokens {j['tokens_in']}+{j['tokens_out']}, cost {j['cost']:.4f}"
     return out
+
+
+def report_line(report: dict) -> str:
+    return "report: " + ", ".join(f"{k} {v}" for k, v in report.items())
 
 
 def fmt_eta(seconds: float | None) -> str:
@@ -473,10 +480,13 @@ def cmd_job_action(args) -> int:
         if args.action == "show":
             job = J.get_job(conn, args.id)
             fails = J.failures(conn, args.id, args.failures)
+            report = J.job_report(conn, job)
             if args.json:
-                print_json({**job, "failures": fails})
+                print_json({**job, "failures": fails, "report": report})
                 return 0
             print(summary_line(job))
+            if report:
+                print(report_line(report))
             print(f"params: {json.dumps(job['params'], ensure_ascii=False)}")
             if job["error"]:
                 print(f"error: {job['error']}")

@@ -6,6 +6,10 @@ text` or a `text` column produces). The paper fine-tunes a backward model on see
 that role, optionally shown a few seed pairs in reverse (answer first, then its request) from `seed_dataset` —
 for instance pairs a previous round's `curate` kept (`seed_min_score=curate=4.5`: a rubric's score, see
 workbench/scores.py). Curate the output next.
+
+Rounds: with `round=k` (k > 1) the examples are the pairs of `seed_dataset` that curate round k-1 kept at its
+threshold (`metadata.curation_rounds`), so round k's backward prompts learn from round k-1's curated pairs. Every
+output row records its `round` in its lineage (round 1 by default).
 """
 from __future__ import annotations
 
@@ -14,6 +18,7 @@ from ..parsing import parse_text
 from ..store import get_dataset
 from . import Item, LLM, Param, Result, TaskError, item_rng, register
 from .common import TemplatedTask
+from .curate import kept_in_round
 
 # Examples are shown in the prompt up to this many characters of their answer.
 EXAMPLE_MAX_CHARS = 1500
@@ -31,6 +36,7 @@ class Backtranslate(TemplatedTask):
         "seed_min_score": Param(None, "only seed pairs with at least this score on a rubric, RUBRIC=N "
                                       "(e.g. curate=4.5)", type=str),
         "seed": Param(42, "random seed for the choice of examples (per segment, stable across resumes)"),
+        "round": Param(1, "Humpback round: k > 1 shows seed_dataset's pairs that curate round k-1 kept"),
         "min_chars": Param(0, "skip segments shorter than this many characters (0: no limit)"),
         "max_chars": Param(0, "skip segments longer than this many characters (0: no limit)"),
         "min_instruction_chars": Param(10, "drop generated instructions shorter than this"),
@@ -46,6 +52,16 @@ class Backtranslate(TemplatedTask):
             raise TaskError(f"param seed_dataset: no dataset named {self.p['seed_dataset']!r}")
         if self.p["num_examples"] < 0:
             raise TaskError("param num_examples must be >= 0")
+        if self.p["round"] < 1:
+            raise TaskError("param round must be at least 1")
+        if self.p["round"] > 1:
+            if not self.p["seed_dataset"]:
+                raise TaskError(f"round {self.p['round']} takes its examples from curated pairs: give "
+                                "--param seed_dataset=<the dataset curate ran on>")
+            ds = get_dataset(conn, self.p["seed_dataset"])
+            if self.p["num_examples"] and not kept_in_round(conn, ds[0], self.p["round"] - 1, limit=1):
+                raise TaskError(f"round {self.p['round']}: no pair of {self.p['seed_dataset']!r} was kept by curate "
+                                f"round {self.p['round'] - 1}")
         if self.p["seed_min_score"] is not None:
             seed_ds = get_dataset(conn, self.p["seed_dataset"]) if self.p["seed_dataset"] else None
             try:
@@ -61,6 +77,9 @@ class Backtranslate(TemplatedTask):
         row = get_dataset(conn, name)
         if row is None:
             raise TaskError(f"param seed_dataset: no dataset named {name!r}")
+        if self.p["round"] > 1:
+            self.seeds = kept_in_round(conn, row[0], self.p["round"] - 1)
+            return
         sql = ("SELECT id, instruction, substr(response, 1, ?) FROM samples WHERE dataset_id = ? "
                "AND trim(instruction) != '' AND trim(response) != '' AND status != 'rejected'")
         args: list = [EXAMPLE_MAX_CHARS, row[0]]
@@ -100,5 +119,6 @@ class Backtranslate(TemplatedTask):
             return Result(dropped={"instruction length": 1}, raw=c.text)
         row = {"instruction": instruction, "input": "", "response": text,   # the segment itself, untouched
                "language": s.get("language"),
-               "origin": self.origin(c, method="self-augmentation", seed_examples=[e[0] for e in examples])}
+               "origin": self.origin(c, method="self-augmentation", seed_examples=[e[0] for e in examples],
+                                     round=self.p["round"])}
         return Result(samples=[row], summary={"instruction_chars": len(instruction)})

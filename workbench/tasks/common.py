@@ -2,11 +2,13 @@
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Any, Callable
 
 from .. import templating
 from ..samples import insert_samples
 from . import Param, Task, TaskError
+from .writes import _write_links as write_links
 
 # Sampling parameters every LLM task accepts; None means "the endpoint's default".
 SAMPLING_PARAMS = {
@@ -86,10 +88,27 @@ def add_drop(dropped: dict, rule: str, n: int = 1) -> None:
 
 
 def write_chain(task: Task, conn, item, result) -> dict:
-    """A Task.write that chains its rows: each row's parent is the row before it (the first's: the input sample)."""
+    """A Task.write that chains its rows: each row's parent is the row before it (the first's: the input sample).
+    The result's judgments (`sample_ref: i` = the i-th row) are written as by the default write."""
     parent, ids = item.sample_id, []
     for row in result.samples:
         first, _ = insert_samples(conn, task.ctx.into_id, [{**row, "parent_id": parent, "job_id": task.ctx.job_id}])
         ids.append(first)
         parent = first
-    return {**(result.summary or {}), "samples": ids}
+    return write_links(conn, task.ctx, item, result, ids)
+
+
+def indexed_block(label: str, texts: list[str]) -> str:
+    """Texts numbered for a scorer that sees them all at once: `<label> [i]:` then the text between markers."""
+    return "\n\n".join(f"{label} [{i}]:\n<<<\n{t}\n>>>" for i, t in enumerate(texts, start=1))
+
+
+async def score_together(task: "TemplatedTask", llm, template: str, texts: list[str], **render) -> tuple[list, object]:
+    """Deita's scorers: every text in one call, the reply exactly one `[i] Score: N` line per text, each score a
+    whole number from 1 to len(texts) + 1 (the top one for "could not be better" / "too complex"). An unreadable
+    reply raises ParseError with the raw text (the item fails); there is no default score."""
+    n = len(texts)
+    t = task.template(template)
+    c = await llm.complete(t.render(count=str(n), top=str(n + 1), **render), role="judge",
+                           params={"temperature": 0}, validate=partial(task.reader(template), n=n))
+    return list(c.parsed), c

@@ -12,14 +12,21 @@ instruction, answers it, and applies the paper's elimination rules, each counted
 A failed evolution leaves the instruction as it was, and the next round evolves that one again. Each surviving
 evolution becomes a row in the target dataset; its parent is the row it was evolved from (round 1: the input
 sample) and its lineage records the round and the operation.
+
+With `complexity_scorer=deita` (default), Deita's complexity scorer then sees the original instruction and every
+surviving evolution at once and answers one `[i] Score: N` line each (whole numbers 1..n, n+1 for "too complex to
+answer"; anything else fails the item with the raw reply kept). Each row gets its `complexity_score` (and every
+version's score) in its lineage, and a `deita-complexity` judgment and score (workbench/scores.py), which the
+`deita` selection multiplies with a quality score.
 """
 from __future__ import annotations
 
 import re
 
-from ..parsing import parse_answer, parse_equal, parse_text
+from ..parsing import parse_answer, parse_equal, parse_text, parse_version_scores
 from . import Item, LLM, Param, Result, TaskError, item_rng, register
-from .common import SAMPLING_PARAMS, TemplatedTask, write_chain, prompt_text, word_count
+from .common import (SAMPLING_PARAMS, TemplatedTask, indexed_block, judge_name, prompt_text, score_together,
+                     word_count, write_chain)
 
 # In-depth method -> the sentence inserted into the evol-depth template.
 DEPTH_METHODS = {
@@ -67,14 +74,16 @@ def choose_operation(seed, sample_id: int, round_: int) -> str:
 class EvolInstruct(TemplatedTask):
     name = "evol-instruct"
     summary = "evolve instructions in depth (constraints, deepen, concretize, reasoning, input) or breadth, rounds"
-    templates = ("evol-depth", "evol-breadth", "evol-equal", "respond")
+    templates = ("evol-depth", "evol-breadth", "evol-equal", "respond", "deita-complexity")
     readers = {"evol-depth": parse_text, "evol-breadth": parse_text, "evol-equal": parse_equal,
-               "respond": parse_answer}
+               "respond": parse_answer, "deita-complexity": parse_version_scores}
     params = {
         "rounds": Param(1, "evolution rounds per instruction (the paper: 4)"),
         "generate_answers": Param(True, "answer each evolved instruction (needed by the response elimination rules)"),
         "check_equal": Param(True, "ask the judge role whether the evolved prompt adds anything (rule 1)"),
         "seed": Param(42, "random seed for the choice of operation per (sample, round)"),
+        "complexity_scorer": Param("deita", "deita: score the original and the evolutions together for complexity; "
+                                            "none: no scores", choices=("deita", "none")),
         **SAMPLING_PARAMS,
     }
 
@@ -114,7 +123,28 @@ class EvolInstruct(TemplatedTask):
                          "origin": self.origin(c, templates=(t.name, "evol-equal", "respond"), round=r,
                                                operation=op, responder=rc.model if rc else None)})
             current = evolved
-        return Result(samples=rows, dropped=dropped, summary={"operations": ops, "kept_rounds": len(rows)})
+        result = Result(samples=rows, dropped=dropped, summary={"operations": ops, "kept_rounds": len(rows)})
+        if rows and self.p["complexity_scorer"] == "deita":
+            await self.score_complexity(llm, prompt_text(s), result)
+        return result
+
+    async def score_complexity(self, llm: LLM, original: str, result: Result) -> None:
+        versions = [original, *(r["instruction"] for r in result.samples)]
+        scores, sc = await score_together(self, llm, "deita-complexity", versions,
+                                          instructions=indexed_block("Instruction", versions))
+        scale = [1, len(versions) + 1]
+        for i, (row, score) in enumerate(zip(result.samples, scores[1:])):
+            row["origin"] = {**row["origin"], "complexity_score": score, "complexity_scores": scores,
+                             "complexity_scale": scale, "complexity_scorer": judge_name(sc)}
+            result.judgments.append({"sample_ref": i, "judge": judge_name(sc), "rubric": "deita-complexity",
+                                     "rubric_version": self.template("deita-complexity").version,
+                                     "scores": {"complexity": score}, "overall": None,
+                                     "rationale": f"version {i + 2} of {len(versions)} scored together",
+                                     "raw": sc.text})
+            result.scores.append({"sample_ref": i, "rubric": "deita-complexity", "score": score, "scale": tuple(scale),
+                                  "judge": judge_name(sc),
+                                  "template_version": self.template("deita-complexity").version})
+        result.summary["complexity_scores"] = scores
 
     async def eliminate(self, llm: LLM, parent: str, evolved: str, op: str) -> str | None:
         """The first elimination rule the evolved prompt breaks (before answering it), or None."""

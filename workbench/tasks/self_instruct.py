@@ -6,10 +6,16 @@ dropped, and the rule counted, if it is too short (<= 3 words) or too long (> 15
 model cannot do (image, picture, graph, file, map, draw, plot, go to), starts with "Write a program", with
 punctuation or with a non-ASCII character, was cut off by max_tokens, or has a ROUGE-L F1 >= the similarity
 threshold with any instruction already in the pool (the seeds, the target dataset, and everything kept so far in
-this run). Each kept instruction then gets an instance, as in the paper: an input (empty when the task needs none)
-and its output, written input-first for open tasks and label-first for classification tasks (so labels do not all
-follow the inputs' most obvious reading). An instance is dropped, and the rule counted, when its output is empty,
-its input equals its output, or either ends with ":". Instruction, input and output go to the target dataset.
+this run). Each kept instruction is then sorted, as in the paper, by asking the model whether it is a classification
+task (a one-word Yes/No reply; anything else is an item error for that instruction, never a guess). It then gets
+`instances_per_instruction` instances: an input (empty when the task needs none) and its output, written input-first
+for open tasks and output-first (label, then an input with that label) for classification tasks, so labels do not all
+follow the inputs' most obvious reading. Instances are sampled at the task's `temperature`, each call salted with its
+index, so several instances of one instruction differ (a temperature of 0 would repeat one instance). An instance is
+dropped, and the rule counted, when its output is empty, its input equals its output, either ends with ":", it
+repeats another instance of the same instruction, or it shares its input with one that has a different output (all
+of those are dropped). Each kept instance is one row: instruction, input and output, with `is_classification` and the
+instance order in its lineage.
 
 Rounds run in waves of `rounds_in_flight`; the generated examples a round may show are those kept in earlier
 waves, and the sample is drawn from (seed, job, round), so a resumed job shows the same examples again.
@@ -20,7 +26,7 @@ import asyncio
 import re
 
 from ..llm import LLMError
-from ..parsing import ParseError, instance_schema, parse_instance, parse_numbered_list
+from ..parsing import ParseError, instance_schema, parse_instance, parse_numbered_list, parse_yes_no
 from ..similarity import RougePool
 from . import Item, LLM, Param, Result, TaskError, item_rng, register
 from .common import TemplatedTask, add_drop, word_count
@@ -65,8 +71,9 @@ def clean_example(instruction: str) -> str:
 class SelfInstruct(TemplatedTask):
     name = "self-instruct"
     summary = "new instructions from seed tasks (8 in context: 6 human + 2 generated), near-copies rejected"
-    templates = ("self-instruct", "self-instruct-instance")
-    readers = {"self-instruct": parse_numbered_list, "self-instruct-instance": parse_instance}
+    templates = ("self-instruct", "self-instruct-instance", "self-instruct-classify")
+    readers = {"self-instruct": parse_numbered_list, "self-instruct-instance": parse_instance,
+               "self-instruct-classify": parse_yes_no}
     params = {
         "num_instructions": Param(100, "how many new instructions to keep"),
         "seeds_per_prompt": Param(8, "instructions shown in each prompt"),
@@ -75,12 +82,16 @@ class SelfInstruct(TemplatedTask):
                                       type=float),
         "min_words": Param(4, "drop instructions with fewer words"),
         "max_words": Param(150, "drop instructions with more words"),
-        "generate_responses": Param(True, "write an instance (input and output) for each kept instruction"),
+        "generate_responses": Param(True, "write instances (input and output) for each kept instruction"),
+        "instances_per_instruction": Param(1, "instances written per kept instruction (one row each)"),
+        "identify_classification": Param(True, "ask per kept instruction whether it is a classification task "
+                                               "(else: every instruction is one exactly when `classification`)"),
         "rounds_in_flight": Param(8, "rounds run concurrently (one wave)"),
         "max_rounds": Param(0, "give up after this many rounds (0: 10 + 2 x num_instructions)"),
-        "classification": Param(False, "ask for classification tasks (with their output labels)"),
+        "classification": Param(False, "ask for classification tasks (with their output labels) in each round"),
         "seed": Param(42, "random seed for the choice of in-context examples per round"),
-        "temperature": Param(0.7, "sampling temperature for new instructions (the paper: 0.7)", type=float),
+        "temperature": Param(0.7, "sampling temperature for new instructions and their instances (the paper: 0.7)",
+                             type=float),
         "top_p": Param(0.5, "nucleus sampling for new instructions (the paper: 0.5)", type=float),
         "max_tokens": Param(1024, "reply cap for new instructions (the paper: 1024)", type=int),
     }
@@ -93,10 +104,13 @@ class SelfInstruct(TemplatedTask):
     def validate(self, conn) -> None:
         self.validate_templates()
         p = self.p
-        if p["num_instructions"] < 1 or p["seeds_per_prompt"] < 1 or p["rounds_in_flight"] < 1:
-            raise TaskError("params num_instructions, seeds_per_prompt and rounds_in_flight must be at least 1")
+        if min(p["num_instructions"], p["seeds_per_prompt"], p["rounds_in_flight"], p["instances_per_instruction"]) < 1:
+            raise TaskError("params num_instructions, seeds_per_prompt, rounds_in_flight and instances_per_instruction "
+                            "must be at least 1")
         if not 0 <= p["machine_per_prompt"] <= p["seeds_per_prompt"]:
             raise TaskError("param machine_per_prompt must be between 0 and seeds_per_prompt")
+        if p["generate_responses"] and p["instances_per_instruction"] > 1 and not p["temperature"]:
+            raise TaskError("several instances per instruction need a temperature above 0 (at 0 they repeat)")
         if not 0 < p["similarity_threshold"] <= 1:
             raise TaskError("param similarity_threshold must be in (0, 1]")
         if not any((s.get("instruction") or "").strip() for s in self.ctx.input_samples(conn)):
@@ -119,11 +133,12 @@ class SelfInstruct(TemplatedTask):
         self.load_machine(conn)
 
     def load_machine(self, conn) -> None:
-        """(round, instruction, sample id) of everything this job kept, for in-context examples."""
+        """(round, instruction, first sample id) of every instruction this job kept, for in-context examples
+        (an instruction with several instances has several rows; it counts once)."""
         self.machine = sorted(
             (r or 0, inst, sid) for sid, inst, r in conn.execute(
-                "SELECT id, instruction, json_extract(origin, '$.round') FROM samples WHERE job_id = ? "
-                "AND dataset_id = ?", (self.ctx.job_id, self.ctx.into_id)))
+                "SELECT min(id), instruction, json_extract(origin, '$.round') FROM samples WHERE job_id = ? "
+                "AND dataset_id = ? GROUP BY instruction", (self.ctx.job_id, self.ctx.into_id)))
         self.accepted = len(self.machine)
 
     def more_items(self, conn, progress: dict) -> list[Item]:
@@ -178,41 +193,82 @@ class SelfInstruct(TemplatedTask):
             self.pool.add(inst)
             self.accepted += 1
             accepted.append((inst, round(score, 4), len(self.pool) - 1))
-        replies = await self.instances(llm, [a[0] for a in accepted]) if p["generate_responses"] else \
-            [None] * len(accepted)
-        rows, errors = [], []
-        for (inst, score, idx), reply in zip(accepted, replies):
-            if isinstance(reply, Exception):
-                rule = "instance failed"
-            else:
-                rule = instance_drop_rule(*reply.parsed) if reply else None   # None: instances not asked for
-            if rule:
+        made = await asyncio.gather(*(self.instances(llm, a[0]) for a in accepted)) if p["generate_responses"] \
+            else [(None, [None], {}, []) for _ in accepted]
+        rows, errors, kept_instructions = [], [], 0
+        for (inst, score, idx), (is_clf, instances, inst_dropped, inst_errors) in zip(accepted, made):
+            for rule, n in inst_dropped.items():
+                add_drop(dropped, rule, n)
+            errors += [f"{inst[:60]}: {e}" for e in inst_errors]
+            if not instances:
                 self.pool.discard(idx)      # never written: stop it blocking others
                 self.accepted -= 1
-                add_drop(dropped, rule)
-                if isinstance(reply, Exception):
-                    errors.append(f"{inst[:60]}: {reply}")
                 continue
-            given_input, output = reply.parsed if reply else ("", "")
-            rows.append({"instruction": inst, "input": given_input, "response": output,
-                         "origin": self.origin(c, round=round_, similarity=score, examples=shown_ids,
-                                               responder=reply.model if reply else None)})
-        summary = {"proposed": len(c.parsed), "kept": len(rows)}
+            kept_instructions += 1
+            for k, reply in enumerate(instances):
+                given_input, output = reply.parsed if reply else ("", "")
+                extra = {} if reply is None else {
+                    "is_classification": is_clf, "instance": k,
+                    "instance_order": "output-first" if is_clf else "input-first"}
+                rows.append({"instruction": inst, "input": given_input, "response": output,
+                             "origin": self.origin(c, round=round_, similarity=score, examples=shown_ids,
+                                                   responder=reply.model if reply else None, **extra)})
+        summary = {"proposed": len(c.parsed), "kept": kept_instructions, "rows": len(rows)}
         if errors:
             summary["errors"] = errors
         return Result(samples=rows, dropped=dropped, summary=summary, raw=None if rows else c.text)
 
-    async def instances(self, llm: LLM, instructions: list[str]) -> list:
-        """One instance per instruction (a Completion whose .parsed is (input, output)), or the exception."""
-        t = self.template("self-instruct-instance")
-        classification = "yes" if self.p["classification"] else ""
+    async def is_classification(self, llm: LLM, instruction: str) -> bool:
+        """The model's one-word verdict (the paper asks the generator too); deterministic, so asked at T=0."""
+        c = await llm.complete(self.template("self-instruct-classify").render(instruction=instruction),
+                               params={"temperature": 0}, validate=self.reader("self-instruct-classify"))
+        return c.parsed
 
-        async def one(inst: str):
+    async def instances(self, llm: LLM, instruction: str) -> tuple[bool | None, list, dict, list[str]]:
+        """(is_classification, kept instance Completions (.parsed = (input, output)), {drop rule: n}, errors).
+
+        An instruction whose classification reply cannot be read gets no instances (counted, the raw kept in errors).
+        """
+        p = self.p
+        dropped: dict[str, int] = {}
+        try:
+            is_clf = await self.is_classification(llm, instruction) if p["identify_classification"] \
+                else bool(p["classification"])
+        except (ParseError, LLMError) as e:
+            add_drop(dropped, "classification unreadable")
+            return None, [], dropped, [f"classification: {e}" + (f" (reply: {e.raw[:200]!r})"
+                                                                   if getattr(e, "raw", None) else "")]
+        t = self.template("self-instruct-instance")
+        messages = t.render(instruction=instruction, classification="yes" if is_clf else "",
+                            open="" if is_clf else "yes")
+
+        async def one(k: int):
             try:
-                return await llm.complete(t.render(instruction=inst, classification=classification,
-                                                   open="" if classification else "yes"),
-                                          json=True, schema=instance_schema(bool(classification)),
-                                          validate=self.reader("self-instruct-instance"))
+                # salted per index: k identical prompts must not collapse into one cached reply
+                return await llm.complete(messages, json=True, schema=instance_schema(bool(is_clf)),
+                                          validate=self.reader("self-instruct-instance"), salt=k or None,
+                                          params={"temperature": p["temperature"]})
             except (ParseError, LLMError) as e:
                 return e
-        return list(await asyncio.gather(*(one(i) for i in instructions)))
+        replies = await asyncio.gather(*(one(k) for k in range(p["instances_per_instruction"])))
+        errors, good = [], []
+        for reply in replies:
+            rule = "instance failed" if isinstance(reply, Exception) else instance_drop_rule(*reply.parsed)
+            if rule:
+                add_drop(dropped, rule)
+                if isinstance(reply, Exception):
+                    errors.append(str(reply))
+                continue
+            if any(g.parsed == reply.parsed for g in good):
+                add_drop(dropped, "duplicate instance")
+                continue
+            good.append(reply)
+        # the same input with different outputs: the task is ill-posed for that input, drop every one of them
+        outputs: dict[str, set] = {}
+        for g in good:
+            outputs.setdefault(g.parsed[0], set()).add(g.parsed[1])
+        clash = {i for i, outs in outputs.items() if len(outs) > 1}
+        if clash:
+            add_drop(dropped, "same input, different outputs", sum(g.parsed[0] in clash for g in good))
+            good = [g for g in good if g.parsed[0] not in clash]
+        return is_clf, good, dropped, errors

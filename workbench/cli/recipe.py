@@ -1,0 +1,137 @@
+"""CLI: `recipe run FILE|NAME [--wait]`, `recipe list`, `recipe show ID` (workbench/recipes.py)."""
+from __future__ import annotations
+
+import sys
+import time
+
+from .. import jobs as J
+from .. import recipes
+from ..store import resolve_db_path
+from .common import CliError, print_json
+from .llm import _config, _guard, _store, report_line, summary_line
+
+
+def register(sub, common):
+    p = sub.add_parser("recipe", parents=[common], help="run a sequence of tasks as one group of jobs")
+    rs = p.add_subparsers(dest="recipe_command", metavar="ACTION", required=True)
+    r = rs.add_parser("run", parents=[common], help="check a recipe, record it, queue its steps as inputs complete")
+    r.add_argument("recipe", help="a .toml file, or the name of a shipped recipe (`workbench recipe list`)")
+    r.add_argument("--endpoint", help="endpoint for steps that name none")
+    r.add_argument("--pool", help="pool for steps that name none")
+    r.add_argument("--judge", help="judge endpoint for steps that name none")
+    r.add_argument("--var", action="append", metavar="NAME=VALUE", help="set a recipe variable (repeat)")
+    r.add_argument("--wait", action="store_true", help="run the steps here until the recipe ends")
+    r.set_defaults(handler=_guard(cmd_recipe_run))
+    ls = rs.add_parser("list", parents=[common], help="shipped recipes and the recipes run in this store")
+    ls.add_argument("--json", action="store_true")
+    ls.set_defaults(handler=_guard(cmd_recipe_list))
+    sh = rs.add_parser("show", parents=[common], help="one recipe run with each step's progress")
+    sh.add_argument("id", type=int)
+    sh.add_argument("--json", action="store_true")
+    sh.set_defaults(handler=_guard(cmd_recipe_show))
+
+
+def _vars(pairs) -> dict[str, str]:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise CliError(f"--var {pair!r}: expected NAME=VALUE")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v
+    return out
+
+
+def cmd_recipe_run(args) -> int:
+    cfg = _config(args)
+    conn = _store(args)
+    try:
+        path = recipes.locate(args.recipe)
+        rid = recipes.start(conn, path, _vars(args.var), cfg, endpoint=args.endpoint, pool=args.pool,
+                            judge=args.judge)
+        view = recipes.recipe_view(conn, rid)
+    except recipes.RecipeError as e:
+        raise CliError(str(e)) from None
+    finally:
+        conn.close()
+    print(rid, flush=True)
+    print(f"recipe {rid} ({view['name']}): {len(view['steps'])} steps; "
+          + ", ".join(f"{s['name']} ({s['task']})" for s in view["steps"]), file=sys.stderr)
+    if view["status"] == "failed":
+        print(f"recipe {rid} failed: {view['error']}", file=sys.stderr)
+        return 1
+    if not args.wait:
+        print("the steps run in `workbench worker` (or the TUI's workers); `workbench recipe show "
+              f"{rid}` shows their progress", file=sys.stderr)
+        return 0
+    return wait_for_recipe(resolve_db_path(getattr(args, "db", None)), cfg, rid)
+
+
+def wait_for_recipe(db_path, cfg: dict, rid: int) -> int:
+    from ..store import open_store
+    from ..worker import run_worker
+    conn = open_store(db_path)
+    try:
+        seen: set[int] = set()
+        while True:
+            outcomes = run_worker(db_path, cfg, until_idle=True)
+            if outcomes and outcomes[-1] == "interrupted":
+                print(f"stopped; recipe {rid} carries on with `workbench worker`", file=sys.stderr)
+                return 130
+            recipes.advance(conn, cfg, rid)
+            view = recipes.recipe_view(conn, rid)
+            for s in view["steps"]:
+                if s["status"] == "done" and s["job_id"] not in seen:
+                    seen.add(s["job_id"])
+                    job = J.get_job(conn, s["job_id"])
+                    print(f"step {s['idx'] + 1} ({s['name']}): {summary_line(job)}", file=sys.stderr)
+                    report = J.job_report(conn, job)
+                    if report:
+                        print(report_line(report), file=sys.stderr)
+            if view["status"] != "running":
+                break
+            time.sleep(0.5)       # another worker holds a step: watch it
+        print(f"recipe {rid} {view['status']}" + (f": {view['error']}" if view["error"] else ""), file=sys.stderr)
+        return 0 if view["status"] == "done" else 1
+    finally:
+        conn.close()
+
+
+def cmd_recipe_list(args) -> int:
+    found = recipes.shipped()
+    conn = _store(args)
+    try:
+        runs = recipes.list_recipes(conn)
+    finally:
+        conn.close()
+    if args.json:
+        print_json({"shipped": {k: str(v) for k, v in sorted(found.items())}, "runs": runs})
+        return 0
+    print("shipped recipes:")
+    for name, path in sorted(found.items()):
+        about = recipes.load(path).get("about", "")
+        print(f"  {name:<12} {about}")
+    if runs:
+        print("runs:")
+        for r in runs:
+            print(f"  {r['id']:>4} {r['name']:<12} {r['status']:<8} {r['steps_done']}/{len(r['steps'])} steps done")
+    return 0
+
+
+def cmd_recipe_show(args) -> int:
+    conn = _store(args)
+    try:
+        view = recipes.recipe_view(conn, args.id)
+    except recipes.RecipeError as e:
+        raise CliError(str(e)) from None
+    finally:
+        conn.close()
+    if args.json:
+        print_json(view)
+        return 0
+    print(f"recipe {view['id']} {view['name']}: {view['status']}, {view['steps_done']}/{len(view['steps'])} steps done"
+          + (f"; {view['error']}" if view["error"] else ""))
+    for s in view["steps"]:
+        job = f"job {s['job_id']}" if s["job_id"] else "not queued"
+        print(f"  {s['idx'] + 1}. {s['name']:<12} {s['task']:<14} {s['status']:<9} {s['done']}/{s['total']} done, "
+              f"{s['failed']} failed, {s['kept']} kept ({job})")
+    return 0
