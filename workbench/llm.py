@@ -260,11 +260,9 @@ class Client:
                 http = await self.client.post("/chat/completions", body=body, cast_to=_http_response_type(),
                                               stream=True, options={"security": {"bearer_auth": True}})
                 raw = await self._read_capped(http)
-            except _transport_errors() as e:   # the body, read by us, broke off (openai maps only the headers')
-                if isinstance(e, _timeout_errors()):
-                    raise _Retry(f"timed out after {self.ep.timeout:g} s") from None
-                raise _Retry(f"connection error: {self._clean(f'{type(e).__name__}: {e}')}") from None
-            except openai.APIConnectionError as e:     # APITimeoutError too: its transport calls a refusal a timeout
+            except (openai.APIConnectionError, *_transport_errors()) as e:
+                # APITimeoutError too: its transport calls a refusal a timeout. The transport's own errors come
+                # from the body, which we read ourselves (openai maps only the headers')
                 failure = connection_failure(e, self.ep.base_url, self.ep.timeout)
                 if not failure.retry:                  # the OS answered: asking again in a second changes nothing
                     raise LLMError(f"{self.ep.name}: {self._clean(failure.message)}", endpoint=self.ep.name,
@@ -336,11 +334,6 @@ class Client:
 def _transport_errors() -> tuple:
     from openai._httpx2 import request_exceptions  # noqa: PLC0415 - the classes openai itself maps
     return request_exceptions()
-
-
-def _timeout_errors() -> tuple:
-    from openai._httpx2 import timeout_exceptions  # noqa: PLC0415
-    return timeout_exceptions()
 
 
 def _http_response_type():
