@@ -78,7 +78,10 @@ class EditDialog(ModalScreen[dict | None]):
         super().__init__()
         self.sample = sample
         order = ("instruction", "input", "response", "rejected", "system")
-        self.fields = [f for f in order if f in EDITABLE and (f != "rejected" or sample.get("rejected") is not None)]
+        # a field Review loaded only the start of (over PREVIEW_BYTES) is not offered: saving it would cut it
+        self.clipped = {f: n for f, n in (sample.get("clipped") or {}).items() if f in order or f == "messages"}
+        self.fields = [f for f in order if f in EDITABLE and f not in self.clipped
+                       and (f != "rejected" or sample.get("rejected") is not None)]
         # a conversation's turns that no field mirrors get their own text areas, ahead of the fields
         msgs = sample.get("messages")
         mirrored = set(mirror_turns(sample).values())
@@ -96,6 +99,9 @@ class EditDialog(ModalScreen[dict | None]):
                     yield from self._area(f"turn-{i}", f"Turn {i + 1} · {msgs[i].get('role')}", msgs[i]["content"])
                 for f in self.fields:
                     yield from self._area(f, LABELS[f], self.sample.get(f) or "")
+                for f, n in self.clipped.items():
+                    yield Label(f"{LABELS.get(f, 'Conversation')}: {n:,} bytes, too long to edit here",
+                                classes="warn", markup=False)
             yield Footer(compact=True, show_command_palette=False)
 
     def _area(self, key: str, label: str, original: str) -> ComposeResult:
@@ -109,7 +115,9 @@ class EditDialog(ModalScreen[dict | None]):
                        compact=True)
 
     def on_mount(self) -> None:
-        self.query_one(f"#edit-{self.fields[0]}", TextArea).focus()
+        areas = self.query(TextArea)
+        if areas:
+            areas.first().focus()
 
     def _edited(self, key: str) -> str | None:
         text = self.query_one(f"#edit-{key}", TextArea).text

@@ -32,12 +32,13 @@ from workbench.store import data_version, list_datasets, open_store
 POLL_SECONDS = 0.5
 BAR_WIDTH = 8
 RAW_PREVIEW = 600
-FULL_FAILURES = 200       # failed items the full view (v) loads
+RAW_FULL_VIEW = 4000      # of each raw reply in the full view (v): 50 of them draw in well under 100 ms
+FULL_FAILURES = 50        # failed items the full view (v) loads; `p` there pages all of their text
 # Done / Dropped / Failed count items (an item that ran but kept nothing is Dropped, not Done); Kept counts what a
 # filtering task kept ("-" for tasks that keep everything they make); the cost is in the detail below
 COLUMNS = (("ID", 4), ("Task", 12), ("Status", 9), ("Progress", BAR_WIDTH + 5), ("Done", 9), ("Dropped", 7),
            ("Failed", 6), ("Kept", 6), ("Items/s", 7), ("ETA", 7), ("Tokens in/out", 11))
-STATUS_STYLE = {"running": "bold green", "queued": "yellow", "paused": "magenta", "done": "", "failed": "bold red",
+STATUS_STYLE = {"running": "bold green", "stale": "bold magenta", "queued": "yellow", "paused": "magenta", "done": "", "failed": "bold red",
                 "cancelled": "dim"}
 
 
@@ -64,7 +65,7 @@ def shown_status(j: dict) -> str:
     """A finished job none of whose items ran through is failed, whatever an older worker recorded."""
     if j["status"] == "done" and j["failed"] and j["done"] == 0:
         return "failed"
-    return j["status"] + ("" if j["status"] != "running" or j["live"] else "?")   # "running?" = lease expired
+    return "stale" if j.get("stale") else j["status"]   # stale: running, but the worker's lease expired
 
 
 def job_cells(j: dict) -> list:
@@ -73,7 +74,7 @@ def job_cells(j: dict) -> list:
     ok = j["done"] - dropped
     share = (lambda n: n / j["total"] if j["total"] else 0.0)
     filtering = bool(j["kept"] or j["dropped"])
-    return [Text(str(j["id"])), Text(label(j["kind"])), Text(status, style=STATUS_STYLE.get(status.rstrip("?"), "")),
+    return [Text(str(j["id"])), Text(label(j["kind"])), Text(status, style=STATUS_STYLE.get(status, "")),
             bar(j["fraction"], share(j["failed"]), dropped_share=share(dropped)),
             Text(f"{ok}/{j['total']}"), Text(str(dropped), style="yellow" if dropped else ""),
             Text(str(j["failed"]), style="red" if j["failed"] else ""),
@@ -159,7 +160,7 @@ def load_view(conn, selected: int | str | None, n_failures: int = 20) -> dict:
     keys = [k for k, _ in rows]
     sel = str(selected) if str(selected) in keys else (keys[0] if keys else None)
     sel = _key_value(sel) if sel is not None else None
-    fails = J.failures(conn, sel, n_failures) if isinstance(sel, int) else []
+    fails = J.failures(conn, sel, n_failures, clip=True) if isinstance(sel, int) else []
     orphaned = [j["id"] for j in jobs if j["status"] == "queued" or (j["status"] == "running" and not j["live"])]
     return {"jobs": jobs, "recipes": recipes_, "rows": rows, "selected": sel, "failures": fails,
             "orphaned": orphaned}
@@ -197,26 +198,32 @@ def detail_text(j: dict) -> Text:
     return t
 
 
-def failure_text(f: dict, limit: int | None = RAW_PREVIEW) -> Text:
+def failure_text(f: dict, limit: int = RAW_PREVIEW, more: str = "v: view more") -> Text:
     t = Text()
     t.append(f"item {label(f['key'])} · {f['status']} · {f['attempts']} attempt(s) · {f['updated_at']}\n", style="bold")
+    clipped = f.get("clipped") or {}
     if f["error"]:
-        t.append_text(safe_text(f["error"], None, style="red")[0])
+        shown, hidden = safe_text(f["error"], RAW_FULL_VIEW, style="red")
+        t.append_text(shown)
+        if hidden or "error" in clipped:
+            t.append(" … (error cut; p in the full view: whole text)", style="dim")
         t.append("\n")
     if f["raw"] is not None:
         shown, hidden = safe_text(f["raw"], limit)
         t.append("raw reply: ", style="italic")
         t.append_text(shown if f["raw"] else Text("(empty)", style="dim"))
-        if hidden:
-            t.append(f" … {hidden} more characters (v: view in full)", style="dim")
+        if "raw" in clipped:
+            t.append(f" … {clipped['raw']:,} bytes in all ({more})", style="dim")
+        elif hidden:
+            t.append(f" … {hidden} more characters ({more})", style="dim")
     t.rstrip()
     return t
 
 
 class FailuresScreen(ModalScreen):
-    """The latest failed items of one job, errors and raw replies in full."""
+    """The latest failed items of one job: errors and the start of each raw reply; `o` pages all of it."""
 
-    BINDINGS = [Binding("escape,q,v", "dismiss", "Close")]
+    BINDINGS = [Binding("escape,q,v", "dismiss", "Close"), Binding("p", "pager", "Open in $PAGER")]
     DEFAULT_CSS = """
     FailuresScreen { align: center middle; }
     FailuresScreen .failure { margin-bottom: 1; }
@@ -231,10 +238,13 @@ class FailuresScreen(ModalScreen):
 
     def compose(self) -> ComposeResult:
         with VerticalScroll(id="failures-full"):
-            yield Static(Text(f"Job {self.job_id}: {len(self.failures)} latest failed/dropped items (Esc closes)",
-                              style="bold"))
+            yield Static(Text(f"Job {self.job_id}: {len(self.failures)} latest failed/dropped items "
+                              "(p: all of their text in $PAGER · Esc closes)", style="bold"))
             for f in self.failures:
-                yield Static(failure_text(f, None), classes="failure")
+                yield Static(failure_text(f, RAW_FULL_VIEW, "p: whole reply in $PAGER"), classes="failure")
+
+    def action_pager(self) -> None:
+        self.run_worker(self.app.page_text(J.failure_parts, [f["id"] for f in self.failures]), group="pager")
 
 
 class JobsScreen(Screen):
@@ -431,7 +441,7 @@ class JobsScreen(Screen):
         if jid is None or not self.view["failures"]:
             self.notify("no failed items in this job")
             return
-        fails = await self.db(J.failures, jid, FULL_FAILURES)
+        fails = await self.db(lambda conn: J.failures(conn, jid, FULL_FAILURES, clip=True))
         self.app.push_screen(FailuresScreen(jid, fails))
 
     def action_back(self) -> None:

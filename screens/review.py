@@ -2,12 +2,14 @@
 
 Every store call runs on the screen's StoreRunner thread; the sample on screen stays (marked "loading") until the
 next one is ready. A decision is committed by `review.decide` before the next sample is even looked up, so what
-the curator has seen decided is on disk. Keys that change the sample are ignored while one such change is in
-flight: a decision must apply to the sample the curator is looking at, not one they have not seen yet.
+the curator has seen decided is on disk. Keys that change the sample are queued and applied in the order typed,
+each to the sample the previous one led to (see `_enqueue`). A decision is a compare-and-set on the sample's
+latest change when it was loaded: another session's decision in between is named, never overwritten.
 """
 from __future__ import annotations
 
 import time
+from collections import deque
 
 from rich.text import Text
 from textual.app import ComposeResult
@@ -21,6 +23,7 @@ from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
 from widgets.review_text import lineage_text, why_text  # noqa: F401
 from widgets.scores import ScoresTable
 from workbench import keymap, review, scores
+from workbench.bigtext import PREVIEW_BYTES, sample_text_parts
 from workbench.safe_text import invisible_counts, sanitize
 from workbench.app import key_specs_bindings
 from workbench.review import Filter
@@ -29,7 +32,8 @@ from workbench.store import STATUSES, data_version, fts_sync
 
 STATUS_STYLES = {"pending": "bold yellow", "accepted": "bold green", "rejected": "bold red"}
 COUNTS_REFRESH_SECONDS = 1.0
-MORE_FACTOR = 8
+MORE_FACTOR = 4
+PAGE_CHARS = 16_000       # the most of one field drawn at once: ~30 ms to lay out, where 64k took ~250 ms
 LOADING_MARK_SECONDS = 0.15
 
 
@@ -77,7 +81,12 @@ class ReviewScreen(Screen):
         self.sample: dict | None = None
         self.busy = False
         self.opening = True
-        self.limit: int | None = DEFAULT_LIMIT
+        self.queue: deque[str] = deque()   # sample-changing keys not applied yet, in the order typed
+        self.typed = 0                     # such keys typed since the screen opened (benchmarks read these)
+        self.decided = 0
+        self.queue_peak = 0
+        self.limit: int = DEFAULT_LIMIT
+        self.page_offset = 0          # `m` past PAGE_CHARS pages through the loaded start of long fields
         self.show_invisible = False     # zero-width characters drawn as they are (scripts need them) or marked
         self.session = review.curator_session()
         self.stats = review.SessionStats()
@@ -93,7 +102,7 @@ class ReviewScreen(Screen):
     # --- layout ------------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
-        hint = f"{self._key('review.more')}: show more"
+        hint = f"{self._key('review.more')}: show more · {self._key('review.pager')}: $PAGER"
         yield Static(Text("Opening…"), id="status")
         with VerticalScroll(id="body", can_focus=False):
             yield Static("", id="meta")
@@ -151,6 +160,7 @@ class ReviewScreen(Screen):
             return
         self.opening = False
         self._show(sample)
+        self._drain()             # keys typed while the screen opened
 
     # --- drawing -----------------------------------------------------------------------------------
 
@@ -158,6 +168,8 @@ class ReviewScreen(Screen):
         """Draw `sample` (None: nothing matches). Called only with data already committed and loaded."""
         if not self.is_attached:  # the screen closed while the store answered
             return
+        if sample is None or self.sample is None or sample["id"] != self.sample["id"]:
+            self.page_offset = 0       # paging is within one sample
         self.sample = sample
         if note is not None:
             self.note = note
@@ -206,6 +218,9 @@ class ReviewScreen(Screen):
             t.append("  ")
         if s.get("dup_of"):
             t.append(f"DUPLICATE of #{s['dup_of']}", style="bold magenta")
+        if "messages" in s.get("clipped", {}):
+            t.append(f"\nconversation of {s['clipped']['messages']:,} bytes, too long to show here "
+                     f"({self._key('review.pager')}: open it in $PAGER)", style="bold yellow")
         zero_width, bidi = invisible_counts_of(s)
         if zero_width or bidi:
             # shown, not hidden: a homoglyph-free but reordered or joined text reads as something else
@@ -230,7 +245,7 @@ class ReviewScreen(Screen):
                          "rejected": "Rejected response"}.get(f, f.capitalize())
             w.display = f not in mirrored and (bool(value) or f in ("instruction", "response"))
             if w.display:
-                w.show(value or "", self.limit, self.show_invisible)
+                self._show_field(w, value or "", s.get("clipped", {}).get(f))
         conv = self.query_one("#conversation", Conversation)
         conv.display = bool(messages)
         if messages:
@@ -245,7 +260,8 @@ class ReviewScreen(Screen):
         if s.get("candidates"):
             cands.show([(c["model"] if c["overall"] is None or s.get("blind")
                          else f"{c['model']} · overall {c['overall']:g}",
-                         c["response"]) for c in s["candidates"]], self.limit, self.show_invisible)
+                         c["response"] or "") for c in s["candidates"]], self.limit, self.show_invisible,
+                       sizes=[c.get("size") for c in s["candidates"]])
         table = self.query_one("#scores", ScoresTable)
         table.display = not s.get("blind")
         table.show([] if s.get("blind") else s.get("judgments") or [])
@@ -319,28 +335,93 @@ class ReviewScreen(Screen):
 
     # --- actions -------------------------------------------------------------------------------------
 
+    # Keys that change the sample go through one queue, applied in order: a key typed while the previous one is
+    # still being committed applies to the sample that step leads to (the one the curator typed ahead for),
+    # never dropped and never applied twice. A refused step (another session's decision, a store error) empties
+    # the queue: the keys after it were meant for samples the curator has not seen the outcome of.
+    QUEUED = {"accept", "reject", "skip", "undo", "next", "prev", "first_pending"}
+
+    def _enqueue(self, action: str) -> None:
+        self.queue.append(action)
+        self.typed += 1
+        self.queue_peak = max(self.queue_peak, len(self.queue))
+        if not self.busy and not self.opening:
+            self._drain()
+
+    def _drain(self) -> None:
+        if self.queue and not self.busy:
+            self.busy = True
+            self.note = ""
+            self._loading_marked = False
+            self.run_worker(self._drain_queue(), group="review")
+
+    async def _drain_queue(self) -> None:
+        try:
+            while self.queue and self.is_attached:
+                action = self.queue.popleft()
+                self._t0 = time.perf_counter()
+                self._loading_timer = self.set_timer(LOADING_MARK_SECONDS, self._mark_loading)
+                try:
+                    await self._step(action)
+                except Exception as e:  # noqa: BLE001 - reported on screen, not swallowed
+                    await self._refused(action, e)
+                finally:
+                    self._loading_timer.stop()
+                    self._t0 = None
+        finally:
+            self.busy = False
+            if self._loading_marked:
+                self._loading_marked = False
+                self._draw_status()
+
+    async def _refused(self, action: str, e: Exception) -> None:
+        """A step that failed committed nothing; say so, and drop (and count) the keys typed after it."""
+        dropped = len(self.queue)
+        self.queue.clear()
+        msg = str(e) if isinstance(e, review.DecisionConflict) else f"error: {type(e).__name__}: {e}"
+        if dropped:
+            msg += f" · {dropped} key{'s' if dropped > 1 else ''} typed after {action} not applied"
+        self.note = msg
+        self.app.notify(plain(msg, 300).plain, severity="error", timeout=10)
+        self._draw_status()
+        if isinstance(e, review.DecisionConflict) and self.sample is not None:   # show what the other one decided
+            self._show(await self.runner.run(review.goto, self.flt, "id", self.sample["id"]), msg)
+
+    async def _step(self, action: str) -> None:
+        if action in ("accept", "reject", "skip"):
+            await self._decide(action)
+        elif action == "undo":
+            await self._undo()
+        elif action == "next":
+            await self._move("next", "last sample in this filter")
+        elif action == "prev":
+            await self._move("prev", "first sample in this filter")
+        else:
+            await self._move("first_pending", "no pending sample in this filter")
+
     def _begin(self, needs_sample: bool = True) -> bool:
-        """Start a sample-changing action unless one is in flight (then the key is ignored, see module doc)."""
+        """A one-off change (search, filter, edit) when no queued step is in flight; keys typed meanwhile wait."""
         if self.busy or self.opening or (needs_sample and self.sample is None):
             return False
         self.busy = True
         self._t0 = time.perf_counter()
         self.note = ""
-        # the usual step takes a few ms: only mark the screen "loading" if it takes long enough to notice
         self._loading_marked = False
         self._loading_timer = self.set_timer(LOADING_MARK_SECONDS, self._mark_loading)
         return True
-
-    def _mark_loading(self) -> None:
-        if self.busy:
-            self._loading_marked = True
-            self._draw_status()
 
     def _finish(self) -> None:
         self.busy = False
         self._t0 = None
         self._loading_timer.stop()
         if self._loading_marked:
+            self._loading_marked = False
+            self._draw_status()
+        self._drain()
+
+    def _mark_loading(self) -> None:
+        if self.busy:
+            self._loading_marked = True
             self._draw_status()
 
     def _run(self, coro) -> None:
@@ -352,7 +433,7 @@ class ReviewScreen(Screen):
         try:
             await coro
         except Exception as e:  # noqa: BLE001 - reported on screen, not swallowed
-            self.note = f"error: {type(e).__name__}: {e}"
+            self.note = str(e) if isinstance(e, review.DecisionConflict) else f"error: {type(e).__name__}: {e}"
             self.app.notify(self.note, severity="error", timeout=10)
             self._draw_status()
 
@@ -368,32 +449,30 @@ class ReviewScreen(Screen):
         return sample
 
     def action_accept(self) -> None:
-        if self._begin():
-            self._run(self._decide("accept"))
+        self._enqueue("accept")
 
     def action_reject(self) -> None:
-        if self._begin():
-            self._run(self._decide("reject"))
+        self._enqueue("reject")
 
     def action_skip(self) -> None:
-        if self._begin():
-            self._run(self._decide("skip"))
+        self._enqueue("skip")
 
     async def _decide(self, action: str) -> None:
-        try:
-            sid = self.sample["id"]
-            d = await self.runner.run(review.decide, sid, action, self.session)  # committed here
-            self.stats.record(action)
-            self._adjust_counts(d["before"], d["after"])
-            nxt = await self._goto("next", sid)
-            if nxt is None:  # end of the filter: stay, showing the new status
-                nxt = await self._goto("id", sid)
-                self._show(nxt, f"{action}ed #{sid}: that was the last sample in this filter "
-                                f"({self._key('review.first_pending')}: first pending)")
-            else:
-                self._show(nxt)
-        finally:
-            self._finish()
+        if self.sample is None:
+            self._show(None, f"nothing to {action}")
+            return
+        sid = self.sample["id"]
+        d = await self.runner.run(review.decide, sid, action, self.session, seen=self.sample.get("seen"))
+        self.decided += 1
+        self.stats.record(action)
+        self._adjust_counts(d["before"], d["after"])
+        nxt = await self._goto("next", sid)
+        if nxt is None:  # end of the filter: stay, showing the new status
+            nxt = await self._goto("id", sid)
+            self._show(nxt, f"{action}ed #{sid}: that was the last sample in this filter "
+                            f"({self._key('review.first_pending')}: first pending)")
+        else:
+            self._show(nxt)
 
     def action_override(self) -> None:
         if self.sample is not None and not self.sample.get("automatic"):
@@ -418,51 +497,67 @@ class ReviewScreen(Screen):
             self._finish()
 
     def action_undo(self) -> None:
-        if self._begin(needs_sample=False):
-            self._run(self._undo())
+        self._enqueue("undo")
 
     async def _undo(self) -> None:
-        try:
-            u = await self.runner.run(review.undo, self.session, self.flt.dataset_id)
-            if u is None:
-                self._show(self.sample, "nothing left to undo")
-                return
-            self.stats.record("undo")
-            self._adjust_counts(u["before"], u["after"])
-            self._version = None   # an undone override makes a rejection automatic again: recount at the next tick
-            sample = await self._goto("id", u["sample_id"])
-            self._show(sample, f"undid {u['undid']} of #{u['sample_id']}")
-        finally:
-            self._finish()
+        u = await self.runner.run(review.undo, self.session, self.flt.dataset_id)
+        if u is None:
+            self._show(self.sample, "nothing left to undo")
+            return
+        self.stats.record("undo")
+        self._adjust_counts(u["before"], u["after"])
+        self._version = None   # an undone override makes a rejection automatic again: recount at the next tick
+        sample = await self._goto("id", u["sample_id"])
+        self._show(sample, f"undid {u['undid']} of #{u['sample_id']}")
 
     def action_next(self) -> None:
-        if self._begin():
-            self._run(self._move("next", "last sample in this filter"))
+        self._enqueue("next")
 
     def action_prev(self) -> None:
-        if self._begin():
-            self._run(self._move("prev", "first sample in this filter"))
+        self._enqueue("prev")
 
     def action_first_pending(self) -> None:
-        if self._begin(needs_sample=False):
-            self._run(self._move("first_pending", "no pending sample in this filter"))
+        self._enqueue("first_pending")
 
     async def _move(self, how: str, at_end: str) -> None:
-        try:
-            ref = self.sample["id"] if self.sample else None
-            nxt = await self._goto(how, ref)
-            if nxt is None:
-                self._show(self.sample, at_end)
-            else:
-                self._show(nxt)
-        finally:
-            self._finish()
+        if how != "first_pending" and self.sample is None:
+            return
+        ref = self.sample["id"] if self.sample else None
+        nxt = await self._goto(how, ref)
+        if nxt is None:
+            self._show(self.sample, at_end)
+        else:
+            self._show(nxt)
+
+    def _show_field(self, w: SafeText, value: str, size: int | None) -> None:
+        """A field from the current page on (`offset`; a field shorter than that is shown from its start)."""
+        off = self.page_offset if len(value) > self.page_offset else 0
+        if off:
+            rest = None if size is None else size - len(value[:off].encode("utf-8", "surrogatepass"))
+            w.heading += f" · from character {off + 1:,}"
+            w.show(value[off:], self.limit, self.show_invisible, size=rest)
+        else:
+            w.show(value, self.limit, self.show_invisible, size=size)
 
     def action_more(self) -> None:
+        """More of long fields: 4k, then 16k characters, then the next 16k page of the 64 KB loaded; the whole text
+        is for the pager. A page is at most PAGE_CHARS so that drawing it never stalls the screen."""
         if self.sample is None:
             return
-        self.limit = None if self.limit is None or self.limit * MORE_FACTOR >= 10_000_000 else self.limit * MORE_FACTOR
+        if self.limit < PAGE_CHARS:
+            self.limit = min(self.limit * MORE_FACTOR, PAGE_CHARS)
+        else:
+            longest = max([len(self.sample.get(f) or "") for f in self.TEXT_FIELDS] + [0])
+            if self.page_offset + PAGE_CHARS >= longest:
+                self.notify(f"that is all of the first {PREVIEW_BYTES:,} bytes loaded; "
+                            f"{self._key('review.pager')}: open the whole sample in $PAGER")
+                return
+            self.page_offset += PAGE_CHARS
         self._draw_sample(self.sample)
+
+    def action_pager(self) -> None:
+        if self.sample is not None:
+            self.run_worker(self.app.page_text(sample_text_parts, self.sample["id"]), group="pager")
 
     def action_toggle_invisible(self) -> None:
         """Show zero-width characters (ZWJ, ZWNJ, ZWSP, LRM, ...) as <U+200D> markers, or draw them as they are."""
@@ -535,7 +630,7 @@ class ReviewScreen(Screen):
     async def _swap(self) -> None:
         try:
             sid = self.sample["id"]
-            await self.runner.run(review.swap, sid, self.session)   # committed here, undoable
+            await self.runner.run(review.swap, sid, self.session, seen=self.sample.get("seen"))   # committed, undoable
             self.stats.record("swap")
             sample = await self._goto("id", sid)
             self._show(sample, f"swapped chosen and rejected of #{sid} ({self._key('review.undo')}: undo)")
@@ -555,7 +650,7 @@ class ReviewScreen(Screen):
     async def _save_edit(self, changes: dict) -> None:
         try:
             sid = self.sample["id"]
-            d = await self.runner.run(review.edit, sid, changes, self.session)
+            d = await self.runner.run(review.edit, sid, changes, self.session, seen=self.sample.get("seen"))
             if d is not None:
                 self.stats.record("edit")
             sample = await self._goto("id", sid)

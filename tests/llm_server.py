@@ -9,7 +9,7 @@
               connection without a reply) | "empty" (HTTP 200, empty body) | "truncated" (HTTP 200, body cut
               mid-JSON) | "nochoices" (HTTP 200, JSON with an empty choices list) | "nonjson" (prose where JSON
               was asked) | "length" (cut reply, finish_reason=length) | "blank" (a completion whose content is "") |
-              "reply" (answer with `text`)
+              "reply" (answer with `text`) | "chunked" (answer as usual, chunked, without Content-Length)
       match:  only requests whose prompt contains this substring
       every:  only every Nth request (by the server's request counter)
       rate:   a seeded random share of requests (benchmarks: 5 % faults)
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 FAULTS = ("429", "500", "hang", "slow", "drop", "empty", "truncated", "nochoices", "nonjson", "length", "blank",
-          "reply")
+          "reply", "chunked")
 
 
 @dataclass
@@ -70,6 +70,7 @@ class Stats:
     prompts: dict = field(default_factory=dict)     # prompt -> times answered with a completion
     bodies: list = field(default_factory=list)      # last request bodies (bounded)
     auth: set = field(default_factory=set)          # Authorization headers seen
+    chunks_sent: int = 0                            # of the last "chunked" reply
 
 
 class LLMServer:
@@ -208,6 +209,16 @@ class LLMServer:
             await resp.prepare(request)
             await resp.write(data[: len(data) // 2])
             request.transport.close()
+            return resp
+        if fault == "chunked":   # no Content-Length: the client only learns the size by reading
+            resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+            resp.enable_chunked_encoding()
+            await resp.prepare(request)
+            self.stats.chunks_sent = 0
+            for i in range(0, len(data), 1 << 16):
+                await resp.write(data[i:i + (1 << 16)])
+                self.stats.chunks_sent += 1
+            await resp.write_eof()
             return resp
         return web.Response(body=data, content_type="application/json")
 

@@ -195,12 +195,19 @@ async def test_hostile_text_is_shown_literally(store):
             assert bad not in raw, repr(bad)
         assert not any(seg.style and (seg.style.link or (seg.style.meta or {}).get("@click"))
                        for seg in segments)
-        # the 100k-character response is capped, with the way to see more
+        # the 100k-character response is capped (only its first 64 KB loaded), with the ways to see more
         response = screen.query_one("#response")
+        assert screen.sample["clipped"] == {"response": 100_000}
         assert response.hidden == 100_000 - 4000
-        assert "96,000 more characters not shown (m: show more)" in widget_text(response)
+        assert "96,000 more bytes of 100,000 not shown (m: show more · p: $PAGER)" in widget_text(response)
         await press(pilot, "m")
-        assert response.hidden == 100_000 - 32_000
+        assert response.hidden == 100_000 - 16_000
+        for page in (2, 3, 4, 5):                                   # then page by page through the 64 KB loaded
+            await press(pilot, "m")
+            assert response.hidden == max(100_000 - 16_000 * page, 100_000 - 65_536)
+        assert "Response · from character 64,001" in widget_text(response)
+        await press(pilot, "m")                                     # as far as m goes: the pager has the rest
+        assert response.hidden == 100_000 - 65_536
         await press(pilot, "pagedown", "pageup")
         # clicking the text runs nothing: [@click=app.quit] is text, not an action
         await pilot.click("#instruction")
@@ -520,7 +527,7 @@ async def test_preference_rows_show_chosen_and_rejected(store):
         assert not screen.query_one("#instruction").display        # mirrored by the conversation's user turn
 
 
-async def test_slow_store_keeps_the_old_sample_marked_loading_and_ignores_decisions_meanwhile(store, monkeypatch):
+async def test_slow_store_keeps_the_old_sample_marked_loading_and_applies_keys_typed_meanwhile_next(store, monkeypatch):
     import threading
     from workbench import review
     ids, db = store["ids"], store["db"]
@@ -541,17 +548,18 @@ async def test_slow_store_keeps_the_old_sample_marked_loading_and_ignores_decisi
         text, _, _ = screen_dump(app)
         assert "loading…" in text and screen.sample["id"] == ids[0]   # stale sample stays, marked
         assert status_of(db, ids[0]) == "accepted"                      # the decision is already on disk
-        await pilot.press("x")                                          # not for a sample nobody has seen
+        await pilot.press("x")                                          # typed ahead: for the next sample
         await pilot.press("question_mark")                              # the UI still answers
         await wait_for(pilot, lambda: type(app.screen).__name__ == "HelpScreen")
         await pilot.press("escape")
         gate.set()
         await wait_for(pilot, lambda: isinstance(app.screen, ReviewScreen) and not screen.busy)
         await pilot.pause()
-        assert screen.sample["id"] == ids[1]
+        assert screen.sample["id"] == ids[2]
         text, _, _ = screen_dump(app)
         assert "loading…" not in text
-        assert [r[0] for r in peek(db, "SELECT action FROM decisions")] == ["accept"]
+        assert peek(db, "SELECT sample_id, action FROM decisions ORDER BY id") == [(ids[0], "accept"),
+                                                                                   (ids[1], "reject")]
 
 
 async def test_a_store_the_app_cannot_open_exits_with_the_reason(tmp_path):

@@ -4,16 +4,17 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from .safe_text import DEFAULT_LIMIT, more_note, plain, safe_text
+from .safe_text import DEFAULT_LIMIT, clipped_hidden, more_note, plain, safe_text
 
 ROLE_STYLES = {"system": "bold yellow", "user": "bold cyan", "human": "bold cyan", "assistant": "bold green",
                "gpt": "bold green", "tool": "bold magenta"}
 
 
 def conversation_text(turns: list[tuple[str, str]], limit: int | None = DEFAULT_LIMIT,
-                      more_hint: str = "m: show more", title: str = "", show_invisible: bool = False
-                      ) -> tuple[Text, int]:
-    """turns = [(role or label, content)]; each turn capped at `limit` characters. Returns (Text, hidden chars)."""
+                      more_hint: str = "m: show more", title: str = "", show_invisible: bool = False,
+                      sizes: list | None = None) -> tuple[Text, int]:
+    """turns = [(role or label, content)]; each turn capped at `limit` characters. Returns (Text, hidden chars).
+    `sizes[i]`: the stored size in bytes of turn i when its content is only the start (clipped)."""
     out, hidden_total = Text(end=""), 0
     if title:
         out.append(title + "\n", style="bold")
@@ -25,10 +26,13 @@ def conversation_text(turns: list[tuple[str, str]], limit: int | None = DEFAULT_
         out.append_text(label)
         out.append("\n")
         body, hidden = safe_text(content, limit, show_invisible=show_invisible)
+        size = sizes[i] if sizes and i < len(sizes) else None
+        if size is not None:
+            hidden = clipped_hidden(content or "", hidden, size)
         out.append_text(body)
         if hidden:
             out.append("\n")
-            out.append_text(more_note(hidden, more_hint))
+            out.append_text(more_note(hidden, more_hint, size))
             hidden_total += hidden
     return out, hidden_total
 
@@ -59,8 +63,8 @@ class Conversation(Static):
         self.more_hint = more_hint
         self.hidden = 0
 
-    def show(self, turns: list[tuple[str, str]], limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False
-             ) -> int:
-        text, self.hidden = conversation_text(turns, limit, self.more_hint, self.heading, show_invisible)
+    def show(self, turns: list[tuple[str, str]], limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False,
+             sizes: list | None = None) -> int:
+        text, self.hidden = conversation_text(turns, limit, self.more_hint, self.heading, show_invisible, sizes)
         self.update(text)
         return self.hidden

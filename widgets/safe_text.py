@@ -63,8 +63,18 @@ def plain(value, limit: int | None = 200) -> Text:
     return text
 
 
-def more_note(hidden: int, hint: str) -> Text:
+def more_note(hidden: int, hint: str, size: int | None = None) -> Text:
+    if size is not None:   # a clipped field: only its start was loaded, so the rest is known in bytes
+        return Text(f"… {hidden:,} more bytes of {size:,} not shown ({hint})", style="italic dim")
     return Text(f"… {hidden:,} more characters not shown ({hint})", style="italic dim")
+
+
+def clipped_hidden(value: str, hidden: int, size: int) -> int:
+    """Bytes of a clipped field (`size` bytes stored, `value` its loaded start) not drawn when `hidden` characters
+    of `value` were left out."""
+    drawn = value.replace("\r\n", "\n")
+    drawn = drawn[:len(drawn) - hidden]
+    return max(0, size - len(drawn.encode("utf-8", "surrogatepass")) - value.count("\r\n"))
 
 
 class SafeText(Static):
@@ -81,15 +91,19 @@ class SafeText(Static):
         self.value: str | None = None
         self.hidden = 0
 
-    def show(self, value: str | None, limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False) -> int:
+    def show(self, value: str | None, limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False,
+             size: int | None = None) -> int:
+        """`size`: the stored size in bytes when `value` is only the field's start (a clipped field)."""
         self.value = value
         body, self.hidden = safe_text(value, limit, show_invisible=show_invisible)
+        if size is not None:
+            self.hidden = clipped_hidden(value or "", self.hidden, size)
         out = Text(end="")
         if self.heading:
             out.append(self.heading + "\n", style="bold")
         out.append_text(body)
         if self.hidden:
             out.append("\n")
-            out.append_text(more_note(self.hidden, self.more_hint))
+            out.append_text(more_note(self.hidden, self.more_hint, size))
         self.update(out)
         return self.hidden

@@ -12,6 +12,7 @@ This is the only module under workbench/ that imports Textual.
 from __future__ import annotations
 
 import asyncio
+import os
 import importlib
 import inspect
 import sqlite3
@@ -22,7 +23,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from textual.app import App, SystemCommand
+from textual.app import App, SuspendNotSupported, SystemCommand
 from textual.binding import Binding
 from textual.screen import Screen
 
@@ -235,6 +236,31 @@ class WorkbenchApp(App):
             save_ui_state(self.ui_state)
         except OSError as e:
             self.notify(f"theme not remembered: {e}", severity="warning")
+
+    async def page_text(self, parts_fn: Callable, *args) -> None:
+        """Whole stored text in $PAGER (default `less`): written to a private temp file on a store thread (never
+        held in the UI), the terminal handed to the pager meanwhile. parts_fn(conn, *args) yields the text."""
+        import shlex
+        import subprocess
+        from .bigtext import write_pager_file
+        runner = self.store_runner()
+        try:
+            path = await runner.run(lambda conn: write_pager_file(parts_fn(conn, *args)))
+        finally:
+            runner.close()
+        cmd = shlex.split(os.environ.get("PAGER") or "less") + [path]
+        try:
+            try:
+                with self.suspend():
+                    subprocess.run(cmd, check=False)
+            except SuspendNotSupported:   # no terminal to hand over (headless, a test): run it as it is
+                await asyncio.to_thread(subprocess.run, cmd, check=False, stdin=subprocess.DEVNULL,
+                                        stdout=subprocess.DEVNULL)
+        except OSError as e:
+            self.notify(f"cannot run the pager {cmd[0]!r}: {e.strerror or e}; the text is in {path}",
+                        severity="error", timeout=10)
+            return
+        os.unlink(path)
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from super().get_system_commands(screen)

@@ -10,6 +10,7 @@
     rpm = 0                            # requests per minute, 0 = unlimited
     tpm = 0                            # tokens per minute, 0 = unlimited
     timeout = 120                      # seconds per request
+    max_reply_bytes = 1048576          # a longer reply fails its item ("reply too large"), never stored whole
     max_retries = 6
     json_mode = "json_object"          # json_schema | json_object | none (what response_format the server takes)
     cost_per_1k_input = 0.0
@@ -36,6 +37,7 @@ JSON_MODES = ("json_schema", "json_object", "none")
 POOL_MODES = ("spread", "each")
 # A server that needs no key still gets a non-empty one: the openai client refuses to run without.
 NO_KEY = "no-key"
+DEFAULT_MAX_REPLY_BYTES = 1 << 20   # 1 MiB: far above any real completion, far below what freezes a screen
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # what keys look like: a provider prefix, or a long mix of lower case and digits (variable names are words)
 KEY_PREFIX = re.compile(r"((sk|pk|rk|hf|ghp|gho|ghs|github_pat|glpat)[-_]|xox[abpr]-|AIza)[A-Za-z0-9]")
@@ -66,6 +68,7 @@ class Endpoint:
     cost_per_1k_input: float = 0.0
     cost_per_1k_output: float = 0.0
     params: dict = field(default_factory=dict)
+    max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
 
     def api_key(self) -> str:
         if self.api_key_file:
@@ -84,7 +87,7 @@ class Endpoint:
         d = {"base_url": self.base_url, "model": self.model, "max_concurrency": self.max_concurrency,
              "adaptive": self.adaptive, "rpm": self.rpm, "tpm": self.tpm, "timeout": self.timeout, "max_retries": self.max_retries,
              "json_mode": self.json_mode, "cost_per_1k_input": self.cost_per_1k_input,
-             "cost_per_1k_output": self.cost_per_1k_output}
+             "cost_per_1k_output": self.cost_per_1k_output, "max_reply_bytes": self.max_reply_bytes}
         if self.api_key_env:
             d["api_key_env"] = self.api_key_env
         if self.api_key_file:
@@ -119,7 +122,8 @@ def _endpoint_from(name: str, d: dict) -> Endpoint:
         ep = Endpoint(**{**ep.__dict__, "max_concurrency": int(ep.max_concurrency), "rpm": int(ep.rpm),
                          "tpm": int(ep.tpm), "timeout": float(ep.timeout), "max_retries": int(ep.max_retries),
                          "cost_per_1k_input": float(ep.cost_per_1k_input),
-                         "cost_per_1k_output": float(ep.cost_per_1k_output), "params": dict(ep.params)})
+                         "cost_per_1k_output": float(ep.cost_per_1k_output), "params": dict(ep.params),
+                         "max_reply_bytes": int(ep.max_reply_bytes)})
     except (TypeError, ValueError) as e:
         raise EndpointError(f"{where}: {e}") from None
     check_endpoint(ep, where)
@@ -132,6 +136,8 @@ def check_endpoint(ep: Endpoint, where: str) -> None:
         raise EndpointError(f"{where}: base_url must be an http(s) URL, got {ep.base_url!r}")
     if ep.max_concurrency < 1:
         raise EndpointError(f"{where}: max_concurrency must be >= 1")
+    if ep.max_reply_bytes < 1:
+        raise EndpointError(f"{where}: max_reply_bytes must be >= 1")
     if ep.json_mode not in JSON_MODES:
         raise EndpointError(f"{where}: json_mode must be one of {', '.join(JSON_MODES)}")
     if ep.api_key_env is not None:

@@ -268,6 +268,9 @@ def _read_json_array(path: Path, chunk: int = 1 << 20):
                 try:
                     rec, end = decoder.raw_decode(buf, pos)
                     break
+                except RecursionError:   # [[[[...]]]] thousands deep: the stdlib decoder recurses per level
+                    raise FormatError("JSON nested too deeply (more levels than the parser can follow)",
+                                      line=start_line, row=row + 1) from None
                 except json.JSONDecodeError as e:
                     # incomplete because the buffer ends mid-record? read more (doubling, so a huge field
                     # costs O(n) re-parsing, not O(n^2)) and try again
@@ -346,12 +349,62 @@ def _read_parquet(path: Path):
         pf = pq.ParquetFile(path)
     except Exception as e:  # pyarrow raises ArrowInvalid/OSError for a broken file
         raise FormatError(f"not a readable Parquet file: {e}") from None
+    convert = parquet_conversions(pf.schema_arrow)
     row = 0
     for batch in pf.iter_batches(batch_size=2048):
+        if convert:
+            batch = _convert_batch(batch, convert)
         for rec in batch.to_pylist():
             row += 1
             # Parquet has a column for every key: a null means "absent" for that row
             yield row, row, {k: v for k, v in rec.items() if v is not None}
+
+
+def parquet_conversions(schema) -> dict[str, str]:
+    """Columns whose Arrow type has no JSON value: decimals become their exact text ("12.50"), durations their
+    count and unit ("1500ms"); binary data, intervals and these types inside nested columns are refused, naming the
+    column (a guess at their text would be silent damage)."""
+    import pyarrow as pa
+    out = {}
+    for f in schema:
+        t = f.type
+        if pa.types.is_decimal(t):
+            out[f.name] = "decimal"
+        elif pa.types.is_duration(t):
+            out[f.name] = "duration"
+        elif (bad := _no_text_type(t)) is not None:
+            raise FormatError(f"column {f.name!r} holds {bad} data, which has no text form; leave the column out of "
+                              f"the file (or convert it) and import again", field=f.name)
+    return out
+
+
+def _no_text_type(t) -> str | None:
+    import pyarrow as pa
+    if pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t):
+        return f"binary ({t})"
+    if pa.types.is_interval(t) or pa.types.is_decimal(t) or pa.types.is_duration(t):
+        return str(t) + (" (inside a nested column)" if not pa.types.is_interval(t) else "")
+    if pa.types.is_dictionary(t):
+        return _no_text_type(t.value_type)
+    for i in range(getattr(t, "num_fields", 0)):   # list, struct, map: their child types
+        if (bad := _no_text_type(t.field(i).type)) is not None:
+            return bad
+    return None
+
+
+def _convert_batch(batch, convert: dict[str, str]):
+    import pyarrow as pa
+    arrays = []
+    for name, col in zip(batch.schema.names, batch.columns):
+        kind = convert.get(name)
+        if kind == "decimal":
+            col = col.cast(pa.string())
+        elif kind == "duration":
+            unit = col.type.unit
+            col = pa.array([None if n is None else f"{n}{unit}" for n in col.cast(pa.int64()).to_pylist()],
+                           pa.string())
+        arrays.append(col)
+    return pa.RecordBatch.from_arrays(arrays, names=batch.schema.names)
 
 
 def _read_text(path: Path):

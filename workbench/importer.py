@@ -291,6 +291,23 @@ def _build(ctx: _Context, line: int, row: int, rec) -> tuple | Skipped | Tied:
     return sample_row(ctx.dataset_id, s, ctx.ts), s.get("candidates")
 
 
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a helper process: the kernel sends it SIGKILL when its parent dies (Linux prctl PR_SET_PDEATHSIG), so
+    no parser outlives an import that was killed. Elsewhere a no-op (the pool's pipes end them at the next read)."""
+    import ctypes
+    import signal
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:    # the parent died before the prctl took effect
+        os._exit(1)
+
+
 def _build_block(ctx: _Context, first_line: int, block: bytes) -> list:
     """In the worker: one block of JSONL lines -> one item per non-blank line, rows numbered from 1 in the block."""
     return [_build(ctx, line, row, raw) for line, row, raw in formats.block_lines(first_line, block)]
@@ -322,8 +339,10 @@ def _built_rows(ctx: _Context, path: Path, parallel: bool, segmented=None):
         rows_before += len(built)
         return built
 
-    # spawn, not fork: the TUI imports from a thread, and forking a threaded process can deadlock
-    with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS, mp_context=multiprocessing.get_context("spawn")) as pool:
+    # spawn, not fork: the TUI imports from a thread, and forking a threaded process can deadlock.
+    # The workers die with this process even on kill -9 (then the resource tracker, whose pipe they hold, ends too)
+    with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         pending: deque = deque()
         for first_line, block in formats.jsonl_blocks(path):
             pending.append(pool.submit(_build_block, ctx, first_line, block))

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from .bigtext import preview_sql, preview_value, stream_field
 from . import endpoints as endpoints_mod
 from .filters import FILTER_KEYS, FilterError, filter_sql, iter_filtered, parse_filter  # noqa: F401  (re-exported)
 from .filters import check_scores
@@ -152,8 +153,12 @@ def progress_figures(j: dict) -> dict:
     if not rate and j.get("run_seconds"):
         rate = j["done"] / j["run_seconds"] if j["run_seconds"] > 0 else 0.0
     live = j["status"] == "running" and (j.get("lease_expires") or 0) > time.time()
+    # running, but its worker's lease ran out: the worker died (kill -9, a crash, a lost machine); the next worker
+    # takes the job over
+    stale = j["status"] == "running" and not live
     return {"remaining": remaining, "items_per_s": rate, "eta_s": remaining / rate if rate > 0 and live else None,
-            "live": live, "fraction": (j["done"] + j["failed"]) / j["total"] if j["total"] else 0.0}
+            "live": live, "stale": stale,
+            "fraction": (j["done"] + j["failed"]) / j["total"] if j["total"] else 0.0}
 
 
 def endpoint_lines(j: dict) -> list[str]:
@@ -200,13 +205,36 @@ def list_jobs(conn: sqlite3.Connection, limit: int = 500) -> list[dict]:
     return jobs
 
 
-def failures(conn: sqlite3.Connection, job_id: int, limit: int = 50) -> list[dict]:
-    """The latest failed (and dropped-with-raw) items, newest first, with full error text and raw reply."""
+def failures(conn: sqlite3.Connection, job_id: int, limit: int = 50, *, clip: bool = False) -> list[dict]:
+    """The latest failed (and dropped-with-raw) items, newest first, with error text and raw reply.
+
+    clip=True (screens): error and raw hold at most PREVIEW_BYTES; `clipped` maps a longer one to its size."""
+    cols = [preview_sql(c) if clip else f"{c}, NULL" for c in ("error", "raw")]
     rows = conn.execute(
-        "SELECT id, key, sample_id, status, attempts, error, raw, updated_at FROM job_items "
+        f"SELECT id, key, sample_id, status, attempts, {cols[0]}, {cols[1]}, updated_at FROM job_items "
         "WHERE job_id = ? AND status IN ('failed', 'dropped') ORDER BY updated_at DESC, id DESC LIMIT ?",
         (job_id, limit)).fetchall()
-    return [dict(zip(("id", "key", "sample_id", "status", "attempts", "error", "raw", "updated_at"), r)) for r in rows]
+    out = []
+    for r in rows:
+        f = dict(zip(("id", "key", "sample_id", "status", "attempts"), r[:5]), updated_at=r[9], clipped={})
+        for name, value, size in (("error", r[5], r[6]), ("raw", r[7], r[8])):
+            f[name], cut = preview_value(value)
+            if cut:
+                f["clipped"][name] = size
+        out.append(f)
+    return out
+
+
+def failure_parts(conn: sqlite3.Connection, item_ids: list[int]):
+    """The whole error and raw reply of some items, for $PAGER."""
+    for iid in item_ids:
+        key = conn.execute("SELECT key FROM job_items WHERE id = ?", (iid,)).fetchone()
+        if key is None:
+            continue
+        for column in ("error", "raw"):
+            yield f"===== item {key[0]} · {column} =====\n"
+            yield from stream_field(conn, "job_items", column, iid)
+            yield "\n\n"
 
 
 def item_counts(conn: sqlite3.Connection, job_id: int) -> dict[str, int]:

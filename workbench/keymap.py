@@ -68,6 +68,7 @@ SPECS: dict[str, tuple[KeySpec, ...]] = {
         _K("review.filter", "f", "filter", "Filter"),
         _K("review.first_pending", "g", "first_pending", "First pending", show=False),
         _K("review.more", "m", "more", "More text", show=False),
+        _K("review.pager", "p", "pager", "Open in $PAGER", show=False),
         _K("review.invisible", "i", "toggle_invisible", "Show invisible characters", show=False),
         _K("review.page_down", "pagedown,ctrl+d", "page_down", "Scroll down", show=False),
         _K("review.page_up", "pageup,ctrl+u", "page_up", "Scroll up", show=False),

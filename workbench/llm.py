@@ -47,6 +47,17 @@ class LLMError(Exception):
         self.retryable = retryable
 
 
+class ReplyTooLarge(Exception):
+    """A reply over the endpoint's max_reply_bytes: the item fails; only its first bytes are kept (`raw`)."""
+
+    def __init__(self, message: str, raw: str | None = None):
+        super().__init__(message)
+        self.raw = raw
+
+
+RAW_HEAD_CHARS = 4096   # what is kept of a reply too large to store
+
+
 class _Retry(Exception):
     def __init__(self, message: str, delay: float | None = None, status: int | None = None,
                  connection: bool = False):
@@ -278,9 +289,14 @@ class Client:
                 # chat.completions.create without its typed-dict param transform and pydantic reply model: they
                 # cost ~2 ms of CPU a request (measured: 3.0 -> 1.6 ms per item), which decides the throughput of
                 # a worker on a small box; our params are plain dicts and we read four fields of the reply
-                raw = await self.client.post("/chat/completions", body=body, cast_to=bytes,
-                                             options={"security": {"bearer_auth": True}})
-            except openai.APIConnectionError as e:     # APITimeoutError too: its transport calls a refusal a timeout
+                # streamed, read in chunks up to max_reply_bytes: a 20 MB reply is refused after 1 MB is read,
+                # instead of being held whole (and again as text, JSON and the stored raw reply)
+                http = await self.client.post("/chat/completions", body=body, cast_to=_http_response_type(),
+                                              stream=True, options={"security": {"bearer_auth": True}})
+                raw = await self._read_capped(http)
+            except (openai.APIConnectionError, *_transport_errors()) as e:
+                # APITimeoutError too: its transport calls a refusal a timeout. The transport's own errors come
+                # from the body, which we read ourselves (openai maps only the headers')
                 overloaded = True
                 failure = connection_failure(e, self.ep.base_url, self.ep.timeout)
                 timed_out = isinstance(e, openai.APITimeoutError) and failure.message.startswith("timed out")
@@ -327,9 +343,47 @@ class Client:
                           endpoint=self.ep.name, finish_reason=choices[0].get("finish_reason"), prompt_tokens=tin,
                           completion_tokens=tout, latency=latency)
 
+    async def _read_capped(self, http) -> bytes:
+        """The body, read in chunks; past max_reply_bytes (or announced so by Content-Length) ReplyTooLarge,
+        after reading no more than the cap (a head of it is kept)."""
+        cap = self.ep.max_reply_bytes
+        length = http.headers.get("content-length")
+        length = int(length) if length and length.isdigit() else None
+        chunks, total = [], 0
+        try:
+            async for chunk in http.aiter_bytes():
+                chunks.append(chunk)
+                total += len(chunk)
+                if total > cap or (length is not None and length > cap and total >= RAW_HEAD_CHARS * 4):
+                    break
+            else:
+                if length is None or length <= cap:
+                    return b"".join(chunks)
+        finally:
+            await http.aclose()
+        raise self._too_large(length, b"".join(chunks)[:RAW_HEAD_CHARS * 4])
+
+    def _too_large(self, length: int | None, head: bytes) -> ReplyTooLarge:
+        size = f"{length:,} bytes" if length is not None else f"over {self.ep.max_reply_bytes:,} bytes"
+        text = head.decode("utf-8", "replace")[:RAW_HEAD_CHARS]
+        return ReplyTooLarge(f"{self.ep.name}: reply too large: {size}, the endpoint's max_reply_bytes is "
+                             f"{self.ep.max_reply_bytes:,}; not stored (its first {len(text):,} characters are kept)",
+                             raw=self._clean(text) if text else None)
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+def _transport_errors() -> tuple:
+    from openai._httpx2 import request_exceptions  # noqa: PLC0415 - the classes openai itself maps
+    return request_exceptions()
+
+
+def _http_response_type():
+    """The HTTP response class openai hands back unread when asked for it (with stream=True)."""
+    from openai._httpx2 import http_response_types  # noqa: PLC0415 - no public name for it
+    return http_response_types()[0]
 
 
 def _http_client():

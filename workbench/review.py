@@ -20,7 +20,8 @@ import orjson
 
 from . import automatic, browse, scores
 from .agreement import decided_by_curator, spotcheck_info
-from .samples import SAMPLE_COLUMNS, decode_sample, require_sample, write_text
+from .bigtext import PREVIEW_BYTES, preview_sql, preview_value
+from .samples import SAMPLE_COLUMNS, require_sample, write_text
 from .store import STATUSES, fts_query, now, transaction
 
 DECISION_STATUS = {"accept": "accepted", "reject": "rejected", "reset": "pending"}
@@ -299,11 +300,46 @@ def _log(conn, sample_id, action, before, after, session, undoes=None, reason=No
         (sample_id, action, _dumps(before), _dumps(after), reason, undoes, session, now())).lastrowid
 
 
-def decide(conn: sqlite3.Connection, sample_id: int, action: str, session: str, reason: str | None = None) -> dict:
+class DecisionConflict(Exception):
+    """Another session decided the sample after it was shown here: refused, nothing overwritten."""
+
+
+def latest_change(conn: sqlite3.Connection, sample_id: int) -> int:
+    """Id of the sample's latest decision that changed something (0 if none). A skip only logs a visit."""
+    row = conn.execute("SELECT max(id) FROM decisions WHERE sample_id = ? AND action != 'skip'",
+                       (sample_id,)).fetchone()
+    return row[0] or 0
+
+
+def _check_unchanged(conn: sqlite3.Connection, sample_id: int, seen: int | None, *, undoing: bool = False) -> None:
+    """Compare-and-set: `seen` is latest_change() when the sample was shown. A later change (another Review
+    window, even of the same curator; a cleaning run) refuses the write, naming that decision. An undo ignores
+    the later rows of its own undo chain (undo rows and the decisions they reverted)."""
+    if seen is None:
+        return
+    chain = ("AND d.action != 'undo' AND NOT EXISTS (SELECT 1 FROM decisions u WHERE u.sample_id = d.sample_id "
+             "AND u.undoes = d.id)") if undoing else ""
+    row = conn.execute("SELECT d.id, d.action, d.session, d.created_at, d.after FROM decisions d "
+                       f"WHERE d.sample_id = ? AND d.action != 'skip' AND d.id > ? {chain} ORDER BY d.id DESC LIMIT 1",
+                       (sample_id, seen)).fetchone()
+    if row is not None:
+        did, action, other, at, after = row
+        status = (_loads(after) or {}).get("status") if action != "edit" else None
+        what = action + (f" (now {status})" if status else "")
+        raise DecisionConflict(f"#{sample_id} was changed after it was shown: decision {did}, {what} by "
+                               f"{other or 'another process'} at {at}; yours was not applied")
+
+
+def decide(conn: sqlite3.Connection, sample_id: int, action: str, session: str, reason: str | None = None,
+           *, seen: int | None = None) -> dict:
     """accept / reject / skip / reset (back to pending) one sample; committed when this returns. Skip logs the
-    visit, status unchanged."""
+    visit, status unchanged.
+
+    `seen`: latest_change() of the sample when it was shown; a later change by another session is refused
+    (DecisionConflict) instead of overwritten."""
     _check_action(action)
     with transaction(conn):
+        _check_unchanged(conn, sample_id, seen)
         return _decide(conn, sample_id, action, session, reason)
 
 
@@ -400,13 +436,16 @@ def _check_turn_edit(current: list | None, new) -> None:
         raise ValueError("an edit of messages must keep the same turns and roles and change only their text")
 
 
-def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str) -> dict | None:
-    """Change text fields; the decision keeps the original text (before) and the new (after). None if unchanged."""
+def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str, *,
+         seen: int | None = None) -> dict | None:
+    """Change text fields; the decision keeps the original text (before) and the new (after). None if unchanged.
+    `seen` as for decide()."""
     bad = set(changes) - set(EDITABLE)
     if bad:
         raise ValueError(f"fields that cannot be edited: {', '.join(sorted(bad))}")
     with transaction(conn):
         current = require_sample(conn, sample_id)
+        _check_unchanged(conn, sample_id, seen)
         changed = {k: v for k, v in changes.items() if v != current[k]}
         if not changed:
             return None
@@ -425,10 +464,12 @@ def edit(conn: sqlite3.Connection, sample_id: int, changes: dict, session: str) 
     return {"id": did, "sample_id": sample_id, "action": "edit", "before": before, "after": changed}
 
 
-def swap(conn: sqlite3.Connection, sample_id: int, session: str) -> dict:
-    """Swap a pair's chosen and rejected answers: a decision like an edit (logged, undoable)."""
+def swap(conn: sqlite3.Connection, sample_id: int, session: str, *, seen: int | None = None) -> dict:
+    """Swap a pair's chosen and rejected answers: a decision like an edit (logged, undoable). `seen` as for
+    decide()."""
     with transaction(conn):
         current = require_sample(conn, sample_id)
+        _check_unchanged(conn, sample_id, seen)
         if current["rejected"] is None:
             raise ValueError(f"sample #{sample_id} is not a pair: there is no rejected answer to swap with")
         before = {"response": current["response"], "rejected": current["rejected"]}
@@ -515,6 +556,7 @@ def undo(conn: sqlite3.Connection, session: str, dataset_id: int | None = None) 
         if target is None:
             return None
         sid, restore = target["sample_id"], target["before"] or {}
+        _check_unchanged(conn, sid, target["id"], undoing=True)  # another session's later change is not reverted
         if target["action"] in ("edit", "swap"):
             now_values = require_sample(conn, sid)
             current = {k: now_values[k] for k in restore}
@@ -531,22 +573,46 @@ def undo(conn: sqlite3.Connection, session: str, dataset_id: int | None = None) 
 
 # --- one sample with everything the Review screen shows -----------------------------------------------
 
+_CLIPPED = ("instruction", "input", "response", "rejected", "system", "messages", "metadata", "origin")
+_JSON_COLUMNS = ("messages", "metadata", "origin")
+
+
 def load_sample(conn: sqlite3.Connection, sample_id: int) -> dict | None:
-    row = conn.execute("SELECT " + ", ".join(f"s.{c}" for c in SAMPLE_COLUMNS) + ", d.name FROM samples s "
+    """One sample as Review shows it. Text fields hold at most PREVIEW_BYTES of text; `clipped` maps each longer
+    field to its full size in bytes (a JSON column that long is not decoded: None). Edit only fields not clipped."""
+    cols = [preview_sql(f"s.{c}") if c in _CLIPPED else f"s.{c}" for c in SAMPLE_COLUMNS]
+    row = conn.execute("SELECT " + ", ".join(cols) + ", d.name FROM samples s "
                        "LEFT JOIN datasets d ON d.id = s.dataset_id WHERE s.id = ?", (sample_id,)).fetchone()
     if row is None:
         return None
-    s = decode_sample(row[:-1])
+    s, clipped, i = {}, {}, 0
+    for c in SAMPLE_COLUMNS:
+        if c in _CLIPPED:
+            s[c], cut = preview_value(row[i])
+            if cut:
+                clipped[c] = row[i + 1]
+                if c in _JSON_COLUMNS:      # half a JSON document means nothing: not decoded
+                    s[c] = None
+            elif c in _JSON_COLUMNS and s[c] is not None:
+                s[c] = orjson.loads(s[c])
+            i += 2
+        else:
+            s[c] = row[i]
+            i += 1
+    s["clipped"] = clipped
     s["dataset"] = row[-1]
+    s["seen"] = latest_change(conn, sample_id)   # for the compare-and-set of a decision made on what is shown
     s["judgments"] = [
         {"judge": r[0], "rubric": r[1], "rubric_version": r[2], "scores": _loads(r[3]) or {}, "overall": r[4],
          "rationale": r[5], "candidate_id": r[6], "created_at": r[7]}
-        for r in conn.execute("SELECT judge, rubric, rubric_version, scores, overall, rationale, candidate_id, "
+        for r in conn.execute("SELECT judge, rubric, rubric_version, scores, overall, "
+                              f"substr(rationale, 1, {PREVIEW_BYTES}), candidate_id, "
                               "created_at FROM judgments WHERE sample_id = ? ORDER BY id", (sample_id,))]
     s["candidates"] = [
-        {"id": r[0], "model": r[1], "endpoint": r[2], "response": r[3], "job_id": r[4]}
-        for r in conn.execute("SELECT id, model, endpoint, response, job_id FROM candidates WHERE sample_id = ? "
-                              "ORDER BY id", (sample_id,))]
+        {"id": r[0], "model": r[1], "endpoint": r[2], "job_id": r[3], "response": preview_value(r[4])[0],
+         "size": r[5] if isinstance(r[4], bytes) else None}
+        for r in conn.execute(f"SELECT id, model, endpoint, job_id, {preview_sql('response')} FROM candidates "
+                              "WHERE sample_id = ? ORDER BY id", (sample_id,))]
     # preference judging scores each candidate alone: name the candidate in its judgment, the score in the candidate
     models = {c["id"]: c["model"] for c in s["candidates"]}
     for j in s["judgments"]:
@@ -575,7 +641,7 @@ def _pair_candidates(conn: sqlite3.Connection, s: dict) -> list[dict]:
         return []
     out = []
     for cid, model, response in conn.execute(
-            f"SELECT id, model, response FROM candidates WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", ids):
+            f"SELECT id, model, substr(response, 1, {PREVIEW_BYTES}) FROM candidates WHERE id IN ({','.join('?' * len(ids))}) ORDER BY id", ids):
         got = [r[0] for r in conn.execute("SELECT overall FROM judgments WHERE candidate_id = ? AND overall IS NOT "
                                           "NULL", (cid,))]
         out.append({"id": cid, "model": model, "response": response,

@@ -516,13 +516,32 @@ def connect(path: str | os.PathLike, *, check_same_thread: bool = True) -> sqlit
 
 
 def migrate(conn: sqlite3.Connection) -> int:
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    if version > SCHEMA_VERSION:
-        raise SchemaTooNew(f"store schema version {version} is newer than this workbench ({SCHEMA_VERSION}); upgrade it")
-    for target in range(version, SCHEMA_VERSION):
-        with transaction(conn):
+    """Bring the schema up to SCHEMA_VERSION (PRAGMA user_version records it).
+
+    Several processes may open a new store at once (a detached `index` and the next import): the version is
+    re-read under the write lock (BEGIN IMMEDIATE waits on busy_timeout), so only the first one migrates and the
+    others find the work done."""
+    version = _user_version(conn)
+    _refuse_too_new(conn, version)
+    if version == SCHEMA_VERSION:
+        return SCHEMA_VERSION
+    with transaction(conn):
+        version = _user_version(conn)
+        _refuse_too_new(conn, version)
+        for target in range(version, SCHEMA_VERSION):
             _run_migration(conn, target)
     return SCHEMA_VERSION
+
+
+def _user_version(conn: sqlite3.Connection) -> int:
+    return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+def _refuse_too_new(conn: sqlite3.Connection, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        name = conn.execute("PRAGMA database_list").fetchone()[2] or "the store"
+        raise SchemaTooNew(f"{name}: store schema version {version} is newer than this workbench "
+                           f"(schema {SCHEMA_VERSION}); upgrade the workbench to open it")
 
 
 def _run_migration(conn: sqlite3.Connection, target: int) -> None:

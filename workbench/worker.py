@@ -21,7 +21,7 @@ from typing import Callable
 from . import jobs as J
 from .fileperms import open_private, private_dir
 from .endpoints import EndpointError, redact, secrets as config_secrets
-from .llm import LLM, Cache, LLMError, build_pools, close_pools
+from .llm import LLM, Cache, LLMError, ReplyTooLarge, build_pools, close_pools
 from .store import connect, open_store
 from .tasks import TaskError, get_task
 
@@ -294,7 +294,7 @@ class JobRunner:
 
 
 def _describe(e: BaseException) -> str:
-    if isinstance(e, LLMError):
+    if isinstance(e, (LLMError, ReplyTooLarge)):
         return str(e)
     name = type(e).__name__
     return f"{name}: {e}" if name != "ParseError" else f"unparseable reply: {e}"

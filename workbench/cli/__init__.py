@@ -11,13 +11,14 @@ import contextlib
 import importlib
 import logging
 import os
+import sqlite3
 import sys
 import traceback
 
 from ..safe_text import SafeStream
-from ..store import StoreLocationError
+from ..store import SchemaTooNew, StoreLocationError, resolve_db_path
 from .common import (EXIT_DATA, CliError, CliParser, DataError, add_global_options,  # noqa: F401 (re-exported)
-                     common_parser, print_json)
+                     common_parser, oserror_text, print_json)
 
 # Modules that define `register(subparsers, common)`; add yours here.
 COMMAND_MODULES = [
@@ -73,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     want_json = "--json" in argv
     verbose = False
+    top = None
     try:
         top, rest = top_parser(add_help=False).parse_known_args(argv)
         verbose = top.verbose or "-v" in rest or "--verbose" in rest
@@ -106,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `workbench ... | head`: the reader left; don't fail again flushing at exit
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except SchemaTooNew as e:
+        return _report(DataError(str(e)), want_json)
+    except sqlite3.DatabaseError as e:  # a full disk, a file that is not a store: the transaction was rolled back
+        return _report(DataError(f"{resolve_db_path(getattr(top, 'db', None))}: {e}"), want_json)
+    except OSError as e:  # an unreadable file, a full disk, a name too long: said as it is, no traceback
+        return _report(DataError(oserror_text(e)), want_json)
     except Exception as e:   # a bug, not the user's input: say so in one line; --verbose shows where
         if verbose:
             traceback.print_exc(file=SafeStream(sys.stderr))

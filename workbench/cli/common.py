@@ -38,6 +38,13 @@ def common_parser() -> argparse.ArgumentParser:
     return p
 
 
+def oserror_text(e: OSError) -> str:
+    """One line: the file(s) and what the OS said (no errno tuple, no traceback)."""
+    what = e.strerror or str(e) or type(e).__name__
+    names = [str(n) for n in (e.filename, e.filename2) if n is not None]
+    return f"{' -> '.join(names)}: {what}" if names else what
+
+
 def add_global_options(p: argparse.ArgumentParser, default=None) -> None:
     """--db, --config, --quiet, --verbose: before the command or after it."""
     p.add_argument("--db", default=default, help="store file (default: $WORKBENCH_DB or the user data dir)")

@@ -94,6 +94,8 @@ def _register_endpoints(sub, common):
     add.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: no limit)")
     add.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
     add.add_argument("--max-retries", type=int, default=6)
+    add.add_argument("--max-reply-bytes", type=int, default=E.DEFAULT_MAX_REPLY_BYTES,
+                     help="a longer reply fails its item as 'reply too large' (default 1 MiB)")
     add.add_argument("--json-mode", choices=E.JSON_MODES, default="json_object",
                      help="response_format the server accepts for JSON replies")
     add.add_argument("--cost-in", type=float, default=0.0, help="cost per 1k prompt tokens")
@@ -129,7 +131,8 @@ def cmd_endpoints_add(args) -> int:
                     api_key_file=key_file, max_concurrency=args.max_concurrency,
                     adaptive=not args.fixed_concurrency, rpm=args.rpm, tpm=args.tpm, timeout=args.timeout,
                     max_retries=args.max_retries, json_mode=args.json_mode, cost_per_1k_input=args.cost_in,
-                    cost_per_1k_output=args.cost_out, params=_kv(args.param, "--param"))
+                    cost_per_1k_output=args.cost_out, params=_kv(args.param, "--param"),
+                    max_reply_bytes=args.max_reply_bytes)
     path = save_config(E.add_endpoint(cfg, ep), getattr(args, "config", None))
     print(f"endpoint {args.name} saved to {path}")
     return 0
@@ -455,7 +458,7 @@ def cmd_jobs(args) -> int:
     finally:
         conn.close()
     keys = ("id", "kind", "status", "total", "done", "failed", "kept", "dropped", "items_per_s", "eta_s",
-            "tokens_in", "tokens_out", "cost", "cache_hits", "error")
+            "tokens_in", "tokens_out", "cost", "cache_hits", "error", "stale", "lease_owner")
     if args.json:
         print_json([{k: j[k] for k in keys} | {"params": j["params"]} for j in jobs])
         return 0
@@ -464,8 +467,13 @@ def cmd_jobs(args) -> int:
         return 0
     print(f"{'id':>4} {'kind':<16} {'status':<10} {'total':>7} {'done':>7} {'failed':>6} {'items/s':>8} {'eta':>8}")
     for j in jobs:
-        print(f"{j['id']:>4} {j['kind']:<16} {j['status']:<10} {j['total']:>7} {j['done']:>7} {j['failed']:>6} "
+        status = "stale" if j["stale"] else j["status"]
+        print(f"{j['id']:>4} {j['kind']:<16} {status:<10} {j['total']:>7} {j['done']:>7} {j['failed']:>6} "
               f"{j['items_per_s']:>8.1f} {fmt_eta(j['eta_s']):>8}")
+    stale = [j for j in jobs if j["stale"]]
+    for j in stale:
+        print(f"job {j['id']}: stale: its worker ({j['lease_owner'] or 'unknown'}) stopped renewing its lease "
+              f"{time.time() - (j['lease_expires'] or 0):.0f} s ago; `workbench worker` takes it over")
     return 0
 
 
