@@ -128,3 +128,14 @@ def test_preference_with_the_judge_rubric_sends_the_judge_schema(conn, db_path):
         run(conn, db_path, "preference", config=cfg, dataset="p", pool="gen", judge="j", params={"rubric": "judge"})
         sent = _sent_schemas(srv)
     assert len(sent) == 2 and all(s == judge_schema() for s in sent)
+
+
+def test_endpoints_send_the_schema_by_default():
+    """A default endpoint asks for json_schema, so a server that decodes under the schema (llama.cpp's grammar)
+    can only return values the parser accepts; a server that refuses it is asked again with json_object."""
+    from workbench.endpoints import Endpoint
+    from workbench.llm import Client
+    schema = {"type": "object", "properties": {"overall": {"type": "integer", "minimum": 1, "maximum": 10}},
+              "required": ["overall"], "additionalProperties": False}
+    rf = Client(Endpoint(name="e", base_url="http://127.0.0.1:1/v1", model="m")).response_format(True, schema)
+    assert rf == {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}

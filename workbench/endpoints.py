@@ -12,7 +12,8 @@
     timeout = 120                      # seconds per request
     max_reply_bytes = 1048576          # a longer reply fails its item ("reply too large"), never stored whole
     max_retries = 6
-    json_mode = "json_object"          # json_schema | json_object | none (what response_format the server takes)
+    json_mode = "json_schema"          # json_schema | json_object | none (what response_format the server takes;
+                                       # a server that refuses one is asked again with the next)
     cost_per_1k_input = 0.0
     cost_per_1k_output = 0.0
     [endpoints.local.params]           # default generation parameters
@@ -64,7 +65,8 @@ class Endpoint:
     tpm: int = 0
     timeout: float = 120.0
     max_retries: int = 6
-    json_mode: str = "json_object"
+    json_mode: str = "json_schema"     # the schema states what the parser checks, so servers that decode under it
+                                       # (llama.cpp, vLLM, SGLang, OpenAI) can only return readable values
     cost_per_1k_input: float = 0.0
     cost_per_1k_output: float = 0.0
     params: dict = field(default_factory=dict)

@@ -96,7 +96,7 @@ def _register_endpoints(sub, common):
     add.add_argument("--max-retries", type=int, default=6)
     add.add_argument("--max-reply-bytes", type=int, default=E.DEFAULT_MAX_REPLY_BYTES,
                      help="a longer reply fails its item as 'reply too large' (default 1 MiB)")
-    add.add_argument("--json-mode", choices=E.JSON_MODES, default="json_object",
+    add.add_argument("--json-mode", choices=E.JSON_MODES, default="json_schema",
                      help="response_format the server accepts for JSON replies")
     add.add_argument("--cost-in", type=float, default=0.0, help="cost per 1k prompt tokens")
     add.add_argument("--cost-out", type=float, default=0.0, help="cost per 1k completion tokens")
