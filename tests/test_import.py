@@ -4,6 +4,8 @@ import json
 
 import pytest
 
+from workbench import readers
+
 from workbench.samples import iter_samples
 from workbench.store import open_store
 from workbench.textnorm import keep_as_written as nfc
@@ -308,7 +310,7 @@ def test_broken_parquet(cli, tmp_path, db_path):
 def test_parallel_path_matches_serial(cli, tmp_path, db_path, monkeypatch, shared_data):
     """Big JSONL files are parsed in a worker process: same rows, same order, same errors, same line and row
     numbers across the blocks the file is shipped in."""
-    from workbench import formats, importer
+    from workbench import importer, readers
     src = shared_data / "self-instruct-user-oriented" / "user_oriented_dolly.jsonl"
     lines = src.read_text(encoding="utf-8").splitlines()
     f = tmp_path / "big.jsonl"
@@ -316,7 +318,7 @@ def test_parallel_path_matches_serial(cli, tmp_path, db_path, monkeypatch, share
     code, out, serial_err = cli("import", str(f), "--dataset", "serial", "--skip-invalid")
     assert code == 0 and "line 102 (row 101): broken JSON" in serial_err
     monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
-    monkeypatch.setattr(formats, "JSONL_BLOCK_BYTES", 3000)      # a few lines a block
+    monkeypatch.setattr(readers, "JSONL_BLOCK_BYTES", 3000)      # a few lines a block
     code, out, err = cli("import", str(f), "--dataset", "parallel", "--skip-invalid")
     assert code == 0 and err == serial_err.replace("serial", "parallel")
     conn = open_store(db_path)
@@ -344,9 +346,8 @@ def test_json_that_is_not_an_array_is_refused(cli, tmp_path, db_path):
 
 @pytest.mark.parametrize("block_bytes", [1, 7, 64, 1 << 20])
 def test_jsonl_lines_are_the_same_whatever_the_block_size(tmp_path, monkeypatch, block_bytes):
-    from workbench import formats
     f = tmp_path / "x.jsonl"
     f.write_bytes(codecs.BOM_UTF8 + b'{"a": 1}\r\n\n  \n{"b": "\xc3\xa9"}\n\n{"c": 3}\n{"truncated": ')
-    monkeypatch.setattr(formats, "JSONL_BLOCK_BYTES", block_bytes)
-    assert list(formats.jsonl_lines(f)) == [(1, 1, b'{"a": 1}\r\n'), (4, 2, b'{"b": "\xc3\xa9"}\n'),
+    monkeypatch.setattr(readers, "JSONL_BLOCK_BYTES", block_bytes)
+    assert list(readers.jsonl_lines(f)) == [(1, 1, b'{"a": 1}\r\n'), (4, 2, b'{"b": "\xc3\xa9"}\n'),
                                             (6, 3, b'{"c": 3}\n'), (7, 4, b'{"truncated": ')]
