@@ -119,7 +119,7 @@ def test_wait_watches_the_worker_that_holds_the_job(cli, db_path, tmp_path):
         conn = open_store(db_path)
         while J.get_job(conn, jid)["status"] != "running":
             time.sleep(0.05)
-        from workbench.cli.llm import wait_for_job
+        from workbench.cli.jobs import wait_for_job
         assert wait_for_job(db_path, load_config(), jid) == 0     # watched it to the end, ran nothing itself
         assert p.wait(30) == 0
         j = J.get_job(conn, jid)

@@ -288,7 +288,7 @@ def wait_for(pred, timeout=90.0):
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads niceness from /proc")
 def test_worker_process_yields_the_cpu_to_the_tui(db_path, cfg_path, tmp_path):
-    from workbench.cli.llm import WORKER_NICE
+    from workbench.cli.jobs import WORKER_NICE
 
     def nice(pid):
         return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[16])

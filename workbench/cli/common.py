@@ -5,7 +5,12 @@ import argparse
 import json
 import sys
 
+from .. import endpoints as E
+from ..config import ConfigError, load_config
+from ..filters import FilterError, parse_value
+from ..store import open_store
 from ..safe_text import json_safe
+from ..tasks import TaskError
 
 
 EXIT_DATA = 1    # what the command read is bad: a file (import, target, config, template), the store, an endpoint
@@ -59,3 +64,38 @@ def add_global_options(p: argparse.ArgumentParser, default=None) -> None:
 
 def print_json(obj) -> None:
     sys.stdout.write(json_safe(json.dumps(obj, ensure_ascii=False, indent=2)) + "\n")
+
+
+# --- what the LLM commands share -------------------------------------------------------------------------
+
+def load_cli_config(args) -> dict:
+    try:
+        return load_config(getattr(args, "config", None))
+    except ConfigError as e:
+        raise DataError(str(e)) from None
+
+
+def open_cli_store(args):
+    return open_store(getattr(args, "db", None))
+
+
+def parse_kv(pairs: list[str] | None, what: str) -> dict:
+    out = {}
+    for pair in pairs or []:
+        if "=" not in pair:
+            raise CliError(f"{what} {pair!r}: expected key=value")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = parse_value(v)
+    return out
+
+
+def guard(fn):
+    """User-fixable errors from the core -> CliError (exit 2, no traceback)."""
+    def wrapped(args):
+        try:
+            return fn(args)
+        except ConfigError as e:
+            raise DataError(str(e)) from None
+        except (E.EndpointError, TaskError, FilterError) as e:
+            raise CliError(str(e)) from None
+    return wrapped

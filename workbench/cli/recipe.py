@@ -8,7 +8,8 @@ from .. import jobs as J
 from .. import recipes
 from ..store import resolve_db_path
 from .common import CliError, print_json
-from .llm import _config, _guard, _store, report_line, summary_line
+from .common import load_cli_config, guard, open_cli_store
+from .jobs import report_line, summary_line
 
 
 def register(sub, common):
@@ -21,14 +22,14 @@ def register(sub, common):
     r.add_argument("--judge", help="judge endpoint for steps that name none")
     r.add_argument("--var", action="append", metavar="NAME=VALUE", help="set a recipe variable (repeat)")
     r.add_argument("--wait", action="store_true", help="run the steps here until the recipe ends")
-    r.set_defaults(handler=_guard(cmd_recipe_run))
+    r.set_defaults(handler=guard(cmd_recipe_run))
     ls = rs.add_parser("list", parents=[common], help="shipped recipes and the recipes run in this store")
     ls.add_argument("--json", action="store_true")
-    ls.set_defaults(handler=_guard(cmd_recipe_list))
+    ls.set_defaults(handler=guard(cmd_recipe_list))
     sh = rs.add_parser("show", parents=[common], help="one recipe run with each step's progress")
     sh.add_argument("id", type=int)
     sh.add_argument("--json", action="store_true")
-    sh.set_defaults(handler=_guard(cmd_recipe_show))
+    sh.set_defaults(handler=guard(cmd_recipe_show))
 
 
 def _vars(pairs) -> dict[str, str]:
@@ -42,8 +43,8 @@ def _vars(pairs) -> dict[str, str]:
 
 
 def cmd_recipe_run(args) -> int:
-    cfg = _config(args)
-    conn = _store(args)
+    cfg = load_cli_config(args)
+    conn = open_cli_store(args)
     try:
         path = recipes.locate(args.recipe)
         rid = recipes.start(conn, path, _vars(args.var), cfg, endpoint=args.endpoint, pool=args.pool,
@@ -98,7 +99,7 @@ def wait_for_recipe(db_path, cfg: dict, rid: int) -> int:
 
 def cmd_recipe_list(args) -> int:
     found = recipes.shipped()
-    conn = _store(args)
+    conn = open_cli_store(args)
     try:
         runs = recipes.list_recipes(conn)
     finally:
@@ -118,7 +119,7 @@ def cmd_recipe_list(args) -> int:
 
 
 def cmd_recipe_show(args) -> int:
-    conn = _store(args)
+    conn = open_cli_store(args)
     try:
         view = recipes.recipe_view(conn, args.id)
     except recipes.RecipeError as e:

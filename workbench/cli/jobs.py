@@ -12,19 +12,15 @@ from pathlib import Path
 
 from .. import endpoints as E
 from .. import jobs as J
-from .common import CliError, DataError, print_json
-from ..config import ConfigError, load_config, save_config
-from ..llm import Client, LLMError, connection_failure
+from .common import CliError, guard, load_cli_config, open_cli_store, parse_kv, print_json
 from ..store import open_store, resolve_db_path
-from ..filters import FilterError
-from ..tasks import TaskError, load_tasks, params_help, parse_value
+from ..tasks import load_tasks, params_help
 from ..safe_text import raw_stream
 
 WORKER_NICE = 10
 
 
 def register(sub, common):
-    _register_endpoints(sub, common)
     _register_run(sub, common)
     w = sub.add_parser("worker", parents=[common], help="run queued LLM jobs (keep it running, or --until-idle)")
     w.add_argument("--until-idle", action="store_true", help="exit when no job is left to run")
@@ -35,191 +31,6 @@ def register(sub, common):
                    help="items in flight at once (default: twice the pool's total concurrency)")
     w.set_defaults(handler=cmd_worker)
     _register_jobs(sub, common)
-
-
-# --- helpers -----------------------------------------------------------------------------------------------
-
-def _config(args) -> dict:
-    try:
-        return load_config(getattr(args, "config", None))
-    except ConfigError as e:
-        raise DataError(str(e)) from None
-
-
-def _store(args):
-    return open_store(getattr(args, "db", None))
-
-
-def _kv(pairs: list[str] | None, what: str) -> dict:
-    out = {}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise CliError(f"{what} {pair!r}: expected key=value")
-        k, v = pair.split("=", 1)
-        out[k.strip()] = parse_value(v)
-    return out
-
-
-def _guard(fn):
-    """User-fixable errors from the core -> CliError (exit 2, no traceback)."""
-    def wrapped(args):
-        try:
-            return fn(args)
-        except ConfigError as e:
-            raise DataError(str(e)) from None
-        except (E.EndpointError, TaskError, FilterError) as e:
-            raise CliError(str(e)) from None
-    return wrapped
-
-
-# --- endpoints and pools -------------------------------------------------------------------------------------
-
-def _register_endpoints(sub, common):
-    p = sub.add_parser("endpoints", parents=[common], help="add, list and test LLM endpoints")
-    es = p.add_subparsers(dest="endpoints_command", metavar="ACTION", required=True)
-    add = es.add_parser("add", parents=[common], help="add or replace an OpenAI-compatible endpoint")
-    add.add_argument("name")
-    add.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
-    add.add_argument("--model", required=True)
-    keys = add.add_mutually_exclusive_group()
-    keys.add_argument("--api-key-env", default=None, metavar="NAME",
-                      help="NAME of the environment variable holding the key (the key is never stored)")
-    keys.add_argument("--api-key-file", default=None, metavar="PATH",
-                      help="a file holding the key, readable by you only (chmod 600); its path is stored")
-    add.add_argument("--max-concurrency", type=int, default=256,
-                     help="a ceiling: how many requests go at once is found from the server's latency (default 256)")
-    add.add_argument("--fixed-concurrency", action="store_true",
-                     help="always send --max-concurrency requests at once instead of finding the level")
-    add.add_argument("--rpm", type=int, default=0, help="requests per minute (0: no limit)")
-    add.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: no limit)")
-    add.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    add.add_argument("--max-retries", type=int, default=6)
-    add.add_argument("--max-reply-bytes", type=int, default=E.DEFAULT_MAX_REPLY_BYTES,
-                     help="a longer reply fails its item as 'reply too large' (default 1 MiB)")
-    add.add_argument("--json-mode", choices=E.JSON_MODES, default="json_schema",
-                     help="response_format the server accepts for JSON replies")
-    add.add_argument("--cost-in", type=float, default=0.0, help="cost per 1k prompt tokens")
-    add.add_argument("--cost-out", type=float, default=0.0, help="cost per 1k completion tokens")
-    add.add_argument("--param", action="append", metavar="K=V", help="default generation parameter")
-    add.set_defaults(handler=_guard(cmd_endpoints_add))
-    ls = es.add_parser("list", parents=[common], help="configured endpoints and pools")
-    ls.add_argument("--json", action="store_true")
-    ls.set_defaults(handler=_guard(cmd_endpoints_list))
-    rm = es.add_parser("remove", parents=[common], help="remove an endpoint from the config")
-    rm.add_argument("name")
-    rm.set_defaults(handler=_guard(cmd_endpoints_remove))
-    t = es.add_parser("test", parents=[common], help="send one tiny request; show latency and the server's models")
-    t.add_argument("name")
-    t.set_defaults(handler=_guard(cmd_endpoints_test))
-
-    pp = sub.add_parser("pools", parents=[common], help="group endpoints into a pool")
-    ps = pp.add_subparsers(dest="pools_command", metavar="ACTION", required=True)
-    padd = ps.add_parser("add", parents=[common], help="add or replace a pool")
-    padd.add_argument("name")
-    padd.add_argument("--endpoint", action="append", required=True, help="member endpoint (repeat)")
-    padd.add_argument("--mode", choices=E.POOL_MODES, default="spread",
-                      help="spread: least busy endpoint first; each: every model answers")
-    padd.set_defaults(handler=_guard(cmd_pools_add))
-
-
-def cmd_endpoints_add(args) -> int:
-    cfg = _config(args)
-    key_file = str(Path(args.api_key_file).expanduser().absolute()) if args.api_key_file else None
-    if key_file:
-        E.read_key_file(key_file, f"endpoint {args.name}")     # refused now (mode, missing, empty), not at run time
-    ep = E.Endpoint(name=args.name, base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
-                    api_key_file=key_file, max_concurrency=args.max_concurrency,
-                    adaptive=not args.fixed_concurrency, rpm=args.rpm, tpm=args.tpm, timeout=args.timeout,
-                    max_retries=args.max_retries, json_mode=args.json_mode, cost_per_1k_input=args.cost_in,
-                    cost_per_1k_output=args.cost_out, params=_kv(args.param, "--param"),
-                    max_reply_bytes=args.max_reply_bytes)
-    path = save_config(E.add_endpoint(cfg, ep), getattr(args, "config", None))
-    print(f"endpoint {args.name} saved to {path}")
-    return 0
-
-
-def cmd_endpoints_remove(args) -> int:
-    cfg = _config(args)
-    if args.name not in (cfg.get("endpoints") or {}):
-        raise CliError(f"no endpoint named {args.name!r}")
-    users = [p for p, d in (cfg.get("pools") or {}).items() if args.name in (d.get("endpoints") or [])]
-    if users:
-        raise CliError(f"endpoint {args.name} is used by pool(s) {', '.join(users)}")
-    del cfg["endpoints"][args.name]
-    save_config(cfg, getattr(args, "config", None))
-    print(f"endpoint {args.name} removed")
-    return 0
-
-
-def cmd_endpoints_list(args) -> int:
-    cfg = _config(args)
-    eps = E.endpoints(cfg)
-    pls = E.pools(cfg)
-    rows = [{"name": ep.name, "base_url": ep.base_url, "model": ep.model, "api_key_env": ep.api_key_env,
-             "api_key_file": ep.api_key_file,
-             "key_set": E.key_available(ep), "max_concurrency": ep.max_concurrency, "rpm": ep.rpm, "tpm": ep.tpm,
-             "json_mode": ep.json_mode} for ep in eps.values()]
-    if args.json:
-        print_json({"endpoints": rows, "pools": [{"name": p.name, "endpoints": list(p.endpoints), "mode": p.mode}
-                                                 for p in pls.values()]})
-        return 0
-    if not rows:
-        print("no endpoints; add one with `workbench endpoints add NAME --base-url URL --model M`")
-    for r in rows:
-        key = f"key file {r['api_key_file']}" if r["api_key_file"] else \
-            "no key" if not r["api_key_env"] else f"key ${r['api_key_env']}"
-        key += "" if r["key_set"] else (" (missing)" if r["api_key_file"] else " (unset)")
-        print(f"{r['name']:<16} {r['model']:<32} {r['base_url']:<36} x{r['max_concurrency']:<4} {key}")
-    for p in pls.values():
-        print(f"pool {p.name:<11} {p.mode:<6} {', '.join(p.endpoints)}")
-    return 0
-
-
-def cmd_endpoints_test(args) -> int:
-    import asyncio
-    cfg = _config(args)
-    ep = E.get_endpoint(cfg, args.name)
-    client = Client(ep, E.secrets(cfg))
-
-    async def probe():
-        try:
-            try:
-                t0 = time.monotonic()
-                models = [m.id async for m in client.client.models.list()]
-                list_s = time.monotonic() - t0
-            except Exception as e:  # the model list is optional on some servers; report and go on
-                import openai
-                why = connection_failure(e, ep.base_url, ep.timeout).message \
-                    if isinstance(e, openai.APIConnectionError) else f"{type(e).__name__}: {e}"
-                models, list_s = None, E.redact(why, client.secrets)
-            t0 = time.monotonic()
-            try:
-                c = await client.chat([{"role": "user", "content": "Reply with the single word: ok"}],
-                                      {**ep.params, "max_tokens": 5})
-            except LLMError as e:
-                served = f"; the server lists: {', '.join(models[:20])}" if models else ""
-                raise DataError(f"endpoint {ep.name} failed: {e}{served}") from None
-            return models, list_s, c, time.monotonic() - t0
-        finally:
-            await client.close()
-
-    models, list_s, c, latency = asyncio.run(probe())
-    print(f"endpoint {ep.name}: ok, {latency * 1000:.0f} ms, model {c.model}, reply {c.text[:40]!r}, "
-          f"tokens {c.prompt_tokens}+{c.completion_tokens}")
-    if models is None:
-        print(f"model list unavailable: {list_s}")
-    else:
-        print(f"server models ({len(models)}): {', '.join(models[:20])}" + (" ..." if len(models) > 20 else ""))
-        if ep.model not in models:
-            print(f"note: {ep.model} is not in the server's model list")
-    return 0
-
-
-def cmd_pools_add(args) -> int:
-    cfg = _config(args)
-    path = save_config(E.add_pool(cfg, args.name, args.endpoint, args.mode), getattr(args, "config", None))
-    print(f"pool {args.name} saved to {path}")
-    return 0
 
 
 # --- run -------------------------------------------------------------------------------------------------------
@@ -249,18 +60,18 @@ def _register_run(sub, common):
             tp.add_argument("--candidates-from", metavar="D1,D2,...",
                             help="add the answers in these datasets (joined on the normalized instruction + input) "
                                  "as candidates, then judge the stored candidates (implies candidates=existing)")
-        tp.set_defaults(handler=_guard(cmd_run))
+        tp.set_defaults(handler=guard(cmd_run))
 
 
 def cmd_run(args) -> int:
-    cfg = _config(args)
-    conn = _store(args)
+    cfg = load_cli_config(args)
+    conn = open_cli_store(args)
     if getattr(args, "candidates_from", None):
         _add_candidates(conn, args)
     try:
         job_id = J.queue_job(conn, args.task, config=cfg, dataset=args.dataset, endpoint=args.endpoint,
                              pool=args.pool, judge=args.judge, into=getattr(args, "into", None),
-                             params=_kv(args.param, "--param"), filter=J.parse_filter(args.filter),
+                             params=parse_kv(args.param, "--param"), filter=J.parse_filter(args.filter),
                              allow_self_judge=getattr(args, "allow_self_judge", False))
         job = J.get_job(conn, job_id)
     finally:
@@ -301,7 +112,7 @@ def _add_candidates(conn, args) -> None:
     sources = [x.strip() for x in args.candidates_from.split(",") if x.strip()]
     if not sources:
         raise CliError("--candidates-from: name one or more datasets, e.g. D1,D2")
-    params = _kv(args.param, "--param")
+    params = parse_kv(args.param, "--param")
     if params.get("candidates", "existing") != "existing":
         raise CliError("--candidates-from judges stored candidates: it cannot go with candidates="
                        f"{params['candidates']}")
@@ -403,7 +214,7 @@ class ProgressPrinter:
 
 def cmd_worker(args) -> int:
     from ..worker import run_worker
-    cfg = _config(args)
+    cfg = load_cli_config(args)
     handler = logging.StreamHandler(sys.stderr)
     # the log is a file (the TUI's workers) that outlives the run: no key in it, whatever a message quotes
     handler.setFormatter(RedactingFormatter(E.secrets(cfg),
@@ -436,7 +247,7 @@ class RedactingFormatter(logging.Formatter):
 def _register_jobs(sub, common):
     p = sub.add_parser("jobs", parents=[common], help="list LLM jobs; cancel, pause, resume, retry, show")
     p.add_argument("--json", action="store_true")
-    p.set_defaults(handler=_guard(cmd_jobs))
+    p.set_defaults(handler=guard(cmd_jobs))
     js = p.add_subparsers(dest="jobs_command", metavar="ACTION")
     for action, help_ in (("cancel", "stop a job for good (its outputs so far stay)"),
                           ("pause", "stop a job; resume continues where it stopped"),
@@ -448,11 +259,11 @@ def _register_jobs(sub, common):
         if action == "show":
             a.add_argument("--json", action="store_true")
             a.add_argument("--failures", type=int, default=10, help="how many failed items to show")
-        a.set_defaults(handler=_guard(cmd_job_action), action=action)
+        a.set_defaults(handler=guard(cmd_job_action), action=action)
 
 
 def cmd_jobs(args) -> int:
-    conn = _store(args)
+    conn = open_cli_store(args)
     try:
         jobs = J.list_jobs(conn)
     finally:
@@ -478,7 +289,7 @@ def cmd_jobs(args) -> int:
 
 
 def cmd_job_action(args) -> int:
-    conn = _store(args)
+    conn = open_cli_store(args)
     try:
         if args.action == "show":
             job = J.get_job(conn, args.id)
