@@ -460,7 +460,8 @@ async def test_first_run_imports_the_bundled_sample(db_path):
     app = WorkbenchApp(db=db_path)
     async with app.run_test(size=SIZE) as pilot:
         await wait_for(pilot, lambda: type(app.screen).__name__ == "DatasetsScreen")
-        await wait_for(pilot, lambda: app.screen.datasets, timeout=30)
+        # the import commits in batches and the table follows the store's commits: wait for the last one
+        await wait_for(pilot, lambda: app.screen.datasets and app.screen.datasets[0]["rows"] == 175, timeout=60)
         rows = app.screen.datasets[0]["rows"]
         assert rows == 175 and app.sample_import
     assert peek(db_path, "SELECT count(*) FROM samples")[0][0] == rows
