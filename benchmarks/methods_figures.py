@@ -158,7 +158,7 @@ def figures(work: Path, data: Path) -> dict:
             fig["split"] += seg.get("split_segments", 0)
         out[f"segments {mode}"] = fig
     cli("import", str(SAMPLE), "--dataset", "seed")
-    with LLMServer(reply=reply) as srv:
+    with LLMServer(reply=reply, models=("model-a", "model-b", "judge-model")) as srv:
         cli("endpoints", "add", "a", "--base-url", srv.base_url, "--model", "model-a")
         cli("endpoints", "add", "b", "--base-url", srv.base_url, "--model", "model-b")
         cli("endpoints", "add", "judge", "--base-url", srv.base_url, "--model", "judge-model")
