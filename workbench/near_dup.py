@@ -24,6 +24,8 @@ KEY_BYTES = 64        # sort keys other than the prompt itself: fixed-width byte
 VERIFY_BATCH = 20_000 # pairs whose responses are fetched from the store at once
 CHUNK = 20_000        # candidate pairs scored per rapidfuzz call (their prompt copies are transient memory)
 WORKERS = 1           # rapidfuzz threads (the cores are shared with the UI and workers)
+BUCKETS = 32          # character-histogram buckets per row (uint8 counts): the prefilter's lower bound
+HIST_ROWS = 8_192     # rows whose histograms are built per numpy call (its temporaries stay in cache)
 ANCHOR_MIN_WORDS = 4
 
 _NONWORD = re.compile(r"[\W_]+")
@@ -68,6 +70,7 @@ class Stats:
     skipped_empty: int = 0
     exact_rows: int = 0          # rows in an exact group beyond its first
     compared: int = 0            # candidate pairs whose similarity was computed
+    filtered: int = 0            # candidate pairs the character-count bound ruled out before scoring
     near_pairs: int = 0          # verified near pairs that joined two clusters
     passes: dict = field(default_factory=dict)      # pass name -> pairs compared
     seconds: dict = field(default_factory=dict)     # phase -> CPU seconds
@@ -112,6 +115,34 @@ def _similar(a_texts: list[str], b_texts: list[str], threshold: float) -> np.nda
     scores = process.cpdist(a_texts, b_texts, scorer=Indel.normalized_similarity, score_cutoff=threshold,
                             workers=WORKERS)
     return scores >= threshold
+
+
+def _histograms(texts: list[str], lens: np.ndarray, has_extra: bool) -> np.ndarray:
+    """Each row's prompt as a histogram of its code points over BUCKETS buckets (code point mod BUCKETS), counts
+    saturated at 255: (rows, BUCKETS) uint8, built in numpy a block of rows at a time."""
+    n = len(texts)
+    hist = np.zeros((n, BUCKETS), dtype=np.uint8)
+    for lo in range(0, n, HIST_ROWS):
+        hi = min(lo + HIST_ROWS, n)
+        block_lens = lens[lo:hi]
+        block = texts[lo:hi] if not has_extra else [t[:m] for t, m in zip(texts[lo:hi], block_lens.tolist())]
+        cps = np.frombuffer("".join(block).encode("utf-32-le", "surrogatepass"), dtype=np.int32)  # < 2**21
+        del block
+        slots = np.repeat(np.arange(0, (hi - lo) * BUCKETS, BUCKETS, dtype=np.int32), block_lens)
+        slots += cps & (BUCKETS - 1)
+        hist[lo:hi] = np.minimum(np.bincount(slots, minlength=(hi - lo) * BUCKETS), 255).reshape(-1, BUCKETS)
+    return hist
+
+
+def _may_reach(hist: np.ndarray, a: np.ndarray, b: np.ndarray, la: np.ndarray, lb: np.ndarray,
+               threshold: float) -> np.ndarray:
+    """False where rows a and b provably have Indel similarity < threshold. The Indel distance is
+    la + lb - 2 * LCS and the LCS holds at most min(count in a, count in b) of each character, so the distance is
+    at least the L1 distance of the character counts, and of any bucketing or saturation of them (a sum of
+    |x - y| never grows when counts are merged or capped). Similarity >= t needs distance <= (1 - t) * (la + lb);
+    the +1 keeps pairs at the floating-point edge for the exact scorer to decide."""
+    l1 = np.abs(hist[a].astype(np.int16) - hist[b].astype(np.int16)).sum(axis=1, dtype=np.int32)
+    return l1 <= (1.0 - threshold) * (la + lb) + 1
 
 
 def _ints(arr: np.ndarray, chunk: int = 65_536) -> Iterator[int]:
@@ -245,6 +276,8 @@ def near_duplicate_groups(rows: Iterable[tuple[int, str, str | None]], threshold
     st.lap("exact", t0)
 
     texts, mlen = data.texts, data.main_len
+    hist = _histograms(texts, main_len, has_extra)
+    st.lap("histograms", t0)
     rows_all = np.frombuffer(reps, dtype=np.int64)
     for name in ("forward", "backward", "anchored"):
         if name == "forward":
@@ -257,7 +290,14 @@ def near_duplicate_groups(rows: Iterable[tuple[int, str, str | None]], threshold
         for hits, d in _gated_neighbours(prefixes, lens, window):
             # Indel similarity >= t needs 2 * min(len) >= t * (sum of lens): drop hopeless pairs before scoring
             la, lb = lens[hits], lens[hits + d]
-            hits = hits[2 * np.minimum(la, lb) >= threshold * (la + lb)]
+            keep = 2 * np.minimum(la, lb) >= threshold * (la + lb)
+            hits, la, lb = hits[keep], la[keep], lb[keep]
+            # and the character counts must be close enough (exact lower bound; no candidate that could pass is lost)
+            keep = np.concatenate([_may_reach(hist, order[hits[lo:lo + CHUNK]], order[hits[lo:lo + CHUNK] + d],
+                                              la[lo:lo + CHUNK], lb[lo:lo + CHUNK], threshold)
+                                   for lo in range(0, hits.size, CHUNK)]) if hits.size else np.zeros(0, bool)
+            st.filtered += int(hits.size - keep.sum())
+            hits = hits[keep]
             for lo in range(0, hits.size, CHUNK):
                 part = hits[lo:lo + CHUNK]
                 a_idx, b_idx = order[part].tolist(), order[part + d].tolist()
