@@ -10,6 +10,7 @@ import string
 import time
 from array import array
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
@@ -29,13 +30,18 @@ HIST_ROWS = 8_192     # rows whose histograms are built per numpy call (its temp
 ANCHOR_MIN_WORDS = 4
 
 _NONWORD = re.compile(r"[\W_]+")
-_ASCII_PUNCT = bytes.maketrans(string.punctuation.encode(), b" " * len(string.punctuation))
+# ASCII byte -> what match_text makes of it: punctuation and whitespace (as str.split sees it) a space, A-Z lower
+_ASCII_MAP = bytes(32 if chr(b) in string.punctuation or chr(b).isspace() else ord(chr(b).lower()) if b < 128 else b
+                   for b in range(256))
 
 
 def match_text(text: str) -> str:
     """What similarity is measured on: casefolded words separated by single spaces (punctuation dropped)."""
-    if text.isascii():   # the common case, ~4x faster than the regex
-        return " ".join(text.encode().translate(_ASCII_PUNCT).decode().lower().split())
+    if text.isascii():   # the common case, several times faster than the regex: one byte map, then collapse
+        s = text.encode().translate(_ASCII_MAP)
+        while b"  " in s:
+            s = s.replace(b"  ", b" ")
+        return s.strip(b" ").decode()
     return _NONWORD.sub(" ", text.casefold()).strip()
 
 
@@ -169,16 +175,26 @@ class _Rows:
         self.hashes = array("q")
         self.has_extra = False
 
-    def add(self, sid: int, main: str, extra: str | None) -> None:
-        self.ids.append(sid)
-        self.main_len.append(len(main))
-        self.hashes.append(hash((main, extra)))
-        if extra is None:
-            self.texts.append(main)
-            return
-        self.has_extra = True
-        snip = extra if len(extra) <= 2 * SNIPPET else extra[:SNIPPET] + "\x1f" + extra[-SNIPPET:]
-        self.texts.append(main + "\x1f" + snip)
+    def add_block(self, ids: list[int], mains: list[str], extras: list[str] | None) -> int:
+        """Append a block of rows (match texts); rows with nothing to compare are left out. Returns how many."""
+        if extras is None:
+            keep = [k for k, m in enumerate(mains) if m]
+            if len(keep) < len(mains):
+                ids, mains = [ids[k] for k in keep], [mains[k] for k in keep]
+            self.texts += mains
+            self.hashes.extend([hash((m, None)) for m in mains])
+        else:
+            keep = [k for k, (m, e) in enumerate(zip(mains, extras)) if m or e]
+            if len(keep) < len(mains):
+                ids, mains, extras = [ids[k] for k in keep], [mains[k] for k in keep], [extras[k] for k in keep]
+            self.has_extra = True
+            self.hashes.extend([hash(p) for p in zip(mains, extras)])
+            two = 2 * SNIPPET
+            self.texts += [m + "\x1f" + (e if len(e) <= two else e[:SNIPPET] + "\x1f" + e[-SNIPPET:])
+                           for m, e in zip(mains, extras)]
+        self.ids.extend(ids)
+        self.main_len.extend(map(len, mains))
+        return len(ids)
 
     def main(self, i: int) -> str:
         return self.texts[i][:self.main_len[i]] if self.has_extra else self.texts[i]
@@ -188,15 +204,6 @@ class _Rows:
 
     def whole_extra(self, i: int) -> bool:
         return len(self.texts[i]) - self.main_len[i] - 1 <= 2 * SNIPPET
-
-    def backward_key(self, i: int) -> str:
-        t, m = self.texts[i], self.main_len[i]
-        key = t[max(m - KEY_BYTES, 0):m][::-1]
-        return key + "\x1f" + t[:m:-1][:SNIPPET] if self.has_extra else key
-
-    def anchored_key(self, i: int) -> str | None:
-        key = _anchor_key(self.main(i))
-        return key + "\x1f" + self.snippet(i)[:SNIPPET] if key and self.has_extra else key
 
     def exact_groups(self, uf: _UnionFind) -> array:
         """Join rows with identical match texts; returns the rows that start a group (the only ones the passes
@@ -222,18 +229,37 @@ class _Rows:
         return array("q", np.flatnonzero(is_first).tolist())
 
     def forward_order(self, rows_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows sorted by their whole string (prompt, then response), and each key's first GATE bytes."""
-        keys = np.empty(len(rows_in), dtype=object)
-        keys[:] = [self.texts[i] for i in _ints(rows_in)]
-        order = rows_in[np.argsort(keys, kind="stable")]
-        del keys
-        return order, _prefix_bytes((self.texts[i] for i in _ints(order)), len(order))
+        """Rows sorted by their whole string (prompt, then response), and each key's first GATE bytes. Python's
+        sort with a key (stable, like the index order of rows_in) is ~3x faster than numpy's on objects."""
+        texts = self.texts
+        order = np.array(sorted(rows_in.tolist(), key=texts.__getitem__), dtype=np.int64)
+        return order, _prefix_bytes((texts[i] for i in _ints(order)), len(order))
 
-    def keyed_order(self, rows_in: np.ndarray, keyfn: Callable[[int], str | None]) -> tuple[np.ndarray, np.ndarray]:
-        """Rows sorted by keyfn (rows it gives None are left out), keys held as fixed-width UTF-8 bytes (no Python
-        object per row; UTF-8 byte order is code point order)."""
-        keys = np.fromiter(((keyfn(i) or "").encode()[:KEY_BYTES] for i in _ints(rows_in)),
-                           dtype=f"S{KEY_BYTES}", count=len(rows_in))
+    def backward_keys(self, rows_in: list[int]) -> list[bytes]:
+        """The prompt reversed (then the response's tail reversed), as KEY_BYTES of UTF-8."""
+        texts, mlen, kb = self.texts, self.main_len, KEY_BYTES
+        if not self.has_extra:
+            return [texts[i][::-1][:kb].encode()[:kb] for i in rows_in]
+        return [(texts[i][max(mlen[i] - kb, 0):mlen[i]][::-1] + "\x1f" + texts[i][:mlen[i]:-1][:SNIPPET])
+                .encode()[:kb] for i in rows_in]
+
+    def anchored_keys(self, rows_in: list[int]) -> list[bytes]:
+        """The prompt rotated to start at its (last) longest word (then the response's head); b"" for prompts of
+        fewer than ANCHOR_MIN_WORDS words."""
+        texts, mlen, kb = self.texts, self.main_len, KEY_BYTES
+        if not self.has_extra:
+            return [(_anchor_key(texts[i]) or "").encode()[:kb] for i in rows_in]
+        out = []
+        for i in rows_in:
+            t, m = texts[i], mlen[i]
+            key = _anchor_key(t[:m])
+            out.append((key + "\x1f" + t[m + 1:m + 1 + SNIPPET]).encode()[:kb] if key else b"")
+        return out
+
+    def keyed_order(self, rows_in: np.ndarray, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        """Rows sorted by their keys (rows whose key is b"" are left out), keys held as fixed-width UTF-8 bytes (no
+        Python object per row; UTF-8 byte order is code point order)."""
+        keys = np.array(keys, dtype=f"S{KEY_BYTES}")
         present = np.flatnonzero(keys != b"")
         if present.size < len(keys):
             keys, rows_in = keys[present], rows_in[present]
@@ -242,10 +268,31 @@ class _Rows:
         return rows_in[perm], prefixes
 
 
+BLOCK_ROWS = 4096     # rows read, normalized and appended together
+
+
+def _blocks(rows: Iterable[tuple[int, str, str | None]]) -> Iterator[tuple[list[int], list[str], list[str] | None]]:
+    it = iter(rows)
+    while chunk := list(islice(it, BLOCK_ROWS)):
+        ids, mains, extras = zip(*chunk)
+        yield list(ids), list(mains), (None if all(e is None for e in extras)
+                                       else [e if e is not None else "" for e in extras])
+
+
 def near_duplicate_groups(rows: Iterable[tuple[int, str, str | None]], threshold: float = DEFAULT_THRESHOLD,
                           fetch_extra: Callable[[list[int]], dict[int, str | None]] | None = None,
                           window: int = WINDOW, stats: Stats | None = None) -> list[list[int]]:
     """Clusters (lists of ids, each sorted, size >= 2) over a stream of (id, main text, extra text or None).
+    See near_duplicate_blocks."""
+    return near_duplicate_blocks(_blocks(rows), threshold, fetch_extra, window, stats)
+
+
+def near_duplicate_blocks(blocks: Iterable[tuple[list[int], list[str], list[str] | None]],
+                          threshold: float = DEFAULT_THRESHOLD,
+                          fetch_extra: Callable[[list[int]], dict[int, str | None]] | None = None,
+                          window: int = WINDOW, stats: Stats | None = None) -> list[list[int]]:
+    """Clusters (lists of ids, each sorted, size >= 2) over blocks of rows: (ids, main texts, extra texts or None),
+    raw texts in id order (match_text is applied here). Every block carries extra texts or none does.
 
     When rows carry an extra text (the response), only its short head and tail stay in memory; pairs whose main
     texts match are then verified on the full extra texts that `fetch_extra(ids) -> {id: raw extra}` returns.
@@ -255,14 +302,16 @@ def near_duplicate_groups(rows: Iterable[tuple[int, str, str | None]], threshold
     st = stats if stats is not None else Stats()
     t0 = time.process_time()
     data = _Rows()
-    for sid, main_raw, extra_raw in rows:
-        st.rows += 1
-        main = match_text(main_raw)
-        extra = match_text(extra_raw) if extra_raw is not None else None
-        if not main and not extra:
-            st.skipped_empty += 1
-            continue
-        data.add(sid, main, extra)
+    with_extra = None
+    for ids_in, mains, extras in blocks:
+        if with_extra is None:
+            with_extra = extras is not None
+        elif with_extra != (extras is not None):
+            raise ValueError("some blocks carry extra texts and some do not")
+        st.rows += len(ids_in)
+        mt = match_text
+        added = data.add_block(ids_in, [mt(t) for t in mains], None if extras is None else [mt(t) for t in extras])
+        st.skipped_empty += len(ids_in) - added
     st.lap("read", t0)
     ids, has_extra = data.ids, data.has_extra
     n = len(ids)
@@ -283,8 +332,11 @@ def near_duplicate_groups(rows: Iterable[tuple[int, str, str | None]], threshold
         if name == "forward":
             order, prefixes = data.forward_order(rows_all)
         else:
-            order, prefixes = data.keyed_order(rows_all, data.backward_key if name == "backward"
-                                               else data.anchored_key)
+            rows_list = rows_all.tolist()
+            keys = data.backward_keys(rows_list) if name == "backward" else data.anchored_keys(rows_list)
+            del rows_list
+            order, prefixes = data.keyed_order(rows_all, keys)
+            del keys
         lens = main_len[order]
         compared = 0
         for hits, d in _gated_neighbours(prefixes, lens, window):
