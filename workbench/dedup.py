@@ -25,15 +25,15 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable
 
-import orjson
 from rapidfuzz.distance import Indel
 
 from . import scores
-from .near_dup import (ANCHOR_MIN_WORDS, BLOCK_ROWS, CHUNK, DEFAULT_THRESHOLD, GATE, KEY_BYTES,  # noqa: F401
-                       SNIPPET, VERIFY_BATCH, WINDOW, WORKERS, Stats, match_text, near_duplicate_blocks,
-                       near_duplicate_groups)
+from .dedup_scan import fetch_extras, row_texts, scan_signatures
+from .near_dup import (ANCHOR_MIN_WORDS, CHUNK, DEFAULT_THRESHOLD, GATE, KEY_BYTES,  # noqa: F401
+                       SNIPPET, VERIFY_BATCH, WINDOW, WORKERS, Stats, match_text, near_duplicate_groups,
+                       near_duplicate_sigs)
 from .runs import log_status_changes, new_run   # the undoable run log, shared with the filters
 from .store import STATUSES, transaction
 
@@ -54,37 +54,6 @@ def parse_fields(spec: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(f for f in MATCH_FIELDS if f in names)
 
 
-def row_texts(instruction: str, input_: str, response: str, messages: str | None, is_preference: bool,
-              fields: tuple[str, ...]) -> tuple[str, str | None]:
-    """(main, extra) raw texts of one row: main is the prompt (or the response when only it is compared), extra
-    the response when both are compared. A conversation contributes all its user turns to the prompt and all
-    assistant turns to the response (a preference row's chosen reply is its response column)."""
-    prompt_fields = [f for f in fields if f != "response"]
-    users, assistants = [], []
-    if messages:
-        for m in orjson.loads(messages):
-            role, content = m.get("role"), m.get("content") or ""
-            if role == "user":
-                users.append(content)
-            elif role == "assistant":
-                assistants.append(content)
-    prompt = ""
-    if prompt_fields:
-        parts = users if users else ([instruction] if "instruction" in prompt_fields else [])
-        if "input" in prompt_fields and input_:
-            parts = [*parts, input_]
-        prompt = "\n".join(parts)
-    reply = None
-    if "response" in fields:
-        if assistants and not is_preference:
-            reply = "\n".join(assistants)
-        else:
-            reply = "\n".join([*assistants, response]) if assistants else response
-    if not prompt_fields:
-        return reply or "", None
-    return prompt, reply
-
-
 _ROW_SQL = "SELECT id, instruction, input, response, messages, rejected IS NOT NULL FROM samples"
 
 
@@ -100,60 +69,6 @@ def scope_where(dataset_ids: list[int] | None, statuses: Iterable[str]) -> tuple
     return " AND ".join(clauses), params
 
 
-def stream_texts(conn: sqlite3.Connection, where: str, params: list, fields: tuple[str, ...]
-                 ) -> Iterator[tuple[int, str, str | None]]:
-    """(id, main, extra) for every row in scope, in id order, straight off the cursor."""
-    cur = conn.execute(f"{_ROW_SQL} WHERE {where} ORDER BY id", params)
-    cur.arraysize = 2000
-    for sid, ins, inp, resp, msgs, pref in cur:
-        main, extra = row_texts(ins or "", inp or "", resp or "", msgs, bool(pref), fields)
-        yield sid, main, extra
-
-
-def _lean_sql(fields: tuple[str, ...]) -> str:
-    """The row query with the columns `fields` does not compare read as '' (row_texts never looks at them)."""
-    cols = [c if c in fields else "''" for c in ("instruction", "input", "response")]
-    return f"SELECT id, {', '.join(cols)}, messages, rejected IS NOT NULL FROM samples"
-
-
-def _block_texts(rows: list[tuple], fields: tuple[str, ...]) -> tuple[list[int], list[str], list[str] | None]:
-    """A block of _lean_sql rows -> (ids, mains, extras or None), as row_texts gives them row by row. Blocks
-    without conversations (the common case) take list-wide paths instead of a call per row."""
-    ids, ins, inp, resp, msgs, pref = (list(c) for c in zip(*rows))
-    prompt_fields = [f for f in fields if f != "response"]
-    with_reply = "response" in fields and bool(prompt_fields)
-    if any(msgs):
-        pairs = [row_texts(a, b, c, m, bool(p), fields) for a, b, c, m, p in zip(ins, inp, resp, msgs, pref)]
-        return ids, [p[0] for p in pairs], [p[1] or "" for p in pairs] if with_reply else None
-    if not prompt_fields:
-        return ids, resp, None
-    if len(prompt_fields) == 2:
-        mains = [a + "\n" + b if b else a for a, b in zip(ins, inp)]
-    else:
-        mains = ins if prompt_fields == ["instruction"] else inp
-    return ids, mains, resp if with_reply else None
-
-
-def stream_blocks(conn: sqlite3.Connection, where: str, params: list, fields: tuple[str, ...],
-                  size: int = BLOCK_ROWS) -> Iterator[tuple[list[int], list[str], list[str] | None]]:
-    """Blocks of (ids, mains, extras or None) raw texts for the rows in scope, in id order."""
-    cur = conn.execute(f"{_lean_sql(fields)} WHERE {where} ORDER BY id", params)
-    while rows := cur.fetchmany(size):
-        yield _block_texts(rows, fields)
-
-
-def fetch_extras(conn: sqlite3.Connection, ids: list[int], fields: tuple[str, ...]) -> dict[int, str | None]:
-    """{id: raw extra text} for these ids (the responses that near_dup verifies pairs on)."""
-    out = {}
-    for i in range(0, len(ids), 900):
-        chunk = ids[i:i + 900]
-        rows = conn.execute(f"{_lean_sql(fields)} WHERE id IN ({','.join('?' * len(chunk))})", chunk).fetchall()
-        if rows:
-            got, _, extras = _block_texts(rows, fields)
-            out.update(zip(got, extras))
-    return out
-
-
 def fetch_texts(conn: sqlite3.Connection, ids: list[int], fields: tuple[str, ...]) -> dict[int, tuple[str, str | None]]:
     out = {}
     for i in range(0, len(ids), 900):
@@ -162,14 +77,6 @@ def fetch_texts(conn: sqlite3.Connection, ids: list[int], fields: tuple[str, ...
                 f"{_ROW_SQL} WHERE id IN ({','.join('?' * len(chunk))})", chunk):
             out[sid] = row_texts(ins or "", inp or "", resp or "", msgs, bool(pref), fields)
     return out
-
-
-def _only(blocks, wanted: set[int]):
-    for ids, mains, extras in blocks:
-        keep = [k for k, i in enumerate(ids) if i in wanted]
-        if keep:
-            yield ([ids[k] for k in keep], [mains[k] for k in keep],
-                   None if extras is None else [extras[k] for k in keep])
 
 
 # --- over the store ------------------------------------------------------------------------------------------
@@ -205,22 +112,21 @@ def dataset_ids(conn: sqlite3.Connection, names: Iterable[str] | None) -> list[i
 def find_clusters(conn: sqlite3.Connection, datasets: Iterable[str] | None = None,
                   fields: tuple[str, ...] = DEFAULT_FIELDS, threshold: float = DEFAULT_THRESHOLD,
                   statuses: Iterable[str] = ACTIVE, ids: Iterable[int] | None = None,
-                  stats: Stats | None = None) -> list[list[int]]:
+                  stats: Stats | None = None, workers: int | None = None) -> list[list[int]]:
     """Clusters of sample ids (each sorted, the list sorted by first id) among the rows in scope.
 
     Scope: the named datasets (all if None), rows with one of `statuses`, and if `ids` is given only those ids.
+    `workers`: processes that read and sign the rows (None: up to 2 for big scans, see dedup_scan).
     """
     where, params = scope_where(dataset_ids(conn, datasets), statuses)
-    blocks = stream_blocks(conn, where, params, fields)
-    if ids is not None:
-        blocks = _only(blocks, set(ids))
     # with responses compared, full responses are read back from the store only for candidate pairs
     fetch = (lambda batch: fetch_extras(conn, batch, fields)) if "response" in fields and len(fields) > 1 else None
     # one sequential scan: a big page cache would only add its size to the peak memory
     cache = conn.execute("PRAGMA cache_size").fetchone()[0]
     conn.execute(f"PRAGMA cache_size = {SCAN_CACHE_KIB}")
     try:
-        return near_duplicate_blocks(blocks, threshold, fetch_extra=fetch, stats=stats)
+        sigs = scan_signatures(conn, where, params, fields, None if ids is None else set(ids), workers)
+        return near_duplicate_sigs(sigs, threshold, fetch_extra=fetch, stats=stats)
     finally:
         conn.execute(f"PRAGMA cache_size = {int(cache)}")
 

@@ -9,6 +9,7 @@ import re
 import string
 import time
 from array import array
+from hashlib import blake2b
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterable, Iterator
@@ -162,42 +163,110 @@ def _prefix_bytes(texts: Iterable[str], n: int) -> np.ndarray:
         .view(np.uint8).reshape(n, GATE)
 
 
+def _row_hash(text: str) -> int:
+    """64 bits of BLAKE2b: the same in every process (str hash is salted per process; worker processes compute
+    these too)."""
+    return int.from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little",
+                          signed=True)
+
+
+def _backward_keys(texts: list[str], mlen: list[int], has_extra: bool) -> list[bytes]:
+    """The prompt reversed (then the response's tail reversed), as KEY_BYTES of UTF-8."""
+    kb = KEY_BYTES
+    if not has_extra:
+        return [t[::-1][:kb].encode("utf-8", "surrogatepass")[:kb] for t in texts]
+    return [(t[max(m - kb, 0):m][::-1] + "\x1f" + t[:m:-1][:SNIPPET]).encode("utf-8", "surrogatepass")[:kb]
+            for t, m in zip(texts, mlen)]
+
+
+def _anchored_keys(texts: list[str], mlen: list[int], has_extra: bool) -> list[bytes]:
+    """The prompt rotated to start at its (last) longest word (then the response's head); b"" for prompts of
+    fewer than ANCHOR_MIN_WORDS words."""
+    kb = KEY_BYTES
+    if not has_extra:
+        return [(_anchor_key(t) or "").encode("utf-8", "surrogatepass")[:kb] for t in texts]
+    out = []
+    for t, m in zip(texts, mlen):
+        key = _anchor_key(t[:m])
+        out.append((key + "\x1f" + t[m + 1:m + 1 + SNIPPET]).encode("utf-8", "surrogatepass")[:kb] if key else b"")
+    return out
+
+
+@dataclass
+class Sig:
+    """What a block of rows leaves in memory (see _Rows); built by `signatures`, in worker processes for big
+    scans (it pickles as a few buffers and one list of strings)."""
+    rows: int                    # rows read, empty ones included
+    has_extra: bool
+    ids: np.ndarray              # int64, the rows kept (something to compare)
+    texts: list[str]
+    main_len: np.ndarray         # int64, code points of the prompt part of each text
+    hashes: np.ndarray           # int64, of the whole match texts (exact groups)
+    backward: np.ndarray         # S{KEY_BYTES}
+    anchored: np.ndarray         # S{KEY_BYTES}, b"" when the prompt is too short to anchor
+    hist: np.ndarray             # (rows kept, BUCKETS) uint8
+
+
+def signatures(ids: list[int], mains: list[str], extras: list[str] | None) -> Sig:
+    """One block of raw rows -> its Sig: match texts, then everything the passes need per row."""
+    mt = match_text
+    mains = [mt(t) for t in mains]
+    rows = len(ids)
+    if extras is None:
+        keep = [k for k, m in enumerate(mains) if m]
+        if len(keep) < rows:
+            ids, mains = [ids[k] for k in keep], [mains[k] for k in keep]
+        texts = mains
+        hashes = [_row_hash(m) for m in mains]
+    else:
+        extras = [mt(t) for t in extras]
+        keep = [k for k, (m, e) in enumerate(zip(mains, extras)) if m or e]
+        if len(keep) < rows:
+            ids, mains, extras = [ids[k] for k in keep], [mains[k] for k in keep], [extras[k] for k in keep]
+        hashes = [_row_hash(m + "\x1f" + e) for m, e in zip(mains, extras)]    # \x1f is in no match text
+        two = 2 * SNIPPET
+        texts = [m + "\x1f" + (e if len(e) <= two else e[:SNIPPET] + "\x1f" + e[-SNIPPET:])
+                 for m, e in zip(mains, extras)]
+    mlen = [len(m) for m in mains]
+    has_extra = extras is not None
+    main_len = np.array(mlen, dtype=np.int64)
+    return Sig(rows, has_extra, np.array(ids, dtype=np.int64), texts, main_len,
+               np.array(hashes, dtype=np.int64),
+               np.array(_backward_keys(texts, mlen, has_extra), dtype=f"S{KEY_BYTES}"),
+               np.array(_anchored_keys(texts, mlen, has_extra), dtype=f"S{KEY_BYTES}"),
+               _histograms(texts, main_len, has_extra))
+
+
 class _Rows:
     """The in-memory side of a dedup run: one string per row — the prompt's match text, then (when responses
     are compared) \\x1f and the response's snippet: the whole response if short, else its head and tail.
     \\x1f never occurs in match text (str.split treats it as whitespace) and sorts below every character in it,
-    so sorting these strings sorts by prompt, then by response."""
+    so sorting these strings sorts by prompt, then by response. Beside them, per row: fixed-width sort keys and a
+    character histogram (numpy arrays, no Python object per row)."""
 
-    def __init__(self):
-        self.ids = array("q")
+    def __init__(self, sigs: Iterable[Sig], stats: Stats):
         self.texts: list[str] = []
-        self.main_len = array("q")
-        self.hashes = array("q")
-        self.has_extra = False
-
-    def add_block(self, ids: list[int], mains: list[str], extras: list[str] | None) -> int:
-        """Append a block of rows (match texts); rows with nothing to compare are left out. Returns how many."""
-        if extras is None:
-            keep = [k for k, m in enumerate(mains) if m]
-            if len(keep) < len(mains):
-                ids, mains = [ids[k] for k in keep], [mains[k] for k in keep]
-            self.texts += mains
-            self.hashes.extend([hash((m, None)) for m in mains])
-        else:
-            keep = [k for k, (m, e) in enumerate(zip(mains, extras)) if m or e]
-            if len(keep) < len(mains):
-                ids, mains, extras = [ids[k] for k in keep], [mains[k] for k in keep], [extras[k] for k in keep]
-            self.has_extra = True
-            self.hashes.extend([hash(p) for p in zip(mains, extras)])
-            two = 2 * SNIPPET
-            self.texts += [m + "\x1f" + (e if len(e) <= two else e[:SNIPPET] + "\x1f" + e[-SNIPPET:])
-                           for m, e in zip(mains, extras)]
-        self.ids.extend(ids)
-        self.main_len.extend(map(len, mains))
-        return len(ids)
-
-    def main(self, i: int) -> str:
-        return self.texts[i][:self.main_len[i]] if self.has_extra else self.texts[i]
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("ids", "main_len", "hashes", "backward", "anchored",
+                                                               "hist")}
+        self.has_extra = None
+        for sig in sigs:
+            if self.has_extra is None:
+                self.has_extra = sig.has_extra
+            elif self.has_extra != sig.has_extra:
+                raise ValueError("some blocks carry extra texts and some do not")
+            stats.rows += sig.rows
+            stats.skipped_empty += sig.rows - len(sig.ids)
+            self.texts += sig.texts
+            for k, v in parts.items():
+                v.append(getattr(sig, k))
+        self.has_extra = bool(self.has_extra)
+        cat = {k: (np.concatenate(v) if v else None) for k, v in parts.items()}
+        del parts
+        self.ids = cat["ids"] if cat["ids"] is not None else np.zeros(0, np.int64)
+        self.main_len = cat["main_len"] if cat["main_len"] is not None else np.zeros(0, np.int64)
+        self.hashes = cat["hashes"] if cat["hashes"] is not None else np.zeros(0, np.int64)
+        self.backward, self.anchored = cat["backward"], cat["anchored"]
+        self.hist = cat["hist"] if cat["hist"] is not None else np.zeros((0, BUCKETS), np.uint8)
 
     def snippet(self, i: int) -> str:
         return self.texts[i][self.main_len[i] + 1:]
@@ -205,13 +274,13 @@ class _Rows:
     def whole_extra(self, i: int) -> bool:
         return len(self.texts[i]) - self.main_len[i] - 1 <= 2 * SNIPPET
 
-    def exact_groups(self, uf: _UnionFind) -> array:
+    def exact_groups(self, uf: _UnionFind) -> np.ndarray:
         """Join rows with identical match texts; returns the rows that start a group (the only ones the passes
         compare). Repeats' texts are dropped from memory."""
         n = len(self.ids)
         if n == 0:
-            return array("q")
-        h = np.frombuffer(self.hashes, dtype=np.int64)
+            return np.zeros(0, np.int64)
+        h = self.hashes
         order = np.argsort(h, kind="stable")      # stable: within a group, the earliest row comes first
         hs = h[order]
         starts = np.ones(n, dtype=bool)
@@ -222,11 +291,10 @@ class _Rows:
             i = int(order[k])
             uf.union(int(group_first[k]), i)
             self.texts[i] = ""
-            self.main_len[i] = 0
-        self.hashes = array("q")
+        self.hashes = None
         is_first = np.ones(n, dtype=bool)
         is_first[order[repeats]] = False
-        return array("q", np.flatnonzero(is_first).tolist())
+        return np.flatnonzero(is_first)
 
     def forward_order(self, rows_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows sorted by their whole string (prompt, then response), and each key's first GATE bytes. Python's
@@ -235,37 +303,19 @@ class _Rows:
         order = np.array(sorted(rows_in.tolist(), key=texts.__getitem__), dtype=np.int64)
         return order, _prefix_bytes((texts[i] for i in _ints(order)), len(order))
 
-    def backward_keys(self, rows_in: list[int]) -> list[bytes]:
-        """The prompt reversed (then the response's tail reversed), as KEY_BYTES of UTF-8."""
-        texts, mlen, kb = self.texts, self.main_len, KEY_BYTES
-        if not self.has_extra:
-            return [texts[i][::-1][:kb].encode()[:kb] for i in rows_in]
-        return [(texts[i][max(mlen[i] - kb, 0):mlen[i]][::-1] + "\x1f" + texts[i][:mlen[i]:-1][:SNIPPET])
-                .encode()[:kb] for i in rows_in]
-
-    def anchored_keys(self, rows_in: list[int]) -> list[bytes]:
-        """The prompt rotated to start at its (last) longest word (then the response's head); b"" for prompts of
-        fewer than ANCHOR_MIN_WORDS words."""
-        texts, mlen, kb = self.texts, self.main_len, KEY_BYTES
-        if not self.has_extra:
-            return [(_anchor_key(texts[i]) or "").encode()[:kb] for i in rows_in]
-        out = []
-        for i in rows_in:
-            t, m = texts[i], mlen[i]
-            key = _anchor_key(t[:m])
-            out.append((key + "\x1f" + t[m + 1:m + 1 + SNIPPET]).encode()[:kb] if key else b"")
-        return out
-
-    def keyed_order(self, rows_in: np.ndarray, keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-        """Rows sorted by their keys (rows whose key is b"" are left out), keys held as fixed-width UTF-8 bytes (no
-        Python object per row; UTF-8 byte order is code point order)."""
-        keys = np.array(keys, dtype=f"S{KEY_BYTES}")
+    def keyed_order(self, rows_in: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Rows sorted by the pass's key (rows whose key is b"" are left out); the keys are fixed-width UTF-8
+        bytes (UTF-8 byte order is code point order)."""
+        keys = getattr(self, name)[rows_in]
         present = np.flatnonzero(keys != b"")
         if present.size < len(keys):
             keys, rows_in = keys[present], rows_in[present]
         perm = np.argsort(keys, kind="stable")
         prefixes = keys.view(np.uint8).reshape(len(keys), KEY_BYTES)[perm, :GATE]
         return rows_in[perm], prefixes
+
+    def drop_keys(self, name: str) -> None:
+        setattr(self, name, None)
 
 
 BLOCK_ROWS = 4096     # rows read, normalized and appended together
@@ -291,8 +341,15 @@ def near_duplicate_blocks(blocks: Iterable[tuple[list[int], list[str], list[str]
                           threshold: float = DEFAULT_THRESHOLD,
                           fetch_extra: Callable[[list[int]], dict[int, str | None]] | None = None,
                           window: int = WINDOW, stats: Stats | None = None) -> list[list[int]]:
-    """Clusters (lists of ids, each sorted, size >= 2) over blocks of rows: (ids, main texts, extra texts or None),
-    raw texts in id order (match_text is applied here). Every block carries extra texts or none does.
+    """Clusters over blocks of raw rows: (ids, main texts, extra texts or None), in id order."""
+    return near_duplicate_sigs((signatures(*b) for b in blocks), threshold, fetch_extra, window, stats)
+
+
+def near_duplicate_sigs(sigs: Iterable[Sig], threshold: float = DEFAULT_THRESHOLD,
+                        fetch_extra: Callable[[list[int]], dict[int, str | None]] | None = None,
+                        window: int = WINDOW, stats: Stats | None = None) -> list[list[int]]:
+    """Clusters (lists of ids, each sorted, size >= 2) over the signatures of blocks of rows in id order (every
+    block carries extra texts or none does).
 
     When rows carry an extra text (the response), only its short head and tail stay in memory; pairs whose main
     texts match are then verified on the full extra texts that `fetch_extra(ids) -> {id: raw extra}` returns.
@@ -301,19 +358,9 @@ def near_duplicate_blocks(blocks: Iterable[tuple[list[int], list[str], list[str]
         raise ValueError(f"threshold is a similarity in (0, 1], not {threshold}")
     st = stats if stats is not None else Stats()
     t0 = time.process_time()
-    data = _Rows()
-    with_extra = None
-    for ids_in, mains, extras in blocks:
-        if with_extra is None:
-            with_extra = extras is not None
-        elif with_extra != (extras is not None):
-            raise ValueError("some blocks carry extra texts and some do not")
-        st.rows += len(ids_in)
-        mt = match_text
-        added = data.add_block(ids_in, [mt(t) for t in mains], None if extras is None else [mt(t) for t in extras])
-        st.skipped_empty += len(ids_in) - added
+    data = _Rows(sigs, st)
     st.lap("read", t0)
-    ids, has_extra = data.ids, data.has_extra
+    ids, has_extra = array("q", data.ids.tobytes()), data.has_extra
     n = len(ids)
     uf = _UnionFind(n)
     reps = data.exact_groups(uf)
@@ -321,22 +368,17 @@ def near_duplicate_blocks(blocks: Iterable[tuple[list[int], list[str], list[str]
     if has_extra and fetch_extra is None:
         raise ValueError("rows carry response texts: pass fetch_extra to verify them")
     pending: list[tuple[int, int]] = []      # prompts matched; the full responses still to verify
-    main_len = np.frombuffer(data.main_len, dtype=np.int64)
+    main_len = data.main_len
     st.lap("exact", t0)
 
-    texts, mlen = data.texts, data.main_len
-    hist = _histograms(texts, main_len, has_extra)
-    st.lap("histograms", t0)
-    rows_all = np.frombuffer(reps, dtype=np.int64)
+    texts, hist = data.texts, data.hist
+    rows_all = reps
     for name in ("forward", "backward", "anchored"):
         if name == "forward":
             order, prefixes = data.forward_order(rows_all)
         else:
-            rows_list = rows_all.tolist()
-            keys = data.backward_keys(rows_list) if name == "backward" else data.anchored_keys(rows_list)
-            del rows_list
-            order, prefixes = data.keyed_order(rows_all, keys)
-            del keys
+            order, prefixes = data.keyed_order(rows_all, name)
+            data.drop_keys(name)
         lens = main_len[order]
         compared = 0
         for hits, d in _gated_neighbours(prefixes, lens, window):
@@ -353,9 +395,9 @@ def near_duplicate_blocks(blocks: Iterable[tuple[list[int], list[str], list[str]
             for lo in range(0, hits.size, CHUNK):
                 part = hits[lo:lo + CHUNK]
                 a_idx, b_idx = order[part].tolist(), order[part + d].tolist()
-                if has_extra:       # the prompt part of each row's string (inline: a method call per row costs)
-                    a_txt = [texts[i][:mlen[i]] for i in a_idx]
-                    b_txt = [texts[i][:mlen[i]] for i in b_idx]
+                if has_extra:       # the prompt part of each row's string
+                    a_txt = [texts[i][:m] for i, m in zip(a_idx, lens[part].tolist())]
+                    b_txt = [texts[i][:m] for i, m in zip(b_idx, lens[part + d].tolist())]
                 else:
                     a_txt, b_txt = [texts[i] for i in a_idx], [texts[i] for i in b_idx]
                 ok = _similar(a_txt, b_txt, threshold)
