@@ -15,10 +15,15 @@ each row with the next WINDOW rows that share the first GATE characters of that 
 - anchored: the prompt rotated to start at its (last) longest word — finds copies edited at both ends.
 
 A near copy is missed only if every key has an edit within its first few characters. Exact groups are collapsed
-to one row before the passes so they never use up a window.
+to one row before the passes so they never use up a window. Before a neighbour pair is scored, a lower bound on
+its Indel distance from 32-bucket character counts rules most non-matches out (exact: it never drops a pair that
+reaches the threshold; ~90 % of the pairs at 1M rows). Rows are read and turned into per-row signatures (match
+text, sort keys, counts, a BLAKE2b hash) a block at a time, in up to 2 worker processes for big scans
+(dedup_scan.py).
 
 Memory: the core keeps one normalized prompt string per row plus short response heads and tails (it never holds
-rows as dicts); full responses are re-read from the store only for pairs whose prompts already matched.
+rows as dicts), two 64-byte sort keys and 32 bytes of counts per row; full responses are re-read from the store
+only for pairs whose prompts already matched.
 """
 from __future__ import annotations
 

@@ -260,13 +260,13 @@ class _Rows:
             for k, v in parts.items():
                 v.append(getattr(sig, k))
         self.has_extra = bool(self.has_extra)
-        cat = {k: (np.concatenate(v) if v else None) for k, v in parts.items()}
-        del parts
-        self.ids = cat["ids"] if cat["ids"] is not None else np.zeros(0, np.int64)
-        self.main_len = cat["main_len"] if cat["main_len"] is not None else np.zeros(0, np.int64)
-        self.hashes = cat["hashes"] if cat["hashes"] is not None else np.zeros(0, np.int64)
-        self.backward, self.anchored = cat["backward"], cat["anchored"]
-        self.hist = cat["hist"] if cat["hist"] is not None else np.zeros((0, BUCKETS), np.uint8)
+        empty = {"ids": np.zeros(0, np.int64), "main_len": np.zeros(0, np.int64), "hashes": np.zeros(0, np.int64),
+                 "backward": np.zeros(0, f"S{KEY_BYTES}"), "anchored": np.zeros(0, f"S{KEY_BYTES}"),
+                 "hist": np.zeros((0, BUCKETS), np.uint8)}
+        for k in list(parts):      # one array at a time: the blocks and the whole coexist for one array only
+            blocks = parts.pop(k)
+            setattr(self, k, np.concatenate(blocks) if blocks else empty[k])
+            del blocks
 
     def snippet(self, i: int) -> str:
         return self.texts[i][self.main_len[i] + 1:]
