@@ -152,17 +152,6 @@ def _may_reach(hist: np.ndarray, a: np.ndarray, b: np.ndarray, la: np.ndarray, l
     return l1 <= (1.0 - threshold) * (la + lb) + 1
 
 
-def _ints(arr: np.ndarray, chunk: int = 65_536) -> Iterator[int]:
-    """Python ints from an int array without materializing them all at once."""
-    for lo in range(0, len(arr), chunk):
-        yield from arr[lo:lo + chunk].tolist()
-
-
-def _prefix_bytes(texts: Iterable[str], n: int) -> np.ndarray:
-    return np.fromiter((t[:GATE].encode()[:GATE] for t in texts), dtype=f"S{GATE}", count=n) \
-        .view(np.uint8).reshape(n, GATE)
-
-
 def _row_hash(text: str) -> int:
     """64 bits of BLAKE2b: the same in every process (str hash is salted per process; worker processes compute
     these too)."""
@@ -202,6 +191,7 @@ class Sig:
     texts: list[str]
     main_len: np.ndarray         # int64, code points of the prompt part of each text
     hashes: np.ndarray           # int64, of the whole match texts (exact groups)
+    head: np.ndarray             # S{GATE}: the text's first GATE bytes of UTF-8 (the forward pass's gate)
     backward: np.ndarray         # S{KEY_BYTES}
     anchored: np.ndarray         # S{KEY_BYTES}, b"" when the prompt is too short to anchor
     hist: np.ndarray             # (rows kept, BUCKETS) uint8
@@ -232,6 +222,7 @@ def signatures(ids: list[int], mains: list[str], extras: list[str] | None) -> Si
     main_len = np.array(mlen, dtype=np.int64)
     return Sig(rows, has_extra, np.array(ids, dtype=np.int64), texts, main_len,
                np.array(hashes, dtype=np.int64),
+               np.array([t[:GATE].encode("utf-8", "surrogatepass")[:GATE] for t in texts], dtype=f"S{GATE}"),
                np.array(_backward_keys(texts, mlen, has_extra), dtype=f"S{KEY_BYTES}"),
                np.array(_anchored_keys(texts, mlen, has_extra), dtype=f"S{KEY_BYTES}"),
                _histograms(texts, main_len, has_extra))
@@ -246,8 +237,8 @@ class _Rows:
 
     def __init__(self, sigs: Iterable[Sig], stats: Stats):
         self.texts: list[str] = []
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("ids", "main_len", "hashes", "backward", "anchored",
-                                                               "hist")}
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("ids", "main_len", "hashes", "head", "backward",
+                                                               "anchored", "hist")}
         self.has_extra = None
         for sig in sigs:
             if self.has_extra is None:
@@ -261,6 +252,7 @@ class _Rows:
                 v.append(getattr(sig, k))
         self.has_extra = bool(self.has_extra)
         empty = {"ids": np.zeros(0, np.int64), "main_len": np.zeros(0, np.int64), "hashes": np.zeros(0, np.int64),
+                 "head": np.zeros(0, f"S{GATE}"),
                  "backward": np.zeros(0, f"S{KEY_BYTES}"), "anchored": np.zeros(0, f"S{KEY_BYTES}"),
                  "hist": np.zeros((0, BUCKETS), np.uint8)}
         for k in list(parts):      # one array at a time: the blocks and the whole coexist for one array only
@@ -299,9 +291,10 @@ class _Rows:
     def forward_order(self, rows_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rows sorted by their whole string (prompt, then response), and each key's first GATE bytes. Python's
         sort with a key (stable, like the index order of rows_in) is ~3x faster than numpy's on objects."""
-        texts = self.texts
-        order = np.array(sorted(rows_in.tolist(), key=texts.__getitem__), dtype=np.int64)
-        return order, _prefix_bytes((texts[i] for i in _ints(order)), len(order))
+        order = np.array(sorted(rows_in.tolist(), key=self.texts.__getitem__), dtype=np.int64)
+        prefixes = self.head[order].view(np.uint8).reshape(len(order), GATE)
+        self.head = None
+        return order, prefixes
 
     def keyed_order(self, rows_in: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
         """Rows sorted by the pass's key (rows whose key is b"" are left out); the keys are fixed-width UTF-8
@@ -432,10 +425,18 @@ def near_duplicate_sigs(sigs: Iterable[Sig], threshold: float = DEFAULT_THRESHOL
                 st.near_pairs += uf.union(a, b)
     st.lap("verify", t0)
 
-    # union keeps the smaller index as root, so a root is its cluster's first row
-    groups: dict[int, list[int]] = {}
-    for i in range(n):
-        r = uf.find(i)
-        if r != i:
-            groups.setdefault(r, [ids[r]]).append(ids[i])
-    return sorted(sorted(g) for g in groups.values())
+    # union keeps the smaller index as root, so a root is its cluster's first row; roots by pointer jumping
+    root = np.frombuffer(uf.parent, dtype=np.int64).copy()
+    while True:
+        up = root[root]
+        if np.array_equal(up, root):
+            break
+        root = up
+    joined = np.flatnonzero(root != np.arange(n))
+    if joined.size == 0:
+        return []
+    members = np.concatenate([joined, np.unique(root[joined])])
+    members = members[np.lexsort((members, root[members]))]      # by cluster (its first row), then row
+    ids_np = data.ids[members]
+    cuts = np.flatnonzero(np.diff(root[members])) + 1
+    return sorted(sorted(g) for g in (c.tolist() for c in np.split(ids_np, cuts)))
