@@ -329,7 +329,9 @@ REAL = [
 
 def bench_real(threshold: float, workdir: Path) -> None:
     from workbench import importer
-    data = ROOT.parent / "shared" / "data"
+    data = Path(os.environ.get("WORKBENCH_SHARED_DATA") or ROOT.parent / "shared" / "data")
+    if not data.is_dir() and Path("/work/shared/data").is_dir():    # a worktree under /work/wt (as conftest.py)
+        data = Path("/work/shared/data")
     if not data.is_dir():
         print(f"real datasets: {data} not found")
         return

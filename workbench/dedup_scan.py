@@ -119,7 +119,10 @@ def scan_signatures(conn: sqlite3.Connection, where: str, params: list, fields: 
                     wanted: set[int] | None = None, workers: int | None = None) -> Iterator[Sig]:
     """The Sigs of the rows in scope, in id order: in worker processes when the scan is big (or `workers` > 1
     asks for them), else here."""
-    lo, hi = conn.execute(f"SELECT min(id), max(id) FROM samples WHERE {where}", params).fetchone()
+    # two ordered look-ups: min() and max() together would scan a whole index when no dataset is named
+    lo, hi = (conn.execute(f"SELECT id FROM samples WHERE {where} ORDER BY id {d} LIMIT 1", params).fetchone()
+              for d in ("ASC", "DESC"))
+    lo, hi = (lo[0], hi[0]) if lo else (None, None)
     path = _db_path(conn)
     if workers is None:
         workers = min(POOL_WORKERS, os.cpu_count() or 1) if lo is not None and hi - lo >= POOL_MIN_ROWS else 1
