@@ -225,3 +225,20 @@ def test_conversations_compare_their_turns_through_the_block_path(conn, shared_d
         for i in c:
             assert any(min(Indel.normalized_similarity(texts[i][0], texts[j][0]),
                            Indel.normalized_similarity(texts[i][1], texts[j][1])) >= 0.9 for j in c if j != i)
+
+
+def test_backward_keys_equal_their_definition():
+    rng = random.Random(8)
+    texts, mlen = [], []
+    for _ in range(3000):
+        m = rng.choice([0, 1, 30, 63, 64, 65, 200])
+        main = "".join(rng.choice("ab é中🙂") for _ in range(m))
+        extra = "".join(rng.choice("xyz ü") for _ in range(rng.randint(0, 80)))
+        texts.append(main + "\x1f" + extra)
+        mlen.append(m)
+    kb = near_dup.KEY_BYTES
+    want = [(t[max(m - kb, 0):m][::-1] + "\x1f" + t[:m:-1][:near_dup.SNIPPET]).encode()[:kb]
+            for t, m in zip(texts, mlen)]
+    assert near_dup._backward_keys(texts, mlen, True) == want
+    assert near_dup._backward_keys([t[:m] for t, m in zip(texts, mlen)], mlen, False) == \
+        [t[max(m - kb, 0):m][::-1].encode()[:kb] for t, m in zip(texts, mlen)]

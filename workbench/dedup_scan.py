@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import secrets
 import sqlite3
 import subprocess
 import sys
@@ -142,7 +143,9 @@ def _pooled(path: str, where: str, params: list, fields: tuple[str, ...], lo: in
     slices = [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
     workers = min(workers, len(slices))
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")])),
+           # the Sigs' hashes are Python's str hashes: the workers of one run must share their salt (a fresh one)
+           "PYTHONHASHSEED": str(secrets.randbelow(2**32 - 1) + 1)}
     procs = []
     try:
         for w in range(workers):

@@ -9,7 +9,6 @@ import re
 import string
 import time
 from array import array
-from hashlib import blake2b
 from dataclasses import dataclass, field
 from itertools import islice
 from typing import Callable, Iterable, Iterator
@@ -152,20 +151,14 @@ def _may_reach(hist: np.ndarray, a: np.ndarray, b: np.ndarray, la: np.ndarray, l
     return l1 <= (1.0 - threshold) * (la + lb) + 1
 
 
-def _row_hash(text: str) -> int:
-    """64 bits of BLAKE2b: the same in every process (str hash is salted per process; worker processes compute
-    these too)."""
-    return int.from_bytes(blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest(), "little",
-                          signed=True)
-
-
 def _backward_keys(texts: list[str], mlen: list[int], has_extra: bool) -> list[bytes]:
     """The prompt reversed (then the response's tail reversed), as KEY_BYTES of UTF-8."""
     kb = KEY_BYTES
     if not has_extra:
         return [t[::-1][:kb].encode("utf-8", "surrogatepass")[:kb] for t in texts]
-    return [(t[max(m - kb, 0):m][::-1] + "\x1f" + t[:m:-1][:SNIPPET]).encode("utf-8", "surrogatepass")[:kb]
-            for t, m in zip(texts, mlen)]
+    # a prompt of KEY_BYTES characters already fills the key: the response's tail is cut off anyway
+    return [(t[m - kb:m][::-1] if m >= kb else t[:m][::-1] + "\x1f" + t[:m:-1][:SNIPPET])
+            .encode("utf-8", "surrogatepass")[:kb] for t, m in zip(texts, mlen)]
 
 
 def _anchored_keys(texts: list[str], mlen: list[int], has_extra: bool) -> list[bytes]:
@@ -190,7 +183,8 @@ class Sig:
     ids: np.ndarray              # int64, the rows kept (something to compare)
     texts: list[str]
     main_len: np.ndarray         # int64, code points of the prompt part of each text
-    hashes: np.ndarray           # int64, of the whole match texts (exact groups)
+    hashes: np.ndarray           # int64, Python's hash of the whole match texts (exact groups): salted per
+                                 # process, so one run's workers share a PYTHONHASHSEED (dedup_scan)
     head: np.ndarray             # S{GATE}: the text's first GATE bytes of UTF-8 (the forward pass's gate)
     backward: np.ndarray         # S{KEY_BYTES}
     anchored: np.ndarray         # S{KEY_BYTES}, b"" when the prompt is too short to anchor
@@ -207,13 +201,13 @@ def signatures(ids: list[int], mains: list[str], extras: list[str] | None) -> Si
         if len(keep) < rows:
             ids, mains = [ids[k] for k in keep], [mains[k] for k in keep]
         texts = mains
-        hashes = [_row_hash(m) for m in mains]
+        hashes = [hash(m) for m in mains]
     else:
         extras = [mt(t) for t in extras]
         keep = [k for k, (m, e) in enumerate(zip(mains, extras)) if m or e]
         if len(keep) < rows:
             ids, mains, extras = [ids[k] for k in keep], [mains[k] for k in keep], [extras[k] for k in keep]
-        hashes = [_row_hash(m + "\x1f" + e) for m, e in zip(mains, extras)]    # \x1f is in no match text
+        hashes = [hash(p) for p in zip(mains, extras)]
         two = 2 * SNIPPET
         texts = [m + "\x1f" + (e if len(e) <= two else e[:SNIPPET] + "\x1f" + e[-SNIPPET:])
                  for m, e in zip(mains, extras)]
