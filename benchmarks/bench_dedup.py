@@ -311,7 +311,7 @@ def bench_synthetic(n: int, threshold: float, workdir: Path, workers: list[int |
                   f"{'met' if ok else 'NOT met'} ({secs:.1f} s, P {p:.4f}, R {r:.4f}; wall time on shared cores)")
         cpu = res["stats"]["cpu"]
         print(f"    CPU seconds of this process by phase: {', '.join(f'{k} {v:.1f}' for k, v in cpu.items())} "
-              f"(total {sum(cpu.values()):.1f}; with workers, 'read' is waiting for them)")
+              f"(total {sum(cpu.values()):.1f}; the workers' CPU is not in here)")
     for f in workdir.glob(db.name + "*"):
         f.unlink()
 
