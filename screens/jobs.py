@@ -25,6 +25,7 @@ from widgets.list_table import ListTable
 from widgets.jobs_launch import LaunchDialog
 from widgets.safe_text import safe_text
 from workbench import jobs as J
+from workbench.batch_state import batch_lines
 from workbench.recipes import list_recipes
 from workbench.safe_text import label
 from workbench.store import data_version, list_datasets, open_store
@@ -189,7 +190,7 @@ def detail_text(j: dict) -> Text:
         t.append(" (" + ", ".join(f"{label(k)}: {v}" for k, v in j["drop_reasons"].items()) + ")")
     t.append(f" · failed {j['failed']} · requests {j['requests']} · retries {j['retries']} · "
              f"cache hits {j['cache_hits']} · tokens {j['tokens_in']}+{j['tokens_out']} · cost {j['cost']:.4f}\n")
-    for line in J.endpoint_lines(j):
+    for line in J.endpoint_lines(j) + batch_lines(j):
         t.append(label(line) + "\n")
     t.append(f"created {j['created_at']}" + (f" · finished {j['finished_at']}" if j["finished_at"] else ""))
     if j["error"]:
