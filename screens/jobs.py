@@ -420,7 +420,29 @@ class JobsScreen(Screen):
         await self._control(J.resume_job, "resumed", start_worker=True)
 
     async def action_cancel_job(self) -> None:
+        jid = self.selected_job_id
         await self._control(J.cancel_job, "cancelled")
+        if jid is not None:
+            self.run_worker(self._cancel_remote_batch(jid), group="batch-cancel")
+
+    async def _cancel_remote_batch(self, jid: int) -> None:
+        """A batch job's running batch is cancelled at the provider too (over the network: never awaited by a key)."""
+        from workbench.batch import cancel_remote_batch
+        from workbench.batch_state import open_round
+        from workbench.endpoints import redact, secrets
+        job, rnd = await self.db(lambda conn: (J.get_job(conn, jid), open_round(conn, jid)))
+        if job["status"] != "cancelled" or not job["params"].get("batch") or rnd is None \
+                or rnd["state"] != "submitted":
+            return
+        config = self._config()
+        try:
+            status = await cancel_remote_batch(config, job, rnd["batch_id"])
+        except Exception as e:
+            self.notify(label(f"job {jid}: could not cancel batch {rnd['batch_id']} at the provider: "
+                              f"{redact(str(e), secrets(config))[:200]}; cancel it in the provider's console"),
+                        severity="error", timeout=10)
+            return
+        self.notify(label(f"job {jid}: batch {rnd['batch_id']} at the provider: {status}"))
 
     async def action_retry(self) -> None:
         await self._control(J.retry_failed, "retry", start_worker=True)

@@ -85,7 +85,7 @@ def read_files(sent: set[str], output: bytes | None, errors: bytes | None, clean
                                             "none is used", raw=raw)
             continue
         v = _verdict(lines[0][1], clean)
-        v.raw = raw
+        v.raw = raw if v.reply is None else []      # an answer is kept as its fields; an error with its line
         if v.reply is not None:
             r.tokens_in += v.reply["prompt_tokens"]
             r.tokens_out += v.reply["completion_tokens"]
@@ -109,9 +109,11 @@ def _verdict(obj: dict, clean) -> Verdict:
             detail = detail.get("message", detail)
         return Verdict(error=clean(f"HTTP {status}: {detail}")[:2000])
     try:
-        return Verdict(reply=reply_fields(body))
+        reply = reply_fields(body)
     except ValueError as e:
-        return Verdict(error=f"malformed reply: {e}")
+        return Verdict(error=f"malformed reply: {clean(str(e))}")
+    reply["text"] = clean(reply["text"])     # a reply that echoes the key: redacted before anything stores it
+    return Verdict(reply=reply)
 
 
 def reply_fields(body) -> dict:
