@@ -332,7 +332,6 @@ def test_kill_after_upload_before_the_batch_is_created(srv, conn, db_path, cfg_p
     assert srv.batch.uploads == 1                   # the upload was found again (files.list), not repeated
 
 
-@pytest.mark.slow
 def test_kill_after_the_batch_was_created_but_before_its_id_was_stored(srv, conn, db_path, cfg_path, tmp_path,
                                                                        plugin_tasks):
     make_dataset(conn, "demo", 10)
@@ -347,7 +346,6 @@ def test_kill_after_the_batch_was_created_but_before_its_id_was_stored(srv, conn
     assert j["batch"]["batch_id"] == "batch_0001"   # adopted by its input file (batches.list)
 
 
-@pytest.mark.slow
 def test_kill_while_polling_resumes_the_same_batch(srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
     make_dataset(conn, "demo", 10)
     srv.batch.polls_to_finish = 10**6
@@ -362,7 +360,6 @@ def test_kill_while_polling_resumes_the_same_batch(srv, conn, db_path, cfg_path,
     assert j["batch"]["polls"] > b["polls"] and srv.batch.uploads == 1
 
 
-@pytest.mark.slow
 def test_kill_after_download_before_ingestion(srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
     make_dataset(conn, "demo", 10)
     jid = queue(conn, cfg_path, task="stall")
@@ -403,7 +400,6 @@ def test_kill_in_each_step_of_a_two_round_job(srv, conn, db_path, cfg_path, tmp_
     assert all(v == 1 for v in srv.stats.prompts.values()) and len(srv.stats.prompts) == 12
 
 
-@pytest.mark.slow
 def test_cancel_cancels_the_remote_batch(cli, srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
     make_dataset(conn, "demo", 5)
     srv.batch.polls_to_finish = 10**6

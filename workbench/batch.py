@@ -143,6 +143,7 @@ class BatchJob:
         opts = runner.job["params"].get("batch") or {}
         self.poll_base = float(opts.get("poll") or POLL_SECONDS)
         self.polls_here = 0
+        self.polling: int | None = None
 
     async def db(self, fn, *args, **kw):
         return await self.r.db(fn, *args, **kw)
@@ -164,6 +165,9 @@ class BatchJob:
             outcome = await self._steps()
         except (J.LeaseLost, B.LeaseLost):
             return "lost"
+        except B.JobStopped as e:
+            r.stop(e.status)
+            outcome = e.status
         except RemoteError as e:
             r.fatal = self.clean(str(e))
             outcome = "error"
@@ -345,6 +349,8 @@ class BatchJob:
         fields = {"remote_status": status, "counts": _counts(b), "polls": rnd["polls"] + 1}
         if status not in TERMINAL:
             await self.db(B.update_round, r.conn, r.job_id, r.owner, rnd["id"], **fields)
+            if self.polling != rnd["id"]:
+                self.polling, self.polls_here = rnd["id"], 0      # each round's batch starts at the base interval
             delay = min(POLL_CAP, self.poll_base * POLL_BACKOFF ** self.polls_here)
             self.polls_here += 1
             await self._sleep(delay)

@@ -59,10 +59,22 @@ class LeaseLost(Exception):
     """Another worker holds the job now: nothing was written."""
 
 
+class JobStopped(Exception):
+    """The job was paused or cancelled (by the CLI or the TUI) since the worker last looked: nothing was written."""
+
+    def __init__(self, status: str):
+        super().__init__(status)
+        self.status = status
+
+
 def check_owner(conn: sqlite3.Connection, job_id: int, owner: str) -> None:
-    row = conn.execute("SELECT lease_owner FROM jobs WHERE id = ?", (job_id,)).fetchone()
+    """Inside the transaction of a state change: still ours and still running (a cancel between two heartbeats
+    must not be followed by a download or ingestion that finishes the job as done or failed)."""
+    row = conn.execute("SELECT lease_owner, status FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None or row[0] != owner:
         raise LeaseLost(f"job {job_id} is now held by another worker")
+    if row[1] in ("paused", "cancelled"):
+        raise JobStopped(row[1])
 
 
 def create_round(conn: sqlite3.Connection, job_id: int, owner: str, round_no: int,
