@@ -84,7 +84,7 @@ class Stats:
 class LLMServer:
     def __init__(self, *, latency: float = 0.0, capacity: int | None = None, models=("test-model",),
                  api_key: str | None = None, rules: list[Rule] | None = None, reply=None, seed: int = 0,
-                 keep_bodies: int = 2000, response_format: bool = True):
+                 keep_bodies: int = 2000, response_format: bool = True, batch_api: bool = True):
         self.latency = latency
         self.capacity = capacity
         self.models = list(models)
@@ -101,6 +101,7 @@ class LLMServer:
         self._runner: web.AppRunner | None = None
         self._sem: asyncio.Semaphore | None = None
         self.batch = BatchPlan()
+        self.batch_api = batch_api
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
 
@@ -111,6 +112,10 @@ class LLMServer:
     # --- the app ---
     def app(self) -> web.Application:
         app = web.Application()
+        if not self.batch_api:       # a server without the Batch API (vLLM, llama.cpp): 404 on those paths
+            app.router.add_post("/v1/chat/completions", self.chat)
+            app.router.add_get("/v1/models", self.list_models)
+            return app
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.list_models)
         app.router.add_post("/v1/files", self.upload_file)
@@ -230,7 +235,7 @@ class LLMServer:
         plan = self.batch
         if plan.hold_create and not plan.create_first:
             await asyncio.sleep(plan.hold_create)
-        bid = f"batch_{len(self.batches) + 1:04d}"
+        bid = f"{plan.id_prefix}{len(self.batches) + 1:04d}"
         lines = [ln for ln in f["data"].split(b"\n") if ln.strip()]
         self.batches[bid] = {"id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
                              "input_file_id": f["id"], "completion_window": "24h", "status": "validating",
@@ -265,6 +270,8 @@ class LLMServer:
             else:
                 b["status"] = "in_progress"
                 b["request_counts"]["completed"] = len(b["_lines"]) * b["_polls"] // (self.batch.polls_to_finish + 1)
+        if self.batch.fake_status:
+            return web.json_response({**_public(b), "status": self.batch.fake_status})
         return web.json_response(_public(b))
 
     async def cancel_batch(self, request: web.Request) -> web.Response:
@@ -450,6 +457,8 @@ class BatchPlan:
     outcome: str = "completed"       # completed | expired | failed
     answer: float = 0.5              # share of requests answered by an expired batch
     mangle: object = None            # fn(out_lines, err_lines) -> (out_lines, err_lines)
+    id_prefix: str = "batch_"         # what batch ids start with (tests: control characters)
+    fake_status: str | None = None   # reported instead of the real status (tests: a status we do not know)
     hold_create: float = 0.0
     create_first: bool = False
     uploads: int = 0

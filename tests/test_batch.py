@@ -413,3 +413,42 @@ def test_cancel_cancels_the_remote_batch(cli, srv, conn, db_path, cfg_path, tmp_
     assert srv.batches["batch_0001"]["status"] in ("cancelling", "cancelled") and srv.batch.cancels >= 1
     j = J.get_job(conn, jid)
     assert j["status"] == "cancelled" and j["done"] == 0
+
+
+# --- what the server says is untrusted ---------------------------------------------------------------------------
+
+def test_a_server_without_the_batch_api_pauses_the_job_saying_so(conn, db_path, cfg_path, cli):
+    with LLMServer(batch_api=False) as s:
+        write_endpoint(cfg_path, s)
+        make_dataset(conn, "demo", 3)
+        jid = queue(conn, cfg_path)
+        assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["paused"]
+    j = J.get_job(conn, jid)
+    assert j["status"] == "paused" and j["done"] == 0 and j["failed"] == 0
+    assert j["error"].startswith("batch API: cannot list uploaded files: HTTP 404")
+    assert j["batch"]["state"] == "prepared"          # resume (against a server that has it) continues here
+
+
+def test_control_characters_in_a_batch_id_are_refused(srv, conn, db_path, cfg_path, cli):
+    srv.batch.id_prefix = "batch\x1b]0;pwned\x07"
+    make_dataset(conn, "demo", 3)
+    jid = queue(conn, cfg_path)
+    assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["paused"]
+    j = J.get_job(conn, jid)
+    assert j["error"].startswith("the server returned an unusable batch id") and "\x1b" not in j["error"]
+    assert j["batch"]["state"] == "uploaded" and j["batch"]["batch_id"] is None
+    code, out, err = cli("jobs", "show", str(jid))
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+
+
+def test_an_unknown_batch_status_pauses_the_job_instead_of_guessing(srv, conn, db_path, cfg_path):
+    srv.batch.fake_status = "paused_by_provider"
+    make_dataset(conn, "demo", 3)
+    jid = queue(conn, cfg_path)
+    assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["paused"]
+    j = J.get_job(conn, jid)
+    assert "unknown status 'paused_by_provider'" in j["error"] and j["batch"]["state"] == "submitted"
+    srv.batch.fake_status = None
+    J.resume_job(conn, jid)
+    assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["done"]
+    assert counts(J.get_job(conn, jid)) == ("done", 3, 3, 0, 3) and srv.batch.creates == 1

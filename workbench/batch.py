@@ -448,6 +448,8 @@ async def cancel_remote_batch(config: dict, job: dict, batch_id: str) -> str:
     try:
         client = pools["generate"].clients[0]
         b = await client.client.batches.cancel(batch_id)
-        return str(b.status)
+        if b.status not in KNOWN:
+            raise RemoteError(f"the server answered the cancel with an unknown status {redact(str(b.status), secrets(config))[:80]!r}")
+        return b.status
     finally:
         await close_pools(pools)

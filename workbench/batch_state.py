@@ -96,6 +96,12 @@ def update_round(conn: sqlite3.Connection, job_id: int, owner: str, round_id: in
         _set(conn, round_id, fields)
 
 
+def note_remote_status(conn: sqlite3.Connection, round_id: int, status: str) -> None:
+    """After `jobs cancel` asked the provider to cancel: the status it answered (the job is no longer running)."""
+    with transaction(conn):
+        _set(conn, round_id, {"remote_status": status})
+
+
 def _set(conn, round_id: int, fields: dict) -> None:
     if "counts" in fields and fields["counts"] is not None:
         fields["counts"] = orjson.dumps(fields["counts"]).decode()

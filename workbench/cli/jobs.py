@@ -264,7 +264,7 @@ def _cancel_batch(args, conn, job: dict) -> int:
     """The job is cancelled in the store; a batch it had running at the provider is cancelled there too."""
     import asyncio
     from ..batch import cancel_remote_batch
-    from ..batch_state import open_round
+    from ..batch_state import note_remote_status, open_round
     print(f"job {args.id}: {job['status']}")
     rnd = open_round(conn, args.id)
     if rnd is None or rnd["state"] != "submitted":
@@ -276,6 +276,7 @@ def _cancel_batch(args, conn, job: dict) -> int:
               f"{E.redact(f'{type(e).__name__}: {e}', E.secrets(load_cli_config(args)))[:300]}; it may still run "
               "(and be billed); cancel it in the provider's console", file=sys.stderr)
         return 1
+    note_remote_status(conn, rnd["id"], status)
     print(f"job {args.id}: batch {rnd['batch_id']} at the provider: {status}")
     return 0
 
