@@ -259,14 +259,25 @@ def _update(conn, did: int, paths: list[Path], scales: dict, res: UpdateResult) 
                 seen[sid] = 1
                 ids.append(sid)
             stored = {}
-            for i in range(0, len(ids), FETCH):
-                chunk = ids[i:i + FETCH]
-                for r in conn.execute(f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE id IN "
-                                      f"({','.join('?' * len(chunk))})", chunk):
-                    stored[r[0]] = decode_sample(r)
+            # only score columns (the usual way back): the samples themselves need not be read
+            names = set().union(*(rec.keys() for _, rec in batch)) - {ID_COLUMN}
+            if any(cols.kinds.get(c) != "score" for c in names):
+                for i in range(0, len(ids), FETCH):
+                    chunk = ids[i:i + FETCH]
+                    for r in conn.execute(f"SELECT {', '.join(SAMPLE_COLUMNS)} FROM samples WHERE id IN "
+                                          f"({','.join('?' * len(chunk))})", chunk):
+                        stored[r[0]] = decode_sample(r)
+            recorded: dict[str, list] = {}
+            stale: list = []
             for pos, rec in batch:
-                _apply(conn, path, pos, row_pos, rec, stored[rec[ID_COLUMN]], cols, res, ts)
+                sid = rec[ID_COLUMN]
+                _apply(conn, path, pos, row_pos, rec, stored.get(sid) or {"id": sid}, cols, res, recorded, stale)
                 res.rows += 1
+            for col, items in recorded.items():
+                scores.record_many(conn, col, cols.scale[col], items, judge=f"import {path}", ts=ts)
+            # scored on the exported text, not on the edit made since: stale, as an edit makes them
+            conn.executemany("UPDATE sample_scores SET content_hash = ?, stale = 1 WHERE sample_id = ? AND rubric = ?",
+                             stale)
     unused = [c for c in scales if c is not None and c not in res.rubrics]
     if unused:   # a misspelt column would otherwise leave its scores unrecorded without a word
         raise UpdateRefused(f"--score-scale {unused[0]}=...: the input has no numeric column {unused[0]!r} "
@@ -279,7 +290,10 @@ def _value_kind(v) -> str | None:
     return "number" if _is_number(v) else "other"
 
 
-def _apply(conn, path, pos, row_pos, rec: dict, s: dict, cols: _Columns, res: UpdateResult, ts: str) -> None:
+def _apply(conn, path, pos, row_pos, rec: dict, s: dict, cols: _Columns, res: UpdateResult, recorded: dict,
+           stale: list) -> None:
+    """One row: its text changes written now; its scores added to `recorded` ({rubric: [(id, score)]}) and, when
+    they were given to text the store has changed since, to `stale`."""
     changed: dict = {}
     meta = dict(s["metadata"]) if isinstance(s.get("metadata"), dict) else s.get("metadata")
     meta_changed = False
@@ -338,13 +352,12 @@ def _apply(conn, path, pos, row_pos, rec: dict, s: dict, cols: _Columns, res: Up
     if meta_changed:
         changed["metadata"] = meta
     if changed:
-        _write(conn, s, changed, res, path, ts)
+        _write(conn, s, changed, res, path)
     for col, v in rec.items():
         if cols.kinds.get(col) == "score" and v is not None and not (isinstance(v, float) and math.isnan(v)):
-            scores.record(conn, s["id"], col, v, cols.scale[col], judge=f"import {path}", ts=ts)
-            if seen_text is not None:   # scored on the exported text, not on the edit since: stale, as edits make
-                conn.execute("UPDATE sample_scores SET content_hash = ?, stale = 1 WHERE sample_id = ? AND rubric = ?",
-                             (seen_text, s["id"], col))
+            recorded.setdefault(col, []).append((s["id"], v))
+            if seen_text is not None:
+                stale.append((seen_text, s["id"], col))
 
 
 def _engine_changed(conn, s: dict, changed: dict, cols: "_Columns", res: UpdateResult, at: str) -> bool:
@@ -370,7 +383,7 @@ def _json_value(v, at: str):
     return v
 
 
-def _write(conn, s: dict, changed: dict, res: UpdateResult, path, ts: str) -> None:
+def _write(conn, s: dict, changed: dict, res: UpdateResult, path) -> None:
     """One sample's update, as an edit writes it (mirrored turns follow their field, and the reverse), logged."""
     if "messages" in changed:
         for f, i in mirror_turns({**s, **changed}).items():
@@ -391,5 +404,6 @@ def _write(conn, s: dict, changed: dict, res: UpdateResult, path, ts: str) -> No
         res.run = new_run(conn, "update")
     conn.execute("INSERT INTO decisions (sample_id, action, before, after, reason, session, created_at) "
                  "VALUES (?, 'update', ?, ?, ?, ?, ?)",
-                 (s["id"], orjson.dumps(before).decode(), orjson.dumps(values).decode(), f"import {path}", res.run, ts))
+                 (s["id"], orjson.dumps(before).decode(), orjson.dumps(values).decode(), f"import {path}", res.run,
+                  now()))
     res.changed += 1
