@@ -199,11 +199,31 @@ def test_keep_round_trip_rejects_the_rest_as_one_run_and_one_undo_reverts_it(sto
     from workbench import automatic
     s3 = review.load_sample(store, 3)
     assert automatic.reason(store, s3)["text"] == f"filter external dedup ({res['run']})"
+    assert res["snapshot"] == 1 and res["not_exported_left_alone"] == 0
     code, out, err = cli("clean", "--undo", res["run"])       # one step
     assert code == 0, err
     status = dict(store.execute("SELECT id, status FROM samples WHERE dataset_id = 1"))
     assert status[42] == "accepted" and status[41] == "rejected"
     assert all(s == "pending" for i, s in status.items() if i not in (42, 41))
+
+
+def test_keep_judges_against_the_export_the_ids_come_from(store, tmp_path):
+    export(tmp_path / "shards", "--status", "pending")
+    with transaction(store):                                  # imported after the export: the engine never saw it
+        insert_samples(store, 1, [{"instruction": "late", "response": "row"}])
+    late = store.execute("SELECT max(id) FROM samples").fetchone()[0]
+    d = tmp_path / "engine"
+    d.mkdir()
+    pq.write_table(pa.table({"sample_id": pa.array([1, 2, 3], pa.int64())}), d / "a.parquet")
+    res = ok("keep", "--dataset", "d", "--ids-from", str(d), "--reason", "r")
+    assert res["snapshot"] == 1 and res["not_exported_left_alone"] == 1 and res["rejected"] == N - 3
+    assert store.execute("SELECT status FROM samples WHERE id = ?", (late,)).fetchone()[0] == "pending"
+    ok("clean", "--undo", res["run"])
+    before = state(store)
+    pq.write_table(pa.table({"sample_id": pa.array([1, late], pa.int64())}), d / "a.parquet")
+    code, _, err = cli("keep", "--dataset", "d", "--ids-from", str(d), "--reason", "r")
+    assert code == 1 and f"a.parquet, row 2, field 'sample_id': sample {late} was not in export snapshot 1" in err
+    assert state(store) == before
 
 
 def test_keep_refuses_bad_lists_whole_and_names_file_line_and_field(store, tmp_path):

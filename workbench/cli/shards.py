@@ -33,7 +33,7 @@ def cmd_keep(args) -> int:
     if args.json:
         print_json({"dataset": res.dataset, "run": res.run, "kept": res.kept, "rejected": res.rejected,
                     "accepted_left_alone": res.accepted_left, "already_rejected": res.already_rejected,
-                    "files": res.files})
+                    "snapshot": res.snapshot, "not_exported_left_alone": res.not_exported, "files": res.files})
         return 0
     print(f"{label(res.dataset)}: {res.kept:,} samples kept (from {len(res.files)} file"
           f"{'s' if len(res.files) != 1 else ''}); {res.rejected:,} rejected"
@@ -41,6 +41,11 @@ def cmd_keep(args) -> int:
     if res.accepted_left:
         print(f"  left alone: {res.accepted_left:,} samples a curator accepted (not on the list; reject them with "
               f"`workbench decide` if the engine is right)")
+    if res.snapshot is None:
+        print("  the listed ids are in no export: judged against the whole dataset")
+    elif res.not_exported:
+        print(f"  left alone: {res.not_exported:,} samples not in export snapshot {res.snapshot} (the engine never "
+              f"saw them)")
     if res.already_rejected:
         print(f"  {res.already_rejected:,} not on the list were already rejected")
     return 0
