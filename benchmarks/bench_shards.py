@@ -31,8 +31,10 @@ ROOT = Path("/tmp/shards/bench")
 def child(code: str) -> tuple[float, int]:
     """Run Python in a fresh interpreter: (seconds, its peak RSS in MB). The code may print; the last stderr line
     is ours."""
-    wrapped = code + ("\nimport resource, sys\n"
-                      "print('RSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, file=sys.stderr)")
+    # VmHWM, not ru_maxrss: getrusage keeps the parent's peak across fork+exec, VmHWM is this process's own
+    wrapped = code + ("\nimport sys\n"
+                      "hwm = next(l for l in open('/proc/self/status') if l.startswith('VmHWM'))\n"
+                      "print('RSS', int(hwm.split()[1]) // 1024, file=sys.stderr)")
     t0 = time.perf_counter()
     p = subprocess.run([sys.executable, "-c", wrapped], capture_output=True, text=True)
     t = time.perf_counter() - t0
@@ -75,7 +77,8 @@ while True:
     last = batch[-1][-1]
     if w is None:
         w = pq.ParquetWriter(os.path.join({out!r}, f"part-{{shard:05d}}.parquet"), schema, compression="zstd")
-    w.write_table(pa.Table.from_pylist([dict(zip(cols, r)) for r in batch], schema=schema))
+    w.write_table(pa.Table.from_arrays([pa.array([r[i] for r in batch], f.type) for i, f in enumerate(schema)],
+                                       schema=schema))
     rows += len(batch)
     if rows >= {shard_rows} * (shard + 1):
         w.close(); w = None; shard += 1

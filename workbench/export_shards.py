@@ -127,8 +127,9 @@ def export_shards(conn: sqlite3.Connection, out_dir, shard_rows: int, dataset=No
 
             def flush():
                 nonlocal batch
-                if batch:
-                    shard.write(pa.Table.from_pylist(batch, schema=schema))
+                if batch:   # column by column: several times faster than Table.from_pylist on rows of strings
+                    shard.write(pa.Table.from_arrays([pa.array([r[f.name] for r in batch], f.type) for f in schema],
+                                                     schema=schema))
                     batch = []
 
             for s in iter_samples(conn, sel.where, sel.params):

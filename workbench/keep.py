@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .runs import log_status_changes, new_run
 from .shard_files import ID_COLUMN, ShardError, iter_ids, is_row_position, shard_files, where
