@@ -322,6 +322,11 @@ def test_import_of_shards_updates_samples_new_numeric_columns_become_rubrics(sto
         {"src": "web-11", "lang": "en"}
     s13 = review.load_sample(store, 13)      # a conversation: its mirrored turn followed the edit of output
     assert s13["response"] == "rewritten 12" and s13["messages"][1]["content"] == "rewritten 12"
+    again = tmp_path / "again.jsonl"                        # the next export's provenance names the update run
+    ok("export", str(again), "--format", "alpaca", "--dataset", "d")
+    steps = json.loads((tmp_path / ".again.jsonl.manifest.json").read_text())["provenance"]["steps"]
+    upd = [st for st in steps if st["step"] == "update"]     # one step per file read
+    assert {st["run"] for st in upd} == {res["run"]} and sum(st["rows"] for st in upd) == N and len(upd) == 5
     # one undo reverts the text and metadata changes of the whole import
     code, _, err = cli("clean", "--undo", res["run"])
     assert code == 0, err
