@@ -103,6 +103,15 @@ def test_shards_are_plain_parquet_with_one_schema_readable_by_pyarrow_and_datase
     row = ds.filter(lambda r: r["sample_id"] == 13)[0]
     assert json.loads(row["messages"])[1]["content"] == "answer 12" and row["output"] == "answer 12"
 
+    from workbench.export_shapes import parquet_row        # the same values as the single-file Parquet export
+    from workbench.samples import get_sample
+    with transaction(store):
+        store.execute("UPDATE samples SET metadata = '{}' WHERE id = 2")
+        store.execute("UPDATE samples SET messages = '[]' WHERE id = 3")
+    export(tmp_path / "again")
+    got = {r["sample_id"]: r for r in pads.dataset(str(tmp_path / "again"), format="parquet").to_table().to_pylist()}
+    for sid in range(1, N + 1):
+        assert got[sid] == {**parquet_row(get_sample(store, sid)), "sample_id": sid}, sid
     m = json.loads((out / ".manifest.json").read_text())
     assert [(s["file"], s["rows"]) for s in m["shards"]] == [(f"part-{i:05d}.parquet", r)
                                                              for i, r in enumerate((10, 10, 10, 10, 5))]

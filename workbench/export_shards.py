@@ -24,11 +24,10 @@ from pathlib import Path
 import orjson
 
 from . import __version__, provenance, safe_output
-from .export_shapes import parquet_fields, parquet_row
+from .export_shapes import parquet_fields
 from .exporter import ExportFailed, ExportResult, describe_counts, parse_statuses, select
 from .fileperms import DIR_MODE, FILE_MODE
 from .safe_output import OutputError
-from .samples import iter_samples
 from .store import now, transaction
 
 SHARD_NAME = "part-{:05d}.parquet"
@@ -123,26 +122,25 @@ def export_shards(conn: sqlite3.Connection, out_dir, shard_rows: int, dataset=No
     try:
         try:
             shard: _Shard | None = None
-            batch: list[dict] = []
+            batch: list[tuple] = []
+            width = len(columns)
 
             def flush():
                 nonlocal batch
                 if batch:   # column by column: several times faster than Table.from_pylist on rows of strings
-                    shard.write(pa.Table.from_arrays([pa.array([r[f.name] for r in batch], f.type) for f in schema],
-                                                     schema=schema))
+                    shard.write(pa.Table.from_arrays([pa.array([r[i] for r in batch], f.type)
+                                                      for i, f in enumerate(schema)], schema=schema))
                     batch = []
 
-            for s in iter_samples(conn, sel.where, sel.params):
+            for r in _rows(conn, sel.where, sel.params, with_ids):
                 if shard is None:
                     shard = _Shard(tmp / SHARD_NAME.format(len(shards)), schema)
-                row = parquet_row(s)
-                if with_ids:
-                    row["sample_id"] = s["id"]
-                batch.append(row)
-                ids.append(s["id"])
-                hashes.append(s["content_hash"])
-                by_status[s["status"]] += 1
-                by_dataset[names.get(s["dataset_id"], str(s["dataset_id"]))] += 1
+                sid, chash, status, ds = r[width:]
+                batch.append(r)
+                ids.append(sid)
+                hashes.append(chash)
+                by_status[status] += 1
+                by_dataset[names.get(ds, str(ds))] += 1
                 if len(batch) >= BATCH or shard.rows + len(batch) >= shard_rows:
                     flush()
                 if shard.rows >= shard_rows:
@@ -179,6 +177,26 @@ def export_shards(conn: sqlite3.Connection, out_dir, shard_rows: int, dataset=No
         provenance.drop_ids(conn)
     return ExportResult(d, "parquet", len(ids), 0, digest, d / MANIFEST, snap, counts,
                         [d / s["file"] for s in shards] + [d / MANIFEST])
+
+
+# the values export_shapes.parquet_row gives, read as stored: messages and metadata are already the JSON text it
+# would write (samples.py stores them with orjson), so they are not decoded and encoded again; an empty list or
+# object is written as null, as parquet_row does. tests/test_shards.py holds the two to the same rows.
+_SELECT_COLUMNS = {"output": "response", "messages": "CASE WHEN messages = '[]' THEN NULL ELSE messages END",
+                   "metadata": "CASE WHEN metadata IN ('{}', 'null') THEN NULL ELSE metadata END", "sample_id": "id"}
+
+
+def _rows(conn, where: str, params: tuple, with_ids: bool, batch: int = 2000):
+    """Tuples: the shard's columns, then id, content_hash, status, dataset_id; in id order, keyset-paginated."""
+    cols = ", ".join(_SELECT_COLUMNS.get(c, c) for c in parquet_fields(with_ids))
+    last = 0
+    while True:
+        rows = conn.execute(f"SELECT {cols}, id, content_hash, status, dataset_id FROM samples "
+                            f"WHERE ({where}) AND id > ? ORDER BY id LIMIT ?", (*params, last, batch)).fetchall()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1][-4]
 
 
 def _make_parents(d: Path) -> list[Path]:
