@@ -251,7 +251,7 @@ def test_keep_refuses_bad_lists_whole_and_names_file_line_and_field(store, tmp_p
         (jsonl("e.jsonl", [{"sample_id": "4"}]), "e.jsonl, line 1, field 'sample_id': '4' is not a sample id"),
         (jsonl("f.jsonl", [{"sample_id": 4.0}]), "f.jsonl, line 1, field 'sample_id': 4.0 is not a sample id"),
         (jsonl("g.jsonl", [{"sample_id": True}]), "g.jsonl, line 1, field 'sample_id': True is not a sample id"),
-        (jsonl("h.jsonl", [{"id": 4}]), "h.jsonl, line 1, field 'sample_id': missing"),
+        (jsonl("h.jsonl", [{"id": 4}]), "h.jsonl, line 1, field 'sample_id': missing (keys: id); an `id` column is not taken"),
         (jsonl("i.jsonl", [{"sample_id": 0}]), "i.jsonl, line 1, field 'sample_id': no sample with id 0"),
         (jsonl("j.jsonl", [{"sample_id": -2}]), "j.jsonl, line 1, field 'sample_id': no sample with id -2"),
     ]

@@ -127,6 +127,10 @@ def parquet_batches(path: Path, columns: list[str] | None = None):
         raise ShardError(f"{path}: not a readable Parquet file ({e})") from None
 
 
+_ID_HINT = ("; an `id` column is not taken for it (datatrove writes its document ids there): write sample_id back "
+            "(README, Parquet shards)")
+
+
 def _bad_id(value) -> str:
     return f"{value!r} is not a sample id (a whole number; the sample_id column of an export)"
 
@@ -138,7 +142,8 @@ def iter_ids(path: Path) -> Iterator[tuple[int, int]]:
         schema = parquet_schema(path)
         if ID_COLUMN not in schema.names:
             raise ShardError(f"{where(path, field=ID_COLUMN)}: no such column (columns: "
-                             f"{', '.join(schema.names[:12])}); export with --with-ids and keep the column")
+                             f"{', '.join(schema.names[:12])}); export with --with-ids and keep the column"
+                             + _ID_HINT * ("id" in schema.names))
         t = schema.field(ID_COLUMN).type
         if not pa.types.is_integer(t):
             raise ShardError(f"{where(path, field=ID_COLUMN)}: the column holds {t}, not whole numbers")
@@ -152,7 +157,8 @@ def iter_ids(path: Path) -> Iterator[tuple[int, int]]:
         return
     for n, rec in jsonl_records(path):
         if ID_COLUMN not in rec:
-            raise ShardError(f"{where(path, n, ID_COLUMN)}: missing (keys: {', '.join(list(rec)[:12])})")
+            raise ShardError(f"{where(path, n, ID_COLUMN)}: missing (keys: {', '.join(list(rec)[:12])})"
+                             + _ID_HINT * ("id" in rec))
         v = rec[ID_COLUMN]
         if isinstance(v, bool) or not isinstance(v, int):
             raise ShardError(f"{where(path, n, ID_COLUMN)}: {_bad_id(v)}")
