@@ -50,6 +50,17 @@ def invisible_counts_of(s: dict) -> tuple[int, int]:
     return zero_width, bidi
 
 
+def _decide_then_next(conn, sid: int, action: str, session: str, seen: int | None, flt: Filter
+                      ) -> tuple[dict, dict | None, Exception | None]:
+    """On the runner, in one trip: the decision on `sid`, committed (raises if refused), then the next sample, or
+    the error that kept it from loading (the decision stands: the caller counts it, then reports the error)."""
+    d = review.decide(conn, sid, action, session, seen=seen)
+    try:
+        return d, review.goto(conn, flt, "next", sid), None
+    except Exception as e:  # noqa: BLE001 - handed back and raised by the caller, after recording the decision
+        return d, None, e
+
+
 class ReviewScreen(Screen):
     """Review samples one at a time: accept, reject, skip, undo, edit, search, filter."""
 
@@ -462,11 +473,19 @@ class ReviewScreen(Screen):
             self._show(None, f"nothing to {action}")
             return
         sid = self.sample["id"]
-        d = await self.runner.run(review.decide, sid, action, self.session, seen=self.sample.get("seen"))
+        error = None
+        if self.order is None:      # one runner trip: under load each trip can cost more than the queries
+            d, nxt, error = await self.runner.run(_decide_then_next, sid, action, self.session,
+                                                  self.sample.get("seen"), self.flt)
+        else:
+            d = await self.runner.run(review.decide, sid, action, self.session, seen=self.sample.get("seen"))
         self.decided += 1
         self.stats.record(action)
         self._adjust_counts(d["before"], d["after"])
-        nxt = await self._goto("next", sid)
+        if error is not None:
+            raise error
+        if self.order is not None:
+            nxt = await self._goto("next", sid)
         if nxt is None:  # end of the filter: stay, showing the new status
             nxt = await self._goto("id", sid)
             self._show(nxt, f"{action}ed #{sid}: that was the last sample in this filter "
