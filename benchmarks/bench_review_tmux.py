@@ -241,6 +241,8 @@ def main() -> int:
     ap.add_argument("--size", default="120x40")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out")
     ap.add_argument("--key", default="a", help="the key timed (a: accept, j: next)")
+    ap.add_argument("--command", help="the command run in the pane instead of `workbench` (its arguments follow: "
+                                      "review --dataset bench-review), e.g. a traced copy of the app")
     ap.add_argument("--relay", help=argparse.SUPPRESS)
     ap.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--trivial", action="store_true", help=argparse.SUPPRESS)
@@ -295,14 +297,17 @@ def main() -> int:
 
     # 3. Review at 1M rows
     t0 = time.monotonic()
-    session([workbench, "review", "--dataset", bench_review.DATASET], size, env, log)
+    app_cmd = args.command.split() if args.command else [workbench]
+    session([*app_cmd, "review", "--dataset", bench_review.DATASET], size, {**env, **{
+        k: v for k, v in os.environ.items() if k == "TRACE"}}, log)
     first = int(wait_for(r"#(\d+)\s+PENDING", 60).group(1))
     opened = time.monotonic() - t0
     time.sleep(1.5)                         # the screen's first counts and background index check settle
     step = 1 if args.key in ("a", "j", "x", "s") else 0
     sent = press(args.presses, args.key, pace, rng)
     shown = pane_text()
-    review = per_key(end_session(log), sent, [b"#%d" % (first + step * (i + 1)) for i in range(len(sent))])
+    events = end_session(log)
+    review = per_key(events, sent, [b"#%d" % (first + step * (i + 1)) for i in range(len(sent))])
     last = first + step * len(sent)
     ok = re.search(rf"#{last}(?!\d)", shown) is not None
 
@@ -330,6 +335,9 @@ def main() -> int:
     print(f"  keys whose next sample was never drawn (superseded by the next key's): {review['missing']}; the pane shows #{last} at the end: "
           f"{'yes' if ok else 'NO'}; decisions in the store: {decided}")
     log.unlink(missing_ok=True)
+    if os.environ.get("BENCH_KEEP_EVENTS"):
+        with open(os.environ["BENCH_KEEP_EVENTS"], "wb") as f:
+            pickle.dump(events, f)
     return 0 if ok else 1
 
 

@@ -21,6 +21,7 @@ from screens.review_dialogs import ANY, FilterDialog, SearchDialog  # noqa: F401
 from widgets.conversation import Conversation, message_turns
 from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
 from widgets.review_text import lineage_text, why_text  # noqa: F401
+from widgets.redraw import update_if_changed
 from widgets.scores import ScoresTable
 from workbench import keymap, review, scores
 from workbench.bigtext import PREVIEW_BYTES, sample_text_parts
@@ -192,7 +193,7 @@ class ReviewScreen(Screen):
                       self.query_one("#why")):
                 w.display = False
             empty.display = True
-            empty.update(Text(sanitize(self.note) if self.note else "No sample matches this filter. "
+            update_if_changed(empty, Text(sanitize(self.note) if self.note else "No sample matches this filter. "
                               f"{self._key('review.filter')}: change the filter · "
                               f"{self._key('review.search')}: search"))
         else:
@@ -239,7 +240,7 @@ class ReviewScreen(Screen):
             key = self._key("review.invisible")
             t.append(f"  ⚠ invisible: {', '.join(parts)} ({key}: {'hide' if self.show_invisible else 'show'})",
                      style="bold yellow")
-        meta.update(t)
+        update_if_changed(meta, t)
         messages = s.get("messages")
         preference = s.get("rejected") is not None
         # a conversation shows all its turns, so the turns mirrored in instruction/response are not repeated
@@ -265,7 +266,7 @@ class ReviewScreen(Screen):
         why_w = self.query_one("#why", Static)
         why_w.display = why is not None
         if why is not None:
-            why_w.update(why_text(why))
+            update_if_changed(why_w, why_text(why))
         cands = self.query_one("#candidates", Conversation)
         cands.display = bool(s.get("candidates"))
         if s.get("candidates"):
@@ -278,7 +279,7 @@ class ReviewScreen(Screen):
         table.show([] if s.get("blind") else s.get("judgments") or [])
         lin = self.query_one("#lineage", Static)
         lin.display = True
-        lin.update(lineage_text(s.get("lineage") or {}))
+        update_if_changed(lin, lineage_text(s.get("lineage") or {}))
 
     def _draw_status(self) -> None:
         if not self.is_attached:
@@ -316,7 +317,7 @@ class ReviewScreen(Screen):
         if self.note:
             out.append("\n")
             out.append_text(plain(self.note, 200))
-        self.query_one("#status", Static).update(out)
+        update_if_changed(self.query_one("#status", Static), out)
 
     # --- counts ------------------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from .redraw import SettledOnResize
 from .safe_text import plain, safe_text
 
 RATIONALE_LIMIT = 1200
@@ -49,10 +50,13 @@ def scores_renderable(judgments: list[dict], rationale_limit: int | None = RATIO
     return Group(Text("Scores", style="bold"), table, notes)
 
 
-class ScoresTable(Static):
+class ScoresTable(SettledOnResize, Static):
     DEFAULT_CSS = """
     ScoresTable { height: auto; padding: 0 1; }
     """
 
     def show(self, judgments: list[dict]) -> None:
+        if judgments == getattr(self, "_drawn", None):   # the same scores again: not redrawn
+            return
+        self._drawn = [dict(j) for j in judgments]
         self.update(scores_renderable(judgments))
