@@ -59,4 +59,20 @@ class ScoresTable(SettledOnResize, Static):
         if judgments == getattr(self, "_drawn", None):   # the same scores again: not redrawn
             return
         self._drawn = [dict(j) for j in judgments]
-        self.update(scores_renderable(judgments))
+        self.update(as_text(scores_renderable(judgments), self.app.console, max(20, self.app.size.width - 4)))
+
+
+def as_text(renderable, console, width: int) -> Text:
+    """A Rich renderable (the scores Table) laid out once, at `width`, as styled lines of Text: Textual then draws
+    and measures it as plain text, where a Table was laid out again for every frame that moved it (~3 ms a key).
+    The lines are cropped, not re-laid out, if the terminal is later narrowed (the next sample lays out again)."""
+    out = Text(end="", no_wrap=True, overflow="crop")
+    lines = console.render_lines(renderable, console.options.update(width=width), pad=False)
+    for i, line in enumerate(lines):
+        if i:
+            out.append("\n")
+        for seg in line:
+            if not seg.control:
+                out.append(seg.text, seg.style)
+    out.rstrip()
+    return out
