@@ -21,7 +21,7 @@ from screens.review_dialogs import ANY, FilterDialog, SearchDialog  # noqa: F401
 from widgets.conversation import Conversation, message_turns
 from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
 from widgets.review_text import lineage_text, why_text  # noqa: F401
-from widgets.redraw import update_if_changed
+from widgets.redraw import SettledScroll, update_if_changed
 from widgets.scores import ScoresTable
 from workbench import keymap, review, scores
 from workbench.bigtext import PREVIEW_BYTES, sample_text_parts
@@ -116,7 +116,7 @@ class ReviewScreen(Screen):
     def compose(self) -> ComposeResult:
         hint = f"{self._key('review.more')}: show more · {self._key('review.pager')}: $PAGER"
         yield Static(Text("Opening…"), id="status")
-        with VerticalScroll(id="body", can_focus=False):
+        with SettledScroll(id="body", can_focus=False):
             yield Static("", id="meta")
             yield Static(Text(""), id="empty")
             # the conversation (an hh pair's prompt turns) before the answers: read the question, then the replies

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rich.text import Text
+from textual.containers import VerticalScroll
 from textual.widgets import Static
 
 
@@ -29,3 +30,8 @@ class SettledOnResize:
 
     def _size_updated(self, size, virtual_size, container_size, layout: bool = True) -> bool:
         return super()._size_updated(size, virtual_size, container_size, layout=False)
+
+
+class SettledScroll(SettledOnResize, VerticalScroll):
+    """Review's scrolled body: its new virtual size (a new sample's height) updates the scrollbar, without a second
+    layout and repaint of the whole body a frame after the one that drew the sample."""
