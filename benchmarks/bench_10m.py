@@ -234,6 +234,9 @@ def main() -> int:
     ap.add_argument("--steps", default=",".join(STEPS))
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--delete", action="store_true", help="delete the stores afterwards")
+    ap.add_argument("--reuse", default="", metavar="SIZES",
+                    help="comma list of sizes whose figures are read from an earlier run's results_SIZE.json "
+                         "(say so when quoting: the reference was then measured under other load)")
     ap.add_argument("--child", choices=tuple(CHILD_STEPS), help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
     ap.add_argument("--launched", type=float, help=argparse.SUPPRESS)
@@ -252,8 +255,14 @@ def main() -> int:
     env = {**os.environ, "WORKBENCH_CONFIG": str(base / "config.toml"), "PYTHONPATH": str(ROOT)}
     results: dict[int, dict[str, dict]] = {}
     dbsize: dict[int, int] = {}
+    reuse = {int(s) for s in args.reuse.split(",") if s}
     for size in sizes:
         db = base / f"store_{size}.db"
+        saved = base / f"results_{size}.json"
+        if size in reuse:
+            results[size], dbsize[size] = json.loads(saved.read_text()), db_bytes(db)
+            print(f"{size:,} rows: figures of an earlier run ({time.ctime(saved.stat().st_mtime)}) from {saved}")
+            continue
         if args.rebuild:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
@@ -267,6 +276,7 @@ def main() -> int:
                 results[size][r["step"]] = r
                 print("  " + json.dumps(r), flush=True)
         shutil.rmtree(work, ignore_errors=True)
+        saved.write_text(json.dumps(results[size]))
     report(sizes, results, dbsize)
     if args.delete:
         for size in sizes:
