@@ -170,6 +170,10 @@ class ScoreFilter:
             conds.append(c + ")")
         return " AND ".join(conds) or "1", params
 
+    def requires_fresh(self, rubric: str) -> bool:
+        """Whether only samples with a fresh score on `rubric` can pass (a bound on it, stale scores excluded)."""
+        return not self.include_stale and any(r == rubric for r, _, _ in self.bounds)
+
     def to_dict(self) -> dict:
         """JSON form (export manifests, saved Review filters): {"min_score": [...], "max_score": [...]}."""
         out: dict = {}
