@@ -76,7 +76,8 @@ def build(path: Path, rows: int, *, commit_every: int = 200_000, log=print) -> d
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     out = {"rows": rows, "insert_s": t1 - t0, "fold_s": t2 - t1, "fts_s": t3 - t2, "total_s": time.perf_counter() - t0,
-           "bytes": path.stat().st_size, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+           "bytes": path.stat().st_size, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+           "cpu_s": sum(resource.getrusage(resource.RUSAGE_SELF)[:2])}
     log(f"build: {rows:,} rows inserted in {out['insert_s']:.1f} s; stats.fold of {folded:,} rows "
         f"{out['fold_s']:.1f} s; FTS {out['fts_s']:.1f} s; file {out['bytes'] / 1e9:.2f} GB; "
         f"peak RSS {out['rss_mb']:.0f} MB")

@@ -44,6 +44,13 @@ def as_counters(counts, statuses=None):
 
 
 def check(conn, dataset_ids):
+    # `workbench datasets` reads its counts per status from the same maintained counts
+    by = Counter()
+    for did, status, n in conn.execute("SELECT dataset_id, status, count(*) FROM samples GROUP BY 1, 2"):
+        by[did, status] = n
+    for d in store.list_datasets(conn):
+        assert {s: d[s] for s in store.STATUSES} == {s: by[d["id"], s] for s in store.STATUSES}, d
+        assert d["rows"] == sum(by[d["id"], s] for s in store.STATUSES)
     for did in [None, *dataset_ids]:
         counts = read_judge(conn, did)
         assert counts.rubric == "judge" and counts.score_title() == "score: judge (1-10)"
