@@ -235,6 +235,7 @@ def _flat(d: dict, prefix: str = ""):
 
 
 def main() -> int:
+    global NICE
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000000,10000000", help="comma list; the first is the reference")
     ap.add_argument("--dir", default="/tmp/bench_10m")
@@ -253,7 +254,6 @@ def main() -> int:
         r = CHILD_STEPS[args.child](args.db, args.launched)
         print(json.dumps({**r, "rss_mb": peak_rss_mb()}))
         return 0
-    global NICE
     NICE = args.nice
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = [s for s in args.steps.split(",") if s]
