@@ -182,7 +182,8 @@ def build(rows: int, db: Path, env: dict) -> dict:
     if not db.exists() or not figures.exists():
         code = (f"import json, sys; sys.path[:0] = [{str(ROOT)!r}, {str(Path(__file__).parent)!r}]; "
                 f"import synth_store; from pathlib import Path; "
-                f"out = synth_store.build(Path({str(db)!r}), {rows}, log=lambda s: print(s, file=sys.stderr, flush=True)); "
+                f"out = synth_store.build(Path({str(db)!r}), {rows}, "
+                f"log=lambda s: print(s, file=sys.stderr, flush=True)); "
                 f"Path({str(figures)!r}).write_text(json.dumps(out))")
         p = subprocess.run(["nice", "-n", str(NICE), sys.executable, "-c", code], env=env, cwd=ROOT)
         if p.returncode:
@@ -209,12 +210,14 @@ def report(sizes: list[int], results: dict[int, dict[str, dict]], dbsize: dict[i
         if "error" in a or "error" in b:
             print(f"{name:16} ERROR: {a.get('error') or b.get('error')}")
             continue
-        nan = float("nan")
-        print(f"{name:16} {a.get('s', nan):>8.2f}s {b.get('s', nan):>8.2f}s {fmt_ratio(a.get('s'), b.get('s')):>6} | "
-              f"{a.get('cpu_s', nan):>7.1f} {b.get('cpu_s', nan):>7.1f} {fmt_ratio(a.get('cpu_s'), b.get('cpu_s')):>6} | "
-              f"{a.get('rss_mb', nan):>6.0f} {b.get('rss_mb', nan):>6.0f} {fmt_ratio(a.get('rss_mb'), b.get('rss_mb')):>6}"
-              f"  {b.get('note', '')}")
-    print(f"{'DB size':16} {dbsize[ref] / 1e9:>7.2f}GB {dbsize[big] / 1e9:>7.2f}GB {fmt_ratio(dbsize[ref], dbsize[big]):>6}")
+        cells = []
+        for key, width, unit, digits in (("s", 8, "s", 2), ("cpu_s", 7, "", 1), ("rss_mb", 6, "", 0)):
+            x, y = a.get(key), b.get(key)
+            cells.append(" ".join(f"{v:>{width}.{digits}f}{unit}" if v is not None else f"{'-':>{width}}{unit}"
+                                  for v in (x, y)) + f" {fmt_ratio(x, y):>6}")
+        print(f"{name:16} " + " | ".join(cells) + f"  {b.get('note', '')}")
+    print(f"{'DB size':16} {dbsize[ref] / 1e9:>7.2f}GB {dbsize[big] / 1e9:>7.2f}GB "
+          f"{fmt_ratio(dbsize[ref], dbsize[big]):>6}")
     print()
     print("details (ms unless named):")
     for name in names:

@@ -201,7 +201,8 @@ def test_a_score_bound_on_the_sorted_rubric_never_walks_the_unscored_rows(rows):
     seen: list[str] = []
     conn.set_trace_callback(seen.append)
     try:
-        for flt in (F(task_type="qa", scores=scores.build("judge=7")), F(dataset_id=a, scores=scores.build(maxs="judge=7.5"))):
+        for flt in (F(task_type="qa", scores=scores.build("judge=7")),
+                    F(dataset_id=a, scores=scores.build(maxs="judge=7.5"))):
             for descending in (False, True):
                 sort = Sort("score", descending)
                 exp = expected(all_rows, flt, sort)
@@ -210,6 +211,9 @@ def test_a_score_bound_on_the_sorted_rubric_never_walks_the_unscored_rows(rows):
         conn.set_trace_callback(None)
     walks = [q for q in seen if "FROM samples WHERE" in q and "NOT EXISTS" in q]
     assert not walks, walks[0]
+    # and the score index walk starts at the bound instead of testing every lower score
+    scored = [q for q in seen if "FROM sample_scores sc JOIN samples" in q]
+    assert scored and all("sc.score >= 7" in q or "sc.score <= 7.5" in q for q in scored), scored[0]
 
 
 def test_stale_scores_let_in_by_the_filter_are_still_listed(rows):

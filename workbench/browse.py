@@ -131,29 +131,36 @@ def _score_segments(ascending: bool, after, scored_only: bool = False) -> list[t
 
 
 def _scan_scores(conn, where: str, params: tuple, ascending: bool, after, limit: int, rubric: str,
-                 scored_only: bool = False) -> list[Row]:
+                 bounds: tuple | None = None) -> list[Row]:
+    """`bounds`: the filter's (lo, hi) on the fresh scores of `rubric` (scores.fresh_range), walked as a range of
+    the index rather than tested row by row (walking up from the lowest score to reach them took seconds)."""
     out: list[Row] = []
-    for scored, seg_where, seg_params, order in _score_segments(ascending, after, scored_only):
+    rng, rng_params = "", ()
+    if bounds is not None:
+        for op, v in zip((">=", "<="), bounds):
+            if v is not None:
+                rng, rng_params = rng + f" AND sc.score {op} ?", (*rng_params, v)
+    for scored, seg_where, seg_params, order in _score_segments(ascending, after, bounds is not None):
         if len(out) >= limit:
             break
         if scored:
             sql = (f"SELECT {_columns('sc.score')} FROM sample_scores sc "
-                   f"JOIN samples ON samples.id = sc.sample_id WHERE sc.rubric = ? AND sc.stale = 0 AND {where} "
+                   f"JOIN samples ON samples.id = sc.sample_id WHERE sc.rubric = ? AND sc.stale = 0{rng} AND {where} "
                    f"AND {seg_where} ORDER BY {order} LIMIT ?")
         else:
             sql = (f"SELECT {_columns('NULL')} FROM samples WHERE {where} AND NOT EXISTS (SELECT 1 FROM sample_scores sc "
                    f"WHERE sc.sample_id = samples.id AND sc.rubric = ? AND sc.stale = 0) AND {seg_where} "
                    f"ORDER BY {order} LIMIT ?")
-        args = (rubric, *params, *seg_params, limit - len(out)) if scored else \
+        args = (rubric, *rng_params, *params, *seg_params, limit - len(out)) if scored else \
             (*params, rubric, *seg_params, limit - len(out))
         out.extend(_row(r, "score") for r in conn.execute(sql, args))
     return out
 
 
 def _scan(conn, where: str, params: tuple, sort: Sort, ascending: bool, after, limit: int,
-          rubric: str | None = None, scored_only: bool = False) -> list[Row]:
+          rubric: str | None = None, bounds: tuple | None = None) -> list[Row]:
     if sort.key == "score" and rubric:
-        return _scan_scores(conn, where, params, ascending, after, limit, rubric, scored_only)
+        return _scan_scores(conn, where, params, ascending, after, limit, rubric, bounds)
     out: list[Row] = []
     col = _sort_sql(sort.key, rubric)
     for seg_where, seg_params, order in _segments(col, sort.key in _NULLABLE, ascending, after):
@@ -187,15 +194,15 @@ def page(conn: sqlite3.Connection, flt: Filter = Filter(), sort: Sort = Sort(), 
     ascending = sort.descending == backward
     hits = search_hits(conn, flt.search)
     where, params = flt.sql(hits, sort.key)
-    scored_only = flt.rubric is not None and flt.scores.requires_fresh(flt.rubric)
+    bounds = flt.scores.fresh_range(flt.rubric) if flt.rubric else None
     if flt.dataset_id is None and sort.key != "id":
         parts = []
         for (did,) in conn.execute("SELECT id FROM datasets ORDER BY id").fetchall():
             w, p = Filter(**{**flt.__dict__, "dataset_id": did}).sql(hits, sort.key)
-            parts.append(_scan(conn, w, p, sort, ascending, after_key, limit, flt.rubric, scored_only))
+            parts.append(_scan(conn, w, p, sort, ascending, after_key, limit, flt.rubric, bounds))
         rows = list(heapq.merge(*parts, key=_order, reverse=not ascending))[:limit]
     else:
-        rows = _scan(conn, where, params, sort, ascending, after_key, limit, flt.rubric, scored_only)
+        rows = _scan(conn, where, params, sort, ascending, after_key, limit, flt.rubric, bounds)
     by_id = scores.of_samples(conn, [r.id for r in rows])
     rows = [replace(r, scores=tuple(by_id[r.id])) for r in rows]
     return rows[::-1] if backward else rows
