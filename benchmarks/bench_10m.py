@@ -203,8 +203,9 @@ def report(sizes: list[int], results: dict[int, dict[str, dict]], dbsize: dict[i
     print()
     print(f"ratios: {big:,} rows / {ref:,} rows (linear scaling = {big / ref:g}x). time: the step's headline time "
           f"(wall, on a shared machine); CPU: the step process's user+system seconds; RSS: its peak (VmHWM)")
-    print(f"{'step':16} {'time':>9} {'':>9} {'ratio':>6} | {'CPU s':>7} {'':>7} {'ratio':>6} | "
-          f"{'RSS MB':>6} {'':>6} {'ratio':>6}")
+    print(f"{'':16} {'time (wall)':^26}   {'CPU s':^22}   {'peak RSS MB':^20}")
+    short = {n: f"{n / 1e6:g}M" if n >= 1e6 else f"{n / 1e3:g}k" for n in (ref, big)}
+    print(f"{'step':16} " + " | ".join(f"{short[ref]:>{w}} {short[big]:>{w}} {'ratio':>6}" for w in (9, 7, 6)))
     for name in names:
         a, b = results[ref].get(name, {}), results[big].get(name, {})
         if "error" in a or "error" in b:
