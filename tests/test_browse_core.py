@@ -228,3 +228,26 @@ def test_stale_scores_let_in_by_the_filter_are_still_listed(rows):
         got = walk_forward(conn, flt, Sort("score", descending), 5)
         assert set(got) >= stale and len(got) == len(set(got))
         assert walk_backward(conn, flt, Sort("score", descending), 5) == got
+
+
+def test_counts_by_dataset_and_status_follow_the_rows_folded_or_not(rows):
+    """Such counts come from the maintained counts (plus the unfolded tail): right before and after folding and
+    after decisions, edits of the status and deletes."""
+    from workbench import stats
+    conn, _, (a, b) = rows
+
+    def check():
+        for did in (None, a, b):
+            for status in (None, *store.STATUSES):
+                flt = Filter(dataset_id=did, status=status)
+                where, params = flt.sql()
+                assert browse.count(conn, flt) == conn.execute(f"SELECT count(*) FROM samples WHERE {where}",
+                                                               params).fetchone()[0], flt
+    check()
+    stats.fold(conn, chunk=50)
+    check()
+    conn.execute("UPDATE samples SET status = 'accepted' WHERE id % 3 = 0")
+    conn.execute("DELETE FROM samples WHERE id % 11 = 0")
+    with store.transaction(conn):
+        insert_samples(conn, b, [{"instruction": "late", "response": "row", "status": "rejected"}] * 4)
+    check()

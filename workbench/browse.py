@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass, replace
 
 from . import scores
-from .store import STATUSES, fts_query
+from .store import STATUSES, fts_query, status_counts
 
 SORT_KEYS = ("id", "score", "length", "status", "task_type")
 _SORT_SQL = {"id": "id", "length": "instruction_len + response_len", "status": "status",
@@ -216,7 +216,13 @@ def row(conn: sqlite3.Connection, sample_id: int, sort: Sort = Sort(), rubric: s
 
 
 def count(conn: sqlite3.Connection, flt: Filter = Filter()) -> int:
-    """Rows matching the filter (for the status line; run it off the UI thread, it can take ~50 ms at 1M)."""
+    """Rows matching the filter (for the status line; run it off the UI thread, it can take ~50 ms at 1M).
+
+    A filter on dataset and status alone (Browse as it opens) is read from the maintained counts: a count(*)
+    over a dataset's rows took ~1 s at 10M."""
+    if flt.task_type is None and flt.domain is None and not flt.scores and flt.search is None:
+        return sum(n for by in status_counts(conn, flt.dataset_id).values()
+                   for status, n in by.items() if flt.status in (None, status))
     where, params = flt.sql(search_hits(conn, flt.search))
     return conn.execute(f"SELECT count(*) FROM samples WHERE {where}", params).fetchone()[0]
 
