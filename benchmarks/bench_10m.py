@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 NICE = 10   # --nice: the steps leave the shared cores to interactive work
-STEPS = ("open", "browse", "balance", "review", "dedup", "export")
+STEPS = ("open", "browse", "balance", "review", "export", "dedup")
 EXPORTS = (("alpaca", "a.jsonl"), ("messages", "m.jsonl.gz"), ("parquet", "p.parquet"))
 
 
