@@ -66,6 +66,7 @@ class Stats:
     completions: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    busy_seconds: float = 0.0                       # summed time requests held a capacity slot
     faults: dict = field(default_factory=dict)
     prompts: dict = field(default_factory=dict)     # prompt -> times answered with a completion
     bodies: list = field(default_factory=list)      # last request bodies (bounded)
@@ -158,12 +159,14 @@ class LLMServer:
             await sem.acquire()
         st.in_flight += 1
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
+        held_from = time.monotonic()
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
             return await self._respond(request, body, messages, prompt, rule)
         finally:
             st.in_flight -= 1
+            st.busy_seconds += time.monotonic() - held_from
             if sem is not None:
                 sem.release()
 
@@ -311,7 +314,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:   # SIGINT: print what was served (benchmarks read it)
         st = srv.stats
         print(json.dumps({"requests": st.requests, "completions": st.completions, "faults": st.faults,
-                          "max_in_flight": st.max_in_flight}), flush=True)
+                          "max_in_flight": st.max_in_flight, "busy_seconds": round(st.busy_seconds, 3)}), flush=True)
     return 0
 
 
