@@ -280,13 +280,15 @@ def main() -> int:
         if args.rebuild:
             for suffix in ("", "-wal", "-shm"):
                 Path(str(db) + suffix).unlink(missing_ok=True)
-        results[size] = {"build": build(size, db, env)}
+        # figures of steps not measured this time are kept from an earlier run (results_SIZE.json)
+        results[size] = {**(json.loads(saved.read_text()) if saved.exists() else {}), "build": build(size, db, env)}
         dbsize[size] = db_bytes(db)
         work = base / f"export_{size}"
         work.mkdir(exist_ok=True)
         for step in steps:
             print(f"[{time.strftime('%H:%M:%S')}] {size:,} rows: {step}", flush=True)
             for r in measure(size, db, step, work, env):
+                r["at"] = time.strftime("%H:%M")   # when: steps kept from an earlier run show theirs
                 results[size][r["step"]] = r
                 print("  " + json.dumps(r), flush=True)
         shutil.rmtree(work, ignore_errors=True)
