@@ -13,7 +13,7 @@ its own process, at nice 10 (--nice), so its peak RSS (VmHWM) and CPU seconds ar
 - balance: the real app: launch -> Balance's histograms drawn; another connection commits -> histograms updated
 - review:  the real app: launch -> first sample drawn in Review; `a` -> next sample
 - dedup:   `workbench dedup --dataset main` (the CLI, preview only)
-- export:  `workbench export` in three formats (accepted rows of dataset main), output deleted after each
+- export:  `workbench export` in two formats (--exports; accepted rows of dataset main), output deleted after each
 
 The steps that press keys in Review or commit in Balance change a few hundred statuses: the stores are benchmark
 scratch, rebuilt with --rebuild.
@@ -36,8 +36,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 NICE = 10   # --nice: the steps leave the shared cores to interactive work
+EXPORT_FORMATS = ["alpaca", "parquet"]   # --exports
 STEPS = ("open", "browse", "balance", "review", "export", "dedup")
-EXPORTS = (("alpaca", "a.jsonl"), ("messages", "m.jsonl.gz"), ("parquet", "p.parquet"))
+EXPORTS = {"alpaca": "a.jsonl", "messages": "m.jsonl.gz", "parquet": "p.parquet"}   # format -> target
 
 
 def peak_rss_mb() -> float:
@@ -159,7 +160,8 @@ def measure(rows: int, db: Path, step: str, work: Path, env: dict) -> list[dict]
         return [{"step": step, "s": wall, "rss_mb": rss, "cpu_s": cpu, "note": "workbench dedup (CLI, preview)",
                  "found": out.splitlines()[0] if out else ""}]
     out_rows = []
-    for fmt, name in EXPORTS:
+    for fmt in EXPORT_FORMATS:
+        name = EXPORTS[fmt]
         target = work / name
         wall, rss, code, out, err, cpu = run_child(wb + ["export", str(target), "--format", fmt, "--dataset", "main",
                                                     "--status", "accepted", "--json"], env)
@@ -250,6 +252,8 @@ def main() -> int:
                     help="comma list of sizes whose figures are read from an earlier run's results_SIZE.json "
                          "(say so when quoting: the reference was then measured under other load)")
     ap.add_argument("--nice", type=int, default=NICE, help="niceness of the steps' processes (default %(default)s)")
+    ap.add_argument("--exports", default=",".join(EXPORT_FORMATS),
+                    help=f"formats the export step writes, among {', '.join(EXPORTS)} (default %(default)s)")
     ap.add_argument("--child", choices=tuple(CHILD_STEPS), help=argparse.SUPPRESS)
     ap.add_argument("--db", help=argparse.SUPPRESS)
     ap.add_argument("--launched", type=float, help=argparse.SUPPRESS)
@@ -259,6 +263,9 @@ def main() -> int:
         print(json.dumps({**r, "rss_mb": peak_rss_mb()}))
         return 0
     NICE = args.nice
+    EXPORT_FORMATS[:] = [f for f in args.exports.split(",") if f]
+    if any(f not in EXPORTS for f in EXPORT_FORMATS):
+        ap.error(f"--exports: among {', '.join(EXPORTS)}")
     sizes = [int(s) for s in args.sizes.split(",")]
     steps = [s for s in args.steps.split(",") if s]
     unknown = [s for s in steps if s not in STEPS]
