@@ -143,6 +143,34 @@ def run_child(argv: list[str], env: dict) -> tuple[float, float, int, str, str, 
             usage.ru_utime + usage.ru_stime)
 
 
+class WriterProbe:
+    """Meanwhile, another connection takes the write lock every 0.2 s (as a Review decision does): the longest
+    wait, in ms, is how long a curator's key would stall behind the step."""
+
+    def __init__(self, db: Path):
+        import threading
+        self.db, self.max_ms, self._stop = db, 0.0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        import sqlite3
+        conn = sqlite3.connect(self.db, timeout=600, isolation_level=None)
+        while not self._stop.wait(0.2):
+            t = time.perf_counter()
+            conn.execute("BEGIN IMMEDIATE")
+            conn.execute("ROLLBACK")
+            self.max_ms = max(self.max_ms, (time.perf_counter() - t) * 1000)
+        conn.close()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
 def measure(rows: int, db: Path, step: str, work: Path, env: dict) -> list[dict]:
     """One step at one size in its own process(es): rows of {step, s, rss_mb, ...}."""
     wb = [sys.executable, "-m", "workbench", "--db", str(db)]
@@ -163,8 +191,9 @@ def measure(rows: int, db: Path, step: str, work: Path, env: dict) -> list[dict]
     for fmt in EXPORT_FORMATS:
         name = EXPORTS[fmt]
         target = work / name
-        wall, rss, code, out, err, cpu = run_child(wb + ["export", str(target), "--format", fmt, "--dataset", "main",
-                                                    "--status", "accepted", "--json"], env)
+        with WriterProbe(db) as probe:
+            wall, rss, code, out, err, cpu = run_child(wb + ["export", str(target), "--format", fmt, "--dataset",
+                                                        "main", "--status", "accepted", "--json"], env)
         size = target.stat().st_size if target.exists() else 0
         for f in work.iterdir():       # the file and its manifest
             f.unlink()
@@ -174,7 +203,7 @@ def measure(rows: int, db: Path, step: str, work: Path, env: dict) -> list[dict]
             continue
         out_rows.append({"step": f"export {fmt}", "s": wall, "rss_mb": rss, "cpu_s": cpu, "out_mb": size / 1e6,
                          "note": f"workbench export --format {fmt} (accepted rows)",
-                         "rows": json.loads(out).get("rows")})
+                         "rows": json.loads(out).get("rows"), "writer_wait_max_ms": probe.max_ms})
     return out_rows
 
 
