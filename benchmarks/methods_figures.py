@@ -148,10 +148,14 @@ def figures(work: Path, data: Path) -> dict:
         for f in chapters:
             p = cli("import", str(f), "--format", "text", "--segment", mode, "--dataset", f"book-{mode}", "--json",
                     check=False)
-            rep = json.loads(p.stdout)
             if p.returncode:
+                why = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "?"
                 fig["files without a segment"] += 1
+                fig.setdefault("refused", {})
+                key = re.sub(r"^error: \S+: ", "", why)[:60]
+                fig["refused"][key] = fig["refused"].get(key, 0) + 1
                 continue
+            rep = json.loads(p.stdout)
             fig["rows"] += rep.get("rows", 0)
             seg = rep.get("segments") or {}
             for k, v in (seg.get("dropped") or {}).items():
