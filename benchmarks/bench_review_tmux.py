@@ -266,6 +266,7 @@ def main() -> int:
         return 1
     import atexit                           # a run that stops half-way leaves no tmux server or socket behind
     atexit.register(lambda: (tmux("kill-server", check=False), remove_socket()))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))     # a killed run cleans up too (atexit runs on exit)
     import bench_review
     size = tuple(int(x) for x in args.size.split("x"))
     args.out.mkdir(parents=True, exist_ok=True)
