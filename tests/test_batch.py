@@ -363,7 +363,7 @@ def test_kill_while_polling_resumes_the_same_batch(srv, conn, db_path, cfg_path,
 def test_kill_after_download_before_ingestion(srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
     make_dataset(conn, "demo", 10)
     jid = queue(conn, cfg_path, task="stall")
-    p = spawn(db_path, cfg_path, tmp_path / "w1.log", BATCH_STALL="1")    # stalls inside the ingestion
+    p = spawn(db_path, cfg_path, tmp_path / "w1.log", BATCH_STALL="Question 3")    # stalls inside the ingestion
     wait_for(lambda: state(conn, jid) == "downloaded")
     time.sleep(0.5)
     kill9(p)
@@ -372,6 +372,41 @@ def test_kill_after_download_before_ingestion(srv, conn, db_path, cfg_path, tmp_
     finish_and_check(conn, db_path, cfg_path, tmp_path, srv, jid, 10)
     assert srv.batch.downloads == 1                  # the stored replies were ingested, not downloaded again
     assert J.get_job(conn, jid)["tokens_in"] == j["tokens_in"]    # and the tokens were counted once
+
+
+def test_kill_partway_through_ingestion_writes_nothing_twice(srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
+    n = 620          # more than one commit of ingested items (workbench/batch.py INGEST_CHUNK = 500)
+    make_dataset(conn, "demo", n)
+    jid = queue(conn, cfg_path, task="stall")
+    p = spawn(db_path, cfg_path, tmp_path / "w1.log", BATCH_STALL="Question 600")
+    wait_for(lambda: J.get_job(conn, jid)["done"] >= 500)
+    time.sleep(0.3)
+    kill9(p)
+    j = J.get_job(conn, jid)
+    assert 500 <= j["done"] < n and state(conn, jid) == "downloaded"
+    finish_and_check(conn, db_path, cfg_path, tmp_path, srv, jid, n)
+    assert conn.execute("SELECT count(*), count(DISTINCT parent_id) FROM samples WHERE job_id = ?",
+                        (jid,)).fetchone() == (n, n)
+    assert srv.batch.downloads == 1
+
+
+def test_pause_while_polling_then_resume_continues_the_same_batch(srv, conn, db_path, cfg_path, cli):
+    import threading
+    make_dataset(conn, "demo", 4)
+    srv.batch.polls_to_finish = 10**6
+    jid = queue(conn, cfg_path)
+    ended = []
+    t = threading.Thread(target=lambda: ended.extend(run_worker(db_path, load_config(cfg_path), job_id=jid)))
+    t.start()
+    wait_for(lambda: (B.summary(conn, jid) or {}).get("polls", 0) >= 1)
+    assert cli("jobs", "pause", str(jid))[0] == 0
+    t.join(30)
+    assert ended == ["paused"] and J.get_job(conn, jid)["status"] == "paused"
+    assert srv.batch.cancels == 0 and srv.batches["batch_0001"]["status"] == "in_progress"   # it runs on remotely
+    srv.batch.polls_to_finish = 0
+    assert cli("jobs", "resume", str(jid))[0] == 0
+    assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["done"]
+    assert counts(J.get_job(conn, jid)) == ("done", 4, 4, 0, 4) and srv.batch.creates == 1
 
 
 @pytest.mark.slow
