@@ -225,25 +225,25 @@ def test_bad_lines_become_item_errors_with_their_raw_text(srv, conn, db_path, cf
     assert outputs(conn, jid) == [(f"Question {i}", f"answer to Question {i}") for i in range(8)]
 
 
-def test_unparseable_replies_fail_their_items_through_the_same_parser(srv, conn, db_path, cfg_path):
+def test_unparseable_replies_are_asked_again_once_then_fail_through_the_same_parser(srv, conn, db_path, cfg_path):
     make_dataset(conn, "demo", 4)
     with transaction(conn):
         conn.execute("UPDATE samples SET response = 'some answer'")
     srv.reply = lambda msgs, body: orjson.dumps({
         "instruction_clarity": 7, "response_quality": 8, "alignment": 6, "overall": 7,
         "rationale": "fine"}).decode()
-    srv.rules = [Rule("nonjson", match="Question 2"), Rule("reply", match="Question 3", text='{"overall": 11}')]
+    # Question 2: prose once, then JSON (asked again, as online); Question 3: out of scale every time
+    srv.rules = [Rule("nonjson", match="Question 2", times=1), Rule("reply", match="Question 3", text='{"overall": 11}')]
     jid = queue(conn, cfg_path, task="judge")
     run_worker(db_path, load_config(cfg_path), job_id=jid)
     j = J.get_job(conn, jid)
-    assert (j["done"], j["failed"]) == (2, 2)
-    fails = {f["sample_id"]: f for f in J.failures(conn, jid)}
-    raws = sorted(f["raw"] for f in fails.values())
-    assert raws == ["Sure! Here is my answer, in plain words rather than JSON.", '{"overall": 11}']
-    assert all(f["error"].startswith("unparseable reply") for f in fails.values())
-    assert conn.execute("SELECT count(*) FROM judgments WHERE job_id = ?", (jid,)).fetchone()[0] == 2
+    assert (j["done"], j["failed"], j["retries"]) == (3, 1, 2)
+    assert [r["requests"] for r in B.rounds(conn, jid)] == [4, 2]
+    [f] = J.failures(conn, jid)
+    assert f["raw"] == '{"overall": 11}' and f["error"].startswith("unparseable reply")
+    assert conn.execute("SELECT count(*) FROM judgments WHERE job_id = ?", (jid,)).fetchone()[0] == 3
     # a refused reply is not cached; accepted ones are
-    assert conn.execute("SELECT count(*) FROM llm_cache").fetchone()[0] == 2
+    assert conn.execute("SELECT count(*) FROM llm_cache").fetchone()[0] == 3
 
 
 @pytest.mark.parametrize("outcome", ["expired", "failed"])
