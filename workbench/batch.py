@@ -227,7 +227,10 @@ class BatchJob:
     async def _one(self, item) -> J.Outcome | None:
         self.llm.missed = False
         try:
-            result = await self.task.process(item, self.llm)
+            try:
+                result = await self.task.process(item, self.llm)
+            finally:
+                await asyncio.sleep(0)   # calls a task started with gather() finish before the next item starts
         except Exception as e:
             if self.llm.missed:
                 return None
