@@ -397,7 +397,10 @@ class JobsScreen(Screen):
     async def _control(self, fn, verb: str, start_worker: bool = False) -> None:
         jid = self.selected_job_id
         if jid is None:
-            self.notify("no job selected (a recipe row: select one of its steps)", severity="warning")
+            rid = self.selected[1:] if isinstance(self.selected, str) and self.selected.startswith("r") else None
+            self.notify("no job selected (a recipe row: select one of its steps"
+                        + (f", or cancel the whole recipe with `workbench recipe cancel {rid.split('.')[0]}`"
+                           if rid else "") + ")", severity="warning")
             return
         try:
             out = await self.db(fn, jid)
