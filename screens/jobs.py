@@ -190,7 +190,7 @@ def detail_text(j: dict) -> Text:
         t.append(" (" + ", ".join(f"{label(k)}: {v}" for k, v in j["drop_reasons"].items()) + ")")
     t.append(f" · failed {j['failed']} · requests {j['requests']} · retries {j['retries']} · "
              f"cache hits {j['cache_hits']} · tokens {j['tokens_in']}+{j['tokens_out']} · cost {j['cost']:.4f}\n")
-    for line in J.endpoint_lines(j) + batch_lines(j):
+    for line in batch_lines(j) or J.endpoint_lines(j):
         t.append(label(line) + "\n")
     t.append(f"created {j['created_at']}" + (f" · finished {j['finished_at']}" if j["finished_at"] else ""))
     if j["error"]:
