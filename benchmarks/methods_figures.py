@@ -48,6 +48,7 @@ def reply(messages, body) -> str:
     """A scripted stand-in model for every template (see the module doc)."""
     prompt = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     k = h(prompt)
+    model = body.get("model", "")
     near = k % 15 == 0
     n = CALLS[prompt] = CALLS.get(prompt, 0) + 1          # repeated prompts (instances) get other answers
     if "Is this a classification task?" in prompt:
@@ -59,7 +60,12 @@ def reply(messages, body) -> str:
         return json.dumps({"output": f"answer {k % 7 + n}", "input": f"input {k % 5 + n}"})
     if "Continue the list" in prompt:
         start = int(re.search(r"starting at (\d+)", prompt).group(1))
-        return "\n".join(f"{start + i}. Write a short note about topic {k % 997 + i} for a colleague."
+        verbs = ("Summarize", "Classify the sentiment of", "Translate into French", "List three facts about",
+                 "Write a haiku about", "Explain to a child", "Detect the language of", "Give a recipe using")
+        things = ("the moon", "tax law", "a bicycle", "rainforests", "jazz", "volcanoes", "chess openings",
+                  "bread yeast", "the stock market", "glaciers", "honeybees", "the printing press")
+        return "\n".join(f"{start + i}. {verbs[h(k, n, i) % len(verbs)]} {things[h(k, n, i, 1) % len(things)]}"
+                         f" in the style of {['a poet', 'a lawyer', 'a teacher', 'a pirate'][h(k, n, i, 2) % 4]}."
                          for i in range(8))
     if "Answer with exactly one of these two phrases" in prompt:           # evol-equal, augment meaning check
         return "Equal or not, hard to say." if near else ("Equal" if k % 10 == 1 else "Not Equal")
@@ -77,7 +83,7 @@ def reply(messages, body) -> str:
             return "\n".join(f"[{i}] Score: {i}" for i in range(1, count))    # one index missing
         return "\n".join(f"[{i}] Score: {h(k, i) % (count + 1) + 1}" for i in range(1, count + 1))
     if "Rate the answer below on four aspects" in prompt:                  # preference, aspects rubric
-        r = [h(k, a) % 5 + 1 for a in range(4)]
+        r = [h(k, a) % 5 + 1 for a in range(4)]              # k: this prompt holds the candidate answer
         if near:
             r[0] = "4 or 5"
         return "\n".join(f"[{a}]\nRating: {v}\nRationale: fine." for a, v in
@@ -97,7 +103,8 @@ def reply(messages, body) -> str:
     if "Reply with one JSON object and nothing else: {\"task_type\"" in prompt:
         return json.dumps({"task_type": ["open_qa", "classification", "rewriting"][k % 3],
                            "domain": "general", "difficulty": ["easy", "medium", "hard"][k % 3]})
-    return "An answer. " + "It goes on with more detail. " * (k % 12)     # respond / generate / preference answers
+    j = h(k, model, n)                                      # each model and each generation answers differently
+    return f"An answer ({model} #{n}). " + "It goes on with more detail. " * (j % 12)   # respond / generate / preference
 
 
 class CLI:
