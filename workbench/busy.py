@@ -1,0 +1,64 @@
+"""Taking the store's write lock: every writer waits its turn, however long, and never gives up.
+
+SQLite's own busy handler sleeps up to 100 ms between tries, so a writer waiting behind a bulk import (which
+commits every ~150 ms and starts again at once) could keep missing the moment the lock is free and, after
+busy_timeout, fail with "database is locked". Here BEGIN IMMEDIATE is tried without SQLite's handler and retried
+every POLL_S seconds for as long as it takes: a waiter notices a free lock within a few ms, and a long writer
+ahead of it only makes it wait (a warning is logged every WARN_EVERY_S seconds), never exit.
+Bulk writers leave a gap of YIELD_S between their transactions (`yield_to_waiters`) so waiters get their turn.
+"""
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+
+POLL_S = 0.001          # a waiter retries BEGIN this often
+YIELD_S = 0.004         # a bulk writer's pause between transactions: a few of the waiters' polls
+WARN_EVERY_S = 30.0
+_BUSY_CODES = {getattr(sqlite3, "SQLITE_BUSY", 5), getattr(sqlite3, "SQLITE_LOCKED", 6)}
+
+log = logging.getLogger(__name__)
+
+
+def is_busy(e: sqlite3.OperationalError) -> bool:
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return (code & 0xFF) in _BUSY_CODES
+    return "locked" in str(e) or "busy" in str(e)
+
+
+def begin(conn: sqlite3.Connection, immediate: bool = True) -> float:
+    """Start a transaction; with `immediate`, wait for the write lock as long as it takes. Returns the seconds
+    waited. The connection's busy_timeout is restored for the statements inside the transaction."""
+    if not immediate:
+        conn.execute("BEGIN")
+        return 0.0
+    try:
+        conn.execute("BEGIN IMMEDIATE")     # the common case: the lock is free
+        return 0.0
+    except sqlite3.OperationalError as e:
+        if not is_busy(e):
+            raise
+    timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+    conn.execute("PRAGMA busy_timeout = 0")
+    t0 = last_warn = time.monotonic()
+    try:
+        while True:
+            time.sleep(POLL_S)
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                return time.monotonic() - t0
+            except sqlite3.OperationalError as e:
+                if not is_busy(e):
+                    raise
+            if time.monotonic() - last_warn >= WARN_EVERY_S:
+                last_warn = time.monotonic()
+                log.warning("waiting %.0f s for the store's write lock (another writer holds it)", last_warn - t0)
+    finally:
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout)}")
+
+
+def yield_to_waiters() -> None:
+    """Between a bulk writer's transactions: let writers polling in `begin` take the lock first."""
+    time.sleep(YIELD_S)
