@@ -96,6 +96,9 @@ def discard(conn: sqlite3.Connection, import_id: int) -> None:
                              "WHERE id BETWEEN ? AND ? AND import_id = ? AND id <= ?",
                              (lo, hi, import_id, int(upto[0])))
             conn.execute("DELETE FROM samples WHERE id BETWEEN ? AND ? AND import_id = ?", (lo, hi, import_id))
+            # ids freed at the top are given out again: the search index must not count them as indexed
+            conn.execute("UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM samples) WHERE key = 'fts_upto' "
+                         "AND CAST(value AS INTEGER) > (SELECT coalesce(max(id), 0) FROM samples)")
             first_id = hi + 1
     with _tx(conn):
         conn.execute("DELETE FROM selections WHERE sample_id >= ? AND sample_id NOT IN (SELECT id FROM samples)",
