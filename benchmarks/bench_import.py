@@ -61,15 +61,19 @@ def in_child_json(step: str, db: Path, env: dict | None = None) -> tuple[float, 
             f"{step}; out['rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024; "
             "print(json.dumps(out), file=sys.stderr)")
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    # `python -c` puts the working directory first on sys.path: run in the checkout whose code is measured
+    cwd = (env or {}).get("PYTHONPATH") or None
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=cwd)
     if p.returncode:
         sys.exit(f"step failed: {step}\n{p.stderr[-3000:]}")
     return time.perf_counter() - t0, json.loads(p.stderr.strip().splitlines()[-1])
 
 
-IMPORT_STEP = ("from workbench.importer import import_file, LAST_TX_STATS as s; r = import_file(conn, {src!r}, "
-               "dataset='bench'); out = {{'n': r.rows, 'dups': r.duplicates, 'tx': s.count, 'longest': s.longest, "
-               "'waited': s.waited}}")
+IMPORT_STEP = ("from workbench import importer; import time; t0 = time.perf_counter(); "
+               "r = importer.import_file(conn, {src!r}, dataset='bench'); took = time.perf_counter() - t0; "
+               "s = getattr(importer, 'LAST_TX_STATS', None); "
+               "out = {{'n': r.rows, 'dups': r.duplicates, 'tx': s.count if s else 1, "
+               "'longest': s.longest if s else took, 'waited': s.waited if s else 0}}")
 
 # A curator deciding in Review and a worker committing results, each in its own process, writing every INTERVAL_S
 # while the import runs: each write's duration (waiting for the lock included) is recorded.
@@ -77,14 +81,18 @@ WRITER = r"""
 import json, sys, time
 from pathlib import Path
 from workbench.store import open_store, transaction, now
-from workbench import busy, decisions
+from workbench import decisions
 lock_waits = []
-_begin = busy.begin
-def begin(conn, immediate=True):   # record how long each write waited for the lock
-    w = _begin(conn, immediate)
-    lock_waits.append(w)
-    return w
-busy.begin = begin
+try:
+    from workbench import busy
+    _begin = busy.begin
+    def begin(conn, immediate=True):   # record how long each write waited for the lock
+        w = _begin(conn, immediate)
+        lock_waits.append(w)
+        return w
+    busy.begin = begin
+except ImportError:                    # the code before workbench/busy.py (--before)
+    pass
 db, kind, stop = sys.argv[1], sys.argv[2], Path(sys.argv[3])
 conn = open_store(db)
 ids = [r[0] for r in conn.execute("SELECT id FROM samples WHERE dataset_id = (SELECT id FROM datasets WHERE "
@@ -113,7 +121,7 @@ print(json.dumps({"n": len(waits), "max": waits[-1] if waits else 0, "lock_max":
 """
 
 
-def concurrent_import(src: Path, db: Path, rows: int) -> dict:
+def concurrent_import(src: Path, db: Path, rows: int, env: dict | None = None) -> dict:
     """Import `src` into a store that has a small reviewed dataset and a job, while a decision writer and a
     worker-like writer run in their own processes. Returns their figures and the import's."""
     setup = ("from workbench.samples import insert_samples; from workbench.store import transaction, ensure_dataset, "
@@ -121,13 +129,14 @@ def concurrent_import(src: Path, db: Path, rows: int) -> dict:
              "    insert_samples(conn, d, [{'instruction': f'q{i}', 'response': f'a{i}'} for i in range(200)])\n"
              "    conn.execute(\"INSERT INTO jobs (kind, params, status, created_at) VALUES ('bench', '{}', "
              "'running', ?)\", (now(),))\nn = 0")
-    in_child(setup, db)
+    in_child_json(setup + "; out = {}", db, env)
     stop = db.with_name(db.name + ".stop")
     stop.unlink(missing_ok=True)
     writers = {kind: subprocess.Popen([sys.executable, "-c", WRITER, str(db), kind, str(stop)],
-                                      stdout=subprocess.PIPE, text=True) for kind in ("decision", "worker")}
+                                      stdout=subprocess.PIPE, text=True, env=env,
+                                      cwd=(env or {}).get("PYTHONPATH")) for kind in ("decision", "worker")}
     time.sleep(1.0)
-    secs, out = in_child_json(IMPORT_STEP.format(src=str(src)), db)
+    secs, out = in_child_json(IMPORT_STEP.format(src=str(src)), db, env)
     stop.touch()
     res = {"import_s": secs, **out}
     for kind, p in writers.items():
@@ -135,6 +144,18 @@ def concurrent_import(src: Path, db: Path, rows: int) -> dict:
         res[kind] = {**json.loads(o), "exit": p.returncode}
     stop.unlink(missing_ok=True)
     return res
+
+
+def report_concurrent(c: dict, su_secs: float) -> None:
+    ok = lambda good: "OK" if good else "MISSED"    # noqa: E731
+    print(f"import while a Review decision writer and a worker write every 50 ms: {c['import_s']:.1f} s "
+          f"({c['import_s'] / su_secs:.2f}x sqlite-utils), longest import transaction {c['longest'] * 1000:.0f} ms")
+    for kind in ("decision", "worker"):
+        w = c[kind]
+        print(f"  {kind} writes: {w['n']}, max wait {w['max'] * 1000:.0f} ms (for the lock {w['lock_max'] * 1000:.0f} ms), "
+              f"p99 {w['p99'] * 1000:.0f} ms (target max <= 500 ms) {ok(w['max'] <= 0.5)}; "
+              f"{w['max'] / su_secs:.4f}x the sqlite-utils time; errors {w['n_errors']} {w['errors']}, "
+              f"exit {w['exit']} {ok(not w['n_errors'] and not w['exit'])}")
 
 
 def clean_db(*dbs: Path) -> None:
@@ -149,6 +170,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=OUT, help="where the generated files go (big: ~1.7 GB a million)")
     ap.add_argument("--keep", action="store_true", help="keep the generated files")
     ap.add_argument("--import-only", action="store_true", help="skip the FTS, Balance counts and export steps")
+    ap.add_argument("--before", type=Path, help="a checkout of the code to compare with (e.g. /work/main): its import "
+                    "is measured the same way in the same run")
     a = ap.parse_args()
     out_dir = a.out
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -179,18 +202,20 @@ def main() -> None:
           f"{ok(o['longest'] <= 0.25)}; {o['longest'] / su_secs:.4f}x the time sqlite-utils holds the lock "
           f"(its whole run)")
 
-    c = concurrent_import(src, conc_db, a.rows)
-    clean_db(conc_db)
-    print(f"import while a Review decision writer and a worker write every 50 ms: {c['import_s']:.1f} s "
-          f"({c['import_s'] / su_secs:.2f}x sqlite-utils), longest import transaction {c['longest'] * 1000:.0f} ms")
-    for kind in ("decision", "worker"):
-        w = c[kind]
-        print(f"  {kind} writes: {w['n']}, max wait {w['max'] * 1000:.0f} ms (for the lock {w['lock_max'] * 1000:.0f} ms), "
-              f"p99 {w['p99'] * 1000:.0f} ms "
-              f"(target max <= 500 ms) {ok(w['max'] <= 0.5)}; {w['max'] / su_secs:.4f}x the sqlite-utils time; "
-              f"errors {w['n_errors']} {w['errors']}, exit {w['exit']} {ok(not w['n_errors'] and not w['exit'])}")
+    report_concurrent(concurrent_import(src, conc_db, a.rows), su_secs)
+    clean_db(wb_db if a.import_only else conc_db, conc_db)
+    if a.before:
+        env = {**os.environ, "PYTHONPATH": str(a.before.resolve())}
+        before_db = out_dir / "bench_before.db"
+        clean_db(before_db)
+        t, o = in_child_json(IMPORT_STEP.format(src=str(src)), before_db, env)
+        clean_db(before_db)
+        print(f"BEFORE ({a.before}) import: {t:.1f} s, {o['n'] / t:,.0f} rows/s, {t / su_secs:.2f}x the sqlite-utils "
+              f"time; peak RSS {o['rss']} MB; its one write transaction {o['longest']:.1f} s")
+        print(f"BEFORE ({a.before}) while a decision writer and a worker write every 50 ms:")
+        report_concurrent(concurrent_import(src, before_db, a.rows, env), su_secs)
+        clean_db(before_db)
     if a.import_only:
-        clean_db(wb_db)
         if not a.keep:
             src.unlink(missing_ok=True)
         return

@@ -34,24 +34,18 @@ def begin(conn: sqlite3.Connection, immediate: bool = True) -> float:
     if not immediate:
         conn.execute("BEGIN")
         return 0.0
-    try:
-        conn.execute("BEGIN IMMEDIATE")     # the common case: the lock is free
-        return 0.0
-    except sqlite3.OperationalError as e:
-        if not is_busy(e):
-            raise
     timeout = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-    conn.execute("PRAGMA busy_timeout = 0")
+    conn.execute("PRAGMA busy_timeout = 0")     # SQLite's own handler would sleep up to 100 ms between tries
     t0 = last_warn = time.monotonic()
     try:
         while True:
-            time.sleep(POLL_S)
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 return time.monotonic() - t0
             except sqlite3.OperationalError as e:
                 if not is_busy(e):
                     raise
+            time.sleep(POLL_S)
             if time.monotonic() - last_warn >= WARN_EVERY_S:
                 last_warn = time.monotonic()
                 log.warning("waiting %.0f s for the store's write lock (another writer holds it)", last_warn - t0)
