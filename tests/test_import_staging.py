@@ -16,6 +16,7 @@ import pytest
 
 from workbench import decisions, importer, import_recovery
 from workbench.samples import insert_samples
+from workbench.stats import fold
 from workbench.store import ensure_dataset, fts_sync, open_store, transaction
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,6 +62,7 @@ def seed(db: Path) -> None:
         did = ensure_dataset(conn, "old")
         insert_samples(conn, did, [{"instruction": f"question {i}", "response": "a"} for i in range(30)])
     fts_sync(conn)
+    fold(conn)
     conn.close()
 
 
@@ -75,8 +77,11 @@ def test_a_bad_line_after_many_commits_leaves_the_store_as_it_was(tmp_path, smal
 
     def counting(c, immediate=True):
         commits.append(1)
-        if len(commits) == 10:      # meanwhile the search index takes in the rows committed so far
-            fts_sync(open_store(db))
+        if len(commits) == 10:      # meanwhile the search index and Balance counts take in the rows so far
+            other = open_store(db)
+            fts_sync(other)
+            fold(other)
+            other.close()
         return real_begin(c, immediate)
     importer.busy.begin = counting
     try:

@@ -10,10 +10,13 @@ Imported rows have ids >= the import's first_id (other writers' rows may be inte
 """
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 
 from . import busy
+
+log = logging.getLogger(__name__)
 
 CHUNK = 2_000          # rows removed per transaction (~tens of ms)
 
@@ -62,12 +65,17 @@ def remove_abandoned(conn: sqlite3.Connection) -> int:
     for import_id, pid in rows:
         if _alive(pid):
             continue
-        with _tx(conn):   # claim it, so two processes opening at once do not both remove it
-            claimed = conn.execute("UPDATE imports SET state = 'removing', pid = ? WHERE id = ? AND pid IS ?",
-                                   (os.getpid(), import_id, pid)).rowcount
-        if claimed:
-            discard(conn, import_id)
-            done += 1
+        try:
+            with _tx(conn):   # claim it, so two processes opening at once do not both remove it
+                claimed = conn.execute("UPDATE imports SET state = 'removing', pid = ? WHERE id = ? AND pid IS ?",
+                                       (os.getpid(), import_id, pid)).rowcount
+            if claimed:
+                log.warning("removing import %s: its process (%s) ended before the import completed", import_id, pid)
+                discard(conn, import_id)
+                done += 1
+        except sqlite3.OperationalError as e:   # a read-only store, a full disk: the next writable open removes it
+            log.warning("cannot remove unfinished import %s yet: %s", import_id, e)
+            break
     return done
 
 
@@ -96,11 +104,15 @@ def discard(conn: sqlite3.Connection, import_id: int) -> None:
                              "WHERE id BETWEEN ? AND ? AND import_id = ? AND id <= ?",
                              (lo, hi, import_id, int(upto[0])))
             conn.execute("DELETE FROM samples WHERE id BETWEEN ? AND ? AND import_id = ?", (lo, hi, import_id))
-            # ids freed at the top are given out again: the search index must not count them as indexed
-            conn.execute("UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM samples) WHERE key = 'fts_upto' "
-                         "AND CAST(value AS INTEGER) > (SELECT coalesce(max(id), 0) FROM samples)")
+            # ids freed at the top are given out again: the search index and the Balance counts must not count them
+            # as done (the delete trigger lowers stats_upto only while a counted row is the top one)
+            conn.execute("UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM samples) WHERE key IN "
+                         "('fts_upto', 'stats_upto') AND CAST(value AS INTEGER) > (SELECT coalesce(max(id), 0) "
+                         "FROM samples)")
             first_id = hi + 1
     with _tx(conn):
+        # the Balance counts were kept right by the delete trigger; buckets left at 0 by it go (as before the import)
+        conn.execute("DELETE FROM sample_stats WHERE dataset_id = ? AND n = 0", (did,))
         conn.execute("DELETE FROM selections WHERE sample_id >= ? AND sample_id NOT IN (SELECT id FROM samples)",
                      (row[1] or 0,))
         conn.execute("DELETE FROM imports WHERE id = ?", (import_id,))
