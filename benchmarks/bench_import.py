@@ -73,7 +73,8 @@ IMPORT_STEP = ("from workbench import importer; import time; t0 = time.perf_coun
                "r = importer.import_file(conn, {src!r}, dataset='bench'); took = time.perf_counter() - t0; "
                "s = getattr(importer, 'LAST_TX_STATS', None); "
                "out = {{'n': r.rows, 'dups': r.duplicates, 'tx': s.count if s else 1, "
-               "'longest': s.longest if s else took, 'waited': s.waited if s else 0}}")
+               "'longest': s.longest if s else took, 'waited': s.waited if s else 0, "
+               "'yielded': getattr(s, 'yielded', 0)}}")
 
 # A curator deciding in Review and a worker committing results, each in its own process, writing every INTERVAL_S
 # while the import runs: each write's duration (waiting for the lock included) is recorded.
@@ -149,7 +150,8 @@ def concurrent_import(src: Path, db: Path, rows: int, env: dict | None = None) -
 def report_concurrent(c: dict, su_secs: float) -> None:
     ok = lambda good: "OK" if good else "MISSED"    # noqa: E731
     print(f"import while a Review decision writer and a worker write every 50 ms: {c['import_s']:.1f} s "
-          f"({c['import_s'] / su_secs:.2f}x sqlite-utils), longest import transaction {c['longest'] * 1000:.0f} ms")
+          f"({c['import_s'] / su_secs:.2f}x sqlite-utils), {c['tx']} transactions ({c.get('yielded', 0)} ended for a "
+          f"waiting writer), the longest {c['longest'] * 1000:.0f} ms (target <= 250 ms) {ok(c['longest'] <= 0.25)}")
     for kind in ("decision", "worker"):
         w = c[kind]
         print(f"  {kind} writes: {w['n']}, max wait {w['max'] * 1000:.0f} ms (for the lock {w['lock_max'] * 1000:.0f} ms), "
@@ -200,7 +202,8 @@ def main() -> None:
     print(f"  peak RSS {rss} MB (target <= 150 MB) {ok(rss <= 150)}; {rss / max(su_rss, 1):.2f}x sqlite-utils'")
     print(f"  {o['tx']} write transactions, the longest {o['longest'] * 1000:.0f} ms (target <= 250 ms) "
           f"{ok(o['longest'] <= 0.25)}; {o['longest'] / su_secs:.4f}x the time sqlite-utils holds the lock "
-          f"(its whole run)")
+          f"(its whole run). With no other writer waiting the import commits every importer.MAX_TX_S; what "
+          f"others wait is measured next")
 
     report_concurrent(concurrent_import(src, conc_db, a.rows), su_secs)
     clean_db(wb_db if a.import_only else conc_db, conc_db)

@@ -50,7 +50,8 @@ def content(db: Path) -> dict:
 
 @pytest.fixture
 def small_batches(monkeypatch):
-    # many transactions even for a small file
+    # many transactions even for a small file: a commit after each chunk
+    monkeypatch.setattr(importer, "MAX_TX_S", 0.0)
     monkeypatch.setattr(importer, "FIRST_BATCH", 50)
     monkeypatch.setattr(importer, "MAX_BATCH", 120)
     monkeypatch.setattr(importer, "MIN_BATCH", 50)
@@ -157,13 +158,13 @@ def test_a_killed_import_is_removed_by_the_next_open(tmp_path):
     db = tmp_path / "s.db"
     seed(db)
     before = content(db)
-    src = write_jsonl(tmp_path / "big.jsonl", 20_000)
+    src = write_jsonl(tmp_path / "big.jsonl", 60_000)
     p = cli_import(db, src, "--dataset", "big")
     watcher = open_store(db)
 
-    def some_rows():
+    def some_rows():     # the first commit (after importer.MAX_TX_S at the latest)
         return watcher.execute("SELECT count(*) FROM samples WHERE dataset_id = "
-                               "(SELECT id FROM datasets WHERE name = 'big')").fetchone()[0] > 2000
+                               "(SELECT id FROM datasets WHERE name = 'big')").fetchone()[0] > 0
     try:
         wait_for(some_rows)
     finally:
@@ -182,7 +183,7 @@ def test_a_killed_import_is_removed_by_the_next_open(tmp_path):
     out, err = r.communicate(timeout=300)
     assert r.returncode == 0, err
     assert conn.execute("SELECT count(*), count(dup_of) FROM samples WHERE dataset_id = (SELECT id FROM datasets "
-                        "WHERE name = 'big')").fetchone() == (20_000, 0)
+                        "WHERE name = 'big')").fetchone() == (60_000, 0)
 
 
 def test_an_import_of_a_live_process_is_not_removed(tmp_path, small_batches):
@@ -244,3 +245,36 @@ def test_a_worker_and_review_decisions_during_a_big_import_never_fail(tmp_path):
     assert conn.execute("SELECT count(*) FROM decisions WHERE session = 'curator'").fetchone()[0] == decided
     assert conn.execute("SELECT count(*) FROM samples WHERE dataset_id = (SELECT id FROM datasets WHERE name = 'big')"
                         ).fetchone()[0] == 20_000
+
+
+def test_a_waiting_writer_makes_the_import_commit_at_once(tmp_path, monkeypatch):
+    db = tmp_path / "s.db"
+    seed(db)
+    monkeypatch.setattr(importer, "MAX_TX_S", 60.0)     # without a waiter: one transaction for the whole file
+    monkeypatch.setattr(importer, "FIRST_BATCH", 50)
+    monkeypatch.setattr(importer, "MAX_BATCH", 50)
+    monkeypatch.setattr(importer, "MIN_BATCH", 50)
+    conn = open_store(db)
+    other = open_store(db, check_same_thread=False)
+    sid = other.execute("SELECT min(id) FROM samples").fetchone()[0]
+    waited = []
+    real = importer._StagedWriter._write
+
+    def write(self, flag_duplicates=False):
+        real(self, flag_duplicates)
+        if self.inserted == 100:      # the import holds the lock: a curator decides meanwhile
+            t = threading.Thread(target=lambda: waited.append(decisions.decide(other, sid, "accept", "c")))
+            t.start()
+            deadline = time.monotonic() + 10
+            while not busy_touched(db) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            self._decider = t
+    monkeypatch.setattr(importer._StagedWriter, "_write", write)
+    res = importer.import_file(conn, write_jsonl(tmp_path / "d.jsonl", 1000), dataset="d")
+    assert res.rows == 1000 and waited
+    assert importer.LAST_TX_STATS.yielded >= 1 and importer.LAST_TX_STATS.count >= 2
+    assert conn.execute("SELECT status FROM samples WHERE id = ?", (sid,)).fetchone()[0] == "accepted"
+
+
+def busy_touched(db: Path) -> bool:
+    return Path(f"{db}-wait").exists()

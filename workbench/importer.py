@@ -1,6 +1,8 @@
 """Import a dataset file into the store: detect format -> map fields -> normalize -> hash -> insert.
 
-Streaming (memory stays flat) and atomic (one transaction: a failed import leaves the store as it was).
+Streaming (memory stays flat) and all or nothing: rows are committed in short transactions (other writers wait
+~0.1 s at most), the import is 'running' until its last one, and a refused or killed import is removed
+(workbench/import_recovery.py), leaving the store as it was.
 """
 from __future__ import annotations
 
@@ -32,9 +34,10 @@ PARALLEL_MIN_BYTES = 16 << 20   # below this, starting a worker process costs mo
 PARALLEL_WORKERS = 1            # one parser beside the inserting process: two cores, both busy
 IN_FLIGHT = 3             # 1 MB blocks queued to the worker: enough to keep it busy, little memory
 BATCH = 5_000             # rows per executemany: a pair's candidates and scores are written right after its batch
-TX_TARGET_S = 0.08        # an import's write transaction: well under the 250 ms others may wait behind one
-FIRST_BATCH = 500         # then sized from the pace of the previous transaction
-MIN_BATCH, MAX_BATCH = 200, 20_000
+CHUNK_S = 0.03            # rows per executemany of an import: sized to take this long (a waiting writer is
+FIRST_BATCH = 500         # noticed between chunks); the first chunk, then sized from the pace
+MIN_BATCH, MAX_BATCH = 100, 20_000
+MAX_TX_S = 1.0            # an import commits at least this often (Review sees the rows arrive)
 STDIN = "-"
 log = logging.getLogger(__name__)
 GZIP_ERRORS = (OSError, EOFError, zlib.error)   # what a damaged .gz raises while it is read
@@ -486,14 +489,28 @@ def check_space(directory: str | None, need: int, shown: str) -> None:
 
 
 class _StagedWriter(_Writer):
-    """An import's writer: each batch is one short write transaction (sized to take about TX_TARGET_S), with a
-    pause between them for other writers (busy.yield_to_waiters). Rows get their dup_of as they are inserted."""
+    """An import's writer. Rows go in by chunks of about CHUNK_S; the write transaction stays open across chunks
+    until another writer is waiting for the lock (busy.someone_waiting: then it commits at once and pauses for
+    it) or it has been open MAX_TX_S. Every commit rewrites each index page the transaction touched (the content
+    hash and length indexes take rows at random places), so committing every ~0.1 s regardless would double a
+    million-row import's time. Rows get their dup_of as they are inserted."""
 
     def __init__(self, conn: sqlite3.Connection, ts: str, opts: ParseOptions, file: str, stats: "TxStats"):
         super().__init__(conn, ts, opts, file)
         self.stats = stats
         self.limit = FIRST_BATCH
+        self.per_row: float | None = None
         self.dir = store_dir(conn)
+        self.wait_file = busy.wait_file(conn)
+        self.tx_began: float | None = None
+        self.tx_began_ns = 0
+
+    def add(self, row: tuple, cands: list | None) -> None:
+        super().add(row, cands)
+        # rows may come slower than they go in (a slow parser): look for a waiting writer meanwhile too
+        if (self.tx_began is not None and len(self.rows) % 256 == 0 and self.rows
+                and busy.someone_waiting(self.wait_file, self.tx_began_ns)):
+            self.flush()
 
     def batch_bytes(self) -> int:
         if not self.rows:
@@ -504,21 +521,45 @@ class _StagedWriter(_Writer):
     def flush(self) -> None:
         if not self.rows:
             return
-        check_space(self.dir, DISK_RESERVE + RESERVE_PER_ROW * self.inserted + 2 * self.batch_bytes(), self.file)
-        busy.yield_to_waiters()
-        self.stats.waited = max(self.stats.waited, busy.begin(self.conn))
+        if self.tx_began is None:
+            check_space(self.dir, DISK_RESERVE + RESERVE_PER_ROW * self.inserted + 2 * self.batch_bytes(), self.file)
+            self.stats.waited = max(self.stats.waited, busy.begin(self.conn))
+            self.tx_began, self.tx_began_ns = time.perf_counter(), time.time_ns()
         t0 = time.perf_counter()
         try:
             self._write(flag_duplicates=True)
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self.rollback()
             raise
-        self.conn.execute("COMMIT")
         took = time.perf_counter() - t0
-        self.stats.note(took)
-        # the next batch sized to take about TX_TARGET_S at the pace just seen
-        self.limit = max(MIN_BATCH, min(MAX_BATCH, 2 * len(self.rows), int(len(self.rows) * TX_TARGET_S / max(took, 1e-3))))
+        # the next chunk sized to take about CHUNK_S at the recent pace (smoothed: on a busy machine one chunk
+        # that lost the CPU for a while must not halve the next ones)
+        per_row = took / len(self.rows)
+        self.per_row = per_row if self.per_row is None else 0.7 * self.per_row + 0.3 * per_row
+        self.limit = max(MIN_BATCH, min(MAX_BATCH, 2 * len(self.rows), int(CHUNK_S / max(self.per_row, 1e-7))))
         self.rows, self.cands = [], []
+        waiting = busy.someone_waiting(self.wait_file, self.tx_began_ns)
+        if waiting or time.perf_counter() - self.tx_began >= MAX_TX_S:
+            self.commit()
+            if waiting:
+                self.stats.yielded += 1
+                busy.yield_to_waiters()
+
+    def commit(self) -> None:
+        if self.tx_began is None:
+            return
+        self.conn.execute("COMMIT")
+        self.stats.note(time.perf_counter() - self.tx_began)
+        self.tx_began = None
+
+    def rollback(self) -> None:
+        if self.tx_began is not None:
+            self.tx_began = None
+            self.conn.execute("ROLLBACK")
+
+    def finish(self) -> None:
+        self.flush()
+        self.commit()
 
 
 @dataclass
@@ -527,6 +568,7 @@ class TxStats:
     count: int = 0
     longest: float = 0.0
     waited: float = 0.0
+    yielded: int = 0          # commits made because another writer was waiting
 
     def note(self, took: float) -> None:
         self.count += 1
@@ -691,8 +733,12 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
             fr = FileResult(det.file, det.format, import_id, "")
             ctx = _Context(det.file, det.file_type, det.format, mapping, did, import_id, ts, opts)
             writer = _StagedWriter(conn, ts, opts, det.file, stats)
-            rows(ctx, path, det, fr, writer, segs[k] if segs else None)
-            writer.flush()
+            try:
+                rows(ctx, path, det, fr, writer, segs[k] if segs else None)
+                writer.finish()
+            except BaseException:
+                writer.rollback()
+                raise
             fr.candidates = writer.candidates
             dups += writer.duplicates
             if writer.inserted:
