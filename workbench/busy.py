@@ -1,15 +1,15 @@
 """Taking the store's write lock: every writer waits its turn, however long, and never gives up.
 
-A waiting writer also touches `<store>-wait` every few ms: a bulk import, which keeps its transaction open while
-nobody waits (each commit rewrites every index page the transaction touched, so many small commits cost a
-million-row import twice the time), sees it and commits at once (`someone_waiting`).
+SQLite's own busy handler sleeps up to 100 ms between tries, so a writer waiting behind a bulk writer that commits
+and starts again at once could keep missing the moment the lock is free and, after busy_timeout, fail with
+"database is locked". Here BEGIN IMMEDIATE is tried without SQLite's handler and retried every POLL_S seconds for
+as long as it takes: a waiter notices a free lock within a few ms, and a long writer ahead of it only makes it
+wait (a warning is logged every WARN_EVERY_S seconds), never exit.
 
-SQLite's own busy handler sleeps up to 100 ms between tries, so a writer waiting behind a bulk import (which
-commits every ~150 ms and starts again at once) could keep missing the moment the lock is free and, after
-busy_timeout, fail with "database is locked". Here BEGIN IMMEDIATE is tried without SQLite's handler and retried
-every POLL_S seconds for as long as it takes: a waiter notices a free lock within a few ms, and a long writer
-ahead of it only makes it wait (a warning is logged every WARN_EVERY_S seconds), never exit.
-Bulk writers leave a gap of YIELD_S between their transactions (`yield_to_waiters`) so waiters get their turn.
+A waiting writer also touches `<store>-wait` every SIGNAL_EVERY_S: a bulk import, which keeps its transaction open
+while nobody waits (each commit rewrites every index page the transaction touched, so committing every 0.1 s
+doubled a million-row import), sees it (`someone_waiting`), commits at once and pauses YIELD_S
+(`yield_to_waiters`) so the waiter gets its turn.
 """
 from __future__ import annotations
 

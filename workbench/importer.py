@@ -1,8 +1,8 @@
 """Import a dataset file into the store: detect format -> map fields -> normalize -> hash -> insert.
 
-Streaming (memory stays flat) and all or nothing: rows are committed in short transactions (other writers wait
-~0.1 s at most), the import is 'running' until its last one, and a refused or killed import is removed
-(workbench/import_recovery.py), leaving the store as it was.
+Streaming (memory stays flat) and all or nothing: rows are committed as they go (every MAX_TX_S, and at once
+when another writer waits: see _StagedWriter), the import is 'running' until its last commit, and a refused or
+killed import is removed (workbench/import_recovery.py), leaving the store as it was.
 """
 from __future__ import annotations
 
@@ -706,7 +706,7 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
     stats = TxStats()
     made, did, dups, first, last = False, None, 0, 0, -1
     try:
-        # Many short transactions, not one: other writers (Review decisions, workers) wait at most one of them.
+        # Many transactions, not one: other writers (Review decisions, workers) wait a chunk, not the import.
         # Until the last one the imports rows say 'running'; a refusal removes what was written (below), a killed
         # import is removed by the next open (import_recovery). The dataset's kind and licence change last.
         with transaction(conn):
