@@ -25,6 +25,7 @@ from widgets.list_table import ListTable
 from widgets.jobs_launch import LaunchDialog
 from widgets.safe_text import safe_text
 from workbench import jobs as J
+from workbench.batch_state import batch_lines
 from workbench.recipes import list_recipes
 from workbench.safe_text import label
 from workbench.store import data_version, list_datasets, open_store
@@ -189,7 +190,7 @@ def detail_text(j: dict) -> Text:
         t.append(" (" + ", ".join(f"{label(k)}: {v}" for k, v in j["drop_reasons"].items()) + ")")
     t.append(f" · failed {j['failed']} · requests {j['requests']} · retries {j['retries']} · "
              f"cache hits {j['cache_hits']} · tokens {j['tokens_in']}+{j['tokens_out']} · cost {j['cost']:.4f}\n")
-    for line in J.endpoint_lines(j):
+    for line in J.endpoint_lines(j) + batch_lines(j):
         t.append(label(line) + "\n")
     t.append(f"created {j['created_at']}" + (f" · finished {j['finished_at']}" if j["finished_at"] else ""))
     if j["error"]:
@@ -419,7 +420,29 @@ class JobsScreen(Screen):
         await self._control(J.resume_job, "resumed", start_worker=True)
 
     async def action_cancel_job(self) -> None:
+        jid = self.selected_job_id
         await self._control(J.cancel_job, "cancelled")
+        if jid is not None:
+            self.run_worker(self._cancel_remote_batch(jid), group="batch-cancel")
+
+    async def _cancel_remote_batch(self, jid: int) -> None:
+        """A batch job's running batch is cancelled at the provider too (over the network: never awaited by a key)."""
+        from workbench.batch import cancel_remote_batch
+        from workbench.batch_state import open_round
+        from workbench.endpoints import redact, secrets
+        job, rnd = await self.db(lambda conn: (J.get_job(conn, jid), open_round(conn, jid)))
+        if job["status"] != "cancelled" or not job["params"].get("batch") or rnd is None \
+                or rnd["state"] != "submitted":
+            return
+        config = self._config()
+        try:
+            status = await cancel_remote_batch(config, job, rnd["batch_id"])
+        except Exception as e:
+            self.notify(label(f"job {jid}: could not cancel batch {rnd['batch_id']} at the provider: "
+                              f"{redact(str(e), secrets(config))[:200]}; cancel it in the provider's console"),
+                        severity="error", timeout=10)
+            return
+        self.notify(label(f"job {jid}: batch {rnd['batch_id']} at the provider: {status}"))
 
     async def action_retry(self) -> None:
         await self._control(J.retry_failed, "retry", start_worker=True)

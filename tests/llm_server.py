@@ -15,6 +15,14 @@
       rate:   a seeded random share of requests (benchmarks: 5 % faults)
       times:  apply at most this many times (then the rule is spent)
 
+Batch API (files + batches, as OpenAI's): POST /v1/files (multipart, purpose=batch), GET /v1/files,
+GET /v1/files/{id}/content, POST /v1/batches, GET /v1/batches, GET /v1/batches/{id}, POST /v1/batches/{id}/cancel.
+Each input line is answered by the same reply logic and rules as /v1/chat/completions. A batch becomes terminal
+on its `batch.polls`-th retrieve with `batch.outcome` (completed | expired | failed); `batch.answer` (a share) of
+the requests is answered when it expires; `batch.mangle(out_lines, err_lines)` rewrites the files (malformed,
+duplicate, unknown lines); `batch.hold_create` > 0 makes POST /v1/batches wait that long before answering, after
+creating the batch when `batch.create_first` (the reply a killed worker never read).
+
 In tests: `with LLMServer(latency=0.01) as srv: srv.base_url ...` (a thread with its own loop), or
 `python tests/llm_server.py --latency 0.2 --capacity 64 --fault-rate 0.05` (a process; prints "PORT n").
 `srv.reply = fn(messages, body) -> str` scripts the answers; the default echoes the last user message.
@@ -66,6 +74,7 @@ class Stats:
     completions: int = 0
     in_flight: int = 0
     max_in_flight: int = 0
+    busy_seconds: float = 0.0                       # summed time requests held a capacity slot
     faults: dict = field(default_factory=dict)
     prompts: dict = field(default_factory=dict)     # prompt -> times answered with a completion
     bodies: list = field(default_factory=list)      # last request bodies (bounded)
@@ -76,7 +85,7 @@ class Stats:
 class LLMServer:
     def __init__(self, *, latency: float = 0.0, capacity: int | None = None, models=("test-model",),
                  api_key: str | None = None, rules: list[Rule] | None = None, reply=None, seed: int = 0,
-                 keep_bodies: int = 2000, response_format: bool = True):
+                 keep_bodies: int = 2000, response_format: bool = True, batch_api: bool = True):
         self.latency = latency
         self.capacity = capacity
         self.models = list(models)
@@ -92,6 +101,10 @@ class LLMServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._sem: asyncio.Semaphore | None = None
+        self.batch = BatchPlan()
+        self.batch_api = batch_api
+        self.files: dict[str, dict] = {}
+        self.batches: dict[str, dict] = {}
 
     @property
     def base_url(self) -> str:
@@ -100,8 +113,19 @@ class LLMServer:
     # --- the app ---
     def app(self) -> web.Application:
         app = web.Application()
+        if not self.batch_api:       # a server without the Batch API (vLLM, llama.cpp): 404 on those paths
+            app.router.add_post("/v1/chat/completions", self.chat)
+            app.router.add_get("/v1/models", self.list_models)
+            return app
         app.router.add_post("/v1/chat/completions", self.chat)
         app.router.add_get("/v1/models", self.list_models)
+        app.router.add_post("/v1/files", self.upload_file)
+        app.router.add_get("/v1/files", self.list_files)
+        app.router.add_get("/v1/files/{id}/content", self.file_content)
+        app.router.add_post("/v1/batches", self.create_batch)
+        app.router.add_get("/v1/batches", self.list_batches)
+        app.router.add_get("/v1/batches/{id}", self.get_batch)
+        app.router.add_post("/v1/batches/{id}/cancel", self.cancel_batch)
         return app
 
     def _authorized(self, request: web.Request) -> bool:
@@ -158,14 +182,177 @@ class LLMServer:
             await sem.acquire()
         st.in_flight += 1
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
+        held_from = time.monotonic()
         try:
             if self.latency:
                 await asyncio.sleep(self.latency)
             return await self._respond(request, body, messages, prompt, rule)
         finally:
             st.in_flight -= 1
+            st.busy_seconds += time.monotonic() - held_from
             if sem is not None:
                 sem.release()
+
+    # --- Batch API ---
+    async def upload_file(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "invalid api key")
+        reader = await request.multipart()
+        fields, data, name = {}, None, None
+        async for part in reader:
+            if part.name == "file":
+                name, data = part.filename, await part.read()
+            else:
+                fields[part.name] = await part.text()
+        if data is None or fields.get("purpose") != "batch":
+            return _error(400, "need a file and purpose=batch")
+        fid = f"file-{len(self.files) + 1:04d}"
+        self.files[fid] = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                           "filename": name, "purpose": "batch", "data": data}
+        self.batch.uploads += 1
+        return web.json_response(_public(self.files[fid]))
+
+    async def list_files(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "invalid api key")
+        purpose = request.query.get("purpose")
+        data = [_public(f) for f in reversed(self.files.values()) if purpose in (None, f["purpose"])]
+        return web.json_response({"object": "list", "data": data, "has_more": False})
+
+    async def file_content(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "invalid api key")
+        f = self.files.get(request.match_info["id"])
+        if f is None:
+            return _error(404, "no such file")
+        self.batch.downloads += 1
+        return web.Response(body=f["data"], content_type="application/octet-stream")
+
+    async def create_batch(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "invalid api key")
+        body = await request.json()
+        f = self.files.get(body.get("input_file_id"))
+        if f is None or body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
+            return _error(400, "bad batch request")
+        plan = self.batch
+        if plan.hold_create and not plan.create_first:
+            await asyncio.sleep(plan.hold_create)
+        bid = f"{plan.id_prefix}{len(self.batches) + 1:04d}"
+        lines = [ln for ln in f["data"].split(b"\n") if ln.strip()]
+        self.batches[bid] = {"id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                             "input_file_id": f["id"], "completion_window": "24h", "status": "validating",
+                             "output_file_id": None, "error_file_id": None, "created_at": int(time.time()),
+                             "metadata": body.get("metadata"),
+                             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
+                             "_lines": lines, "_polls": 0}
+        plan.creates += 1
+        if plan.hold_create and plan.create_first:
+            await asyncio.sleep(plan.hold_create)
+        return web.json_response(_public(self.batches[bid]))
+
+    async def list_batches(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "invalid api key")
+        return web.json_response({"object": "list", "data": [_public(b) for b in reversed(self.batches.values())],
+                                  "has_more": False})
+
+    async def get_batch(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "invalid api key")
+        b = self.batches.get(request.match_info["id"])
+        if b is None:
+            return _error(404, "no such batch")
+        self.batch.polls += 1
+        b["_polls"] += 1
+        if b["status"] == "cancelling":
+            self._finish_batch(b, "cancelled", 0.0)
+        elif b["status"] not in ("completed", "failed", "expired", "cancelled"):
+            if b["_polls"] >= self.batch.polls_to_finish:
+                self._finish_batch(b, self.batch.outcome, self.batch.answer)
+            else:
+                b["status"] = "in_progress"
+                b["request_counts"]["completed"] = len(b["_lines"]) * b["_polls"] // (self.batch.polls_to_finish + 1)
+        if self.batch.fake_status:
+            return web.json_response({**_public(b), "status": self.batch.fake_status})
+        return web.json_response(_public(b))
+
+    async def cancel_batch(self, request: web.Request) -> web.Response:
+        if not self._authorized(request):
+            return _error(401, "invalid api key")
+        b = self.batches.get(request.match_info["id"])
+        if b is None:
+            return _error(404, "no such batch")
+        self.batch.cancels += 1
+        if b["status"] in ("validating", "in_progress", "finalizing"):
+            b["status"] = "cancelling"
+        return web.json_response(_public(b))
+
+    def _finish_batch(self, b: dict, outcome: str, answer: float) -> None:
+        """Answer the lines (all when completed, a share when expired/cancelled, none when failed)."""
+        if outcome == "failed":
+            b.update(status="failed", errors={"object": "list", "data": [
+                {"code": "invalid_request", "message": "the input file is not valid", "line": 1}]})
+            return
+        lines = b["_lines"] if outcome == "completed" else b["_lines"][:int(len(b["_lines"]) * answer)]
+        out, err = [], []
+        for ln in lines:
+            req = json.loads(ln)
+            status, body = self._batch_answer(req.get("body") or {})
+            rec = {"id": f"batch_req_{len(out) + len(err)}", "custom_id": req.get("custom_id"),
+                   "response": {"status_code": status, "request_id": "req_x", "body": body}, "error": None}
+            (out if status == 200 else err).append(json.dumps(rec))
+        if self.batch.mangle:
+            out, err = self.batch.mangle(out, err)
+        ok = sum(1 for ln in out if '"status_code": 200' in ln)
+        b["request_counts"] = {"total": len(b["_lines"]), "completed": ok, "failed": len(b["_lines"]) - ok}
+        for kind, rows in (("output_file_id", out), ("error_file_id", err)):
+            if rows:
+                fid = f"file-{len(self.files) + 1:04d}"
+                data = ("\n".join(rows) + "\n").encode()
+                self.files[fid] = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                                   "filename": f"{b['id']}_{kind}.jsonl", "purpose": "batch_output", "data": data}
+                b[kind] = fid
+        b["status"] = outcome
+
+    def _batch_answer(self, body: dict) -> tuple[int, dict]:
+        """One batch line through the chat logic: (status code, response body)."""
+        st = self.stats
+        st.requests += 1
+        messages = body.get("messages") or []
+        prompt = "\n".join(str(m.get("content") or "") for m in messages)
+        if body.get("model") not in self.models:
+            return 404, {"error": {"message": f"model {body.get('model')!r} not found"}}
+        if len(st.bodies) < self.keep_bodies:
+            st.bodies.append(body)
+        rule = self._pick_rule(st.requests, prompt)
+        fault = rule.fault if rule else None
+        if rule is not None:
+            st.faults[fault] = st.faults.get(fault, 0) + 1
+        if fault in ("429", "500", "hang", "drop", "empty", "truncated"):
+            code = 429 if fault == "429" else 500
+            return code, {"error": {"message": f"simulated {fault}", "type": "test_error"}}
+        if fault == "nochoices":
+            return 200, {"id": "x", "object": "chat.completion", "choices": []}
+        finish = "stop"
+        if fault == "nonjson":
+            text = "Sure! Here is my answer, in plain words rather than JSON."
+        elif fault == "blank":
+            text = ""
+        elif fault == "reply":
+            text = rule.text
+        else:
+            text = self.reply(messages, body)
+        if fault == "length":
+            text, finish = text[: max(1, len(text) // 2)], "length"
+        st.completions += 1
+        st.prompts[prompt] = st.prompts.get(prompt, 0) + 1
+        return 200, {"id": f"chatcmpl-{st.requests}", "object": "chat.completion", "created": int(time.time()),
+                     "model": body["model"],
+                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                  "finish_reason": finish}],
+                     "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
+                               "total_tokens": len(prompt.split()) + len(text.split())}}
 
     async def _respond(self, request, body, messages, prompt, rule: Rule | None) -> web.StreamResponse:
         fault = rule.fault if rule else None
@@ -266,6 +453,28 @@ class LLMServer:
             self._loop = None
 
 
+@dataclass
+class BatchPlan:
+    """How the test server's batches progress (see the module doc), and what it counted."""
+    polls_to_finish: int = 2
+    outcome: str = "completed"       # completed | expired | failed
+    answer: float = 0.5              # share of requests answered by an expired batch
+    mangle: object = None            # fn(out_lines, err_lines) -> (out_lines, err_lines)
+    id_prefix: str = "batch_"         # what batch ids start with (tests: control characters)
+    fake_status: str | None = None   # reported instead of the real status (tests: a status we do not know)
+    hold_create: float = 0.0
+    create_first: bool = False
+    uploads: int = 0
+    creates: int = 0
+    polls: int = 0
+    downloads: int = 0
+    cancels: int = 0
+
+
+def _public(obj: dict) -> dict:
+    return {k: v for k, v in obj.items() if not k.startswith("_") and k != "data"}
+
+
 def _error(status: int, message: str, headers: dict | None = None) -> web.Response:
     return web.json_response({"error": {"message": message, "type": "test_error", "code": status}},
                              status=status, headers=headers)
@@ -311,7 +520,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:   # SIGINT: print what was served (benchmarks read it)
         st = srv.stats
         print(json.dumps({"requests": st.requests, "completions": st.completions, "faults": st.faults,
-                          "max_in_flight": st.max_in_flight}), flush=True)
+                          "max_in_flight": st.max_in_flight, "busy_seconds": round(st.busy_seconds, 3)}), flush=True)
     return 0
 
 

@@ -68,8 +68,9 @@ async def test_overload_halves_the_limit_and_a_fixed_limit_never_moves():
 
 async def test_limit_does_not_grow_when_the_caller_does_not_use_it():
     limit = AdaptiveLimit(256)
+    start = limit.size
     await _drive(limit, 64, 0.005, requests=200, inflight=1)   # one at a time: no evidence of more room
-    assert limit.size <= 6
+    assert limit.size <= start + 2
 
 
 async def test_a_cancelled_waiter_leaves_the_count_right():

@@ -14,7 +14,7 @@ from collections import deque
 
 ALPHA = 2.0          # requests allowed to wait in the server's queue before we stop growing (at least; see alpha())
 BETA = 6.0           # more than this waiting: shrink (at least; see beta())
-INITIAL = 4
+INITIAL = 16
 MIN_RTT_DRIFT = 1.02  # every DRIFT_EVERY samples min_rtt may rise this much (the server's base latency can grow)
 DRIFT_EVERY = 500
 

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from .bigtext import preview_sql, preview_value, stream_field
+from . import batch_state
 from . import endpoints as endpoints_mod
 from .filters import FILTER_KEYS, FilterError, filter_sql, iter_filtered, parse_filter  # noqa: F401  (re-exported)
 from .filters import check_scores
@@ -39,15 +40,19 @@ class StepTaken(Exception):
 def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset: str | None = None,
               endpoint: str | None = None, pool: str | None = None, judge: str | None = None,
               into: str | None = None, params: dict | None = None, filter: dict | None = None,
-              allow_self_judge: bool = False, recipe_step: tuple[int, int] | None = None) -> int:
+              allow_self_judge: bool = False, recipe_step: tuple[int, int] | None = None,
+              batch: dict | None = None) -> int:
     """Check everything, then create the job and its items in one transaction. Returns the job id.
 
     `recipe_step` (recipe id, step index): the step is marked as this job in the same transaction; if another
-    process queued it first, StepTaken is raised and nothing is written."""
+    process queued it first, StepTaken is raised and nothing is written.
+    `batch` ({"poll": seconds}): run the job through the endpoint's Batch API (workbench/batch.py)."""
     task_cls = get_task(task_name)
     if bool(endpoint) == bool(pool):
         raise TaskError("give exactly one of --endpoint NAME or --pool NAME")
     generators, _ = endpoints_mod.resolve(config, endpoint or pool, is_pool=bool(pool))   # raises EndpointError
+    if batch is not None:
+        check_batch(endpoint, pool, judge, batch)
     judges = endpoints_mod.resolve(config, judge)[0] if judge else generators
     resolved = resolve_params(task_cls, params or {})
     if task_cls.needs_dataset and not dataset:
@@ -75,6 +80,8 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
                   "judge": judge, "filter": ctx.filter}
     if self_judge:
         job_params.update(allow_self_judge=True, self_judge=self_judge)
+    if batch is not None:
+        job_params["batch"] = batch
     with transaction(conn):
         if ctx.into:
             ctx.into_id = ensure_dataset(conn, ctx.into, task_cls.into_kind)
@@ -91,6 +98,19 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
                             + (f" in dataset {dataset!r}" if dataset else "")
                             + (f" matching the filter {ctx.filter}" if ctx.filter else ""))
     return job_id
+
+
+def check_batch(endpoint: str | None, pool: str | None, judge: str | None, batch: dict) -> None:
+    """A batch goes to one provider account and one model: one endpoint, its own judge."""
+    if pool or not endpoint:
+        raise TaskError("--batch sends every request of the job to one endpoint's Batch API: give --endpoint NAME, "
+                        "not --pool")
+    if judge and judge != endpoint:
+        raise TaskError("--batch: the judge must be the job's endpoint (one batch holds one endpoint's requests); "
+                        "run the judging as a job of its own")
+    poll = batch.get("poll")
+    if not isinstance(poll, (int, float)) or isinstance(poll, bool) or not 0 < poll <= 3600:
+        raise TaskError(f"--batch-poll: give seconds between 0 and 3600, not {poll!r}")
 
 
 def self_judging(task, conn: sqlite3.Connection, generators: list, judges: list, judge: str | None) -> list[dict]:
@@ -181,7 +201,14 @@ def get_job(conn: sqlite3.Connection, job_id: int) -> dict:
     row = conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs WHERE id = ?", (job_id,)).fetchone()
     if row is None:
         raise TaskError(f"no job {job_id}")
-    return _job(row)
+    return _with_batch(conn, _job(row))
+
+
+def _with_batch(conn: sqlite3.Connection, j: dict) -> dict:
+    """A batch job carries its latest round (state, remote status, request counts) as j['batch']."""
+    if j["params"].get("batch"):
+        j["batch"] = batch_state.summary(conn, j["id"])
+    return j
 
 
 def job_report(conn: sqlite3.Connection, job: dict) -> dict:
@@ -195,7 +222,7 @@ def job_report(conn: sqlite3.Connection, job: dict) -> dict:
 
 def list_jobs(conn: sqlite3.Connection, limit: int = 500) -> list[dict]:
     rows = conn.execute(f"SELECT {', '.join(JOB_COLUMNS)} FROM jobs ORDER BY id DESC LIMIT ?", (limit,)).fetchall()
-    jobs = [_job(r) for r in rows]
+    jobs = [_with_batch(conn, _job(r)) for r in rows]
     # items that ran and kept nothing (counted in `done` too): the Jobs screen shows them apart (index job_items_status)
     dropped = dict(conn.execute(
         f"SELECT job_id, count(*) FROM job_items WHERE status = 'dropped' AND job_id IN "
@@ -276,8 +303,10 @@ def retry_failed(conn, job_id: int) -> int:
             # what the curator cancelled stays cancelled: only the failed items run again
             conn.execute("UPDATE job_items SET status = 'cancelled', updated_at = ? WHERE job_id = ? AND "
                          "status = 'pending'", (now(), job_id))
+        # (a stray line of a batch's output is no request: it stays failed, its raw line kept)
         n = conn.execute("UPDATE job_items SET status = 'pending', error = NULL, updated_at = ? "
-                         "WHERE job_id = ? AND status = 'failed'", (now(), job_id)).rowcount
+                         "WHERE job_id = ? AND status = 'failed' AND key NOT LIKE 'batch-line:%'",
+                         (now(), job_id)).rowcount
         pending = conn.execute("SELECT count(*) FROM job_items WHERE job_id = ? AND status = 'pending'",
                                (job_id,)).fetchone()[0]
         if pending or job["status"] not in FINISHED:

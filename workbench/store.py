@@ -472,7 +472,44 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE jobs ADD COLUMN endpoint_stats TEXT;
     """,
-    # (branch import-speed) 11 -> 12: an import commits in many short transactions; until its last one it is
+    # (branch batch) 11 -> 12: jobs run through a provider's Batch API (`run TASK --batch`, workbench/batch.py).
+    # One row per round (a multi-step task needs one round per step); every remote id is stored as soon as it
+    # is known, so a restarted worker resumes the step it was in and never submits a round twice.
+    """
+    CREATE TABLE job_batches (
+        id INTEGER PRIMARY KEY,
+        job_id INTEGER NOT NULL REFERENCES jobs(id),
+        round INTEGER NOT NULL,
+        state TEXT NOT NULL,          -- prepared | uploaded | submitted | downloaded | ingested | abandoned
+        requests INTEGER NOT NULL,
+        input_file_id TEXT,
+        batch_id TEXT,
+        remote_status TEXT,           -- the provider's: validating, in_progress, ..., completed, expired, ...
+        counts TEXT,                  -- JSON {total, completed, failed} as last polled
+        output_file_id TEXT,
+        error_file_id TEXT,
+        error TEXT,
+        polls INTEGER NOT NULL DEFAULT 0,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        UNIQUE (job_id, round)
+    );
+    CREATE TABLE batch_requests (
+        batch INTEGER NOT NULL REFERENCES job_batches(id),
+        custom_id TEXT NOT NULL,      -- the request's llm_cache key
+        body TEXT NOT NULL,           -- JSON request body (no key: the key is only ever an HTTP header)
+        PRIMARY KEY (batch, custom_id)
+    ) WITHOUT ROWID;
+    CREATE TABLE batch_replies (
+        batch INTEGER NOT NULL REFERENCES job_batches(id),
+        custom_id TEXT NOT NULL,
+        reply TEXT,                   -- JSON {text, model, finish_reason, prompt_tokens, completion_tokens}
+        error TEXT,                   -- why the request has no usable reply (then reply is NULL)
+        raw TEXT,                     -- the line(s) of the output/error file, as received (redacted)
+        PRIMARY KEY (batch, custom_id)
+    ) WITHOUT ROWID;
+    """,
+    # (branch import-speed) 12 -> 13: an import commits in many short transactions; until its last one it is
     # 'running' (its process id recorded), and an import whose process died is removed on the next open
     # (workbench/import_recovery.py). first_id bounds the scan for its rows; made_dataset: remove the dataset too.
     """

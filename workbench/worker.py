@@ -104,6 +104,13 @@ class JobRunner:
                           redact(f"cannot start: {e}", self.secrets))
             return "paused"
         self.task = task
+        if p.get("batch"):      # the provider's Batch API instead of one request per call (workbench/batch.py)
+            from .batch import BatchJob, BatchLLM
+            self.llm = BatchLLM(pools, Cache(self.reader), self.secrets)
+            try:
+                return await BatchJob(self, task, self.llm).run()
+            finally:
+                await close_pools(pools)
         self.llm = LLM(pools, Cache(self.reader))
         try:
             return await self._loop()

@@ -16,6 +16,7 @@ from .common import CliError, guard, load_cli_config, open_cli_store, parse_kv, 
 from ..store import open_store, resolve_db_path
 from ..tasks import load_tasks, params_help
 from ..safe_text import raw_stream
+from ..batch_state import batch_lines
 
 WORKER_NICE = 10
 
@@ -56,6 +57,11 @@ def _register_run(sub, common):
         tp.add_argument("--param", action="append", metavar="K=V", help="task parameter (see below)")
         tp.add_argument("--filter", action="append", metavar="K=V", help="only input samples matching")
         tp.add_argument("--wait", action="store_true", help="run a worker here until the job ends, with progress")
+        tp.add_argument("--batch", action="store_true",
+                        help="send the requests through the endpoint's Batch API (files + batches: cheaper, up to "
+                             "24 h); a multi-step task takes one batch per step")
+        tp.add_argument("--batch-poll", type=float, default=None, metavar="SECONDS",
+                        help="with --batch: first interval between status polls (default 30, backing off to 300)")
         if name == "preference":
             tp.add_argument("--candidates-from", metavar="D1,D2,...",
                             help="add the answers in these datasets (joined on the normalized instruction + input) "
@@ -72,7 +78,8 @@ def cmd_run(args) -> int:
         job_id = J.queue_job(conn, args.task, config=cfg, dataset=args.dataset, endpoint=args.endpoint,
                              pool=args.pool, judge=args.judge, into=getattr(args, "into", None),
                              params=parse_kv(args.param, "--param"), filter=J.parse_filter(args.filter),
-                             allow_self_judge=getattr(args, "allow_self_judge", False))
+                             allow_self_judge=getattr(args, "allow_self_judge", False),
+                             batch=_batch_opts(args))
         job = J.get_job(conn, job_id)
     finally:
         conn.close()
@@ -83,6 +90,15 @@ def cmd_run(args) -> int:
         _say_if_no_worker(args, cfg, job_id)
         return 0
     return wait_for_job(resolve_db_path(getattr(args, "db", None)), cfg, job_id, quiet=args.quiet)
+
+
+def _batch_opts(args) -> dict | None:
+    from ..batch import POLL_SECONDS
+    if not args.batch:
+        if args.batch_poll is not None:
+            raise CliError("--batch-poll goes with --batch")
+        return None
+    return {"poll": POLL_SECONDS if args.batch_poll is None else args.batch_poll}
 
 
 def _say_if_no_worker(args, cfg: dict, job_id: int) -> None:
@@ -244,6 +260,27 @@ class RedactingFormatter(logging.Formatter):
         return E.redact(super().format(record), self.secrets)
 
 
+def _cancel_batch(args, conn, job: dict) -> int:
+    """The job is cancelled in the store; a batch it had running at the provider is cancelled there too."""
+    import asyncio
+    from ..batch import cancel_remote_batch
+    from ..batch_state import note_remote_status, open_round
+    print(f"job {args.id}: {job['status']}")
+    rnd = open_round(conn, args.id)
+    if rnd is None or rnd["state"] != "submitted":
+        return 0
+    try:
+        status = asyncio.run(cancel_remote_batch(load_cli_config(args), job, rnd["batch_id"]))
+    except Exception as e:      # the store says cancelled either way: say plainly what still runs remotely
+        print(f"job {args.id}: could not cancel batch {rnd['batch_id']} at the provider: "
+              f"{E.redact(f'{type(e).__name__}: {e}', E.secrets(load_cli_config(args)))[:300]}; it may still run "
+              "(and be billed); cancel it in the provider's console", file=sys.stderr)
+        return 1
+    note_remote_status(conn, rnd["id"], status)
+    print(f"job {args.id}: batch {rnd['batch_id']} at the provider: {status}")
+    return 0
+
+
 def _register_jobs(sub, common):
     p = sub.add_parser("jobs", parents=[common], help="list LLM jobs; cancel, pause, resume, retry, show")
     p.add_argument("--json", action="store_true")
@@ -271,7 +308,8 @@ def cmd_jobs(args) -> int:
     keys = ("id", "kind", "status", "total", "done", "failed", "kept", "dropped", "items_per_s", "eta_s",
             "tokens_in", "tokens_out", "cost", "cache_hits", "error", "stale", "lease_owner")
     if args.json:
-        print_json([{k: j[k] for k in keys} | {"params": j["params"]} for j in jobs])
+        print_json([{k: j[k] for k in keys} | {"params": j["params"]} | ({"batch": j["batch"]} if "batch" in j else {})
+                    for j in jobs])
         return 0
     if not jobs:
         print("no jobs")
@@ -302,7 +340,7 @@ def cmd_job_action(args) -> int:
             if report:
                 print(report_line(report))
             print(f"params: {json.dumps(job['params'], ensure_ascii=False)}")
-            for line in J.endpoint_lines(job):
+            for line in J.endpoint_lines(job) + batch_lines(job):
                 print(line)
             if job["error"]:
                 print(f"error: {job['error']}")
@@ -316,6 +354,8 @@ def cmd_job_action(args) -> int:
             return 0
         if args.action == "cancel":
             job = J.cancel_job(conn, args.id)
+            if job["params"].get("batch"):
+                return _cancel_batch(args, conn, job)
         elif args.action == "pause":
             job = J.pause_job(conn, args.id)
         elif args.action == "resume":

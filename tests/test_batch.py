@@ -1,0 +1,454 @@
+"""The Batch API backend (`run TASK --batch`): the real openai client over HTTP to the test server's files and
+batches endpoints, the real store, real worker processes killed with SIGKILL at every step."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+
+from llm_server import LLMServer, Rule, write_endpoint
+from workbench import batch_state as B
+from workbench import jobs as J
+from workbench.config import load_config
+from workbench.samples import insert_samples
+from workbench.store import ensure_dataset, open_store, transaction
+from workbench.tasks import TASKS, register
+from workbench.worker import run_worker
+
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+POLL = 0.05
+
+
+@pytest.fixture
+def cfg_path(tmp_path):
+    return tmp_path / "config.toml"
+
+
+@pytest.fixture
+def srv(cfg_path):
+    with LLMServer() as s:
+        s.reply = lambda msgs, body: f"answer to {msgs[-1]['content']}"
+        write_endpoint(cfg_path, s)
+        yield s
+
+
+@pytest.fixture
+def conn(db_path):
+    c = open_store(db_path)
+    yield c
+    c.close()
+
+
+@pytest.fixture
+def plugin_tasks():
+    import batch_test_tasks
+    import llm_test_tasks
+    classes = batch_test_tasks.ALL + llm_test_tasks.ALL
+    for cls in classes:
+        register(cls)
+    yield
+    for cls in classes:
+        TASKS.pop(cls.name, None)
+
+
+def make_dataset(conn, name="demo", n=10):
+    with transaction(conn):
+        did = ensure_dataset(conn, name)
+        insert_samples(conn, did, [{"instruction": f"Question {i}"} for i in range(n)])
+
+
+def queue(conn, cfg_path, task="generate", dataset="demo", batch=True, **kw) -> int:
+    return J.queue_job(conn, task, config=load_config(cfg_path), dataset=dataset, endpoint="local",
+                       batch={"poll": POLL} if batch else None, **kw)
+
+
+def outputs(conn, jid) -> list[tuple]:
+    return sorted(conn.execute("SELECT p.instruction, s.response FROM samples s JOIN samples p ON p.id = s.parent_id "
+                               "WHERE s.job_id = ?", (jid,)).fetchall())
+
+
+def counts(j) -> tuple:
+    return j["status"], j["total"], j["done"], j["failed"], j["kept"]
+
+
+def spawn(db_path, cfg_path, log_path, **env_extra) -> subprocess.Popen:
+    env = dict(os.environ, WORKBENCH_TASK_MODULES="batch_test_tasks,llm_test_tasks", **env_extra)
+    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    log = open(log_path, "ab")
+    return subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--until-idle", "--db", str(db_path),
+                             "--config", str(cfg_path)], stdout=log, stderr=log, env=env, cwd=ROOT)
+
+
+def wait_for(pred, timeout=90.0):
+    end = time.monotonic() + timeout       # generous: workers run at nice +10 on a shared 2-core box
+    while time.monotonic() < end:
+        if pred():
+            return
+        time.sleep(0.05)
+    raise AssertionError("condition not reached in time")
+
+
+def kill9(p):
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+
+
+def state(conn, jid):
+    r = B.summary(conn, jid)
+    return r and r["state"]
+
+
+# --- the plain path --------------------------------------------------------------------------------------------
+
+def test_batch_run_matches_online_run_and_shares_its_cache(cli, srv, conn, db_path, cfg_path):
+    make_dataset(conn, "demo", 12)
+    make_dataset(conn, "other", 12)          # the same instructions, for an online job
+    code, out, err = cli("run", "generate", "--dataset", "demo", "--endpoint", "local", "--batch", "--batch-poll",
+                         str(POLL), "--param", "temperature=0.2", "--wait")
+    assert code == 0, err
+    jid = int(out.split()[0])
+    j = J.get_job(conn, jid)
+    assert counts(j) == ("done", 12, 12, 0, 12)
+    assert j["requests"] == 12 and j["tokens_in"] > 0
+    assert (srv.batch.uploads, srv.batch.creates, srv.batch.downloads) == (1, 1, 1)
+    sent = [orjson.loads(ln) for ln in srv.files["file-0001"]["data"].splitlines()]
+    assert {ln["url"] for ln in sent} == {"/v1/chat/completions"} and all(ln["method"] == "POST" for ln in sent)
+    assert all(ln["body"]["temperature"] == 0.2 and ln["body"]["model"] == "test-model" for ln in sent)
+    assert j["batch"]["state"] == "ingested" and j["batch"]["remote_status"] == "completed"
+    assert j["batch"]["counts"] == {"total": 12, "completed": 12, "failed": 0}
+    # online, the same requests: every one answered from the cache the batch filled, nothing sent
+    requests_before = srv.stats.requests
+    code, out, err = cli("run", "generate", "--dataset", "other", "--endpoint", "local", "--param", "temperature=0.2",
+                         "--wait")
+    assert code == 0, err
+    online = J.get_job(conn, int(out.split()[0]))
+    assert (online["cache_hits"], online["requests"], srv.stats.requests) == (12, 0, requests_before)
+    assert outputs(conn, jid) == outputs(conn, online["id"])
+    # jobs show names the batch, its state and counts
+    code, out, err = cli("jobs", "show", str(jid))
+    assert code == 0 and "batch round 1: ingested · remote completed · 12/12 completed, 0 failed" in out
+    assert "batch batch_0001 · input file file-0001" in out
+
+
+def test_online_answers_in_the_cache_are_not_sent_again(srv, conn, db_path, cfg_path):
+    make_dataset(conn, "demo", 6)
+    online = queue(conn, cfg_path, batch=False)
+    run_worker(db_path, load_config(cfg_path), job_id=online)
+    sent_online = srv.stats.requests
+    with transaction(conn):
+        insert_samples(conn, J.get_dataset(conn, "demo")[0], [{"instruction": "Question new"}])
+    jid = queue(conn, cfg_path, into="demo-b")
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    j = J.get_job(conn, jid)
+    assert counts(j) == ("done", 7, 7, 0, 7) and j["cache_hits"] == 6 and j["requests"] == 1
+    assert srv.stats.requests == sent_online + 1
+
+
+def test_multi_step_task_takes_one_round_per_step(srv, conn, db_path, cfg_path, plugin_tasks):
+    make_dataset(conn, "demo", 5)
+    jid = queue(conn, cfg_path, task="two-stage")
+    assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["done"]
+    j = J.get_job(conn, jid)
+    assert counts(j) == ("done", 5, 5, 0, 5)
+    rounds = B.rounds(conn, jid)
+    assert [(r["round"], r["requests"], r["state"]) for r in rounds] == [(1, 5, "ingested"), (2, 5, "ingested")]
+    assert outputs(conn, jid) == [(f"Question {i}", f"answer to Stage B: answer to Stage A: Question {i}")
+                                  for i in range(5)]
+    assert all(v == 1 for v in srv.stats.prompts.values()) and len(srv.stats.prompts) == 10
+
+
+def test_dynamic_task_adds_rounds_until_done(srv, conn, db_path, cfg_path, plugin_tasks):
+    srv.reply = lambda msgs, body: f"Write about {msgs[-1]['content'][-8:]}"
+    jid = J.queue_job(conn, "grow", config=load_config(cfg_path), endpoint="local", params={"wanted": 5},
+                      batch={"poll": POLL})
+    assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["done"]
+    j = J.get_job(conn, jid)
+    assert j["status"] == "done" and j["kept"] >= 5 and j["failed"] == 0
+    assert len(B.rounds(conn, jid)) == j["total"] // 2
+
+
+# --- what a batch can get wrong: every line accounted for -------------------------------------------------------
+
+def test_bad_lines_become_item_errors_with_their_raw_text(srv, conn, db_path, cfg_path):
+    make_dataset(conn, "demo", 8)
+    srv.rules = [Rule("500", match="Question 1")]          # a non-200 line (in the error file)
+
+    def mangle(out, err):
+        by_q = {orjson.loads(ln)["response"]["body"]["choices"][0]["message"]["content"]: ln for ln in out}
+        dup = by_q["answer to Question 2"]
+        gone = by_q["answer to Question 3"]
+        broken = by_q["answer to Question 4"]
+        out = [ln for ln in out if ln not in (gone, broken)]
+        out.append(dup.replace("answer to Question 2", "another answer to Question 2"))   # duplicate custom_id
+        out.append(broken[: len(broken) // 2])                                             # malformed
+        out.append(dup.replace(orjson.loads(dup)["custom_id"], "not-a-request-of-ours"))   # unknown custom_id
+        out.append('{"id": "x", "response": {"status_code": 200}}')                        # no custom_id
+        return out, err
+    srv.batch.mangle = mangle
+    jid = queue(conn, cfg_path)
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    j = J.get_job(conn, jid)
+    # 8 items: 0, 5, 6, 7 done; 1 (HTTP 500), 2 (two lines), 3 (missing), 4 (its line was cut) failed
+    # plus 3 stray lines (cut, unknown custom_id, no custom_id), each a failed item of their own
+    assert (j["done"], j["kept"]) == (4, 4)
+    assert (j["total"], j["failed"]) == (8 + 3, 4 + 3)
+    fails = {f["key"]: f for f in J.failures(conn, jid, 50)}
+    by_sample = {conn.execute("SELECT instruction FROM samples WHERE id = ?", (f["sample_id"],)).fetchone()[0]: f
+                 for f in fails.values() if f["sample_id"]}
+    assert "HTTP 500" in by_sample["Question 1"]["error"] and "simulated 500" in by_sample["Question 1"]["raw"]
+    q2 = by_sample["Question 2"]
+    assert "2 lines for this request" in q2["error"] and "another answer to Question 2" in q2["raw"] \
+        and "\"answer to Question 2" in q2["raw"]
+    assert "without a line for this request" in by_sample["Question 3"]["error"]
+    assert "without a line for this request" in by_sample["Question 4"]["error"]
+    strays = [f for k, f in fails.items() if k.startswith("batch-line:")]
+    reasons = sorted(f["error"].split(": ", 1)[1] for f in strays)
+    assert len(strays) == 3 and any(r.startswith("not JSON") for r in reasons)
+    assert "custom_id matches no request of this batch; the line is kept, nothing was written" in reasons
+    assert "no custom_id; the line is kept, nothing was written" in reasons
+    assert any("not-a-request-of-ours" in f["raw"] for f in strays)
+    assert outputs(conn, jid) == [(f"Question {i}", f"answer to Question {i}") for i in (0, 5, 6, 7)]
+    # retry sends the failed requests again (not the stray lines), in a round of their own
+    srv.rules, srv.batch.mangle = [], None
+    assert J.retry_failed(conn, jid) == 4
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    j = J.get_job(conn, jid)
+    assert (j["done"], j["failed"], j["kept"]) == (8, 3, 8)
+    assert [r["requests"] for r in B.rounds(conn, jid)] == [8, 4]
+    assert outputs(conn, jid) == [(f"Question {i}", f"answer to Question {i}") for i in range(8)]
+
+
+def test_unparseable_replies_fail_their_items_through_the_same_parser(srv, conn, db_path, cfg_path):
+    make_dataset(conn, "demo", 4)
+    with transaction(conn):
+        conn.execute("UPDATE samples SET response = 'some answer'")
+    srv.reply = lambda msgs, body: orjson.dumps({
+        "instruction_clarity": 7, "response_quality": 8, "alignment": 6, "overall": 7,
+        "rationale": "fine"}).decode()
+    srv.rules = [Rule("nonjson", match="Question 2"), Rule("reply", match="Question 3", text='{"overall": 11}')]
+    jid = queue(conn, cfg_path, task="judge")
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    j = J.get_job(conn, jid)
+    assert (j["done"], j["failed"]) == (2, 2)
+    fails = {f["sample_id"]: f for f in J.failures(conn, jid)}
+    raws = sorted(f["raw"] for f in fails.values())
+    assert raws == ["Sure! Here is my answer, in plain words rather than JSON.", '{"overall": 11}']
+    assert all(f["error"].startswith("unparseable reply") for f in fails.values())
+    assert conn.execute("SELECT count(*) FROM judgments WHERE job_id = ?", (jid,)).fetchone()[0] == 2
+    # a refused reply is not cached; accepted ones are
+    assert conn.execute("SELECT count(*) FROM llm_cache").fetchone()[0] == 2
+
+
+@pytest.mark.parametrize("outcome", ["expired", "failed"])
+def test_unanswered_requests_of_an_expired_or_failed_batch_fail_and_retry_sends_them(srv, conn, db_path, cfg_path,
+                                                                                      outcome):
+    make_dataset(conn, "demo", 10)
+    srv.batch.outcome, srv.batch.answer = outcome, 0.5
+    jid = queue(conn, cfg_path)
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    j = J.get_job(conn, jid)
+    answered = 5 if outcome == "expired" else 0
+    assert (j["done"], j["failed"]) == (answered, 10 - answered)
+    assert j["batch"]["remote_status"] == outcome and j["batch"]["error"].startswith(f"batch {outcome}")
+    errors = {f["error"] for f in J.failures(conn, jid)}
+    assert len(errors) == 1
+    assert ("expired (24 h window)" in errors.pop()) if outcome == "expired" else \
+        ("the input file is not valid" in errors.pop())
+    srv.batch.outcome = "completed"
+    assert J.retry_failed(conn, jid) == 10 - answered
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    j = J.get_job(conn, jid)
+    assert counts(j) == ("done", 10, 10, 0, 10)
+    assert outputs(conn, jid) == sorted((f"Question {i}", f"answer to Question {i}") for i in range(10))
+
+
+def test_refusals(cli, srv, conn, cfg_path):
+    make_dataset(conn, "demo", 2)
+    write_endpoint(cfg_path, srv, name="other")
+    code, _, err = cli("pools", "add", "both", "--endpoint", "local", "--endpoint", "other")
+    assert code == 0, err
+    code, _, err = cli("run", "generate", "--dataset", "demo", "--pool", "both", "--batch")
+    assert code != 0 and "--batch sends every request of the job to one endpoint's Batch API" in err
+    code, _, err = cli("run", "judge", "--dataset", "demo", "--endpoint", "local", "--judge", "other", "--batch")
+    assert code != 0 and "the judge must be the job's endpoint" in err
+    code, _, err = cli("run", "generate", "--dataset", "demo", "--endpoint", "local", "--batch-poll", "5")
+    assert code != 0 and "--batch-poll goes with --batch" in err
+    code, _, err = cli("run", "generate", "--dataset", "demo", "--endpoint", "local", "--batch", "--batch-poll", "0")
+    assert code != 0 and "--batch-poll: give seconds between 0 and 3600" in err
+    assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 0
+
+
+def test_keys_never_reach_the_store_and_echoed_keys_are_redacted(conn, db_path, cfg_path, monkeypatch):
+    key = "sk-batch-secret-0123456789"
+    monkeypatch.setenv("BATCH_TEST_KEY", key)
+    with LLMServer(api_key=key) as s:
+        s.rules = [Rule("reply", match="Question 1", text=f"the key is {key}"),
+                   Rule("500", match="Question 2")]
+        write_endpoint(cfg_path, s, api_key_env="BATCH_TEST_KEY")
+        make_dataset(conn, "demo", 4)
+        jid = queue(conn, cfg_path)
+        assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["done"]
+        assert J.get_job(conn, jid)["done"] == 3
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    blob = b"".join(p.read_bytes() for p in db_path.parent.glob(db_path.name + "*"))
+    assert key.encode() not in blob
+    assert "the key is ***" in [r[0] for r in conn.execute("SELECT response FROM samples WHERE job_id = ?",
+                                                                    (jid,))]
+
+
+# --- restarts at every step: kill -9, then a new worker ends with the rows of an uninterrupted run -------------
+
+def finish_and_check(conn, db_path, cfg_path, tmp_path, srv, jid, n, **env):
+    p = spawn(db_path, cfg_path, tmp_path / "w2.log", **env)
+    assert p.wait(120) == 0, (tmp_path / "w2.log").read_text()
+    j = J.get_job(conn, jid)
+    assert counts(j) == ("done", n, n, 0, n), j
+    assert outputs(conn, jid) == sorted((f"Question {i}", f"answer to Question {i}") for i in range(n))
+    assert srv.batch.creates == 1                           # one batch: nothing submitted twice
+    assert all(v == 1 for v in srv.stats.prompts.values()) and len(srv.stats.prompts) == n
+    assert j["requests"] == n
+    return j
+
+
+@pytest.mark.slow
+def test_kill_after_upload_before_the_batch_is_created(srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
+    make_dataset(conn, "demo", 10)
+    srv.batch.hold_create = 3600                  # the create call never answers, and creates nothing
+    jid = queue(conn, cfg_path, task="stall")
+    p = spawn(db_path, cfg_path, tmp_path / "w1.log")
+    wait_for(lambda: state(conn, jid) == "uploaded")
+    time.sleep(0.3)
+    kill9(p)
+    assert srv.batch.creates == 0 and srv.batch.uploads == 1
+    srv.batch.hold_create = 0
+    finish_and_check(conn, db_path, cfg_path, tmp_path, srv, jid, 10)
+    assert srv.batch.uploads == 1                   # the upload was found again (files.list), not repeated
+
+
+def test_kill_after_the_batch_was_created_but_before_its_id_was_stored(srv, conn, db_path, cfg_path, tmp_path,
+                                                                       plugin_tasks):
+    make_dataset(conn, "demo", 10)
+    srv.batch.hold_create, srv.batch.create_first = 3600, True     # created, but the reply never arrives
+    jid = queue(conn, cfg_path, task="stall")
+    p = spawn(db_path, cfg_path, tmp_path / "w1.log")
+    wait_for(lambda: srv.batch.creates == 1)
+    kill9(p)
+    assert state(conn, jid) == "uploaded"
+    srv.batch.hold_create = 0
+    j = finish_and_check(conn, db_path, cfg_path, tmp_path, srv, jid, 10)
+    assert j["batch"]["batch_id"] == "batch_0001"   # adopted by its input file (batches.list)
+
+
+def test_kill_while_polling_resumes_the_same_batch(srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
+    make_dataset(conn, "demo", 10)
+    srv.batch.polls_to_finish = 10**6
+    jid = queue(conn, cfg_path, task="stall")
+    p = spawn(db_path, cfg_path, tmp_path / "w1.log")
+    wait_for(lambda: (B.summary(conn, jid) or {}).get("polls", 0) >= 2)
+    kill9(p)
+    b = B.summary(conn, jid)
+    assert b["state"] == "submitted" and b["remote_status"] == "in_progress" and b["counts"]["total"] == 10
+    srv.batch.polls_to_finish = 0
+    j = finish_and_check(conn, db_path, cfg_path, tmp_path, srv, jid, 10)
+    assert j["batch"]["polls"] > b["polls"] and srv.batch.uploads == 1
+
+
+def test_kill_after_download_before_ingestion(srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
+    make_dataset(conn, "demo", 10)
+    jid = queue(conn, cfg_path, task="stall")
+    p = spawn(db_path, cfg_path, tmp_path / "w1.log", BATCH_STALL="1")    # stalls inside the ingestion
+    wait_for(lambda: state(conn, jid) == "downloaded")
+    time.sleep(0.5)
+    kill9(p)
+    j = J.get_job(conn, jid)
+    assert j["done"] == 0 and j["tokens_in"] > 0 and srv.batch.downloads == 1
+    finish_and_check(conn, db_path, cfg_path, tmp_path, srv, jid, 10)
+    assert srv.batch.downloads == 1                  # the stored replies were ingested, not downloaded again
+    assert J.get_job(conn, jid)["tokens_in"] == j["tokens_in"]    # and the tokens were counted once
+
+
+@pytest.mark.slow
+def test_kill_in_each_step_of_a_two_round_job(srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
+    """A multi-step job killed in round 2 (while polling) keeps round 1's results and ends like an uninterrupted
+    run of the same job on the same items."""
+    make_dataset(conn, "demo", 6)
+    make_dataset(conn, "ref", 6)
+    ref = queue(conn, cfg_path, task="two-stage", dataset="ref", into="ref-out")
+    assert run_worker(db_path, load_config(cfg_path), job_id=ref) == ["done"]
+    conn.execute("DELETE FROM llm_cache")
+    srv.stats.prompts.clear()
+    srv.batch.creates = 0
+    jid = queue(conn, cfg_path, task="two-stage", into="demo-out")
+    p = spawn(db_path, cfg_path, tmp_path / "w1.log")
+    wait_for(lambda: (B.summary(conn, jid) or {}).get("round") == 2)
+    srv.batch.polls_to_finish = 10**6
+    wait_for(lambda: (B.summary(conn, jid) or {}).get("polls", 0) >= 1)
+    kill9(p)
+    srv.batch.polls_to_finish = 0
+    p = spawn(db_path, cfg_path, tmp_path / "w2.log")
+    assert p.wait(120) == 0
+    j = J.get_job(conn, jid)
+    assert counts(j) == ("done", 6, 6, 0, 6) and srv.batch.creates == 2
+    assert outputs(conn, jid) == outputs(conn, ref)
+    assert all(v == 1 for v in srv.stats.prompts.values()) and len(srv.stats.prompts) == 12
+
+
+def test_cancel_cancels_the_remote_batch(cli, srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
+    make_dataset(conn, "demo", 5)
+    srv.batch.polls_to_finish = 10**6
+    jid = queue(conn, cfg_path, task="stall")
+    p = spawn(db_path, cfg_path, tmp_path / "w1.log")
+    wait_for(lambda: state(conn, jid) == "submitted")
+    code, out, err = cli("jobs", "cancel", str(jid))
+    assert code == 0, err
+    assert "batch batch_0001 at the provider: cancelling" in out
+    assert p.wait(60) == 0
+    assert srv.batches["batch_0001"]["status"] in ("cancelling", "cancelled") and srv.batch.cancels >= 1
+    j = J.get_job(conn, jid)
+    assert j["status"] == "cancelled" and j["done"] == 0
+
+
+# --- what the server says is untrusted ---------------------------------------------------------------------------
+
+def test_a_server_without_the_batch_api_pauses_the_job_saying_so(conn, db_path, cfg_path, cli):
+    with LLMServer(batch_api=False) as s:
+        write_endpoint(cfg_path, s)
+        make_dataset(conn, "demo", 3)
+        jid = queue(conn, cfg_path)
+        assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["paused"]
+    j = J.get_job(conn, jid)
+    assert j["status"] == "paused" and j["done"] == 0 and j["failed"] == 0
+    assert j["error"].startswith("batch API: cannot list uploaded files: HTTP 404")
+    assert j["batch"]["state"] == "prepared"          # resume (against a server that has it) continues here
+
+
+def test_control_characters_in_a_batch_id_are_refused(srv, conn, db_path, cfg_path, cli):
+    srv.batch.id_prefix = "batch\x1b]0;pwned\x07"
+    make_dataset(conn, "demo", 3)
+    jid = queue(conn, cfg_path)
+    assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["paused"]
+    j = J.get_job(conn, jid)
+    assert j["error"].startswith("the server returned an unusable batch id") and "\x1b" not in j["error"]
+    assert j["batch"]["state"] == "uploaded" and j["batch"]["batch_id"] is None
+    code, out, err = cli("jobs", "show", str(jid))
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+
+
+def test_an_unknown_batch_status_pauses_the_job_instead_of_guessing(srv, conn, db_path, cfg_path):
+    srv.batch.fake_status = "paused_by_provider"
+    make_dataset(conn, "demo", 3)
+    jid = queue(conn, cfg_path)
+    assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["paused"]
+    j = J.get_job(conn, jid)
+    assert "unknown status 'paused_by_provider'" in j["error"] and j["batch"]["state"] == "submitted"
+    srv.batch.fake_status = None
+    J.resume_job(conn, jid)
+    assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["done"]
+    assert counts(J.get_job(conn, jid)) == ("done", 3, 3, 0, 3) and srv.batch.creates == 1
