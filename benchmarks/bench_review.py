@@ -112,9 +112,9 @@ def pct(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
-def start_job(db: Path, items: int):
+def start_job(db: Path, items: int, out: Path):
     """A generation job on the same store, run by a real worker against the test server (0.2 s, 64 slots)."""
-    cfg = OUT / "bench_review_job.toml"
+    cfg = out / "bench_review_job.toml"
     cfg.unlink(missing_ok=True)
     env = {**os.environ, "WORKBENCH_CONFIG": str(cfg), "WORKBENCH_DB": str(db)}
     server = subprocess.Popen([sys.executable, str(ROOT / "tests" / "llm_server.py"), "--latency", "0.2",
@@ -139,14 +139,16 @@ def main() -> int:
     ap.add_argument("--rebuild", action="store_true")
     ap.add_argument("--with-job", type=int, default=0, metavar="N",
                     help="run a generation job of N items on the same store while the keys are pressed")
+    ap.add_argument("--out", type=Path, default=OUT, help="where the cached store lives (default benchmarks/out)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
         print(json.dumps(asyncio.run(child(args.child, args.presses))))
         return 0
 
-    OUT.mkdir(parents=True, exist_ok=True)
-    db = OUT / f"review_{args.rows}.db"
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    db = out / f"review_{args.rows}.db"
     if args.rebuild or not db.exists():
         print(f"building {db} ({args.rows:,} samples, {args.judged:.0%} judged by two judges)…", flush=True)
         build_store(db, args.rows, args.judged)
@@ -162,9 +164,9 @@ def main() -> int:
     c.execute("DELETE FROM jobs")
     c.commit()
     c.close()
-    job = start_job(db, args.with_job) if args.with_job else None
+    job = start_job(db, args.with_job, out) if args.with_job else None
 
-    env = {**os.environ, "WORKBENCH_CONFIG": str(OUT / "bench_review_config.toml")}
+    env = {**os.environ, "WORKBENCH_CONFIG": str(out / "bench_review_config.toml")}
     launched = time.time()
     try:
         proc = subprocess.run([sys.executable, __file__, "--child", str(db), "--presses", str(args.presses)],

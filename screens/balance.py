@@ -5,9 +5,11 @@ Scores are shown one rubric at a time (`s` cycles the rubrics present), with tha
 curator's decisions (workbench/agreement.py: accept rate per score, AUC, best threshold, kappa) in a panel that
 follows new decisions like the histograms do.
 
-Every POLL_SECONDS a StoreRunner thread reads `PRAGMA data_version`; only when another connection has committed
-(a CLI import, a worker, the Review screen) are the counts read again — a few milliseconds, from the maintained
-counts in workbench/stats.py. Nothing waits for a key press, and the event loop never waits on SQLite.
+Every POLL_SECONDS a StoreRunner thread reads `PRAGMA data_version` (microseconds); only when another connection
+has committed (a CLI import, a worker, the Review screen) are the counts read again — a few milliseconds, from the
+maintained counts in workbench/stats.py. Under a stream of commits (a worker) refreshes are throttled to one per
+REFRESH_GAP (or 5x the last refresh's cost, if more), and a histogram whose bars did not change is not redrawn.
+Nothing waits for a key press, and the event loop never waits on SQLite.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from workbench import agreement, stats
 from workbench.store import data_version
 from workbench.safe_text import label
 
-POLL_SECONDS = 0.5
+POLL_SECONDS = 0.04      # a change shows within ~50 ms; the poll itself costs microseconds on the runner thread
+REFRESH_GAP = 0.05       # the least time between two refreshes while commits keep coming (~12/s, a few % CPU)
 TOP_CATEGORIES = 12      # more categories than this are summed into one bar (targeted ones always shown)
 SCOPES = {"all": None, "accepted": ("accepted",)}
 
@@ -133,10 +136,12 @@ class BalanceScreen(Screen):
         self.updated_at: str | None = None
         self._polling = False
         self._stale = True
+        self._next_refresh = 0.0          # monotonic time before which a poll is skipped (throttle)
         self._warnings: dict[str, str] = {}
         self.targets: dict[str, dict[str, float]] = {}
         self.rubric: str | None = None          # the score histogram's rubric (None: the primary one)
         self.agreement: dict | None = None
+        self._agreement_drawn: object = False     # what the agreement panel shows (False: nothing yet)
 
     def compose(self) -> ComposeResult:
         self.runner = self.app.store_runner()
@@ -165,6 +170,8 @@ class BalanceScreen(Screen):
     def _poll(self, force: bool = False) -> None:
         if force:
             self._stale = True
+        elif time.monotonic() < self._next_refresh:
+            return
         if not self._polling:
             self._polling = True
             self.run_worker(self._check, group="balance-poll")
@@ -195,7 +202,10 @@ class BalanceScreen(Screen):
                     self.dataset, self._stale = None, True
                     continue
                 if result is not None:
+                    t0 = time.perf_counter()
                     self._show(result)
+                    cost = result["query_ms"] / 1000 + time.perf_counter() - t0
+                    self._next_refresh = time.monotonic() + max(REFRESH_GAP, 5 * cost)
                 return
         finally:
             self._polling = False
@@ -233,10 +243,14 @@ class BalanceScreen(Screen):
     def _draw_agreement(self) -> None:
         box = self.query_one("#agreement", Static)
         res = self.agreement
+        drawn = None if res is None else (tuple(agreement.report_lines(res)), res["unreliable"])
+        if drawn == self._agreement_drawn:
+            return      # unchanged: no repaint
+        self._agreement_drawn = drawn
         if res is None:
             box.update(Text("agreement: no scores to compare with curator decisions", style="dim"))
             return
-        lines = agreement.report_lines(res)
+        lines = drawn[0]
         text = Text("Agreement with curator decisions\n", style="bold", no_wrap=True, overflow="ellipsis")
         text.append("\n".join(lines), style="" if not res["unreliable"] else "yellow")
         box.update(text)

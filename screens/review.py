@@ -21,6 +21,7 @@ from screens.review_dialogs import ANY, FilterDialog, SearchDialog  # noqa: F401
 from widgets.conversation import Conversation, message_turns
 from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
 from widgets.review_text import lineage_text, why_text  # noqa: F401
+from widgets.redraw import SettledScroll, update_if_changed
 from widgets.scores import ScoresTable
 from workbench import keymap, review, scores
 from workbench.bigtext import PREVIEW_BYTES, sample_text_parts
@@ -48,6 +49,17 @@ def invisible_counts_of(s: dict) -> tuple[int, int]:
             z, b = invisible_counts(text)
             zero_width, bidi = zero_width + z, bidi + b
     return zero_width, bidi
+
+
+def _decide_then_next(conn, sid: int, action: str, session: str, seen: int | None, flt: Filter
+                      ) -> tuple[dict, dict | None, Exception | None]:
+    """On the runner, in one trip: the decision on `sid`, committed (raises if refused), then the next sample, or
+    the error that kept it from loading (the decision stands: the caller counts it, then reports the error)."""
+    d = review.decide(conn, sid, action, session, seen=seen)
+    try:
+        return d, review.goto(conn, flt, "next", sid), None
+    except Exception as e:  # noqa: BLE001 - handed back and raised by the caller, after recording the decision
+        return d, None, e
 
 
 class ReviewScreen(Screen):
@@ -104,7 +116,7 @@ class ReviewScreen(Screen):
     def compose(self) -> ComposeResult:
         hint = f"{self._key('review.more')}: show more · {self._key('review.pager')}: $PAGER"
         yield Static(Text("Opening…"), id="status")
-        with VerticalScroll(id="body", can_focus=False):
+        with SettledScroll(id="body", can_focus=False):
             yield Static("", id="meta")
             yield Static(Text(""), id="empty")
             # the conversation (an hh pair's prompt turns) before the answers: read the question, then the replies
@@ -181,7 +193,7 @@ class ReviewScreen(Screen):
                       self.query_one("#why")):
                 w.display = False
             empty.display = True
-            empty.update(Text(sanitize(self.note) if self.note else "No sample matches this filter. "
+            update_if_changed(empty, Text(sanitize(self.note) if self.note else "No sample matches this filter. "
                               f"{self._key('review.filter')}: change the filter · "
                               f"{self._key('review.search')}: search"))
         else:
@@ -228,7 +240,7 @@ class ReviewScreen(Screen):
             key = self._key("review.invisible")
             t.append(f"  ⚠ invisible: {', '.join(parts)} ({key}: {'hide' if self.show_invisible else 'show'})",
                      style="bold yellow")
-        meta.update(t)
+        update_if_changed(meta, t)
         messages = s.get("messages")
         preference = s.get("rejected") is not None
         # a conversation shows all its turns, so the turns mirrored in instruction/response are not repeated
@@ -254,7 +266,7 @@ class ReviewScreen(Screen):
         why_w = self.query_one("#why", Static)
         why_w.display = why is not None
         if why is not None:
-            why_w.update(why_text(why))
+            update_if_changed(why_w, why_text(why))
         cands = self.query_one("#candidates", Conversation)
         cands.display = bool(s.get("candidates"))
         if s.get("candidates"):
@@ -267,7 +279,7 @@ class ReviewScreen(Screen):
         table.show([] if s.get("blind") else s.get("judgments") or [])
         lin = self.query_one("#lineage", Static)
         lin.display = True
-        lin.update(lineage_text(s.get("lineage") or {}))
+        update_if_changed(lin, lineage_text(s.get("lineage") or {}))
 
     def _draw_status(self) -> None:
         if not self.is_attached:
@@ -305,7 +317,7 @@ class ReviewScreen(Screen):
         if self.note:
             out.append("\n")
             out.append_text(plain(self.note, 200))
-        self.query_one("#status", Static).update(out)
+        update_if_changed(self.query_one("#status", Static), out)
 
     # --- counts ------------------------------------------------------------------------------------------
 
@@ -462,11 +474,19 @@ class ReviewScreen(Screen):
             self._show(None, f"nothing to {action}")
             return
         sid = self.sample["id"]
-        d = await self.runner.run(review.decide, sid, action, self.session, seen=self.sample.get("seen"))
+        error = None
+        if self.order is None:      # one runner trip: under load each trip can cost more than the queries
+            d, nxt, error = await self.runner.run(_decide_then_next, sid, action, self.session,
+                                                  self.sample.get("seen"), self.flt)
+        else:
+            d = await self.runner.run(review.decide, sid, action, self.session, seen=self.sample.get("seen"))
         self.decided += 1
         self.stats.record(action)
         self._adjust_counts(d["before"], d["after"])
-        nxt = await self._goto("next", sid)
+        if error is not None:
+            raise error
+        if self.order is not None:
+            nxt = await self._goto("next", sid)
         if nxt is None:  # end of the filter: stay, showing the new status
             nxt = await self._goto("id", sid)
             self._show(nxt, f"{action}ed #{sid}: that was the last sample in this filter "

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from .redraw import SettledOnResize
 from .safe_text import DEFAULT_LIMIT, clipped_hidden, more_note, plain, safe_text
 
 ROLE_STYLES = {"system": "bold yellow", "user": "bold cyan", "human": "bold cyan", "assistant": "bold green",
@@ -52,7 +53,7 @@ def message_turns(messages) -> list[tuple[str, str]]:
     return turns
 
 
-class Conversation(Static):
+class Conversation(SettledOnResize, Static):
     DEFAULT_CSS = """
     Conversation { height: auto; padding: 0 1; }
     """
@@ -62,9 +63,14 @@ class Conversation(Static):
         self.heading = title
         self.more_hint = more_hint
         self.hidden = 0
+        self._drawn: tuple | None = None     # the arguments of what is shown: the same again is not redrawn
 
     def show(self, turns: list[tuple[str, str]], limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False,
              sizes: list | None = None) -> int:
+        drawn = (list(turns), limit, show_invisible, list(sizes) if sizes else None, self.heading, self.more_hint)
+        if drawn == self._drawn:
+            return self.hidden
+        self._drawn = drawn
         text, self.hidden = conversation_text(turns, limit, self.more_hint, self.heading, show_invisible, sizes)
         self.update(text)
         return self.hidden

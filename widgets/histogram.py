@@ -53,10 +53,14 @@ class Histogram(Widget):
         self.title = title
         self.bars: list[BarLike] = []
         self.total = 0
+        self._drawn_title: str | None = None
 
     def set_bars(self, bars: Sequence[BarLike], total: int) -> None:
+        bars = list(bars)
+        if bars == self.bars and total == self.total and self.title == self._drawn_title:
+            return      # nothing changed: no repaint, no bytes to the terminal
         layout_changed = len(bars) != len(self.bars)
-        self.bars, self.total = list(bars), total
+        self.bars, self.total, self._drawn_title = bars, total, self.title
         self.refresh(layout=layout_changed)
 
     def get_content_height(self, container, viewport, width: int) -> int:

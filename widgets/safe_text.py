@@ -13,6 +13,7 @@ import re
 from rich.text import Text
 from textual.widgets import Static
 
+from widgets.redraw import SettledOnResize
 from workbench.safe_text import UNSAFE, ZERO_WIDTH, label, visible  # noqa: F401 (label: for callers)
 
 _UNSAFE_OR_INVISIBLE = re.compile(f"{UNSAFE.pattern}|{ZERO_WIDTH.pattern}")
@@ -77,7 +78,7 @@ def clipped_hidden(value: str, hidden: int, size: int) -> int:
     return max(0, size - len(drawn.encode("utf-8", "surrogatepass")) - value.count("\r\n"))
 
 
-class SafeText(Static):
+class SafeText(SettledOnResize, Static):
     """A titled block of untrusted text. `show()` returns how many characters were left out."""
 
     DEFAULT_CSS = """
@@ -90,10 +91,15 @@ class SafeText(Static):
         self.more_hint = more_hint
         self.value: str | None = None
         self.hidden = 0
+        self._drawn: tuple | None = None     # the arguments of what is shown: the same again is not redrawn
 
     def show(self, value: str | None, limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False,
              size: int | None = None) -> int:
         """`size`: the stored size in bytes when `value` is only the field's start (a clipped field)."""
+        drawn = (value, limit, show_invisible, size, self.heading, self.more_hint)
+        if drawn == self._drawn:
+            return self.hidden
+        self._drawn = drawn
         self.value = value
         body, self.hidden = safe_text(value, limit, show_invisible=show_invisible)
         if size is not None:

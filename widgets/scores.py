@@ -6,6 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
+from .redraw import SettledOnResize
 from .safe_text import plain, safe_text
 
 RATIONALE_LIMIT = 1200
@@ -49,10 +50,29 @@ def scores_renderable(judgments: list[dict], rationale_limit: int | None = RATIO
     return Group(Text("Scores", style="bold"), table, notes)
 
 
-class ScoresTable(Static):
+class ScoresTable(SettledOnResize, Static):
     DEFAULT_CSS = """
     ScoresTable { height: auto; padding: 0 1; }
     """
 
     def show(self, judgments: list[dict]) -> None:
-        self.update(scores_renderable(judgments))
+        if judgments == getattr(self, "_drawn", None):   # the same scores again: not redrawn
+            return
+        self._drawn = [dict(j) for j in judgments]
+        self.update(as_text(scores_renderable(judgments), self.app.console, max(20, self.app.size.width - 4)))
+
+
+def as_text(renderable, console, width: int) -> Text:
+    """A Rich renderable (the scores Table) laid out once, at `width`, as styled lines of Text: Textual then draws
+    and measures it as plain text, where a Table was laid out again for every frame that moved it (~3 ms a key).
+    The lines are cropped, not re-laid out, if the terminal is later narrowed (the next sample lays out again)."""
+    out = Text(end="", no_wrap=True, overflow="crop")
+    lines = console.render_lines(renderable, console.options.update(width=width), pad=False)
+    for i, line in enumerate(lines):
+        if i:
+            out.append("\n")
+        for seg in line:
+            if not seg.control:
+                out.append(seg.text, seg.style)
+    out.rstrip()
+    return out

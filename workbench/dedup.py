@@ -15,24 +15,30 @@ each row with the next WINDOW rows that share the first GATE characters of that 
 - anchored: the prompt rotated to start at its (last) longest word — finds copies edited at both ends.
 
 A near copy is missed only if every key has an edit within its first few characters. Exact groups are collapsed
-to one row before the passes so they never use up a window.
+to one row before the passes so they never use up a window. Before a neighbour pair is scored, a lower bound on
+its Indel distance from 32-bucket character counts rules most non-matches out (exact: it never drops a pair that
+reaches the threshold; ~90 % of the pairs at 1M rows). Rows are read and turned into per-row signatures (match
+text, sort keys, counts, a BLAKE2b hash) a block at a time, in up to 2 worker processes for big scans
+(dedup_scan.py).
 
 Memory: the core keeps one normalized prompt string per row plus short response heads and tails (it never holds
-rows as dicts); full responses are re-read from the store only for pairs whose prompts already matched.
+rows as dicts), two 64-byte sort keys and 32 bytes of counts per row; full responses are re-read from the store
+only for pairs whose prompts already matched.
 """
 from __future__ import annotations
 
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterable
 
-import orjson
 from rapidfuzz.distance import Indel
 
 from . import scores
-from .near_dup import (ANCHOR_MIN_WORDS, CHUNK, DEFAULT_THRESHOLD, GATE, KEY_BYTES, SNIPPET,  # noqa: F401
-                       VERIFY_BATCH, WINDOW, WORKERS, Stats, match_text, near_duplicate_groups)
+from .dedup_scan import fetch_extras, row_texts, scan_signatures
+from .near_dup import (ANCHOR_MIN_WORDS, CHUNK, DEFAULT_THRESHOLD, GATE, KEY_BYTES,  # noqa: F401
+                       SNIPPET, VERIFY_BATCH, WINDOW, WORKERS, Stats, match_text, near_duplicate_groups,
+                       near_duplicate_sigs)
 from .runs import log_status_changes, new_run   # the undoable run log, shared with the filters
 from .store import STATUSES, transaction
 
@@ -53,37 +59,6 @@ def parse_fields(spec: str | Iterable[str] | None) -> tuple[str, ...]:
     return tuple(f for f in MATCH_FIELDS if f in names)
 
 
-def row_texts(instruction: str, input_: str, response: str, messages: str | None, is_preference: bool,
-              fields: tuple[str, ...]) -> tuple[str, str | None]:
-    """(main, extra) raw texts of one row: main is the prompt (or the response when only it is compared), extra
-    the response when both are compared. A conversation contributes all its user turns to the prompt and all
-    assistant turns to the response (a preference row's chosen reply is its response column)."""
-    prompt_fields = [f for f in fields if f != "response"]
-    users, assistants = [], []
-    if messages:
-        for m in orjson.loads(messages):
-            role, content = m.get("role"), m.get("content") or ""
-            if role == "user":
-                users.append(content)
-            elif role == "assistant":
-                assistants.append(content)
-    prompt = ""
-    if prompt_fields:
-        parts = users if users else ([instruction] if "instruction" in prompt_fields else [])
-        if "input" in prompt_fields and input_:
-            parts = [*parts, input_]
-        prompt = "\n".join(parts)
-    reply = None
-    if "response" in fields:
-        if assistants and not is_preference:
-            reply = "\n".join(assistants)
-        else:
-            reply = "\n".join([*assistants, response]) if assistants else response
-    if not prompt_fields:
-        return reply or "", None
-    return prompt, reply
-
-
 _ROW_SQL = "SELECT id, instruction, input, response, messages, rejected IS NOT NULL FROM samples"
 
 
@@ -97,16 +72,6 @@ def scope_where(dataset_ids: list[int] | None, statuses: Iterable[str]) -> tuple
         clauses.append(f"dataset_id IN ({','.join('?' * len(dataset_ids))})")
         params += dataset_ids
     return " AND ".join(clauses), params
-
-
-def stream_texts(conn: sqlite3.Connection, where: str, params: list, fields: tuple[str, ...]
-                 ) -> Iterator[tuple[int, str, str | None]]:
-    """(id, main, extra) for every row in scope, in id order, straight off the cursor."""
-    cur = conn.execute(f"{_ROW_SQL} WHERE {where} ORDER BY id", params)
-    cur.arraysize = 2000
-    for sid, ins, inp, resp, msgs, pref in cur:
-        main, extra = row_texts(ins or "", inp or "", resp or "", msgs, bool(pref), fields)
-        yield sid, main, extra
 
 
 def fetch_texts(conn: sqlite3.Connection, ids: list[int], fields: tuple[str, ...]) -> dict[int, tuple[str, str | None]]:
@@ -152,24 +117,21 @@ def dataset_ids(conn: sqlite3.Connection, names: Iterable[str] | None) -> list[i
 def find_clusters(conn: sqlite3.Connection, datasets: Iterable[str] | None = None,
                   fields: tuple[str, ...] = DEFAULT_FIELDS, threshold: float = DEFAULT_THRESHOLD,
                   statuses: Iterable[str] = ACTIVE, ids: Iterable[int] | None = None,
-                  stats: Stats | None = None) -> list[list[int]]:
+                  stats: Stats | None = None, workers: int | None = None) -> list[list[int]]:
     """Clusters of sample ids (each sorted, the list sorted by first id) among the rows in scope.
 
     Scope: the named datasets (all if None), rows with one of `statuses`, and if `ids` is given only those ids.
+    `workers`: processes that read and sign the rows (None: up to 2 for big scans, see dedup_scan).
     """
     where, params = scope_where(dataset_ids(conn, datasets), statuses)
-    rows = stream_texts(conn, where, params, fields)
-    if ids is not None:
-        wanted = set(ids)
-        rows = (r for r in rows if r[0] in wanted)
     # with responses compared, full responses are read back from the store only for candidate pairs
-    fetch = ((lambda batch: {k: v[1] for k, v in fetch_texts(conn, batch, fields).items()})
-             if "response" in fields and len(fields) > 1 else None)
+    fetch = (lambda batch: fetch_extras(conn, batch, fields)) if "response" in fields and len(fields) > 1 else None
     # one sequential scan: a big page cache would only add its size to the peak memory
     cache = conn.execute("PRAGMA cache_size").fetchone()[0]
     conn.execute(f"PRAGMA cache_size = {SCAN_CACHE_KIB}")
     try:
-        return near_duplicate_groups(rows, threshold, fetch_extra=fetch, stats=stats)
+        sigs = scan_signatures(conn, where, params, fields, None if ids is None else set(ids), workers)
+        return near_duplicate_sigs(sigs, threshold, fetch_extra=fetch, stats=stats)
     finally:
         conn.execute(f"PRAGMA cache_size = {int(cache)}")
 
