@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import random
 import resource
 import subprocess
 import sys
@@ -21,11 +20,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 OUT = Path(__file__).parent / "out"
 
-TASKS = ["qa", "code", "math", "writing", "summarize", "classify", "extract", "brainstorm", "rewrite", "chat",
-         "reasoning", "translate"]
-DOMAINS = [f"domain-{i}" for i in range(30)]
 
 
 def rss_mb() -> float:
@@ -44,50 +41,8 @@ def ms(values: list[float]) -> str:
 # --- build ------------------------------------------------------------------------------------------------------
 
 def build(path: Path, rows: int) -> None:
-    from workbench import stats, store
-    for suffix in ("", "-wal", "-shm"):
-        Path(str(path) + suffix).unlink(missing_ok=True)
-    rng = random.Random(42)
-    words = ("the of and to in is for that with as on by be this are from at or an it which data model response "
-             "question answer explain write list describe python function value example first time people water "
-             "energy system language code number result process important different").split()
-    pool = [" ".join(rng.choice(words + [f"w{j}"]) for j in range(rng.randint(5, 700))) for _ in range(4000)]
-    conn = store.open_store(path)
-    t0 = time.perf_counter()
-    ts = store.now()
-    with store.transaction(conn):
-        main_id = store.ensure_dataset(conn, "main")
-        extra_id = store.ensure_dataset(conn, "extra")
-
-        def gen():
-            for i in range(rows):
-                ins = pool[i % 4000][: rng.randint(10, 400)]
-                resp = pool[(i * 7) % 4000][: rng.choice([60, 200, 600, 1500, 3000])]
-                r = rng.random()
-                status = "pending" if r < 0.7 else ("accepted" if r < 0.9 else "rejected")
-                score = round(rng.uniform(1, 10), 1) if rng.random() < 0.4 else None
-                yield (extra_id if i % 20 == 19 else main_id, ins, resp, rng.choices(TASKS, weights=range(12, 0, -1))[0],
-                       rng.choice(DOMAINS), rng.choice(["easy", "medium", "hard", None]), status, score,
-                       rng.getrandbits(63), len(ins), len(resp), ts, ts)
-        conn.executemany("INSERT INTO samples (dataset_id, instruction, response, task_type, domain, difficulty, "
-                         "status, score, content_hash, instruction_len, response_len, created_at, updated_at) "
-                         "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", gen())
-        conn.execute("INSERT INTO judgments (sample_id, judge, rubric, rubric_version, overall, created_at) "
-                     "SELECT id, 'bench-judge', 'judge', '1', score, ? FROM samples WHERE score IS NOT NULL", (ts,))
-        # one score per rubric (workbench/scores.py); samples.score is not read any more
-        conn.execute("INSERT INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, content_hash, "
-                     "created_at) SELECT id, 'judge', score, 1, 10, 'bench-judge', content_hash, ? FROM samples "
-                     "WHERE score IS NOT NULL", (ts,))
-        conn.execute("UPDATE samples SET score = NULL")
-    t1 = time.perf_counter()
-    folded = stats.fold(conn)
-    t2 = time.perf_counter()
-    store.fts_sync(conn)
-    t3 = time.perf_counter()
-    conn.execute("ANALYZE")
-    conn.close()
-    print(f"build: {rows:,} rows inserted in {t1 - t0:.1f} s; stats.fold of {folded:,} rows {t2 - t1:.1f} s; "
-          f"FTS {t3 - t2:.1f} s; file {path.stat().st_size / 1e9:.2f} GB; peak RSS {rss_mb():.0f} MB")
+    from synth_store import build as build_store    # shared with bench_10m.py
+    build_store(path, rows)
 
 
 # --- core queries ------------------------------------------------------------------------------------------------

@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass, replace
 
 from . import scores
-from .store import STATUSES, fts_query
+from .store import STATUSES, fts_query, status_counts
 
 SORT_KEYS = ("id", "score", "length", "status", "task_type")
 _SORT_SQL = {"id": "id", "length": "instruction_len + response_len", "status": "status",
@@ -30,11 +30,11 @@ def _sort_sql(key: str, rubric: str | None) -> str:
     return _SORT_SQL[key]
 
 
-def _columns(score: str) -> str:
-    """The Row columns; `score` is the SQL of the score column."""
-    return (f"id, dataset_id, CASE WHEN instruction != '' OR messages IS NULL THEN substr(instruction, 1, "
-            f"{PREVIEW_CHARS}) ELSE substr(messages, 1, {PREVIEW_CHARS}) END, substr(response, 1, {PREVIEW_CHARS}), "
-            f"status, {score}, task_type, instruction_len + response_len")
+def _columns(score: str, t: str = "") -> str:
+    """The Row columns; `score` is the SQL of the score column, `t` a table prefix ("samples.")."""
+    return (f"{t}id, {t}dataset_id, CASE WHEN {t}instruction != '' OR {t}messages IS NULL THEN substr({t}instruction, "
+            f"1, {PREVIEW_CHARS}) ELSE substr({t}messages, 1, {PREVIEW_CHARS}) END, substr({t}response, 1, "
+            f"{PREVIEW_CHARS}), {t}status, {score}, {t}task_type, {t}instruction_len + {t}response_len")
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,9 @@ class Filter:
             conds.append(cond)
             params.extend(cparams)
         if hits:
-            conds.append(hits.condition(sort_key))
+            cond, hparams = hits.condition(sort_key)
+            conds.append(cond)
+            params.extend(hparams)
         elif self.search and fts_query(self.search):
             conds.append("id IN (SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?)")
             params.append(fts_query(self.search))
@@ -111,47 +113,56 @@ def _segments(col: str, nullable: bool, ascending: bool, after) -> list[tuple[st
     return segs if ascending else segs + nulls
 
 
-def _score_segments(ascending: bool, after) -> list[tuple[bool, str, tuple, str]]:
+def _score_segments(ascending: bool, after, scored_only: bool = False) -> list[tuple[bool, str, tuple, str]]:
     """Like _segments for the score sort: (scored?, where, params, order by). Scored segments walk the index
     sample_scores(rubric, stale, score) (sample_id follows score in it, as the key's second part); unscored rows
-    (no fresh score on the rubric) walk samples by id."""
+    (no fresh score on the rubric) walk samples by id. `scored_only`: the filter needs a fresh score on the
+    rubric, so no unscored row can match (walking them all to find none took 70 s at 1M rows, on End)."""
     d, cmp = ("", ">") if ascending else (" DESC", "<")
-    nulls = [(False, "1", (), "id" + d)]
+    nulls = [] if scored_only else [(False, "1", (), "id" + d)]
     values_all = (True, "1", (), f"sc.score{d}, sc.sample_id{d}")
     if after is None:
         return nulls + [values_all] if ascending else [values_all] + nulls
     v, i = after
     if v is None:
-        rest = (False, f"id {cmp} ?", (i,), "id" + d)
-        return [rest, values_all] if ascending else [rest]
+        rest = [] if scored_only else [(False, f"id {cmp} ?", (i,), "id" + d)]
+        return rest + [values_all] if ascending else rest
     segs = [(True, f"sc.score = ? AND sc.sample_id {cmp} ?", (v, i), f"sc.sample_id{d}"),
             (True, f"sc.score {cmp} ?", (v,), f"sc.score{d}, sc.sample_id{d}")]
     return segs if ascending else segs + nulls
 
 
-def _scan_scores(conn, where: str, params: tuple, ascending: bool, after, limit: int, rubric: str) -> list[Row]:
+def _scan_scores(conn, where: str, params: tuple, ascending: bool, after, limit: int, rubric: str,
+                 bounds: tuple | None = None) -> list[Row]:
+    """`bounds`: the filter's (lo, hi) on the fresh scores of `rubric` (scores.fresh_range), walked as a range of
+    the index rather than tested row by row (walking up from the lowest score to reach them took seconds)."""
     out: list[Row] = []
-    for scored, seg_where, seg_params, order in _score_segments(ascending, after):
+    rng, rng_params = "", ()
+    if bounds is not None:
+        for op, v in zip((">=", "<="), bounds):
+            if v is not None:
+                rng, rng_params = rng + f" AND sc.score {op} ?", (*rng_params, v)
+    for scored, seg_where, seg_params, order in _score_segments(ascending, after, bounds is not None):
         if len(out) >= limit:
             break
         if scored:
             sql = (f"SELECT {_columns('sc.score')} FROM sample_scores sc "
-                   f"JOIN samples ON samples.id = sc.sample_id WHERE sc.rubric = ? AND sc.stale = 0 AND {where} "
+                   f"JOIN samples ON samples.id = sc.sample_id WHERE sc.rubric = ? AND sc.stale = 0{rng} AND {where} "
                    f"AND {seg_where} ORDER BY {order} LIMIT ?")
         else:
             sql = (f"SELECT {_columns('NULL')} FROM samples WHERE {where} AND NOT EXISTS (SELECT 1 FROM sample_scores sc "
                    f"WHERE sc.sample_id = samples.id AND sc.rubric = ? AND sc.stale = 0) AND {seg_where} "
                    f"ORDER BY {order} LIMIT ?")
-        args = (rubric, *params, *seg_params, limit - len(out)) if scored else \
+        args = (rubric, *rng_params, *params, *seg_params, limit - len(out)) if scored else \
             (*params, rubric, *seg_params, limit - len(out))
         out.extend(_row(r, "score") for r in conn.execute(sql, args))
     return out
 
 
 def _scan(conn, where: str, params: tuple, sort: Sort, ascending: bool, after, limit: int,
-          rubric: str | None = None) -> list[Row]:
+          rubric: str | None = None, bounds: tuple | None = None) -> list[Row]:
     if sort.key == "score" and rubric:
-        return _scan_scores(conn, where, params, ascending, after, limit, rubric)
+        return _scan_scores(conn, where, params, ascending, after, limit, rubric, bounds)
     out: list[Row] = []
     col = _sort_sql(sort.key, rubric)
     for seg_where, seg_params, order in _segments(col, sort.key in _NULLABLE, ascending, after):
@@ -162,6 +173,19 @@ def _scan(conn, where: str, params: tuple, sort: Sort, ascending: bool, after, l
                            f"LIMIT ?", (*params, *seg_params, limit - len(out)))
         out.extend(_row(r, sort.key) for r in cur)
     return out
+
+
+def _scan_search_by_id(conn, flt: Filter, ascending: bool, after, limit: int) -> list[Row]:
+    """A search in id order walks the index's matches in rowid order from `after`, so a page costs the same for a
+    rare word and a common one: copying every match first (search_hits) took ~2 s of CPU at 10M rows for a
+    word in most rows. CROSS JOIN keeps SQLite from starting at samples and asking the index row by row."""
+    d, cmp = ("", ">") if ascending else (" DESC", "<")
+    where, params = replace(flt, search=None).sql()
+    seek, seek_params = ("", ()) if after is None else (f" AND samples_fts.rowid {cmp} ?", (after[1],))
+    sql = (f"SELECT {_columns(_sort_sql('score', flt.rubric), 'samples.')} FROM samples_fts CROSS JOIN samples "
+           f"ON samples.id = samples_fts.rowid WHERE samples_fts MATCH ?{seek} AND {where} "
+           f"ORDER BY samples_fts.rowid{d} LIMIT ?")
+    return [_row(r, "id") for r in conn.execute(sql, (fts_query(flt.search), *seek_params, *params, limit))]
 
 
 _KEY_INDEX = {"id": 0, "status": 4, "score": 5, "task_type": 6, "length": 7}   # positions in _COLUMNS
@@ -183,16 +207,22 @@ def page(conn: sqlite3.Connection, flt: Filter = Filter(), sort: Sort = Sort(), 
     backward=True gives the rows just before `after_key` (None: the last page), still in display order.
     """
     ascending = sort.descending == backward
+    if sort.key == "id" and flt.search and fts_query(flt.search):
+        rows = _scan_search_by_id(conn, flt, ascending, after_key, limit)
+        by_id = scores.of_samples(conn, [r.id for r in rows])
+        rows = [replace(r, scores=tuple(by_id[r.id])) for r in rows]
+        return rows[::-1] if backward else rows
     hits = search_hits(conn, flt.search)
     where, params = flt.sql(hits, sort.key)
+    bounds = flt.scores.fresh_range(flt.rubric) if flt.rubric else None
     if flt.dataset_id is None and sort.key != "id":
         parts = []
         for (did,) in conn.execute("SELECT id FROM datasets ORDER BY id").fetchall():
             w, p = Filter(**{**flt.__dict__, "dataset_id": did}).sql(hits, sort.key)
-            parts.append(_scan(conn, w, p, sort, ascending, after_key, limit, flt.rubric))
+            parts.append(_scan(conn, w, p, sort, ascending, after_key, limit, flt.rubric, bounds))
         rows = list(heapq.merge(*parts, key=_order, reverse=not ascending))[:limit]
     else:
-        rows = _scan(conn, where, params, sort, ascending, after_key, limit, flt.rubric)
+        rows = _scan(conn, where, params, sort, ascending, after_key, limit, flt.rubric, bounds)
     by_id = scores.of_samples(conn, [r.id for r in rows])
     rows = [replace(r, scores=tuple(by_id[r.id])) for r in rows]
     return rows[::-1] if backward else rows
@@ -206,30 +236,46 @@ def row(conn: sqlite3.Connection, sample_id: int, sort: Sort = Sort(), rubric: s
 
 
 def count(conn: sqlite3.Connection, flt: Filter = Filter()) -> int:
-    """Rows matching the filter (for the status line; run it off the UI thread, it can take ~50 ms at 1M)."""
-    where, params = flt.sql(search_hits(conn, flt.search))
+    """Rows matching the filter (for the status line; run it off the UI thread, it can take ~50 ms at 1M).
+
+    A filter on dataset and status alone (Browse as it opens) is read from the maintained counts: a count(*)
+    over a dataset's rows took ~1 s at 10M."""
+    if flt.task_type is None and flt.domain is None and not flt.scores and flt.search is None:
+        return sum(n for by in status_counts(conn, flt.dataset_id).values()
+                   for status, n in by.items() if flt.status in (None, status))
+    where, params = flt.sql(search_hits(conn, flt.search, complete=True))
     return conn.execute(f"SELECT count(*) FROM samples WHERE {where}", params).fetchone()[0]
 
 
 DRIVE_FROM_HITS = 5000   # up to this many matches, read them all and sort; beyond, walk the sort's index
+WALK_DENSITY = 0.1       # beyond DRIVE_FROM_HITS, a word in more than this share of rows is not copied (see Hits)
 
 
 @dataclass(frozen=True)
 class Hits:
-    """The ids matching a search, in a TEMP table of this connection (see search_hits)."""
+    """The ids matching a search, in a TEMP table of this connection (see search_hits); count -1: more than
+    DRIVE_FROM_HITS matches, not copied."""
     table: str
     count: int
+    query: str = ""
 
-    def condition(self, sort_key: str) -> str:
+    def condition(self, sort_key: str) -> tuple[str, tuple]:
+        if self.count < 0:
+            # many matches: walk the sort's index and ask the search index about each row (~0.1 ms a row at 10M
+            # rows; copying every match of a common word first took 8.7 s there before the first page)
+            return "EXISTS (SELECT 1 FROM samples_fts WHERE samples_fts MATCH ? AND rowid = samples.id)", (self.query,)
         # `id IN` lets SQLite start from the matches: right for id order and for few matches (sorting them is
         # cheap), ruinous for a common word sorted by score (3 s a page at 1M rows: every match read and
         # sorted). `+id IN` keeps it walking the sort's index, testing each id against the table (~0.1 ms).
         drive = sort_key == "id" or self.count <= DRIVE_FROM_HITS
-        return f"{'' if drive else '+'}id IN (SELECT id FROM {self.table})"
+        return f"{'' if drive else '+'}id IN (SELECT id FROM {self.table})", ()
 
 
-def search_hits(conn: sqlite3.Connection, search: str | None) -> Hits | None:
-    """The ids matching `search`, in a TEMP table made once per search on this connection.
+def search_hits(conn: sqlite3.Connection, search: str | None, complete: bool = False) -> Hits | None:
+    """The ids matching `search`, in a TEMP table made once per search on this connection: all of them if
+    `complete` (a count). For a page, a word in more than WALK_DENSITY of the rows (judged by how far into the
+    ids its first DRIVE_FROM_HITS matches reach) is not copied: count -1, see Hits. Either way a page costs at
+    most ~1/WALK_DENSITY index lookups a row, or copying WALK_DENSITY of the rows once.
 
     Re-running MATCH inside every page's query costs ~130 ms (sorted by id) to ~900 ms (sorted by score) per page
     for a common word at 1M rows. The table is rebuilt when the index may have changed: new rows indexed
@@ -244,16 +290,24 @@ def search_hits(conn: sqlite3.Connection, search: str | None) -> Hits | None:
     name = f"browse_hits_{key}"
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS browse_hits (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
     row = conn.execute("SELECT n FROM temp.browse_hits WHERE name = ?", (name,)).fetchone()
-    if row is None:
+    if row is None or (complete and row[0] < 0):
         for (old,) in conn.execute("SELECT name FROM temp.browse_hits").fetchall():
             conn.execute(f"DROP TABLE IF EXISTS temp.{old}")   # one search's ids at a time
         conn.execute("DELETE FROM temp.browse_hits")
         conn.execute(f"CREATE TEMP TABLE {name} (id INTEGER PRIMARY KEY)")
-        n = conn.execute(f"INSERT INTO temp.{name} SELECT rowid FROM samples_fts WHERE samples_fts MATCH ?",
-                         (query,)).rowcount
+        n = conn.execute(f"INSERT INTO temp.{name} SELECT rowid FROM samples_fts WHERE samples_fts MATCH ? LIMIT ?",
+                         (query, -1 if complete else DRIVE_FROM_HITS + 1)).rowcount
+        if not complete and n > DRIVE_FROM_HITS:
+            last = conn.execute(f"SELECT max(id) FROM temp.{name}").fetchone()[0]
+            if n / last >= WALK_DENSITY:
+                conn.execute(f"DELETE FROM temp.{name}")
+                n = -1
+            else:
+                n += conn.execute(f"INSERT INTO temp.{name} SELECT rowid FROM samples_fts WHERE samples_fts MATCH ? "
+                                  f"AND rowid > ?", (query, last)).rowcount
         conn.execute("INSERT INTO temp.browse_hits (name, n) VALUES (?, ?)", (name, n))
         row = (n,)
-    return Hits(f"temp.{name}", row[0])
+    return Hits(f"temp.{name}", row[0], query)
 
 
 QUERY_HELP = ("words to search, and filters: status:accepted task:qa domain:law dataset:NAME|* score:curate=4..5 "

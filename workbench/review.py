@@ -20,7 +20,7 @@ from .samples import SAMPLE_COLUMNS
 from .decisions import (DECISION_STATUS, EDITABLE, RUBRIC_SCALES, UNDOABLE, DecisionConflict,  # noqa: F401
                         _dumps, _loads, curator_session, decide, decide_many, edit, last_undoable, latest_change,
                         mirror_turns, override, swap, undo, why_chosen)
-from .store import STATUSES, fts_query
+from .store import STATUSES, fts_query, status_counts
 
 # --- filters and navigation -----------------------------------------------------------------------
 
@@ -370,29 +370,7 @@ def lineage(conn: sqlite3.Connection, s: dict) -> dict:
 
 
 def _status_counts(conn: sqlite3.Connection, dataset_id: int | None) -> dict[int, dict[str, int]]:
-    """{dataset_id: {status: n}} from the maintained Balance counts (sample_stats, kept right by triggers) plus a
-    GROUP BY over the not-yet-folded tail, in one read snapshot: a few ms at any size once folded."""
-    ds, params = ("AND dataset_id = ?", (dataset_id,)) if dataset_id is not None else ("", ())
-    out: dict[int, dict[str, int]] = {}
-    own = not conn.in_transaction
-    if own:
-        conn.execute("BEGIN")
-    try:
-        row = conn.execute("SELECT value FROM meta WHERE key = 'stats_upto'").fetchone()
-        upto = int(row[0]) if row else 0
-        for did, status, n in conn.execute(
-                f"SELECT dataset_id, status, sum(n) FROM sample_stats WHERE dim = 'task_type' {ds} "
-                "GROUP BY dataset_id, status", params):
-            by = out.setdefault(did, {})
-            by[status] = by.get(status, 0) + (n or 0)
-        for did, status, n in conn.execute(f"SELECT dataset_id, status, count(*) FROM samples WHERE id > ? {ds} "
-                                           "GROUP BY dataset_id, status", (upto, *params)):
-            by = out.setdefault(did, {})
-            by[status] = by.get(status, 0) + n
-    finally:
-        if own:
-            conn.execute("COMMIT")
-    return out
+    return status_counts(conn, dataset_id)
 
 
 def counts(conn: sqlite3.Connection, dataset_id: int | None) -> dict:

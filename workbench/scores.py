@@ -170,6 +170,13 @@ class ScoreFilter:
             conds.append(c + ")")
         return " AND ".join(conds) or "1", params
 
+    def fresh_range(self, rubric: str) -> tuple[float | None, float | None] | None:
+        """(lo, hi) when only samples with a fresh score on `rubric` in that range can pass (a bound on it, stale
+        scores excluded), else None."""
+        if self.include_stale:
+            return None
+        return next(((lo, hi) for r, lo, hi in self.bounds if r == rubric), None)
+
     def to_dict(self) -> dict:
         """JSON form (export manifests, saved Review filters): {"min_score": [...], "max_score": [...]}."""
         out: dict = {}

@@ -39,6 +39,18 @@ def tail_rows(conn: sqlite3.Connection) -> int:
     return conn.execute("SELECT count(*) FROM samples WHERE id > ?", (_stats_upto(conn),)).fetchone()[0]
 
 
+# One read of the chunk's rows (their bucket keys into a materialized CTE), then a GROUP BY per dimension over that
+# small table: reading the wide rows once per dimension made a fold of 10M rows take ~6x as long.
+_FOLD_SQL = (
+    "WITH t AS MATERIALIZED (SELECT dataset_id, status, "
+    + ", ".join(f"{stats_bucket_sql(d)} AS b{k}" for k, d in enumerate(STATS_DIMS))
+    + " FROM samples WHERE id > ? AND id <= ?) "
+    "INSERT INTO sample_stats (dataset_id, status, dim, bucket, n) "
+    + " UNION ALL ".join(f"SELECT dataset_id, status, '{d}', b{k}, count(*) FROM t GROUP BY dataset_id, status, b{k}"
+                         for k, d in enumerate(STATS_DIMS))
+    + " ON CONFLICT DO UPDATE SET n = n + excluded.n")
+
+
 def fold(conn: sqlite3.Connection, *, chunk: int = FOLD_CHUNK) -> int:
     """Add the counts of not-yet-counted samples to `sample_stats`, in short transactions; returns rows folded.
 
@@ -53,12 +65,7 @@ def fold(conn: sqlite3.Connection, *, chunk: int = FOLD_CHUNK) -> int:
                                   "LIMIT ?)", (upto, chunk)).fetchone()
             if top is None:
                 return total
-            for dim in STATS_DIMS:
-                expr = stats_bucket_sql(dim)
-                conn.execute(f"INSERT INTO sample_stats (dataset_id, status, dim, bucket, n) "
-                             f"SELECT dataset_id, status, '{dim}', {expr}, count(*) FROM samples "
-                             f"WHERE id > ? AND id <= ? GROUP BY dataset_id, status, {expr} "
-                             f"ON CONFLICT DO UPDATE SET n = n + excluded.n", (upto, top))
+            conn.execute(_FOLD_SQL, (upto, top))
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('stats_upto', ?)", (str(top),))
             total += n
 

@@ -681,17 +681,47 @@ def ensure_dataset(conn: sqlite3.Connection, name: str, kind: str = "sft") -> in
 
 
 def list_datasets(conn: sqlite3.Connection) -> list[dict]:
-    """Each dataset with its row count and counts per status (indexed GROUP BY)."""
+    """Each dataset with its row count and counts per status (status_counts: maintained counts)."""
     out = {}
     for did, name, kind, created in conn.execute("SELECT id, name, kind, created_at FROM datasets ORDER BY id"):
         out[did] = {"id": did, "name": name, "kind": kind, "created_at": created, "rows": 0,
                     **{s: 0 for s in STATUSES}}
-    for did, status, n in conn.execute(
-            "SELECT dataset_id, status, count(*) FROM samples GROUP BY dataset_id, status"):
+    for did, by in status_counts(conn).items():
         if did in out:
-            out[did][status] = n
-            out[did]["rows"] += n
+            for status, n in by.items():
+                out[did][status] = out[did].get(status, 0) + n
+                out[did]["rows"] += n
     return list(out.values())
+
+
+def status_counts(conn: sqlite3.Connection, dataset_id: int | None = None) -> dict[int, dict[str, int]]:
+    """{dataset_id: {status: n}} from the maintained Balance counts (sample_stats, kept right by triggers) plus a
+    GROUP BY over the not-yet-folded tail, in one read snapshot: a few ms at any size once folded (a GROUP BY over
+    every row took ~1 s at 10M rows)."""
+    ds, params = ("AND dataset_id = ?", (dataset_id,)) if dataset_id is not None else ("", ())
+    # `+`: the tail is found by id; an index on dataset_id would read the whole dataset (6 s a call at 10M rows,
+    # on Review's runner between two keys)
+    tail_ds = ds.replace("dataset_id", "+dataset_id")
+    out: dict[int, dict[str, int]] = {}
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = 'stats_upto'").fetchone()
+        upto = int(row[0]) if row else 0
+        for did, status, n in conn.execute(
+                f"SELECT dataset_id, status, sum(n) FROM sample_stats WHERE dim = 'task_type' {ds} "
+                "GROUP BY dataset_id, status", params):
+            by = out.setdefault(did, {})
+            by[status] = by.get(status, 0) + (n or 0)
+        for did, status, n in conn.execute(f"SELECT dataset_id, status, count(*) FROM samples WHERE id > ? {tail_ds} "
+                                           "GROUP BY dataset_id, status", (upto, *params)):
+            by = out.setdefault(did, {})
+            by[status] = by.get(status, 0) + n
+    finally:
+        if own:
+            conn.execute("COMMIT")
+    return out
 
 
 # --- full-text search -------------------------------------------------------------------------------
