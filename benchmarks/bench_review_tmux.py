@@ -19,7 +19,6 @@ The figure is printed in ms against the 16 ms target and as ratios to both refer
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import pickle
 import random

@@ -3,8 +3,6 @@ rest), `m` draws more up to that, `p` pages the whole sample through $PAGER, the
 did not load whole."""
 from __future__ import annotations
 
-import os
-import stat
 
 import pytest
 

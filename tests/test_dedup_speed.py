@@ -190,7 +190,8 @@ def _add(conn, rows, name="d", kind="sft"):
 
 
 @pytest.mark.slow
-def test_worker_processes_give_the_clusters_of_one_process(db_path, conn):
+def test_worker_processes_give_the_clusters_of_one_process(db_path, conn, monkeypatch):
+    monkeypatch.setattr(dedup_scan, "SLICE_IDS", 700)      # several slices per worker, both workers busy
     truth, _ = bench_dedup.build_store(db_path, 3000, seed=5, copy_rate=0.1, negative_rate=0.1)
     _add(conn, [{"instruction": "", "input": "", "response": ""}, {"instruction": "请写一首关于秋天的诗"},
                 {"instruction": "请写一首关于秋天的短诗"}], name="e")

@@ -5,9 +5,7 @@ import contextlib
 import errno
 import json
 import os
-import shutil
 import subprocess
-import sys
 import threading
 
 import pytest

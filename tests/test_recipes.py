@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from llm_server import LLMServer
 from taskkit import add_dataset, between, config_for, last_user, samples_of

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from llm_server import LLMServer, Rule, write_endpoint
+from llm_server import LLMServer, Rule
 from workbench import jobs as J
 from workbench.config import load_config
 from workbench.endpoints import DEFAULT_MAX_REPLY_BYTES, Endpoint
@@ -12,7 +12,7 @@ from workbench.llm import RAW_HEAD_CHARS, Client, ReplyTooLarge
 from workbench.store import open_store
 from workbench.worker import run_worker
 
-from test_worker import make_dataset, rows
+from test_worker import make_dataset
 
 BIG = "<big>" + "y" * (3 << 20)          # 3 MB of text: over the 1 MiB default
 

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from workbench import segments, store
 from workbench.segments import boilerplate, bad_heading, segment_text
 
 BODY = "Tomatoes need at least six hours of direct sun and deep watering twice a week. " * 9   # ~720 chars

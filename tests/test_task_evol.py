@@ -190,7 +190,7 @@ def test_evol_quality_deita_scores_all_versions_together_and_keeps_the_best(conn
     with LLMServer(reply=reply) as srv:
         cfg = config_for(srv)
         job = run(conn, db_path, "evol-quality", config=cfg, dataset="qa", params={"num_evolutions": 3, "seed": 3})
-        every = run(conn, db_path, "evol-quality", config=cfg, dataset="qa", into="every", filter={"limit": 1},
+        run(conn, db_path, "evol-quality", config=cfg, dataset="qa", into="every", filter={"limit": 1},
                     params={"num_evolutions": 3, "seed": 3, "store_evolutions": True})
     # one scorer call per sample sees the original and the three rewrites at once, at temperature 0
     alpha = next(p for p, _ in scorer_prompts if "Alpha?" in p)

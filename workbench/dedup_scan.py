@@ -24,6 +24,7 @@ from .near_dup import BLOCK_ROWS, Sig, signatures
 POOL_WORKERS = 2          # the machine's cores are shared with the UI and the workers
 POOL_MIN_ROWS = 200_000   # below this (by id span) starting processes costs more than it saves
 SLICES_PER_WORKER = 8
+SLICE_IDS = 50_000        # at most this many ids per slice: a worker's memory stays the same at 10M rows
 
 
 def row_texts(instruction: str, input_: str, response: str, messages: str | None, is_preference: bool,
@@ -139,7 +140,7 @@ def _pooled(path: str, where: str, params: list, fields: tuple[str, ...], lo: in
             workers: int) -> Iterator[Sig]:
     """Slice k goes to worker k % workers; results are read back in slice order (each worker writes its own in
     order, so nobody waits on anybody but the reader). A worker that fails stops the scan with its error."""
-    step = max(BLOCK_ROWS, (hi - lo + 1) // (workers * SLICES_PER_WORKER) + 1)
+    step = min(SLICE_IDS, max(BLOCK_ROWS, (hi - lo + 1) // (workers * SLICES_PER_WORKER) + 1))
     slices = [(a, min(a + step - 1, hi)) for a in range(lo, hi + 1, step)]
     workers = min(workers, len(slices))
     package_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

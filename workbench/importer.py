@@ -609,6 +609,7 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
             raise ImportRefused(str(e)) from None
     given = [inputs] if isinstance(inputs, (str, os.PathLike)) else list(inputs)
     paths = expand_inputs(given)
+    _refuse_shards_with_ids(paths)
     if dataset is None:
         if len(given) != 1 or str(given[0]) == STDIN:
             raise ImportRefused("several files or stdin: name the dataset with --dataset")
@@ -633,6 +634,18 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
             raise ImportRefused(f"{dup[1]}: the same bytes as {dup[0]}; use --append to import both")
         return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts,
                                    license, segs)
+
+
+def _refuse_shards_with_ids(paths: list[Path]) -> None:
+    """Shards carrying sample_id come back to update their samples (shard_update.py), never to be added again."""
+    from .shard_update import UpdateRefused, carries_ids
+    try:
+        carrying = carries_ids(paths)
+    except UpdateRefused as e:
+        raise ImportRefused(str(e)) from None
+    if carrying:
+        raise ImportRefused(f"{paths[0]}: carries sample_id (an export's shards coming back): `workbench import PATH "
+                            f"--dataset D` updates those samples instead of adding them again")
 
 
 def _maybe_imported(conn: sqlite3.Connection, name: str, sizes: list[int]) -> bool:

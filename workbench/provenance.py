@@ -14,7 +14,7 @@ from . import scores
 
 IDS = "temp.export_ids"          # filled by the exporter: the ids of the rows written
 LINEAGE = "temp.export_lineage"  # those ids and all their ancestors
-CURATION_ACTIONS = ("filter", "normalize", "dedup")
+CURATION_ACTIONS = ("filter", "normalize", "dedup", "update")   # update: shards imported back (shard_update.py)
 
 
 def _loads(text):

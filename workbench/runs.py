@@ -18,7 +18,7 @@ from .store import now, transaction
 
 # --- runs: the undoable log --------------------------------------------------------------------------------
 
-RUN_ACTIONS = ("filter", "normalize", "dedup")
+RUN_ACTIONS = ("filter", "normalize", "dedup", "update")   # update: shards imported back (shard_update.py)
 
 
 def json_text(obj) -> str:

@@ -53,15 +53,28 @@ def record(conn: sqlite3.Connection, sample_id: int, rubric: str, score: float, 
     lo, hi = scale
     if isinstance(score, bool) or not isinstance(score, (int, float)) or not lo <= score <= hi:
         raise ScoreFilterError(f"score {score!r} for rubric {rubric} is outside its scale {lo:g}-{hi:g}")
-    # an upsert, not INSERT OR REPLACE: the maintained counts (store.py, score_stats) follow it by triggers
-    conn.execute(
-        "INSERT INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, "
-        "template_version, job_id, content_hash, stale, created_at) "
-        "SELECT id, ?, ?, ?, ?, ?, ?, ?, content_hash, 0, ? FROM samples WHERE id = ? "
-        "ON CONFLICT (sample_id, rubric) DO UPDATE SET score = excluded.score, scale_min = excluded.scale_min, "
-        "scale_max = excluded.scale_max, judge = excluded.judge, template_version = excluded.template_version, "
-        "job_id = excluded.job_id, content_hash = excluded.content_hash, stale = 0, created_at = excluded.created_at",
-        (rubric, float(score), float(lo), float(hi), judge, template_version, job_id, ts or now(), sample_id))
+    conn.execute(_UPSERT, (rubric, float(score), float(lo), float(hi), judge, template_version, job_id, ts or now(),
+                           sample_id))
+
+
+def record_many(conn: sqlite3.Connection, rubric: str, scale: tuple[float, float], items, *, judge: str | None = None,
+                ts: str | None = None) -> None:
+    """Inside a transaction: record(...) for many (sample_id, score) pairs of one rubric, already checked against
+    the scale (an import of a score column)."""
+    _check_rubric(rubric)
+    lo, hi = float(scale[0]), float(scale[1])
+    ts = ts or now()
+    conn.executemany(_UPSERT, ((rubric, float(score), lo, hi, judge, None, None, ts, sid) for sid, score in items))
+
+
+# an upsert, not INSERT OR REPLACE: the maintained counts (store.py, score_stats) follow it by triggers
+_UPSERT = ("INSERT INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, "
+           "template_version, job_id, content_hash, stale, created_at) "
+           "SELECT id, ?, ?, ?, ?, ?, ?, ?, content_hash, 0, ? FROM samples WHERE id = ? "
+           "ON CONFLICT (sample_id, rubric) DO UPDATE SET score = excluded.score, scale_min = excluded.scale_min, "
+           "scale_max = excluded.scale_max, judge = excluded.judge, template_version = excluded.template_version, "
+           "job_id = excluded.job_id, content_hash = excluded.content_hash, stale = 0, "
+           "created_at = excluded.created_at")
 
 
 def text_changed(conn: sqlite3.Connection, sample_id: int, content_hash: int) -> None:

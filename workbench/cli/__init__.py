@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "workbench.cli.curate",
     "workbench.cli.recipe",
     "workbench.cli.decisions",
+    "workbench.cli.shards",
 ]
 
 

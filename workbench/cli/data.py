@@ -38,7 +38,9 @@ def register(sub, common) -> None:
                    help="pairwise: the column saying which answer won (1/2, 1.0/2.0, a/b, model_a/model_b, tie)")
     p.add_argument("--keep-ties", action="store_true",
                    help="keep tied pairs as a prompt with two candidates (default: skip and count them)")
-    p.add_argument("--score-scale", metavar="LO-HI", help="the scale of score_chosen/score_rejected, e.g. 1-10")
+    p.add_argument("--score-scale", metavar="LO-HI", action="append",
+                   help="the scale of score_chosen/score_rejected, e.g. 1-10; for shards carrying sample_id: "
+                        "COLUMN=LO-HI, the scale of a numeric column that becomes a rubric (repeatable)")
     p.add_argument("--score-rubric", default="import-score", help="rubric name for imported scores")
     p.add_argument("--as-candidates", action="store_true",
                    help="several model-output files: one prompt per shared instruction, one candidate per file")
@@ -62,6 +64,10 @@ def register(sub, common) -> None:
     p.add_argument("--conversational", action="store_true",
                    help="preference, trl-sft, kto: TRL's conversational layout (message lists) instead of strings")
     p.add_argument("--with-ids", action="store_true", help="add a sample_id column (see `workbench provenance`)")
+    p.add_argument("--shard-rows", type=int, metavar="N",
+                   help="parquet: write OUT as a directory of shards part-00000.parquet... of at most N rows each, "
+                        "for Spark, Ray Data, NeMo Curator or datatrove (bring decisions back with `workbench keep` "
+                        "or `import`)")
     p.add_argument("--force", action="store_true", help="replace existing files (never the store)")
     p.add_argument("--name", help="a name for the snapshot")
     p.add_argument("--json", action="store_true")
@@ -117,12 +123,16 @@ def _store(args):
 def _parse_opts(args) -> formats.ParseOptions:
     scale = None
     if args.score_scale:
+        if len(args.score_scale) > 1:
+            raise CliError("--score-scale: given more than once; several scales (COLUMN=LO-HI) apply only to shards "
+                           "carrying sample_id")
+        text = args.score_scale[0]
         try:
-            lo, hi = (float(x) for x in args.score_scale.split("-", 1))
+            lo, hi = (float(x) for x in text.split("-", 1))
         except ValueError:
-            raise CliError(f"--score-scale: expected LO-HI such as 1-10, got {args.score_scale!r}") from None
+            raise CliError(f"--score-scale: expected LO-HI such as 1-10, got {text!r}") from None
         if lo >= hi:
-            raise CliError(f"--score-scale: {args.score_scale!r} is not a range (LO must be below HI)")
+            raise CliError(f"--score-scale: {text!r} is not a range (LO must be below HI)")
         scale = (lo, hi)
     return formats.ParseOptions(prefer=args.prefer, keep_ties=args.keep_ties, score_scale=scale,
                                 score_rubric=args.score_rubric)
@@ -158,6 +168,8 @@ def _dry_run(args, opts) -> int:
 
 
 def cmd_import(args) -> int:
+    if _update_from_shards(args):
+        return 0
     opts = _parse_opts(args)
     try:
         if args.dry_run:
@@ -199,6 +211,56 @@ def cmd_import(args) -> int:
                   + (", ".join(f"{k} {v:,}" for k, v in seg["dropped"].items()) or "none"))
     _index_in_background(getattr(args, "db", None))
     return 0
+
+
+def _update_from_shards(args) -> bool:
+    """Shards carrying sample_id (an export coming back from an engine) update their samples: True if done."""
+    from .. import shard_update
+    try:
+        paths = importer.expand_inputs(args.file)
+        if not shard_update.carries_ids(paths):
+            return False
+    except importer.ImportFailed:
+        return False                        # the ordinary import says what is wrong with the inputs
+    except shard_update.UpdateRefused as e:
+        raise CliError(str(e)) from None
+    other = [flag for flag, on in (("--format", args.format), ("--map", args.mapping), ("--dry-run", args.dry_run),
+                                   ("--as-candidates", args.as_candidates), ("--segment", args.segment),
+                                   ("--license", args.license), ("--append", args.append), ("--prefer", args.prefer),
+                                   ("--skip-invalid", args.skip_invalid)) if on]
+    if other:
+        raise CliError(f"{other[0]} does not apply here: these files carry sample_id, so they update samples of "
+                       f"--dataset (see README, 'Parquet shards')")
+    try:
+        res = shard_update.update_samples(_store(args), paths, args.dataset, args.score_scale)
+    except shard_update.UpdateRefused as e:
+        raise CliError(str(e)) from None
+    except shard_update.UpdateError as e:
+        raise DataError(str(e)) from None
+    if args.json:
+        print_json({"dataset": res.dataset, "updated_from": res.files, "rows": res.rows, "changed": res.changed,
+                    "run": res.run, "rubrics": res.rubrics, "metadata_columns": res.metadata_columns,
+                    "kept_store_text": res.kept_store_text, "not_applied": res.not_applied})
+    else:
+        print(f"read {res.rows:,} rows carrying sample_id from {len(res.files)} file{'s' if len(res.files) != 1 else ''}"
+              f": {res.changed:,} samples of {label(res.dataset)!r} changed"
+              + (f" as run {res.run} (undo: workbench clean --undo {res.run})" if res.run else "")
+              + "; no sample added")
+        for name, r in res.rubrics.items():
+            obs = f", observed {r['observed'][0]:g}-{r['observed'][1]:g}" if r["observed"] else ""
+            print(f"  rubric {label(name)}: {r['scores']:,} scores on the scale {r['scale'][0]:g}-{r['scale'][1]:g}"
+                  f"{obs}" + (f"; {r['no_value']:,} rows without a value" if r["no_value"] else ""))
+        if res.metadata_columns:
+            print("  stored in metadata: " + ", ".join(label(c) for c in res.metadata_columns))
+        if res.kept_store_text:
+            print(f"  kept the store's text of {res.kept_store_text:,} samples edited since the export (the file "
+                  f"held the exported text)")
+        for col, n in res.not_applied.items():
+            print(f"  not applied: {col} differs from the store on {n:,} rows (the export's copy; send a new "
+                  f"column instead)")
+    if res.changed:
+        _index_in_background(getattr(args, "db", None))
+    return True
 
 
 def _import_candidates(args) -> int:
@@ -265,6 +327,8 @@ def cmd_export(args) -> int:
     elif args.seed_tag is not None or args.augmented_tag is not None:
         raise CliError("--seed-tag and --augmented-tag go with --tag-origin")
     conn = _store(args)
+    if args.shard_rows is not None:
+        return _export_shards(args, conn, tags)
     try:
         res = exporter.export(conn, args.out, args.format, args.dataset, args.status, args.min_score,
                               args.max_score, args.task_type, args.selection, args.name, force=args.force,
@@ -289,6 +353,33 @@ def cmd_export(args) -> int:
     print("  " + exporter.describe_counts(c), file=say)
     if res.axolotl:
         print(res.axolotl.rstrip(), file=say)
+    return 0
+
+
+def _export_shards(args, conn, tags) -> int:
+    from ..export_shards import export_shards
+    if args.format != "parquet":
+        raise CliError(f"--shard-rows writes Parquet shards; use --format parquet (not {args.format})")
+    if tags is not None or args.conversational:
+        raise CliError("--shard-rows writes the parquet layout; --tag-origin and --conversational do not apply")
+    try:
+        res = export_shards(conn, args.out, args.shard_rows, args.dataset, args.status, args.min_score,
+                            args.max_score, args.task_type, args.selection, args.name, force=args.force,
+                            with_ids=args.with_ids, include_stale=args.include_stale)
+    except exporter.ExportFailed as e:
+        raise CliError(str(e)) from None
+    c = res.counts
+    shards = len(res.files) - 1
+    if args.json:
+        print_json({"directory": str(res.path), "format": "parquet", "rows": res.rows, "shards": shards,
+                    "sha256": res.sha256, "manifest": str(res.manifest_path), "snapshot": res.snapshot_id,
+                    "files": [str(f) for f in res.files], "by_status": c["by_status"], "in_scope": c["in_scope"],
+                    "in_scope_by_status": c["in_scope_by_status"], "excluded_by_filter": c["excluded_by_filter"]})
+        return 0
+    print(f"exported {res.rows:,} rows to {res.path} as {shards} Parquet shard{'s' if shards != 1 else ''}; "
+          f"snapshot {res.snapshot_id}; manifest {res.manifest_path}")
+    print("  by status: " + ", ".join(f"{s} {n:,}" for s, n in c["by_status"].items()))
+    print("  " + exporter.describe_counts(c))
     return 0
 
 
