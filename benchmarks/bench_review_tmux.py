@@ -133,6 +133,12 @@ def tmux(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return done
 
 
+def remove_socket() -> None:
+    """tmux leaves its server's socket file behind after kill-server: remove ours (only ours, by its name)."""
+    base = os.environ.get("TMUX_TMPDIR") or "/tmp"
+    Path(base, f"tmux-{os.getuid()}", SOCKET).unlink(missing_ok=True)
+
+
 def pane_text() -> str:
     return tmux("capture-pane", "-p", "-t", "bench").stdout
 
@@ -168,6 +174,7 @@ def end_session(log: Path, quit_key: str = "C-q") -> list:
     while not log.exists() and time.monotonic() < end:
         time.sleep(0.05)
     tmux("kill-server", check=False)
+    remove_socket()
     if not log.exists():
         raise SystemExit("the relay wrote no log (the app did not quit?)")
     with open(log, "rb") as f:
@@ -256,6 +263,9 @@ def main() -> int:
     if not shutil.which("tmux"):
         print("tmux is not installed", file=sys.stderr)
         return 1
+    import atexit                           # a run that stops half-way leaves no tmux server or socket behind
+    atexit.register(lambda: (tmux("kill-server", check=False), remove_socket()))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))     # a killed run cleans up too (atexit runs on exit)
     import bench_review
     size = tuple(int(x) for x in args.size.split("x"))
     args.out.mkdir(parents=True, exist_ok=True)

@@ -174,8 +174,15 @@ RUNS = {
     "backtranslate": ("rust", ["--param", "num_examples=0"]),
     "self-instruct": ("seed", ["--param", "num_instructions={rows}", "--param", "rounds_in_flight=4",
                                "--param", "max_rounds={rows}", "--param", "max_tokens={max_tokens}"]),
-    "preference": ("seed", ["--pool", "pair", "--judge", "smol", "--allow-self-judge"]),
+    "preference": ("seed", ["--pool", "pair", "--judge", "smol", "--allow-self-judge",
+                            "--param", "num_generations=2"]),
+    "deita-score": ("seed", []),
+    # variants of a task: "TASK/what" runs TASK with these params
+    "augment/style": ("seed", ["--param", "method=style", "--param", "style=concise"]),
+    "augment/persona": ("seed", ["--param", "method=persona", "--param", "persona=a nurse on a night shift"]),
 }
+# "recipe/NAME": a shipped recipe run with every step limited to --rows rows (steps' own params kept)
+RECIPES = {"recipe/evol": ("evol", {"input": "seed", "rounds": "1"})}
 
 
 class Workbench:
@@ -214,17 +221,69 @@ def classify(error: str) -> str:
 
 
 def run_task(wb: Workbench, task: str, rows: int, max_tokens: int) -> dict:
-    from workbench import jobs as J
-    from workbench.store import open_store
+    if task in RECIPES:
+        return run_recipe(wb, task, rows)
     dataset, extra = RUNS[task]
     extra = [a.format(rows=rows, max_tokens=max_tokens) for a in extra]
     gen = [] if "--pool" in extra else ["--endpoint", "smol"]
     started = time.monotonic()
-    p = wb("run", task, "--dataset", dataset, *gen, *extra, "--filter", f"limit={rows}", "--wait", check=False)
+    p = wb("run", task.split("/")[0], "--dataset", dataset, *gen, *extra, "--filter", f"limit={rows}", "--wait",
+           check=False)
     wall = time.monotonic() - started
     job_id = int(p.stdout.split()[0]) if p.stdout.strip() else None
     if job_id is None:
         return {"task": task, "error": p.stderr.strip()[-500:]}
+    return job_figures(wb, task, job_id, wall)
+
+
+def run_recipe(wb: Workbench, name: str, rows: int) -> list[dict] | dict:
+    """A shipped recipe, each step limited to `rows` rows: one figures row per step ("recipe/evol:quality")."""
+    import tomllib
+
+    from workbench import recipes
+    recipe, given = RECIPES[name]
+    data = tomllib.loads(recipes.shipped()[recipe].read_text())
+    for step in data["step"]:
+        step["filter"] = {**step.get("filter", {}), "limit": rows}
+    path = wb.db.parent / f"{recipe}-limited.toml"
+    path.write_text(_toml(data))
+    started = time.monotonic()
+    p = wb("recipe", "run", str(path), "--endpoint", "smol", *(a for k, v in given.items()
+                                                                for a in ("--var", f"{k}={v}")), "--wait",
+           check=False)
+    wall = time.monotonic() - started
+    if not p.stdout.strip():
+        return {"task": name, "error": p.stderr.strip()[-500:]}
+    from workbench.store import open_store
+    conn = open_store(str(wb.db))
+    try:
+        view = recipes.recipe_view(conn, int(p.stdout.split()[0]))
+    finally:
+        conn.close()
+    out = [job_figures(wb, f"{name}:{s['name']}", s["job_id"], wall) for s in view["steps"] if s["job_id"]]
+    for r in out:
+        r["note"] = f"recipe {view['status']}" + (f": {view['error']}" if view["error"] else "")
+    return out or {"task": name, "error": f"recipe {view['status']}: {view['error']}"}
+
+
+def _toml(data: dict) -> str:
+    """The few shapes a recipe uses (strings, numbers, flat inline tables, [[step]] arrays) as TOML text."""
+    def val(v):
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{k} = {val(x)}" for k, x in v.items()) + " }"
+        return json.dumps(v)
+    lines = [f"{k} = {val(v)}" for k, v in data.items() if not isinstance(v, (dict, list))]
+    for k, v in data.items():
+        if isinstance(v, dict):
+            lines += [f"[{k}]", *(f"{a} = {val(b)}" for a, b in v.items())]
+    for step in data.get("step", []):
+        lines += ["[[step]]", *(f"{a} = {val(b)}" for a, b in step.items())]
+    return "\n".join(lines) + "\n"
+
+
+def job_figures(wb: Workbench, task: str, job_id: int, wall: float) -> dict:
+    from workbench import jobs as J
+    from workbench.store import open_store
     conn = open_store(str(wb.db))
     try:
         job = J.get_job(conn, job_id)
@@ -233,6 +292,10 @@ def run_task(wb: Workbench, task: str, rows: int, max_tokens: int) -> dict:
                                            (job_id,))]
         no_raw = conn.execute("SELECT count(*) FROM job_items WHERE job_id = ? AND status = 'failed' AND "
                               "(raw IS NULL OR raw = '') AND error NOT LIKE '%HTTP%'", (job_id,)).fetchone()[0]
+        itemized = [{"key": k, "sample_id": sid, "error": e, "raw": raw} for k, sid, e, raw in conn.execute(
+            "SELECT key, sample_id, error, raw FROM job_items WHERE job_id = ? AND status = 'failed' ORDER BY id",
+            (job_id,))]
+        report = J.job_report(conn, job)
     finally:
         conn.close()
     items = sum(counts.values())
@@ -243,7 +306,8 @@ def run_task(wb: Workbench, task: str, rows: int, max_tokens: int) -> dict:
             "failed": failed, "unfinished": items - finished - failed, "kept": job["kept"], "requests": job["requests"], "seconds": round(secs, 1),
             "replies_per_s": round((job["requests"] or 0) / secs, 2) if secs else 0.0,
             "failed_without_raw": no_raw, "reasons": collections.Counter(map(classify, errs)).most_common(4),
-            "note": "self-judged (one model)" if task == "preference" else ""}
+            "drop_reasons": job.get("drop_reasons") or {}, "report": report, "failures": itemized,
+            "note": "self-judged (one model), num_generations=2" if task == "preference" else ""}
 
 
 def print_table(results: list[dict], before: dict | None = None) -> None:
@@ -273,14 +337,15 @@ def main(argv=None) -> int:
     from workbench.tasks import load_tasks
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--rows", type=int, default=20)
-    ap.add_argument("--tasks", default=",".join(RUNS), help="comma-separated task names (default: all)")
+    ap.add_argument("--tasks", default=",".join([*RUNS, *RECIPES]),
+                    help="comma-separated task names, variants (augment/style) and recipes (recipe/evol); default: all")
     ap.add_argument("--max-tokens", type=int, default=256, help="reply cap for every request")
     ap.add_argument("--json-mode", default="json_schema", help="the endpoints' --json-mode")
     ap.add_argument("--json", type=Path, help="save the results here")
     ap.add_argument("--compare", type=Path, help="an earlier --json file: print its parsed share beside")
     ap.add_argument("--keep", type=Path, help="keep the store and config in this directory")
     args = ap.parse_args(argv)
-    missing = sorted(set(load_tasks()) - set(RUNS))
+    missing = sorted(set(load_tasks()) - {t.split("/")[0] for t in RUNS})
     if missing:
         raise SystemExit(f"tasks without a benchmark run: {', '.join(missing)} (add them to RUNS)")
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
@@ -293,9 +358,10 @@ def main(argv=None) -> int:
         print(f"llama-server {server} serving {model.name} at {url}; store in {workdir}", file=sys.stderr)
         setup(wb, url, args.max_tokens, shared_data(), args.json_mode)
         for task in tasks:
-            r = run_task(wb, task, args.rows, args.max_tokens)
-            print(f"{task}: {r.get('parsed')}/{r.get('items')} parsed, {r.get('seconds')} s", file=sys.stderr)
-            results.append(r)
+            got = run_task(wb, task, args.rows, args.max_tokens)
+            for r in got if isinstance(got, list) else [got]:
+                print(f"{r['task']}: {r.get('parsed')}/{r.get('items')} parsed, {r.get('seconds')} s", file=sys.stderr)
+                results.append(r)
     before = None
     if args.compare:
         before = {r["task"]: r for r in json.loads(args.compare.read_text())}

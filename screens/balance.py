@@ -24,7 +24,7 @@ from textual.widgets import Footer, Label, SelectionList, Static
 
 from widgets.histogram import Histogram
 from widgets.safe_text import plain
-from workbench import agreement, stats
+from workbench import agreement, rounds, stats
 from workbench.store import data_version
 from workbench.safe_text import label
 
@@ -32,12 +32,15 @@ POLL_SECONDS = 0.04      # a change shows within ~50 ms; the poll itself costs m
 REFRESH_GAP = 0.05       # the least time between two refreshes while commits keep coming (~12/s, a few % CPU)
 TOP_CATEGORIES = 12      # more categories than this are summed into one bar (targeted ones always shown)
 SCOPES = {"all": None, "accepted": ("accepted",)}
+ALL_ROUNDS = "all"       # the round split on, every row shown
 
 
 def read_balance(conn, dataset: str | list[str] | None, seen_version: int | None,
-                 rubric: str | None = None) -> dict | None:
+                 rubric: str | None = None, round_: int | str | None = None) -> dict | None:
     """On the runner thread: None if nothing was committed since `seen_version`; {"fold": n} if n new rows must
-    first be added to the maintained counts; else fresh counts. `dataset`: a name, a chosen set, None: all."""
+    first be added to the maintained counts; else fresh counts. `dataset`: a name, a chosen set, None: all.
+    `round_`: None: no round split (the maintained counts only); "all": every row plus the rows per Humpback
+    round; K or "none": only the rows in round K (in no round), counted from the rows (workbench/rounds.py)."""
     version = data_version(conn)          # read before the counts: a commit in between is seen next time
     if version == seen_version:
         return None
@@ -54,14 +57,16 @@ def read_balance(conn, dataset: str | list[str] | None, seen_version: int | None
             return {"version": version, "datasets": names, "counts": None, "missing": ", ".join(missing)}
         did = [ids[n] for n in chosen]
     t0 = time.perf_counter()
-    counts = stats.read_counts(conn, did, rubric)
+    in_round = round_ not in (None, ALL_ROUNDS)
+    counts = rounds.read_counts(conn, did, rubric, round_) if in_round else stats.read_counts(conn, did, rubric)
+    per_round = rounds.counts(conn, did) if round_ is not None else None
     agreed = None
     if counts.rubric is not None and not isinstance(dataset, list):   # agreement is per dataset (or all of them)
         try:
-            agreed = agreement.agreement(conn, dataset, counts.rubric)
+            agreed = agreement.agreement(conn, dataset, counts.rubric, round_=round_ if in_round else None)
         except agreement.AgreementError:
             agreed = None
-    return {"version": version, "datasets": names, "counts": counts, "agreement": agreed,
+    return {"version": version, "datasets": names, "counts": counts, "agreement": agreed, "rounds": per_round,
             "query_ms": (time.perf_counter() - t0) * 1000}
 
 
@@ -107,6 +112,7 @@ class BalanceScreen(Screen):
         Binding("a", "toggle_scope", "All/accepted", id="balance.scope"),
         Binding("d", "choose_datasets", "Datasets", id="balance.dataset"),
         Binding("s", "next_rubric", "Score rubric", id="balance.rubric"),
+        Binding("r", "next_round", "Round", id="balance.round"),
         Binding("j,down", "scroll('down')", "Scroll", show=False, id="balance.down"),
         Binding("k,up", "scroll('up')", "Scroll up", show=False, id="balance.up"),
         Binding("pagedown,space", "scroll('page_down')", "Page down", show=False, id="balance.page_down"),
@@ -121,6 +127,7 @@ class BalanceScreen(Screen):
     BalanceScreen #warning.shown { display: block; }
     BalanceScreen #histograms { height: 1fr; }
     BalanceScreen #agreement { height: auto; padding: 0 1; margin-bottom: 1; }
+    BalanceScreen #hist-round.hidden { display: none; }
     """
 
     def __init__(self, dataset: str | None = None):
@@ -141,6 +148,8 @@ class BalanceScreen(Screen):
         self.targets: dict[str, dict[str, float]] = {}
         self.rubric: str | None = None          # the score histogram's rubric (None: the primary one)
         self.agreement: dict | None = None
+        self.round: int | str | None = None     # None: no split; "all": rows per round shown; K / "none": one round
+        self.round_counts: dict | None = None    # round -> status -> rows (workbench/rounds.py)
         self._agreement_drawn: object = False     # what the agreement panel shows (False: nothing yet)
 
     def compose(self) -> ComposeResult:
@@ -148,6 +157,7 @@ class BalanceScreen(Screen):
         yield Static(Text("Balance · loading…"), id="status")
         yield Static(Text(""), id="warning")
         with VerticalScroll(id="histograms", can_focus=False):   # screen keys scroll it, without animation
+            yield Histogram("Humpback rounds", id="hist-round", classes="hidden")
             for dim in stats.HISTOGRAM_DIMS:
                 yield Histogram(stats.DIM_TITLES[dim], id=f"hist-{dim}")
                 if dim == "score":
@@ -179,10 +189,11 @@ class BalanceScreen(Screen):
     async def _check(self) -> None:
         try:
             while True:
-                dataset, rubric, stale = self.dataset, self.rubric, self._stale
+                dataset, rubric, round_, stale = self.dataset, self.rubric, self.round, self._stale
                 self._stale = False
                 try:
-                    result = await self.runner.run(read_balance, dataset, None if stale else self.version, rubric)
+                    result = await self.runner.run(read_balance, dataset, None if stale else self.version, rubric,
+                                                   round_)
                     if result is not None and "fold" in result:
                         self._warn("fold", f"counting {result['fold']:,} new rows for the histograms…")
                         await self.runner.run(stats.fold)
@@ -194,7 +205,7 @@ class BalanceScreen(Screen):
                     self._warn("read", f"could not read the counts: {type(e).__name__}: {e}")
                     return
                 self._warn("read", None)
-                if dataset != self.dataset or rubric != self.rubric or self._stale:   # the question changed: ask again
+                if dataset != self.dataset or rubric != self.rubric or round_ != self.round or self._stale:   # the question changed: ask again
                     self._stale = True
                     continue
                 if result is not None and result["counts"] is None:
@@ -217,6 +228,7 @@ class BalanceScreen(Screen):
         self.datasets = result["datasets"]
         self.counts = result["counts"]
         self.agreement = result["agreement"]
+        self.round_counts = result.get("rounds")
         self.last_query_ms = result["query_ms"]
         self.updated_at = time.strftime("%H:%M:%S")
         self.redraw()
@@ -236,9 +248,25 @@ class BalanceScreen(Screen):
             if dim == "score":
                 widget.title = self.counts.score_title() + " · s: next rubric"
             widget.set_bars(bars, sum(n for _, n in hist))
+        self._draw_rounds(statuses)
         self._draw_agreement()
         self.last_draw_ms = (time.perf_counter() - t0) * 1000
         self._update_status()
+
+    def _draw_rounds(self, statuses) -> None:
+        """Rows per Humpback round (a row can be in several rounds; "none": in no round)."""
+        widget = self.query_one("#hist-round", Histogram)
+        widget.set_class(self.round is None, "hidden")
+        if self.round is None or self.round_counts is None:
+            return
+        hist = [(f"round {r}" if r != rounds.NONE else "(no round)",
+                 sum(n for st, n in by.items() if statuses is None or st in statuses))
+                for r, by in self.round_counts.items()]
+        shown = "all rows" if self.round == ALL_ROUNDS else \
+            "histograms below: rows in no round" if self.round == rounds.NONE else \
+            f"histograms below: round {self.round} only"
+        widget.title = f"Humpback rounds (a row can be in several) · {shown} · r: next"
+        widget.set_bars(stats.bars(hist), sum(n for _, n in hist))
 
     def _draw_agreement(self) -> None:
         box = self.query_one("#agreement", Static)
@@ -261,6 +289,8 @@ class BalanceScreen(Screen):
             self.dataset if isinstance(self.dataset, str) else ", ".join(self.dataset), 60)
         parts = ["Balance", f"{'datasets' if isinstance(self.dataset, list) else 'dataset'}: {shown}",
                  "accepted only" if self.scope == "accepted" else "all samples", f"{total:,} rows"]
+        if self.round not in (None, ALL_ROUNDS):
+            parts.insert(3, "no round" if self.round == rounds.NONE else f"round {self.round}")
         if self.updated_at:
             parts.append(f"updated {self.updated_at}")
         self.query_one("#status", Static).update(Text(" · ".join(parts), no_wrap=True, overflow="ellipsis"),
@@ -303,6 +333,18 @@ class BalanceScreen(Screen):
         current = self.counts.rubric if self.counts else None
         i = names.index(current) if current in names else -1
         self.rubric = names[(i + 1) % len(names)]
+        self._poll(force=True)
+
+    def action_next_round(self) -> None:
+        """No split -> every row with the rows per round -> each round present -> rows in no round -> no split."""
+        present = [r for r in (self.round_counts or {}) if r != rounds.NONE]
+        cycle = [None, ALL_ROUNDS, *(int(r) for r in present), *([rounds.NONE] if self.round_counts and
+                                                               rounds.NONE in self.round_counts else [])]
+        i = cycle.index(self.round) if self.round in cycle else 0
+        self.round = cycle[(i + 1) % len(cycle)]
+        if self.round == ALL_ROUNDS or self.round_counts is None:
+            self.round = ALL_ROUNDS                 # the rounds present are known once they are counted
+        self._update_status()
         self._poll(force=True)
 
     def action_scroll(self, where: str) -> None:

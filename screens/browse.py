@@ -15,7 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, Static
 
 from widgets.virtual_table import Column, TableRow, VirtualTable
-from workbench import browse, review, scores
+from workbench import browse, review, rounds, scores
 from workbench.browse import Filter, Sort
 from workbench.safe_text import label, sanitize
 from workbench.store import fts_sync
@@ -23,19 +23,22 @@ from workbench.store import fts_sync
 SORT_TITLES = {"id": "id", "score": "score", "length": "len", "status": "status", "task_type": "task"}
 
 
-def _columns(sort: Sort, rubric: str | None = None) -> list[Column]:
+def _columns(sort: Sort, rubric: str | None = None, with_round: bool = False) -> list[Column]:
+    """with_round: a column of each row's Humpback rounds (when the store ran backtranslate/curate, or the query
+    names a round; otherwise the 80 columns go to the text)."""
     arrow = " ▼" if sort.descending else " ▲"
     titles = {**SORT_TITLES, "score": f"scores ({rubric} first)" if rubric else "scores"}
     t = {k: v + (arrow if k == sort.key else "") for k, v in titles.items()}
     return [Column(t["id"], 8, "right"), Column(t["status"], 9), Column(t["score"], 16),
-            Column(t["task_type"], 10), Column(t["length"], 7, "right"), Column("instruction"), Column("response")]
+            Column(t["task_type"], 10), Column(t["length"], 7, "right"),
+            *([Column("round", 5)] if with_round else []), Column("instruction"), Column("response")]
 
 
-def _cells(r: browse.Row, rubric: str | None = None) -> tuple:
+def _cells(r: browse.Row, rubric: str | None = None, with_round: bool = False) -> tuple:
     """Every score with its scale ('curate 4/5 · judge 7/10'), the sort rubric's first, dimensions last."""
     shown = sorted(r.scores, key=lambda x: (x["rubric"] != rubric, x["rubric"].count("."), x["rubric"]))
     return (r.id, r.status, " · ".join(scores.label(x) for x in shown), r.task_type or "", f"{r.length:,}",
-            r.instruction, r.response)
+            *([rounds.text(r.rounds)] if with_round else []), r.instruction, r.response)
 
 
 class BrowseTable(VirtualTable):
@@ -73,6 +76,7 @@ class BrowseScreen(Screen):
         self.flt: Filter | None = None        # None until the dataset names are known
         self.datasets: dict[str, int] = {}
         self.rubrics: dict = {}               # {rubric: scale} present in the store, read with the first page
+        self.rounds_recorded = False          # rows may carry Humpback rounds (rounds.maybe_present)
         self.total: int | None = None
         self._count_generation = 0
 
@@ -108,13 +112,18 @@ class BrowseScreen(Screen):
             if self.dataset_name and did is None:
                 self._show_error(f"no dataset named {self.dataset_name!r}; showing all datasets")
             self.rubrics = await self.runner.run(scores.rubrics)
+            self.rounds_recorded = await self.runner.run(rounds.maybe_present)
             self.flt = Filter(dataset_id=did, rubric=scores.primary_rubric(self.rubrics))
-            self.table.set_columns(_columns(self.sort, self.flt.rubric))
+            self.table.set_columns(_columns(self.sort, self.flt.rubric, self.with_round))
             self._count()
         elif after is None:   # a reload from the top: a job may have scored on a new rubric meanwhile
             self.rubrics = await self.runner.run(scores.rubrics)
         rows = await self.runner.run(browse.page, self.flt, self.sort, after, limit, backward)
-        return [TableRow(r.key, _cells(r, self.flt.rubric), data=r) for r in rows]
+        return [TableRow(r.key, _cells(r, self.flt.rubric, self.with_round), data=r) for r in rows]
+
+    @property
+    def with_round(self) -> bool:
+        return self.rounds_recorded or (self.flt is not None and self.flt.round is not None)
 
     def _count(self) -> None:
         self._count_generation += 1
@@ -131,7 +140,7 @@ class BrowseScreen(Screen):
 
     def _reload(self) -> None:
         table = self.table
-        table.set_columns(_columns(self.sort, self.flt.rubric if self.flt else None))
+        table.set_columns(_columns(self.sort, self.flt.rubric if self.flt else None, self.with_round))
         table.total = None
         table.reload()
         self._count()

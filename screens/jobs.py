@@ -190,7 +190,7 @@ def detail_text(j: dict) -> Text:
         t.append(" (" + ", ".join(f"{label(k)}: {v}" for k, v in j["drop_reasons"].items()) + ")")
     t.append(f" · failed {j['failed']} · requests {j['requests']} · retries {j['retries']} · "
              f"cache hits {j['cache_hits']} · tokens {j['tokens_in']}+{j['tokens_out']} · cost {j['cost']:.4f}\n")
-    for line in J.endpoint_lines(j) + batch_lines(j):
+    for line in batch_lines(j) or J.endpoint_lines(j):
         t.append(label(line) + "\n")
     t.append(f"created {j['created_at']}" + (f" · finished {j['finished_at']}" if j["finished_at"] else ""))
     if j["error"]:
@@ -397,7 +397,10 @@ class JobsScreen(Screen):
     async def _control(self, fn, verb: str, start_worker: bool = False) -> None:
         jid = self.selected_job_id
         if jid is None:
-            self.notify("no job selected (a recipe row: select one of its steps)", severity="warning")
+            rid = self.selected[1:] if isinstance(self.selected, str) and self.selected.startswith("r") else None
+            self.notify("no job selected (a recipe row: select one of its steps"
+                        + (f", or cancel the whole recipe with `workbench recipe cancel {rid.split('.')[0]}`"
+                           if rid else "") + ")", severity="warning")
             return
         try:
             out = await self.db(fn, jid)

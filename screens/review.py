@@ -21,7 +21,7 @@ from screens.review_dialogs import ANY, FilterDialog, SearchDialog  # noqa: F401
 from widgets.conversation import Conversation, message_turns
 from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
 from widgets.review_text import lineage_text, why_text  # noqa: F401
-from widgets.redraw import SettledScroll, update_if_changed
+from widgets.redraw import BodyText, SettledScroll, update_if_changed
 from widgets.scores import ScoresTable
 from workbench import keymap, review, scores
 from workbench.bigtext import PREVIEW_BYTES, sample_text_parts
@@ -70,7 +70,8 @@ class ReviewScreen(Screen):
     DEFAULT_CSS = """
     ReviewScreen #status { height: auto; max-height: 3; padding: 0 1; background: $boost;
                            text-wrap: nowrap; text-overflow: ellipsis; }
-    ReviewScreen #body { height: 1fr; overflow-x: hidden; }
+    ReviewScreen #body { height: 1fr; overflow-x: hidden; overflow-y: scroll; }  /* a scrollbar that comes and goes
+        with each sample's length changes the text's width: the whole body re-wrapped and drawn 2-3 times a key */
     ReviewScreen #meta { padding: 0 1; }
     ReviewScreen #empty { padding: 1 2; color: $text-muted; }
     ReviewScreen SafeText, ReviewScreen Conversation, ReviewScreen ScoresTable, ReviewScreen #lineage {
@@ -117,18 +118,18 @@ class ReviewScreen(Screen):
         hint = f"{self._key('review.more')}: show more · {self._key('review.pager')}: $PAGER"
         yield Static(Text("Opening…"), id="status")
         with SettledScroll(id="body", can_focus=False):
-            yield Static("", id="meta")
-            yield Static(Text(""), id="empty")
+            yield BodyText("", id="meta")
+            yield BodyText(Text(""), id="empty")
             # the conversation (an hh pair's prompt turns) before the answers: read the question, then the replies
             for f in ("system", "instruction", "input"):
                 yield SafeText(f.capitalize(), more_hint=hint, id=f)
             yield Conversation("Conversation", more_hint=hint, id="conversation")
             for f in ("response", "rejected"):
                 yield SafeText(f.capitalize(), more_hint=hint, id=f)
-            yield Static("", id="why")
+            yield BodyText("", id="why")
             yield Conversation("Candidates", more_hint=hint, id="candidates")
             yield ScoresTable("", id="scores")
-            yield Static("", id="lineage")
+            yield BodyText("", id="lineage")
         yield Footer(compact=True, show_command_palette=False)
 
     def _key(self, binding_id: str) -> str:
@@ -215,7 +216,6 @@ class ReviewScreen(Screen):
 
     def _draw_sample(self, s: dict) -> None:
         meta = self.query_one("#meta", Static)
-        meta.display = True
         t = Text(end="")
         for key in ("task_type", "domain", "difficulty", "language"):
             if s.get(key):
@@ -240,7 +240,10 @@ class ReviewScreen(Screen):
             key = self._key("review.invisible")
             t.append(f"  ⚠ invisible: {', '.join(parts)} ({key}: {'hide' if self.show_invisible else 'show'})",
                      style="bold yellow")
+        # each widget gets its new text BEFORE it is shown: showing a widget lays the body out at once (Textual
+        # 8.2.8), and with a body of unchanged width that layout, with the text not yet set, is the one kept
         update_if_changed(meta, t)
+        meta.display = True
         messages = s.get("messages")
         preference = s.get("rejected") is not None
         # a conversation shows all its turns, so the turns mirrored in instruction/response are not repeated
@@ -255,31 +258,32 @@ class ReviewScreen(Screen):
             value = s.get(f)
             w.heading = {"response": "Chosen response" if preference else "Response",
                          "rejected": "Rejected response"}.get(f, f.capitalize())
-            w.display = f not in mirrored and (bool(value) or f in ("instruction", "response"))
-            if w.display:
+            shown = f not in mirrored and (bool(value) or f in ("instruction", "response"))
+            if shown:
                 self._show_field(w, value or "", s.get("clipped", {}).get(f))
+            w.display = shown
         conv = self.query_one("#conversation", Conversation)
-        conv.display = bool(messages)
         if messages:
             conv.show(message_turns(messages), self.limit, self.show_invisible)
+        conv.display = bool(messages)
         why = review.why_chosen(s)
         why_w = self.query_one("#why", Static)
-        why_w.display = why is not None
         if why is not None:
             update_if_changed(why_w, why_text(why))
+        why_w.display = why is not None
         cands = self.query_one("#candidates", Conversation)
-        cands.display = bool(s.get("candidates"))
         if s.get("candidates"):
             cands.show([(c["model"] if c["overall"] is None or s.get("blind")
                          else f"{c['model']} · overall {c['overall']:g}",
                          c["response"] or "") for c in s["candidates"]], self.limit, self.show_invisible,
                        sizes=[c.get("size") for c in s["candidates"]])
+        cands.display = bool(s.get("candidates"))
         table = self.query_one("#scores", ScoresTable)
-        table.display = not s.get("blind")
         table.show([] if s.get("blind") else s.get("judgments") or [])
+        table.display = not s.get("blind")
         lin = self.query_one("#lineage", Static)
-        lin.display = True
         update_if_changed(lin, lineage_text(s.get("lineage") or {}))
+        lin.display = True
 
     def _draw_status(self) -> None:
         if not self.is_attached:

@@ -225,25 +225,25 @@ def test_bad_lines_become_item_errors_with_their_raw_text(srv, conn, db_path, cf
     assert outputs(conn, jid) == [(f"Question {i}", f"answer to Question {i}") for i in range(8)]
 
 
-def test_unparseable_replies_fail_their_items_through_the_same_parser(srv, conn, db_path, cfg_path):
+def test_unparseable_replies_are_asked_again_once_then_fail_through_the_same_parser(srv, conn, db_path, cfg_path):
     make_dataset(conn, "demo", 4)
     with transaction(conn):
         conn.execute("UPDATE samples SET response = 'some answer'")
     srv.reply = lambda msgs, body: orjson.dumps({
         "instruction_clarity": 7, "response_quality": 8, "alignment": 6, "overall": 7,
         "rationale": "fine"}).decode()
-    srv.rules = [Rule("nonjson", match="Question 2"), Rule("reply", match="Question 3", text='{"overall": 11}')]
+    # Question 2: prose once, then JSON (asked again, as online); Question 3: out of scale every time
+    srv.rules = [Rule("nonjson", match="Question 2", times=1), Rule("reply", match="Question 3", text='{"overall": 11}')]
     jid = queue(conn, cfg_path, task="judge")
     run_worker(db_path, load_config(cfg_path), job_id=jid)
     j = J.get_job(conn, jid)
-    assert (j["done"], j["failed"]) == (2, 2)
-    fails = {f["sample_id"]: f for f in J.failures(conn, jid)}
-    raws = sorted(f["raw"] for f in fails.values())
-    assert raws == ["Sure! Here is my answer, in plain words rather than JSON.", '{"overall": 11}']
-    assert all(f["error"].startswith("unparseable reply") for f in fails.values())
-    assert conn.execute("SELECT count(*) FROM judgments WHERE job_id = ?", (jid,)).fetchone()[0] == 2
+    assert (j["done"], j["failed"], j["retries"]) == (3, 1, 2)
+    assert [r["requests"] for r in B.rounds(conn, jid)] == [4, 2]
+    [f] = J.failures(conn, jid)
+    assert f["raw"] == '{"overall": 11}' and f["error"].startswith("unparseable reply")
+    assert conn.execute("SELECT count(*) FROM judgments WHERE job_id = ?", (jid,)).fetchone()[0] == 3
     # a refused reply is not cached; accepted ones are
-    assert conn.execute("SELECT count(*) FROM llm_cache").fetchone()[0] == 2
+    assert conn.execute("SELECT count(*) FROM llm_cache").fetchone()[0] == 3
 
 
 @pytest.mark.parametrize("outcome", ["expired", "failed"])
@@ -363,7 +363,7 @@ def test_kill_while_polling_resumes_the_same_batch(srv, conn, db_path, cfg_path,
 def test_kill_after_download_before_ingestion(srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
     make_dataset(conn, "demo", 10)
     jid = queue(conn, cfg_path, task="stall")
-    p = spawn(db_path, cfg_path, tmp_path / "w1.log", BATCH_STALL="1")    # stalls inside the ingestion
+    p = spawn(db_path, cfg_path, tmp_path / "w1.log", BATCH_STALL="Question 3")    # stalls inside the ingestion
     wait_for(lambda: state(conn, jid) == "downloaded")
     time.sleep(0.5)
     kill9(p)
@@ -372,6 +372,41 @@ def test_kill_after_download_before_ingestion(srv, conn, db_path, cfg_path, tmp_
     finish_and_check(conn, db_path, cfg_path, tmp_path, srv, jid, 10)
     assert srv.batch.downloads == 1                  # the stored replies were ingested, not downloaded again
     assert J.get_job(conn, jid)["tokens_in"] == j["tokens_in"]    # and the tokens were counted once
+
+
+def test_kill_partway_through_ingestion_writes_nothing_twice(srv, conn, db_path, cfg_path, tmp_path, plugin_tasks):
+    n = 620          # more than one commit of ingested items (workbench/batch.py INGEST_CHUNK = 500)
+    make_dataset(conn, "demo", n)
+    jid = queue(conn, cfg_path, task="stall")
+    p = spawn(db_path, cfg_path, tmp_path / "w1.log", BATCH_STALL="Question 600")
+    wait_for(lambda: J.get_job(conn, jid)["done"] >= 500)
+    time.sleep(0.3)
+    kill9(p)
+    j = J.get_job(conn, jid)
+    assert 500 <= j["done"] < n and state(conn, jid) == "downloaded"
+    finish_and_check(conn, db_path, cfg_path, tmp_path, srv, jid, n)
+    assert conn.execute("SELECT count(*), count(DISTINCT parent_id) FROM samples WHERE job_id = ?",
+                        (jid,)).fetchone() == (n, n)
+    assert srv.batch.downloads == 1
+
+
+def test_pause_while_polling_then_resume_continues_the_same_batch(srv, conn, db_path, cfg_path, cli):
+    import threading
+    make_dataset(conn, "demo", 4)
+    srv.batch.polls_to_finish = 10**6
+    jid = queue(conn, cfg_path)
+    ended = []
+    t = threading.Thread(target=lambda: ended.extend(run_worker(db_path, load_config(cfg_path), job_id=jid)))
+    t.start()
+    wait_for(lambda: (B.summary(conn, jid) or {}).get("polls", 0) >= 1)
+    assert cli("jobs", "pause", str(jid))[0] == 0
+    t.join(30)
+    assert ended == ["paused"] and J.get_job(conn, jid)["status"] == "paused"
+    assert srv.batch.cancels == 0 and srv.batches["batch_0001"]["status"] == "in_progress"   # it runs on remotely
+    srv.batch.polls_to_finish = 0
+    assert cli("jobs", "resume", str(jid))[0] == 0
+    assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["done"]
+    assert counts(J.get_job(conn, jid)) == ("done", 4, 4, 0, 4) and srv.batch.creates == 1
 
 
 @pytest.mark.slow

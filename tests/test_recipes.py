@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 
 from llm_server import LLMServer
 from taskkit import add_dataset, between, config_for, last_user, samples_of
@@ -169,3 +170,76 @@ def test_killed_recipe_resumes_with_the_same_rows(tmp_path):
         whole = run_store(tmp_path / "whole.db", False, srv)
         killed = run_store(tmp_path / "killed.db", True, srv)
     assert killed == whole and whole["jobs"] == 3 and len(whole["pairs"]) == 12
+
+
+def test_cancel_stops_the_recipe_and_every_later_step(cli, conn, tmp_path):
+    setup_data(conn)
+    cfg = {"endpoints": {"e": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}}}
+    save_config(cfg, resolve_config_path())
+    path = tmp_path / "r.toml"
+    path.write_text('[[step]]\nname = "bt"\ntask = "backtranslate"\ninput = "web"\n'
+                    '[[step]]\nname = "c1"\ntask = "curate"\n', encoding="utf-8")
+    rid = recipes.start(conn, path, {}, cfg, endpoint="e")
+    first = recipes.recipe_view(conn, rid)["steps"][0]["job_id"]
+    code, out, err = cli("recipe", "cancel", str(rid), "--json")
+    assert code == 0, err
+    got = json.loads(out)
+    assert got["jobs"] == [first] and got["recipe"]["status"] == "cancelled"
+    assert jobs.get_job(conn, first)["status"] == "cancelled"
+    # the first step "finishes" anyway (a worker racing the cancel): the next step is never queued
+    with store.transaction(conn):
+        conn.execute("UPDATE jobs SET status = 'done' WHERE id = ?", (first,))
+    assert recipes.advance(conn, cfg) == 0
+    with pytest.raises(jobs.StepTaken):                       # even by a worker that read "running" before
+        jobs.queue_job(conn, "curate", config=cfg, dataset="web", endpoint="e", recipe_step=(rid, 1))
+    assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 1
+    view = recipes.recipe_view(conn, rid)
+    assert view["status"] == "cancelled" and view["steps"][1]["job_id"] is None
+    code, out, _ = cli("recipe", "show", str(rid))
+    assert code == 0 and "cancelled" in out.splitlines()[0] and "not queued" in out
+    code, _, err = cli("recipe", "cancel", str(rid))               # twice: refused, saying why
+    assert code == 2 and "is cancelled: cannot cancel" in err
+    code, _, err = cli("recipe", "cancel", "999")
+    assert code == 2 and "no recipe 999" in err
+
+
+def test_cancelled_recipe_does_not_resume_after_a_worker_restart(tmp_path):
+    """`recipe run --wait` killed in step 2, `recipe cancel`, then a fresh `workbench worker`: nothing more runs."""
+    db = tmp_path / "c.db"
+    conn = store.open_store(db)
+    setup_data(conn)
+
+    def slow_curate(messages, body):
+        if "Score: N" in last_user(messages):
+            time.sleep(0.3)                 # the server answers one at a time here: step 2 takes seconds
+        return humpback_reply(messages, body)
+
+    with LLMServer(reply=slow_curate, latency=0.2) as srv, open(tmp_path / "c.log", "ab") as log:
+        save_config(config_for(srv), resolve_config_path())
+        p = subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(db), "recipe", "run", "humpback",
+                              "--endpoint", "test-model", "--var", "input=web", "--var", "seeds=seeds", "--wait"],
+                             stdout=log, stderr=log, cwd=ROOT)
+        deadline = time.monotonic() + 60
+        while conn.execute("SELECT coalesce(sum(done), 0) FROM jobs").fetchone()[0] < 13:   # in step 2
+            assert time.monotonic() < deadline and p.poll() is None
+            time.sleep(0.02)
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        rid = conn.execute("SELECT max(id) FROM recipes").fetchone()[0]
+        c = subprocess.run([sys.executable, "-m", "workbench", "--db", str(db), "recipe", "cancel", str(rid)],
+                           capture_output=True, text=True, cwd=ROOT)
+        assert c.returncode == 0 and "cancelled" in c.stdout, c.stderr
+        at_cancel = recipes.recipe_view(conn, rid)
+        done_before = conn.execute("SELECT sum(done) FROM jobs").fetchone()[0]
+        w = subprocess.run([sys.executable, "-m", "workbench", "--db", str(db), "worker", "--until-idle"],
+                           capture_output=True, text=True, cwd=ROOT, timeout=120)
+        assert w.returncode == 0, w.stderr
+    view = recipes.recipe_view(conn, rid)
+    assert view["status"] == "cancelled"
+    # what the cancel found stays as it was: step 1 done, step 2's job cancelled mid-way, step 3 never queued
+    assert [s["status"] for s in at_cancel["steps"]] == [s["status"] for s in view["steps"]] == \
+        ["done", "cancelled", "waiting"]
+    assert view["steps"][1]["done"] < view["steps"][1]["total"] and view["steps"][2]["job_id"] is None
+    assert conn.execute("SELECT sum(done) FROM jobs").fetchone()[0] == done_before
+    assert conn.execute("SELECT count(*) FROM jobs").fetchone()[0] == 2
+    conn.close()

@@ -12,7 +12,7 @@ from workbench import jobs
 from workbench.tasks import load_tasks
 
 OUR_TASKS = ("self-instruct", "evol-instruct", "evol-quality", "backtranslate", "curate", "judge", "preference",
-             "augment", "label")
+             "augment", "label", "deita-score")
 CONFIG = {"endpoints": {"a": {"base_url": "http://127.0.0.1:9/v1", "model": "m1"},
                         "b": {"base_url": "http://127.0.0.1:9/v1", "model": "m2"}},
           "pools": {"both": {"endpoints": ["a", "b"], "mode": "each"}}}

@@ -4,7 +4,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
-from .redraw import SettledOnResize
+from .redraw import SettledOnResize, WrappedOnce
 from .safe_text import DEFAULT_LIMIT, clipped_hidden, more_note, plain, safe_text
 
 ROLE_STYLES = {"system": "bold yellow", "user": "bold cyan", "human": "bold cyan", "assistant": "bold green",
@@ -53,7 +53,7 @@ def message_turns(messages) -> list[tuple[str, str]]:
     return turns
 
 
-class Conversation(SettledOnResize, Static):
+class Conversation(WrappedOnce, SettledOnResize, Static):
     DEFAULT_CSS = """
     Conversation { height: auto; padding: 0 1; }
     """

@@ -13,9 +13,10 @@ from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Checkbox, Input, Label, Select, Static
 
 from workbench import endpoints as E
+from workbench.batch import POLL_SECONDS
 from workbench.filters import parse_filter
 from workbench.safe_text import sanitize
 from workbench.tasks import load_tasks, parse_value, resolve_params
@@ -95,6 +96,10 @@ class LaunchDialog(ModalScreen):
             with Horizontal(classes="row"):
                 yield Label("Into dataset")
                 yield Input(id="launch-into", compact=True)
+            with Horizontal(classes="row"):
+                yield Label("Batch API")
+                yield Checkbox("send the requests as batches (one endpoint; cheaper, replies within 24 h)",
+                               id="launch-batch", compact=True)
             yield Static(Text("Parameters (defaults shown; edit to change)", style="italic"))
             yield VerticalScroll(id="launch-params")
             yield Static(Text(""), id="launch-error")
@@ -150,7 +155,8 @@ class LaunchDialog(ModalScreen):
                 "endpoint": name if kind == "endpoint" else None, "pool": name if kind == "pool" else None,
                 "judge": None if judge is Select.NULL else judge.partition(":")[2],
                 "into": self.query_one("#launch-into", Input).value.strip() or None,
-                "filter": self.query_one("#launch-filter", Input).value.strip(), "params": params}
+                "filter": self.query_one("#launch-filter", Input).value.strip(), "params": params,
+                "batch": {"poll": POLL_SECONDS} if self.query_one("#launch-batch", Checkbox).value else None}
 
     def check(self, req: dict) -> None:
         """What can be told before queuing, from the form alone: each param's type and choices, the filter, the

@@ -13,7 +13,7 @@ import re
 from rich.text import Text
 from textual.widgets import Static
 
-from widgets.redraw import SettledOnResize
+from widgets.redraw import SettledOnResize, WrappedOnce
 from workbench.safe_text import UNSAFE, ZERO_WIDTH, label, visible  # noqa: F401 (label: for callers)
 
 _UNSAFE_OR_INVISIBLE = re.compile(f"{UNSAFE.pattern}|{ZERO_WIDTH.pattern}")
@@ -78,7 +78,7 @@ def clipped_hidden(value: str, hidden: int, size: int) -> int:
     return max(0, size - len(drawn.encode("utf-8", "surrogatepass")) - value.count("\r\n"))
 
 
-class SafeText(SettledOnResize, Static):
+class SafeText(WrappedOnce, SettledOnResize, Static):
     """A titled block of untrusted text. `show()` returns how many characters were left out."""
 
     DEFAULT_CSS = """

@@ -6,7 +6,7 @@ from rich.table import Table
 from rich.text import Text
 from textual.widgets import Static
 
-from .redraw import SettledOnResize
+from .redraw import SettledOnResize, WrappedOnce
 from .safe_text import plain, safe_text
 
 RATIONALE_LIMIT = 1200
@@ -50,7 +50,7 @@ def scores_renderable(judgments: list[dict], rationale_limit: int | None = RATIO
     return Group(Text("Scores", style="bold"), table, notes)
 
 
-class ScoresTable(SettledOnResize, Static):
+class ScoresTable(WrappedOnce, SettledOnResize, Static):
     DEFAULT_CSS = """
     ScoresTable { height: auto; padding: 0 1; }
     """

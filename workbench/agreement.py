@@ -28,7 +28,7 @@ import sqlite3
 
 import orjson
 
-from . import scores
+from . import rounds, scores
 from .store import now, transaction
 
 MIN_RELIABLE = 30
@@ -123,19 +123,32 @@ def decided_by_curator(conn: sqlite3.Connection, sample_id: int) -> bool:
 
 # --- agreement -------------------------------------------------------------------------------------------
 
-def decided_pairs(conn: sqlite3.Connection, rubric: str, dataset_id: int | None) -> list[tuple[float, bool]]:
-    """(score, accepted) for every sample with a fresh score on `rubric` and a curator decision."""
+def decided_pairs(conn: sqlite3.Connection, rubric: str, dataset_id: int | None,
+                  round_: int | str | None = None) -> list[tuple[float, bool]]:
+    """(score, accepted) for every sample with a fresh score on `rubric` and a curator decision; with `round_`
+    only the samples in that Humpback round (or in none: 'none'), scored as read in that round (workbench/rounds.py)."""
+    return [(score, acc) for _, score, acc in decided_rows(conn, rubric, dataset_id, round_)]
+
+
+def decided_rows(conn: sqlite3.Connection, rubric: str, dataset_id: int | None,
+                 round_: int | str | None = None) -> list[tuple[int, float, bool]]:
+    """(sample id, score, accepted); see decided_pairs."""
     ds = "AND s.dataset_id = ?" if dataset_id is not None else ""
+    score, sparams, rcond, rparams = "sc.score", (), "", ()
+    if round_ is not None:
+        score, sparams = rounds.score_sql(rubric, round_, "s")
+        cond, cparams = rounds.condition(round_, "s")
+        rcond, rparams = f"AND {cond} AND {score} IS NOT NULL", (*cparams, *sparams)
     # driven from the curator's decisions (index decisions_action): as cheap as there are human decisions
-    sql = (f"SELECT sc.score, d.action FROM (SELECT DISTINCT sample_id FROM decisions "
+    sql = (f"SELECT s.id, {score}, d.action FROM (SELECT DISTINCT sample_id FROM decisions "
            f"WHERE action IN ('accept', 'reject')) c JOIN samples s ON s.id = c.sample_id "
            f"JOIN sample_scores sc ON sc.sample_id = s.id AND sc.rubric = ? AND sc.stale = 0 "
            f"JOIN decisions d ON d.id = (SELECT max(id) FROM decisions WHERE sample_id = s.id AND action IN "
            f"({','.join('?' * len(STATUS_ACTIONS))})) "
            f"WHERE ((d.action = 'accept' AND s.status = 'accepted') OR (d.action = 'reject' AND s.status = 'rejected')) "
-           f"{ds}")
-    params = (rubric, *STATUS_ACTIONS, *((dataset_id,) if dataset_id is not None else ()))
-    return [(score, action == "accept") for score, action in conn.execute(sql, params)]
+           f"{ds} {rcond}")
+    params = (*sparams, rubric, *STATUS_ACTIONS, *((dataset_id,) if dataset_id is not None else ()), *rparams)
+    return [(sid, float(sc), action == "accept") for sid, sc, action in conn.execute(sql, params)]
 
 
 def auc(pairs: list[tuple[float, bool]]) -> float | None:
@@ -193,10 +206,8 @@ def configured_threshold(conn: sqlite3.Connection, rubric: str, dataset_id: int 
     return (lo + hi) / 2, f"middle of the {lo:g}-{hi:g} scale"
 
 
-def agreement(conn: sqlite3.Connection, dataset: str | None, rubric: str, threshold: float | None = None) -> dict:
-    did = _dataset(conn, dataset)
-    scale = _check_rubric(conn, rubric, did, dataset)
-    pairs = decided_pairs(conn, rubric, did)
+def _figures(pairs: list[tuple[float, bool]], threshold: float) -> dict:
+    """n, accepted, buckets, auc, best threshold and its accuracy, accuracy and kappa at `threshold`."""
     n = len(pairs)
     per: dict[float, list[int]] = {}
     for s, a in pairs:
@@ -209,18 +220,45 @@ def agreement(conn: sqlite3.Connection, dataset: str | None, rubric: str, thresh
         acc = accuracy_at(pairs, t)
         if best_acc is None or acc > best_acc:
             best, best_acc = t, acc
+    return {"n": n, "accepted": sum(1 for _, a in pairs if a), "buckets": buckets, "auc": auc(pairs),
+            "best_threshold": best, "accuracy": best_acc,
+            "threshold_accuracy": accuracy_at(pairs, threshold) if n else None, "kappa": kappa_at(pairs, threshold),
+            "unreliable": n < MIN_RELIABLE}
+
+
+def _note(n: int, rubric: str, where: str = "") -> str:
+    return (f"only {n} sample{'s' if n != 1 else ''}{where} with both a {rubric} score and a curator decision "
+            f"(fewer than {MIN_RELIABLE}): these figures are unreliable")
+
+
+def agreement(conn: sqlite3.Connection, dataset: str | None, rubric: str, threshold: float | None = None,
+              round_: int | str | None = None, by_round: bool = False) -> dict:
+    """The figures of the module doc. `round_`: only the samples in that Humpback round ('none': in no round),
+    each scored as read in that round (workbench/rounds.py). `by_round`: also `rounds`, the same figures for each
+    round the decided samples are in, and for those in none (`"round": null`)."""
+    did = _dataset(conn, dataset)
+    scale = _check_rubric(conn, rubric, did, dataset)
     if threshold is None:
         threshold, source = configured_threshold(conn, rubric, did, scale)
     else:
         source = "--threshold"
-    out = {"dataset": dataset, "rubric": rubric, "scale": list(scale), "n": n,
-           "accepted": sum(1 for _, a in pairs if a), "buckets": buckets, "auc": auc(pairs),
-           "best_threshold": best, "accuracy": best_acc, "threshold": threshold, "threshold_source": source,
-           "threshold_accuracy": accuracy_at(pairs, threshold) if n else None, "kappa": kappa_at(pairs, threshold),
-           "unreliable": n < MIN_RELIABLE}
-    if n < MIN_RELIABLE:
-        out["note"] = (f"only {n} sample{'s' if n != 1 else ''} with both a {rubric} score and a curator decision "
-                       f"(fewer than {MIN_RELIABLE}): these figures are unreliable")
+    pairs = decided_pairs(conn, rubric, did, round_)
+    out = {"dataset": dataset, "rubric": rubric, "scale": list(scale), **_figures(pairs, threshold),
+           "threshold": threshold, "threshold_source": source}
+    if round_ is not None:
+        out["round"] = None if round_ == rounds.NONE else int(round_)
+    if out["unreliable"]:
+        out["note"] = _note(out["n"], rubric, "" if round_ is None else f" of round {round_}")
+    if by_round:
+        out["rounds"] = []
+        ids = [sid for sid, _, _ in decided_rows(conn, rubric, did)]
+        present = sorted({r for rs in rounds.of_samples(conn, ids).values() for r in rs})
+        for k in [*present, rounds.NONE]:
+            fig = _figures(decided_pairs(conn, rubric, did, k), threshold)
+            if k == rounds.NONE and not fig["n"]:
+                continue
+            fig.pop("buckets")
+            out["rounds"].append({"round": None if k == rounds.NONE else k, **fig})
     return out
 
 
@@ -231,7 +269,9 @@ def _fmt(v, spec: str = ".3f") -> str:
 def report_lines(res: dict) -> list[str]:
     """The agreement figures as plain lines (the CLI prints them, Balance shows them)."""
     lo, hi = res["scale"]
-    lines = [f"{res['rubric']} ({lo:g}-{hi:g}) vs curator decisions in {res['dataset'] or 'all datasets'}: "
+    scope = "" if "round" not in res else f" in round {res['round']}" if res["round"] is not None else \
+        " in no round"
+    lines = [f"{res['rubric']} ({lo:g}-{hi:g}) vs curator decisions in {res['dataset'] or 'all datasets'}{scope}: "
              f"n = {res['n']} ({res['accepted']} accepted)"]
     if res.get("note"):
         lines.append(f"UNRELIABLE: {res['note']}")
@@ -241,4 +281,11 @@ def report_lines(res: dict) -> list[str]:
     lines.append(f"AUC {_fmt(res['auc'])} · best threshold {_fmt(res['best_threshold'], 'g')} "
                  f"(accuracy {_fmt(res['accuracy'])}) · kappa {_fmt(res['kappa'])} at {res['threshold']:g} "
                  f"({res['threshold_source']})")
+    if any(r["round"] is not None for r in res.get("rounds") or ()):
+        lines.append("per Humpback round (a sample can be in several; curate: each round's own verdict):")
+        lines.append(f"{'round':>7} {'n':>6} {'accepted':>9} {'AUC':>6} {'kappa':>6}")
+        for r in res["rounds"]:
+            name = "none" if r["round"] is None else str(r["round"])
+            lines.append(f"{name:>7} {r['n']:>6} {r['accepted']:>9} {_fmt(r['auc'], '.2f'):>6} "
+                         f"{_fmt(r['kappa'], '.2f'):>6}" + ("  (unreliable)" if r["unreliable"] else ""))
     return lines

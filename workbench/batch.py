@@ -22,8 +22,8 @@ one is created. So a restart never submits a round twice.
 
 Requests a finished batch did not answer (expired, failed, cancelled by someone else, a line missing, a line with
 an error or a non-200 status, two lines for one request) fail their items with the reason and the raw line(s);
-`workbench jobs retry ID` sends them again in a new round. A reply that the task's parser refuses fails its item
-(online, the worker would ask once more; here that is what `jobs retry` does).
+`workbench jobs retry ID` sends them again in a new round. A reply that the task's parser refuses is asked again in
+the next round (as often as online: `parse_retries`), then fails its item with the reply kept.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ class BatchLLM(LLM):
         self.replies: dict[str, tuple] = {}
         self.wanted: dict[str, str] = {}       # custom_id -> request body JSON
         self.missed = False                    # the current item asked for something not answered yet
-        self.sent: set[str] = set()            # every custom_id this job sent (a cache hit on one is a replay)
+        self.sent: dict[str, int] = {}         # custom_id -> rounds that sent it (a cache hit on one is a replay)
         self.counted: set[str] = set()
 
     async def _complete_on(self, client, messages, params, want_json, schema, validate, allow_empty,
@@ -102,12 +102,7 @@ class BatchLLM(LLM):
                 return hit
         found = self.replies.get(key)
         if found is None:
-            body = {**merged, "model": client.ep.model, "messages": messages}
-            if rf is not None:
-                body["response_format"] = rf
-            self.wanted.setdefault(key, orjson.dumps(body).decode())
-            self.missed = True
-            raise NeedRequest(key)
+            self._want(key, client, messages, merged, rf)
         reply, error, raw = found
         if reply is None:
             raise BatchReplyError(f"{client.ep.name}: {error}", raw, client.ep.name)
@@ -118,11 +113,23 @@ class BatchLLM(LLM):
         try:
             c.parsed = _check(c, validate, allow_empty, allow_truncated)
         except ParseError as e:
+            if self.sent.get(key, 0) <= self.parse_retries:
+                # online, the worker asks again at once; here, in the next round (the key is sent again)
+                self.meter.retries += 1
+                self._want(key, client, messages, merged, rf)
             if e.raw is None:
                 e.raw = c.text
             raise
         self.cache.put(key, c)
         return c
+
+    def _want(self, key: str, client, messages, merged: dict, rf) -> None:
+        body = {**merged, "model": client.ep.model, "messages": messages}
+        if rf is not None:
+            body["response_format"] = rf
+        self.wanted.setdefault(key, orjson.dumps(body).decode())
+        self.missed = True
+        raise NeedRequest(key)
 
 
 def describe(e: BaseException) -> str:
@@ -220,7 +227,10 @@ class BatchJob:
     async def _one(self, item) -> J.Outcome | None:
         self.llm.missed = False
         try:
-            result = await self.task.process(item, self.llm)
+            try:
+                result = await self.task.process(item, self.llm)
+            finally:
+                await asyncio.sleep(0)   # calls a task started with gather() finish before the next item starts
         except Exception as e:
             if self.llm.missed:
                 return None
@@ -261,7 +271,8 @@ class BatchJob:
             return True
         wanted = self._fit(wanted)
         await self.db(B.create_round, r.conn, r.job_id, r.owner, done + 1, wanted)
-        self.llm.sent.update(wanted)
+        for cid in wanted:
+            self.llm.sent[cid] = self.llm.sent.get(cid, 0) + 1
         log.info("job %s: batch round %d prepared, %d requests", r.job_id, done + 1, len(wanted))
         return True
 

@@ -115,10 +115,10 @@ def requests_of(conn: sqlite3.Connection, round_id: int) -> list[tuple[str, str]
                         (round_id,)).fetchall()
 
 
-def sent_ids(conn: sqlite3.Connection, job_id: int) -> set[str]:
-    """Every custom_id this job has sent in any round."""
-    return {r[0] for r in conn.execute("SELECT custom_id FROM batch_requests WHERE batch IN "
-                                       "(SELECT id FROM job_batches WHERE job_id = ?)", (job_id,))}
+def sent_ids(conn: sqlite3.Connection, job_id: int) -> dict[str, int]:
+    """custom_id -> how many rounds of this job sent it."""
+    return dict(conn.execute("SELECT custom_id, count(*) FROM batch_requests WHERE batch IN "
+                             "(SELECT id FROM job_batches WHERE job_id = ?) GROUP BY custom_id", (job_id,)))
 
 
 def replies_of(conn: sqlite3.Connection, round_id: int) -> dict[str, tuple]:

@@ -14,7 +14,7 @@ import shlex
 import sqlite3
 from dataclasses import dataclass, replace
 
-from . import scores
+from . import rounds, scores
 from .store import STATUSES, fts_query, status_counts
 
 SORT_KEYS = ("id", "score", "length", "status", "task_type")
@@ -46,6 +46,7 @@ class Filter:
     scores: scores.ScoreFilter = scores.ScoreFilter()   # bounds per rubric (query: score:curate=4..5)
     rubric: str | None = None      # whose score the score column shows and the score sort orders by
     search: str | None = None      # words, all required (FTS5 over instruction, input, response)
+    round: int | str | None = None  # Humpback round K, or "none" (workbench/rounds.py)
 
     def __post_init__(self):
         if self.status is not None and self.status not in STATUSES:
@@ -60,6 +61,10 @@ class Filter:
                 params.append(getattr(self, col))
         if self.scores:
             cond, cparams = self.scores.sql("samples.id")
+            conds.append(cond)
+            params.extend(cparams)
+        if self.round is not None:
+            cond, cparams = rounds.condition(self.round, "samples")
             conds.append(cond)
             params.extend(cparams)
         if hits:
@@ -94,6 +99,7 @@ class Row:
     length: int           # instruction + response characters
     key: tuple            # (sort value, id): pass as after_key to continue from this row
     scores: tuple = ()    # every score of the sample (scores.of_samples), for display
+    rounds: tuple = ()    # the Humpback rounds it is in (rounds.of_samples), for display
 
 
 def _segments(col: str, nullable: bool, ascending: bool, after) -> list[tuple[str, tuple, str]]:
@@ -224,7 +230,8 @@ def page(conn: sqlite3.Connection, flt: Filter = Filter(), sort: Sort = Sort(), 
     else:
         rows = _scan(conn, where, params, sort, ascending, after_key, limit, flt.rubric, bounds)
     by_id = scores.of_samples(conn, [r.id for r in rows])
-    rows = [replace(r, scores=tuple(by_id[r.id])) for r in rows]
+    in_rounds = rounds.of_samples(conn, [r.id for r in rows])
+    rows = [replace(r, scores=tuple(by_id[r.id]), rounds=in_rounds[r.id]) for r in rows]
     return rows[::-1] if backward else rows
 
 
@@ -240,7 +247,7 @@ def count(conn: sqlite3.Connection, flt: Filter = Filter()) -> int:
 
     A filter on dataset and status alone (Browse as it opens) is read from the maintained counts: a count(*)
     over a dataset's rows took ~1 s at 10M."""
-    if flt.task_type is None and flt.domain is None and not flt.scores and flt.search is None:
+    if flt.task_type is None and flt.domain is None and not flt.scores and flt.search is None and flt.round is None:
         return sum(n for by in status_counts(conn, flt.dataset_id).values()
                    for status, n in by.items() if flt.status in (None, status))
     where, params = flt.sql(search_hits(conn, flt.search, complete=True))
@@ -311,7 +318,7 @@ def search_hits(conn: sqlite3.Connection, search: str | None, complete: bool = F
 
 
 QUERY_HELP = ("words to search, and filters: status:accepted task:qa domain:law dataset:NAME|* score:curate=4..5 "
-              "(score:judge shows and sorts by judge) stale:include")
+              "(score:judge shows and sorts by judge) stale:include round:2|none")
 
 
 def parse_query(text: str, datasets: dict[str, int], dataset_id: int | None = None,
@@ -321,7 +328,8 @@ def parse_query(text: str, datasets: dict[str, int], dataset_id: int | None = No
     Scores: `score:RUBRIC=LO..HI` (also =N, =LO.., =..HI; one per rubric, several rubrics allowed) keeps samples
     whose fresh score on RUBRIC is in the range; `score:RUBRIC` alone only picks the rubric the score column shows
     and the score sort orders by (default: the first score:RUBRIC named, else scores.primary_rubric);
-    `stale:include` lets score ranges match stale scores too. `rubrics` ({rubric: scale}, from scores.rubrics)
+    `stale:include` lets score ranges match stale scores too. `round:K` keeps the samples in Humpback round K,
+    `round:none` those in no round (workbench/rounds.py). `rubrics` ({rubric: scale}, from scores.rubrics)
     refuses a rubric nothing is scored on and a bound off its scale; a bare `score:7..10` is always refused.
 
     `dataset_id` is the dataset shown when the query names none. Raises ValueError saying what is wrong.
@@ -363,6 +371,11 @@ def parse_query(text: str, datasets: dict[str, int], dataset_id: int | None = No
             shown.append(rubric)
             mins += [] if lo is None else [f"{rubric}={lo!r}"]
             maxs += [] if hi is None else [f"{rubric}={hi!r}"]
+        elif key == "round":
+            try:
+                fields["round"] = rounds.parse(value)
+            except rounds.RoundError as e:
+                raise ValueError(f"round:{value}: {e}") from None
         elif key == "stale":
             if value != "include":
                 raise ValueError(f"stale:{value}: only stale:include (score ranges also match stale scores)")

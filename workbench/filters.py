@@ -4,7 +4,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any, Iterator
 
-from . import scores
+from . import rounds, scores
 from .samples import decode_sample, SAMPLE_COLUMNS
 from .store import fts_query
 
@@ -41,6 +41,7 @@ FILTER_KEYS = {
     "include_stale": "true: score filters also match scores given before the text was edited",
     "limit": "at most N samples",
     "unique": "true: skip samples flagged as exact duplicates",
+    "round": "K: samples in Humpback round K (made by backtranslate or curated in it); none: in no round",
 }
 
 
@@ -59,6 +60,11 @@ def parse_filter(pairs: list[str] | str | None) -> dict:
             raise FilterError(f"unknown filter key {k!r}; keys: {', '.join(FILTER_KEYS)}")
         if k in ("min_score", "max_score"):   # RUBRIC=N, checked against the store by check_scores
             out.setdefault(k, []).append(v)
+        elif k == "round":
+            try:
+                out[k] = rounds.parse(v)
+            except rounds.RoundError as e:
+                raise FilterError(f"filter round={v}: {e}") from None
         else:
             out[k] = v if k == "search" else parse_value(v)
     return out
@@ -93,6 +99,10 @@ def filter_sql(dataset_id: int | None, f: dict) -> tuple[str, list]:
         where.append("response = ''")
     if f.get("unique"):
         where.append("dup_of IS NULL")
+    if f.get("round") is not None:
+        cond, cargs = rounds.condition(rounds.parse(f["round"]), "samples")
+        where.append(cond)
+        args += cargs
     sf = score_filter(f)
     if sf:
         cond, cargs = sf.sql("samples.id")

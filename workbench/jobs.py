@@ -90,9 +90,10 @@ def queue_job(conn: sqlite3.Connection, task_name: str, *, config: dict, dataset
             (task_name, _dumps(job_params), "queued", ctx.dataset_id, ctx.into_id, now())).lastrowid
         ctx.job_id = job_id
         if recipe_step is not None and not conn.execute(
-                "UPDATE recipe_steps SET job_id = ? WHERE recipe_id = ? AND idx = ? AND job_id IS NULL",
-                (job_id, *recipe_step)).rowcount:
-            raise StepTaken(f"recipe {recipe_step[0]} step {recipe_step[1]} is queued already")
+                "UPDATE recipe_steps SET job_id = ? WHERE recipe_id = ? AND idx = ? AND job_id IS NULL AND "
+                "(SELECT status FROM recipes WHERE id = recipe_id) = 'running'", (job_id, *recipe_step)).rowcount:
+            # queued by another process first, or the recipe was cancelled (or ended) since it was read
+            raise StepTaken(f"recipe {recipe_step[0]} step {recipe_step[1]} is queued already or the recipe ended")
         if not add_items(conn, job_id, task.plan(conn)):
             raise TaskError(f"nothing to do: task {task_name} found no input items"
                             + (f" in dataset {dataset!r}" if dataset else "")

@@ -22,6 +22,11 @@ whichever worker gets there first, exactly once — when the job of the step tha
 recipe survives restarts like every job: after a crash any `workbench worker` carries on. A step whose input job
 ended failed or cancelled, or that cannot be queued, stops the recipe with the reason.
 
+`workbench recipe cancel ID` stops a running recipe for good: its queued, running and paused jobs are cancelled as
+`workbench jobs cancel` does (their outputs so far stay), the recipe is marked cancelled, and no later step is ever
+queued — the check is inside the transaction that would queue it, so a worker racing the cancel cannot start one,
+and a restarted worker does not resume it.
+
 Shipped recipes live in workbench/recipes/ (`workbench recipe list`); a file path works the same way.
 """
 from __future__ import annotations
@@ -233,6 +238,27 @@ def advance(conn: sqlite3.Connection, config: dict, recipe_id: int | None = None
                 _fail(conn, rid, f"step {s['idx'] + 1} ({s['name']}): {e}")
                 break
     return queued
+
+
+def cancel(conn: sqlite3.Connection, recipe_id: int) -> dict:
+    """Cancel a running recipe and its unfinished jobs in one transaction. Returns {"recipe", "jobs"}: the
+    recipe's view and the ids of the jobs cancelled."""
+    with transaction(conn):
+        row = conn.execute("SELECT status FROM recipes WHERE id = ?", (recipe_id,)).fetchone()
+        if row is None:
+            raise RecipeError(f"no recipe {recipe_id}")
+        if row[0] != "running":
+            raise RecipeError(f"recipe {recipe_id} is {row[0]}: cannot cancel it")
+        active = [jid for (jid,) in conn.execute(
+            f"SELECT j.id FROM recipe_steps s JOIN jobs j ON j.id = s.job_id WHERE s.recipe_id = ? AND j.status IN "
+            f"({','.join('?' * len(J.ACTIVE))}) ORDER BY j.id", (recipe_id, *J.ACTIVE))]
+        stamp = now()
+        conn.executemany("UPDATE jobs SET status = 'cancelled', finished_at = ? WHERE id = ?",
+                         [(stamp, jid) for jid in active])
+        conn.execute("UPDATE recipes SET status = 'cancelled', error = ?, finished_at = ? WHERE id = ?",
+                     ("cancelled by the curator" + (f" (jobs {', '.join(map(str, active))} cancelled)"
+                                                    if active else ""), stamp, recipe_id))
+    return {"recipe": recipe_view(conn, recipe_id), "jobs": active}
 
 
 def recipe_view(conn: sqlite3.Connection, recipe_id: int) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import sys
 
 from .. import agreement as agreement_mod
+from .. import rounds
 from .. import review, scores
 from ..filters import FilterError, check_scores, iter_filtered, parse_filter
 from ..samples import TEXT_FIELDS
@@ -59,6 +60,8 @@ def register(sub, common) -> None:
     p.add_argument("--dataset", required=True)
     p.add_argument("--rubric", required=True)
     p.add_argument("--threshold", type=float, help="kappa at this threshold instead of the configured one")
+    p.add_argument("--round", metavar="K|none",
+                   help="only the samples in Humpback round K (curate: round K's own verdicts), or in no round")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_agreement)
 
@@ -203,8 +206,10 @@ def cmd_spotcheck(args) -> int:
 def cmd_agreement(args) -> int:
     conn = _store(args)
     try:
-        res = agreement_mod.agreement(conn, args.dataset, args.rubric, args.threshold)
-    except agreement_mod.AgreementError as e:
+        round_ = None if args.round is None else rounds.parse(args.round)
+        res = agreement_mod.agreement(conn, args.dataset, args.rubric, args.threshold, round_=round_,
+                                      by_round=round_ is None)
+    except (agreement_mod.AgreementError, rounds.RoundError) as e:
         raise CliError(str(e)) from None
     if args.json:
         print_json(res)

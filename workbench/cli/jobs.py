@@ -340,7 +340,7 @@ def cmd_job_action(args) -> int:
             if report:
                 print(report_line(report))
             print(f"params: {json.dumps(job['params'], ensure_ascii=False)}")
-            for line in J.endpoint_lines(job) + batch_lines(job):
+            for line in batch_lines(job) or J.endpoint_lines(job):
                 print(line)
             if job["error"]:
                 print(f"error: {job['error']}")

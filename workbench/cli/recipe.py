@@ -1,4 +1,4 @@
-"""CLI: `recipe run FILE|NAME [--wait]`, `recipe list`, `recipe show ID` (workbench/recipes.py)."""
+"""CLI: `recipe run FILE|NAME [--wait]`, `recipe list`, `recipe show ID`, `recipe cancel ID` (workbench/recipes.py)."""
 from __future__ import annotations
 
 import sys
@@ -30,6 +30,11 @@ def register(sub, common):
     sh.add_argument("id", type=int)
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(handler=guard(cmd_recipe_show))
+    ca = rs.add_parser("cancel", parents=[common], help="cancel a running recipe: its unfinished jobs, and every "
+                                                          "step not started yet")
+    ca.add_argument("id", type=int)
+    ca.add_argument("--json", action="store_true")
+    ca.set_defaults(handler=guard(cmd_recipe_cancel))
 
 
 def _vars(pairs) -> dict[str, str]:
@@ -135,4 +140,23 @@ def cmd_recipe_show(args) -> int:
         job = f"job {s['job_id']}" if s["job_id"] else "not queued"
         print(f"  {s['idx'] + 1}. {s['name']:<12} {s['task']:<14} {s['status']:<9} {s['done']}/{s['total']} done, "
               f"{s['failed']} failed, {s['kept']} kept ({job})")
+    return 0
+
+
+def cmd_recipe_cancel(args) -> int:
+    conn = open_cli_store(args)
+    try:
+        out = recipes.cancel(conn, args.id)
+    except recipes.RecipeError as e:
+        raise CliError(str(e)) from None
+    finally:
+        conn.close()
+    if args.json:
+        print_json(out)
+        return 0
+    view = out["recipe"]
+    unstarted = [s for s in view["steps"] if not s["job_id"]]
+    print(f"recipe {view['id']} ({view['name']}) cancelled; "
+          + (f"jobs {', '.join(map(str, out['jobs']))} cancelled" if out["jobs"] else "no job was running")
+          + (f"; steps not started: {', '.join(s['name'] for s in unstarted)}" if unstarted else ""))
     return 0
