@@ -113,7 +113,9 @@ class CLI:
         return p
 
     def job(self, *args: str) -> dict:
-        p = self("run", *args, "--wait")
+        p = self("run", *args, "--wait", check=False)       # exit 1 when some items failed: counted below
+        if not p.stdout.strip():
+            raise SystemExit(f"workbench run {' '.join(args)} refused: {p.stderr.strip()[-1500:]}")
         job_id = int(p.stdout.split()[0])
         return self.job_row(job_id)
 
@@ -146,10 +148,14 @@ def figures(work: Path, data: Path) -> dict:
         for f in chapters:
             p = cli("import", str(f), "--format", "text", "--segment", mode, "--dataset", f"book-{mode}", "--json",
                     check=False)
-            rep = json.loads(p.stdout)
             if p.returncode:
+                why = p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "?"
                 fig["files without a segment"] += 1
+                fig.setdefault("refused", {})
+                key = re.sub(r"^error: \S+: ", "", why)[:60]
+                fig["refused"][key] = fig["refused"].get(key, 0) + 1
                 continue
+            rep = json.loads(p.stdout)
             fig["rows"] += rep.get("rows", 0)
             seg = rep.get("segments") or {}
             for k, v in (seg.get("dropped") or {}).items():
@@ -217,7 +223,7 @@ def figures(work: Path, data: Path) -> dict:
         # a recipe end to end
         cli("datasets", "rename", "book-paragraph", "book2")
         p = cli("recipe", "run", "humpback", "--endpoint", "judge", "--var", "input=book2", "--var", "seeds=seed",
-                "--wait")
+                "--wait", check=False)
         rid = int(p.stdout.split()[0])
         view = json.loads(cli("recipe", "show", str(rid), "--json").stdout)
         out["recipe humpback"] = {"status": view["status"],

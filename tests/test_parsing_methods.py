@@ -41,3 +41,28 @@ def test_pair_verdict_refused(reply):
     from workbench.parsing import parse_pair_verdict
     with pytest.raises(ParseError):
         parse_pair_verdict(reply)
+
+
+@pytest.mark.parametrize("reply", [
+    '{"input": "the input", "output": "the correct output"}',                       # SmolLM2-135M, verbatim
+    '{"input": "<the input text for the input, or empty>", "output": "Paris"}',       # SmolLM2-135M, verbatim
+    '{"output": "<the label>", "input": "a fine film"}', '{"output": "positive", "input": "<an input>"}',
+    '{"output": "The label.", "input": "x"}', '{"input": "The input, or empty", "output": "y"}',
+])
+def test_instance_placeholder_echoes_refused(reply):
+    from workbench.parsing import parse_instance
+    with pytest.raises(ParseError, match="placeholder") as e:
+        parse_instance(reply)
+    assert e.value.raw == reply
+
+
+@pytest.mark.parametrize("reply, got", [
+    ('{"input": "the input is 3, 1, 2", "output": "1, 2, 3"}', ("the input is 3, 1, 2", "1, 2, 3")),
+    ('{"input": "", "output": "the correct output is 4"}', ("", "the correct output is 4")),
+    ('{"input": "a < b > c", "output": "label"}', ("a < b > c", "label")),
+    ('{"input": "<div>hi</div>", "output": "<p>hi</p>"}', ("<div>hi</div>", "<p>hi</p>")),
+    ('{"input": "<br>", "output": "a line break"}', ("<br>", "a line break")),
+])
+def test_instance_near_placeholders_kept(reply, got):
+    from workbench.parsing import parse_instance
+    assert parse_instance(reply) == got

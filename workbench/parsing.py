@@ -574,12 +574,23 @@ def parse_aspect_ratings(raw, aspects=PREFERENCE_ASPECTS, lo: int = 1, hi: int =
 _NUMBERED = re.compile(r"^[ \t]*(?:\*\*)?(\d{1,3})\s?[.)](?:\*\*)?[ \t]+", re.M)
 
 
+# the shape the instance template shows, "<the input, or empty>" ...: a value that only echoes it is no instance
+_INSTANCE_PLACEHOLDERS = {"the label", "an input with that label", "the input", "the input, or empty", "the output",
+                          "the correct output"}
+
+
 def parse_instance(raw) -> tuple[str, str]:
-    """A Self-Instruct instance, {"input": ..., "output": ...} -> (input, output); the input may be empty or absent."""
+    """A Self-Instruct instance, {"input": ..., "output": ...} -> (input, output); the input may be empty or absent.
+    A phrase wholly in angle brackets ("<the input text>", not markup like "<div>") or one of the template's placeholders without them ("the
+    correct output") echoes the requested shape, not an instance: refused."""
     obj = {str(k).strip().lower(): v for k, v in extract_json_object(raw).items()}
     given_input, output = obj.get("input") or "", obj.get("output")
     if not isinstance(output, str) or not isinstance(given_input, str):
         raise ParseError("an instance needs a text 'output' (and a text 'input', possibly empty)", raw)
+    for key, value in (("input", given_input.strip()), ("output", output.strip())):
+        bare = value.strip(" .\"'").lower()
+        if re.fullmatch(r"<[^<>]*\s[^<>]*>", value) or bare in _INSTANCE_PLACEHOLDERS:   # "<div>" is markup
+            raise ParseError(f"the {key} {value[:60]!r} echoes the template's placeholder, not an instance", raw)
     return given_input.strip(), output.strip()
 
 
