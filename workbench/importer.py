@@ -1,15 +1,19 @@
 """Import a dataset file into the store: detect format -> map fields -> normalize -> hash -> insert.
 
-Streaming (memory stays flat) and atomic (one transaction: a failed import leaves the store as it was).
+Streaming (memory stays flat) and all or nothing: rows are committed as they go (every MAX_TX_S, and at once
+when another writer waits: see _StagedWriter), the import is 'running' until its last commit, and a refused or
+killed import is removed (workbench/import_recovery.py), leaving the store as it was.
 """
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import shutil
 import sqlite3
 import sys
 import tempfile
+import time
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,10 +23,10 @@ from typing import Callable
 
 import orjson
 
-from . import formats, licenses, segments
+from . import busy, formats, import_recovery, licenses, segments
 from .formats import FormatError, ParseOptions, RowError, TieRow
-from .samples import _INSERT, INSERT_COLUMNS, flag_duplicates, sample_row
-from .store import WAL_AUTOCHECKPOINT, ensure_dataset, now, transaction
+from .samples import _INSERT, INSERT_COLUMNS, sample_row
+from .store import WAL_AUTOCHECKPOINT, get_dataset, now, transaction
 
 DETECT_SAMPLE = 20
 PROGRESS_EVERY = 10_000
@@ -30,7 +34,12 @@ PARALLEL_MIN_BYTES = 16 << 20   # below this, starting a worker process costs mo
 PARALLEL_WORKERS = 1            # one parser beside the inserting process: two cores, both busy
 IN_FLIGHT = 3             # 1 MB blocks queued to the worker: enough to keep it busy, little memory
 BATCH = 5_000             # rows per executemany: a pair's candidates and scores are written right after its batch
+CHUNK_S = 0.03            # rows per executemany of an import: sized to take this long (a waiting writer is
+FIRST_BATCH = 500         # noticed between chunks); the first chunk, then sized from the pace
+MIN_BATCH, MAX_BATCH = 100, 20_000
+MAX_TX_S = 1.0            # an import commits at least this often (Review sees the rows arrive)
 STDIN = "-"
+log = logging.getLogger(__name__)
 GZIP_ERRORS = (OSError, EOFError, zlib.error)   # what a damaged .gz raises while it is read
 
 
@@ -369,34 +378,48 @@ def _check_not_imported(conn: sqlite3.Connection, name: str, shown: str, sha: st
 
 
 class _Writer:
-    """Inserts built rows in batches; a pair's candidates (and their scores, as judgments) follow its batch.
-    Sample and candidate ids are assigned in insertion order inside the one write transaction."""
+    """Inserts built rows in batches inside the caller's transaction; a pair's candidates (and their scores, as
+    judgments) follow its batch. Sample and candidate ids are assigned in insertion order."""
 
     def __init__(self, conn: sqlite3.Connection, ts: str, opts: ParseOptions, file: str):
         self.conn, self.ts, self.opts, self.file = conn, ts, opts, file
-        self.next_id = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0] + 1
         self.rows: list[tuple] = []
         self.cands: list[tuple[int, list]] = []
-        self.inserted = self.candidates = 0
+        self.inserted = self.candidates = self.duplicates = 0
+        self.first_id, self.last_id = 0, -1      # the ids written (other writers' rows may lie between)
+        self.limit = BATCH
 
     def add(self, row: tuple, cands: list | None) -> None:
         self.rows.append(row)
         if cands:
             self.cands.append((len(self.rows) - 1, cands))
-        if len(self.rows) >= BATCH:
+        if len(self.rows) >= self.limit:
             self.flush()
 
     def flush(self) -> None:
-        if not self.rows:
-            return
-        base = self.next_id
-        self.conn.executemany(_INSERT, self.rows)
+        if self.rows:
+            self._write()
+            self.rows, self.cands = [], []
+
+    def _write(self, flag_duplicates: bool = False) -> None:
+        """Insert the batch: ids follow max(id), read under the write lock (the rows are inserted as built, and
+        the few duplicates get their dup_of right after, which is cheaper than rebuilding every row's tuple)."""
+        conn = self.conn
+        base = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0] + 1
+        dups = _duplicate_targets(conn, self.rows, base) if flag_duplicates else []
+        conn.executemany(_INSERT, self.rows)
+        top = conn.execute("SELECT max(id) FROM samples").fetchone()[0]
+        if top != base + len(self.rows) - 1:      # cannot happen while we hold the write lock; never guess ids
+            raise RuntimeError(f"import: expected ids {base}..{base + len(self.rows) - 1}, the store has {top}")
+        if dups:
+            conn.executemany("UPDATE samples SET dup_of = ? WHERE id = ?", dups)
+            self.duplicates += len(dups)
         if self.cands:
-            cbase = self.conn.execute("SELECT coalesce(max(id), 0) FROM candidates").fetchone()[0]
+            cbase = conn.execute("SELECT coalesce(max(id), 0) FROM candidates").fetchone()[0]
             crows, jrows = [], []
             for offset, cands in self.cands:
                 sid = base + offset
-                line = self.rows[offset][INSERT_COLUMNS.index("source_line")]
+                line = self.rows[offset][_LINE]
                 for c in cands:
                     crows.append((sid, c["model"], c["response"], self.ts))
                     if "score" in c:
@@ -404,15 +427,155 @@ class _Writer:
                         jrows.append((sid, cbase + len(crows), "import", self.opts.score_rubric, "",
                                       orjson.dumps({col: v}).decode(), v,
                                       f"column {col} of {self.file}, line {line}", repr(v), self.ts))
-            self.conn.executemany("INSERT INTO candidates (sample_id, model, response, created_at) VALUES (?,?,?,?)",
-                                  crows)
-            self.conn.executemany(
+            conn.executemany("INSERT INTO candidates (sample_id, model, response, created_at) VALUES (?,?,?,?)",
+                             crows)
+            conn.executemany(
                 "INSERT INTO judgments (sample_id, candidate_id, judge, rubric, rubric_version, scores, overall, "
                 "rationale, raw, created_at) VALUES (?,?,?,?,?,?,?,?,?,?)", jrows)
             self.candidates += len(crows)
         self.inserted += len(self.rows)
-        self.next_id = base + len(self.rows)
+        self.first_id = self.first_id or base
+        self.last_id = base + len(self.rows) - 1
+
+
+_HASH = INSERT_COLUMNS.index("content_hash")
+_LINE = INSERT_COLUMNS.index("source_line")
+
+
+def _duplicate_targets(conn: sqlite3.Connection, rows: list[tuple], base: int) -> list[tuple[int, int]]:
+    """(dup_of, id) of each row of the batch (ids from `base`) whose content hash an earlier sample has: one
+    already stored (an index probe per distinct hash of the batch) or an earlier row of the batch. Flagged as the
+    rows go in, this saves a pass over the whole import at its end."""
+    first: dict[int, int] = {}
+    for i, r in enumerate(rows):
+        first.setdefault(r[_HASH], base + i)
+    stored = dict(conn.execute("SELECT content_hash, min(id) FROM samples WHERE content_hash IN "
+                               "(SELECT value FROM json_each(?)) GROUP BY content_hash",
+                               (orjson.dumps(list(first)).decode(),)))
+    out = []
+    for i, r in enumerate(rows):
+        h = r[_HASH]
+        target = stored.get(h) or first[h]
+        if target != base + i:
+            out.append((target, base + i))
+    return out
+
+
+DISK_RESERVE = 16 << 20      # free bytes kept for removing a refused import (deleting rows writes pages too)
+RESERVE_PER_ROW = 400         # ... and per row already written (its entries in the samples table and indexes)
+
+
+def store_dir(conn: sqlite3.Connection) -> str | None:
+    name = conn.execute("PRAGMA database_list").fetchone()[2]
+    return os.path.dirname(name) if name else None
+
+
+def free_bytes(directory: str | None) -> int | None:
+    if not directory:
+        return None
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def check_space(directory: str | None, need: int, shown: str) -> None:
+    """Refuse before the disk fills: an import that commits as it goes must keep room to remove itself."""
+    free = free_bytes(directory)
+    if free is not None and free < need:
+        raise ImportFailed(f"{shown}: the disk is full or nearly: {free / 1e6:.1f} MB free in {directory}, "
+                           f"the import needs about {need / 1e6:.0f} MB more; free some space and import again")
+
+
+class _StagedWriter(_Writer):
+    """An import's writer. Rows go in by chunks of about CHUNK_S; the write transaction stays open across chunks
+    until another writer is waiting for the lock (busy.someone_waiting: then it commits at once and pauses for
+    it) or it has been open MAX_TX_S. Every commit rewrites each index page the transaction touched (the content
+    hash and length indexes take rows at random places), so committing every ~0.1 s regardless would double a
+    million-row import's time. Rows get their dup_of as they are inserted."""
+
+    def __init__(self, conn: sqlite3.Connection, ts: str, opts: ParseOptions, file: str, stats: "TxStats"):
+        super().__init__(conn, ts, opts, file)
+        self.stats = stats
+        self.limit = FIRST_BATCH
+        self.per_row: float | None = None
+        self.dir = store_dir(conn)
+        self.wait_file = busy.wait_file(conn)
+        self.tx_began: float | None = None
+        self.tx_began_ns = 0
+
+    def add(self, row: tuple, cands: list | None) -> None:
+        super().add(row, cands)
+        # rows may come slower than they go in (a slow parser): look for a waiting writer meanwhile too
+        if (self.tx_began is not None and len(self.rows) % 256 == 0 and self.rows
+                and busy.someone_waiting(self.wait_file, self.tx_began_ns)):
+            self.flush()
+
+    def batch_bytes(self) -> int:
+        if not self.rows:
+            return 0
+        sample = self.rows[:: max(1, len(self.rows) // 20)]
+        return sum(len(r[1]) + len(r[2]) + len(r[3]) + len(r[11] or "") for r in sample) * len(self.rows) // len(sample)
+
+    def flush(self) -> None:
+        if not self.rows:
+            return
+        if self.tx_began is None:
+            check_space(self.dir, DISK_RESERVE + RESERVE_PER_ROW * self.inserted + 2 * self.batch_bytes(), self.file)
+            self.stats.waited = max(self.stats.waited, busy.begin(self.conn))
+            self.tx_began, self.tx_began_ns = time.perf_counter(), time.time_ns()
+        t0 = time.perf_counter()
+        try:
+            self._write(flag_duplicates=True)
+        except BaseException:
+            self.rollback()
+            raise
+        took = time.perf_counter() - t0
+        # the next chunk sized to take about CHUNK_S at the recent pace (smoothed: on a busy machine one chunk
+        # that lost the CPU for a while must not halve the next ones)
+        per_row = took / len(self.rows)
+        self.per_row = per_row if self.per_row is None else 0.7 * self.per_row + 0.3 * per_row
+        self.limit = max(MIN_BATCH, min(MAX_BATCH, 2 * len(self.rows), int(CHUNK_S / max(self.per_row, 1e-7))))
         self.rows, self.cands = [], []
+        waiting = busy.someone_waiting(self.wait_file, self.tx_began_ns)
+        if waiting or time.perf_counter() - self.tx_began >= MAX_TX_S:
+            self.commit()
+            if waiting:
+                self.stats.yielded += 1
+                busy.yield_to_waiters()
+
+    def commit(self) -> None:
+        if self.tx_began is None:
+            return
+        self.conn.execute("COMMIT")
+        self.stats.note(time.perf_counter() - self.tx_began)
+        self.tx_began = None
+
+    def rollback(self) -> None:
+        if self.tx_began is not None:
+            self.tx_began = None
+            self.conn.execute("ROLLBACK")
+
+    def finish(self) -> None:
+        self.flush()
+        self.commit()
+
+
+@dataclass
+class TxStats:
+    """The import's write transactions: how many, the longest (seconds), the longest wait for the lock."""
+    count: int = 0
+    longest: float = 0.0
+    waited: float = 0.0
+    yielded: int = 0          # commits made because another writer was waiting
+
+    def note(self, took: float) -> None:
+        self.count += 1
+        self.longest = max(self.longest, took)
+
+
+LAST_TX_STATS = TxStats()    # the last import's figures in this process (benchmarks/bench_import.py prints them)
 
 
 def import_file(conn: sqlite3.Connection, path, dataset: str | None = None, fmt: str | None = None,
@@ -549,45 +712,84 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
 
     # Copying a big import from the WAL into the database file takes ~10 s a million rows: leave it to the
     # follow-up `workbench index` step (or the next commit) instead of holding the curator up here.
+    check_space(store_dir(conn), DISK_RESERVE + sum(sizes), dets[0].file)
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     current = dets[0].file
+    import_ids: list[int] = []
+    stats = TxStats()
+    made, did, dups, first, last = False, None, 0, 0, -1
     try:
+        # Many transactions, not one: other writers (Review decisions, workers) wait a chunk, not the import.
+        # Until the last one the imports rows say 'running'; a refusal removes what was written (below), a killed
+        # import is removed by the next open (import_recovery). The dataset's kind and licence change last.
         with transaction(conn):
             kinds = {d.kind for d in dets}
-            did = ensure_dataset(conn, name, kinds.pop() if len(kinds) == 1 else "mixed")
-            _record_license(conn, did, name, license)
+            kind = kinds.pop() if len(kinds) == 1 else "mixed"
+            found = get_dataset(conn, name)
+            made = found is None
+            did = (conn.execute("INSERT INTO datasets (name, kind, created_at, license) VALUES (?, ?, ?, ?)",
+                                (name, kind, now(), license)).lastrowid if made else found[0])
+            if not made:
+                _check_license(conn, did, name, license)
             ts = now()
-            before = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]
-            for k, (path, det, sha, size) in enumerate(zip(paths, dets, shas, sizes)):
-                current = det.file
-                file_col = det.file if det.file == STDIN else os.path.abspath(path)
+        for k, (path, det, sha, size) in enumerate(zip(paths, dets, shas, sizes)):
+            current = det.file
+            file_col = det.file if det.file == STDIN else os.path.abspath(path)
+            with transaction(conn):
                 import_id = conn.execute(
-                    "INSERT INTO imports (dataset_id, file, format, mapping, imported_at, bytes, license) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (did, file_col, det.format, orjson.dumps(det.mapping).decode(), ts, size, license)).lastrowid
-                fr = FileResult(det.file, det.format, import_id, "")
-                ctx = _Context(det.file, det.file_type, det.format, mapping, did, import_id, ts, opts)
-                writer = _Writer(conn, ts, opts, det.file)
+                    "INSERT INTO imports (dataset_id, file, format, mapping, imported_at, bytes, license, state, pid, "
+                    "first_id, made_dataset) VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?, "
+                    "(SELECT coalesce(max(id), 0) + 1 FROM samples), ?)",
+                    (did, file_col, det.format, orjson.dumps(det.mapping).decode(), ts, size, license, os.getpid(),
+                     int(made and k == 0))).lastrowid
+            import_ids.append(import_id)
+            fr = FileResult(det.file, det.format, import_id, "")
+            ctx = _Context(det.file, det.file_type, det.format, mapping, did, import_id, ts, opts)
+            writer = _StagedWriter(conn, ts, opts, det.file, stats)
+            try:
                 rows(ctx, path, det, fr, writer, segs[k] if segs else None)
-                writer.flush()
-                fr.candidates = writer.candidates
-                if fr.rows == 0:
-                    raise ImportFailed(f"{det.file}: no valid rows to import ({fr.skipped} skipped"
-                                       + (f", {fr.ties} ties" if fr.ties else "") + ")")
-                fr.sha256 = sha if isinstance(sha, str) else sha.result()
-                conn.execute("UPDATE imports SET rows = ?, skipped = ?, sha256 = ? WHERE id = ?",
-                             (fr.rows, fr.skipped, fr.sha256, import_id))
-                files.append(fr)
-            first, last = before + 1, before + counted[0]
-            dups = flag_duplicates(conn, first, last)
-    except FormatError as e:  # a file-level problem found mid-stream (e.g. a JSON array truncated at the end)
-        raise ImportFailed(describe(current, e.line, e.row, e.field, e.message)) from None
-    except UnicodeDecodeError as e:
-        raise ImportFailed(f"{current}: not valid UTF-8 ({e.reason})") from None
-    except GZIP_ERRORS as e:   # e.g. a .gz that ends early
-        raise ImportFailed(f"{current}: cannot read the file: {e}") from None
+                writer.finish()
+            except BaseException:
+                writer.rollback()
+                raise
+            fr.candidates = writer.candidates
+            dups += writer.duplicates
+            if writer.inserted:
+                first = first or writer.first_id
+                last = writer.last_id
+            if fr.rows == 0:
+                raise ImportFailed(f"{det.file}: no valid rows to import ({fr.skipped} skipped"
+                                   + (f", {fr.ties} ties" if fr.ties else "") + ")")
+            fr.sha256 = sha if isinstance(sha, str) else sha.result()
+            files.append(fr)
+        with transaction(conn):     # the import becomes complete in one step
+            for fr in files:
+                conn.execute("UPDATE imports SET rows = ?, skipped = ?, sha256 = ?, state = NULL, pid = NULL "
+                             "WHERE id = ?", (fr.rows, fr.skipped, fr.sha256, fr.import_id))
+            if not made:
+                if found[2] != kind:
+                    conn.execute("UPDATE datasets SET kind = 'mixed' WHERE id = ? AND kind != ?", (did, kind))
+                conn.execute("UPDATE datasets SET license = ? WHERE id = ? AND license IS NOT ?", (license, did, license))
+    except BaseException as e:
+        try:
+            for import_id in reversed(import_ids):     # the store as it was: remove what was written
+                import_recovery.discard(conn, import_id)
+            if made and not import_ids and did is not None:
+                with transaction(conn):
+                    conn.execute("DELETE FROM datasets WHERE id = ? AND NOT EXISTS (SELECT 1 FROM imports WHERE "
+                                 "dataset_id = ?)", (did, did))
+        except sqlite3.Error as cleanup:   # e.g. the disk filled up: the next open, after this process, removes it
+            log.warning("could not remove the unfinished import yet (%s); the next open of the store will", cleanup)
+        if isinstance(e, FormatError):  # a file-level problem found mid-stream (a JSON array truncated at the end)
+            raise ImportFailed(describe(current, e.line, e.row, e.field, e.message)) from None
+        if isinstance(e, UnicodeDecodeError):
+            raise ImportFailed(f"{current}: not valid UTF-8 ({e.reason})") from None
+        if isinstance(e, GZIP_ERRORS):   # e.g. a .gz that ends early
+            raise ImportFailed(f"{current}: cannot read the file: {e}") from None
+        raise
     finally:
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+        LAST_TX_STATS.__dict__.update(stats.__dict__)
     if progress:
         progress(counted[0])
     fmts = {f.format for f in files}
@@ -596,15 +798,15 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
                         files, _segments_report(segs) if segs else None)
 
 
-def _record_license(conn: sqlite3.Connection, did: int, name: str, license: str | None) -> None:
-    """Inside the import's transaction: one licence per dataset. A different one, or rows added without one to a
-    licensed dataset (or with one to rows that have none), is refused: an export must be able to list them all."""
-    current, rows = conn.execute("SELECT license, (SELECT count(*) FROM samples WHERE dataset_id = ?) FROM datasets "
+def _check_license(conn: sqlite3.Connection, did: int, name: str, license: str | None) -> None:
+    """Before an import into an existing dataset: one licence per dataset. A different one, or rows added without
+    one to a licensed dataset (or with one to rows that have none), is refused: an export must be able to list them
+    all. (An empty dataset takes the import's licence when the import completes.)"""
+    current, rows = conn.execute("SELECT license, EXISTS (SELECT 1 FROM samples WHERE dataset_id = ?) FROM datasets "
                                  "WHERE id = ?", (did, did)).fetchone()
     if license == current:
         return
-    if current is None and rows == 0:
-        conn.execute("UPDATE datasets SET license = ? WHERE id = ?", (license, did))
+    if current is None and not rows:
         return
     if current is None:
         raise ImportRefused(f"dataset {name!r} holds rows imported without a licence; import {license} data into "

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
+from . import busy, import_recovery
 from .fileperms import create_private, private_dir
 
 APP_NAME = "curation-workbench"
@@ -508,6 +509,15 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (batch, custom_id)
     ) WITHOUT ROWID;
     """,
+    # (branch import-speed) 12 -> 13: an import commits in many short transactions; until its last one it is
+    # 'running' (its process id recorded), and an import whose process died is removed on the next open
+    # (workbench/import_recovery.py). first_id bounds the scan for its rows; made_dataset: remove the dataset too.
+    """
+    ALTER TABLE imports ADD COLUMN state TEXT;                 -- NULL: complete; 'running'
+    ALTER TABLE imports ADD COLUMN pid INTEGER;
+    ALTER TABLE imports ADD COLUMN first_id INTEGER;
+    ALTER TABLE imports ADD COLUMN made_dataset INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -603,8 +613,9 @@ def _split_sql(script: str) -> list[str]:
 
 @contextmanager
 def transaction(conn: sqlite3.Connection, *, immediate: bool = True):
-    """One explicit transaction: all or nothing. Nested use is an error (it would hide partial commits)."""
-    conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+    """One explicit transaction: all or nothing. Nested use is an error (it would hide partial commits).
+    A busy store makes it wait for the write lock, however long, never fail (workbench/busy.py)."""
+    busy.begin(conn, immediate)
     try:
         yield conn
     except BaseException:
@@ -635,6 +646,7 @@ def open_store(path: str | os.PathLike | None = None, *, check_same_thread: bool
     create_private(p)     # 0600 before SQLite opens it: its -wal and -shm files take the same mode
     conn = connect(p, check_same_thread=check_same_thread)
     migrate(conn)
+    import_recovery.remove_abandoned(conn)
     return conn
 
 
