@@ -303,7 +303,10 @@ class BalanceScreen(Screen):
             self._warnings[topic] = message
         else:
             self._warnings.pop(topic, None)
-        box = self.query_one("#warning", Static)
+        boxes = self.query("#warning").results(Static)
+        box = next(boxes, None)
+        if box is None:   # the screen is being taken down (a poll's worker finishing after its widgets went)
+            return
         box.update(Text("\n".join(self._warnings.values())))
         box.set_class(bool(self._warnings), "shown")
 
