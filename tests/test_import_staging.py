@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from workbench import decisions, importer, import_recovery
+from workbench import busy, decisions, importer, import_recovery
 from workbench.samples import insert_samples
 from workbench.stats import fold
 from workbench.store import ensure_dataset, fts_sync, open_store, transaction
@@ -158,11 +158,12 @@ def test_a_killed_import_is_removed_by_the_next_open(tmp_path):
     db = tmp_path / "s.db"
     seed(db)
     before = content(db)
-    src = write_jsonl(tmp_path / "big.jsonl", 60_000)
+    src = write_jsonl(tmp_path / "big.jsonl", 150_000)
     p = cli_import(db, src, "--dataset", "big")
     watcher = open_store(db)
 
-    def some_rows():     # the first commit (after importer.MAX_TX_S at the latest)
+    def some_rows():     # the first commit, at once: a writer is waiting (on a fast machine the whole file
+        busy._touch(f"{db}-wait")   # would otherwise go in within importer.MAX_TX_S, before the kill)
         return watcher.execute("SELECT count(*) FROM samples WHERE dataset_id = "
                                "(SELECT id FROM datasets WHERE name = 'big')").fetchone()[0] > 0
     try:
@@ -183,7 +184,7 @@ def test_a_killed_import_is_removed_by_the_next_open(tmp_path):
     out, err = r.communicate(timeout=300)
     assert r.returncode == 0, err
     assert conn.execute("SELECT count(*), count(dup_of) FROM samples WHERE dataset_id = (SELECT id FROM datasets "
-                        "WHERE name = 'big')").fetchone() == (60_000, 0)
+                        "WHERE name = 'big')").fetchone() == (150_000, 0)
 
 
 def test_an_import_of_a_live_process_is_not_removed(tmp_path, small_batches):
