@@ -219,6 +219,24 @@ def page(conn: sqlite3.Connection, flt: Filter = Filter(), sort: Sort = Sort(), 
         rows = [replace(r, scores=tuple(by_id[r.id])) for r in rows]
         return rows[::-1] if backward else rows
     hits = search_hits(conn, flt.search)
+    probe = _Probe()
+    conn.create_function("browse_probe", 1, probe)
+    try:
+        rows = _page(conn, flt, sort, after_key, limit, ascending, hits)
+    except sqlite3.OperationalError:
+        if not probe.gave_up:
+            raise
+        # the walk asked the search index about too many rows per match (a common word's matches are rare among
+        # the shortest rows, where a length sort starts or ends): copy every match once, then walk on with the copy
+        hits = search_hits(conn, flt.search, complete=True)
+        rows = _page(conn, flt, sort, after_key, limit, ascending, hits)
+    by_id = scores.of_samples(conn, [r.id for r in rows])
+    in_rounds = rounds.of_samples(conn, [r.id for r in rows])
+    rows = [replace(r, scores=tuple(by_id[r.id]), rounds=in_rounds[r.id]) for r in rows]
+    return rows[::-1] if backward else rows
+
+
+def _page(conn, flt: Filter, sort: Sort, after_key, limit: int, ascending: bool, hits: "Hits | None") -> list[Row]:
     where, params = flt.sql(hits, sort.key)
     bounds = flt.scores.fresh_range(flt.rubric) if flt.rubric else None
     if flt.dataset_id is None and sort.key != "id":
@@ -226,13 +244,30 @@ def page(conn: sqlite3.Connection, flt: Filter = Filter(), sort: Sort = Sort(), 
         for (did,) in conn.execute("SELECT id FROM datasets ORDER BY id").fetchall():
             w, p = Filter(**{**flt.__dict__, "dataset_id": did}).sql(hits, sort.key)
             parts.append(_scan(conn, w, p, sort, ascending, after_key, limit, flt.rubric, bounds))
-        rows = list(heapq.merge(*parts, key=_order, reverse=not ascending))[:limit]
-    else:
-        rows = _scan(conn, where, params, sort, ascending, after_key, limit, flt.rubric, bounds)
-    by_id = scores.of_samples(conn, [r.id for r in rows])
-    in_rounds = rounds.of_samples(conn, [r.id for r in rows])
-    rows = [replace(r, scores=tuple(by_id[r.id]), rounds=in_rounds[r.id]) for r in rows]
-    return rows[::-1] if backward else rows
+        return list(heapq.merge(*parts, key=_order, reverse=not ascending))[:limit]
+    return _scan(conn, where, params, sort, ascending, after_key, limit, flt.rubric, bounds)
+
+
+PROBE_SAMPLE = 200   # rows a walk asks the search index about before judging how often they match
+
+
+class _Probe:
+    """browse_probe(matched): counts the rows a page's walk asks the search index about and how many match; once
+    fewer than WALK_DENSITY of PROBE_SAMPLE or more match, it stops the walk (the query fails, gave_up is set).
+    Each ask costs ~50-150 us at 1M rows (more at 10M), copying a match ~0.25 us: End of a three-word search
+    sorted by length asked about ~12,000 short rows for 100 matches (1.4 s at 1M, ~6 s at 10M)."""
+
+    def __init__(self):
+        self.asked = self.matched = 0
+        self.gave_up = False
+
+    def __call__(self, matched: int) -> int:
+        self.asked += 1
+        self.matched += bool(matched)
+        if self.asked >= PROBE_SAMPLE and self.matched < self.asked * WALK_DENSITY:
+            self.gave_up = True
+            raise RuntimeError("too few matches among the rows asked about")
+        return matched
 
 
 def row(conn: sqlite3.Connection, sample_id: int, sort: Sort = Sort(), rubric: str | None = None) -> Row | None:
@@ -270,7 +305,9 @@ class Hits:
         if self.count < 0:
             # many matches: walk the sort's index and ask the search index about each row (~0.1 ms a row at 10M
             # rows; copying every match of a common word first took 8.7 s there before the first page)
-            return "EXISTS (SELECT 1 FROM samples_fts WHERE samples_fts MATCH ? AND rowid = samples.id)", (self.query,)
+            # (browse_probe: see _Probe; a walk that finds matches too rarely copies them all after all)
+            return ("browse_probe(EXISTS (SELECT 1 FROM samples_fts WHERE samples_fts MATCH ? AND rowid = samples.id))",
+                    (self.query,))
         # `id IN` lets SQLite start from the matches: right for id order and for few matches (sorting them is
         # cheap), ruinous for a common word sorted by score (3 s a page at 1M rows: every match read and
         # sorted). `+id IN` keeps it walking the sort's index, testing each id against the table (~0.1 ms).
@@ -285,15 +322,17 @@ def search_hits(conn: sqlite3.Connection, search: str | None, complete: bool = F
     most ~1/WALK_DENSITY index lookups a row, or copying WALK_DENSITY of the rows once.
 
     Re-running MATCH inside every page's query costs ~130 ms (sorted by id) to ~900 ms (sorted by score) per page
-    for a common word at 1M rows. The table is rebuilt when the index may have changed: new rows indexed
-    (fts_upto) or any decision (an edit changes the indexed text).
+    for a common word at 1M rows. The table is rebuilt when the index changed: new rows indexed (fts_upto), an edit
+    or a delete. The index's structure record (FTS5's %_data row 10, rewritten with a higher write counter by every
+    change to the index) says so in one lookup; a decision that changes no text (accept, reject) keeps the table,
+    so Review's keys on a Browse order do not copy the matches again after each decision.
     """
     query = fts_query(search or "")
     if not query:
         return None
     fts_upto = conn.execute("SELECT value FROM meta WHERE key = 'fts_upto'").fetchone()
-    last_decision = conn.execute("SELECT max(id) FROM decisions").fetchone()[0]
-    key = hashlib.blake2b(repr((query, fts_upto, last_decision)).encode(), digest_size=8).hexdigest()
+    structure = conn.execute("SELECT block FROM samples_fts_data WHERE id = 10").fetchone()
+    key = hashlib.blake2b(repr((query, fts_upto, structure)).encode(), digest_size=8).hexdigest()
     name = f"browse_hits_{key}"
     conn.execute("CREATE TEMP TABLE IF NOT EXISTS browse_hits (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
     row = conn.execute("SELECT n FROM temp.browse_hits WHERE name = ?", (name,)).fetchone()
