@@ -334,8 +334,8 @@ def test_a_walk_that_finds_matches_too_rarely_copies_them_and_lists_the_same_row
                                                                                  descending):
     """End of a common-word search sorted by length (or its first page, ascending) starts among the shortest rows,
     where the word is rare: the walk asked the search index about ~12,000 rows for a page (1.4 s at 1M rows, ~6 s
-    at 10M). After PROBE_SAMPLE asks with fewer than WALK_DENSITY matching, the matches are copied once and the walk
-    goes on against the copy: same rows, same order, from either end and from any row."""
+    at 10M). From PROBE_SAMPLE asks on, once asking on would cost more than copying the matches, they are copied
+    once and the walk goes on against the copy: same rows, same order, from either end and from any row."""
     conn, all_rows, did = sparse_short
     monkeypatch.setattr(browse, "DRIVE_FROM_HITS", 5)       # "alpha" counts as a common word: walked, not copied
     monkeypatch.setattr(browse, "PROBE_SAMPLE", 20)
@@ -390,3 +390,28 @@ def test_the_copy_of_the_matches_outlives_decisions_not_edits(sparse_short, monk
     assert conn.execute("SELECT name FROM temp.browse_hits").fetchone()[0] != table
     assert first[0].id == short["id"]             # now the shortest match
     assert browse.count(conn, flt) == n + 1
+
+
+def test_a_walk_gives_up_only_when_asking_on_costs_more_than_copying(monkeypatch):
+    """The judgement itself: the asks still needed at the rate seen so far, against copying the estimated matches
+    (a common two-word search is cheaper walked at 3M rows, copied at 1M; a three-word one copied at both)."""
+    monkeypatch.setattr(browse, "PROBE_SAMPLE", 200)
+
+    def asks_until_stop(limit, estimate, every):
+        probe = browse._Probe(limit, estimate)
+        for i in range(1, 100_000):
+            try:
+                probe(i % every == 0)
+            except RuntimeError:
+                return probe.asked
+            if probe.matched >= limit:
+                return None          # the page filled: walked to the end
+        return None
+    per_ask = browse.COPY_PER_ASK
+    assert asks_until_stop(100, 738_000, 20) == 200              # 2,000 asks to go cost more than 738k copies
+    assert asks_until_stop(100, 2_200_000, 20) is None           # ... less than 2.2M copies: walked
+    assert asks_until_stop(100, 2_000_000, 125) == 200           # 1 match in 125: copied
+    assert asks_until_stop(1, 10 ** 6, 125) is None              # one row (Review's next): never copied for it
+    assert asks_until_stop(100, 10 ** 9, 2) is None              # dense: never
+    assert asks_until_stop(100, 0, 1000) == 200                  # nothing estimated (a copied search): at once
+    assert 100 * 20 * per_ask > 738_000 and 100 * 20 * per_ask < 2_200_000   # what the cases above stand on

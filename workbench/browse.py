@@ -219,7 +219,7 @@ def page(conn: sqlite3.Connection, flt: Filter = Filter(), sort: Sort = Sort(), 
         rows = [replace(r, scores=tuple(by_id[r.id])) for r in rows]
         return rows[::-1] if backward else rows
     hits = search_hits(conn, flt.search)
-    probe = _Probe()
+    probe = _Probe(limit, hits.estimate if hits else 0)
     conn.create_function("browse_probe", 1, probe)
     try:
         rows = _page(conn, flt, sort, after_key, limit, ascending, hits)
@@ -249,24 +249,30 @@ def _page(conn, flt: Filter, sort: Sort, after_key, limit: int, ascending: bool,
 
 
 PROBE_SAMPLE = 200   # rows a walk asks the search index about before judging how often they match
+COPY_PER_ASK = 800   # copying this many matches costs about one ask (~0.2 us a match; an ask ~100-300 us, 1M-3M)
 
 
 class _Probe:
-    """browse_probe(matched): counts the rows a page's walk asks the search index about and how many match; once
-    fewer than WALK_DENSITY of PROBE_SAMPLE or more match, it stops the walk (the query fails, gave_up is set).
-    Each ask costs ~50-150 us at 1M rows (more at 10M), copying a match ~0.25 us: End of a three-word search
-    sorted by length asked about ~12,000 short rows for 100 matches (1.4 s at 1M, ~6 s at 10M)."""
+    """browse_probe(matched): counts the rows a page's walk asks the search index about and how many match. From
+    PROBE_SAMPLE asks on, when the asks still needed to fill the page at the rate seen so far would cost more than
+    copying every match (`estimate` of them), it stops the walk (the query fails, gave_up is set) and the page is
+    read again against a copy. End of a three-word search sorted by length asked about ~12,000 short rows for 100
+    matches (1.3 s CPU at 1M rows, 2.5 s at 3M, where the copy costs 0.2 s and 0.6 s); a two-word one ~2,000 (a
+    copy is cheaper at 1M, the walk at 3M and up)."""
 
-    def __init__(self):
+    def __init__(self, limit: int, estimate: int):
+        self.limit, self.estimate = limit, estimate
         self.asked = self.matched = 0
         self.gave_up = False
 
     def __call__(self, matched: int) -> int:
         self.asked += 1
         self.matched += bool(matched)
-        if self.asked >= PROBE_SAMPLE and self.matched < self.asked * WALK_DENSITY:
-            self.gave_up = True
-            raise RuntimeError("too few matches among the rows asked about")
+        if self.asked >= PROBE_SAMPLE and self.matched < self.limit:
+            still = (self.limit - self.matched) * self.asked / max(self.matched, 1)
+            if still * COPY_PER_ASK > self.estimate:
+                self.gave_up = True
+                raise RuntimeError("copying the matches costs less than asking on")
         return matched
 
 
@@ -300,6 +306,7 @@ class Hits:
     table: str
     count: int
     query: str = ""
+    estimate: int = 0     # how many rows match: `count` when copied, else estimated from the first matches
 
     def condition(self, sort_key: str) -> tuple[str, tuple]:
         if self.count < 0:
@@ -334,8 +341,9 @@ def search_hits(conn: sqlite3.Connection, search: str | None, complete: bool = F
     structure = conn.execute("SELECT block FROM samples_fts_data WHERE id = 10").fetchone()
     key = hashlib.blake2b(repr((query, fts_upto, structure)).encode(), digest_size=8).hexdigest()
     name = f"browse_hits_{key}"
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS browse_hits (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
-    row = conn.execute("SELECT n FROM temp.browse_hits WHERE name = ?", (name,)).fetchone()
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS browse_hits (name TEXT PRIMARY KEY, n INTEGER NOT NULL, "
+                 "estimate INTEGER NOT NULL)")
+    row = conn.execute("SELECT n, estimate FROM temp.browse_hits WHERE name = ?", (name,)).fetchone()
     if row is None or (complete and row[0] < 0):
         for (old,) in conn.execute("SELECT name FROM temp.browse_hits").fetchall():
             conn.execute(f"DROP TABLE IF EXISTS temp.{old}")   # one search's ids at a time
@@ -343,17 +351,21 @@ def search_hits(conn: sqlite3.Connection, search: str | None, complete: bool = F
         conn.execute(f"CREATE TEMP TABLE {name} (id INTEGER PRIMARY KEY)")
         n = conn.execute(f"INSERT INTO temp.{name} SELECT rowid FROM samples_fts WHERE samples_fts MATCH ? LIMIT ?",
                          (query, -1 if complete else DRIVE_FROM_HITS + 1)).rowcount
+        estimate = n
         if not complete and n > DRIVE_FROM_HITS:
             last = conn.execute(f"SELECT max(id) FROM temp.{name}").fetchone()[0]
             if n / last >= WALK_DENSITY:
+                top = conn.execute("SELECT max(id) FROM samples").fetchone()[0] or last
+                estimate = int(n / last * top)
                 conn.execute(f"DELETE FROM temp.{name}")
                 n = -1
             else:
                 n += conn.execute(f"INSERT INTO temp.{name} SELECT rowid FROM samples_fts WHERE samples_fts MATCH ? "
                                   f"AND rowid > ?", (query, last)).rowcount
-        conn.execute("INSERT INTO temp.browse_hits (name, n) VALUES (?, ?)", (name, n))
-        row = (n,)
-    return Hits(f"temp.{name}", row[0], query)
+                estimate = n
+        conn.execute("INSERT INTO temp.browse_hits (name, n, estimate) VALUES (?, ?, ?)", (name, n, estimate))
+        row = (n, estimate)
+    return Hits(f"temp.{name}", row[0], query, row[1])
 
 
 QUERY_HELP = ("words to search, and filters: status:accepted task:qa domain:law dataset:NAME|* score:curate=4..5 "
