@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,11 +22,11 @@ def add(conn, rows, name="d"):
     return list(range(first, last + 1))
 
 
-def _rows_of(texts: list[str], extras: list[str] | None = None) -> near_dup._Rows:
+def _rows_of(texts: list[str], extras: list[str] | None = None, text_memory: int | None = None) -> near_dup._Rows:
     ids = list(range(1, len(texts) + 1))
     sigs = [near_dup.signatures(ids[i:i + 7], texts[i:i + 7], None if extras is None else extras[i:i + 7])
             for i in range(0, len(texts), 7)]       # several blocks: the buffer is filled and grown block by block
-    return near_dup._Rows(sigs, near_dup.Stats())
+    return near_dup._Rows(sigs, near_dup.Stats(), text_memory=text_memory)
 
 
 def _tricky_texts(rng: random.Random, n: int) -> list[str]:
@@ -49,11 +50,14 @@ def _tricky_texts(rng: random.Random, n: int) -> list[str]:
     return out
 
 
+@pytest.mark.parametrize("spill", [None, 1, 3000])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_forward_order_is_the_order_of_the_texts_themselves(seed):
+def test_forward_order_is_the_order_of_the_texts_themselves(seed, spill):
+    """Also with the texts past `spill` bytes in the temporary file (1: all but the first block's)."""
     rng = random.Random(seed)
     texts = _tricky_texts(rng, 400)
-    data = _rows_of(texts)
+    data = _rows_of(texts, text_memory=spill)
+    assert (data._fd is None) == (spill is None)
     n = len(data.ids)
     held = data.texts_of(range(n))
     assert held == [near_dup.match_text(t) for t in texts if near_dup.match_text(t)]   # the buffer gives them back
@@ -65,11 +69,12 @@ def test_forward_order_is_the_order_of_the_texts_themselves(seed):
     assert (prefixes.view(f"S{near_dup.GATE}").ravel() == want).all()
 
 
-def test_forward_order_with_responses_sorts_by_prompt_then_response():
+@pytest.mark.parametrize("spill", [None, 2000])
+def test_forward_order_with_responses_sorts_by_prompt_then_response(spill):
     rng = random.Random(5)
     prompts = _tricky_texts(rng, 150)
     responses = [rng.choice(["", "short reply", "x" * 200 + rng.choice("ab"), "中文" * 40]) for _ in prompts]
-    data = _rows_of(prompts, responses)
+    data = _rows_of(prompts, responses, text_memory=spill)
     held = data.texts_of(range(len(data.ids)))
     order, _ = data.forward_order(np.arange(len(held), dtype=np.int64))
     assert order.tolist() == sorted(range(len(held)), key=held.__getitem__)
@@ -106,6 +111,28 @@ def test_progress_reports_each_phase_and_the_clusters_do_not_change(conn):
     assert phases.index("read") < phases.index("compare")
     assert ("read", 450, 0) in seen                      # rows read so far
     assert {(d, t) for p, d, t in seen if p == "compare"} == {(0, 3), (1, 3), (2, 3)}
+
+
+@pytest.mark.parametrize("fields", [dedup.DEFAULT_FIELDS, ("instruction", "input", "response")])
+def test_texts_spilled_to_a_file_give_the_same_clusters(conn, db_path, monkeypatch, fields):
+    _planted(conn)
+    want = dedup.find_clusters(conn, ["d"], fields)
+    opened = []
+    real = near_dup.tempfile.TemporaryFile
+
+    spied_dirs = []
+
+    def spy(*a, **kw):
+        spied_dirs.append(kw.get("dir"))
+        opened.append(real(*a, **kw))
+        return opened[-1]
+
+    monkeypatch.setattr(near_dup.tempfile, "TemporaryFile", spy)
+    monkeypatch.setattr(dedup_scan.stream_blocks, "__defaults__", (64,))    # many blocks: most of them spilled
+    monkeypatch.setattr(near_dup, "TEXT_MEMORY_BYTES", 2000)
+    assert dedup.find_clusters(conn, ["d"], fields) == want and len(want) == 50
+    assert len(opened) == 1 and opened[0].closed              # the file is closed (and so gone) at the end
+    assert opened[0].name is not None and spied_dirs == [str(Path(db_path).parent)]    # beside the store
 
 
 class Stop(Exception):

@@ -27,6 +27,7 @@ only for pairs whose prompts already matched.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 from collections import Counter
@@ -36,7 +37,7 @@ from typing import Callable, Iterable
 from rapidfuzz.distance import Indel
 
 from . import busy, scores
-from .dedup_scan import fetch_extras, row_texts, scan_signatures
+from .dedup_scan import db_path, fetch_extras, row_texts, scan_signatures
 from .near_dup import (ANCHOR_MIN_WORDS, CHUNK, DEFAULT_THRESHOLD, GATE, KEY_BYTES,  # noqa: F401
                        SNIPPET, VERIFY_BATCH, WINDOW, WORKERS, Stats, match_text, near_duplicate_groups,
                        near_duplicate_sigs)
@@ -136,7 +137,9 @@ def find_clusters(conn: sqlite3.Connection, datasets: Iterable[str] | None = Non
     sigs = None
     try:
         sigs = scan_signatures(conn, where, params, fields, None if ids is None else set(ids), workers)
-        return near_duplicate_sigs(sigs, threshold, fetch_extra=fetch, stats=stats, progress=progress)
+        path = db_path(conn)    # texts past near_dup.TEXT_MEMORY_BYTES go beside the store (/tmp may be RAM)
+        return near_duplicate_sigs(sigs, threshold, fetch_extra=fetch, stats=stats, progress=progress,
+                                   spill_dir=os.path.dirname(os.path.abspath(path)) if path else None)
     finally:
         if sigs is not None:
             sigs.close()       # a scan stopped early: end its worker processes now, not when collected
@@ -147,7 +150,7 @@ class Cancelled(Exception):
     """A scan stopped because its caller asked (find_clusters_at's `stop`)."""
 
 
-def find_clusters_at(db_path, datasets: Iterable[str] | None, fields: tuple[str, ...], threshold: float,
+def find_clusters_at(store_path, datasets: Iterable[str] | None, fields: tuple[str, ...], threshold: float,
                      stop=None, progress: Callable[[str, int, int], None] | None = None) -> list[list[int]]:
     """find_clusters on a connection of its own, for a thread of its own (the Duplicates screen: the app's store
     runner stays free for the screen's other reads). `stop` (a threading.Event) set: Cancelled is raised at the
@@ -158,7 +161,7 @@ def find_clusters_at(db_path, datasets: Iterable[str] | None, fields: tuple[str,
         if progress is not None:
             progress(phase, done, total)
 
-    conn = open_store(db_path)
+    conn = open_store(store_path)
     try:
         report("start", 0, 0)
         return find_clusters(conn, datasets, fields, threshold, progress=report)

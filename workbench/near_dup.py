@@ -5,8 +5,10 @@ candidate pairs scored in batches with rapidfuzz's Indel similarity, clusters by
 """
 from __future__ import annotations
 
+import os
 import re
 import string
+import tempfile
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -224,6 +226,7 @@ def signatures(ids: list[int], mains: list[str], extras: list[str] | None) -> Si
 
 
 FORWARD_ROWS = 16_384  # rows whose forward keys are gathered per numpy call (its index temporaries stay small)
+TEXT_MEMORY_BYTES = 32 << 20    # row texts held in memory; the rest go to a temporary file (see _Rows)
 
 
 class _Growing:
@@ -259,8 +262,12 @@ class _Rows:
     decoded only for the rows a pass compares. Beside them, per row: fixed-width sort keys and a character
     histogram (numpy arrays, no Python object per row)."""
 
-    def __init__(self, sigs: Iterable[Sig], stats: Stats, progress: Callable[[str, int, int], None] | None = None):
+    def __init__(self, sigs: Iterable[Sig], stats: Stats, progress: Callable[[str, int, int], None] | None = None,
+                 text_memory: int | None = None, spill_dir: str | None = None):
+        text_memory = TEXT_MEMORY_BYTES if text_memory is None else text_memory
         self.blob = bytearray()
+        self.in_memory = None             # bytes of texts in blob; the rest are in the spill file from offset 0
+        self._spill = None
         # each per-row array is filled in place as the blocks come (a list of blocks concatenated at the end
         # held both at once, and the freed blocks left the heap fragmented: ~40 % of the peak at 1M rows)
         grow = {k: _Growing() for k in ("ids", "text_len", "main_len", "hashes", "backward", "anchored", "hist")}
@@ -272,7 +279,19 @@ class _Rows:
                 raise ValueError("some blocks carry extra texts and some do not")
             stats.rows += sig.rows
             stats.skipped_empty += sig.rows - len(sig.ids)
-            self.blob += sig.blob
+            if self._spill is None and len(self.blob) + len(sig.blob) > text_memory and self.blob:
+                # unlinked at once: gone when closed, or when the process dies
+                self._spill = tempfile.TemporaryFile(prefix="workbench-dedup-", dir=spill_dir)
+                self.in_memory = len(self.blob)
+            if self._spill is None:
+                self.blob += sig.blob
+            else:
+                try:
+                    self._spill.write(sig.blob)
+                except OSError as e:     # a full disk: say where
+                    self.close()
+                    raise OSError(e.errno, f"dedup's temporary file in {spill_dir or tempfile.gettempdir()}: "
+                                           f"{e.strerror}") from None
             for k, g in grow.items():
                 g.add(getattr(sig, k))
             del sig
@@ -287,11 +306,29 @@ class _Rows:
         self.start = np.zeros(len(self.text_len) + 1, dtype=np.int64)     # row i's text: blob[start[i]:start[i + 1]]
         np.cumsum(self.text_len, out=self.start[1:])
         self.text_len = None
+        if self._spill is None:
+            self.in_memory = len(self.blob)
+        else:
+            self._spill.flush()
+        self._fd = None if self._spill is None else self._spill.fileno()
         self._view, self._start = memoryview(self.blob), memoryview(self.start)   # fast scalar access
+
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = self._fd = None
 
     def texts_of(self, rows: Iterable[int]) -> list[str]:
         view, start = self._view, self._start
-        return [str(view[start[i]:start[i + 1]], "utf-8", "surrogatepass") for i in rows]
+        if self._fd is None:
+            return [str(view[start[i]:start[i + 1]], "utf-8", "surrogatepass") for i in rows]
+        fd, mem, pread = self._fd, self.in_memory, os.pread
+        out = []
+        for i in rows:
+            a, b = start[i], start[i + 1]
+            out.append(str(view[a:b], "utf-8", "surrogatepass") if b <= mem
+                       else pread(fd, b - a, a - mem).decode("utf-8", "surrogatepass"))
+        return out
 
     def exact_groups(self, uf: _UnionFind) -> np.ndarray:
         """Join rows with identical match texts; returns the rows that start a group (the only ones the passes
@@ -314,20 +351,35 @@ class _Rows:
         return np.flatnonzero(is_first)
 
     def _forward_keys(self, rows_in: np.ndarray) -> np.ndarray:
-        """Each row's first KEY_BYTES bytes of text (zero-padded, as numpy's S dtype pads), gathered from the blob."""
+        """Each row's first KEY_BYTES bytes of text (zero-padded, as numpy's S dtype pads), gathered from the blob
+        (and from the spill file, read a slice of rows at a time)."""
         n = len(rows_in)
         keys = np.zeros(n, dtype=f"S{KEY_BYTES}")
-        if n == 0 or not self.blob:
+        if n == 0:
             return keys
-        flat = np.frombuffer(self.blob, dtype=np.uint8)
+        if (np.diff(rows_in) < 0).any():     # the passes give ascending rows; anything else is sorted first
+            perm = np.argsort(rows_in, kind="stable")
+            keys[perm] = self._forward_keys(rows_in[perm])
+            return keys
         out = keys.view(np.uint8).reshape(n, KEY_BYTES)
         span = np.arange(KEY_BYTES, dtype=np.int64)
+        mem = self.in_memory
+        flat = np.frombuffer(self.blob, dtype=np.uint8) if mem else None
         for lo in range(0, n, FORWARD_ROWS):
             rows = rows_in[lo:lo + FORWARD_ROWS]
-            idx = self.start[rows][:, None] + span
-            inside = idx < self.start[rows + 1][:, None]
-            np.minimum(idx, len(flat) - 1, out=idx)
-            out[lo:lo + len(rows)] = np.where(inside, flat[idx], 0)
+            begin, end = self.start[rows], self.start[rows + 1]
+            here = np.searchsorted(end, mem, side="right")          # rows [0, here) are in memory
+            for part, src, base in ((slice(0, here), flat, 0), (slice(here, len(rows)), None, None)):
+                b, e = begin[part], end[part]
+                if len(b) == 0:
+                    continue
+                if src is None:            # spilled rows: their bytes are one contiguous stretch of the file
+                    base = int(b[0])
+                    src = np.frombuffer(os.pread(self._fd, int(e[-1]) - base, base - mem), dtype=np.uint8)
+                idx = (b - base)[:, None] + span
+                inside = idx < (e - base)[:, None]
+                np.minimum(idx, len(src) - 1, out=idx)
+                out[lo + part.start:lo + part.stop] = np.where(inside, src[idx], 0)
         del flat
         return keys
 
@@ -357,16 +409,20 @@ class _Rows:
         return order, prefixes
 
     def keyed_order(self, rows_in: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Rows sorted by the pass's key (rows whose key is b"" are left out); the keys are fixed-width UTF-8
-        bytes (UTF-8 byte order is code point order). The pass's keys are dropped: this is their last use."""
-        keys = getattr(self, name)[rows_in]
+        """Rows of rows_in (ascending) sorted by the pass's key (rows whose key is b"" are left out); the keys are
+        fixed-width UTF-8 bytes (UTF-8 byte order is code point order). All rows' keys are sorted in place of a
+        copy of rows_in's (stable, so the same order), then filtered. The pass's keys are dropped after."""
+        keys = getattr(self, name)
         setattr(self, name, None)
-        present = np.flatnonzero(keys != b"")
-        if present.size < len(keys):
-            keys, rows_in = keys[present], rows_in[present]
+        n = len(keys)
+        wanted = np.zeros(n, dtype=bool)
+        wanted[rows_in] = True
+        wanted &= keys != b""
         perm = np.argsort(keys, kind="stable")
-        prefixes = keys.view(np.uint8).reshape(len(keys), KEY_BYTES)[perm, :GATE]
-        return rows_in[perm], prefixes
+        perm = perm[wanted[perm]]
+        del wanted
+        prefixes = keys.view(np.uint8).reshape(n, KEY_BYTES)[perm, :GATE]
+        return perm, prefixes
 
 
 BLOCK_ROWS = 4096     # rows read, normalized and appended together
@@ -399,7 +455,8 @@ def near_duplicate_blocks(blocks: Iterable[tuple[list[int], list[str], list[str]
 def near_duplicate_sigs(sigs: Iterable[Sig], threshold: float = DEFAULT_THRESHOLD,
                         fetch_extra: Callable[[list[int]], dict[int, str | None]] | None = None,
                         window: int = WINDOW, stats: Stats | None = None,
-                        progress: Callable[[str, int, int], None] | None = None) -> list[list[int]]:
+                        progress: Callable[[str, int, int], None] | None = None,
+                        spill_dir: str | None = None) -> list[list[int]]:
     """Clusters (lists of ids, each sorted, size >= 2) over the signatures of blocks of rows in id order (every
     block carries extra texts or none does).
 
@@ -407,14 +464,24 @@ def near_duplicate_sigs(sigs: Iterable[Sig], threshold: float = DEFAULT_THRESHOL
     texts match are then verified on the full extra texts that `fetch_extra(ids) -> {id: raw extra}` returns.
 
     `progress(phase, done, total)` is called often ("read", rows read, 0; "compare", pass, 3; "verify", pairs
-    verified, pairs to verify): what it raises stops the run (a screen's cancel).
+    verified, pairs to verify): what it raises stops the run (a screen's cancel). Row texts past
+    TEXT_MEMORY_BYTES are kept in a temporary file in `spill_dir` (default: the system's temp dir).
     """
     report = progress or (lambda phase, done, total: None)
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold is a similarity in (0, 1], not {threshold}")
     st = stats if stats is not None else Stats()
     t0 = time.process_time()
-    data = _Rows(sigs, st, progress)
+    data = _Rows(sigs, st, progress, spill_dir=spill_dir)
+    try:
+        return _clusters(data, st, t0, threshold, fetch_extra, window, report)
+    finally:
+        data.close()
+
+
+def _clusters(data: _Rows, st: Stats, t0: float, threshold: float,
+              fetch_extra: Callable[[list[int]], dict[int, str | None]] | None, window: int,
+              report: Callable[[str, int, int], None]) -> list[list[int]]:
     st.lap("read", t0)
     ids, has_extra = array("q", data.ids.tobytes()), data.has_extra
     n = len(ids)
