@@ -134,6 +134,14 @@ def test_texts_spilled_to_a_file_give_the_same_clusters(conn, db_path, monkeypat
     assert len(opened) == 1 and opened[0].closed              # the file is closed (and so gone) at the end
     assert opened[0].name is not None and spied_dirs == [str(Path(db_path).parent)]    # beside the store
 
+    def stop_late(phase, done, total):        # stops the scan once some texts are in the file
+        if phase == "read" and done >= 300:
+            raise Stop()
+
+    with pytest.raises(Stop):
+        dedup.find_clusters(conn, ["d"], fields, progress=stop_late)
+    assert len(opened) == 2 and opened[1].closed
+
 
 class Stop(Exception):
     pass

@@ -272,6 +272,28 @@ class _Rows:
         # held both at once, and the freed blocks left the heap fragmented: ~40 % of the peak at 1M rows)
         grow = {k: _Growing() for k in ("ids", "text_len", "main_len", "hashes", "backward", "anchored", "hist")}
         self.has_extra = None
+        try:
+            self._read(sigs, stats, progress, text_memory, spill_dir, grow)
+        except BaseException:      # stopped (a cancel, a worker's error): the spill file goes at once
+            self.close()
+            raise
+        self.has_extra = bool(self.has_extra)
+        empty = {"ids": np.zeros(0, np.int64), "text_len": np.zeros(0, np.int64), "main_len": np.zeros(0, np.int64),
+                 "hashes": np.zeros(0, np.int64), "backward": np.zeros(0, f"S{KEY_BYTES}"),
+                 "anchored": np.zeros(0, f"S{KEY_BYTES}"), "hist": np.zeros((0, BUCKETS), np.uint8)}
+        for k, g in grow.items():
+            setattr(self, k, g.array() if g.used else empty[k])
+        self.start = np.zeros(len(self.text_len) + 1, dtype=np.int64)     # row i's text: blob[start[i]:start[i + 1]]
+        np.cumsum(self.text_len, out=self.start[1:])
+        self.text_len = None
+        if self._spill is None:
+            self.in_memory = len(self.blob)
+        else:
+            self._spill.flush()
+        self._fd = None if self._spill is None else self._spill.fileno()
+        self._view, self._start = memoryview(self.blob), memoryview(self.start)   # fast scalar access
+
+    def _read(self, sigs, stats, progress, text_memory, spill_dir, grow) -> None:
         for sig in sigs:
             if self.has_extra is None:
                 self.has_extra = sig.has_extra
@@ -289,7 +311,6 @@ class _Rows:
                 try:
                     self._spill.write(sig.blob)
                 except OSError as e:     # a full disk: say where
-                    self.close()
                     raise OSError(e.errno, f"dedup's temporary file in {spill_dir or tempfile.gettempdir()}: "
                                            f"{e.strerror}") from None
             for k, g in grow.items():
@@ -297,21 +318,6 @@ class _Rows:
             del sig
             if progress is not None:
                 progress("read", stats.rows, 0)
-        self.has_extra = bool(self.has_extra)
-        empty = {"ids": np.zeros(0, np.int64), "text_len": np.zeros(0, np.int64), "main_len": np.zeros(0, np.int64),
-                 "hashes": np.zeros(0, np.int64), "backward": np.zeros(0, f"S{KEY_BYTES}"),
-                 "anchored": np.zeros(0, f"S{KEY_BYTES}"), "hist": np.zeros((0, BUCKETS), np.uint8)}
-        for k, g in grow.items():
-            setattr(self, k, g.array() if g.used else empty[k])
-        self.start = np.zeros(len(self.text_len) + 1, dtype=np.int64)     # row i's text: blob[start[i]:start[i + 1]]
-        np.cumsum(self.text_len, out=self.start[1:])
-        self.text_len = None
-        if self._spill is None:
-            self.in_memory = len(self.blob)
-        else:
-            self._spill.flush()
-        self._fd = None if self._spill is None else self._spill.fileno()
-        self._view, self._start = memoryview(self.blob), memoryview(self.start)   # fast scalar access
 
     def close(self) -> None:
         if self._spill is not None:
