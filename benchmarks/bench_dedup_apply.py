@@ -1,7 +1,7 @@
 """`workbench dedup --apply keep-best` on a big store: its time, peak RSS, and how long another writer waits
-behind it (a curator's decision: BEGIN IMMEDIATE, one UPDATE, COMMIT, every WRITER_EVERY_S on its own
-connection, as bench_10m's writer does). The longest such wait bounds from below the longest write transaction
-the apply held while the writer wanted in.
+behind it (a curator's decision every WRITER_EVERY_S on its own connection, taken as the app takes it:
+workbench.busy.begin, then one UPDATE and COMMIT). The longest such wait is the longest the apply kept a writer
+out.
 
     python benchmarks/bench_dedup_apply.py --rows 1000000 --store-dir /tmp/x \\
         --reference-python /work/main/.venv/bin/python
@@ -28,6 +28,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import bench_dedup  # noqa: E402
 
+sys.path.insert(0, str(ROOT))
+from workbench import busy  # noqa: E402
+
 WRITER_EVERY_S = 0.2
 TARGET_WAIT_S = 0.5      # issue 15: writers never wait > 0.5 s behind a bulk write
 
@@ -40,13 +43,11 @@ class Writer(threading.Thread):
         self.db, self.waits, self.stop, self.errors = db, [], threading.Event(), []
 
     def run(self) -> None:
-        conn = sqlite3.connect(self.db, timeout=600, isolation_level=None)
+        conn = sqlite3.connect(self.db, timeout=30, isolation_level=None)
         sid = conn.execute("SELECT max(id) FROM samples").fetchone()[0]
         while not self.stop.wait(WRITER_EVERY_S):
-            t0 = time.perf_counter()
             try:
-                conn.execute("BEGIN IMMEDIATE")
-                self.waits.append(time.perf_counter() - t0)
+                self.waits.append(busy.begin(conn))
                 conn.execute("UPDATE samples SET updated_at = updated_at WHERE id = ?", (sid,))
                 conn.execute("COMMIT")
             except sqlite3.OperationalError as e:      # "database is locked": what a curator would see

@@ -267,8 +267,9 @@ class ApplyResult:
     kept_accepted: int = 0       # non-keepers a curator had accepted: left as they are
 
 
-APPLY_ROWS = 500        # rows looked up and changed per statement batch
-APPLY_TX_S = 0.1        # a write transaction of keep-best is committed after this long (or when a writer waits)
+APPLY_ROWS = 500        # rows looked up and changed per statement batch (a waiting writer is noticed between them)
+APPLY_TX_S = 0.25       # a write transaction of keep-best is committed after this long, or at once when a writer
+                        # waits (each commit rewrites every page it touched: committing more often costs time)
 
 
 def reject_duplicates(conn: sqlite3.Connection, plan: list[tuple[int, int]], kind: str = "dedup",
@@ -277,7 +278,7 @@ def reject_duplicates(conn: sqlite3.Connection, plan: list[tuple[int, int]], kin
     clean.undo_run). Rows already rejected are left alone, as are rows a curator accepted. Returns
     (run id or None if nothing changed, rejected, left because accepted).
 
-    The rows go in id order in short write transactions (each about APPLY_TX_S, ended at once when another
+    The rows go in id order in short write transactions (each at most about APPLY_TX_S, ended at once when another
     writer waits for the lock, which then goes first: busy.py), so a curator's decision or a worker never waits
     long behind a big keep-best. Each row's status is read inside the transaction that changes it. If the process
     dies midway, the rows committed so far are the run's (undoable as the same run); running it again rejects
