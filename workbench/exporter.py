@@ -22,7 +22,7 @@ from pathlib import Path
 
 import orjson
 
-from . import __version__, export_sidecars as sidecars, provenance, safe_output
+from . import __version__, export_sidecars as sidecars, provenance, safe_output, snapshot_write
 from .export_shapes import (CONVERSATIONAL_CHOICE, EXPORT_FORMATS, NATIVE, SKIP_REASONS, make_shaper,
                             parquet_fields, profile)
 from .filters import FilterError, check_scores, filter_sql
@@ -252,6 +252,7 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
     templates: Counter = Counter()
     names = dict(conn.execute("SELECT id, name FROM datasets"))
     columns: list = parquet_fields(with_ids) if fmt == "parquet" else []
+    lineage = provenance.Rows()     # collected in the data pass: the rows are not read again for the manifest
 
     def rows():
         for s in iter_samples(conn, sel.where, sel.params):
@@ -270,6 +271,7 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
                 raise AssertionError(f"sample {s['id']}: columns {list(row)} differ from the file's {columns}")
             ids.append(s["id"])
             hashes.append(s["content_hash"])
+            lineage.add(s["id"], s["dataset_id"], s["import_id"], s["parent_id"], s["job_id"])
             balance["dataset"][names.get(s["dataset_id"], str(s["dataset_id"]))] += 1
             for d in BALANCE_DIMS[1:]:
                 if s.get(d) is not None:
@@ -285,7 +287,9 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
         data.open()
     except OutputError as e:
         raise ExportFailed(str(e)) from None
+    snap = None
     try:
+        snap = snapshot_write.reserve(conn, data.tmp)
         try:
             if fmt == "parquet":
                 _write_parquet(data.writer, rows(), columns)
@@ -300,13 +304,16 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
         if not ids:
             raise ExportFailed("no rows to export: " + describe_counts(counts), counts)
         manifest = _manifest(conn, lay, fmt, prof, conversational, with_ids, sel, counts, columns, digest,
-                             data.sink.bytes, templates, ids)
+                             data.sink.bytes, templates, ids, lineage)
         if origin_tags is not None:
             manifest["origin_tags"] = {"tags": origin_tags, "rows": dict(tagged)}
-        snap = _commit(conn, lay, manifest, ids, hashes, name, balance)
+        snapshot_write.write_items(conn, snap, ids, hashes)     # short transactions, before the snapshot exists
+        _commit(conn, lay, manifest, snap, name, balance)
     except BaseException:
         for o in reversed(lay.outputs()):   # files beside the data first: then the directories made are empty
             o.discard()
+        if snap is not None:
+            snapshot_write.abandon(conn, snap)
         raise
     finally:
         provenance.drop_ids(conn)
@@ -325,9 +332,9 @@ def _layout_name(fmt: str, prof, conversational: bool) -> str:
 
 
 def _manifest(conn, lay, fmt, prof, conversational, with_ids, sel, counts, columns, digest, nbytes,
-              templates, ids) -> dict:
-    provenance.load_ids(conn, ids)
-    prov = provenance.export_provenance(conn)
+              templates, ids, lineage) -> dict:
+    provenance.load_ids(conn, ids, lineage)
+    prov = provenance.export_provenance(conn, lineage)
     data = lay.data
     return {
         "file": str(data.final) if not data.stream else os.fspath(data.path),
@@ -341,15 +348,12 @@ def _manifest(conn, lay, fmt, prof, conversational, with_ids, sel, counts, colum
     }
 
 
-def _commit(conn, lay: Layout, manifest: dict, ids, hashes, name, balance) -> int:
-    """Record the snapshot, write the files beside the data, rename everything into place: one transaction."""
+def _commit(conn, lay: Layout, manifest: dict, snap: int, name, balance) -> None:
+    """Publish the snapshot (its items are written), write the files beside the data, rename everything into
+    place: one short transaction."""
     data = lay.data
     with transaction(conn):
-        snap = conn.execute(
-            "INSERT INTO snapshots (name, file, format, filters, counts, sha256, manifest, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, manifest["file"], manifest["format"], orjson.dumps(manifest["filters"]).decode(),
-             orjson.dumps(manifest["counts"]).decode(), manifest["sha256"], "", manifest["created_at"])).lastrowid
+        snapshot_write.publish(conn, snap, name, manifest)
         manifest["snapshot_id"] = snap
         data_rel = None
         if lay.directory is not None:
@@ -363,8 +367,6 @@ def _commit(conn, lay: Layout, manifest: dict, ids, hashes, name, balance) -> in
                 file_name, ranking, "system" in manifest["columns"])}
         text = orjson.dumps(manifest, option=orjson.OPT_INDENT_2).decode()
         conn.execute("UPDATE snapshots SET manifest = ? WHERE id = ?", (text, snap))
-        conn.executemany("INSERT INTO snapshot_items (snapshot_id, sample_id, content_hash) VALUES (?, ?, ?)",
-                         ((snap, i, h) for i, h in zip(ids, hashes)))
         try:
             if lay.manifest is not None:
                 safe_output.write_small(lay.manifest, (text + "\n").encode())
@@ -392,7 +394,6 @@ def _commit(conn, lay: Layout, manifest: dict, ids, hashes, name, balance) -> in
             raise ExportFailed(str(e)) from None
         except OSError as e:
             raise ExportFailed(f"cannot put the export in place: {safe_output.describe_error(data.path, e)}") from None
-    return snap
 
 
 def describe_counts(counts: dict) -> str:

@@ -125,16 +125,12 @@ class _Columns:
         self.present = scores.rubrics(conn, did)
         self.res = res
         self.conn = conn
-        self.snapshots = [r[0] for r in conn.execute("SELECT id FROM snapshots ORDER BY id DESC")]
 
     def exported_hash(self, sid: int) -> int | None:
-        """The content hash of the sample's latest export (primary-key probes: snapshot_items has no sample index)."""
-        for snap in self.snapshots:
-            row = self.conn.execute("SELECT content_hash FROM snapshot_items WHERE snapshot_id = ? AND sample_id = ?",
-                                    (snap, sid)).fetchone()
-            if row:
-                return row[0]
-        return None
+        """The content hash of the sample's latest published export (snapshot_items' sample index)."""
+        row = self.conn.execute("SELECT i.content_hash FROM snapshot_items i JOIN snapshots s ON s.id = i.snapshot_id "
+                                "WHERE i.sample_id = ? ORDER BY i.snapshot_id DESC LIMIT 1", (sid,)).fetchone()
+        return row[0] if row else None
 
     def decide(self, col: str, value_kind: str | None, at: str) -> str:
         """value_kind: "number" | "other" | None (only nulls so far)."""

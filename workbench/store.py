@@ -13,7 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
-from . import busy, import_recovery
+from . import bulk_recovery, busy, import_recovery
 from .fileperms import create_private, private_dir
 
 APP_NAME = "curation-workbench"
@@ -518,6 +518,26 @@ MIGRATIONS: list[str] = [
     ALTER TABLE imports ADD COLUMN first_id INTEGER;
     ALTER TABLE imports ADD COLUMN made_dataset INTEGER NOT NULL DEFAULT 0;
     """,
+    # (branch export-lock) 13 -> 14: long writers commit in short transactions. An export writes its
+    # snapshot_items under a reserved snapshot id (snapshot_writes) before one short transaction publishes the
+    # snapshots row; a keep or a shard import applies its run in chunks while bulk_runs marks it unfinished. A row
+    # whose process died is finished off by the next open (workbench/bulk_recovery.py). snapshot_items gets the
+    # sample index keep and the shard import look the latest export of a sample up by.
+    """
+    CREATE TABLE snapshot_writes (
+        snapshot_id INTEGER PRIMARY KEY,
+        pid INTEGER,
+        temp TEXT,                    -- the export's temp file or directory, removed with the items
+        started_at TEXT NOT NULL
+    );
+    CREATE TABLE bulk_runs (
+        run TEXT PRIMARY KEY,         -- the run id its decisions carry (filter-N, update-N)
+        kind TEXT NOT NULL,           -- keep | update
+        pid INTEGER,
+        started_at TEXT NOT NULL
+    );
+    CREATE INDEX snapshot_items_sample ON snapshot_items(sample_id);
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -647,6 +667,7 @@ def open_store(path: str | os.PathLike | None = None, *, check_same_thread: bool
     conn = connect(p, check_same_thread=check_same_thread)
     migrate(conn)
     import_recovery.remove_abandoned(conn)
+    bulk_recovery.recover(conn)
     return conn
 
 
