@@ -33,7 +33,7 @@ from .shard_files import ID_COLUMN, ShardError, iter_ids, is_row_position, shard
 from .short_tx import ShortTransactions
 from .store import dataset_id as _dataset_id, now
 
-CHUNK = 1_000          # samples read and decided per statement (a few ms); commits: workbench/short_tx.py
+CHUNK = 500            # samples read and decided per statement (a few ms); commits: workbench/short_tx.py
 
 
 class KeepError(ValueError):

@@ -12,14 +12,14 @@ import time
 
 from . import busy
 
-LIMIT_S = 0.2           # the longest a transaction is held when nobody waits (issue 15: <= 250 ms)
+LIMIT_S = 0.1           # a transaction ends at the first chunk boundary past this (issue 15: <= 250 ms held)
 
 longest_s = 0.0         # the longest transaction held in this process (benchmarks read it)
 
 
 class ShortTransactions:
-    def __init__(self, conn: sqlite3.Connection, limit_s: float = LIMIT_S):
-        self.conn, self.limit_s = conn, limit_s
+    def __init__(self, conn: sqlite3.Connection, limit_s: float | None = None):
+        self.conn, self.limit_s = conn, LIMIT_S if limit_s is None else limit_s
         self.signal = busy.wait_file(conn)
         self.started = 0.0
         self.started_ns = 0

@@ -21,7 +21,7 @@ from .store import now, transaction
 
 log = logging.getLogger(__name__)
 
-CHUNK = 5_000     # items per executemany between two checks of the transaction's time
+CHUNK = 2_000     # items per executemany between two checks of the transaction's time
 
 
 def reserve(conn: sqlite3.Connection, temp=None) -> int:
