@@ -53,7 +53,8 @@ STEP
 wall = time.perf_counter() - t0
 io1 = io()
 ru = resource.getrusage(resource.RUSAGE_SELF)
-print(json.dumps({"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024,
+import workbench
+print(json.dumps({"code": workbench.__file__, "wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024,
                   "rchar": io1["rchar"] - io0["rchar"], "longest_tx": max(holds, default=0.0), "txs": len(holds),
                   "n": n, "start": start, "end": time.time()}))
 '''
@@ -80,6 +81,7 @@ print(json.dumps(waits))
 
 
 def env_for(code: Path) -> dict:
+    """Run in `code`'s directory with it on the path (python -c puts the working directory first)."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(code)
     return env
@@ -90,11 +92,11 @@ def run_job(code: Path, db: Path, step: str, work: Path) -> dict:
     stop = work / "stop"
     stop.unlink(missing_ok=True)
     writer = subprocess.Popen([sys.executable, "-c", f"DB = {str(db)!r}; STOP = {str(stop)!r}\n" + WRITER],
-                              env=env_for(code), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                              env=env_for(code), cwd=code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert writer.stderr.readline().strip() == "ready", "the writer did not start"
     time.sleep(0.5)
     p = subprocess.run([sys.executable, "-c", f"DB = {str(db)!r}\n" + JOB.replace("STEP", step)],
-                       env=env_for(code), capture_output=True, text=True)
+                       env=env_for(code), cwd=code, capture_output=True, text=True)
     stop.touch()
     out, err = writer.communicate()
     if p.returncode != 0:
@@ -102,6 +104,7 @@ def run_job(code: Path, db: Path, step: str, work: Path) -> dict:
     if writer.returncode != 0:
         raise SystemExit(f"writer failed ({code}): {err.strip()[-2000:]}")
     res = json.loads(p.stdout.strip().splitlines()[-1])
+    assert res["code"].startswith(str(code)), f"the job ran {res['code']}, not {code}"
     waits = sorted(w for at, w in json.loads(out) if res["start"] <= at <= res["end"])
     res["writes"] = len(waits)
     res["wait_max"] = waits[-1] if waits else 0.0
@@ -136,7 +139,7 @@ def main() -> None:
         code = codes[0][1]
         subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; sys.path.insert(0, "
                         f"{str(HERE)!r}); from synth_store import build; build(Path({str(built)!r}), {a.rows})"],
-                       env=env_for(code), check=True)
+                       env=env_for(code), cwd=code, check=True)
     dbs = {}
     for label, _ in codes:
         dbs[label] = a.work / f"{label}.db"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from workbench import busy, bulk_recovery, keep as keep_mod, short_tx, snapshot_write
+from workbench import busy, bulk_recovery, keep as keep_mod, shard_update, short_tx, snapshot_write
 from workbench.exporter import ExportFailed, export
 from workbench.keep import keep
 from workbench.samples import insert_samples
@@ -58,6 +58,7 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(short_tx, "LIMIT_S", 0.0)
     monkeypatch.setattr(snapshot_write, "CHUNK", 50)
     monkeypatch.setattr(keep_mod, "CHUNK", 50)
+    monkeypatch.setattr(shard_update, "FETCH", 50)
 
 
 def kept_file(tmp_path: Path, ids) -> Path:
@@ -185,16 +186,19 @@ def test_a_keep_failing_midway_undoes_what_it_wrote(tmp_path, small_chunks, monk
 
 CHILD = """
 import sys
-from workbench import keep, short_tx, snapshot_write
+from pathlib import Path
+from workbench import keep, shard_update, short_tx, snapshot_write
 from workbench.store import open_store
 short_tx.LIMIT_S = 0.0
-snapshot_write.CHUNK = keep.CHUNK = 50
+snapshot_write.CHUNK = keep.CHUNK = shard_update.FETCH = 50
 conn = open_store(sys.argv[1])
 if sys.argv[2] == "export":
     from workbench.exporter import export
     export(conn, sys.argv[3], "alpaca", dataset="d")
-else:
+elif sys.argv[2] == "keep":
     keep.keep(conn, "d", sys.argv[3], "external dedup")
+else:
+    shard_update.update_samples(conn, [Path(sys.argv[3])], "d", ["quality=0-1"])
 """
 
 
@@ -255,3 +259,112 @@ def test_a_keep_killed_midway_is_undone_by_the_next_open(tmp_path):
     assert conn.execute("SELECT count(*) FROM decisions WHERE action = 'undo'").fetchone()[0] == rejected
     res = keep(conn, "d", f, "external dedup")          # and it can be run again, whole
     assert res.rejected == ROWS - len(range(2, ROWS, 2))
+
+
+# --- the shard import ----------------------------------------------------------------------------------------
+
+def scored_shard(tmp_path: Path) -> Path:
+    """An engine's output: a quality score for every sample and its answer, a new one for every third."""
+    f = tmp_path / "scored.jsonl"
+    f.write_text("".join(json.dumps({"sample_id": i, "quality": (i % 10) / 10,
+                                     "output": f"better answer {i}" if i % 3 == 0 else f"answer {i - 1}"}) + "\n"
+                         for i in range(1, ROWS + 1)))
+    return f
+
+
+def texts_and_scores(conn) -> tuple:
+    return (conn.execute("SELECT id, response, content_hash, status FROM samples ORDER BY id").fetchall(),
+            conn.execute("SELECT * FROM sample_scores ORDER BY sample_id, rubric").fetchall())
+
+
+def seed_scores(db: Path) -> None:
+    """Some samples already scored on the rubric: an undone import must put those scores back."""
+    from workbench import scores
+    conn = open_store(db)
+    with transaction(conn):
+        scores.record_many(conn, "quality", (0, 1), [(i, 0.25) for i in range(1, ROWS + 1, 7)], judge="earlier")
+    conn.close()
+
+
+def test_a_writer_gets_in_between_a_shard_imports_chunks_and_its_edit_stands(tmp_path, small_chunks):
+    db = tmp_path / "s.db"
+    seed(db)
+    conn = open_store(db)
+    f = scored_shard(tmp_path)
+    last = ROWS            # the file holds its answer as it was: the curator's edit meanwhile must stay
+    assert last % 3
+
+    def check(w):          # holding the lock: the import is under way and has not reached the last sample
+        running = w.execute("SELECT count(*) FROM bulk_runs WHERE kind = 'update'").fetchone()[0]
+        done = w.execute("SELECT count(*) FROM sample_scores WHERE rubric = 'quality'").fetchone()[0]
+        from workbench.samples import write_text
+        write_text(w, last, {"response": "the curator's answer"})    # the curator edits it meanwhile
+        return running, 0 < done < ROWS
+
+    t, out = _writer_between(db, lambda w: w.execute("SELECT count(*) FROM sample_scores").fetchone()[0] > 0, check)
+    res = shard_update.update_samples(conn, [f], "d", ["quality=0-1"])
+    t.join()
+    assert "error" not in out, out
+    assert out["seen"] == (1, True)
+    assert conn.execute("SELECT response FROM samples WHERE id = ?", (last,)).fetchone()[0] == "the curator's answer"
+    assert res.kept_store_text == 1 and res.changed == ROWS // 3
+    # its score was given to the file's text: stale on the curator's
+    assert conn.execute("SELECT stale FROM sample_scores WHERE sample_id = ? AND rubric = 'quality'", (last,)
+                        ).fetchone()[0] == 1
+    assert conn.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM bulk_run_scores").fetchone()[0] == 0
+
+
+def test_a_shard_import_meeting_a_conflict_midway_undoes_itself(tmp_path, small_chunks):
+    db = tmp_path / "s.db"
+    seed(db)
+    seed_scores(db)
+    conn = open_store(db)
+    before = texts_and_scores(conn)
+    f = scored_shard(tmp_path)
+    last = ROWS - ROWS % 3
+
+    def check(w):          # the curator edits a sample whose text the file changes too: the import must refuse
+        from workbench.samples import write_text
+        write_text(w, last, {"response": "the curator's answer"})
+        return True
+
+    t, out = _writer_between(db, lambda w: w.execute("SELECT count(*) FROM bulk_runs WHERE run IS NOT NULL"
+                                                     ).fetchone()[0] > 0, check)
+    with pytest.raises(shard_update.UpdateError, match=f"sample {last} was edited in the store while this import "
+                                                       f"ran.*nothing was imported"):
+        shard_update.update_samples(conn, [f], "d", ["quality=0-1"])
+    t.join()
+    assert "error" not in out, out
+    texts, sc = texts_and_scores(conn)
+    want_texts, want_scores = before
+    want_texts = [r if r[0] != last else (last, "the curator's answer", *texts[last - 1][2:]) for r in want_texts]
+    assert texts == want_texts and sc == want_scores
+    assert conn.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM bulk_run_scores").fetchone()[0] == 0
+
+
+def test_a_shard_import_killed_midway_is_undone_by_the_next_command(tmp_path, monkeypatch):
+    db = tmp_path / "s.db"
+    seed(db)
+    seed_scores(db)
+    conn = open_store(db)
+    before = texts_and_scores(conn)
+    conn.close()
+    f = scored_shard(tmp_path)
+    _kill_midway(db, "update", str(f), lambda w: w.execute(
+        "SELECT count(*) FROM decisions WHERE action = 'update'").fetchone()[0] > 0)
+    left = sqlite3.connect(db)
+    assert left.execute("SELECT count(*) FROM bulk_runs WHERE kind = 'update'").fetchone()[0] == 1
+    assert 0 < left.execute("SELECT count(*) FROM decisions WHERE action = 'update'").fetchone()[0] < ROWS // 3
+    left.close()
+    from conftest import run_cli
+    monkeypatch.setenv("WORKBENCH_DB", str(db))
+    code, _, err = run_cli("datasets")                  # any command
+    assert code == 0, err
+    conn = open_store(db)
+    assert texts_and_scores(conn) == before
+    assert conn.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM bulk_run_scores").fetchone()[0] == 0
+    res = shard_update.update_samples(conn, [f], "d", ["quality=0-1"])     # and it goes through whole afterwards
+    assert res.changed == ROWS // 3

@@ -8,6 +8,8 @@ on by the open after it):
   - an unpublished export: its snapshot_items, its temp file or directory, the reservation;
   - an unfinished keep: every rejection it made that is still as it left it is reverted with an 'undo' decision of
     the same run (as `clean --undo` does; a decision a curator made since is left alone), then the marker goes.
+An unfinished shard import rewrote texts, which only samples.py can undo (it imports the store: this module may
+not), so shard_update.recover undoes it: called by every CLI command's open and by the next shard import.
 The store is then as it was before the job, and the run log says a run was started and undone.
 """
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from .import_recovery import _alive
+from .import_recovery import _alive as alive
 from .short_tx import ShortTransactions
 
 log = logging.getLogger(__name__)
@@ -38,23 +40,23 @@ def recover(conn: sqlite3.Connection) -> None:
     """On open: undo the exports and keeps whose process has ended."""
     try:
         snaps = conn.execute("SELECT snapshot_id, pid FROM snapshot_writes").fetchall()
-        runs = conn.execute("SELECT run, pid FROM bulk_runs").fetchall()
+        runs = conn.execute("SELECT id, run, pid FROM bulk_runs WHERE kind = 'keep'").fetchall()
     except sqlite3.OperationalError:     # a store from before the migration (a read-only open of an old store)
         return
     try:
         for snap, pid in snaps:
-            if not _alive(pid) and _claim(conn, "snapshot_writes", "snapshot_id", snap, pid):
+            if not alive(pid) and claim(conn, "snapshot_writes", "snapshot_id", snap, pid):
                 log.warning("removing the unpublished export snapshot %s: its process (%s) ended", snap, pid)
                 discard_snapshot(conn, snap)
-        for run, pid in runs:
-            if not _alive(pid) and _claim(conn, "bulk_runs", "run", run, pid):
+        for bulk_id, run, pid in runs:
+            if not alive(pid) and claim(conn, "bulk_runs", "id", bulk_id, pid):
                 log.warning("undoing run %s: its process (%s) ended before it completed", run, pid)
                 roll_back_run(conn, run)
     except sqlite3.OperationalError as e:   # a read-only store, a full disk: the next writable open does it
         log.warning("cannot undo an unfinished export or keep yet: %s", e)
 
 
-def _claim(conn, table: str, key: str, value, pid) -> bool:
+def claim(conn, table: str, key: str, value, pid) -> bool:
     """Take the row over (two processes opening at once must not both undo it)."""
     with ShortTransactions(conn):
         return conn.execute(f"UPDATE {table} SET pid = ? WHERE {key} = ? AND pid IS ?",

@@ -167,7 +167,7 @@ def _decide(conn: sqlite3.Connection, res: KeepResult, ids: list, status: str, k
         return
     if res.run is None:   # the run and its unfinished mark start with its first rejection, in the same transaction
         res.run = new_run(conn, "filter")
-        conn.execute("INSERT INTO bulk_runs (run, kind, pid, started_at) VALUES (?, 'keep', ?, ?)",
+        conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES ('keep', ?, ?, ?)",
                      (res.run, os.getpid(), now()))
     log_status_changes(conn, res.run, "filter", changes, "rejected")
     res.rejected += len(changes)

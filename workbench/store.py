@@ -521,7 +521,7 @@ MIGRATIONS: list[str] = [
     # (branch export-lock) 13 -> 14: long writers commit in short transactions. An export writes its
     # snapshot_items under a reserved snapshot id (snapshot_writes) before one short transaction publishes the
     # snapshots row; a keep or a shard import applies its run in chunks while bulk_runs marks it unfinished. A row
-    # whose process died is finished off by the next open (workbench/bulk_recovery.py). snapshot_items gets the
+    # whose process died is undone by the next open (workbench/bulk_recovery.py; a shard import's by shard_update.py). snapshot_items gets the
     # sample index keep and the shard import look the latest export of a sample up by.
     """
     CREATE TABLE snapshot_writes (
@@ -531,11 +531,23 @@ MIGRATIONS: list[str] = [
         started_at TEXT NOT NULL
     );
     CREATE TABLE bulk_runs (
-        run TEXT PRIMARY KEY,         -- the run id its decisions carry (filter-N, update-N)
+        id INTEGER PRIMARY KEY,
         kind TEXT NOT NULL,           -- keep | update
+        run TEXT,                     -- the run id its decisions carry (filter-N, update-N), once it has one
         pid INTEGER,
+        info TEXT,                    -- JSON: what undoing it needs besides its decisions (an update's scores)
         started_at TEXT NOT NULL
     );
+    -- the scores a shard import replaced, so an unfinished one can put them back
+    CREATE TABLE bulk_run_scores (
+        bulk_id INTEGER NOT NULL,
+        sample_id INTEGER NOT NULL,
+        rubric TEXT NOT NULL,
+        had INTEGER NOT NULL,         -- 0: the sample had no score on the rubric (the columns below are NULL)
+        score REAL, scale_min REAL, scale_max REAL, judge TEXT, template_version TEXT, job_id INTEGER,
+        content_hash INTEGER, stale INTEGER, created_at TEXT,
+        PRIMARY KEY (bulk_id, sample_id, rubric)
+    ) WITHOUT ROWID;
     CREATE INDEX snapshot_items_sample ON snapshot_items(sample_id);
     """,
 ]
