@@ -8,6 +8,8 @@ The store is benchmarks/synth_store.py's (built once with the reference code, ca
 each code; this code migrates its copy). Jobs, each in its own process, each on its own copy:
   export   `export --dataset main --status accepted --format alpaca` (190k rows at 1M)
   keep     `keep --dataset main --ids-from F`: F lists every other pending row, so the other ~330k are rejected
+  shards   `import F --dataset main --score-scale quality=0-1`: F holds a quality score for every other row of main
+           (475k; shards carrying sample_id, workbench/shard_update.py)
 For each: wall and CPU seconds, bytes read through SQLite (rchar of /proc/self/io, the process's own reads minus
 its start-up), the longest write transaction (BEGIN IMMEDIATE .. COMMIT, from the connection's statement trace),
 and a concurrent decision writer (another process of the same code: a write transaction through the workbench's
@@ -130,7 +132,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_bulk_lock"))
     ap.add_argument("--base", type=Path, help="a checkout of the code to compare against (main's)")
-    ap.add_argument("--jobs", default="export,keep")
+    ap.add_argument("--jobs", default="export,keep,shards")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     codes = ([("main", a.base.resolve())] if a.base else []) + [("this", ROOT)]
@@ -154,12 +156,18 @@ def main() -> None:
         for (i,) in conn.execute("SELECT id FROM samples WHERE dataset_id = ? AND status = 'pending' AND id % 2 = 0 "
                                  "ORDER BY id", (main_id,)):
             f.write(f'{{"sample_id": {i}}}\n')
+    scored = a.work / "scored.jsonl"
+    with open(scored, "w") as f:
+        for (i,) in conn.execute("SELECT id FROM samples WHERE dataset_id = ? AND id % 2 = 0 ORDER BY id", (main_id,)):
+            f.write(f'{{"sample_id": {i}, "quality": {(i % 100) / 100}}}\n')
     conn.close()
     steps = {
         "export": "from workbench.exporter import export\n"
                   "r = export(conn, OUT, 'alpaca', dataset='main', status='accepted'); n = r.rows",
         "keep": f"from workbench.keep import keep\nr = keep(conn, 'main', {str(keep_ids)!r}, 'bench keep'); "
                 "n = r.rejected",
+        "shards": f"from pathlib import Path\nfrom workbench.shard_update import update_samples\n"
+                  f"r = update_samples(conn, [Path({str(scored)!r})], 'main', ['quality=0-1']); n = r.rows",
     }
     results = {}
     for job in a.jobs.split(","):

@@ -368,3 +368,21 @@ def test_a_shard_import_killed_midway_is_undone_by_the_next_command(tmp_path, mo
     assert conn.execute("SELECT count(*) FROM bulk_run_scores").fetchone()[0] == 0
     res = shard_update.update_samples(conn, [f], "d", ["quality=0-1"])     # and it goes through whole afterwards
     assert res.changed == ROWS // 3
+
+
+def test_a_run_still_being_written_is_not_undone(tmp_path):
+    db = tmp_path / "s.db"
+    seed(db)
+    conn = open_store(db)
+    from workbench.runs import undo_run
+    res = keep(conn, "d", kept_file(tmp_path, range(2, ROWS, 2)), "external dedup")
+    before = statuses(conn)
+    with transaction(conn):     # as a keep in progress in this (live) process marks its run
+        conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES ('keep', ?, ?, 'now')",
+                     (res.run, os.getpid()))
+    with pytest.raises(ValueError, match=f"{res.run} is still being written"):
+        undo_run(conn, res.run)
+    assert statuses(conn) == before
+    with transaction(conn):
+        conn.execute("DELETE FROM bulk_runs")
+    assert undo_run(conn, res.run).reverted == res.rejected       # once finished: one step

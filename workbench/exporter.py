@@ -9,7 +9,10 @@ Targets:
   - / a pipe      written in place (no manifest file: the manifest is kept with the snapshot in the store)
 Nothing is replaced without `force` and the store never (safe_output). The data and every file beside it are written
 to temp files and renamed into place only once all are complete and the snapshot is recorded in the same
-transaction: a failure leaves the old files, no snapshot and the store as it was.
+transaction: a failure leaves the old files, no snapshot and the store as it was. The snapshot's items are written
+before that transaction, in short ones (workbench/snapshot_write.py), so other writers never wait long behind an
+export. The selected rows are read from the store once (export_shapes.profile_and_spool): what provenance needs of
+them is collected as they are written (provenance.Rows).
 """
 from __future__ import annotations
 
