@@ -58,7 +58,7 @@ TEXT_COLUMNS = {"instruction": "instruction", "input": "input", "output": "respo
                 "system": "system", "rejected": "rejected"}
 REFUSED = ("prompt", "completion", "chosen", "conversations", "label", "history", "text", "id")
 SCALE_RE = re.compile(r"(?:(?P<col>[^=]+)=)?(?P<lo>-?\d+(?:\.\d+)?)-(?P<hi>-?\d+(?:\.\d+)?)")
-FETCH = 500
+FETCH = 200          # rows per batch: the apply pass commits between batches (workbench/short_tx.py)
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,9 @@ def _records(path: Path, cols: _Columns):
                 else "other"
             cols.decide(f.name, vk, where(path, field=f.name))
         for first, batch in parquet_batches(path):
-            yield [(first + i, rec) for i, rec in enumerate(batch.to_pylist())]
+            recs = batch.to_pylist()
+            for lo in range(0, len(recs), FETCH):      # FETCH rows at a time: one short transaction each
+                yield [(first + i, rec) for i, rec in enumerate(recs[lo:lo + FETCH], lo)]
         return
     batch = []
     for n, rec in jsonl_records(path):
@@ -481,14 +483,13 @@ CHUNK = 500
 
 
 def _save_scores(conn, bulk: int, rubric: str, ids) -> None:
-    """Inside the apply pass: the scores on the rubric of these samples, as they are before it (or that there
-    were none)."""
+    """Inside the apply pass: the scores these samples have on the rubric before it (the first import of a score
+    column finds none: nothing is saved)."""
     conn.executemany(
-        "INSERT OR IGNORE INTO bulk_run_scores (bulk_id, sample_id, rubric, had, score, scale_min, scale_max, judge, "
-        "template_version, job_id, content_hash, stale, created_at) SELECT ?1, ?2, ?3, s.sample_id IS NOT NULL, "
-        "s.score, s.scale_min, s.scale_max, s.judge, s.template_version, s.job_id, s.content_hash, s.stale, "
-        "s.created_at FROM (SELECT 1) LEFT JOIN sample_scores s ON s.sample_id = ?2 AND s.rubric = ?3",
-        ((bulk, sid, rubric) for sid in ids))
+        "INSERT OR IGNORE INTO bulk_run_scores (bulk_id, sample_id, rubric, score, scale_min, scale_max, judge, "
+        "template_version, job_id, content_hash, stale, created_at) SELECT ?, sample_id, rubric, score, scale_min, "
+        "scale_max, judge, template_version, job_id, content_hash, stale, created_at FROM sample_scores "
+        "WHERE sample_id = ? AND rubric = ?", ((bulk, sid, rubric) for sid in ids))
 
 
 def _drop_saved_scores(conn, bulk: int) -> None:
@@ -550,25 +551,31 @@ def roll_back(conn: sqlite3.Connection, bulk: int) -> None:
                                  (sid, orjson.dumps(current).decode(), before_s, did, run, now()))
                 last = rows[-1][0]
                 tx.next()
+        # its scores (judge and time its own; a score given since by anyone else stays) go: one scan, in chunks
+        marks = (*sorted(judges), ts)
+        same = f"judge IN ({','.join('?' * len(judges))}) AND created_at = ?"
+        last = 0
+        while True:
+            rows = conn.execute(f"SELECT sample_id, rubric FROM sample_scores WHERE sample_id > ? AND {same} "
+                                f"ORDER BY sample_id LIMIT ?", (last, *marks, CHUNK)).fetchall()
+            if not rows:
+                break
+            conn.executemany("DELETE FROM sample_scores WHERE sample_id = ? AND rubric = ?", rows)
+            last = rows[-1][0]
+            tx.next()
+        # and the ones they replaced come back, unless the sample was scored again since
         key = (0, "")
         while True:
             rows = conn.execute(
-                "SELECT sample_id, rubric, had, score, scale_min, scale_max, judge, template_version, job_id, "
+                "SELECT sample_id, rubric, score, scale_min, scale_max, judge, template_version, job_id, "
                 "content_hash, stale, created_at FROM bulk_run_scores WHERE bulk_id = ? AND (sample_id, rubric) > "
                 "(?, ?) ORDER BY sample_id, rubric LIMIT ?", (bulk, *key, CHUNK)).fetchall()
             if not rows:
                 break
-            for sid, rubric, had, *prev in rows:
-                cur = conn.execute("SELECT judge, created_at FROM sample_scores WHERE sample_id = ? AND rubric = ?",
-                                   (sid, rubric)).fetchone()
-                if cur is None or cur[0] not in judges or cur[1] != ts:
-                    continue            # scored again since: the newer score stays
-                if had:   # an update, not a replace: the maintained score counts follow it by triggers
-                    conn.execute("UPDATE sample_scores SET score = ?, scale_min = ?, scale_max = ?, judge = ?, "
-                                 "template_version = ?, job_id = ?, content_hash = ?, stale = ?, created_at = ? "
-                                 "WHERE sample_id = ? AND rubric = ?", (*prev, sid, rubric))
-                else:
-                    conn.execute("DELETE FROM sample_scores WHERE sample_id = ? AND rubric = ?", (sid, rubric))
+            conn.executemany(   # an insert, not a replace: the maintained score counts follow it by triggers
+                "INSERT INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, template_version, "
+                "job_id, content_hash, stale, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (sample_id, rubric) DO NOTHING", rows)
             key = (rows[-1][0], rows[-1][1])
             tx.next()
         conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))

@@ -538,14 +538,13 @@ MIGRATIONS: list[str] = [
         info TEXT,                    -- JSON: what undoing it needs besides its decisions (an update's scores)
         started_at TEXT NOT NULL
     );
-    -- the scores a shard import replaced, so an unfinished one can put them back
+    -- the scores a shard import replaced (sample_scores' columns), so an unfinished one can put them back
     CREATE TABLE bulk_run_scores (
         bulk_id INTEGER NOT NULL,
         sample_id INTEGER NOT NULL,
         rubric TEXT NOT NULL,
-        had INTEGER NOT NULL,         -- 0: the sample had no score on the rubric (the columns below are NULL)
-        score REAL, scale_min REAL, scale_max REAL, judge TEXT, template_version TEXT, job_id INTEGER,
-        content_hash INTEGER, stale INTEGER, created_at TEXT,
+        score REAL NOT NULL, scale_min REAL NOT NULL, scale_max REAL NOT NULL, judge TEXT, template_version TEXT,
+        job_id INTEGER, content_hash INTEGER, stale INTEGER NOT NULL, created_at TEXT NOT NULL,
         PRIMARY KEY (bulk_id, sample_id, rubric)
     ) WITHOUT ROWID;
     CREATE INDEX snapshot_items_sample ON snapshot_items(sample_id);
