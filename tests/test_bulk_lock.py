@@ -59,6 +59,7 @@ def small_chunks(monkeypatch):
     monkeypatch.setattr(snapshot_write, "CHUNK", 50)
     monkeypatch.setattr(keep_mod, "CHUNK", 50)
     monkeypatch.setattr(shard_update, "FETCH", 50)
+    monkeypatch.setattr(shard_update, "CHUNK", 7)       # its undo: chunk ends between a sample's two rubrics
 
 
 def kept_file(tmp_path: Path, ids) -> Path:
@@ -198,7 +199,7 @@ if sys.argv[2] == "export":
 elif sys.argv[2] == "keep":
     keep.keep(conn, "d", sys.argv[3], "external dedup")
 else:
-    shard_update.update_samples(conn, [Path(sys.argv[3])], "d", ["quality=0-1"])
+    shard_update.update_samples(conn, [Path(sys.argv[3])], "d", ["quality=0-1", "words=0-100"])
 """
 
 
@@ -264,9 +265,9 @@ def test_a_keep_killed_midway_is_undone_by_the_next_open(tmp_path):
 # --- the shard import ----------------------------------------------------------------------------------------
 
 def scored_shard(tmp_path: Path) -> Path:
-    """An engine's output: a quality score for every sample and its answer, a new one for every third."""
+    """An engine's output: two scores for every sample and its answer, a new one for every third."""
     f = tmp_path / "scored.jsonl"
-    f.write_text("".join(json.dumps({"sample_id": i, "quality": (i % 10) / 10,
+    f.write_text("".join(json.dumps({"sample_id": i, "quality": (i % 10) / 10, "words": i % 100,
                                      "output": f"better answer {i}" if i % 3 == 0 else f"answer {i - 1}"}) + "\n"
                          for i in range(1, ROWS + 1)))
     return f
@@ -283,6 +284,7 @@ def seed_scores(db: Path) -> None:
     conn = open_store(db)
     with transaction(conn):
         scores.record_many(conn, "quality", (0, 1), [(i, 0.25) for i in range(1, ROWS + 1, 7)], judge="earlier")
+        scores.record_many(conn, "words", (0, 100), [(i, 50) for i in range(1, ROWS + 1, 5)], judge="earlier")
     conn.close()
 
 
@@ -302,7 +304,7 @@ def test_a_writer_gets_in_between_a_shard_imports_chunks_and_its_edit_stands(tmp
         return running, 0 < done < ROWS
 
     t, out = _writer_between(db, lambda w: w.execute("SELECT count(*) FROM sample_scores").fetchone()[0] > 0, check)
-    res = shard_update.update_samples(conn, [f], "d", ["quality=0-1"])
+    res = shard_update.update_samples(conn, [f], "d", ["quality=0-1", "words=0-100"])
     t.join()
     assert "error" not in out, out
     assert out["seen"] == (1, True)
@@ -333,7 +335,7 @@ def test_a_shard_import_meeting_a_conflict_midway_undoes_itself(tmp_path, small_
                                                      ).fetchone()[0] > 0, check)
     with pytest.raises(shard_update.UpdateError, match=f"sample {last} was edited in the store while this import "
                                                        f"ran.*nothing was imported"):
-        shard_update.update_samples(conn, [f], "d", ["quality=0-1"])
+        shard_update.update_samples(conn, [f], "d", ["quality=0-1", "words=0-100"])
     t.join()
     assert "error" not in out, out
     texts, sc = texts_and_scores(conn)
@@ -366,7 +368,7 @@ def test_a_shard_import_killed_midway_is_undone_by_the_next_command(tmp_path, mo
     assert texts_and_scores(conn) == before
     assert conn.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 0
     assert conn.execute("SELECT count(*) FROM bulk_run_scores").fetchone()[0] == 0
-    res = shard_update.update_samples(conn, [f], "d", ["quality=0-1"])     # and it goes through whole afterwards
+    res = shard_update.update_samples(conn, [f], "d", ["quality=0-1", "words=0-100"])     # and it goes through whole afterwards
     assert res.changed == ROWS // 3
 
 

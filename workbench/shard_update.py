@@ -556,12 +556,12 @@ def roll_back(conn: sqlite3.Connection, bulk: int) -> None:
         same = f"judge IN ({','.join('?' * len(judges))}) AND created_at = ?"
         last = 0
         while True:
-            rows = conn.execute(f"SELECT sample_id, rubric FROM sample_scores WHERE sample_id > ? AND {same} "
+            rows = conn.execute(f"SELECT sample_id, rubric FROM sample_scores WHERE sample_id >= ? AND {same} "
                                 f"ORDER BY sample_id LIMIT ?", (last, *marks, CHUNK)).fetchall()
             if not rows:
                 break
             conn.executemany("DELETE FROM sample_scores WHERE sample_id = ? AND rubric = ?", rows)
-            last = rows[-1][0]
+            last = rows[-1][0]       # >=: its other rubrics may be past the LIMIT (the deleted ones are gone)
             tx.next()
         # and the ones they replaced come back, unless the sample was scored again since
         key = (0, "")
