@@ -137,6 +137,55 @@ def test_batch_run_matches_online_run_and_shares_its_cache(cli, srv, conn, db_pa
     assert "batch batch_0001 · input file file-0001" in out
 
 
+def test_a_batch_costs_the_endpoints_batch_price(srv, conn, db_path, cfg_path, cli):
+    make_dataset(conn, "demo", 6)
+    make_dataset(conn, "other", 6)
+    write_endpoint(cfg_path, srv, cost_per_1k_input=1.0, cost_per_1k_output=2.0)    # batch_cost_factor: 0.5
+    online = queue(conn, cfg_path, dataset="other", batch=False)
+    run_worker(db_path, load_config(cfg_path), job_id=online)
+    conn.execute("DELETE FROM llm_cache")
+    jid = queue(conn, cfg_path)
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    o, b = J.get_job(conn, online), J.get_job(conn, jid)
+    assert (b["tokens_in"], b["tokens_out"]) == (o["tokens_in"], o["tokens_out"]) and o["cost"] > 0
+    assert b["cost"] == pytest.approx(o["cost"] * 0.5)
+    write_endpoint(cfg_path, srv, cost_per_1k_input=1.0, cost_per_1k_output=2.0, batch_cost_factor=0.25)
+    conn.execute("DELETE FROM llm_cache")
+    jid = queue(conn, cfg_path, into="demo-3")
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    assert J.get_job(conn, jid)["cost"] == pytest.approx(o["cost"] * 0.25)
+    # what cannot be a share of the online price is refused, naming the field; the config is left as it was
+    before = cfg_path.read_bytes()
+    for bad in ("1.5", "-0.1", "nan", "half"):
+        code, _, err = cli("endpoints", "add", "x", "--base-url", srv.base_url, "--model", "m",
+                           "--batch-cost-factor", bad)
+        assert code == 2 and "Traceback" not in err and ("batch_cost_factor" in err or "--batch-cost-factor" in err), err
+    assert cfg_path.read_bytes() == before
+    cfg_path.write_text(before.decode().replace("batch_cost_factor = 0.25", "batch_cost_factor = 2"))
+    code, _, err = cli("run", "generate", "--dataset", "demo", "--endpoint", "local", "--batch")
+    assert code == 2 and "batch_cost_factor is the share of the online price a batch costs" in err
+
+
+def test_the_jobs_table_has_a_batch_column(srv, conn, db_path, cfg_path, cli):
+    make_dataset(conn, "demo", 3)
+    online = queue(conn, cfg_path, batch=False)
+    run_worker(db_path, load_config(cfg_path), job_id=online)
+    conn.execute("DELETE FROM llm_cache")
+    waiting = queue(conn, cfg_path, into="demo-w")
+    srv.rules = [Rule("500", match="Question 1")]
+    jid = queue(conn, cfg_path, into="demo-b")
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    code, out, err = cli("jobs")
+    assert code == 0, err
+    head, *rows = out.splitlines()
+    assert head.split()[-1] == "batch"
+    cells = {int(r.split()[0]): r.split("  ")[-1].strip() for r in rows}
+    assert cells[online] == "-" and cells[waiting] == "waiting"
+    assert cells[jid] == "r1 ingested/completed 2/3 (1 failed)"
+    code, out, _ = cli("jobs", "--json")          # the JSON keys are as they were
+    assert code == 0 and "batch" not in orjson.loads(out)[-1] and orjson.loads(out)[0]["batch"]["round"] == 1
+
+
 def test_online_answers_in_the_cache_are_not_sent_again(srv, conn, db_path, cfg_path):
     make_dataset(conn, "demo", 6)
     online = queue(conn, cfg_path, batch=False)

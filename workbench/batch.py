@@ -299,7 +299,8 @@ class BatchJob:
     async def _upload(self, rnd: dict) -> None:
         r = self.r
         data = input_file(await self.db(B.requests_of, r.conn, rnd["id"]))
-        name = f"workbench-job{r.job_id}-round{rnd['round']}-{hashlib.sha256(data).hexdigest()[:16]}.jsonl"
+        tag = await self.db(B.store_tag, r.conn)
+        name = f"workbench-{tag}-job{r.job_id}-round{rnd['round']}-{hashlib.sha256(data).hexdigest()[:16]}.jsonl"
         file_id = await self._find_upload(name, len(data))
         if file_id is None:
             f = await self._remote("upload the batch input file", lambda: self.api.files.create(
@@ -376,7 +377,7 @@ class BatchJob:
                "cancelled": "the batch was cancelled before answering this request"}[status]
         from .batch_files import Verdict
         verdicts = {cid: reading.verdicts.get(cid) or Verdict(error=why) for cid in sent}
-        cost = self.client.ep.cost(reading.tokens_in, reading.tokens_out)
+        cost = self.client.ep.cost(reading.tokens_in, reading.tokens_out, batch=True)   # at the batch price
         error = None if status == "completed" else f"batch {status}" + (_errors(b, self.clean) if status == "failed"
                                                                           else "")
         await self.db(B.store_download, r.conn, r.job_id, r.owner, rnd["id"], verdicts, reading.strays,

@@ -2,6 +2,7 @@
 state changes the batch backend (workbench/batch.py) makes, each in one transaction checked against the lease."""
 from __future__ import annotations
 
+import secrets
 import sqlite3
 
 import orjson
@@ -37,6 +38,26 @@ def summary(conn: sqlite3.Connection, job_id: int) -> dict | None:
     rs = conn.execute(f"SELECT {', '.join(ROUND_COLUMNS)} FROM job_batches WHERE job_id = ? ORDER BY round DESC "
                       "LIMIT 1", (job_id,)).fetchone()
     return {**_round(rs), "rounds": _round(rs)["round"]} if rs else None
+
+
+def batch_cell(j: dict) -> str:
+    """The `jobs` table's batch column: '-' for an online job, else its latest round (round_cell)."""
+    return round_cell(j.get("batch")) if j["params"].get("batch") else "-"
+
+
+def round_cell(b: dict | None) -> str:
+    """A batch job's latest round in a few words: its state, the provider's status, completed/total (failed).
+    Every part is ours or checked (a status outside KNOWN pauses the job before it is stored): terminal-safe."""
+    if not b:
+        return "waiting"
+    out = f"r{b['round']} {b['state']}"
+    if b["remote_status"]:
+        out += f"/{b['remote_status']}"
+    c = b.get("counts") or {}
+    if c:
+        out += f" {c.get('completed', 0)}/{c.get('total', 0)}" + (f" ({c['failed']} failed)" if c.get("failed")
+                                                                  else "")
+    return out
 
 
 def batch_lines(j: dict) -> list[str]:
@@ -75,6 +96,18 @@ def check_owner(conn: sqlite3.Connection, job_id: int, owner: str) -> None:
         raise LeaseLost(f"job {job_id} is now held by another worker")
     if row[1] in ("paused", "cancelled"):
         raise JobStopped(row[1])
+
+
+def store_tag(conn: sqlite3.Connection) -> str:
+    """A random tag of this store, part of every upload's name: the name by which a restarted worker finds its
+    upload again must not match another store's upload of the same job id and bytes on the same account (it
+    would adopt that store's batch)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'batch_tag'").fetchone()
+    if row:
+        return row[0]
+    with transaction(conn):
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('batch_tag', ?)", (secrets.token_hex(6),))
+    return conn.execute("SELECT value FROM meta WHERE key = 'batch_tag'").fetchone()[0]
 
 
 def create_round(conn: sqlite3.Connection, job_id: int, owner: str, round_no: int,
