@@ -518,6 +518,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE imports ADD COLUMN first_id INTEGER;
     ALTER TABLE imports ADD COLUMN made_dataset INTEGER NOT NULL DEFAULT 0;
     """,
+    # (branch batch-rest) 13 -> 14: a batch line that failed for a reason worth asking again (429, 5xx, a
+    # timeout) is sent again in a follow-up batch, up to the endpoint's max_retries (workbench/batch.py)
+    """
+    ALTER TABLE batch_replies ADD COLUMN retryable INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
