@@ -55,6 +55,7 @@ LOOKBACK = 1000              # files / batches listed when looking for an upload
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 KNOWN = ("validating", "in_progress", "finalizing", "cancelling") + TERMINAL
 INGEST_CHUNK = 500
+INGEST_BYTES = 16 * 2**20    # of replies held before a commit (and per chunk of a download read into the store)
 
 
 class NeedRequest(Exception):
@@ -86,6 +87,7 @@ class BatchLLM(LLM):
         self.sent: dict[str, int] = {}         # custom_id -> rounds that sent it (a cache hit on one is a replay)
         self.counted: set[str] = set()
         self.backoff = 0                       # the highest attempt among the requests asked again after an error
+        self.bytes_read = 0                    # of reply text since the last commit
 
     async def _complete_on(self, client, messages, params, want_json, schema, validate, allow_empty,
                            allow_truncated, salt) -> Completion:
@@ -110,6 +112,7 @@ class BatchLLM(LLM):
                 self._want(key, client, messages, merged, rf)
             raise BatchReplyError(f"{client.ep.name}: {error}" + (f" (gave up after {sent} batches)" if retryable
                                                                    else ""), raw, client.ep.name)
+        self.bytes_read += len(reply["text"])
         c = Completion(text=redact(reply["text"], self.secrets), model=reply["model"] or client.ep.model,
                        endpoint=client.ep.name, finish_reason=reply["finish_reason"],
                        prompt_tokens=reply["prompt_tokens"], completion_tokens=reply["completion_tokens"],
@@ -223,8 +226,11 @@ class BatchJob:
                 if len(self.llm.wanted) >= MAX_REQUESTS:
                     full = True       # the other items wait for the next round
                     break
-                outcomes.append(await self._one(item))
-            outcomes = [o for o in outcomes if o is not None]
+                if (o := await self._one(item)) is not None:
+                    outcomes.append(o)
+                if self.llm.bytes_read >= INGEST_BYTES:      # long replies: commit sooner, memory stays flat
+                    await self._commit(outcomes)
+                    outcomes = []
             await self._commit(outcomes)
             outcomes = []
 
@@ -247,6 +253,7 @@ class BatchJob:
 
     async def _commit(self, outcomes: list) -> None:
         r = self.r
+        self.llm.bytes_read = 0
         cache_rows = self.llm.cache.drain()
         usage = self.llm.meter.take()
         if outcomes or cache_rows or usage.cache_hits:
@@ -393,7 +400,7 @@ class BatchJob:
         with tempfile.TemporaryDirectory(prefix="workbench-batch-") as tmp:
             files = [(what, path) for what, fid in (("output", b.output_file_id), ("error", b.error_file_id))
                      if (path := await self._download(fid, what, Path(tmp))) is not None]
-            chunks = reading.chunks(files, INGEST_CHUNK)
+            chunks = reading.chunks(files, INGEST_CHUNK, INGEST_BYTES)
             while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
                 await self.db(B.store_verdicts, r.conn, r.job_id, r.owner, rnd["id"], chunk.verdicts, chunk.strays)
             last = await asyncio.to_thread(reading.finish, files, why)

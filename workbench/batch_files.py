@@ -99,15 +99,17 @@ class FileReading:
         self.tokens_in = self.tokens_out = 0
         self.strays = 0
 
-    def chunks(self, files: list[tuple[str, Path]], size: int = 500) -> Iterator[Chunk]:
-        chunk = Chunk()
+    def chunks(self, files: list[tuple[str, Path]], size: int = 500, max_bytes: int = 16 * 2**20) -> Iterator[Chunk]:
+        """Chunks of at most `size` lines or about `max_bytes` of them."""
+        chunk, held = Chunk(), 0
         for source, path in files:
             with open(path, "rb") as f:
                 for n, offset, line, head in _lines(f, self.line_cap):
                     self._one(chunk, source, n, offset, line, head)
-                    if len(chunk.verdicts) + len(chunk.strays) >= size:
+                    held += len(line) if line is not None else len(head)
+                    if len(chunk.verdicts) + len(chunk.strays) >= size or held >= max_bytes:
                         yield chunk
-                        chunk = Chunk()
+                        chunk, held = Chunk(), 0
         if chunk.verdicts or chunk.strays:
             yield chunk
 
