@@ -128,3 +128,28 @@ def test_killed_batch_recipe_resumes_sending_nothing_twice(tmp_path):
         killed = run_store(tmp_path / "killed.db", True, srv)
     assert killed == whole and whole["jobs"] == 3 and len(whole["pairs"]) == 12
     assert all(n == 1 for n in whole["prompts"].values())
+
+
+def test_recipe_cancel_cancels_a_running_batch_at_the_provider(cli, conn, tmp_path):
+    setup_data(conn)
+    with LLMServer(reply=humpback_reply) as srv:
+        save_config(config_for(srv), resolve_config_path())
+        srv.batch.polls_to_finish = 10**6
+        code, out, err = cli(*HUMPBACK, "--batch", "--batch-poll", "0.05")
+        assert code == 0, err
+        rid = int(out.strip())
+        job_id = recipes.recipe_view(conn, rid)["steps"][0]["job_id"]
+        log = open(tmp_path / "w.log", "ab")
+        p = subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--until-idle"], stdout=log, stderr=log,
+                             cwd=ROOT)
+        deadline = time.monotonic() + 90
+        while (B.summary(conn, job_id) or {}).get("polls", 0) < 1:
+            assert time.monotonic() < deadline and p.poll() is None
+            time.sleep(0.05)
+        os.kill(p.pid, signal.SIGKILL)        # no worker left to notice the cancel: the CLI tells the provider
+        p.wait()
+        code, out, err = cli("recipe", "cancel", str(rid))
+        assert code == 0, err
+        assert f"jobs {job_id} cancelled" in out and f"job {job_id}: batch batch_0001 at the provider: cancelling" in out
+        assert srv.batch.cancels == 1 and srv.batches["batch_0001"]["status"] == "cancelling"
+        assert B.summary(conn, job_id)["remote_status"] == "cancelling"

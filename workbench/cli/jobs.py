@@ -267,22 +267,28 @@ class RedactingFormatter(logging.Formatter):
 
 def _cancel_batch(args, conn, job: dict) -> int:
     """The job is cancelled in the store; a batch it had running at the provider is cancelled there too."""
+    print(f"job {args.id}: {job['status']}")
+    return cancel_at_provider(args, conn, job, sys.stdout)
+
+
+def cancel_at_provider(args, conn, job: dict, out) -> int:
+    """A batch job just cancelled in the store (`jobs cancel`, `recipe cancel`): its running batch is cancelled at
+    the provider too, saying so on `out`. 1 when the provider could not be told (the batch may still bill)."""
     import asyncio
     from ..batch import cancel_remote_batch
     from ..batch_state import note_remote_status, open_round
-    print(f"job {args.id}: {job['status']}")
-    rnd = open_round(conn, args.id)
+    rnd = open_round(conn, job["id"])
     if rnd is None or rnd["state"] != "submitted":
         return 0
     try:
         status = asyncio.run(cancel_remote_batch(load_cli_config(args), job, rnd["batch_id"]))
     except Exception as e:      # the store says cancelled either way: say plainly what still runs remotely
-        print(f"job {args.id}: could not cancel batch {rnd['batch_id']} at the provider: "
+        print(f"job {job['id']}: could not cancel batch {rnd['batch_id']} at the provider: "
               f"{E.redact(f'{type(e).__name__}: {e}', E.secrets(load_cli_config(args)))[:300]}; it may still run "
               "(and be billed); cancel it in the provider's console", file=sys.stderr)
         return 1
     note_remote_status(conn, rnd["id"], status)
-    print(f"job {args.id}: batch {rnd['batch_id']} at the provider: {status}")
+    print(f"job {job['id']}: batch {rnd['batch_id']} at the provider: {status}", file=out)
     return 0
 
 

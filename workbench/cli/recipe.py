@@ -9,7 +9,7 @@ from .. import recipes
 from ..store import resolve_db_path
 from .common import CliError, print_json
 from .common import load_cli_config, guard, open_cli_store
-from .jobs import add_batch_args, batch_opts, report_line, summary_line
+from .jobs import add_batch_args, batch_opts, cancel_at_provider, report_line, summary_line
 from ..batch_state import round_cell
 
 
@@ -151,10 +151,18 @@ def cmd_recipe_cancel(args) -> int:
     out = _in_store(args, recipes.cancel, args.id)
     if args.json:
         print_json(out)
-        return 0
-    view = out["recipe"]
-    unstarted = [s for s in view["steps"] if not s["job_id"]]
-    print(f"recipe {view['id']} ({view['name']}) cancelled; "
-          + (f"jobs {', '.join(map(str, out['jobs']))} cancelled" if out["jobs"] else "no job was running")
-          + (f"; steps not started: {', '.join(s['name'] for s in unstarted)}" if unstarted else ""))
-    return 0
+    else:
+        view = out["recipe"]
+        unstarted = [s for s in view["steps"] if not s["job_id"]]
+        print(f"recipe {view['id']} ({view['name']}) cancelled; "
+              + (f"jobs {', '.join(map(str, out['jobs']))} cancelled" if out["jobs"] else "no job was running")
+              + (f"; steps not started: {', '.join(s['name'] for s in unstarted)}" if unstarted else ""))
+    # a batch step's running batch is cancelled at the provider too, as `jobs cancel` does (stderr with --json)
+    conn = open_cli_store(args)
+    try:
+        jobs = [J.get_job(conn, jid) for jid in out["jobs"]]
+        codes = [cancel_at_provider(args, conn, j, sys.stderr if args.json else sys.stdout)
+                 for j in jobs if j["params"].get("batch")]
+    finally:
+        conn.close()
+    return max(codes, default=0)
