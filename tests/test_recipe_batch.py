@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from llm_server import LLMServer
-from test_recipes import humpback_reply, outcome, setup_data
+from test_recipes import humpback_reply, outcome, run_recipe_process, setup_data
 from taskkit import config_for
 from workbench import batch_state as B
 from workbench import jobs, recipes, store
@@ -81,39 +81,24 @@ def test_killed_batch_recipe_resumes_sending_nothing_twice(tmp_path):
         setup_data(conn)
         srv.stats.prompts.clear()
         srv.batch.creates = 0
-        cmd = [sys.executable, "-m", "workbench", "--db", str(db), *HUMPBACK, "--batch", "--batch-poll", "0.05",
-               "--wait"]
-        with open(tmp_path / f"{db.stem}.log", "ab") as log:
-            p = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
-            if kill:
-                # every batch stays in progress until released: step 1's by hand, step 2's never (until the kill)
-                srv.batch.polls_to_finish = 10**6
-                first = len(srv.batches) + 1
-                deadline = time.monotonic() + 120
-                while True:
-                    held = srv.batches.get(f"batch_{first:04d}")
-                    if held is not None and held["_polls"] < 10**6:
-                        held["_polls"] = 10**6                # step 1's batch completes on its next poll
-                    rid = conn.execute("SELECT max(id) FROM recipes").fetchone()[0]
-                    steps = recipes.recipe_view(conn, rid)["steps"] if rid else []
-                    b = B.summary(conn, steps[1]["job_id"]) if steps and steps[1]["job_id"] else None
-                    if b and b["state"] == "submitted" and b["polls"] >= 1:
-                        break
-                    assert time.monotonic() < deadline and p.poll() is None, (tmp_path / f"{db.stem}.log").read_text()
-                    time.sleep(0.02)
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait()
-                assert recipes.recipe_view(conn, rid)["status"] == "running"
-                srv.batch.polls_to_finish = 2
-                w = subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(db), "worker", "--until-idle"],
-                                     stdout=log, stderr=log, cwd=ROOT)
-                assert w.wait(120) == 0
-            else:
-                assert p.wait(120) == 0
-        rid = conn.execute("SELECT max(id) FROM recipes").fetchone()[0]
-        view = recipes.recipe_view(conn, rid)
-        assert view["status"] == "done", view
-        js = step_jobs(conn, rid)
+        first = len(srv.batches) + 1
+
+        def step2_polled(c) -> bool:
+            # every batch stays in progress until released: step 1's by hand, step 2's not until the kill
+            held = srv.batches.get(f"batch_{first:04d}")
+            if held is not None and held["_polls"] < 10**6:
+                held["_polls"] = 10**6                # step 1's batch completes on its next poll
+            rid = c.execute("SELECT max(id) FROM recipes").fetchone()[0]
+            steps = recipes.recipe_view(c, rid)["steps"] if rid else []
+            b = B.summary(c, steps[1]["job_id"]) if steps and steps[1]["job_id"] else None
+            return bool(b and b["state"] == "submitted" and b["polls"] >= 1)
+
+        if kill:
+            srv.batch.polls_to_finish = 10**6
+        view = run_recipe_process(conn, db, [*HUMPBACK[2:], "--batch", "--batch-poll", "0.05"],
+                                  tmp_path / f"{db.stem}.log", kill_when=step2_polled if kill else None,
+                                  on_kill=lambda: setattr(srv.batch, "polls_to_finish", 2))
+        js = step_jobs(conn, view["id"])
         res = outcome(conn)
         res["jobs"] = len(js)
         res["rounds"] = [[(r["round"], r["requests"], r["state"]) for r in B.rounds(conn, j["id"])] for j in js]
