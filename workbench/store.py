@@ -518,11 +518,16 @@ MIGRATIONS: list[str] = [
     ALTER TABLE imports ADD COLUMN first_id INTEGER;
     ALTER TABLE imports ADD COLUMN made_dataset INTEGER NOT NULL DEFAULT 0;
     """,
-    # (branch export-lock) 13 -> 14: long writers commit in short transactions. An export writes its
+    # (branch batch-rest) 13 -> 14: a batch line that failed for a reason worth asking again (429, 5xx, a
+    # timeout) is sent again in a follow-up batch, up to the endpoint's max_retries (workbench/batch.py)
+    """
+    ALTER TABLE batch_replies ADD COLUMN retryable INTEGER NOT NULL DEFAULT 0;
+    """,
+    # (branch export-lock) 14 -> 15: long writers commit in short transactions. An export writes its
     # snapshot_items under a reserved snapshot id (snapshot_writes) before one short transaction publishes the
     # snapshots row; a keep or a shard import applies its run in chunks while bulk_runs marks it unfinished. A row
-    # whose process died is undone by the next open (workbench/bulk_recovery.py; a shard import's by shard_update.py). snapshot_items gets the
-    # sample index keep and the shard import look the latest export of a sample up by.
+    # whose process died is undone by the next open (workbench/bulk_recovery.py; a shard import's: shard_update.py).
+    # snapshot_items gets the sample index keep and the shard import look the latest export of a sample up by.
     """
     CREATE TABLE snapshot_writes (
         snapshot_id INTEGER PRIMARY KEY,
