@@ -31,13 +31,11 @@ from .store import WAL_AUTOCHECKPOINT, get_dataset, now, transaction
 DETECT_SAMPLE = 20
 PROGRESS_EVERY = 10_000
 PARALLEL_MIN_BYTES = 16 << 20   # below this, starting a worker process costs more than it saves
-PARALLEL_WORKERS = 1            # one parser beside the inserting process: two cores, both busy
-IN_FLIGHT = 3             # 1 MB blocks queued to the worker: enough to keep it busy, little memory
 BATCH = 5_000             # rows per executemany: a pair's candidates and scores are written right after its batch
 CHUNK_S = 0.03            # rows per executemany of an import: sized to take this long (a waiting writer is
 FIRST_BATCH = 500         # noticed between chunks); the first chunk, then sized from the pace
 MIN_BATCH, MAX_BATCH = 100, 20_000
-MAX_TX_S = 1.0            # an import commits at least this often (Review sees the rows arrive)
+MAX_TX_S = 0.25           # an import commits at least this often: no transaction holds the lock longer
 STDIN = "-"
 log = logging.getLogger(__name__)
 GZIP_ERRORS = (OSError, EOFError, zlib.error)   # what a damaged .gz raises while it is read
@@ -322,43 +320,95 @@ def _build_block(ctx: _Context, first_line: int, block: bytes) -> list:
     return [_build(ctx, line, row, raw) for line, row, raw in formats.block_lines(first_line, block)]
 
 
-def _built_rows(ctx: _Context, path: Path, parallel: bool, segmented=None):
-    """Rows in file order. Big JSONL files are parsed, normalized and hashed in a worker process while this
-    process inserts: the two halves of the work run on two cores. A bounded number of blocks is in flight, so
-    memory stays flat whatever the file size. Segmented text comes as (line, text) records already."""
+def _parse_file(out, ctx: _Context, path: Path, block_bytes: int, parent_pid: int) -> None:
+    """The parser process: reads the JSONL file itself, builds each block's rows and sends them pickled, in file
+    order, then ("end", None); a failure is sent as ("error", exception). The inserting process neither reads the
+    file nor ships it here, and the pipe's capacity bounds how far ahead this runs (memory stays flat)."""
+    import pickle
+
+    from . import readers
+    die_with_parent(parent_pid)
+    readers.JSONL_BLOCK_BYTES = block_bytes
+    try:
+        for first_line, block in formats.jsonl_blocks(path):
+            out.send_bytes(pickle.dumps(("rows", _build_block(ctx, first_line, block)), pickle.HIGHEST_PROTOCOL))
+        out.send_bytes(pickle.dumps(("end", None)))
+    except BaseException as e:      # e.g. a .gz that ends early: raised again in the importing process
+        try:
+            payload = pickle.dumps(("error", e))
+        except Exception:
+            payload = pickle.dumps(("error", RuntimeError(f"the parser process failed: {e!r}")))
+        out.send_bytes(payload)
+
+
+PIPE_BYTES = 1 << 20      # the parser may run about one block ahead of the inserts (Linux F_SETPIPE_SZ)
+
+
+def _widen_pipe(conn) -> None:
+    try:
+        import fcntl
+        fcntl.fcntl(conn.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (OSError, ImportError, AttributeError):   # another OS, or a lower pipe-max-size: 64 KB pipes work too
+        pass
+
+
+SERIAL_BLOCK = 1_000       # rows handed to the writer at a time when this process parses
+
+
+def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, idle: Callable[[], None] = lambda: None):
+    """Lists of built rows in file order. Big JSONL files are read, parsed, normalized and hashed in a parser
+    process while this process inserts: the two halves of the work run on two cores. Its results are received (and
+    unpickled) in this thread: a receiving thread would fight the inserting one for the GIL at every row. `idle` is
+    called when the parser has nothing ready (the writer then lets a waiting writer in). Segmented text comes as
+    (line, text) records already."""
     if segmented is not None:
-        for row, (line, text) in enumerate(segmented.records, 1):
-            yield _build(ctx, line, row, {"text": text})
+        items = (_build(ctx, line, row, {"text": text}) for row, (line, text) in enumerate(segmented.records, 1))
+        while block := list(islice(items, SERIAL_BLOCK)):
+            yield block
         return
     if not parallel:
-        for line, row, rec in formats.read_records(path, ctx.file_type):
-            yield _build(ctx, line, row, rec)
+        items = (_build(ctx, line, row, rec) for line, row, rec in formats.read_records(path, ctx.file_type))
+        while block := list(islice(items, SERIAL_BLOCK)):
+            yield block
         return
     import multiprocessing
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-    rows_before = 0
+    import pickle
 
-    def in_order(future) -> list:
-        nonlocal rows_before
-        built = future.result()
-        for r in built:
-            if isinstance(r, Skipped) and r.row is not None:
-                r.row += rows_before          # the worker counted rows from its block's start
-        rows_before += len(built)
-        return built
-
+    from . import readers
     # spawn, not fork: the TUI imports from a thread, and forking a threaded process can deadlock.
-    # The workers die with this process even on kill -9 (then the resource tracker, whose pipe they hold, ends too)
-    with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-        pending: deque = deque()
-        for first_line, block in formats.jsonl_blocks(path):
-            pending.append(pool.submit(_build_block, ctx, first_line, block))
-            if len(pending) >= IN_FLIGHT:
-                yield from in_order(pending.popleft())
-        while pending:
-            yield from in_order(pending.popleft())
+    # The parser dies with this process even on kill -9 (die_with_parent; then the resource tracker ends too)
+    mp = multiprocessing.get_context("spawn")
+    receive, send = mp.Pipe(duplex=False)
+    _widen_pipe(send)
+    proc = mp.Process(target=_parse_file, args=(send, ctx, path, readers.JSONL_BLOCK_BYTES, os.getpid()),
+                      name="workbench-import-parser", daemon=True)
+    proc.start()
+    send.close()
+    rows_before = 0
+    try:
+        while True:
+            if not receive.poll():
+                idle()
+            try:
+                kind, payload = pickle.loads(receive.recv_bytes())
+            except EOFError:
+                proc.join(5)
+                raise RuntimeError(f"{ctx.file}: the import's parser process ended unexpectedly "
+                                   f"(exit code {proc.exitcode})") from None
+            if kind == "end":
+                return
+            if kind == "error":
+                raise payload
+            for r in payload:
+                if isinstance(r, Skipped) and r.row is not None:
+                    r.row += rows_before          # the parser counted rows from its block's start
+            rows_before += len(payload)
+            yield payload
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        receive.close()
 
 
 def file_sha256(path: Path) -> str:
@@ -395,6 +445,22 @@ class _Writer:
             self.cands.append((len(self.rows) - 1, cands))
         if len(self.rows) >= self.limit:
             self.flush()
+
+    def add_many(self, built: list) -> None:
+        """Built rows, (row, candidates) each, in order; written in batches of `limit` rows."""
+        i = 0
+        while i < len(built):
+            part = built[i:i + max(1, self.limit - len(self.rows))]
+            i += len(part)
+            for row, cands in part:
+                if cands:
+                    self.cands.append((len(self.rows), cands))
+                self.rows.append(row)
+            if len(self.rows) >= self.limit:
+                self.flush()
+
+    def idle(self) -> None:
+        """No rows are ready yet (see _StagedWriter)."""
 
     def flush(self) -> None:
         if self.rows:
@@ -508,7 +574,16 @@ class _StagedWriter(_Writer):
     def add(self, row: tuple, cands: list | None) -> None:
         super().add(row, cands)
         # rows may come slower than they go in (a slow parser): look for a waiting writer meanwhile too
-        if (self.tx_began is not None and len(self.rows) % 256 == 0 and self.rows
+        if len(self.rows) % 256 == 0:
+            self.idle()
+
+    def add_many(self, built: list) -> None:
+        super().add_many(built)
+        self.idle()
+
+    def idle(self) -> None:
+        """Between rows, or while the parser has no rows ready: commit at once if another writer waits."""
+        if (self.tx_began is not None and self.rows
                 and busy.someone_waiting(self.wait_file, self.tx_began_ns)):
             self.flush()
 
@@ -694,21 +769,24 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
 
     def rows(ctx: _Context, path: Path, det: Detection, fr: FileResult, writer: _Writer, seg):
         parallel = det.file_type == "jsonl" and path.stat().st_size >= PARALLEL_MIN_BYTES
-        for r in _built_rows(ctx, path, parallel, seg):
-            if isinstance(r, Skipped):
-                if not skip_invalid:
-                    raise ImportFailed(str(r))
-                skipped.append(r)
-                fr.skipped += 1
-                continue
-            if isinstance(r, Tied):
-                fr.ties += 1
-                continue
-            counted[0] += 1
-            fr.rows += 1
-            if progress and counted[0] % PROGRESS_EVERY == 0:
-                progress(counted[0])
-            writer.add(*r)
+        for block in _built_blocks(ctx, path, parallel, seg, writer.idle):
+            built = []
+            for r in block:
+                if type(r) is tuple:
+                    built.append(r)
+                elif isinstance(r, Skipped):
+                    if not skip_invalid:
+                        raise ImportFailed(str(r))
+                    skipped.append(r)
+                    fr.skipped += 1
+                else:       # Tied
+                    fr.ties += 1
+            before = counted[0]
+            counted[0] += len(built)
+            fr.rows += len(built)
+            writer.add_many(built)
+            if progress and before // PROGRESS_EVERY != counted[0] // PROGRESS_EVERY:
+                progress(counted[0] // PROGRESS_EVERY * PROGRESS_EVERY)
 
     # Copying a big import from the WAL into the database file takes ~10 s a million rows: leave it to the
     # follow-up `workbench index` step (or the next commit) instead of holding the curator up here.
