@@ -36,6 +36,7 @@ CHUNK_S = 0.03            # rows per executemany of an import: sized to take thi
 FIRST_BATCH = 500         # noticed between chunks); the first chunk, then sized from the pace
 MIN_BATCH, MAX_BATCH = 100, 20_000
 MAX_TX_S = 0.25           # an import commits at least this often: no transaction holds the lock longer
+IDLE_POLL_S = 0.005       # while the parser has no rows ready, a waiting writer is looked for this often
 STDIN = "-"
 log = logging.getLogger(__name__)
 GZIP_ERRORS = (OSError, EOFError, zlib.error)   # what a damaged .gz raises while it is read
@@ -320,19 +321,24 @@ def _build_block(ctx: _Context, first_line: int, block: bytes) -> list:
     return [_build(ctx, line, row, raw) for line, row, raw in formats.block_lines(first_line, block)]
 
 
-def _parse_file(out, ctx: _Context, path: Path, block_bytes: int, parent_pid: int) -> None:
+def _parse_file(out, ctx: _Context, path: Path, block_bytes: int, parent_pid: int, want_sha: bool) -> None:
     """The parser process: reads the JSONL file itself, builds each block's rows and sends them pickled, in file
-    order, then ("end", None); a failure is sent as ("error", exception). The inserting process neither reads the
+    order, then ("end", the file's sha256 if `want_sha`); a failure is sent as ("error", exception). The inserting process neither reads the
     file nor ships it here, and the pipe's capacity bounds how far ahead this runs (memory stays flat)."""
     import pickle
 
     from . import readers
+    from concurrent.futures import ThreadPoolExecutor
     die_with_parent(parent_pid)
     readers.JSONL_BLOCK_BYTES = block_bytes
     try:
-        for first_line, block in formats.jsonl_blocks(path):
-            out.send_bytes(pickle.dumps(("rows", _build_block(ctx, first_line, block)), pickle.HIGHEST_PROTOCOL))
-        out.send_bytes(pickle.dumps(("end", None)))
+        # the file's sha256 is taken here, in a thread (hashlib releases the GIL): the inserting process is the
+        # import's bottleneck, this one has time to spare
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            sha = pool.submit(file_sha256, path) if want_sha else None
+            for first_line, block in formats.jsonl_blocks(path):
+                out.send_bytes(pickle.dumps(("rows", _build_block(ctx, first_line, block)), pickle.HIGHEST_PROTOCOL))
+            out.send_bytes(pickle.dumps(("end", sha.result() if sha else None)))
     except BaseException as e:      # e.g. a .gz that ends early: raised again in the importing process
         try:
             payload = pickle.dumps(("error", e))
@@ -355,12 +361,13 @@ def _widen_pipe(conn) -> None:
 SERIAL_BLOCK = 1_000       # rows handed to the writer at a time when this process parses
 
 
-def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, idle: Callable[[], None] = lambda: None):
+def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, writer: "_Writer | None" = None,
+                  sha: dict | None = None):
     """Lists of built rows in file order. Big JSONL files are read, parsed, normalized and hashed in a parser
     process while this process inserts: the two halves of the work run on two cores. Its results are received (and
-    unpickled) in this thread: a receiving thread would fight the inserting one for the GIL at every row. `idle` is
-    called when the parser has nothing ready (the writer then lets a waiting writer in). Segmented text comes as
-    (line, text) records already."""
+    unpickled) in this thread: a receiving thread would fight the inserting one for the GIL at every row. When the
+    parser has nothing ready the writer's `idle` lets a waiting writer in. Segmented text comes as (line, text)
+    records already. With `sha`, the parser process also takes the file's sha256 (into sha["sha256"])."""
     if segmented is not None:
         items = (_build(ctx, line, row, {"text": text}) for row, (line, text) in enumerate(segmented.records, 1))
         while block := list(islice(items, SERIAL_BLOCK)):
@@ -380,15 +387,19 @@ def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, idl
     mp = multiprocessing.get_context("spawn")
     receive, send = mp.Pipe(duplex=False)
     _widen_pipe(send)
-    proc = mp.Process(target=_parse_file, args=(send, ctx, path, readers.JSONL_BLOCK_BYTES, os.getpid()),
+    proc = mp.Process(target=_parse_file, args=(send, ctx, path, readers.JSONL_BLOCK_BYTES, os.getpid(),
+                                                sha is not None),
                       name="workbench-import-parser", daemon=True)
     proc.start()
     send.close()
     rows_before = 0
     try:
         while True:
-            if not receive.poll():
-                idle()
+            if writer is not None and not receive.poll():
+                t0 = time.perf_counter()
+                while not receive.poll(IDLE_POLL_S):
+                    writer.idle()
+                writer.timing.parser_wait += time.perf_counter() - t0
             try:
                 kind, payload = pickle.loads(receive.recv_bytes())
             except EOFError:
@@ -396,6 +407,8 @@ def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, idl
                 raise RuntimeError(f"{ctx.file}: the import's parser process ended unexpectedly "
                                    f"(exit code {proc.exitcode})") from None
             if kind == "end":
+                if sha is not None:
+                    sha["sha256"] = payload
                 return
             if kind == "error":
                 raise payload
@@ -409,6 +422,11 @@ def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, idl
             proc.kill()
         proc.join()
         receive.close()
+
+
+def _parallel(path: Path, det: Detection) -> bool:
+    """Whether the file is parsed in a parser process beside the inserting one (big JSONL files)."""
+    return det.file_type == "jsonl" and path.stat().st_size >= PARALLEL_MIN_BYTES
 
 
 def file_sha256(path: Path) -> str:
@@ -438,6 +456,7 @@ class _Writer:
         self.inserted = self.candidates = self.duplicates = 0
         self.first_id, self.last_id = 0, -1      # the ids written (other writers' rows may lie between)
         self.limit = BATCH
+        self.timing = Timing()
 
     def add(self, row: tuple, cands: list | None) -> None:
         self.rows.append(row)
@@ -471,9 +490,13 @@ class _Writer:
         """Insert the batch: ids follow max(id), read under the write lock (the rows are inserted as built, and
         the few duplicates get their dup_of right after, which is cheaper than rebuilding every row's tuple)."""
         conn = self.conn
+        t0 = time.perf_counter()
         base = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0] + 1
         dups = _duplicate_targets(conn, self.rows, base) if flag_duplicates else []
+        t1 = time.perf_counter()
         conn.executemany(_INSERT, self.rows)
+        self.timing.probing += t1 - t0
+        self.timing.inserting += time.perf_counter() - t1
         top = conn.execute("SELECT max(id) FROM samples").fetchone()[0]
         if top != base + len(self.rows) - 1:      # cannot happen while we hold the write lock; never guess ids
             raise RuntimeError(f"import: expected ids {base}..{base + len(self.rows) - 1}, the store has {top}")
@@ -557,9 +580,9 @@ def check_space(directory: str | None, need: int, shown: str) -> None:
 class _StagedWriter(_Writer):
     """An import's writer. Rows go in by chunks of about CHUNK_S; the write transaction stays open across chunks
     until another writer is waiting for the lock (busy.someone_waiting: then it commits at once and pauses for
-    it) or it has been open MAX_TX_S. Every commit rewrites each index page the transaction touched (the content
-    hash and length indexes take rows at random places), so committing every ~0.1 s regardless would double a
-    million-row import's time. Rows get their dup_of as they are inserted."""
+    it) or another chunk and the commit would take it past MAX_TX_S. Every commit rewrites each index page the
+    transaction touched (the content hash and length indexes take rows at random places), so more commits cost
+    time: see benchmarks/bench_import.py. Rows get their dup_of as they are inserted."""
 
     def __init__(self, conn: sqlite3.Connection, ts: str, opts: ParseOptions, file: str, stats: "TxStats"):
         super().__init__(conn, ts, opts, file)
@@ -570,6 +593,7 @@ class _StagedWriter(_Writer):
         self.wait_file = busy.wait_file(conn)
         self.tx_began: float | None = None
         self.tx_began_ns = 0
+        self.last_commit = 0.0         # how long the last COMMIT took: the next one is expected to take as long
 
     def add(self, row: tuple, cands: list | None) -> None:
         super().add(row, cands)
@@ -582,10 +606,14 @@ class _StagedWriter(_Writer):
         self.idle()
 
     def idle(self) -> None:
-        """Between rows, or while the parser has no rows ready: commit at once if another writer waits."""
-        if (self.tx_began is not None and self.rows
-                and busy.someone_waiting(self.wait_file, self.tx_began_ns)):
+        """Between rows, or while the parser has no rows ready: commit at once if another writer waits (or the
+        transaction is near its time limit)."""
+        if self.tx_began is None:
+            return
+        if self.rows and busy.someone_waiting(self.wait_file, self.tx_began_ns):
             self.flush()
+        else:
+            self._maybe_commit(IDLE_POLL_S)
 
     def batch_bytes(self) -> int:
         if not self.rows:
@@ -613,8 +641,15 @@ class _StagedWriter(_Writer):
         self.per_row = per_row if self.per_row is None else 0.7 * self.per_row + 0.3 * per_row
         self.limit = max(MIN_BATCH, min(MAX_BATCH, 2 * len(self.rows), int(CHUNK_S / max(self.per_row, 1e-7))))
         self.rows, self.cands = [], []
+        self._maybe_commit(took)
+
+    def _maybe_commit(self, next_step: float) -> None:
+        """Commit if a writer waits, or if the next step (a chunk, a poll) and the commit would take the
+        transaction past MAX_TX_S."""
+        if self.tx_began is None:
+            return
         waiting = busy.someone_waiting(self.wait_file, self.tx_began_ns)
-        if waiting or time.perf_counter() - self.tx_began >= MAX_TX_S:
+        if waiting or time.perf_counter() - self.tx_began + next_step + self.last_commit >= MAX_TX_S:
             self.commit()
             if waiting:
                 self.stats.yielded += 1
@@ -623,7 +658,10 @@ class _StagedWriter(_Writer):
     def commit(self) -> None:
         if self.tx_began is None:
             return
+        t0 = time.perf_counter()
         self.conn.execute("COMMIT")
+        self.last_commit = time.perf_counter() - t0
+        self.timing.committing += self.last_commit
         self.stats.note(time.perf_counter() - self.tx_began)
         self.tx_began = None
 
@@ -650,6 +688,16 @@ class TxStats:
         self.longest = max(self.longest, took)
 
 
+@dataclass
+class Timing:
+    """Where an import's inserting process spends its time (seconds), for benchmarks/bench_import.py."""
+    probing: float = 0.0         # looking up the batch's content hashes (duplicates)
+    inserting: float = 0.0       # executemany: the rows and their index entries
+    committing: float = 0.0      # COMMIT: the transaction's pages written to the WAL
+    parser_wait: float = 0.0     # waiting for the parser process's next block
+
+
+LAST_TIMING = Timing()
 LAST_TX_STATS = TxStats()    # the last import's figures in this process (benchmarks/bench_import.py prints them)
 
 
@@ -698,7 +746,7 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
             # in a thread while the import runs (hashlib releases the GIL)
             from concurrent.futures import ThreadPoolExecutor
             with ThreadPoolExecutor(max_workers=1) as pool:
-                shas = [pool.submit(file_sha256, p) for p in paths]
+                shas = [None if _parallel(p, d) else pool.submit(file_sha256, p) for p, d in zip(paths, dets)]
                 return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts,
                                    license, segs)
         shas = [file_sha256(p) for p in paths]
@@ -767,9 +815,8 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
     counted = [0]
     files: list[FileResult] = []
 
-    def rows(ctx: _Context, path: Path, det: Detection, fr: FileResult, writer: _Writer, seg):
-        parallel = det.file_type == "jsonl" and path.stat().st_size >= PARALLEL_MIN_BYTES
-        for block in _built_blocks(ctx, path, parallel, seg, writer.idle):
+    def rows(ctx: _Context, path: Path, det: Detection, fr: FileResult, writer: _Writer, seg, sha: dict | None):
+        for block in _built_blocks(ctx, path, seg is None and _parallel(path, det), seg, writer, sha):
             built = []
             for r in block:
                 if type(r) is tuple:
@@ -794,7 +841,7 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     current = dets[0].file
     import_ids: list[int] = []
-    stats = TxStats()
+    stats, timing = TxStats(), Timing()
     made, did, dups, first, last = False, None, 0, 0, -1
     try:
         # Many transactions, not one: other writers (Review decisions, workers) wait a chunk, not the import.
@@ -824,8 +871,10 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
             fr = FileResult(det.file, det.format, import_id, "")
             ctx = _Context(det.file, det.file_type, det.format, mapping, did, import_id, ts, opts)
             writer = _StagedWriter(conn, ts, opts, det.file, stats)
+            writer.timing = timing
             try:
-                rows(ctx, path, det, fr, writer, segs[k] if segs else None)
+                taken = {} if sha is None else None      # the parser process takes the sha256 (import_files)
+                rows(ctx, path, det, fr, writer, segs[k] if segs else None, taken)
                 writer.finish()
             except BaseException:
                 writer.rollback()
@@ -838,7 +887,7 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
             if fr.rows == 0:
                 raise ImportFailed(f"{det.file}: no valid rows to import ({fr.skipped} skipped"
                                    + (f", {fr.ties} ties" if fr.ties else "") + ")")
-            fr.sha256 = sha if isinstance(sha, str) else sha.result()
+            fr.sha256 = sha if isinstance(sha, str) else taken["sha256"] if sha is None else sha.result()
             files.append(fr)
         with transaction(conn):     # the import becomes complete in one step
             for fr in files:
@@ -868,6 +917,7 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
     finally:
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
         LAST_TX_STATS.__dict__.update(stats.__dict__)
+        LAST_TIMING.__dict__.update(timing.__dict__)
     if progress:
         progress(counted[0])
     fmts = {f.format for f in files}
