@@ -323,12 +323,13 @@ def _build_block(ctx: _Context, first_line: int, block: bytes) -> list:
 
 def _parse_file(out, ctx: _Context, path: Path, block_bytes: int, parent_pid: int, want_sha: bool) -> None:
     """The parser process: reads the JSONL file itself, builds each block's rows and sends them pickled, in file
-    order, then ("end", the file's sha256 if `want_sha`); a failure is sent as ("error", exception). The inserting process neither reads the
-    file nor ships it here, and the pipe's capacity bounds how far ahead this runs (memory stays flat)."""
+    order, then ("end", the file's sha256 if `want_sha`); a failure is sent as ("error", exception). The inserting
+    process neither reads the file nor ships it here, and the pipe's capacity bounds how far ahead this runs
+    (memory stays flat)."""
     import pickle
+    from concurrent.futures import ThreadPoolExecutor
 
     from . import readers
-    from concurrent.futures import ThreadPoolExecutor
     die_with_parent(parent_pid)
     readers.JSONL_BLOCK_BYTES = block_bytes
     try:
