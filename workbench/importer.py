@@ -332,20 +332,22 @@ def _parse_file(out, ctx: _Context, path: Path, block_bytes: int, parent_pid: in
     from . import readers
     die_with_parent(parent_pid)
     readers.JSONL_BLOCK_BYTES = block_bytes
+    # the file's sha256 is taken here, in a thread (hashlib releases the GIL): the inserting process is the
+    # import's bottleneck, this one has time to spare
+    pool = ThreadPoolExecutor(max_workers=1)
     try:
-        # the file's sha256 is taken here, in a thread (hashlib releases the GIL): the inserting process is the
-        # import's bottleneck, this one has time to spare
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            sha = pool.submit(file_sha256, path) if want_sha else None
-            for first_line, block in formats.jsonl_blocks(path):
-                out.send_bytes(pickle.dumps(("rows", _build_block(ctx, first_line, block)), pickle.HIGHEST_PROTOCOL))
-            out.send_bytes(pickle.dumps(("end", sha.result() if sha else None)))
-    except BaseException as e:      # e.g. a .gz that ends early: raised again in the importing process
-        try:
+        sha = pool.submit(file_sha256, path) if want_sha else None
+        for first_line, block in formats.jsonl_blocks(path):
+            out.send_bytes(pickle.dumps(("rows", _build_block(ctx, first_line, block)), pickle.HIGHEST_PROTOCOL))
+        out.send_bytes(pickle.dumps(("end", sha.result() if sha else None)))
+    except BaseException as e:      # e.g. a .gz that ends early: raised again in the importing process (at once:
+        try:                        # the importing process ends this one, sha256 thread and all)
             payload = pickle.dumps(("error", e))
         except Exception:
             payload = pickle.dumps(("error", RuntimeError(f"the parser process failed: {e!r}")))
         out.send_bytes(payload)
+    finally:
+        pool.shutdown(wait=False)
 
 
 PIPE_BYTES = 1 << 20      # the parser may run about one block ahead of the inserts (Linux F_SETPIPE_SZ)
@@ -405,8 +407,8 @@ def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, wri
                 kind, payload = pickle.loads(receive.recv_bytes())
             except EOFError:
                 proc.join(5)
-                raise RuntimeError(f"{ctx.file}: the import's parser process ended unexpectedly "
-                                   f"(exit code {proc.exitcode})") from None
+                raise ImportFailed(f"{ctx.file}: the import's parser process ended unexpectedly (exit code "
+                                   f"{proc.exitcode}; out of memory?); nothing was imported") from None
             if kind == "end":
                 if sha is not None:
                     sha["sha256"] = payload
