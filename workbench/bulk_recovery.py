@@ -40,7 +40,8 @@ def recover(conn: sqlite3.Connection) -> None:
     """On open: undo the exports and keeps whose process has ended."""
     try:
         snaps = conn.execute("SELECT snapshot_id, pid FROM snapshot_writes").fetchall()
-        runs = conn.execute("SELECT id, run, pid FROM bulk_runs WHERE kind = 'keep'").fetchall()
+        runs = conn.execute("SELECT id, run, pid, kind FROM bulk_runs WHERE kind IN ('keep', 'filter', 'decide')"
+                            ).fetchall()
     except sqlite3.OperationalError:     # a store from before the migration (a read-only open of an old store)
         return
     try:
@@ -48,10 +49,14 @@ def recover(conn: sqlite3.Connection) -> None:
             if not alive(pid) and claim(conn, "snapshot_writes", "snapshot_id", snap, pid):
                 log.warning("removing the unpublished export snapshot %s: its process (%s) ended", snap, pid)
                 discard_snapshot(conn, snap)
-        for bulk_id, run, pid in runs:
+        for bulk_id, run, pid, kind in runs:
             if not alive(pid) and claim(conn, "bulk_runs", "id", bulk_id, pid):
-                log.warning("undoing run %s: its process (%s) ended before it completed", run, pid)
-                roll_back_run(conn, run)
+                if kind == "decide":
+                    log.warning("undoing an unfinished `decide`: its process (%s) ended before it completed", pid)
+                    roll_back_decided(conn, bulk_id)
+                else:
+                    log.warning("undoing run %s: its process (%s) ended before it completed", run, pid)
+                    roll_back_run(conn, run)
     except sqlite3.OperationalError as e:   # a read-only store, a full disk: the next writable open does it
         log.warning("cannot undo an unfinished export or keep yet: %s", e)
 
@@ -118,6 +123,51 @@ def roll_back_run(conn: sqlite3.Connection, run: str) -> int:
             last = rows[-1][0]
             tx.next()
         conn.execute("DELETE FROM bulk_runs WHERE run = ?", (run,))
+    return reverted
+
+
+# --- decide --ids-from ------------------------------------------------------------------------------------
+
+def note_range(conn: sqlite3.Connection, bulk: int, ranges: list, lo: int, hi: int) -> None:
+    """Inside a transaction: add the ids lo..hi of the decisions a chunked job just wrote to its marker."""
+    if ranges and ranges[-1][1] == lo - 1:
+        ranges[-1][1] = hi
+    else:
+        ranges.append([lo, hi])
+    conn.execute("UPDATE bulk_runs SET info = ? WHERE id = ?", (orjson.dumps({"ranges": ranges}).decode(), bulk))
+
+
+def roll_back_decided(conn: sqlite3.Connection, bulk: int) -> int:
+    """Revert an unfinished `decide` (outside any transaction, in short ones): each decision it wrote (the id
+    ranges its marker lists) whose sample still has the status it set gets an 'undo' decision of the same session,
+    as Review's u writes, and its status back; a sample a curator changed since keeps theirs. Returns how many."""
+    row = conn.execute("SELECT info FROM bulk_runs WHERE id = ?", (bulk,)).fetchone()
+    if row is None:
+        return 0
+    ranges = orjson.loads(row[0] or '{"ranges": []}').get("ranges", [])
+    reverted = 0
+    with ShortTransactions(conn) as tx:
+        for lo, hi in ranges:
+            at = lo
+            while at <= hi:
+                rows = conn.execute(
+                    "SELECT d.id, d.sample_id, d.before, d.after, d.session, s.status FROM decisions d JOIN samples s "
+                    "ON s.id = d.sample_id WHERE d.id BETWEEN ? AND ? AND d.action IN ('accept', 'reject', 'reset', "
+                    "'skip') ORDER BY d.id", (at, min(hi, at + CHUNK - 1))).fetchall()
+                at += CHUNK
+                ts, logs = _now(), []
+                for did, sid, before, after, session, status in rows:
+                    old, new = _status(before), _status(after)
+                    if old is None or new is None or status != new:
+                        continue       # a curator changed it since: theirs stays
+                    if old != new:
+                        conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (old, ts, sid))
+                    logs.append((sid, after, before, did, session, ts))
+                conn.executemany("INSERT INTO decisions (sample_id, action, before, after, undoes, session, "
+                                 "created_at) VALUES (?, 'undo', ?, ?, ?, ?, ?)", logs)
+                reverted += len(logs)
+                tx.next()
+        conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))
     return reverted
 
 

@@ -18,6 +18,7 @@ instructions.
 """
 from __future__ import annotations
 
+import os
 import re
 import sqlite3
 import unicodedata
@@ -28,10 +29,12 @@ from typing import Callable, Iterable
 import orjson
 
 from . import automatic
+from .bulk_recovery import roll_back_run
 from .normalize import NORMALIZE_DEFAULTS, normalize_options, normalize_sample, normalize_text  # noqa: F401
 from .runs import (RUN_ACTIONS, RunInfo, UndoResult, current_fields, json_text, list_runs,  # noqa: F401
                    log_status_changes, new_run, undo_run)
 from .samples import write_text
+from .short_tx import ShortTransactions
 from .store import STATUSES, now, transaction
 
 # --- filters ------------------------------------------------------------------------------------------------
@@ -400,20 +403,40 @@ class ApplyResult:
 
 def apply_filters(conn: sqlite3.Connection, result: Preview) -> ApplyResult:
     """Reject the previewed rows (reason = the filter's name) as one run. A row whose status changed since the
-    preview (a curator decided it meanwhile) is left alone."""
-    with transaction(conn):
-        current = {}
-        for i in range(0, len(result.hits), 900):
-            chunk = [h.id for h in result.hits[i:i + 900]]
-            current.update(conn.execute(f"SELECT id, status FROM samples WHERE id IN ({','.join('?' * len(chunk))})",
-                                        chunk).fetchall())
-        changes = [(h.id, h.status, h.filter) for h in result.hits
-                   if current.get(h.id) == h.status and h.status != "rejected"]
-        if not changes:
-            return ApplyResult(None, 0, len(result.hits))
-        run = new_run(conn, "filter")
-        n = log_status_changes(conn, run, "filter", changes, "rejected")
+    preview (a curator decided it meanwhile) is left alone.
+
+    In short transactions (workbench/short_tx.py), each reading the statuses it changes; `bulk_runs` marks the run
+    unfinished until its last chunk. A failure midway undoes what was written before it is reported, and a process
+    that died midway is undone by the next open (workbench/bulk_recovery.py), so the run stays one undoable step."""
+    run, n = None, 0
+    try:
+        with ShortTransactions(conn) as tx:
+            for i in range(0, len(result.hits), APPLY_CHUNK):
+                hits = result.hits[i:i + APPLY_CHUNK]
+                chunk = [h.id for h in hits]
+                current = dict(conn.execute(f"SELECT id, status FROM samples WHERE id IN "
+                                            f"({','.join('?' * len(chunk))})", chunk).fetchall())
+                changes = [(h.id, h.status, h.filter) for h in hits
+                           if current.get(h.id) == h.status and h.status != "rejected"]
+                if changes:
+                    if run is None:   # the run and its unfinished mark start with its first rejection
+                        run = new_run(conn, "filter")
+                        conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES ('filter', ?, ?, ?)",
+                                     (run, os.getpid(), now()))
+                    n += log_status_changes(conn, run, "filter", changes, "rejected")
+                tx.next()
+            if run is not None:
+                conn.execute("DELETE FROM bulk_runs WHERE run = ?", (run,))
+    except BaseException:
+        if run is not None and conn.execute("SELECT 1 FROM bulk_runs WHERE run = ?", (run,)).fetchone():
+            roll_back_run(conn, run)
+        raise
+    if run is None:
+        return ApplyResult(None, 0, len(result.hits))
     return ApplyResult(run, n, len(result.hits) - n)
+
+
+APPLY_CHUNK = 500      # previewed rows read and rejected per chunk (a few ms); commits: workbench/short_tx.py
 
 
 @dataclass

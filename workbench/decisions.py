@@ -8,11 +8,14 @@ yet, by appending an 'undo' row - so pressing it again walks further back, also 
 from __future__ import annotations
 
 import getpass
+import os
 import sqlite3
 
 import orjson
 
 from . import automatic
+from .bulk_recovery import note_range, roll_back_decided
+from .short_tx import ShortTransactions
 from .samples import require_sample, write_text
 from .store import now, transaction
 
@@ -100,25 +103,61 @@ def decide(conn: sqlite3.Connection, sample_id: int, action: str, session: str, 
 def decide_many(conn: sqlite3.Connection, ids: list[int], action: str, session: str, reason: str | None = None,
                 dataset_id: int | None = None) -> list[dict]:
     """The same decision on several samples (`workbench decide`), all or none: every id must exist (and be in the
-    dataset), else KeyError naming the bad ids and nothing is written."""
+    dataset), else KeyError naming the bad ids and nothing is written.
+
+    The ids are checked first; the decisions are then written in short transactions (workbench/short_tx.py: a
+    Review decision or a worker never waits long behind 500k ids), each reading the statuses it changes. A
+    `bulk_runs` row ('decide') lists the id ranges of the decisions written so far: a failure midway reverts them
+    (an 'undo' decision each, as Review's u) before it is reported, and a process that died midway is reverted by
+    the next open (workbench/bulk_recovery.py). A sample a curator changes meanwhile keeps the curator's status."""
     _check_action(action)
     ids = list(dict.fromkeys(ids))
-    with transaction(conn):
-        found = {}
-        for i in range(0, len(ids), 500):
-            chunk = ids[i:i + 500]
-            found.update(conn.execute(f"SELECT id, dataset_id FROM samples WHERE id IN ({','.join('?' * len(chunk))})",
-                                      chunk).fetchall())
-        missing = [i for i in ids if i not in found]
-        elsewhere = [i for i in ids if i in found and dataset_id is not None and found[i] != dataset_id]
-        if missing or elsewhere:
-            parts = []
-            if missing:
-                parts.append(f"no sample with id {_id_list(missing)}")
-            if elsewhere:
-                parts.append(f"not in this dataset: {_id_list(elsewhere)}")
-            raise KeyError("; ".join(parts) + " (nothing was decided)")
-        return [_decide(conn, sid, action, session, reason) for sid in ids]
+    found = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        found.update(conn.execute(f"SELECT id, dataset_id FROM samples WHERE id IN ({','.join('?' * len(chunk))})",
+                                  chunk).fetchall())
+    missing = [i for i in ids if i not in found]
+    elsewhere = [i for i in ids if i in found and dataset_id is not None and found[i] != dataset_id]
+    if missing or elsewhere:
+        parts = []
+        if missing:
+            parts.append(f"no sample with id {_id_list(missing)}")
+        if elsewhere:
+            parts.append(f"not in this dataset: {_id_list(elsewhere)}")
+        raise KeyError("; ".join(parts) + " (nothing was decided)")
+    if len(ids) <= DECIDE_CHUNK:       # a handful: one transaction, no marker
+        with transaction(conn):
+            return [_decide(conn, sid, action, session, reason) for sid in ids]
+    out: list[dict] = []
+    ranges: list[list[int]] = []
+    bulk = None
+    try:
+        with ShortTransactions(conn) as tx:
+            start = conn.execute("SELECT coalesce(max(id), 0) FROM decisions").fetchone()[0]
+            bulk = conn.execute("INSERT INTO bulk_runs (kind, pid, info, started_at) VALUES ('decide', ?, ?, ?)",
+                                (os.getpid(), '{"ranges": []}', now())).lastrowid
+            for i in range(0, len(ids), DECIDE_CHUNK):
+                chunk = ids[i:i + DECIDE_CHUNK]
+                # a sample decided by anyone since the command started keeps that decision (the ids are distinct:
+                # none of this command's own decisions is on a sample of a later chunk)
+                since = {r[0] for r in conn.execute(
+                    f"SELECT sample_id FROM decisions WHERE id > ? AND action != 'skip' AND sample_id IN "
+                    f"({','.join('?' * len(chunk))})", (start, *chunk))}
+                done = [_decide(conn, sid, action, session, reason) for sid in chunk if sid not in since]
+                if done:
+                    note_range(conn, bulk, ranges, done[0]["id"], done[-1]["id"])
+                out += done
+                tx.next()
+            conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))
+    except BaseException:
+        if bulk is not None and conn.execute("SELECT 1 FROM bulk_runs WHERE id = ?", (bulk,)).fetchone():
+            roll_back_decided(conn, bulk)
+        raise
+    return out
+
+
+DECIDE_CHUNK = 500     # samples decided per chunk (a few ms); commits: workbench/short_tx.py
 
 
 def _id_list(ids: list[int], limit: int = 10) -> str:

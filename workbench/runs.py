@@ -6,13 +6,16 @@ ever deleted - and leaves alone any row a curator changed after the run.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass, field
 from typing import Iterable
 
 import orjson
 
+from .bulk_recovery import alive, claim, note_range
 from .samples import write_text
+from .short_tx import ShortTransactions
 from .store import now, transaction
 
 
@@ -98,37 +101,120 @@ class UndoResult:
 
 
 def undo_run(conn: sqlite3.Connection, run: str) -> UndoResult:
-    """Revert every row of a run that is still as the run left it, appending 'undo' decisions."""
+    """Revert every row of a run that is still as the run left it, appending 'undo' decisions.
+
+    In short transactions (a keep's run at 1M rows is ~350k decisions; workbench/short_tx.py), each reading the
+    rows it reverts: a decision a curator makes meanwhile is seen and stays. A `bulk_runs` row ('undo') marks the
+    undo unfinished and lists the id ranges of the undo rows written so far; a failure midway takes them back
+    (`unwind_undo`) before it is reported, and a process that died midway is unwound by the next command's open
+    (`recover`): the run is then exactly as before the undo, and `clean --undo` can be run again."""
     res = UndoResult(run)
     with transaction(conn):
         running = conn.execute("SELECT pid FROM bulk_runs WHERE run = ?", (run,)).fetchone()
-        if running:     # a keep or shard import still writing it (a dead one's is undone by the next open)
+        if running:     # a keep, a shard import or an undo still writing it (a dead one's is undone by the next open)
             raise ValueError(f"{run} is still being written (process {running[0]}); undo it once it has finished")
-        rows = conn.execute(
-            "SELECT d.id, d.sample_id, d.action, d.before, d.after FROM decisions d "
-            f"WHERE d.session = ? AND d.action IN ({','.join('?' * len(RUN_ACTIONS))}) ORDER BY d.id DESC",
-            (run, *RUN_ACTIONS)).fetchall()
-        if not rows:
+        if not conn.execute(f"SELECT 1 FROM decisions WHERE session = ? AND action IN ({','.join('?' * len(RUN_ACTIONS))})"
+                            " LIMIT 1", (run, *RUN_ACTIONS)).fetchone():
             raise KeyError(f"no curation run named {run!r} (see `workbench clean --runs`)")
-        undone = {r[0] for r in conn.execute("SELECT undoes FROM decisions WHERE session = ? AND action = 'undo'",
-                                             (run,))}
-        ts = now()
-        logs = []
-        for did, sid, action, before_s, after_s in rows:
-            if did in undone:
-                res.already_undone += 1
-                continue
-            before, after = orjson.loads(before_s), orjson.loads(after_s)
-            current = current_fields(conn, sid, after)
-            if current != after:
-                res.changed_since.append(sid)
-                continue
-            if set(before) == {"status"}:
-                conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (before["status"], ts, sid))
-            else:
-                write_text(conn, sid, before)
-            logs.append((sid, json_text(current), json_text(before), did, run, ts))
-            res.reverted += 1
-        conn.executemany("INSERT INTO decisions (sample_id, action, before, after, undoes, session, created_at) "
-                         "VALUES (?, 'undo', ?, ?, ?, ?, ?)", logs)
+        bulk = conn.execute("INSERT INTO bulk_runs (kind, run, pid, info, started_at) VALUES ('undo', ?, ?, ?, ?)",
+                            (run, os.getpid(), json_text({"ranges": []}), now())).lastrowid
+    ranges: list[list[int]] = []
+    try:
+        with ShortTransactions(conn) as tx:
+            undone = {r[0] for r in conn.execute("SELECT undoes FROM decisions WHERE session = ? AND action = 'undo'",
+                                                 (run,))}
+            last = None
+            while True:
+                rows = conn.execute(
+                    "SELECT d.id, d.sample_id, d.action, d.before, d.after FROM decisions d WHERE d.session = ? AND "
+                    f"d.action IN ({','.join('?' * len(RUN_ACTIONS))}) AND d.id < ? ORDER BY d.id DESC LIMIT ?",
+                    (run, *RUN_ACTIONS, last if last is not None else 1 << 62, UNDO_CHUNK)).fetchall()
+                if not rows:
+                    break
+                last = rows[-1][0]
+                _undo_chunk(conn, run, rows, undone, res, bulk, ranges)
+                tx.next()
+            conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))
+    except BaseException:
+        unwind_undo(conn, bulk)
+        raise
     return res
+
+
+UNDO_CHUNK = 500       # decisions reverted per statement batch (a few ms); commits: workbench/short_tx.py
+
+
+def _undo_chunk(conn, run, rows, undone, res: UndoResult, bulk: int, ranges: list) -> None:
+    """Inside a transaction: revert one chunk of the run's decisions, newest first, and record the undo rows'
+    ids in the marker (they are contiguous: no other writer inserts inside this transaction)."""
+    ts = now()
+    logs = []
+    for did, sid, action, before_s, after_s in rows:
+        if did in undone:
+            res.already_undone += 1
+            continue
+        before, after = orjson.loads(before_s), orjson.loads(after_s)
+        current = current_fields(conn, sid, after)
+        if current != after:
+            res.changed_since.append(sid)
+            continue
+        if set(before) == {"status"}:
+            conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (before["status"], ts, sid))
+        else:
+            write_text(conn, sid, before)
+        logs.append((sid, json_text(current), json_text(before), did, run, ts))
+        res.reverted += 1
+    if not logs:
+        return
+    conn.executemany("INSERT INTO decisions (sample_id, action, before, after, undoes, session, created_at) "
+                     "VALUES (?, 'undo', ?, ?, ?, ?, ?)", logs)
+    hi = conn.execute("SELECT max(id) FROM decisions").fetchone()[0]
+    note_range(conn, bulk, ranges, hi - len(logs) + 1, hi)
+
+
+def unwind_undo(conn: sqlite3.Connection, bulk: int) -> int:
+    """Take back an unfinished undo (outside any transaction, in short ones): each undo row it wrote whose sample
+    is still as it left it is reverted and removed (the step never completed, as a rolled-back transaction leaves
+    nothing); one a curator changed since stays, with the curator's decision after it. Returns rows taken back."""
+    row = conn.execute("SELECT info FROM bulk_runs WHERE id = ?", (bulk,)).fetchone()
+    if row is None:
+        return 0
+    ranges = orjson.loads(row[0] or '{"ranges": []}').get("ranges", [])
+    back = 0
+    with ShortTransactions(conn) as tx:
+        for lo, hi in ranges:
+            at = lo
+            while at <= hi:
+                rows = conn.execute("SELECT id, sample_id, before, after FROM decisions WHERE id BETWEEN ? AND ? "
+                                    "AND action = 'undo' ORDER BY id", (at, min(hi, at + UNDO_CHUNK - 1))).fetchall()
+                at += UNDO_CHUNK
+                ts = now()
+                for did, sid, before_s, after_s in rows:
+                    before, after = orjson.loads(before_s), orjson.loads(after_s)
+                    if current_fields(conn, sid, after) != after:
+                        continue          # a curator changed it after the undo: theirs stays
+                    if set(before) == {"status"}:
+                        conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?",
+                                     (before["status"], ts, sid))
+                    else:
+                        write_text(conn, sid, before)
+                    conn.execute("DELETE FROM decisions WHERE id = ?", (did,))
+                    back += 1
+                tx.next()
+        conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))
+    return back
+
+
+def recover(conn: sqlite3.Connection) -> int:
+    """Unwind the undos whose process died midway (called by every CLI command's open, as shard_update.recover:
+    open_store cannot, reverting text needs samples.py). Returns how many were unwound."""
+    try:
+        rows = conn.execute("SELECT id, pid FROM bulk_runs WHERE kind = 'undo'").fetchall()
+    except sqlite3.OperationalError:      # a store from before the migration, opened read-only
+        return 0
+    done = 0
+    for bulk, pid in rows:
+        if not alive(pid) and claim(conn, "bulk_runs", "id", bulk, pid):
+            unwind_undo(conn, bulk)
+            done += 1
+    return done

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .. import endpoints as E, shard_update
+from .. import endpoints as E, runs, shard_update
 from ..config import ConfigError, load_config
 from ..filters import FilterError, parse_value
 from ..store import open_store
@@ -78,6 +78,7 @@ def load_cli_config(args) -> dict:
 def open_cli_store(args):
     conn = open_store(getattr(args, "db", None))
     shard_update.recover(conn)    # a shard import killed midway (open_store cannot: it would import samples.py)
+    runs.recover(conn)            # ... and a `clean --undo` killed midway
     return conn
 
 

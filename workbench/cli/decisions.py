@@ -180,6 +180,9 @@ def cmd_decide(args) -> int:
         verb = {"accept": "accepted", "reject": "rejected", "reset": "reset to pending"}[args.action]
         print(f"{verb} {len(done)} sample{'s' if len(done) != 1 else ''} ({changed} changed status); "
               f"undo in Review with u")
+        left = len(set(ids)) - len(done)
+        if left:
+            print(f"left {left} sample{'s' if left != 1 else ''} as decided in Review while this ran")
     return 0
 
 
