@@ -10,6 +10,11 @@ each code; this code migrates its copy). Jobs, each in its own process, each on 
   keep     `keep --dataset main --ids-from F`: F lists every other pending row, so the other ~330k are rejected
   shards   `import F --dataset main --score-scale quality=0-1`: F holds a quality score for every other row of main
            (475k; shards carrying sample_id, workbench/shard_update.py)
+  undo     `clean --undo RUN` of a filter run of every other pending row of main (~330k at 1M; made by plain SQL)
+  decide   `decide --ids-from F --accept` of 200k pending samples of main
+  filters  `clean` applying a filter pass's preview of every third pending sample of main (~220k)
+  index    the FTS `index` build of 300k rows not yet indexed;  stats: the Balance counts fold of 300k rows
+  merge    `dataset merge main extra --into main` (extra's 50k rows move);  delete: `dataset delete main` (last)
 For each: wall and CPU seconds, bytes read through SQLite (rchar of /proc/self/io, the process's own reads minus
 its start-up), the longest write transaction (BEGIN IMMEDIATE .. COMMIT, from the connection's statement trace),
 and a concurrent decision writer (another process of the same code: a write transaction through the workbench's
@@ -37,6 +42,7 @@ JOB = r'''
 import json, resource, sys, time
 from workbench.store import open_store
 conn = open_store(DB)
+SETUP
 holds, began = [], [None]
 def trace(sql):
     head = sql.lstrip()[:15].upper()
@@ -66,7 +72,7 @@ import json, os, sys, time
 from workbench.store import open_store, transaction
 conn = open_store(DB)
 ids = [r[0] for r in conn.execute("SELECT id FROM samples WHERE dataset_id = (SELECT id FROM datasets "
-                                  "WHERE name = 'extra') ORDER BY id LIMIT 500")]
+                                  "WHERE name = 'extra') ORDER BY id LIMIT 500")] or [0]   # 0: after the merge
 waits, i = [], 0
 print("ready", file=sys.stderr, flush=True)
 while not os.path.exists(STOP):
@@ -89,7 +95,7 @@ def env_for(code: Path) -> dict:
     return env
 
 
-def run_job(code: Path, db: Path, step: str, work: Path) -> dict:
+def run_job(code: Path, db: Path, step: str, work: Path, setup: str = "") -> dict:
     """The job in its own process with a decision writer beside it."""
     stop = work / "stop"
     stop.unlink(missing_ok=True)
@@ -97,14 +103,14 @@ def run_job(code: Path, db: Path, step: str, work: Path) -> dict:
                               env=env_for(code), cwd=code, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert writer.stderr.readline().strip() == "ready", "the writer did not start"
     time.sleep(0.5)
-    p = subprocess.run([sys.executable, "-c", f"DB = {str(db)!r}\n" + JOB.replace("STEP", step)],
+    p = subprocess.run([sys.executable, "-c", f"DB = {str(db)!r}\n" + JOB.replace("SETUP", setup).replace("STEP", step)],
                        env=env_for(code), cwd=code, capture_output=True, text=True)
     stop.touch()
     out, err = writer.communicate()
     if p.returncode != 0:
         raise SystemExit(f"job failed ({code}): {p.stderr.strip()[-2000:]}")
     if writer.returncode != 0:
-        raise SystemExit(f"writer failed ({code}): {err.strip()[-2000:]}")
+        raise SystemExit(f"writer failed ({code}, exit {writer.returncode}): {err.strip()[-2000:]}")
     res = json.loads(p.stdout.strip().splitlines()[-1])
     assert res["code"].startswith(str(code)), f"the job ran {res['code']}, not {code}"
     waits = sorted(w for at, w in json.loads(out) if res["start"] <= at <= res["end"])
@@ -132,7 +138,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_bulk_lock"))
     ap.add_argument("--base", type=Path, help="a checkout of the code to compare against (main's)")
-    ap.add_argument("--jobs", default="export,keep,shards")
+    ap.add_argument("--jobs", default="export,keep,shards,undo,filters,decide,index,stats,merge,delete",
+                    help="comma-separated, run in this order on one store per code (delete last: it removes main)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
     codes = ([("main", a.base.resolve())] if a.base else []) + [("this", ROOT)]
@@ -169,6 +176,42 @@ def main() -> None:
         "shards": f"from pathlib import Path\nfrom workbench.shard_update import update_samples\n"
                   f"r = update_samples(conn, [Path({str(scored)!r})], 'main', ['quality=0-1']); n = r.rows",
     }
+    # every other bulk writer a curator runs (the setup, untimed and outside the traced window, makes the state
+    # the job needs with plain SQL, the same for both codes)
+    steps.update({
+        "undo": "from workbench.runs import undo_run\nr = undo_run(conn, 'filter-99999'); n = r.reverted",
+        "decide": "from workbench.decisions import decide_many\n"
+                  "r = decide_many(conn, IDS, 'accept', 'bench', 'bench decide', dataset_id=DID); n = len(r)",
+        "filters": "from workbench.clean import apply_filters\nr = apply_filters(conn, PREVIEW); n = r.rejected",
+        "index": "from workbench.store import fts_sync\nn = fts_sync(conn)",
+        "stats": "from workbench import stats\nn = stats.fold(conn)",
+        "merge": "from workbench.dataset_ops import merge_datasets\n"
+                 "r = merge_datasets(conn, ['main', 'extra'], 'main', 'bench'); n = r['moved']",
+        "delete": "from workbench.dataset_ops import delete_dataset\n"
+                  "r = delete_dataset(conn, 'main', 'bench'); n = r.get('samples', r.get('rows', 0)) if isinstance(r, dict) else 0",
+    })
+    setups = {
+        # a filter run of every other pending row of main (~330k at 1M), as `clean` or `keep` leaves it
+        "undo": "import orjson\nconn.execute('BEGIN IMMEDIATE')\n"
+                "ids = [r[0] for r in conn.execute(\"SELECT id FROM samples WHERE dataset_id = (SELECT id FROM datasets "
+                "WHERE name = 'main') AND status = 'pending' AND id % 2 = 1\")]\n"
+                "conn.executemany(\"UPDATE samples SET status = 'rejected' WHERE id = ?\", ((i,) for i in ids))\n"
+                "conn.executemany(\"INSERT INTO decisions (sample_id, action, before, after, reason, session, created_at) "
+                "VALUES (?, 'filter', '{\\\"status\\\":\\\"pending\\\"}', '{\\\"status\\\":\\\"rejected\\\"}', 'bench', "
+                "'filter-99999', '2026-01-01T00:00:00Z')\", ((i,) for i in ids))\nconn.execute('COMMIT')",
+        # `decide --ids-from` of 200k pending samples of main
+        "decide": "DID = conn.execute(\"SELECT id FROM datasets WHERE name = 'main'\").fetchone()[0]\n"
+                  "IDS = [r[0] for r in conn.execute(\"SELECT id FROM samples WHERE dataset_id = ? AND status = 'pending' "
+                  "ORDER BY id LIMIT 200000\", (DID,))]",
+        # a filter pass's preview of every third pending sample of main (~200k at 1M)
+        "filters": "from workbench.clean import Hit, Preview\n"
+                   "PREVIEW = Preview(['too_short'], hits=[Hit(r[0], 'main', 'too_short', '', 'pending') for r in "
+                   "conn.execute(\"SELECT id FROM samples WHERE dataset_id = (SELECT id FROM datasets WHERE name = "
+                   "'main') AND status = 'pending' AND id % 3 = 0 ORDER BY id\")])",
+        # the search index and the Balance counts 300k rows behind, as after a big import
+        "index": "conn.execute(\"UPDATE meta SET value = CAST(value AS INTEGER) - 300000 WHERE key = 'fts_upto'\"); conn.commit()",
+        "stats": "conn.execute(\"UPDATE meta SET value = CAST(value AS INTEGER) - 300000 WHERE key = 'stats_upto'\"); conn.commit()",
+    }
     results = {}
     for job in a.jobs.split(","):
         for label, code in codes:
@@ -178,7 +221,7 @@ def main() -> None:
                     p.unlink(missing_ok=True)
             step = steps[job].replace("OUT", repr(str(out)))
             print(f"{job} with {label}'s code ({code}) ...", flush=True)
-            results[job, label] = run_job(code, dbs[label], step, a.work)
+            results[job, label] = run_job(code, dbs[label], step, a.work, setups.get(job, ""))
     print(f"\n{a.rows:,}-row store; load average {os.getloadavg()[0]:.1f} at the end. Targets: longest write "
           f"transaction <= {TARGET_TX_MS} ms, writer wait <= {TARGET_WAIT_MS} ms.")
     print(f"{'job':8} {'code':5} {'rows':>9} {'wall s':>8} {'CPU s':>7} {'read MB':>9} {'RSS MB':>7} "

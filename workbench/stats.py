@@ -15,9 +15,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 
 from . import scores
+from .short_tx import ShortTransactions
 from .store import STATS_DIMS, STATS_LENGTH_EDGES, STATUSES, dataset_id as _dataset_id, stats_bucket_sql, transaction
 
-FOLD_CHUNK = 10_000          # rows per fold transaction (~0.15 s): never holds a decision or a worker up for long
+FOLD_CHUNK = 2_500           # rows per fold statement (~40 ms); transactions end as workbench/short_tx.py says
 FOLD_MIN_TAIL = 2_000        # below this, reading the tail (~10 ms) is cheaper than writing a fold
 NONE_LABEL = "(none)"
 UNSCORED_LABEL = "unscored"
@@ -58,8 +59,8 @@ def fold(conn: sqlite3.Connection, *, chunk: int = FOLD_CHUNK) -> int:
     Call it after bulk loads (like store.fts_sync); readers are correct either way, only slower on a long tail.
     """
     total = 0
-    while True:
-        with transaction(conn):
+    with ShortTransactions(conn) as tx:     # a waiting writer gets its turn between two chunks
+        while True:
             upto = _stats_upto(conn)
             top, n = conn.execute("SELECT max(id), count(*) FROM (SELECT id FROM samples WHERE id > ? ORDER BY id "
                                   "LIMIT ?)", (upto, chunk)).fetchone()
@@ -68,6 +69,7 @@ def fold(conn: sqlite3.Connection, *, chunk: int = FOLD_CHUNK) -> int:
             conn.execute(_FOLD_SQL, (upto, top))
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('stats_upto', ?)", (str(top),))
             total += n
+            tx.next()
 
 
 def fold_if_needed(conn: sqlite3.Connection, min_tail: int = FOLD_MIN_TAIL) -> int:
