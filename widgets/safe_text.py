@@ -78,6 +78,23 @@ def clipped_hidden(value: str, hidden: int, size: int) -> int:
     return max(0, size - len(drawn.encode("utf-8", "surrogatepass")) - value.count("\r\n"))
 
 
+def titled_text(heading: str, value: str | None, limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False,
+                size: int | None = None, more_hint: str = "m: show more") -> tuple[Text, int]:
+    """A titled field of untrusted text: (heading, the text up to `limit`, a note on what is not drawn), and how
+    many characters are not drawn (bytes, for a clipped field: `size` is then its stored size)."""
+    body, hidden = safe_text(value, limit, show_invisible=show_invisible)
+    if size is not None:
+        hidden = clipped_hidden(value or "", hidden, size)
+    out = Text(end="")
+    if heading:
+        out.append(heading + "\n", style="bold")
+    out.append_text(body)
+    if hidden:
+        out.append("\n")
+        out.append_text(more_note(hidden, more_hint, size))
+    return out, hidden
+
+
 class SafeText(WrappedOnce, SettledOnResize, Static):
     """A titled block of untrusted text. `show()` returns how many characters were left out."""
 
