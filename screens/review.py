@@ -280,7 +280,7 @@ class ReviewScreen(Screen):
         cands.display = bool(s.get("candidates"))
         table = body.block("scores")
         judgments = [] if s.get("blind") else s.get("judgments") or []
-        width = max(20, body.scrollable_content_region.width - 2)
+        width = max(20, (body.scrollable_content_region.width or self.app.size.width - 2) - 2)
         table.fill(("scores", judgments, width), partial(_scores_text, judgments, self.app.console, width))
         table.display = not s.get("blind")
         lin = body.block("lineage")

@@ -18,7 +18,7 @@ from typing import Callable
 from rich.segment import Segment
 from rich.text import Text
 from textual.content import Content
-from textual.geometry import Size
+from textual.geometry import Region, Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.visual import RenderOptions
@@ -124,8 +124,11 @@ class SampleView(ScrollView, can_focus=False):
         for s in strips or [Strip([])]:
             if s.cell_length > inner:
                 s = s.crop(0, inner)
-            fill = width - left - s.cell_length      # the rest of the line and the right padding, one segment
-            out.append(Strip([*edge_l, *s, Segment(" " * fill, base)], width))
+            fill = width - left - s.cell_length      # the rest of the line and the right padding
+            # runs of one style joined into one segment: each segment costs its own escape sequences on the wire
+            # (the text's offset meta is for mouse selection, which this widget does not offer: dropped, so that
+            # it does not keep apart segments of one style)
+            out.append(Strip(Segment.simplify([*edge_l, *s.discard_meta(), Segment(" " * fill, base)]), width))
         return out + [blank] * (bottom + block.margin_bottom)
 
     def _build(self, width: int, need: int | None = None) -> tuple[list[Strip], int | None]:
@@ -173,11 +176,16 @@ class SampleView(ScrollView, can_focus=False):
     # --- drawing -----------------------------------------------------------------------------------------------
 
     def _set_height(self, height: int) -> None:
-        """The scrollable height, without a layout: the scrollbar is always there, so nothing else moves."""
+        """The scrollable height, without a layout: the scrollbar is always there, so nothing else moves. The bar
+        is repainted only if it changes (a sample shorter than the window: the same empty bar as the last one)."""
         size = Size(self._width, height)
         if size != self.virtual_size:
             self.set_reactive(Widget.virtual_size, size)
-            self._scroll_update(size)
+            window = self.scrollable_content_region.height
+            bar = self.vertical_scrollbar
+            bar.window_size = window                      # both reactive: repainted only when they change
+            bar.window_virtual_size = max(height, window)
+            self.scroll_y = self.validate_scroll_y(self.scroll_y)
 
     def redraw(self, home: bool = False) -> None:
         """Apply the blocks' changes: re-wrap what changed, repaint the screen lines that differ. `home`: a new
@@ -207,17 +215,20 @@ class SampleView(ScrollView, can_focus=False):
             if a != b:
                 rows.append(row)
         self.repainted = rows
-        for start, count in _runs(rows):
-            self.refresh_lines(y + start, count)
+        for start, count in _runs(rows):    # the text area only: the scrollbar beside it has not changed
+            self.refresh(Region(0, start, width, count))
 
     def on_resize(self) -> None:
         """A new width wraps every block again (a block's wrapped lines are cached per width)."""
         width = self.scrollable_content_region.width
-        if width and width != self._width:
+        if not width:
+            return
+        if width != self._width:        # (a repaint at the new width may have wrapped them already)
             self._width = width
             self._lines, self._rest = self._build(width)
-            self._set_height(len(self._lines))
             self.refresh()
+        self.complete()
+        self._set_height(len(self._lines))
 
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
