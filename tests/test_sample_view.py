@@ -7,6 +7,7 @@ from rich.text import Text
 from textual.app import App
 from textual.geometry import Region
 from textual.screen import Screen
+from textual.scroll_view import ScrollView
 
 from widgets.safe_text import safe_text, titled_text
 from widgets.sample_view import Block, SampleView
@@ -21,7 +22,8 @@ class Holder(App):
 
 def screen_lines(view: SampleView) -> list[str]:
     """The rows the widget draws now (its text area, scrollbar excluded), as plain text."""
-    return [view.render_line(y).text for y in range(view.scrollable_content_region.height)]
+    width = view.scrollable_content_region.width
+    return [view.render_line(y).text[:width] for y in range(view.scrollable_content_region.height)]
 
 
 def show(view: SampleView, home: bool = True, **texts: str | Text) -> None:
@@ -43,7 +45,7 @@ async def test_text_is_wrapped_at_the_width_with_padding_and_nothing_lost():
         assert len(lines) > 5                                         # 30 words of 8 do not fit in one line
         assert all(len(line) <= width - 1 and (not line or line.startswith(" ")) for line in lines)
         assert " ".join(lines).split() == WORDS[:30]                  # every word, in order, none cut
-        assert all(view.render_line(y).cell_length == width for y in range(view.size.height))
+        assert all(view.render_line(y).cell_length == view.size.width for y in range(view.size.height))
 
 
 async def test_a_long_sample_scrolls_and_its_height_is_known_once_drawn():
@@ -92,7 +94,7 @@ async def test_resize_wraps_again_at_the_new_width():
         assert max(len(line) for line in wide) > 40
         assert " ".join(wide).split() == WORDS[:40]
         assert view.virtual_size.height == len(wide)            # its lines and its margin below
-        assert all(view.render_line(y).cell_length == view.scrollable_content_region.width for y in range(5))
+        assert all(view.render_line(y).cell_length == view.size.width for y in range(5))
 
 
 async def test_control_characters_are_drawn_escaped_never_sent_to_the_terminal():
@@ -148,3 +150,39 @@ async def test_text_of_a_block_is_its_text_as_wrapped_and_rendered_lines_match()
         lines = [s.text for s in view.render_lines(Region(0, 0, view.size.width, 3))]
         assert lines[0].strip() == "x" * (view.scrollable_content_region.width - 2)
         assert view.text_of("body").replace("\n", "").replace(" ", "") == "x" * 40
+
+
+async def test_lines_drawn_directly_are_the_lines_textuals_styling_pass_would_draw():
+    """SampleView.render_lines skips Textual's per-line styling pass (nothing in it applies to this widget): the
+    result must be the same segments, styles included, for styled and escaped text."""
+    async with Holder().run_test(size=(50, 12)) as pilot:
+        view = pilot.app.query_one(SampleView)
+        body, _ = titled_text("Response", "plain \x1b[2J text " * 20)
+        meta = Text("task_type: ", style="dim") + Text("qa") + Text(" DUPLICATE", style="bold magenta")
+        show(view, meta=meta, body=body)
+        await pilot.pause()
+        for y in (0, 3):
+            view.scroll_to(y=y, animate=False)
+            await pilot.pause()
+            crop = view.size.region
+            view._styles_cache.clear()
+            styled = ScrollView.render_lines(view, crop)
+            assert [list(s) for s in view.render_lines(crop)] == [list(s) for s in styled]
+            part = Region(3, 2, 20, 4)
+            view._styles_cache.clear()
+            assert [list(s) for s in view.render_lines(part)] == [list(s) for s in ScrollView.render_lines(view, part)]
+
+
+async def test_a_new_theme_redraws_the_lines_in_its_colours():
+    async with Holder().run_test(size=(40, 8)) as pilot:
+        view = pilot.app.query_one(SampleView)
+        show(view, body="some text")
+        await pilot.pause()
+        before = view.render_line(0)
+        pilot.app.theme = "textual-light" if pilot.app.theme != "textual-light" else "textual-dark"
+        await pilot.pause()
+        await pilot.pause()
+        after = view.render_line(0)
+        assert after.text == before.text
+        assert after != before and view._base == view.rich_style
+        assert list(after)[0].style.bgcolor == view.rich_style.bgcolor

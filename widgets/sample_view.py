@@ -47,7 +47,7 @@ class Block:
         self._key: tuple = text_key(self._text)
         self._hidden = 0
         self._build: Callable[[], tuple[Text, int]] | None = None
-        self._wrapped: tuple = (-1, 0, [])  # (version, width, strips)
+        self._wrapped: tuple = (-1, None, [])  # (version, (text width, line width), strips)
 
     def set(self, text: Text) -> None:
         """Show `text` (unchanged text: nothing to redo)."""
@@ -83,10 +83,11 @@ class Block:
     def lines(self, view: SampleView, width: int) -> list[Strip]:
         """The block's lines at `width` cells (padding and margin included); cached per (text, width)."""
         version, was_width, strips = self._wrapped
-        if version == self.version and was_width == width:
+        key = (width, view.size.width)
+        if version == self.version and was_width == key:
             return strips
         strips = view.wrap(self, width)
-        self._wrapped = (self.version, width, strips)
+        self._wrapped = (self.version, key, strips)
         return strips
 
 
@@ -104,6 +105,7 @@ class SampleView(ScrollView, can_focus=False):
         self._lines: list[Strip] = []
         self._width = 0          # the width `_lines` were wrapped at (0: not yet)
         self._rest: int | None = None    # the first block not wrapped yet (below the window), None: all wrapped
+        self._base = None
         self.repainted: list[int] = []   # the screen rows the last redraw repainted (tests and benchmarks read it)
 
     def block(self, id: str) -> Block:
@@ -112,29 +114,31 @@ class SampleView(ScrollView, can_focus=False):
     # --- wrapping ----------------------------------------------------------------------------------------------
 
     def wrap(self, block: Block, width: int) -> list[Strip]:
-        base = self.rich_style
+        base = self._base or self.rich_style
         top, right, bottom, left = block.pad
         inner = max(1, width - left - right)
         content = Content.from_rich_text(block.text, console=self.app.console)
         rules = {"text_wrap": "nowrap", "text_overflow": "crop"} if block.no_wrap else {}
         strips = content.render_strips(inner, None, self.visual_style, RenderOptions(self._get_style, rules))
-        blank = Strip.blank(width, base)
+        full = max(width, self.size.width)   # lines as wide as the widget: Textual pads them so under the scrollbar
+        blank = Strip.blank(full, base)
         out = [blank] * top
         edge_l = [Segment(" " * left, base)] if left else []
         for s in strips or [Strip([])]:
             if s.cell_length > inner:
                 s = s.crop(0, inner)
-            fill = width - left - s.cell_length      # the rest of the line and the right padding
+            fill = full - left - s.cell_length       # the rest of the line and the right padding
             # runs of one style joined into one segment: each segment costs its own escape sequences on the wire
             # (the text's offset meta is for mouse selection, which this widget does not offer: dropped, so that
             # it does not keep apart segments of one style)
-            out.append(Strip(Segment.simplify([*edge_l, *s.discard_meta(), Segment(" " * fill, base)]), width))
+            out.append(Strip(Segment.simplify([*edge_l, *s.discard_meta(), Segment(" " * fill, base)]), full))
         return out + [blank] * (bottom + block.margin_bottom)
 
     def _build(self, width: int, need: int | None = None) -> tuple[list[Strip], int | None]:
         """The shown blocks' lines, or (`need`) only as many blocks as fill that many lines: -> (lines, the index
         of the first block left out, None if none)."""
         lines: list[Strip] = []
+        self._base = self.rich_style        # the background and colour every line is drawn on (costly to compute)
         blocks = list(self.blocks.values())
         for i, b in enumerate(blocks):
             if need is not None and len(lines) >= need:
@@ -230,6 +234,35 @@ class SampleView(ScrollView, can_focus=False):
         self.complete()
         self._set_height(len(self._lines))
 
+    def notify_style_update(self) -> None:
+        """A new theme: the colours are in the wrapped lines, so every block is wrapped again."""
+        super().notify_style_update()
+        if self._base is not None and self.rich_style != self._base:
+            for b in self.blocks.values():
+                b._wrapped = (-1, None, [])
+            if self._width:
+                self._lines, self._rest = self._build(self._width)
+                self.refresh()
+
+    def render_lines(self, crop: Region) -> list[Strip]:
+        """The lines as wrapped, through the app's line filters: Textual's per-line styling pass (borders,
+        padding, tint, opacity: none of which this widget has) would only rebuild each line to the same one. (Its
+        link hover styling has nothing to act on either: the lines carry no links, nor any meta.)"""
+        styles = self.styles
+        if styles.tint.a or self.opacity != 1.0 or styles.border.spacing or styles.padding:
+            return super().render_lines(crop)
+        filters = self.get_line_filters()
+        background = self.background_colors[1]
+        strips = []
+        for y in crop.line_range:
+            strip = self.render_line(y)
+            for f in filters:
+                strip = strip.apply_filter(f, background)
+            strips.append(strip)
+        if crop.column_span != (0, self.region.width):
+            strips = [strip.crop(*crop.column_span) for strip in strips]
+        return strips
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         if width != self._width:        # drawn before the resize handler ran: wrap for this width now
@@ -240,7 +273,7 @@ class SampleView(ScrollView, can_focus=False):
             self.complete()
         if i < len(self._lines):
             return self._lines[i]
-        return Strip.blank(width, self.rich_style)
+        return Strip.blank(max(width, self.size.width), self.rich_style)
 
 
 def _runs(rows: list[int]):
