@@ -1,16 +1,24 @@
 """The Batch API backend against the online path on the same items, in the same run.
 
     python benchmarks/bench_batch.py [--items 2000] [--task generate]
+    python benchmarks/bench_batch.py --output-mb 512 [--items 2000] [--ref a7b9b4f] [--dir /tmp/x]
 
 One test server (tests/llm_server.py, no latency, its batches complete on the first poll) and the same items in two
 datasets: an online job (one HTTP request per item) and a batch job (`--batch`: prepare, upload, create, poll,
 download, ingest), each run by the real worker in this process, with an empty reply cache. Prints each path's wall
 time and items/s, the batch path's time per step, and the ratios batch / online: the batch path's own overhead
 (what it costs this machine to drive a batch, the provider's queueing time excluded) and its ingest rate.
+
+--output-mb N: memory instead. One batch job whose output file is N MB (--items replies of N/items MB each), run by
+`workbench worker` in a process of its own, whose peak RSS (wait4) is printed: with this code at N MB and at N/8 MB
+(flat memory: the ratio is ~1), and with the code of --ref (git revision, default: main before the files were
+streamed) at N MB, in the same run. Stores go under --dir (default: a temp dir), removed after.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +34,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--task", default="generate")
+    ap.add_argument("--output-mb", type=float, default=None, help="measure the worker's peak RSS at this output size")
+    ap.add_argument("--ref", default="a7b9b4f", help="with --output-mb: the git revision to compare with")
+    ap.add_argument("--dir", default=None, help="with --output-mb: where the stores go (default: a temp dir)")
     args = ap.parse_args(argv)
+    if args.output_mb is not None:
+        return memory(args)
 
     from llm_server import LLMServer, write_endpoint
     from workbench import batch as BA
@@ -85,6 +98,72 @@ def main(argv=None) -> int:
     for p in tmp.iterdir():
         p.unlink()
     tmp.rmdir()
+    return 0
+
+
+SETUP = """
+import sys
+from workbench import jobs as J
+from workbench.config import load_config
+from workbench.samples import insert_samples
+from workbench.store import ensure_dataset, open_store, transaction
+db, cfg, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+conn = open_store(db)
+with transaction(conn):
+    insert_samples(conn, ensure_dataset(conn, "big"), [{"instruction": f"Write about topic {i}."} for i in range(n)])
+print(J.queue_job(conn, "generate", config=load_config(cfg), dataset="big", endpoint="local", batch={"poll": 0.01}))
+"""
+
+
+def memory(args) -> int:
+    """Peak RSS of a worker process ingesting one batch whose output file is args.output_mb MB."""
+    import shutil
+    from llm_server import LLMServer, write_endpoint
+    base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-batch-mem-"))
+    base.mkdir(parents=True, exist_ok=True)
+    ref_src = base / "ref-src"
+    ref_src.mkdir(exist_ok=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.ref, "workbench"], check=True,
+                             capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(ref_src)], input=archive, check=True)
+    filler = "The tide comes in twice a day. " * 4
+
+    def run(name: str, src: Path, mb: float) -> tuple[int, float, int]:
+        size = int(mb * 2**20 / args.items)
+        text = (filler * (size // len(filler) + 1))[:size]
+        with LLMServer(keep_bodies=0, reply=lambda msgs, body: text) as srv:
+            srv.batch.polls_to_finish = 1
+            d = base / "".join(ch if ch.isalnum() else "-" for ch in name)
+            d.mkdir()
+            cfg = d / "config.toml"
+            write_endpoint(cfg, srv, max_concurrency=32, timeout=600, max_reply_bytes=2 * size + 2**20)
+            env = dict(os.environ, PYTHONPATH=str(src), WORKBENCH_CONFIG=str(cfg))
+            subprocess.run([sys.executable, "-c", SETUP, str(d / "store.db"), str(cfg), str(args.items)], env=env,
+                           cwd=src, check=True, capture_output=True)
+            t0 = time.perf_counter()
+            p = subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--until-idle", "--quiet", "--db",
+                                  str(d / "store.db"), "--config", str(cfg)], env=env, cwd=src)
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            wall = time.perf_counter() - t0
+            out = sum(f["bytes"] for f in srv.files.values() if f["purpose"] == "batch_output")
+            assert p.returncode == 0, f"{name}: worker exit {p.returncode}"
+        shutil.rmtree(d)
+        print(f"{name:>16}: output file {out / 2**20:7.1f} MB, worker peak RSS {usage.ru_maxrss / 1024:7.1f} MB, "
+              f"{wall:6.1f} s", flush=True)
+        return usage.ru_maxrss, wall, out
+
+    try:
+        small, _, _ = run("this code, 1/8", ROOT, args.output_mb / 8)
+        big, t_big, _ = run("this code", ROOT, args.output_mb)
+        ref, t_ref, _ = run(f"ref {args.ref}", ref_src, args.output_mb)
+    finally:
+        shutil.rmtree(ref_src, ignore_errors=True)
+        if not args.dir:
+            shutil.rmtree(base, ignore_errors=True)
+    print(f"ratio peak RSS, this code at {args.output_mb:g} MB / at 1/8 of it (flat = 1): {big / small:.2f}")
+    print(f"ratio peak RSS, this code / {args.ref} at {args.output_mb:g} MB: {big / ref:.2f}")
+    print(f"ratio wall time, this code / {args.ref}: {t_big / t_ref:.2f}")
     return 0
 
 

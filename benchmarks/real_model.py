@@ -129,13 +129,16 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def llama_server(server: Path, model: Path, log_path: Path, timeout: float = 120):
-    """A running llama-server on 127.0.0.1; yields its base URL (…/v1) and stops it on exit."""
+def llama_server(server: Path, model: Path, log_path: Path, timeout: float = 120, args=SERVER_ARGS, procs=None):
+    """A running llama-server on 127.0.0.1; yields its base URL (…/v1) and stops it on exit. Its process is
+    appended to `procs` when given (to kill it mid-job)."""
     port = free_port()
     env = dict(os.environ, LD_LIBRARY_PATH=f"{server.parent}:{os.environ.get('LD_LIBRARY_PATH', '')}")
     with open(log_path, "wb") as logf:
         proc = subprocess.Popen([str(server), "-m", str(model), "--host", "127.0.0.1", "--port", str(port),
-                                 *SERVER_ARGS], stdout=logf, stderr=subprocess.STDOUT, env=env)
+                                 *args], stdout=logf, stderr=subprocess.STDOUT, env=env)
+    if procs is not None:
+        procs.append(proc)
     try:
         deadline = time.monotonic() + timeout
         while True:

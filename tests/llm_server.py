@@ -4,7 +4,7 @@
     as in vLLM), an optional required API key, and scripted faults chosen by rules:
 
     Rule(fault, match=None, every=None, times=None, rate=None, ...)
-      fault:  "429" (with Retry-After) | "500" | "hang" (sleep past the client's timeout) | "slow" (sleep `hang`
+      fault:  "400" (a request the server refuses) | "429" (with Retry-After) | "500" | "hang" (sleep past the client's timeout) | "slow" (sleep `hang`
               seconds, then answer normally) | "drop" (close the
               connection without a reply) | "empty" (HTTP 200, empty body) | "truncated" (HTTP 200, body cut
               mid-JSON) | "nochoices" (HTTP 200, JSON with an empty choices list) | "nonjson" (prose where JSON
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-FAULTS = ("429", "500", "hang", "slow", "drop", "empty", "truncated", "nochoices", "nonjson", "length", "blank",
+FAULTS = ("400", "429", "500", "hang", "slow", "drop", "empty", "truncated", "nochoices", "nonjson", "length", "blank",
           "reply", "chunked")
 
 
@@ -115,18 +115,26 @@ class LLMServer:
         app = web.Application()
         if not self.batch_api:       # a server without the Batch API (vLLM, llama.cpp): 404 on those paths
             app.router.add_post("/v1/chat/completions", self.chat)
-            app.router.add_get("/v1/models", self.list_models)
+            app.router.add_get("/v1/models", self._keyed(self.list_models))
             return app
         app.router.add_post("/v1/chat/completions", self.chat)
-        app.router.add_get("/v1/models", self.list_models)
-        app.router.add_post("/v1/files", self.upload_file)
-        app.router.add_get("/v1/files", self.list_files)
-        app.router.add_get("/v1/files/{id}/content", self.file_content)
-        app.router.add_post("/v1/batches", self.create_batch)
-        app.router.add_get("/v1/batches", self.list_batches)
-        app.router.add_get("/v1/batches/{id}", self.get_batch)
-        app.router.add_post("/v1/batches/{id}/cancel", self.cancel_batch)
+        app.router.add_get("/v1/models", self._keyed(self.list_models))
+        for method, path, handler in (("POST", "/v1/files", self.upload_file), ("GET", "/v1/files", self.list_files),
+                                      ("GET", "/v1/files/{id}/content", self.file_content),
+                                      ("POST", "/v1/batches", self.create_batch),
+                                      ("GET", "/v1/batches", self.list_batches),
+                                      ("GET", "/v1/batches/{id}", self.get_batch),
+                                      ("POST", "/v1/batches/{id}/cancel", self.cancel_batch)):
+            app.router.add_route(method, path, self._keyed(handler))
         return app
+
+    def _keyed(self, handler):
+        """The handler behind the API key check (401 without it)."""
+        async def keyed(request: web.Request) -> web.StreamResponse:
+            if not self._authorized(request):
+                return _error(401, "invalid api key")
+            return await handler(request)
+        return keyed
 
     def _authorized(self, request: web.Request) -> bool:
         auth = request.headers.get("Authorization", "")
@@ -134,8 +142,6 @@ class LLMServer:
         return self.api_key is None or auth == f"Bearer {self.api_key}"
 
     async def list_models(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "invalid api key")
         return web.json_response({"object": "list", "data": [
             {"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in self.models]})
 
@@ -195,8 +201,6 @@ class LLMServer:
 
     # --- Batch API ---
     async def upload_file(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "invalid api key")
         reader = await request.multipart()
         fields, data, name = {}, None, None
         async for part in reader:
@@ -206,22 +210,15 @@ class LLMServer:
                 fields[part.name] = await part.text()
         if data is None or fields.get("purpose") != "batch":
             return _error(400, "need a file and purpose=batch")
-        fid = f"file-{len(self.files) + 1:04d}"
-        self.files[fid] = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                           "filename": name, "purpose": "batch", "data": data}
         self.batch.uploads += 1
-        return web.json_response(_public(self.files[fid]))
+        return web.json_response(_public(self._new_file(name, "batch", data)))
 
     async def list_files(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "invalid api key")
         purpose = request.query.get("purpose")
         data = [_public(f) for f in reversed(self.files.values()) if purpose in (None, f["purpose"])]
         return web.json_response({"object": "list", "data": data, "has_more": False})
 
     async def file_content(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "invalid api key")
         f = self.files.get(request.match_info["id"])
         if f is None:
             return _error(404, "no such file")
@@ -229,8 +226,6 @@ class LLMServer:
         return web.Response(body=f["data"], content_type="application/octet-stream")
 
     async def create_batch(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "invalid api key")
         body = await request.json()
         f = self.files.get(body.get("input_file_id"))
         if f is None or body.get("endpoint") != "/v1/chat/completions" or body.get("completion_window") != "24h":
@@ -252,14 +247,10 @@ class LLMServer:
         return web.json_response(_public(self.batches[bid]))
 
     async def list_batches(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "invalid api key")
         return web.json_response({"object": "list", "data": [_public(b) for b in reversed(self.batches.values())],
                                   "has_more": False})
 
     async def get_batch(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "invalid api key")
         b = self.batches.get(request.match_info["id"])
         if b is None:
             return _error(404, "no such batch")
@@ -278,8 +269,6 @@ class LLMServer:
         return web.json_response(_public(b))
 
     async def cancel_batch(self, request: web.Request) -> web.Response:
-        if not self._authorized(request):
-            return _error(401, "invalid api key")
         b = self.batches.get(request.match_info["id"])
         if b is None:
             return _error(404, "no such batch")
@@ -308,12 +297,15 @@ class LLMServer:
         b["request_counts"] = {"total": len(b["_lines"]), "completed": ok, "failed": len(b["_lines"]) - ok}
         for kind, rows in (("output_file_id", out), ("error_file_id", err)):
             if rows:
-                fid = f"file-{len(self.files) + 1:04d}"
-                data = ("\n".join(rows) + "\n").encode()
-                self.files[fid] = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
-                                   "filename": f"{b['id']}_{kind}.jsonl", "purpose": "batch_output", "data": data}
-                b[kind] = fid
+                b[kind] = self._new_file(f"{b['id']}_{kind}.jsonl", "batch_output",
+                                         ("\n".join(rows) + "\n").encode())["id"]
         b["status"] = outcome
+
+    def _new_file(self, name: str, purpose: str, data: bytes) -> dict:
+        fid = f"file-{len(self.files) + 1:04d}"
+        self.files[fid] = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                           "filename": name, "purpose": purpose, "data": data}
+        return self.files[fid]
 
     def _batch_answer(self, body: dict) -> tuple[int, dict]:
         """One batch line through the chat logic: (status code, response body)."""
@@ -329,11 +321,16 @@ class LLMServer:
         fault = rule.fault if rule else None
         if rule is not None:
             st.faults[fault] = st.faults.get(fault, 0) + 1
-        if fault in ("429", "500", "hang", "drop", "empty", "truncated"):
-            code = 429 if fault == "429" else 500
+        if fault in ("400", "429", "500", "hang", "drop", "empty", "truncated"):
+            code = int(fault) if fault in ("400", "429") else 500
             return code, {"error": {"message": f"simulated {fault}", "type": "test_error"}}
         if fault == "nochoices":
             return 200, {"id": "x", "object": "chat.completion", "choices": []}
+        return 200, self._completion(body, messages, prompt, rule)
+
+    def _completion(self, body: dict, messages: list, prompt: str, rule: Rule | None) -> dict:
+        """A chat completion (online or a batch line), with the faults that shape its text; counted as answered."""
+        fault = rule.fault if rule else None
         finish = "stop"
         if fault == "nonjson":
             text = "Sure! Here is my answer, in plain words rather than JSON."
@@ -345,17 +342,19 @@ class LLMServer:
             text = self.reply(messages, body)
         if fault == "length":
             text, finish = text[: max(1, len(text) // 2)], "length"
+        st = self.stats
         st.completions += 1
         st.prompts[prompt] = st.prompts.get(prompt, 0) + 1
-        return 200, {"id": f"chatcmpl-{st.requests}", "object": "chat.completion", "created": int(time.time()),
-                     "model": body["model"],
-                     "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                                  "finish_reason": finish}],
-                     "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
-                               "total_tokens": len(prompt.split()) + len(text.split())}}
+        return {"id": f"chatcmpl-{st.requests}", "object": "chat.completion", "created": int(time.time()),
+                "model": body["model"],
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
+                          "total_tokens": len(prompt.split()) + len(text.split())}}
 
     async def _respond(self, request, body, messages, prompt, rule: Rule | None) -> web.StreamResponse:
         fault = rule.fault if rule else None
+        if fault == "400":
+            return _error(400, "simulated 400")
         if fault == "429":
             return _error(429, "rate limited", headers={"Retry-After": f"{rule.retry_after:g}"})
         if fault == "500":
@@ -369,26 +368,7 @@ class LLMServer:
             return web.Response(status=200, body=b"", content_type="application/json")
         if fault == "nochoices":
             return web.json_response({"id": "x", "object": "chat.completion", "choices": []})
-        finish = "stop"
-        if fault == "nonjson":
-            text = "Sure! Here is my answer, in plain words rather than JSON."
-        elif fault == "blank":
-            text = ""
-        elif fault == "reply":
-            text = rule.text
-        else:
-            text = self.reply(messages, body)
-        if fault == "length":
-            text, finish = text[: max(1, len(text) // 2)], "length"
-        self.stats.completions += 1
-        self.stats.prompts[prompt] = self.stats.prompts.get(prompt, 0) + 1
-        payload = {
-            "id": f"chatcmpl-{self.stats.requests}", "object": "chat.completion", "created": int(time.time()),
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
-            "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": len(text.split()),
-                      "total_tokens": len(prompt.split()) + len(text.split())},
-        }
+        payload = self._completion(body, messages, prompt, rule)
         data = json.dumps(payload).encode()
         if fault == "truncated":
             resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})

@@ -12,12 +12,13 @@ from pathlib import Path
 import orjson
 import pytest
 
+from conftest import run_cli
 from llm_server import LLMServer, Rule, write_endpoint
 from workbench import batch_state as B
 from workbench import jobs as J
 from workbench.config import load_config
 from workbench.samples import insert_samples
-from workbench.store import ensure_dataset, open_store, transaction
+from workbench.store import ensure_dataset, transaction
 from workbench.tasks import TASKS, register
 from workbench.worker import run_worker
 
@@ -37,13 +38,6 @@ def srv(cfg_path):
         s.reply = lambda msgs, body: f"answer to {msgs[-1]['content']}"
         write_endpoint(cfg_path, s)
         yield s
-
-
-@pytest.fixture
-def conn(db_path):
-    c = open_store(db_path)
-    yield c
-    c.close()
 
 
 @pytest.fixture
@@ -137,6 +131,55 @@ def test_batch_run_matches_online_run_and_shares_its_cache(cli, srv, conn, db_pa
     assert "batch batch_0001 · input file file-0001" in out
 
 
+def test_a_batch_costs_the_endpoints_batch_price(srv, conn, db_path, cfg_path, cli):
+    make_dataset(conn, "demo", 6)
+    make_dataset(conn, "other", 6)
+    write_endpoint(cfg_path, srv, cost_per_1k_input=1.0, cost_per_1k_output=2.0)    # batch_cost_factor: 0.5
+    online = queue(conn, cfg_path, dataset="other", batch=False)
+    run_worker(db_path, load_config(cfg_path), job_id=online)
+    conn.execute("DELETE FROM llm_cache")
+    jid = queue(conn, cfg_path)
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    o, b = J.get_job(conn, online), J.get_job(conn, jid)
+    assert (b["tokens_in"], b["tokens_out"]) == (o["tokens_in"], o["tokens_out"]) and o["cost"] > 0
+    assert b["cost"] == pytest.approx(o["cost"] * 0.5)
+    write_endpoint(cfg_path, srv, cost_per_1k_input=1.0, cost_per_1k_output=2.0, batch_cost_factor=0.25)
+    conn.execute("DELETE FROM llm_cache")
+    jid = queue(conn, cfg_path, into="demo-3")
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    assert J.get_job(conn, jid)["cost"] == pytest.approx(o["cost"] * 0.25)
+    # what cannot be a share of the online price is refused, naming the field; the config is left as it was
+    before = cfg_path.read_bytes()
+    for bad in ("1.5", "-0.1", "nan", "half"):
+        code, _, err = cli("endpoints", "add", "x", "--base-url", srv.base_url, "--model", "m",
+                           "--batch-cost-factor", bad)
+        assert code == 2 and "Traceback" not in err and ("batch_cost_factor" in err or "--batch-cost-factor" in err), err
+    assert cfg_path.read_bytes() == before
+    cfg_path.write_text(before.decode().replace("batch_cost_factor = 0.25", "batch_cost_factor = 2"))
+    code, _, err = cli("run", "generate", "--dataset", "demo", "--endpoint", "local", "--batch")
+    assert code == 2 and "batch_cost_factor is the share of the online price a batch costs" in err
+
+
+def test_the_jobs_table_has_a_batch_column(srv, conn, db_path, cfg_path, cli):
+    make_dataset(conn, "demo", 3)
+    online = queue(conn, cfg_path, batch=False)
+    run_worker(db_path, load_config(cfg_path), job_id=online)
+    conn.execute("DELETE FROM llm_cache")
+    waiting = queue(conn, cfg_path, into="demo-w")
+    srv.rules = [Rule("400", match="Question 1")]
+    jid = queue(conn, cfg_path, into="demo-b")
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    code, out, err = cli("jobs")
+    assert code == 0, err
+    head, *rows = out.splitlines()
+    assert head.split()[-1] == "batch"
+    cells = {int(r.split()[0]): r.split("  ")[-1].strip() for r in rows}
+    assert cells[online] == "-" and cells[waiting] == "waiting"
+    assert cells[jid] == "r1 ingested/completed 2/3 (1 failed)"
+    code, out, _ = cli("jobs", "--json")          # the JSON keys are as they were
+    assert code == 0 and "batch" not in orjson.loads(out)[-1] and orjson.loads(out)[0]["batch"]["round"] == 1
+
+
 def test_online_answers_in_the_cache_are_not_sent_again(srv, conn, db_path, cfg_path):
     make_dataset(conn, "demo", 6)
     online = queue(conn, cfg_path, batch=False)
@@ -178,7 +221,7 @@ def test_dynamic_task_adds_rounds_until_done(srv, conn, db_path, cfg_path, plugi
 
 def test_bad_lines_become_item_errors_with_their_raw_text(srv, conn, db_path, cfg_path):
     make_dataset(conn, "demo", 8)
-    srv.rules = [Rule("500", match="Question 1")]          # a non-200 line (in the error file)
+    srv.rules = [Rule("400", match="Question 1")]          # a non-200 line (in the error file), not retryable
 
     def mangle(out, err):
         by_q = {orjson.loads(ln)["response"]["body"]["choices"][0]["message"]["content"]: ln for ln in out}
@@ -195,14 +238,14 @@ def test_bad_lines_become_item_errors_with_their_raw_text(srv, conn, db_path, cf
     jid = queue(conn, cfg_path)
     run_worker(db_path, load_config(cfg_path), job_id=jid)
     j = J.get_job(conn, jid)
-    # 8 items: 0, 5, 6, 7 done; 1 (HTTP 500), 2 (two lines), 3 (missing), 4 (its line was cut) failed
+    # 8 items: 0, 5, 6, 7 done; 1 (HTTP 400), 2 (two lines), 3 (missing), 4 (its line was cut) failed
     # plus 3 stray lines (cut, unknown custom_id, no custom_id), each a failed item of their own
     assert (j["done"], j["kept"]) == (4, 4)
     assert (j["total"], j["failed"]) == (8 + 3, 4 + 3)
     fails = {f["key"]: f for f in J.failures(conn, jid, 50)}
     by_sample = {conn.execute("SELECT instruction FROM samples WHERE id = ?", (f["sample_id"],)).fetchone()[0]: f
                  for f in fails.values() if f["sample_id"]}
-    assert "HTTP 500" in by_sample["Question 1"]["error"] and "simulated 500" in by_sample["Question 1"]["raw"]
+    assert "HTTP 400" in by_sample["Question 1"]["error"] and "simulated 400" in by_sample["Question 1"]["raw"]
     q2 = by_sample["Question 2"]
     assert "2 lines for this request" in q2["error"] and "another answer to Question 2" in q2["raw"] \
         and "\"answer to Question 2" in q2["raw"]
@@ -223,6 +266,98 @@ def test_bad_lines_become_item_errors_with_their_raw_text(srv, conn, db_path, cf
     assert (j["done"], j["failed"], j["kept"]) == (8, 3, 8)
     assert [r["requests"] for r in B.rounds(conn, jid)] == [8, 4]
     assert outputs(conn, jid) == [(f"Question {i}", f"answer to Question {i}") for i in range(8)]
+
+
+def test_retryable_error_lines_go_into_a_follow_up_batch_up_to_the_retry_limit(srv, conn, db_path, cfg_path):
+    write_endpoint(cfg_path, srv, max_retries=2)          # at most 3 sends of a request, as online
+    make_dataset(conn, "demo", 8)
+    srv.rules = [Rule("429", match="Question 1", times=1),    # once, then answered
+                 Rule("500", match="Question 2", times=2),    # twice, then answered on the third send
+                 Rule("500", match="Question 3"),             # every time: gives up after 3 sends
+                 Rule("400", match="Question 4")]             # not retryable: fails at once
+    jid = queue(conn, cfg_path)
+    assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["done"]
+    j = J.get_job(conn, jid)
+    assert (j["done"], j["failed"], j["kept"]) == (6, 2, 6)
+    assert [r["requests"] for r in B.rounds(conn, jid)] == [8, 3, 2]     # 1, 2, 3 / 2, 3 / (3 gives up)
+    assert j["retries"] == 1 + 2 + 2 and j["requests"] == 8 + 3 + 2
+    by_q = {conn.execute("SELECT instruction FROM samples WHERE id = ?", (f["sample_id"],)).fetchone()[0]: f
+            for f in J.failures(conn, jid)}
+    assert set(by_q) == {"Question 3", "Question 4"}
+    assert "HTTP 500" in by_q["Question 3"]["error"] and "gave up after 3 batches" in by_q["Question 3"]["error"]
+    assert "simulated 500" in by_q["Question 3"]["raw"] and by_q["Question 3"]["raw"].startswith("error line ")
+    assert "HTTP 400" in by_q["Question 4"]["error"] and "gave up" not in by_q["Question 4"]["error"]
+    assert "simulated 400" in by_q["Question 4"]["raw"]
+    assert outputs(conn, jid) == [(f"Question {i}", f"answer to Question {i}") for i in (0, 1, 2, 5, 6, 7)]
+    assert all(srv.stats.prompts[f"Question {i}"] == 1 for i in (0, 1, 2, 5, 6, 7))   # answered once each
+
+
+def test_error_codes_of_batch_lines_retry_only_what_the_online_client_would(srv, conn, db_path, cfg_path):
+    """The error object of a line (no HTTP status): a known "ask again later" code is retried, any other code
+    (and a status that only looks like a 5xx) fails its item with the raw line."""
+    write_endpoint(cfg_path, srv, max_retries=1)
+    make_dataset(conn, "demo", 6)
+    errors = {"Question 0": {"code": "rate_limit_exceeded", "message": "slow down"},
+              "Question 1": {"code": "server_error", "message": "oops"},
+              "Question 2": {"code": "batch_expired", "message": "expired"},
+              "Question 3": {"code": "invalid_request", "message": "bad \x1b[31mred\x1b[0m"}}
+    statuses = {"Question 4": "503", "Question 5": 599.5}       # a string and a float: not real statuses
+    first = []
+
+    def mangle(out, err):
+        if first:
+            return out, err
+        first.append(1)
+        rows = []
+        for ln in out:
+            o = orjson.loads(ln)
+            q = o["response"]["body"]["choices"][0]["message"]["content"].removeprefix("answer to ")
+            if q in errors:
+                rows.append(orjson.dumps({"custom_id": o["custom_id"], "response": None, "error": errors[q]}))
+            elif q in statuses:
+                o["response"] = {"status_code": statuses[q], "body": {"error": {"message": "odd"}}}
+                rows.append(orjson.dumps(o))
+        return [ln for ln in out if not any(q in ln for q in (*errors, *statuses))], [r.decode() for r in rows]
+    srv.batch.mangle = mangle
+    jid = queue(conn, cfg_path)
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    j = J.get_job(conn, jid)
+    assert [r["requests"] for r in B.rounds(conn, jid)] == [6, 2]
+    assert (j["done"], j["failed"]) == (2, 4)
+    by_q = {conn.execute("SELECT instruction FROM samples WHERE id = ?", (f["sample_id"],)).fetchone()[0]: f
+            for f in J.failures(conn, jid)}
+    assert set(by_q) == {"Question 2", "Question 3", "Question 4", "Question 5"}
+    assert "(batch_expired)" in by_q["Question 2"]["error"] and "HTTP 503" in by_q["Question 4"]["error"]
+    assert "\x1b" in by_q["Question 3"]["error"]           # kept as received; shown escaped (below)
+    code, out, _ = run_cli("jobs", "show", str(jid))
+    assert code == 0 and "\x1b" not in out and "red" in out
+
+
+def test_nothing_is_sent_twice_when_killed_between_a_batch_and_its_follow_up(srv, conn, db_path, cfg_path,
+                                                                              tmp_path, plugin_tasks):
+    make_dataset(conn, "demo", 10)
+    srv.rules = [Rule("429", match="Question 1", times=1), Rule("500", match="Question 4", times=1)]
+    jid = queue(conn, cfg_path, task="stall")
+    # killed while ingesting round 1 (after Question 1's 429 was read, before anything was committed) ...
+    p = spawn(db_path, cfg_path, tmp_path / "w1.log", BATCH_STALL="Question 7")
+    wait_for(lambda: state(conn, jid) == "downloaded")
+    time.sleep(0.5)
+    kill9(p)
+    assert J.get_job(conn, jid)["done"] == 0 and srv.batch.creates == 1
+    # ... then, resumed, killed again while the follow-up batch runs at the provider
+    srv.batch.polls_to_finish = 10**6
+    p = spawn(db_path, cfg_path, tmp_path / "w2.log")
+    wait_for(lambda: (B.summary(conn, jid) or {}).get("round") == 2 and B.summary(conn, jid)["polls"] >= 1)
+    kill9(p)
+    assert J.get_job(conn, jid)["done"] == 8 and srv.batch.creates == 2
+    srv.batch.polls_to_finish = 2
+    p = spawn(db_path, cfg_path, tmp_path / "w3.log")
+    assert p.wait(120) == 0, (tmp_path / "w3.log").read_text()
+    j = J.get_job(conn, jid)
+    assert counts(j) == ("done", 10, 10, 0, 10) and j["retries"] == 2
+    assert [r["requests"] for r in B.rounds(conn, jid)] == [10, 2] and srv.batch.creates == 2
+    assert all(v == 1 for v in srv.stats.prompts.values()) and len(srv.stats.prompts) == 10
+    assert outputs(conn, jid) == sorted((f"Question {i}", f"answer to Question {i}") for i in range(10))
 
 
 def test_unparseable_replies_are_asked_again_once_then_fail_through_the_same_parser(srv, conn, db_path, cfg_path):
@@ -290,7 +425,7 @@ def test_keys_never_reach_the_store_and_echoed_keys_are_redacted(conn, db_path, 
     monkeypatch.setenv("BATCH_TEST_KEY", key)
     with LLMServer(api_key=key) as s:
         s.rules = [Rule("reply", match="Question 1", text=f"the key is {key}"),
-                   Rule("500", match="Question 2")]
+                   Rule("400", match="Question 2")]
         write_endpoint(cfg_path, s, api_key_env="BATCH_TEST_KEY")
         make_dataset(conn, "demo", 4)
         jid = queue(conn, cfg_path)
@@ -487,3 +622,47 @@ def test_an_unknown_batch_status_pauses_the_job_instead_of_guessing(srv, conn, d
     J.resume_job(conn, jid)
     assert run_worker(db_path, load_config(cfg_path), job_id=jid) == ["done"]
     assert counts(J.get_job(conn, jid)) == ("done", 3, 3, 0, 3) and srv.batch.creates == 1
+
+
+# --- the files, read line by line ------------------------------------------------------------------------------
+
+def _line(cid, text="hi", status=200, tokens=(3, 1)) -> bytes:
+    body = {"model": "m", "choices": [{"message": {"content": text}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": tokens[0], "completion_tokens": tokens[1]}}
+    return orjson.dumps({"custom_id": cid, "response": {"status_code": status, "body": body}}) + b"\n"
+
+
+def test_file_reading_in_chunks_finds_duplicates_across_chunks_and_skips_overlong_lines(tmp_path):
+    from workbench.batch_files import FileReading
+    out = tmp_path / "output"
+    err = tmp_path / "error"
+    sent = {f"c{i}" for i in range(10)}
+    big = b'{"custom_id": "c8", "response": {"status_code": 200, "body": "' + b"x" * 5000 + b'"}}\n'
+    out.write_bytes(b"".join(_line(f"c{i}", f"answer {i}") for i in range(6)) + b"\n   \n" + big
+                    + _line("c0", "second answer to c0", tokens=(100, 100)) + _line("c9").rstrip(b"\n"))
+    err.write_bytes(_line("c7", "no", status=503).replace(b"\n", b"\r\n") + b"not json\n" + _line("zz"))
+    reading = FileReading(sent, lambda t: t.replace("answer 3", "***"), line_cap=1000)
+    files = [("output", out), ("error", err)]
+    got, strays = {}, []
+    sizes = []
+    for chunk in reading.chunks(files, size=2):
+        sizes.append(len(chunk.verdicts) + len(chunk.strays))
+        got.update(chunk.verdicts)
+        strays += chunk.strays
+    assert max(sizes) <= 2
+    last = reading.finish(files, "no line")
+    got.update(last)
+    assert set(got) == sent
+    assert got["c0"].reply is None and "2 lines for this request (output line 1, output line 10)" in got["c0"].error
+    assert "second answer to c0" in got["c0"].raw[1] and got["c0"].raw[0].startswith("output line 1: ")
+    assert got["c3"].reply["text"] == "***" and got["c9"].reply["text"] == "hi"
+    assert got["c7"].retryable and "HTTP 503" in got["c7"].error and got["c1"].reply["text"] == "answer 1"
+    assert got["c7"].raw == ["error line 1: " + _line("c7", "no", status=503).decode().strip()]
+    assert got["c8"].error == "no line" and got["c6"].error == "no line" and not got["c6"].retryable
+    assert sorted((s.source, s.line, s.reason.split(" (")[0]) for s in strays) == [
+        ("error", 2, "not JSON"), ("error", 3, "custom_id matches no request of this batch"),
+        ("output", 9, "line longer than 1,000 bytes")]
+    overlong = next(s for s in strays if s.line == 9)
+    assert overlong.raw.startswith('{"custom_id": "c8"') and len(overlong.raw) < 1100
+    # c0's first line's tokens were taken back: 6 replies of (3, 1) count, c1..c5 and c9
+    assert (reading.tokens_in, reading.tokens_out) == (3 * 6, 1 * 6)

@@ -19,6 +19,7 @@ import real_model as rm  # noqa: E402
 pytestmark = [pytest.mark.real_model, pytest.mark.timeout(1800)]
 
 ROWS = 4
+CACHE = rm.cache_dir()      # read before the per-test HOME applies
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +69,15 @@ def test_task_on_a_real_model_itemizes_failures_and_invents_nothing(wb, task):
                 and dif in DEFAULT_LABELS["difficulty"]
     if task == "generate":
         assert r["parsed"] == ROWS                             # plain generation works even at 135M
+
+
+def test_a_pool_of_two_real_servers_loses_nothing_when_one_is_killed_mid_job(tmp_path, monkeypatch):
+    if rm.find_server(CACHE) is None or rm.find_model(CACHE) is None:
+        pytest.skip(f"llama-server or {rm.MODEL_FILE} not cached under {CACHE}")
+    monkeypatch.setenv("WORKBENCH_REAL_MODEL_DIR", str(CACHE))     # tests run with a HOME of their own
+    import real_model_pool
+    r = real_model_pool.run(tmp_path, rows=10, kill_after=0.3, max_tokens=64, log=lambda m: None)
+    assert r["killed"] is not None and r["items"] == 10
+    assert (r["lost"], r["duplicated"]) == (0, 0), r["failures"]
+    assert r["parsed"] + r["failed"] == 10 and r["failed_without_raw"] == 0
+    assert any(line.startswith("smol1:") and "DOWN" in line for line in r["endpoint_lines"]), r["endpoint_lines"]

@@ -131,35 +131,45 @@ def test_a_step_is_queued_once_and_failures_stop_the_recipe(conn, tmp_path):
     assert v2["status"] == "failed" and f"job {job_id} ended cancelled" in v2["error"]
 
 
+def run_recipe_process(conn, db: Path, argv: list[str], log_path: Path, kill_when=None, on_kill=None) -> dict:
+    """`workbench recipe run ARGV --wait` in a process of its own; with `kill_when(conn)`: killed with SIGKILL as
+    soon as it holds, then (after `on_kill()`) `workbench worker --until-idle` finishes the recipe. Returns the
+    recipe's view, which must be done."""
+    with open(log_path, "ab") as log:
+        p = subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(db), "recipe", "run", *argv, "--wait"],
+                             stdout=log, stderr=log, cwd=ROOT)
+        if kill_when is not None:
+            deadline = time.monotonic() + 120
+            while not kill_when(conn):
+                assert time.monotonic() < deadline and p.poll() is None, log_path.read_text()
+                time.sleep(0.02)
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+            rid = conn.execute("SELECT max(id) FROM recipes").fetchone()[0]
+            assert recipes.recipe_view(conn, rid)["status"] == "running"
+            if on_kill is not None:
+                on_kill()
+            w = subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(db), "worker", "--until-idle"],
+                                 stdout=log, stderr=log, cwd=ROOT)
+            assert w.wait(120) == 0, log_path.read_text()
+        else:
+            assert p.wait(120) == 0, log_path.read_text()
+    rid = conn.execute("SELECT max(id) FROM recipes").fetchone()[0]
+    view = recipes.recipe_view(conn, rid)
+    assert view["status"] == "done", view
+    return view
+
+
 def test_killed_recipe_resumes_with_the_same_rows(tmp_path):
     """`recipe run --wait` killed mid-way; `workbench worker` finishes it; the rows equal an uninterrupted run's."""
     def run_store(db: Path, kill: bool, srv) -> dict:
         conn = store.open_store(db)
         setup_data(conn)
-        cmd = [sys.executable, "-m", "workbench", "--db", str(db), "recipe", "run", "humpback", "--endpoint",
-               "test-model", "--var", "input=web", "--var", "seeds=seeds", "--wait"]
-        with open(tmp_path / f"{db.stem}.log", "ab") as log:
-            p = subprocess.Popen(cmd, stdout=log, stderr=log, cwd=ROOT)
-            if kill:
-                deadline = time.monotonic() + 60
-                while True:
-                    done = conn.execute("SELECT coalesce(sum(done), 0) FROM jobs").fetchone()[0]
-                    if done >= 13:                  # step 1 done, step 2 part-way
-                        break
-                    assert time.monotonic() < deadline and p.poll() is None
-                    time.sleep(0.02)
-                os.kill(p.pid, signal.SIGKILL)
-                p.wait()
-                rid = conn.execute("SELECT max(id) FROM recipes").fetchone()[0]
-                assert recipes.recipe_view(conn, rid)["status"] == "running"
-                w = subprocess.Popen([sys.executable, "-m", "workbench", "--db", str(db), "worker", "--until-idle"],
-                                     stdout=log, stderr=log, cwd=ROOT)
-                assert w.wait(120) == 0
-            else:
-                assert p.wait(120) == 0
-        rid = conn.execute("SELECT max(id) FROM recipes").fetchone()[0]
-        view = recipes.recipe_view(conn, rid)
-        assert view["status"] == "done", view
+        # killed when step 1 is done and step 2 part-way
+        run_recipe_process(conn, db, ["humpback", "--endpoint", "test-model", "--var", "input=web", "--var",
+                                      "seeds=seeds"], tmp_path / f"{db.stem}.log",
+                           kill_when=(lambda c: c.execute("SELECT coalesce(sum(done), 0) FROM jobs").fetchone()[0]
+                                      >= 13) if kill else None)
         res = outcome(conn)
         res["jobs"] = conn.execute("SELECT count(*) FROM jobs").fetchone()[0]
         conn.close()

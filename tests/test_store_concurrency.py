@@ -69,3 +69,42 @@ def test_a_newer_store_is_refused_by_the_cli_with_a_message(db_path, cli):
         assert "Traceback" not in err and err.count("\n") == 1
         assert f"schema version {store.SCHEMA_VERSION + 3}" in err and "newer" in err and str(db_path) in err
     assert db_path.read_bytes() == before
+
+
+def test_switching_a_new_file_to_wal_waits_for_a_writer_instead_of_failing(tmp_path):
+    """SQLite refuses `PRAGMA journal_mode = WAL` at once (no busy handler) while another connection of a
+    still rollback-journal file holds the write lock: what twenty processes opening a new store race into."""
+    import sqlite3
+    import threading
+    db = tmp_path / "new.db"
+    holder = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    holder.execute("CREATE TABLE t(x)")
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("INSERT INTO t VALUES (1)")
+    refused = sqlite3.connect(db, isolation_level=None, timeout=5)
+    try:
+        refused.execute("PRAGMA journal_mode = WAL")
+    except sqlite3.OperationalError as e:
+        assert "locked" in str(e)
+    else:
+        raise AssertionError("SQLite no longer refuses: this test no longer covers the race")
+    finally:
+        refused.close()
+    attempts = []
+    real_sleep = store.time.sleep
+
+    def commit_on_first_retry(s):      # the holder lets go only once connect() is retrying
+        attempts.append(s)
+        if len(attempts) == 1:
+            threading.Thread(target=holder.execute, args=("COMMIT",)).start()
+        real_sleep(s)
+    store.time.sleep = commit_on_first_retry
+    try:
+        conn = store.connect(db)
+    finally:
+        store.time.sleep = real_sleep
+    assert attempts, "connect() never met the lock"
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+    conn.close()
+    holder.close()

@@ -31,14 +31,16 @@ import asyncio
 import hashlib
 import logging
 import random
+import tempfile
+from pathlib import Path
 
 import orjson
 
 from . import batch_state as B
 from . import jobs as J
-from .batch_files import BATCH_URL, input_file, read_files
+from .batch_files import BATCH_URL, FileReading, input_file
 from .endpoints import redact
-from .llm import LLM, Completion, LLMError, ParseError, _check, cache_key
+from .llm import LLM, Completion, LLMError, ParseError, _check, retry_delay
 
 log = logging.getLogger("workbench.batch")
 
@@ -53,6 +55,7 @@ LOOKBACK = 1000              # files / batches listed when looking for an upload
 TERMINAL = ("completed", "failed", "expired", "cancelled")
 KNOWN = ("validating", "in_progress", "finalizing", "cancelling") + TERMINAL
 INGEST_CHUNK = 500
+INGEST_BYTES = 16 * 2**20    # of replies held before a commit (and per chunk of a download read into the store)
 
 
 class NeedRequest(Exception):
@@ -83,29 +86,33 @@ class BatchLLM(LLM):
         self.missed = False                    # the current item asked for something not answered yet
         self.sent: dict[str, int] = {}         # custom_id -> rounds that sent it (a cache hit on one is a replay)
         self.counted: set[str] = set()
+        self.backoff = 0                       # the highest attempt among the requests asked again after an error
+        self.bytes_read = 0                    # of reply text since the last commit
 
     async def _complete_on(self, client, messages, params, want_json, schema, validate, allow_empty,
                            allow_truncated, salt) -> Completion:
-        merged = {**client.ep.params, **(params or {})}
-        rf = client.response_format(want_json, schema)
-        key = cache_key(client.ep.model, messages, merged, rf, salt)
-        hit = self.cache.get(key)
+        merged, rf, key, hit = self._lookup(client, messages, params, want_json, schema, validate, allow_empty,
+                                            allow_truncated, salt)
         if hit is not None:
-            try:
-                hit.parsed = _check(hit, validate, allow_empty, allow_truncated)
-            except ParseError:
-                hit = None        # cached under an older parser: ask again
-            else:
-                if key not in self.sent and key not in self.counted:
-                    self.counted.add(key)
-                    self.meter.cache_hits += 1
-                return hit
+            if key not in self.sent and key not in self.counted:
+                self.counted.add(key)
+                self.meter.cache_hits += 1
+            return hit
         found = self.replies.get(key)
         if found is None:
             self._want(key, client, messages, merged, rf)
-        reply, error, raw = found
+        reply, error, raw, retryable = found
         if reply is None:
-            raise BatchReplyError(f"{client.ep.name}: {error}", raw, client.ep.name)
+            sent = self.sent.get(key, 0)
+            if retryable and sent <= client.ep.max_retries:
+                # online, the client asks again after a backoff; here, in a follow-up batch after the same backoff
+                # (workbench/llm.py retry_delay), up to the same limit: max_retries + 1 sends in all
+                self.meter.retries += 1
+                self.backoff = max(self.backoff, sent)
+                self._want(key, client, messages, merged, rf)
+            raise BatchReplyError(f"{client.ep.name}: {error}" + (f" (gave up after {sent} batches)" if retryable
+                                                                   else ""), raw, client.ep.name)
+        self.bytes_read += len(reply["text"])
         c = Completion(text=redact(reply["text"], self.secrets), model=reply["model"] or client.ep.model,
                        endpoint=client.ep.name, finish_reason=reply["finish_reason"],
                        prompt_tokens=reply["prompt_tokens"], completion_tokens=reply["completion_tokens"],
@@ -219,8 +226,11 @@ class BatchJob:
                 if len(self.llm.wanted) >= MAX_REQUESTS:
                     full = True       # the other items wait for the next round
                     break
-                outcomes.append(await self._one(item))
-            outcomes = [o for o in outcomes if o is not None]
+                if (o := await self._one(item)) is not None:
+                    outcomes.append(o)
+                if self.llm.bytes_read >= INGEST_BYTES:      # long replies: commit sooner, memory stays flat
+                    await self._commit(outcomes)
+                    outcomes = []
             await self._commit(outcomes)
             outcomes = []
 
@@ -243,6 +253,7 @@ class BatchJob:
 
     async def _commit(self, outcomes: list) -> None:
         r = self.r
+        self.llm.bytes_read = 0
         cache_rows = self.llm.cache.drain()
         usage = self.llm.meter.take()
         if outcomes or cache_rows or usage.cache_hits:
@@ -269,6 +280,15 @@ class BatchJob:
         if done >= MAX_ROUNDS:
             await self._fail_pending(f"the task still asked for replies after {MAX_ROUNDS} batch rounds")
             return True
+        if self.llm.backoff:
+            # requests the last batch answered with a 429, 5xx or timeout: wait as the online client would before
+            # asking again (a restart in this wait asks at once; nothing was stored yet, so nothing is sent twice)
+            delay = retry_delay(self.llm.backoff, None)
+            self.llm.backoff = 0
+            log.info("job %s: %.1f s before the batch that asks again", r.job_id, delay)
+            await self._sleep(delay)
+            if r.stop_reason is not None:
+                return True
         wanted = self._fit(wanted)
         await self.db(B.create_round, r.conn, r.job_id, r.owner, done + 1, wanted)
         for cid in wanted:
@@ -299,7 +319,8 @@ class BatchJob:
     async def _upload(self, rnd: dict) -> None:
         r = self.r
         data = input_file(await self.db(B.requests_of, r.conn, rnd["id"]))
-        name = f"workbench-job{r.job_id}-round{rnd['round']}-{hashlib.sha256(data).hexdigest()[:16]}.jsonl"
+        tag = await self.db(B.store_tag, r.conn)
+        name = f"workbench-{tag}-job{r.job_id}-round{rnd['round']}-{hashlib.sha256(data).hexdigest()[:16]}.jsonl"
         file_id = await self._find_upload(name, len(data))
         if file_id is None:
             f = await self._remote("upload the batch input file", lambda: self.api.files.create(
@@ -366,37 +387,49 @@ class BatchJob:
             self.polls_here += 1
             await self._sleep(delay)
             return
-        out = await self._download(b.output_file_id, "output")
-        err = await self._download(b.error_file_id, "error")
-        sent = {cid for cid, _ in await self.db(B.requests_of, r.conn, rnd["id"])}
-        reading = read_files(sent, out, err, self.clean)
         why = {"completed": "the batch completed without a line for this request",
                "expired": "the batch expired (24 h window) before answering this request",
                "failed": "the batch failed" + _errors(b, self.clean),
                "cancelled": "the batch was cancelled before answering this request"}[status]
-        from .batch_files import Verdict
-        verdicts = {cid: reading.verdicts.get(cid) or Verdict(error=why) for cid in sent}
-        cost = self.client.ep.cost(reading.tokens_in, reading.tokens_out)
         error = None if status == "completed" else f"batch {status}" + (_errors(b, self.clean) if status == "failed"
                                                                           else "")
-        await self.db(B.store_download, r.conn, r.job_id, r.owner, rnd["id"], verdicts, reading.strays,
+        sent = await self.db(B.request_ids, r.conn, rnd["id"])
+        reading = FileReading(sent, self.clean)
+        # to disk first, then line by line, a chunk of replies into the store at a time: flat memory whatever
+        # the size of the files (the directory goes with its files, also when this fails)
+        with tempfile.TemporaryDirectory(prefix="workbench-batch-") as tmp:
+            files = [(what, path) for what, fid in (("output", b.output_file_id), ("error", b.error_file_id))
+                     if (path := await self._download(fid, what, Path(tmp))) is not None]
+            chunks = reading.chunks(files, INGEST_CHUNK, INGEST_BYTES)
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                await self.db(B.store_verdicts, r.conn, r.job_id, r.owner, rnd["id"], chunk.verdicts, chunk.strays)
+            last = await asyncio.to_thread(reading.finish, files, why)
+        cost = self.client.ep.cost(reading.tokens_in, reading.tokens_out, batch=True)   # at the batch price
+        await self.db(B.store_download, r.conn, r.job_id, r.owner, rnd["id"], last,
                       (reading.tokens_in, reading.tokens_out, cost), len(sent),
                       {**fields, "output_file_id": b.output_file_id, "error_file_id": b.error_file_id,
                        "error": error})
-        log.info("job %s: round %d %s; %d replies, %d errors, %d stray lines", r.job_id, rnd["round"], status,
-                 sum(v.reply is not None for v in verdicts.values()),
-                 sum(v.reply is None for v in verdicts.values()), len(reading.strays))
+        log.info("job %s: round %d %s; %d lines matched, %d requests without a usable line, %d stray lines",
+                 r.job_id, rnd["round"], status, len(reading.first), len(last), reading.strays)
 
-    async def _download(self, file_id, what: str) -> bytes | None:
+    async def _download(self, file_id, what: str, into: Path) -> Path | None:
+        """The file streamed to `into` (never whole in memory); None when the batch has no such file."""
         if not file_id:
             return None
         self._check_id(file_id, f"{what} file id")
-        resp = await self._remote(f"download the {what} file", lambda: self.api.files.content(file_id))
-        return resp.content
+        path = into / what
+
+        async def fetch():
+            with open(path, "wb") as f:      # a retry starts the file again
+                async with self.api.files.with_streaming_response.content(file_id) as resp:
+                    async for block in resp.iter_bytes(1 << 20):
+                        f.write(block)
+        await self._remote(f"download the {what} file", fetch)
+        return path
 
     async def _ingest(self, rnd: dict) -> None:
         r = self.r
-        await self._pass(await self.db(B.replies_of, r.conn, rnd["id"]))
+        await self._pass(B.StoredReplies(self.llm.cache.conn, rnd["id"]))
         if r.stop_reason is None:
             await self.db(B.update_round, r.conn, r.job_id, r.owner, rnd["id"], state="ingested")
 

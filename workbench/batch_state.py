@@ -2,6 +2,7 @@
 state changes the batch backend (workbench/batch.py) makes, each in one transaction checked against the lease."""
 from __future__ import annotations
 
+import secrets
 import sqlite3
 
 import orjson
@@ -37,6 +38,26 @@ def summary(conn: sqlite3.Connection, job_id: int) -> dict | None:
     rs = conn.execute(f"SELECT {', '.join(ROUND_COLUMNS)} FROM job_batches WHERE job_id = ? ORDER BY round DESC "
                       "LIMIT 1", (job_id,)).fetchone()
     return {**_round(rs), "rounds": _round(rs)["round"]} if rs else None
+
+
+def batch_cell(j: dict) -> str:
+    """The `jobs` table's batch column: '-' for an online job, else its latest round (round_cell)."""
+    return round_cell(j.get("batch")) if j["params"].get("batch") else "-"
+
+
+def round_cell(b: dict | None) -> str:
+    """A batch job's latest round in a few words: its state, the provider's status, completed/total (failed).
+    Every part is ours or checked (a status outside KNOWN pauses the job before it is stored): terminal-safe."""
+    if not b:
+        return "waiting"
+    out = f"r{b['round']} {b['state']}"
+    if b["remote_status"]:
+        out += f"/{b['remote_status']}"
+    c = b.get("counts") or {}
+    if c:
+        out += f" {c.get('completed', 0)}/{c.get('total', 0)}" + (f" ({c['failed']} failed)" if c.get("failed")
+                                                                  else "")
+    return out
 
 
 def batch_lines(j: dict) -> list[str]:
@@ -75,6 +96,18 @@ def check_owner(conn: sqlite3.Connection, job_id: int, owner: str) -> None:
         raise LeaseLost(f"job {job_id} is now held by another worker")
     if row[1] in ("paused", "cancelled"):
         raise JobStopped(row[1])
+
+
+def store_tag(conn: sqlite3.Connection) -> str:
+    """A random tag of this store, part of every upload's name: the name by which a restarted worker finds its
+    upload again must not match another store's upload of the same job id and bytes on the same account (it
+    would adopt that store's batch)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'batch_tag'").fetchone()
+    if row:
+        return row[0]
+    with transaction(conn):
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('batch_tag', ?)", (secrets.token_hex(6),))
+    return conn.execute("SELECT value FROM meta WHERE key = 'batch_tag'").fetchone()[0]
 
 
 def create_round(conn: sqlite3.Connection, job_id: int, owner: str, round_no: int,
@@ -121,35 +154,67 @@ def sent_ids(conn: sqlite3.Connection, job_id: int) -> dict[str, int]:
                              "(SELECT id FROM job_batches WHERE job_id = ?) GROUP BY custom_id", (job_id,)))
 
 
-def replies_of(conn: sqlite3.Connection, round_id: int) -> dict[str, tuple]:
-    """custom_id -> (reply dict or None, error or None, raw) of a downloaded round."""
-    return {cid: (orjson.loads(reply) if reply else None, error, raw) for cid, reply, error, raw in conn.execute(
-        "SELECT custom_id, reply, error, raw FROM batch_replies WHERE batch = ?", (round_id,))}
+def request_ids(conn: sqlite3.Connection, round_id: int) -> set[str]:
+    return {cid for (cid,) in conn.execute("SELECT custom_id FROM batch_requests WHERE batch = ?", (round_id,))}
+
+
+class StoredReplies:
+    """The replies of a downloaded round, looked up one at a time (a round's replies can be gigabytes): `get(cid)`
+    -> (reply dict or None, error or None, raw, retryable) or None. On the worker's read connection."""
+
+    def __init__(self, conn: sqlite3.Connection, round_id: int):
+        self.conn = conn
+        self.round_id = round_id
+
+    def get(self, cid: str) -> tuple | None:
+        row = self.conn.execute("SELECT reply, error, raw, retryable FROM batch_replies WHERE batch = ? AND "
+                                "custom_id = ?", (self.round_id, cid)).fetchone()
+        if row is None:
+            return None
+        reply, error, raw, retryable = row
+        return (orjson.loads(reply) if reply else None, error, raw, bool(retryable))
+
+
+def _put_verdicts(conn, job_id: int, round_id: int, verdicts: dict, strays: list) -> None:
+    """Inside a transaction: a verdict per request (replacing an earlier one: a download read again after a
+    restart, or a duplicate found later in the file), each stray line as a failed item of the job, counted once
+    (its key names the round, file and line)."""
+    conn.executemany("INSERT OR REPLACE INTO batch_replies (batch, custom_id, reply, error, raw, retryable) "
+                     "VALUES (?,?,?,?,?,?)",
+                     [(round_id, cid, orjson.dumps(v.reply).decode() if v.reply is not None else None,
+                       v.error, "\n".join(v.raw) or None, int(v.retryable)) for cid, v in verdicts.items()])
+    if not strays:
+        return
+    ts = now()
+    rnd = conn.execute("SELECT round FROM job_batches WHERE id = ?", (round_id,)).fetchone()[0]
+    added = 0
+    for s in strays:
+        added += conn.execute(
+            "INSERT OR IGNORE INTO job_items (job_id, key, sample_id, payload, status, attempts, error, raw, "
+            "updated_at) VALUES (?,?,NULL,?, 'failed', 1, ?,?,?)",
+            (job_id, f"batch-line:{rnd}:{s.source}:{s.line}",
+             orjson.dumps({"batch_stray": True}).decode(),
+             f"round {rnd}, {s.source} file line {s.line}: {s.reason}; the line is kept, nothing was written",
+             s.raw, ts)).rowcount
+    conn.execute("UPDATE jobs SET total = total + ?, failed = failed + ? WHERE id = ?", (added, added, job_id))
+
+
+def store_verdicts(conn: sqlite3.Connection, job_id: int, owner: str, round_id: int, verdicts: dict,
+                   strays: list) -> None:
+    """One chunk of a download as it is read (the round stays 'submitted' until store_download)."""
+    with transaction(conn):
+        check_owner(conn, job_id, owner)
+        _put_verdicts(conn, job_id, round_id, verdicts, strays)
 
 
 def store_download(conn: sqlite3.Connection, job_id: int, owner: str, round_id: int, verdicts: dict,
-                   strays: list, tokens: tuple[int, int, float], requests: int, fields: dict) -> None:
-    """One transaction: a verdict per request sent, each stray line as a failed item of the job (its raw text
-    kept), the batch's tokens and requests on the job row, and the round marked downloaded."""
+                   tokens: tuple[int, int, float], requests: int, fields: dict) -> None:
+    """One transaction: the last verdicts (duplicates, requests without a line), the batch's tokens and requests on
+    the job row, and the round marked downloaded."""
     with transaction(conn):
         check_owner(conn, job_id, owner)
-        conn.executemany("INSERT OR REPLACE INTO batch_replies (batch, custom_id, reply, error, raw) "
-                         "VALUES (?,?,?,?,?)",
-                         [(round_id, cid, orjson.dumps(v.reply).decode() if v.reply is not None else None,
-                           v.error, "\n".join(v.raw) or None) for cid, v in verdicts.items()])
-        ts = now()
-        rnd = conn.execute("SELECT round FROM job_batches WHERE id = ?", (round_id,)).fetchone()[0]
-        added = 0
-        for s in strays:
-            added += conn.execute(
-                "INSERT OR IGNORE INTO job_items (job_id, key, sample_id, payload, status, attempts, error, raw, "
-                "updated_at) VALUES (?,?,NULL,?, 'failed', 1, ?,?,?)",
-                (job_id, f"batch-line:{rnd}:{s.source}:{s.line}",
-                 orjson.dumps({"batch_stray": True}).decode(),
-                 f"round {rnd}, {s.source} file line {s.line}: {s.reason}; the line is kept, nothing was written",
-                 s.raw, ts)).rowcount
+        _put_verdicts(conn, job_id, round_id, verdicts, [])
         tin, tout, cost = tokens
-        conn.execute("UPDATE jobs SET total = total + ?, failed = failed + ?, tokens_in = tokens_in + ?, "
-                     "tokens_out = tokens_out + ?, cost = cost + ?, requests = requests + ? WHERE id = ?",
-                     (added, added, tin, tout, cost, requests, job_id))
+        conn.execute("UPDATE jobs SET tokens_in = tokens_in + ?, tokens_out = tokens_out + ?, cost = cost + ?, "
+                     "requests = requests + ? WHERE id = ?", (tin, tout, cost, requests, job_id))
         _set(conn, round_id, {**fields, "state": "downloaded"})

@@ -16,6 +16,8 @@
                                        # a server that refuses one is asked again with the next)
     cost_per_1k_input = 0.0
     cost_per_1k_output = 0.0
+    batch_cost_factor = 0.5            # a Batch API job (`run --batch`) costs this share of the prices above
+                                       # (OpenAI's and Anthropic's batch price is 50 % of the online one)
     [endpoints.local.params]           # default generation parameters
     temperature = 0.7
 
@@ -38,7 +40,8 @@ JSON_MODES = ("json_schema", "json_object", "none")
 POOL_MODES = ("spread", "each")
 # A server that needs no key still gets a non-empty one: the openai client refuses to run without.
 NO_KEY = "no-key"
-DEFAULT_MAX_REPLY_BYTES = 1 << 20   # 1 MiB: far above any real completion, far below what freezes a screen
+DEFAULT_MAX_REPLY_BYTES = 1 << 20
+BATCH_COST_FACTOR = 0.5             # OpenAI's (and Anthropic's) Batch API price: half the online one   # 1 MiB: far above any real completion, far below what freezes a screen
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 # what keys look like: a provider prefix, or a long mix of lower case and digits (variable names are words)
 KEY_PREFIX = re.compile(r"((sk|pk|rk|hf|ghp|gho|ghs|github_pat|glpat)[-_]|xox[abpr]-|AIza)[A-Za-z0-9]")
@@ -71,6 +74,7 @@ class Endpoint:
     cost_per_1k_output: float = 0.0
     params: dict = field(default_factory=dict)
     max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES
+    batch_cost_factor: float = BATCH_COST_FACTOR
 
     def api_key(self) -> str:
         if self.api_key_file:
@@ -82,14 +86,17 @@ class Endpoint:
             raise EndpointError(f"endpoint {self.name}: environment variable {self.api_key_env} is not set")
         return key
 
-    def cost(self, tokens_in: int, tokens_out: int) -> float:
-        return tokens_in / 1000 * self.cost_per_1k_input + tokens_out / 1000 * self.cost_per_1k_output
+    def cost(self, tokens_in: int, tokens_out: int, *, batch: bool = False) -> float:
+        online = tokens_in / 1000 * self.cost_per_1k_input + tokens_out / 1000 * self.cost_per_1k_output
+        return online * self.batch_cost_factor if batch else online
 
     def to_toml(self) -> dict:
         d = {"base_url": self.base_url, "model": self.model, "max_concurrency": self.max_concurrency,
              "adaptive": self.adaptive, "rpm": self.rpm, "tpm": self.tpm, "timeout": self.timeout, "max_retries": self.max_retries,
              "json_mode": self.json_mode, "cost_per_1k_input": self.cost_per_1k_input,
              "cost_per_1k_output": self.cost_per_1k_output, "max_reply_bytes": self.max_reply_bytes}
+        if self.batch_cost_factor != BATCH_COST_FACTOR:
+            d["batch_cost_factor"] = self.batch_cost_factor
         if self.api_key_env:
             d["api_key_env"] = self.api_key_env
         if self.api_key_file:
@@ -125,7 +132,8 @@ def _endpoint_from(name: str, d: dict) -> Endpoint:
                          "tpm": int(ep.tpm), "timeout": float(ep.timeout), "max_retries": int(ep.max_retries),
                          "cost_per_1k_input": float(ep.cost_per_1k_input),
                          "cost_per_1k_output": float(ep.cost_per_1k_output), "params": dict(ep.params),
-                         "max_reply_bytes": int(ep.max_reply_bytes)})
+                         "max_reply_bytes": int(ep.max_reply_bytes),
+                         "batch_cost_factor": float(ep.batch_cost_factor)})
     except (TypeError, ValueError) as e:
         raise EndpointError(f"{where}: {e}") from None
     check_endpoint(ep, where)
@@ -140,6 +148,9 @@ def check_endpoint(ep: Endpoint, where: str) -> None:
         raise EndpointError(f"{where}: max_concurrency must be >= 1")
     if ep.max_reply_bytes < 1:
         raise EndpointError(f"{where}: max_reply_bytes must be >= 1")
+    if not 0 <= ep.batch_cost_factor <= 1:
+        raise EndpointError(f"{where}: batch_cost_factor is the share of the online price a batch costs: give a "
+                            f"number from 0 to 1 (0.5 = half), not {ep.batch_cost_factor!r}")
     if ep.json_mode not in JSON_MODES:
         raise EndpointError(f"{where}: json_mode must be one of {', '.join(JSON_MODES)}")
     if ep.api_key_env is not None:

@@ -581,8 +581,10 @@ class LLM:
             return await self.complete(messages, role=role, _clients=[client], **kw)
         return list(await asyncio.gather(*(one(g) for g in groups), return_exceptions=True))
 
-    async def _complete_on(self, client: Client, messages, params, want_json, schema, validate, allow_empty,
-                           allow_truncated, salt) -> Completion:
+    def _lookup(self, client: Client, messages, params, want_json, schema, validate, allow_empty, allow_truncated,
+                salt) -> tuple[dict, Any, str, Completion | None]:
+        """A request's merged params, response_format and cache key, and its cached reply if that still passes
+        today's checks (None when not cached, or cached under an older parser: ask again). Online and batch."""
         merged = {**client.ep.params, **(params or {})}
         rf = client.response_format(want_json, schema)
         key = cache_key(client.ep.model, messages, merged, rf, salt)
@@ -590,10 +592,17 @@ class LLM:
         if hit is not None:
             try:
                 hit.parsed = _check(hit, validate, allow_empty, allow_truncated)
-                self.meter.cache_hits += 1
-                return hit
             except ParseError:
-                pass  # cached under an older parser: ask again
+                hit = None
+        return merged, rf, key, hit
+
+    async def _complete_on(self, client: Client, messages, params, want_json, schema, validate, allow_empty,
+                           allow_truncated, salt) -> Completion:
+        merged, _, key, hit = self._lookup(client, messages, params, want_json, schema, validate, allow_empty,
+                                           allow_truncated, salt)
+        if hit is not None:
+            self.meter.cache_hits += 1
+            return hit
         failover = len(self.pool_of(client).clients) > 1
         for attempt in range(self.parse_retries + 1):
             c = await client.chat(messages, merged, want_json=want_json, schema=schema, meter=self.meter,

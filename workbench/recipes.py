@@ -22,6 +22,10 @@ whichever worker gets there first, exactly once — when the job of the step tha
 recipe survives restarts like every job: after a crash any `workbench worker` carries on. A step whose input job
 ended failed or cancelled, or that cannot be queued, stops the recipe with the reason.
 
+`workbench recipe run FILE --batch [--batch-poll S]` runs every step through its endpoint's Batch API, as
+`workbench run TASK --batch` does (one batch per task step, each round's state stored so a killed worker resumes
+it); the flag is kept with each step, so a later step queued by any worker is a batch job too.
+
 `workbench recipe cancel ID` stops a running recipe for good: its queued, running and paused jobs are cancelled as
 `workbench jobs cancel` does (their outputs so far stay), the recipe is marked cancelled, and no later step is ever
 queued — the check is inside the transaction that would queue it, so a worker racing the cancel cannot start one,
@@ -96,8 +100,10 @@ def _substitute(value, env: dict, where: str):
 
 
 def resolve(data: dict, source: str, given: dict[str, str], config: dict, *, endpoint: str | None = None,
-            pool: str | None = None, judge: str | None = None, conn: sqlite3.Connection | None = None) -> list[dict]:
-    """The recipe's steps with variables filled in and every static check done. Raises RecipeError."""
+            pool: str | None = None, judge: str | None = None, batch: dict | None = None,
+            conn: sqlite3.Connection | None = None) -> list[dict]:
+    """The recipe's steps with variables filled in and every static check done. Raises RecipeError.
+    `batch` ({"poll": seconds}, `recipe run --batch`): every step runs through its endpoint's Batch API."""
     unknown_top = sorted(set(data) - {"name", "about", "vars", "step"})
     if unknown_top:
         raise RecipeError(f"{source}: unknown key {unknown_top[0]!r} (name, about, vars, step)")
@@ -150,6 +156,8 @@ def resolve(data: dict, source: str, given: dict[str, str], config: dict, *, end
             jd = st.get("judge") or judge
             if jd:
                 endpoints_mod.resolve(config, jd)
+            if batch is not None:
+                J.check_batch(ep, pl, jd, batch)     # refused now, not when a later step is queued
         except TaskError as e:
             raise RecipeError(f"{where}: {e}") from None
         except endpoints_mod.EndpointError as e:
@@ -166,7 +174,8 @@ def resolve(data: dict, source: str, given: dict[str, str], config: dict, *, end
             raise RecipeError(f"{where}: no dataset named {inp!r}")
         names[name] = i
         steps.append({"name": name, "task": st["task"], "input": inp, "into": st.get("into"), "endpoint": ep,
-                      "pool": pl, "judge": jd, "params": params, "filter": filt})
+                      "pool": pl, "judge": jd, "params": params, "filter": filt}
+                     | ({"batch": batch} if batch is not None else {}))
     return steps
 
 
@@ -230,7 +239,7 @@ def advance(conn: sqlite3.Connection, config: dict, recipe_id: int | None = None
             try:
                 J.queue_job(conn, s["task"], config=config, dataset=inp, endpoint=s["endpoint"], pool=s["pool"],
                             judge=s["judge"], into=s["into"], params=s["params"], filter=s["filter"],
-                            recipe_step=(rid, s["idx"]))
+                            recipe_step=(rid, s["idx"]), batch=s.get("batch"))
                 queued += 1
             except J.StepTaken:
                 continue
@@ -278,6 +287,8 @@ def recipe_view(conn: sqlite3.Connection, recipe_id: int) -> dict:
             j = J.get_job(conn, job_id)
             step.update(status=j["status"], done=j["done"], total=j["total"], failed=j["failed"], kept=j["kept"],
                         fraction=j["fraction"])
+            if "batch" in j:                  # a batch step: its latest round (as `jobs --json`)
+                step["batch"] = j["batch"]
         r["steps"].append(step)
     r["steps_done"] = sum(s["status"] == "done" for s in r["steps"])
     return r

@@ -518,6 +518,11 @@ MIGRATIONS: list[str] = [
     ALTER TABLE imports ADD COLUMN first_id INTEGER;
     ALTER TABLE imports ADD COLUMN made_dataset INTEGER NOT NULL DEFAULT 0;
     """,
+    # (branch batch-rest) 13 -> 14: a batch line that failed for a reason worth asking again (429, 5xx, a
+    # timeout) is sent again in a follow-up batch, up to the endpoint's max_retries (workbench/batch.py)
+    """
+    ALTER TABLE batch_replies ADD COLUMN retryable INTEGER NOT NULL DEFAULT 0;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -554,12 +559,26 @@ def connect(path: str | os.PathLike, *, check_same_thread: bool = True) -> sqlit
     # Only takes effect on a new, empty file. Samples are ~2 KB, so 4 KB pages hold one or two: 16 KB pages make a
     # bulk import ~25 % faster and its WAL ~20 % smaller.
     conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
-    conn.execute("PRAGMA journal_mode = WAL")
+    _set_wal(conn)
     conn.execute("PRAGMA synchronous = NORMAL")   # durable across process crashes in WAL mode
     conn.execute("PRAGMA foreign_keys = OFF")     # lineage ids may point at deleted datasets' rows
     conn.execute("PRAGMA cache_size = -65536")    # 64 MB page cache
     conn.execute("PRAGMA temp_store = MEMORY")
     return conn
+
+
+def _set_wal(conn: sqlite3.Connection) -> None:
+    """Switching a new file to WAL needs its exclusive lock, and SQLite refuses at once, without its busy handler,
+    while another process that opened the file too holds the write lock (deadlock avoidance): retry instead."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as e:
+            if not busy.is_busy(e) or time.monotonic() > deadline:
+                raise
+        time.sleep(busy.POLL_S)
 
 
 def migrate(conn: sqlite3.Connection) -> int:

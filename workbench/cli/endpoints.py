@@ -39,6 +39,9 @@ def register(sub, common):
                      help="response_format the server accepts for JSON replies")
     add.add_argument("--cost-in", type=float, default=0.0, help="cost per 1k prompt tokens")
     add.add_argument("--cost-out", type=float, default=0.0, help="cost per 1k completion tokens")
+    add.add_argument("--batch-cost-factor", type=float, default=E.BATCH_COST_FACTOR, metavar="SHARE",
+                     help="what a Batch API job (`run --batch`) pays, as a share of the costs above (default 0.5: "
+                          "OpenAI's batch price)")
     add.add_argument("--param", action="append", metavar="K=V", help="default generation parameter")
     add.set_defaults(handler=guard(cmd_endpoints_add))
     ls = es.add_parser("list", parents=[common], help="configured endpoints and pools")
@@ -71,7 +74,7 @@ def cmd_endpoints_add(args) -> int:
                     adaptive=not args.fixed_concurrency, rpm=args.rpm, tpm=args.tpm, timeout=args.timeout,
                     max_retries=args.max_retries, json_mode=args.json_mode, cost_per_1k_input=args.cost_in,
                     cost_per_1k_output=args.cost_out, params=parse_kv(args.param, "--param"),
-                    max_reply_bytes=args.max_reply_bytes)
+                    max_reply_bytes=args.max_reply_bytes, batch_cost_factor=args.batch_cost_factor)
     path = save_config(E.add_endpoint(cfg, ep), getattr(args, "config", None))
     print(f"endpoint {args.name} saved to {path}")
     return 0

@@ -16,7 +16,7 @@ from .common import CliError, guard, load_cli_config, open_cli_store, parse_kv, 
 from ..store import open_store, resolve_db_path
 from ..tasks import load_tasks, params_help
 from ..safe_text import raw_stream
-from ..batch_state import batch_lines
+from ..batch_state import batch_cell, batch_lines
 
 WORKER_NICE = 10
 
@@ -57,11 +57,7 @@ def _register_run(sub, common):
         tp.add_argument("--param", action="append", metavar="K=V", help="task parameter (see below)")
         tp.add_argument("--filter", action="append", metavar="K=V", help="only input samples matching")
         tp.add_argument("--wait", action="store_true", help="run a worker here until the job ends, with progress")
-        tp.add_argument("--batch", action="store_true",
-                        help="send the requests through the endpoint's Batch API (files + batches: cheaper, up to "
-                             "24 h); a multi-step task takes one batch per step")
-        tp.add_argument("--batch-poll", type=float, default=None, metavar="SECONDS",
-                        help="with --batch: first interval between status polls (default 30, backing off to 300)")
+        add_batch_args(tp)
         if name == "preference":
             tp.add_argument("--candidates-from", metavar="D1,D2,...",
                             help="add the answers in these datasets (joined on the normalized instruction + input) "
@@ -79,7 +75,7 @@ def cmd_run(args) -> int:
                              pool=args.pool, judge=args.judge, into=getattr(args, "into", None),
                              params=parse_kv(args.param, "--param"), filter=J.parse_filter(args.filter),
                              allow_self_judge=getattr(args, "allow_self_judge", False),
-                             batch=_batch_opts(args))
+                             batch=batch_opts(args))
         job = J.get_job(conn, job_id)
     finally:
         conn.close()
@@ -92,7 +88,16 @@ def cmd_run(args) -> int:
     return wait_for_job(resolve_db_path(getattr(args, "db", None)), cfg, job_id, quiet=args.quiet)
 
 
-def _batch_opts(args) -> dict | None:
+def add_batch_args(p) -> None:
+    """--batch / --batch-poll, the same for `run TASK` and `recipe run`."""
+    p.add_argument("--batch", action="store_true",
+                   help="send the requests through the endpoint's Batch API (files + batches: cheaper, up to "
+                        "24 h); a multi-step task takes one batch per step")
+    p.add_argument("--batch-poll", type=float, default=None, metavar="SECONDS",
+                   help="with --batch: first interval between status polls (default 30, backing off to 300)")
+
+
+def batch_opts(args) -> dict | None:
     from ..batch import POLL_SECONDS
     if not args.batch:
         if args.batch_poll is not None:
@@ -262,22 +267,28 @@ class RedactingFormatter(logging.Formatter):
 
 def _cancel_batch(args, conn, job: dict) -> int:
     """The job is cancelled in the store; a batch it had running at the provider is cancelled there too."""
+    print(f"job {args.id}: {job['status']}")
+    return cancel_at_provider(args, conn, job, sys.stdout)
+
+
+def cancel_at_provider(args, conn, job: dict, out) -> int:
+    """A batch job just cancelled in the store (`jobs cancel`, `recipe cancel`): its running batch is cancelled at
+    the provider too, saying so on `out`. 1 when the provider could not be told (the batch may still bill)."""
     import asyncio
     from ..batch import cancel_remote_batch
     from ..batch_state import note_remote_status, open_round
-    print(f"job {args.id}: {job['status']}")
-    rnd = open_round(conn, args.id)
+    rnd = open_round(conn, job["id"])
     if rnd is None or rnd["state"] != "submitted":
         return 0
     try:
         status = asyncio.run(cancel_remote_batch(load_cli_config(args), job, rnd["batch_id"]))
     except Exception as e:      # the store says cancelled either way: say plainly what still runs remotely
-        print(f"job {args.id}: could not cancel batch {rnd['batch_id']} at the provider: "
+        print(f"job {job['id']}: could not cancel batch {rnd['batch_id']} at the provider: "
               f"{E.redact(f'{type(e).__name__}: {e}', E.secrets(load_cli_config(args)))[:300]}; it may still run "
               "(and be billed); cancel it in the provider's console", file=sys.stderr)
         return 1
     note_remote_status(conn, rnd["id"], status)
-    print(f"job {args.id}: batch {rnd['batch_id']} at the provider: {status}")
+    print(f"job {job['id']}: batch {rnd['batch_id']} at the provider: {status}", file=out)
     return 0
 
 
@@ -314,11 +325,12 @@ def cmd_jobs(args) -> int:
     if not jobs:
         print("no jobs")
         return 0
-    print(f"{'id':>4} {'kind':<16} {'status':<10} {'total':>7} {'done':>7} {'failed':>6} {'items/s':>8} {'eta':>8}")
+    print(f"{'id':>4} {'kind':<16} {'status':<10} {'total':>7} {'done':>7} {'failed':>6} {'items/s':>8} {'eta':>8}  "
+          "batch")
     for j in jobs:
         status = "stale" if j["stale"] else j["status"]
         print(f"{j['id']:>4} {j['kind']:<16} {status:<10} {j['total']:>7} {j['done']:>7} {j['failed']:>6} "
-              f"{j['items_per_s']:>8.1f} {fmt_eta(j['eta_s']):>8}")
+              f"{j['items_per_s']:>8.1f} {fmt_eta(j['eta_s']):>8}  {batch_cell(j)}")
     stale = [j for j in jobs if j["stale"]]
     for j in stale:
         print(f"job {j['id']}: stale: its worker ({j['lease_owner'] or 'unknown'}) stopped renewing its lease "

@@ -9,7 +9,8 @@ from .. import recipes
 from ..store import resolve_db_path
 from .common import CliError, print_json
 from .common import load_cli_config, guard, open_cli_store
-from .jobs import report_line, summary_line
+from .jobs import add_batch_args, batch_opts, cancel_at_provider, report_line, summary_line
+from ..batch_state import round_cell
 
 
 def register(sub, common):
@@ -22,6 +23,7 @@ def register(sub, common):
     r.add_argument("--judge", help="judge endpoint for steps that name none")
     r.add_argument("--var", action="append", metavar="NAME=VALUE", help="set a recipe variable (repeat)")
     r.add_argument("--wait", action="store_true", help="run the steps here until the recipe ends")
+    add_batch_args(r)
     r.set_defaults(handler=guard(cmd_recipe_run))
     ls = rs.add_parser("list", parents=[common], help="shipped recipes and the recipes run in this store")
     ls.add_argument("--json", action="store_true")
@@ -53,7 +55,7 @@ def cmd_recipe_run(args) -> int:
     try:
         path = recipes.locate(args.recipe)
         rid = recipes.start(conn, path, _vars(args.var), cfg, endpoint=args.endpoint, pool=args.pool,
-                            judge=args.judge)
+                            judge=args.judge, batch=batch_opts(args))
         view = recipes.recipe_view(conn, rid)
     except recipes.RecipeError as e:
         raise CliError(str(e)) from None
@@ -102,13 +104,20 @@ def wait_for_recipe(db_path, cfg: dict, rid: int) -> int:
         conn.close()
 
 
-def cmd_recipe_list(args) -> int:
-    found = recipes.shipped()
+def _in_store(args, fn, *a):
+    """fn(conn, *a) on the CLI's store, closed after; a RecipeError is the command's one-line error."""
     conn = open_cli_store(args)
     try:
-        runs = recipes.list_recipes(conn)
+        return fn(conn, *a)
+    except recipes.RecipeError as e:
+        raise CliError(str(e)) from None
     finally:
         conn.close()
+
+
+def cmd_recipe_list(args) -> int:
+    found = recipes.shipped()
+    runs = _in_store(args, recipes.list_recipes)
     if args.json:
         print_json({"shipped": {k: str(v) for k, v in sorted(found.items())}, "runs": runs})
         return 0
@@ -124,13 +133,7 @@ def cmd_recipe_list(args) -> int:
 
 
 def cmd_recipe_show(args) -> int:
-    conn = open_cli_store(args)
-    try:
-        view = recipes.recipe_view(conn, args.id)
-    except recipes.RecipeError as e:
-        raise CliError(str(e)) from None
-    finally:
-        conn.close()
+    view = _in_store(args, recipes.recipe_view, args.id)
     if args.json:
         print_json(view)
         return 0
@@ -138,25 +141,28 @@ def cmd_recipe_show(args) -> int:
           + (f"; {view['error']}" if view["error"] else ""))
     for s in view["steps"]:
         job = f"job {s['job_id']}" if s["job_id"] else "not queued"
+        batch = f"; batch {round_cell(s['batch'])}" if "batch" in s else ""
         print(f"  {s['idx'] + 1}. {s['name']:<12} {s['task']:<14} {s['status']:<9} {s['done']}/{s['total']} done, "
-              f"{s['failed']} failed, {s['kept']} kept ({job})")
+              f"{s['failed']} failed, {s['kept']} kept ({job}{batch})")
     return 0
 
 
 def cmd_recipe_cancel(args) -> int:
-    conn = open_cli_store(args)
-    try:
-        out = recipes.cancel(conn, args.id)
-    except recipes.RecipeError as e:
-        raise CliError(str(e)) from None
-    finally:
-        conn.close()
+    out = _in_store(args, recipes.cancel, args.id)
     if args.json:
         print_json(out)
-        return 0
-    view = out["recipe"]
-    unstarted = [s for s in view["steps"] if not s["job_id"]]
-    print(f"recipe {view['id']} ({view['name']}) cancelled; "
-          + (f"jobs {', '.join(map(str, out['jobs']))} cancelled" if out["jobs"] else "no job was running")
-          + (f"; steps not started: {', '.join(s['name'] for s in unstarted)}" if unstarted else ""))
-    return 0
+    else:
+        view = out["recipe"]
+        unstarted = [s for s in view["steps"] if not s["job_id"]]
+        print(f"recipe {view['id']} ({view['name']}) cancelled; "
+              + (f"jobs {', '.join(map(str, out['jobs']))} cancelled" if out["jobs"] else "no job was running")
+              + (f"; steps not started: {', '.join(s['name'] for s in unstarted)}" if unstarted else ""))
+    # a batch step's running batch is cancelled at the provider too, as `jobs cancel` does (stderr with --json)
+    conn = open_cli_store(args)
+    try:
+        jobs = [J.get_job(conn, jid) for jid in out["jobs"]]
+        codes = [cancel_at_provider(args, conn, j, sys.stderr if args.json else sys.stdout)
+                 for j in jobs if j["params"].get("batch")]
+    finally:
+        conn.close()
+    return max(codes, default=0)
