@@ -109,6 +109,7 @@ def undo_run(conn: sqlite3.Connection, run: str) -> UndoResult:
     (`unwind_undo`) before it is reported, and a process that died midway is unwound by the next command's open
     (`recover`): the run is then exactly as before the undo, and `clean --undo` can be run again."""
     res = UndoResult(run)
+    recover(conn)       # an undo of this run that died midway (the TUI's open does not unwind it)
     with transaction(conn):
         running = conn.execute("SELECT pid FROM bulk_runs WHERE run = ?", (run,)).fetchone()
         if running:     # a keep, a shard import or an undo still writing it (a dead one's is undone by the next open)
