@@ -325,8 +325,15 @@ def mixed_store(tmp_path_factory):
 
 @pytest.fixture
 def mixed(mixed_store, db_path):
-    import shutil
-    shutil.copy(mixed_store, db_path)
+    import sqlite3
+    # SQLite's backup, not a file copy: the imports' background `index` processes may still be committing into
+    # the WAL, and a copy of the main file alone could miss rows
+    src, dst = sqlite3.connect(mixed_store), sqlite3.connect(db_path)
+    try:
+        src.backup(dst)
+    finally:
+        src.close()
+        dst.close()
     return db_path
 
 
