@@ -157,7 +157,7 @@ def decide_many(conn: sqlite3.Connection, ids: list[int], action: str, session: 
     return out
 
 
-DECIDE_CHUNK = 200     # samples decided per chunk (~20 ms quiet; 500 reached 0.33 s transactions under load); commits: workbench/short_tx.py
+DECIDE_CHUNK = 200     # samples decided per chunk (at 500: 0.33 s transactions under load); see short_tx.py
 
 
 def _id_list(ids: list[int], limit: int = 10) -> str:

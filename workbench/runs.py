@@ -142,7 +142,7 @@ def undo_run(conn: sqlite3.Connection, run: str) -> UndoResult:
     return res
 
 
-UNDO_CHUNK = 200       # decisions reverted per chunk (~20 ms quiet; 500 reached 0.4 s transactions under load); commits: workbench/short_tx.py
+UNDO_CHUNK = 200       # decisions reverted per chunk (at 500: 0.4 s transactions under load); see short_tx.py
 
 
 def _undo_chunk(conn, run, rows, undone, res: UndoResult, bulk: int, ranges: list) -> None:
