@@ -114,8 +114,8 @@ def undo_run(conn: sqlite3.Connection, run: str) -> UndoResult:
         running = conn.execute("SELECT pid FROM bulk_runs WHERE run = ?", (run,)).fetchone()
         if running:     # a keep, a shard import or an undo still writing it (a dead one's is undone by the next open)
             raise ValueError(f"{run} is still being written (process {running[0]}); undo it once it has finished")
-        if not conn.execute(f"SELECT 1 FROM decisions WHERE session = ? AND action IN ({','.join('?' * len(RUN_ACTIONS))})"
-                            " LIMIT 1", (run, *RUN_ACTIONS)).fetchone():
+        if not conn.execute("SELECT 1 FROM decisions WHERE session = ? AND action IN "
+                            f"({','.join('?' * len(RUN_ACTIONS))}) LIMIT 1", (run, *RUN_ACTIONS)).fetchone():
             raise KeyError(f"no curation run named {run!r} (see `workbench clean --runs`)")
         bulk = conn.execute("INSERT INTO bulk_runs (kind, run, pid, info, started_at) VALUES ('undo', ?, ?, ?, ?)",
                             (run, os.getpid(), json_text({"ranges": []}), now())).lastrowid
