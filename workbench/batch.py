@@ -394,7 +394,7 @@ class BatchJob:
         error = None if status == "completed" else f"batch {status}" + (_errors(b, self.clean) if status == "failed"
                                                                           else "")
         sent = await self.db(B.request_ids, r.conn, rnd["id"])
-        reading = FileReading(sent, self.clean)
+        reading = FileReading(sent, self.clean, reply_cap=self.client.ep.max_reply_bytes)
         # to disk first, then line by line, a chunk of replies into the store at a time: flat memory whatever
         # the size of the files (the directory goes with its files, also when this fails)
         with tempfile.TemporaryDirectory(prefix="workbench-batch-") as tmp:
