@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--task", default="generate")
     ap.add_argument("--output-mb", type=float, default=None, help="measure the worker's peak RSS at this output size")
-    ap.add_argument("--ref", default="a7b9b4f", help="with --output-mb: the git revision to compare with")
+    ap.add_argument("--ref", default="a7b9b4f", help="with --output-mb: the git revision to compare with ('': none)")
     ap.add_argument("--dir", default=None, help="with --output-mb: where the stores go (default: a temp dir)")
     args = ap.parse_args(argv)
     if args.output_mb is not None:
@@ -123,9 +123,10 @@ def memory(args) -> int:
     base.mkdir(parents=True, exist_ok=True)
     ref_src = base / "ref-src"
     ref_src.mkdir(exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.ref, "workbench"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(ref_src)], input=archive, check=True)
+    if args.ref:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.ref, "workbench"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(ref_src)], input=archive, check=True)
     filler = "The tide comes in twice a day. " * 4
 
     def run(name: str, src: Path, mb: float) -> tuple[int, float, int]:
@@ -156,14 +157,15 @@ def memory(args) -> int:
     try:
         small, _, _ = run("this code, 1/8", ROOT, args.output_mb / 8)
         big, t_big, _ = run("this code", ROOT, args.output_mb)
-        ref, t_ref, _ = run(f"ref {args.ref}", ref_src, args.output_mb)
+        ref, t_ref, _ = run(f"ref {args.ref}", ref_src, args.output_mb) if args.ref else (None, None, None)
     finally:
         shutil.rmtree(ref_src, ignore_errors=True)
         if not args.dir:
             shutil.rmtree(base, ignore_errors=True)
     print(f"ratio peak RSS, this code at {args.output_mb:g} MB / at 1/8 of it (flat = 1): {big / small:.2f}")
-    print(f"ratio peak RSS, this code / {args.ref} at {args.output_mb:g} MB: {big / ref:.2f}")
-    print(f"ratio wall time, this code / {args.ref}: {t_big / t_ref:.2f}")
+    if ref:
+        print(f"ratio peak RSS, this code / {args.ref} at {args.output_mb:g} MB: {big / ref:.2f}")
+        print(f"ratio wall time, this code / {args.ref}: {t_big / t_ref:.2f}")
     return 0
 
 
