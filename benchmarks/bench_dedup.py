@@ -14,7 +14,11 @@ least `threshold` similar to its original (the generator makes fewer edits until
 group (an original and its copies).
 
 The dedup itself runs in a child process, so its peak RSS (ru_maxrss) is the dedup's alone: the store is read
-row by row; the generator and the truth stay in this process.
+row by row; the generator and the truth stay in this process. Its CPU seconds (the child's and its worker
+processes' user+system) are printed too: on a loaded machine they compare runs better than wall time.
+
+    --reference-python /work/main/.venv/bin/python   # also run another checkout's code on the same store
+    --store-dir /tmp/x                                # keep the synthetic stores there and reuse them
 """
 from __future__ import annotations
 
@@ -32,7 +36,8 @@ from array import array
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# a reference run (--reference-python) imports the other checkout's code: its root comes first on the path
+sys.path.insert(0, os.environ.get("BENCH_CODE_ROOT") or str(ROOT))
 
 from rapidfuzz.distance import Indel  # noqa: E402
 
@@ -260,24 +265,35 @@ def child(db: str, fields: str, threshold: float, out: str, workers: int | None)
     fields = dedup.parse_fields(fields)
     read_s = plain_read(conn, fields)
     stats = dedup.Stats()
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), os.times()
     clusters = dedup.find_clusters(conn, fields=fields, threshold=threshold, stats=stats, workers=workers)
-    seconds = time.perf_counter() - t0
+    seconds, c1 = time.perf_counter() - t0, os.times()
+    cpu = sum(c1[:4]) - sum(c0[:4])       # user+system of this process and of the workers it waited for
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     child_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024   # the largest worker process
     with open(out, "w") as f:
-        json.dump({"seconds": seconds, "read_seconds": read_s, "rss_mb": rss_mb, "worker_rss_mb": child_mb,
+        json.dump({"seconds": seconds, "cpu_seconds": cpu, "read_seconds": read_s, "rss_mb": rss_mb,
+                   "worker_rss_mb": child_mb,
                    "clusters": clusters,
                    "stats": {"rows": stats.rows, "exact_rows": stats.exact_rows, "compared": stats.compared,
                              "filtered": stats.filtered, "passes": stats.passes, "cpu": stats.seconds}}, f)
 
 
-def run_child(db: Path, fields: str, threshold: float, workers: int | None = None) -> dict:
+def run_child(db: Path, fields: str, threshold: float, workers: int | None = None,
+              python: str | None = None) -> dict:
+    """The dedup in a fresh process: this checkout's code, or (python: another checkout's interpreter, e.g.
+    /work/main/.venv/bin/python) that checkout's, run from its root so its worker processes import it too."""
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as f:
         out = f.name
+    env, cwd = None, None
+    if python:
+        cwd = str(Path(python).resolve().parent.parent.parent) if Path(python).parent.parent.name == ".venv" else None
+        if cwd is None:
+            raise SystemExit(f"--reference-python {python}: expected a checkout's .venv/bin/python")
+        env = {**os.environ, "BENCH_CODE_ROOT": cwd}
     try:
-        subprocess.run([sys.executable, __file__, "--child", str(db), fields, str(threshold), out,
-                        str(workers or 0)], check=True)
+        subprocess.run([python or sys.executable, str(Path(__file__).resolve()), "--child", str(db), fields,
+                        str(threshold), out, str(workers or 0)], check=True, env=env, cwd=cwd)
         with open(out) as f:
             return json.load(f)
     finally:
@@ -285,35 +301,69 @@ def run_child(db: Path, fields: str, threshold: float, workers: int | None = Non
 
 
 TARGET_ROWS, TARGET_SECONDS = 1_000_000, 20.0     # issue 15: dedup of 1M rows <= 20 s, P and R >= 0.99
+TARGET_KB_PER_ROW = 0.5    # peak RSS of the dedup's process per row in scope (0.88 at 1M before dedup-mem)
 
 
-def bench_synthetic(n: int, threshold: float, workdir: Path, workers: list[int | None]) -> None:
-    db = workdir / f"synthetic-{n}.db"
-    if db.exists():
-        db.unlink()
+def _store(n: int, threshold: float, workdir: Path, keep: Path | None) -> tuple[Path, list[list[int]], str]:
+    """The synthetic store of n rows and its planted groups: built in workdir, or kept in (and reused from)
+    `keep` with the groups beside it."""
+    if keep is not None:
+        db, truth_file = keep / f"synthetic-{n}-t{threshold}.db", keep / f"synthetic-{n}-t{threshold}.truth.json"
+        if db.exists() and truth_file.exists():
+            return db, json.loads(truth_file.read_text()), f"reused {db}"
+    else:
+        db = workdir / f"synthetic-{n}.db"
+    for f in db.parent.glob(db.name + "*"):
+        f.unlink()
     t0 = time.perf_counter()
     truth, kinds = build_store(db, n, threshold=threshold)
-    built = time.perf_counter() - t0
-    print(f"synthetic {n:>9,} rows (built in {built:.0f} s; {', '.join(f'{k} {v:,}' for k, v in sorted(kinds.items()))})")
+    note = f"built in {time.perf_counter() - t0:.0f} s; {', '.join(f'{k} {v:,}' for k, v in sorted(kinds.items()))}"
+    if keep is not None:
+        truth_file.write_text(json.dumps(truth))
+    return db, truth, note
+
+
+def _report(label: str, res: dict, truth: list[list[int]], n: int) -> tuple[float, float]:
+    p, r, fp, tp = pair_scores(res["clusters"], truth)
+    secs, ref = res["seconds"], res["read_seconds"]
+    kb = res["rss_mb"] * 1024 / n
+    print(f"  {label}: fields {','.join(FIELDS)}: {secs:.1f} s = {secs / ref:.1f}x a plain read of the same rows "
+          f"({ref:.1f} s, same process); CPU {res.get('cpu_seconds', float('nan')):.1f} s (with its workers); "
+          f"peak RSS {res['rss_mb']:.0f} MB = {kb:.2f} KB/row (+ worker {res['worker_rss_mb']:.0f} MB)")
+    print(f"    precision {p:.4f}, recall {r:.4f} ({tp:,} planted pairs, {fp:,} found), "
+          f"{len(res['clusters']):,} clusters, {res['stats']['compared']:,} pairs compared "
+          f"{res['stats']['passes']} after {res['stats']['filtered']:,} ruled out by character counts")
+    return p, r
+
+
+def bench_synthetic(n: int, threshold: float, workdir: Path, workers: list[int | None],
+                    reference: str | None = None, keep: Path | None = None) -> None:
+    db, truth, note = _store(n, threshold, workdir, keep)
+    print(f"synthetic {n:>9,} rows ({note})")
     for w in workers:
         res = run_child(db, ",".join(FIELDS), threshold, w)
-        p, r, fp, tp = pair_scores(res["clusters"], truth)
-        secs, ref = res["seconds"], res["read_seconds"]
-        print(f"  workers {w or 'auto'}: fields {','.join(FIELDS)}  threshold {threshold}: {secs:.1f} s = "
-              f"{secs / ref:.1f}x a plain read of the same rows ({ref:.1f} s, same process), "
-              f"peak RSS {res['rss_mb']:.0f} MB (+ worker {res['worker_rss_mb']:.0f} MB)")
-        print(f"    precision {p:.4f}, recall {r:.4f} ({tp:,} planted pairs, {fp:,} found), "
-              f"{len(res['clusters']):,} clusters, {res['stats']['compared']:,} pairs compared "
-              f"{res['stats']['passes']} after {res['stats']['filtered']:,} ruled out by character counts")
+        p, r = _report(f"workers {w or 'auto'}", res, truth, n)
+        secs, kb = res["seconds"], res["rss_mb"] * 1024 / n
+        if reference:
+            ref = run_child(db, ",".join(FIELDS), threshold, w, python=reference)
+            _report(f"reference ({reference})", ref, truth, n)
+            same = "identical clusters" if ref["clusters"] == res["clusters"] else "DIFFERENT clusters"
+            print(f"    this code / reference: time {secs / ref['seconds']:.2f}x, CPU "
+                  f"{res['cpu_seconds'] / ref['cpu_seconds']:.2f}x, peak RSS {res['rss_mb'] / ref['rss_mb']:.2f}x; "
+                  f"{same}")
         if n == TARGET_ROWS:
             ok = secs <= TARGET_SECONDS and p >= 0.99 and r >= 0.99
             print(f"    target: {TARGET_ROWS:,} rows in <= {TARGET_SECONDS:.0f} s with P and R >= 0.99: "
                   f"{'met' if ok else 'NOT met'} ({secs:.1f} s, P {p:.4f}, R {r:.4f}; wall time on shared cores)")
+        if n >= TARGET_ROWS:     # below, the interpreter and its libraries (~80 MB) dominate the figure
+            print(f"    target: peak RSS <= {TARGET_KB_PER_ROW} KB/row: {'met' if kb <= TARGET_KB_PER_ROW else 'NOT met'} "
+                  f"({kb:.2f} KB/row, {res['rss_mb']:.0f} MB for {n:,} rows)")
         cpu = res["stats"]["cpu"]
         print(f"    CPU seconds of this process by phase: {', '.join(f'{k} {v:.1f}' for k, v in cpu.items())} "
               f"(total {sum(cpu.values()):.1f}; the workers' CPU is not in here)")
-    for f in workdir.glob(db.name + "*"):
-        f.unlink()
+    if keep is None:
+        for f in workdir.glob(db.name + "*"):
+            f.unlink()
 
 
 REAL = [
@@ -370,11 +420,16 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="*", default=[0],
                     help="worker processes to measure with, one run each (0: the default choice)")
     ap.add_argument("--workdir", default=None, help="where the temporary stores go (default: a temp dir)")
+    ap.add_argument("--store-dir", default=None, help="keep the synthetic stores here and reuse them")
+    ap.add_argument("--reference-python", default=None,
+                    help="also run the dedup with another checkout's interpreter and code (e.g. "
+                         "/work/main/.venv/bin/python) on the same store, and print the ratios")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         work = Path(tmp)
         for n in args.rows:
-            bench_synthetic(n, args.threshold, work, [w or None for w in args.workers])
+            bench_synthetic(n, args.threshold, work, [w or None for w in args.workers], args.reference_python,
+                            Path(args.store_dir) if args.store_dir else None)
         if not args.no_real:
             bench_real(args.threshold, work)
 

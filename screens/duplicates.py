@@ -2,11 +2,16 @@
 
 The keeper starts as keep-best (the highest score on dedup.ranking_rubric, else the earliest sample); move the cursor and press
 space to keep another. `x` rejects every other member in one undoable run (decisions action 'dedup'), `a` keeps
-them all, `u` undoes this screen's last rejection. Clusters are found on the store runner thread (the same
-dedup.find_clusters as `workbench dedup`); members are read one cluster at a time.
+them all, `u` undoes this screen's last rejection. Clusters are found by the same dedup.find_clusters as
+`workbench dedup`, on a thread and connection of their own (dedup.find_clusters_at): a scan of a big store takes
+a while, and on the store runner every other read of the app would queue behind it. The status line shows its
+progress; a new scan (threshold, fields, rescan) or leaving the screen stops it. Members are read one cluster
+at a time on the runner.
 """
 from __future__ import annotations
 
+import asyncio
+import threading
 from functools import partial
 
 from rich.text import Text
@@ -24,10 +29,18 @@ from workbench.samples import get_sample
 
 THRESHOLD_STEP = 0.05
 PANE_LIMIT = 3000
+PROGRESS_EVERY_S = 0.25
+PHASES = {"start": "starting", "read": "reading rows", "compare": "comparing", "verify": "verifying responses"}
 
 
-def load_clusters(conn, dataset: str | None, fields: tuple[str, ...], threshold: float) -> list[list[int]]:
-    return dedup.find_clusters(conn, [dataset] if dataset else None, fields, threshold)
+def progress_text(phase: str, done: int, total: int) -> str:
+    if phase == "read":
+        return f"reading rows: {done:,}"
+    if phase == "compare":
+        return f"comparing: pass {done + 1} of {total}"
+    if phase == "verify":
+        return f"verifying responses: {done:,} of {total:,} pairs"
+    return PHASES.get(phase, phase)
 
 
 def load_cluster(conn, ids: list[int], fields: tuple[str, ...]) -> dedup.Cluster | None:
@@ -94,6 +107,9 @@ class DuplicatesScreen(Screen):
         self.runs: list[tuple[str, int]] = []     # (run id, cluster index) applied here, for undo
         self.loaded = False
         self.busy = False
+        self.scanning = False
+        self._scan_stop: threading.Event | None = None
+        self._progress: tuple[str, int, int] | None = None   # the scan thread's latest, shown by a timer
 
     def compose(self) -> ComposeResult:
         self.runner = self.app.store_runner()
@@ -113,7 +129,12 @@ class DuplicatesScreen(Screen):
         self.run_worker(self.rescan, group="dup-scan", exclusive=True)
 
     def on_unmount(self) -> None:
+        self._stop_scan()
         self.runner.close()
+
+    def _stop_scan(self) -> None:
+        if self._scan_stop is not None:
+            self._scan_stop.set()
 
     # --- loading ----------------------------------------------------------------------------------------------
 
@@ -121,17 +142,43 @@ class DuplicatesScreen(Screen):
         self.busy = True
         if self.fields is None:
             self.fields = await self.runner.run(dedup.fields_for, [self.dataset] if self.dataset else None)
-        self._status(f"finding clusters (fields {','.join(self.fields)}, threshold {self.threshold:.2f})…")
+        label = f"finding clusters (fields {','.join(self.fields)}, threshold {self.threshold:.2f})"
+        self._status(label + "…")
+        self._stop_scan()                      # a scan still running for the old settings
+        stop = self._scan_stop = threading.Event()
+        self._progress = None
+        timer = self.set_interval(PROGRESS_EVERY_S, partial(self._show_progress, label, stop))
+        self.scanning = True
         try:
-            self.clusters = await self.runner.run(load_clusters, self.dataset, self.fields, self.threshold)
+            clusters = await asyncio.to_thread(dedup.find_clusters_at, self.app.db_path,
+                                               [self.dataset] if self.dataset else None, self.fields, self.threshold,
+                                               stop, self._note_progress)
+        except asyncio.CancelledError:         # superseded by a new scan, or the screen is going away
+            stop.set()
+            raise
+        except dedup.Cancelled:
+            return
         except Exception as e:   # an unknown dataset, a locked store: say so, keep the screen
             self._message(f"cannot find clusters: {e}", error=True)
             self.busy = False
             return
+        finally:
+            timer.stop()
+            if self._scan_stop is stop:
+                self.scanning = False
+        self.clusters = clusters
         self.index = min(self.index, max(len(self.clusters) - 1, 0)) if keep_index else 0
         self.loaded = True
         await self.show_cluster()
         self.busy = False
+
+    def _note_progress(self, phase: str, done: int, total: int) -> None:
+        """On the scan's thread: only remember it (the timer draws it on the event loop)."""
+        self._progress = (phase, done, total)
+
+    def _show_progress(self, label: str, stop: threading.Event) -> None:
+        if self._progress is not None and not stop.is_set():
+            self._status(f"{label}: {progress_text(*self._progress)}… (esc stops)")
 
     async def show_cluster(self) -> None:
         table = self.query_one("#members", DataTable)

@@ -21,26 +21,30 @@ reaches the threshold; ~90 % of the pairs at 1M rows). Rows are read and turned 
 text, sort keys, counts, a BLAKE2b hash) a block at a time, in up to 2 worker processes for big scans
 (dedup_scan.py).
 
-Memory: the core keeps one normalized prompt string per row plus short response heads and tails (it never holds
-rows as dicts), two 64-byte sort keys and 32 bytes of counts per row; full responses are re-read from the store
-only for pairs whose prompts already matched.
+Memory: per row the core keeps its text (the normalized prompt, then short response heads and tails) as UTF-8
+in one buffer, two 64-byte sort keys, 32 bytes of counts and a few integers in numpy arrays (no Python object per
+row); texts past near_dup.TEXT_MEMORY_BYTES go to a temporary file beside the store, read back (pread) only for
+the pairs compared. Full responses are re-read from the store only for pairs whose prompts already matched.
+About 0.4 KB per row at 1M rows (it was 0.9 KB with a Python string per row).
 """
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from collections import Counter
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 from rapidfuzz.distance import Indel
 
-from . import scores
-from .dedup_scan import fetch_extras, row_texts, scan_signatures
+from . import busy, scores
+from .dedup_scan import db_path, fetch_extras, row_texts, scan_signatures
 from .near_dup import (ANCHOR_MIN_WORDS, CHUNK, DEFAULT_THRESHOLD, GATE, KEY_BYTES,  # noqa: F401
                        SNIPPET, VERIFY_BATCH, WINDOW, WORKERS, Stats, match_text, near_duplicate_groups,
                        near_duplicate_sigs)
 from .runs import log_status_changes, new_run   # the undoable run log, shared with the filters
-from .store import STATUSES, transaction
+from .store import STATUSES, open_store, transaction
 
 MATCH_FIELDS = ("instruction", "input", "response")
 DEFAULT_FIELDS = ("instruction", "input")
@@ -117,11 +121,14 @@ def dataset_ids(conn: sqlite3.Connection, names: Iterable[str] | None) -> list[i
 def find_clusters(conn: sqlite3.Connection, datasets: Iterable[str] | None = None,
                   fields: tuple[str, ...] = DEFAULT_FIELDS, threshold: float = DEFAULT_THRESHOLD,
                   statuses: Iterable[str] = ACTIVE, ids: Iterable[int] | None = None,
-                  stats: Stats | None = None, workers: int | None = None) -> list[list[int]]:
+                  stats: Stats | None = None, workers: int | None = None,
+                  progress: Callable[[str, int, int], None] | None = None) -> list[list[int]]:
     """Clusters of sample ids (each sorted, the list sorted by first id) among the rows in scope.
 
     Scope: the named datasets (all if None), rows with one of `statuses`, and if `ids` is given only those ids.
     `workers`: processes that read and sign the rows (None: up to 2 for big scans, see dedup_scan).
+    `progress(phase, done, total)`: see near_dup.near_duplicate_sigs; what it raises stops the scan (its worker
+    processes are ended before this returns).
     """
     where, params = scope_where(dataset_ids(conn, datasets), statuses)
     # with responses compared, full responses are read back from the store only for candidate pairs
@@ -129,11 +136,39 @@ def find_clusters(conn: sqlite3.Connection, datasets: Iterable[str] | None = Non
     # one sequential scan: a big page cache would only add its size to the peak memory
     cache = conn.execute("PRAGMA cache_size").fetchone()[0]
     conn.execute(f"PRAGMA cache_size = {SCAN_CACHE_KIB}")
+    sigs = None
     try:
         sigs = scan_signatures(conn, where, params, fields, None if ids is None else set(ids), workers)
-        return near_duplicate_sigs(sigs, threshold, fetch_extra=fetch, stats=stats)
+        path = db_path(conn)    # texts past near_dup.TEXT_MEMORY_BYTES go beside the store (/tmp may be RAM)
+        return near_duplicate_sigs(sigs, threshold, fetch_extra=fetch, stats=stats, progress=progress,
+                                   spill_dir=os.path.dirname(os.path.abspath(path)) if path else None)
     finally:
+        if sigs is not None:
+            sigs.close()       # a scan stopped early: end its worker processes now, not when collected
         conn.execute(f"PRAGMA cache_size = {int(cache)}")
+
+
+class Cancelled(Exception):
+    """A scan stopped because its caller asked (find_clusters_at's `stop`)."""
+
+
+def find_clusters_at(store_path, datasets: Iterable[str] | None, fields: tuple[str, ...], threshold: float,
+                     stop=None, progress: Callable[[str, int, int], None] | None = None) -> list[list[int]]:
+    """find_clusters on a connection of its own, for a thread of its own (the Duplicates screen: the app's store
+    runner stays free for the screen's other reads). `stop` (a threading.Event) set: Cancelled is raised at the
+    next progress point."""
+    def report(phase: str, done: int, total: int) -> None:
+        if stop is not None and stop.is_set():
+            raise Cancelled()
+        if progress is not None:
+            progress(phase, done, total)
+
+    conn = open_store(store_path)
+    try:
+        report("start", 0, 0)
+        return find_clusters(conn, datasets, fields, threshold, progress=report)
+    finally:
+        conn.close()
 
 
 # --- clusters for people: members, the keeper, applying keep-best -------------------------------------------
@@ -232,27 +267,54 @@ class ApplyResult:
     kept_accepted: int = 0       # non-keepers a curator had accepted: left as they are
 
 
+APPLY_ROWS = 500        # rows looked up and changed per statement batch (a waiting writer is noticed between them)
+APPLY_TX_S = 0.25       # a write transaction of keep-best is committed after this long, or at once when a writer
+                        # waits (each commit rewrites every page it touched: committing more often costs time)
+
+
 def reject_duplicates(conn: sqlite3.Connection, plan: list[tuple[int, int]], kind: str = "dedup",
-                      run: str | None = None) -> tuple[str | None, int, int]:
+                      run: str | None = None, tx_seconds: list[float] | None = None) -> tuple[str | None, int, int]:
     """Reject each (sample, keeper) pair's sample, logging a 'dedup' decision per row in one run (undoable with
     clean.undo_run). Rows already rejected are left alone, as are rows a curator accepted. Returns
-    (run id or None if nothing changed, rejected, left because accepted)."""
+    (run id or None if nothing changed, rejected, left because accepted).
+
+    The rows go in id order in short write transactions (each at most about APPLY_TX_S, ended at once when another
+    writer waits for the lock, which then goes first: busy.py), so a curator's decision or a worker never waits
+    long behind a big keep-best. Each row's status is read inside the transaction that changes it. If the process
+    dies midway, the rows committed so far are the run's (undoable as the same run); running it again rejects
+    the rest. `tx_seconds` (if given) gets each transaction's length."""
     rejected = accepted = 0
-    with transaction(conn):
-        changes = []
-        for sid, keeper in plan:
-            row = conn.execute("SELECT status FROM samples WHERE id = ?", (sid,)).fetchone()
-            if row is None or row[0] == "rejected":
-                continue
-            if row[0] == "accepted":
-                accepted += 1
-                continue
-            changes.append((sid, row[0], f"duplicate of #{keeper}"))
-        if not changes:
-            return None, 0, accepted
-        run = run or new_run(conn, kind)
-        rejected = log_status_changes(conn, run, "dedup", changes, "rejected")
-    return run, rejected, accepted
+    todo = sorted(plan)
+    wait = busy.wait_file(conn)
+    i = 0
+    while i < len(todo):
+        waiting = False
+        with transaction(conn):
+            began, began_ns = time.perf_counter(), time.time_ns()
+            while i < len(todo):
+                chunk, i = todo[i:i + APPLY_ROWS], i + APPLY_ROWS
+                status = dict(conn.execute(f"SELECT id, status FROM samples WHERE id IN ({','.join('?' * len(chunk))})",
+                                           [sid for sid, _ in chunk]))
+                changes = []
+                for sid, keeper in chunk:
+                    st = status.get(sid)
+                    if st is None or st == "rejected":
+                        continue
+                    if st == "accepted":
+                        accepted += 1
+                        continue
+                    changes.append((sid, st, f"duplicate of #{keeper}"))
+                if changes:
+                    run = run or new_run(conn, kind)
+                    rejected += log_status_changes(conn, run, "dedup", changes, "rejected")
+                waiting = busy.someone_waiting(wait, began_ns)
+                if waiting or time.perf_counter() - began >= APPLY_TX_S:
+                    break
+        if tx_seconds is not None:
+            tx_seconds.append(time.perf_counter() - began)
+        if waiting:
+            busy.yield_to_waiters()
+    return (run if rejected else None), rejected, accepted
 
 
 @dataclass

@@ -110,7 +110,7 @@ def fetch_extras(conn: sqlite3.Connection, ids: list[int], fields: tuple[str, ..
     return out
 
 
-def _db_path(conn: sqlite3.Connection) -> str | None:
+def db_path(conn: sqlite3.Connection) -> str | None:
     for _, name, path in conn.execute("PRAGMA database_list"):
         if name == "main":
             return path or None
@@ -125,7 +125,7 @@ def scan_signatures(conn: sqlite3.Connection, where: str, params: list, fields: 
     lo, hi = (conn.execute(f"SELECT id FROM samples WHERE {where} ORDER BY id {d} LIMIT 1", params).fetchone()
               for d in ("ASC", "DESC"))
     lo, hi = (lo[0], hi[0]) if lo else (None, None)
-    path = _db_path(conn)
+    path = db_path(conn)
     if workers is None:
         workers = min(POOL_WORKERS, os.cpu_count() or 1) if lo is not None and hi - lo >= POOL_MIN_ROWS else 1
     if workers > 1 and lo is not None and path and wanted is None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 
-from . import __version__, provenance, safe_output
+from . import __version__, provenance, safe_output, snapshot_write
 from .export_shapes import parquet_fields
 from .exporter import ExportFailed, ExportResult, describe_counts, parse_statuses, select
 from .fileperms import DIR_MODE, FILE_MODE
@@ -116,10 +116,13 @@ def export_shards(conn: sqlite3.Connection, out_dir, shard_rows: int, dataset=No
     by_status: Counter = Counter()
     by_dataset: Counter = Counter()
     ids, hashes = array("q"), array("q")
+    lineage = provenance.Rows()     # collected in the data pass: the rows are not read again for the manifest
     created = _make_parents(d.parent)
     tmp = Path(tempfile.mkdtemp(prefix=safe_output.TEMP_PREFIX, dir=d.parent))
     shards: list[dict] = []
+    snap = None
     try:
+        snap = snapshot_write.reserve(conn, tmp)
         try:
             shard: _Shard | None = None
             batch: list[tuple] = []
@@ -135,10 +138,11 @@ def export_shards(conn: sqlite3.Connection, out_dir, shard_rows: int, dataset=No
             for r in _rows(conn, sel.where, sel.params, with_ids):
                 if shard is None:
                     shard = _Shard(tmp / SHARD_NAME.format(len(shards)), schema)
-                sid, chash, status, ds = r[width:]
+                sid, chash, status, ds, import_id, parent_id, job_id = r[width:]
                 batch.append(r)
                 ids.append(sid)
                 hashes.append(chash)
+                lineage.add(sid, ds, import_id, parent_id, job_id)
                 by_status[status] += 1
                 by_dataset[names.get(ds, str(ds))] += 1
                 if len(batch) >= BATCH or shard.rows + len(batch) >= shard_rows:
@@ -154,8 +158,8 @@ def export_shards(conn: sqlite3.Connection, out_dir, shard_rows: int, dataset=No
         if not ids:
             raise ExportFailed("no rows to export: " + describe_counts(counts), counts)
         counts.update(rows=len(ids), by_status=dict(by_status), by_dataset=dict(by_dataset))
-        provenance.load_ids(conn, ids)
-        prov = provenance.export_provenance(conn)
+        provenance.load_ids(conn, ids, lineage)
+        prov = provenance.export_provenance(conn, lineage)
         # the set's digest: sha256 over "sha256  name" lines (a SHA256SUMS file of the shards, in order)
         digest = hashlib.sha256("".join(f"{s['sha256']}  {s['file']}\n" for s in shards).encode()).hexdigest()
         manifest = {"file": str(d), "format": "parquet", "layout": "shards", "shard_rows": shard_rows,
@@ -164,9 +168,12 @@ def export_shards(conn: sqlite3.Connection, out_dir, shard_rows: int, dataset=No
                     "columns": columns, "schema": {f.name: str(f.type) for f in schema}, "with_ids": with_ids,
                     "licenses": prov["licenses"], "provenance": prov, "workbench_version": __version__,
                     "manifest_name": MANIFEST}
-        snap = _commit(conn, d, tmp, manifest, ids, hashes, name)
+        snapshot_write.write_items(conn, snap, ids, hashes)     # short transactions, before the snapshot exists
+        _commit(conn, d, tmp, manifest, snap, name)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if snap is not None:
+            snapshot_write.abandon(conn, snap)
         for p in reversed(created):
             try:
                 p.rmdir()
@@ -187,16 +194,18 @@ _SELECT_COLUMNS = {"output": "response", "messages": "CASE WHEN messages = '[]' 
 
 
 def _rows(conn, where: str, params: tuple, with_ids: bool, batch: int = 2000):
-    """Tuples: the shard's columns, then id, content_hash, status, dataset_id; in id order, keyset-paginated."""
+    """Tuples: the shard's columns, then id, content_hash, status, dataset_id, import_id, parent_id, job_id; in id
+    order, keyset-paginated."""
     cols = ", ".join(_SELECT_COLUMNS.get(c, c) for c in parquet_fields(with_ids))
     last = 0
     while True:
-        rows = conn.execute(f"SELECT {cols}, id, content_hash, status, dataset_id FROM samples "
+        rows = conn.execute(f"SELECT {cols}, id, content_hash, status, dataset_id, import_id, parent_id, job_id "
+                            f"FROM samples "
                             f"WHERE ({where}) AND id > ? ORDER BY id LIMIT ?", (*params, last, batch)).fetchall()
         if not rows:
             return
         yield from rows
-        last = rows[-1][-4]
+        last = rows[-1][-7]
 
 
 def _make_parents(d: Path) -> list[Path]:
@@ -212,19 +221,14 @@ def _make_parents(d: Path) -> list[Path]:
     return missing
 
 
-def _commit(conn, d: Path, tmp: Path, manifest: dict, ids, hashes, name) -> int:
-    """Record the snapshot and rename the finished set into place, in one transaction."""
+def _commit(conn, d: Path, tmp: Path, manifest: dict, snap: int, name) -> None:
+    """Publish the snapshot (its items are written) and rename the finished set into place: one short
+    transaction."""
     with transaction(conn):
-        snap = conn.execute(
-            "INSERT INTO snapshots (name, file, format, filters, counts, sha256, manifest, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, manifest["file"], "parquet", orjson.dumps(manifest["filters"]).decode(),
-             orjson.dumps(manifest["counts"]).decode(), manifest["sha256"], "", manifest["created_at"])).lastrowid
+        snapshot_write.publish(conn, snap, name, manifest)
         manifest["snapshot_id"] = snap
         text = orjson.dumps(manifest, option=orjson.OPT_INDENT_2).decode()
         conn.execute("UPDATE snapshots SET manifest = ? WHERE id = ?", (text, snap))
-        conn.executemany("INSERT INTO snapshot_items (snapshot_id, sample_id, content_hash) VALUES (?, ?, ?)",
-                         ((snap, i, h) for i, h in zip(ids, hashes)))
         try:
             fd = os.open(tmp / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             with os.fdopen(fd, "wb") as f:
@@ -235,7 +239,6 @@ def _commit(conn, d: Path, tmp: Path, manifest: dict, ids, hashes, name) -> int:
             _swap_in(d, tmp)
         except OSError as e:
             raise ExportFailed(f"cannot put the shards in place: {safe_output.describe_error(d, e)}") from None
-    return snap
 
 
 def _dir_mode(d: Path) -> int:

@@ -9,12 +9,16 @@ Targets:
   - / a pipe      written in place (no manifest file: the manifest is kept with the snapshot in the store)
 Nothing is replaced without `force` and the store never (safe_output). The data and every file beside it are written
 to temp files and renamed into place only once all are complete and the snapshot is recorded in the same
-transaction: a failure leaves the old files, no snapshot and the store as it was.
+transaction: a failure leaves the old files, no snapshot and the store as it was. The snapshot's items are written
+before that transaction, in short ones (workbench/snapshot_write.py), so other writers never wait long behind an
+export. The selected rows are read from the store once (export_shapes.profile_and_spool): what provenance needs of
+them is collected as they are written (provenance.Rows).
 """
 from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -22,13 +26,12 @@ from pathlib import Path
 
 import orjson
 
-from . import __version__, export_sidecars as sidecars, provenance, safe_output
+from . import __version__, export_sidecars as sidecars, provenance, safe_output, snapshot_write
 from .export_shapes import (CONVERSATIONAL_CHOICE, EXPORT_FORMATS, NATIVE, SKIP_REASONS, make_shaper,
-                            parquet_fields, profile)
+                            parquet_fields, profile_and_spool, spooled)
 from .filters import FilterError, check_scores, filter_sql
 from .origin_tags import origin_kind, tag as tag_origin
 from .safe_output import OutputError
-from .samples import iter_samples
 from .store import STATUSES, dataset_id, now, transaction
 
 __all__ = ["CONVERSATIONAL_CHOICE", "EXPORT_FORMATS", "ExportFailed", "ExportResult", "describe_counts", "export",
@@ -236,84 +239,114 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
     sel = select(conn, dataset, parse_statuses(status, fmt), min_score, max_score, task_type, selection,
                  include_stale)
     lay = plan_layout(conn, out_path, fmt, force)
-    prof = profile(conn, sel.where, sel.params, with_meta=fmt in NATIVE)
-    if origin_tags is not None:
-        prof.has_system = True           # every row gets a tag in its system prompt
-    tagged: Counter = Counter()
-    counts = {"rows": 0, **sel.counts, "skipped_by_reason": {}, "skipped": 0, "skipped_no_rejected": 0,
-              "by_status": {}, "by_dataset": {}}
-    if prof.rows == 0:
-        raise ExportFailed("no rows to export: " + describe_counts(counts), counts)
-
-    shaper = make_shaper(fmt, prof, conversational)
-    ids, hashes = array("q"), array("q")  # 16 bytes a row: a million-row export stays small
-    skipped: Counter = Counter()
-    balance = {d: Counter() for d in BALANCE_DIMS}
-    templates: Counter = Counter()
-    names = dict(conn.execute("SELECT id, name FROM datasets"))
-    columns: list = parquet_fields(with_ids) if fmt == "parquet" else []
-
-    def rows():
-        for s in iter_samples(conn, sel.where, sel.params):
-            if origin_tags is not None:
-                tagged[origin_kind(s)] += 1
-                s = tag_origin(s, origin_tags)
-            row = shaper(s)
-            if isinstance(row, str):
-                skipped[row] += 1
-                continue
-            if with_ids:
-                row["sample_id"] = s["id"]
-            if not columns:
-                columns.extend(row)
-            elif fmt != "parquet" and list(row) != columns:   # one shape per file: a bug if it ever fires
-                raise AssertionError(f"sample {s['id']}: columns {list(row)} differ from the file's {columns}")
-            ids.append(s["id"])
-            hashes.append(s["content_hash"])
-            balance["dataset"][names.get(s["dataset_id"], str(s["dataset_id"]))] += 1
-            for d in BALANCE_DIMS[1:]:
-                if s.get(d) is not None:
-                    balance[d][s[d]] += 1
-            counts["by_status"][s["status"]] = counts["by_status"].get(s["status"], 0) + 1
-            origin = s.get("origin") or {}
-            if origin.get("template_version"):
-                templates[f"{origin.get('template', origin.get('task', '?'))}@{origin['template_version']}"] += 1
-            yield row
-
-    data = lay.data
+    # the profile (which columns every row gets) must be known before the first row is written (Parquet declares
+    # its schema up front; JSONL rows all carry the same keys): it is taken in the same read of the store as the
+    # rows, which wait in an unnamed temp file (gone with the process, whatever happens) to be written
     try:
-        data.open()
-    except OutputError as e:
-        raise ExportFailed(str(e)) from None
+        spool = tempfile.TemporaryFile(prefix=safe_output.TEMP_PREFIX, dir=_spool_dir(lay))
+    except OSError as e:
+        raise ExportFailed(safe_output.describe_error(lay.data.path, e)) from None
     try:
         try:
-            if fmt == "parquet":
-                _write_parquet(data.writer, rows(), columns)
-            else:
-                _write_json(data.writer, rows(), lay.as_array)
-            digest = data.finish()
-        except OSError as e:
-            raise ExportFailed(safe_output.describe_error(data.path, e)) from None
-        counts.update(rows=len(ids), skipped_by_reason={SKIP_REASONS[k]: n for k, n in skipped.items()},
-                      skipped=sum(skipped.values()), skipped_no_rejected=skipped.get("no_rejected", 0),
-                      by_dataset=dict(balance["dataset"]))
-        if not ids:
-            raise ExportFailed("no rows to export: " + describe_counts(counts), counts)
-        manifest = _manifest(conn, lay, fmt, prof, conversational, with_ids, sel, counts, columns, digest,
-                             data.sink.bytes, templates, ids)
+            prof = profile_and_spool(conn, sel.where, sel.params, fmt in NATIVE, spool)
+        except OSError as e:     # the temp file beside the export: a full disk
+            raise ExportFailed(safe_output.describe_error(lay.data.path, e)) from None
         if origin_tags is not None:
-            manifest["origin_tags"] = {"tags": origin_tags, "rows": dict(tagged)}
-        snap = _commit(conn, lay, manifest, ids, hashes, name, balance)
-    except BaseException:
-        for o in reversed(lay.outputs()):   # files beside the data first: then the directories made are empty
-            o.discard()
-        raise
+            prof.has_system = True           # every row gets a tag in its system prompt
+        tagged: Counter = Counter()
+        counts = {"rows": 0, **sel.counts, "skipped_by_reason": {}, "skipped": 0, "skipped_no_rejected": 0,
+                  "by_status": {}, "by_dataset": {}}
+        if prof.rows == 0:
+            raise ExportFailed("no rows to export: " + describe_counts(counts), counts)
+
+        shaper = make_shaper(fmt, prof, conversational)
+        ids, hashes = array("q"), array("q")  # 16 bytes a row: a million-row export stays small
+        skipped: Counter = Counter()
+        balance = {d: Counter() for d in BALANCE_DIMS}
+        templates: Counter = Counter()
+        names = dict(conn.execute("SELECT id, name FROM datasets"))
+        columns: list = parquet_fields(with_ids) if fmt == "parquet" else []
+        lineage = provenance.Rows()     # collected in the data pass: the rows are not read again for the manifest
+
+        def rows():
+            for s in spooled(spool):
+                if origin_tags is not None:
+                    tagged[origin_kind(s)] += 1
+                    s = tag_origin(s, origin_tags)
+                row = shaper(s)
+                if isinstance(row, str):
+                    skipped[row] += 1
+                    continue
+                if with_ids:
+                    row["sample_id"] = s["id"]
+                if not columns:
+                    columns.extend(row)
+                elif fmt != "parquet" and list(row) != columns:   # one shape per file: a bug if it ever fires
+                    raise AssertionError(f"sample {s['id']}: columns {list(row)} differ from the file's {columns}")
+                ids.append(s["id"])
+                hashes.append(s["content_hash"])
+                lineage.add(s["id"], s["dataset_id"], s["import_id"], s["parent_id"], s["job_id"])
+                balance["dataset"][names.get(s["dataset_id"], str(s["dataset_id"]))] += 1
+                for d in BALANCE_DIMS[1:]:
+                    if s.get(d) is not None:
+                        balance[d][s[d]] += 1
+                counts["by_status"][s["status"]] = counts["by_status"].get(s["status"], 0) + 1
+                origin = s.get("origin") or {}
+                if origin.get("template_version"):
+                    templates[f"{origin.get('template', origin.get('task', '?'))}@{origin['template_version']}"] += 1
+                yield row
+
+        data = lay.data
+        try:
+            data.open()
+        except OutputError as e:
+            raise ExportFailed(str(e)) from None
+        snap = None
+        try:
+            snap = snapshot_write.reserve(conn, data.tmp)
+            try:
+                if fmt == "parquet":
+                    _write_parquet(data.writer, rows(), columns)
+                else:
+                    _write_json(data.writer, rows(), lay.as_array)
+                digest = data.finish()
+            except OSError as e:
+                raise ExportFailed(safe_output.describe_error(data.path, e)) from None
+            counts.update(rows=len(ids), skipped_by_reason={SKIP_REASONS[k]: n for k, n in skipped.items()},
+                          skipped=sum(skipped.values()), skipped_no_rejected=skipped.get("no_rejected", 0),
+                          by_dataset=dict(balance["dataset"]))
+            if not ids:
+                raise ExportFailed("no rows to export: " + describe_counts(counts), counts)
+            manifest = _manifest(conn, lay, fmt, prof, conversational, with_ids, sel, counts, columns, digest,
+                                 data.sink.bytes, templates, ids, lineage)
+            if origin_tags is not None:
+                manifest["origin_tags"] = {"tags": origin_tags, "rows": dict(tagged)}
+            snapshot_write.write_items(conn, snap, ids, hashes)     # short transactions, before the snapshot exists
+            _commit(conn, lay, manifest, snap, name, balance)
+        except BaseException:
+            for o in reversed(lay.outputs()):   # files beside the data first: then the directories made are empty
+                o.discard()
+            if snap is not None:
+                snapshot_write.abandon(conn, snap)
+            raise
+        finally:
+            provenance.drop_ids(conn)
+        return ExportResult(data.final, fmt, len(ids), counts["skipped"], digest,
+                            lay.manifest.final if lay.manifest else None, snap, counts,
+                            [o.final for o in lay.outputs()],
+                            manifest.get("axolotl_snippet"))
     finally:
-        provenance.drop_ids(conn)
-    return ExportResult(data.final, fmt, len(ids), counts["skipped"], digest,
-                        lay.manifest.final if lay.manifest else None, snap, counts,
-                        [o.final for o in lay.outputs()],
-                        manifest.get("axolotl_snippet"))
+        spool.close()
+
+
+def _spool_dir(lay: Layout) -> str | None:
+    """Beside the export (where its own bytes go), else the system's temp directory (a stream)."""
+    if lay.data.stream:
+        return None
+    d = lay.data.final.parent
+    while not d.is_dir() and d != d.parent:
+        d = d.parent
+    return str(d)
 
 
 def _layout_name(fmt: str, prof, conversational: bool) -> str:
@@ -325,9 +358,9 @@ def _layout_name(fmt: str, prof, conversational: bool) -> str:
 
 
 def _manifest(conn, lay, fmt, prof, conversational, with_ids, sel, counts, columns, digest, nbytes,
-              templates, ids) -> dict:
-    provenance.load_ids(conn, ids)
-    prov = provenance.export_provenance(conn)
+              templates, ids, lineage) -> dict:
+    provenance.load_ids(conn, ids, lineage)
+    prov = provenance.export_provenance(conn, lineage)
     data = lay.data
     return {
         "file": str(data.final) if not data.stream else os.fspath(data.path),
@@ -341,15 +374,12 @@ def _manifest(conn, lay, fmt, prof, conversational, with_ids, sel, counts, colum
     }
 
 
-def _commit(conn, lay: Layout, manifest: dict, ids, hashes, name, balance) -> int:
-    """Record the snapshot, write the files beside the data, rename everything into place: one transaction."""
+def _commit(conn, lay: Layout, manifest: dict, snap: int, name, balance) -> None:
+    """Publish the snapshot (its items are written), write the files beside the data, rename everything into
+    place: one short transaction."""
     data = lay.data
     with transaction(conn):
-        snap = conn.execute(
-            "INSERT INTO snapshots (name, file, format, filters, counts, sha256, manifest, created_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (name, manifest["file"], manifest["format"], orjson.dumps(manifest["filters"]).decode(),
-             orjson.dumps(manifest["counts"]).decode(), manifest["sha256"], "", manifest["created_at"])).lastrowid
+        snapshot_write.publish(conn, snap, name, manifest)
         manifest["snapshot_id"] = snap
         data_rel = None
         if lay.directory is not None:
@@ -363,8 +393,6 @@ def _commit(conn, lay: Layout, manifest: dict, ids, hashes, name, balance) -> in
                 file_name, ranking, "system" in manifest["columns"])}
         text = orjson.dumps(manifest, option=orjson.OPT_INDENT_2).decode()
         conn.execute("UPDATE snapshots SET manifest = ? WHERE id = ?", (text, snap))
-        conn.executemany("INSERT INTO snapshot_items (snapshot_id, sample_id, content_hash) VALUES (?, ?, ?)",
-                         ((snap, i, h) for i, h in zip(ids, hashes)))
         try:
             if lay.manifest is not None:
                 safe_output.write_small(lay.manifest, (text + "\n").encode())
@@ -392,7 +420,6 @@ def _commit(conn, lay: Layout, manifest: dict, ids, hashes, name, balance) -> in
             raise ExportFailed(str(e)) from None
         except OSError as e:
             raise ExportFailed(f"cannot put the export in place: {safe_output.describe_error(data.path, e)}") from None
-    return snap
 
 
 def describe_counts(counts: dict) -> str:

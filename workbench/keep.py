@@ -15,15 +15,25 @@ rejected, and every sample on the kept list whatever its status.
 
 All or nothing: every id must be a whole number, exist, belong to the dataset and appear once; the first that
 does not refuses the whole keep, naming its file, line (row for Parquet) and field, and nothing is written.
+The ids are all checked before the first write. The rejections are then written in short transactions (other
+writers never wait long behind a keep of millions of rows), each reading the statuses it changes: a decision a
+curator makes meanwhile is seen, never overwritten. `bulk_runs` marks the run unfinished until the last chunk; a
+keep that fails midway undoes what it wrote before it reports, and one whose process died (kill -9) is undone by
+the next open (workbench/bulk_recovery.py).
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 from dataclasses import dataclass, field
 
+from .bulk_recovery import roll_back_run
 from .runs import log_status_changes, new_run
 from .shard_files import ID_COLUMN, ShardError, iter_ids, is_row_position, shard_files, where
-from .store import dataset_id as _dataset_id, transaction
+from .short_tx import ShortTransactions
+from .store import dataset_id as _dataset_id, now
+
+CHUNK = 500            # samples read and decided per statement (a few ms); commits: workbench/short_tx.py
 
 
 class KeepError(ValueError):
@@ -52,11 +62,10 @@ def _bitmap(n: int) -> bytearray:
 
 
 def _source_snapshot(conn: sqlite3.Connection, sid: int) -> int | None:
-    """The latest snapshot holding the sample (primary-key probes: snapshot_items has no sample index)."""
-    for (snap,) in conn.execute("SELECT id FROM snapshots ORDER BY id DESC").fetchall():
-        if conn.execute("SELECT 1 FROM snapshot_items WHERE snapshot_id = ? AND sample_id = ?", (snap, sid)).fetchone():
-            return snap
-    return None
+    """The latest published snapshot holding the sample (an unpublished export's items have no snapshots row)."""
+    row = conn.execute("SELECT max(i.snapshot_id) FROM snapshot_items i JOIN snapshots s ON s.id = i.snapshot_id "
+                       "WHERE i.sample_id = ?", (sid,)).fetchone()
+    return row[0] if row else None
 
 
 def read_kept(conn: sqlite3.Connection, did: int, path):
@@ -117,23 +126,48 @@ def keep(conn: sqlite3.Connection, dataset: str, path, reason: str) -> KeepResul
     except KeyError as e:
         raise KeepRefused(str(e.args[0])) from None
     kept, n, files, snap, exported = read_kept(conn, did, path)
-    accepted = already = outside = 0
+    res = KeepResult(dataset, None, n, 0, 0, 0, [str(f) for f in files], snap, 0)
+    try:
+        with ShortTransactions(conn) as tx:
+            for status in ("accepted", "rejected", "pending"):   # pending last: the others counted as before
+                last = 0
+                while True:
+                    ids = [r[0] for r in conn.execute(
+                        "SELECT id FROM samples WHERE dataset_id = ? AND status = ? AND id > ? ORDER BY id LIMIT ?",
+                        (did, status, last, CHUNK))]
+                    if not ids:
+                        break
+                    last = ids[-1]
+                    _decide(conn, res, ids, status, kept, exported, reason)
+                    tx.next()
+            if res.run is not None:
+                conn.execute("DELETE FROM bulk_runs WHERE run = ?", (res.run,))
+    except BaseException:
+        if res.run is not None:
+            roll_back_run(conn, res.run)
+        raise
+    return res
+
+
+def _decide(conn: sqlite3.Connection, res: KeepResult, ids: list, status: str, kept, exported, reason: str) -> None:
+    """Inside a transaction: one chunk of the dataset's samples of one status, read in it."""
     changes = []
-    with transaction(conn):     # statuses read inside: a decision made meanwhile is seen, never overwritten
-        for sid, status in conn.execute("SELECT id, status FROM samples WHERE dataset_id = ?", (did,)):
-            if sid < len(kept) and kept[sid]:
-                continue
-            if exported is not None and (sid >= len(exported) or not exported[sid]):
-                outside += 1            # the engine never saw it
-                continue
-            if status == "pending":
-                changes.append((sid, status, reason))
-            elif status == "accepted":
-                accepted += 1
-            else:
-                already += 1
-        run = None
-        if changes:
-            run = new_run(conn, "filter")
-            log_status_changes(conn, run, "filter", changes, "rejected")
-    return KeepResult(dataset, run, n, len(changes), accepted, already, [str(f) for f in files], snap, outside)
+    for sid in ids:
+        if sid < len(kept) and kept[sid]:
+            continue
+        if exported is not None and (sid >= len(exported) or not exported[sid]):
+            res.not_exported += 1            # the engine never saw it
+        elif status == "pending":
+            changes.append((sid, status, reason))
+        elif status == "accepted":
+            res.accepted_left += 1
+        else:
+            res.already_rejected += 1
+    if not changes:
+        return
+    if res.run is None:   # the run and its unfinished mark start with its first rejection, in the same transaction
+        res.run = new_run(conn, "filter")
+        conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES ('keep', ?, ?, ?)",
+                     (res.run, os.getpid(), now()))
+    log_status_changes(conn, res.run, "filter", changes, "rejected")
+    res.rejected += len(changes)

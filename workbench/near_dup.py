@@ -5,8 +5,10 @@ candidate pairs scored in batches with rapidfuzz's Indel similarity, clusters by
 """
 from __future__ import annotations
 
+import os
 import re
 import string
+import tempfile
 import time
 from array import array
 from dataclasses import dataclass, field
@@ -181,11 +183,11 @@ class Sig:
     rows: int                    # rows read, empty ones included
     has_extra: bool
     ids: np.ndarray              # int64, the rows kept (something to compare)
-    texts: list[str]
+    blob: bytes                  # the rows' texts (see _Rows), UTF-8 (surrogatepass), one after another
+    text_len: np.ndarray         # int64, bytes of each row's text in blob
     main_len: np.ndarray         # int64, code points of the prompt part of each text
     hashes: np.ndarray           # int64, Python's hash of the whole match texts (exact groups): salted per
                                  # process, so one run's workers share a PYTHONHASHSEED (dedup_scan)
-    head: np.ndarray             # S{GATE}: the text's first GATE bytes of UTF-8 (the forward pass's gate)
     backward: np.ndarray         # S{KEY_BYTES}
     anchored: np.ndarray         # S{KEY_BYTES}, b"" when the prompt is too short to anchor
     hist: np.ndarray             # (rows kept, BUCKETS) uint8
@@ -214,26 +216,84 @@ def signatures(ids: list[int], mains: list[str], extras: list[str] | None) -> Si
     mlen = [len(m) for m in mains]
     has_extra = extras is not None
     main_len = np.array(mlen, dtype=np.int64)
-    return Sig(rows, has_extra, np.array(ids, dtype=np.int64), texts, main_len,
+    encoded = [t.encode("utf-8", "surrogatepass") for t in texts]
+    return Sig(rows, has_extra, np.array(ids, dtype=np.int64), b"".join(encoded),
+               np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), main_len,
                np.array(hashes, dtype=np.int64),
-               np.array([t[:GATE].encode("utf-8", "surrogatepass")[:GATE] for t in texts], dtype=f"S{GATE}"),
                np.array(_backward_keys(texts, mlen, has_extra), dtype=f"S{KEY_BYTES}"),
                np.array(_anchored_keys(texts, mlen, has_extra), dtype=f"S{KEY_BYTES}"),
                _histograms(texts, main_len, has_extra))
 
 
-class _Rows:
-    """The in-memory side of a dedup run: one string per row — the prompt's match text, then (when responses
-    are compared) \\x1f and the response's snippet: the whole response if short, else its head and tail.
-    \\x1f never occurs in match text (str.split treats it as whitespace) and sorts below every character in it,
-    so sorting these strings sorts by prompt, then by response. Beside them, per row: fixed-width sort keys and a
-    character histogram (numpy arrays, no Python object per row)."""
+FORWARD_ROWS = 16_384  # rows whose forward keys are gathered per numpy call (its index temporaries stay small)
+TEXT_MEMORY_BYTES = 32 << 20    # row texts held in memory; the rest go to a temporary file (see _Rows)
 
-    def __init__(self, sigs: Iterable[Sig], stats: Stats):
-        self.texts: list[str] = []
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in ("ids", "main_len", "hashes", "head", "backward",
-                                                               "anchored", "hist")}
+
+class _Growing:
+    """A numpy array filled block by block, its capacity doubled when full. Capacity is allocated with np.empty:
+    memory pages count only once filled, so the unused tail costs address space, not memory."""
+
+    def __init__(self):
+        self.buf: np.ndarray | None = None
+        self.used = 0
+
+    def add(self, block: np.ndarray) -> None:
+        need = self.used + len(block)
+        if self.buf is None or need > len(self.buf):
+            size = max(need, 1024, 0 if self.buf is None else 2 * len(self.buf))
+            new = np.empty((size, *block.shape[1:]), dtype=block.dtype)
+            if self.buf is not None:
+                new[:self.used] = self.buf[:self.used]
+            self.buf = new
+        self.buf[self.used:need] = block
+        self.used = need
+
+    def array(self) -> np.ndarray:
+        out, self.buf = self.buf[:self.used], None
+        return out
+
+
+class _Rows:
+    """The in-memory side of a dedup run: one text per row — the prompt's match text, then (when responses are
+    compared) \\x1f and the response's snippet: the whole response if short, else its head and tail.
+    \\x1f never occurs in match text (str.split treats it as whitespace) and sorts below every character in it,
+    so sorting these texts sorts by prompt, then by response. The texts are held as UTF-8 in one bytearray with
+    an offset per row (a Python str per row cost ~60 bytes more each, and scattered them over the heap), and
+    decoded only for the rows a pass compares. Beside them, per row: fixed-width sort keys and a character
+    histogram (numpy arrays, no Python object per row)."""
+
+    def __init__(self, sigs: Iterable[Sig], stats: Stats, progress: Callable[[str, int, int], None] | None = None,
+                 text_memory: int | None = None, spill_dir: str | None = None):
+        text_memory = TEXT_MEMORY_BYTES if text_memory is None else text_memory
+        self.blob = bytearray()
+        self.in_memory = None             # bytes of texts in blob; the rest are in the spill file from offset 0
+        self._spill = None
+        # each per-row array is filled in place as the blocks come (a list of blocks concatenated at the end
+        # held both at once, and the freed blocks left the heap fragmented: ~40 % of the peak at 1M rows)
+        grow = {k: _Growing() for k in ("ids", "text_len", "main_len", "hashes", "backward", "anchored", "hist")}
         self.has_extra = None
+        try:
+            self._read(sigs, stats, progress, text_memory, spill_dir, grow)
+        except BaseException:      # stopped (a cancel, a worker's error): the spill file goes at once
+            self.close()
+            raise
+        self.has_extra = bool(self.has_extra)
+        empty = {"ids": np.zeros(0, np.int64), "text_len": np.zeros(0, np.int64), "main_len": np.zeros(0, np.int64),
+                 "hashes": np.zeros(0, np.int64), "backward": np.zeros(0, f"S{KEY_BYTES}"),
+                 "anchored": np.zeros(0, f"S{KEY_BYTES}"), "hist": np.zeros((0, BUCKETS), np.uint8)}
+        for k, g in grow.items():
+            setattr(self, k, g.array() if g.used else empty[k])
+        self.start = np.zeros(len(self.text_len) + 1, dtype=np.int64)     # row i's text: blob[start[i]:start[i + 1]]
+        np.cumsum(self.text_len, out=self.start[1:])
+        self.text_len = None
+        if self._spill is None:
+            self.in_memory = len(self.blob)
+        else:
+            self._spill.flush()
+        self._fd = None if self._spill is None else self._spill.fileno()
+        self._view, self._start = memoryview(self.blob), memoryview(self.start)   # fast scalar access
+
+    def _read(self, sigs, stats, progress, text_memory, spill_dir, grow) -> None:
         for sig in sigs:
             if self.has_extra is None:
                 self.has_extra = sig.has_extra
@@ -241,28 +301,44 @@ class _Rows:
                 raise ValueError("some blocks carry extra texts and some do not")
             stats.rows += sig.rows
             stats.skipped_empty += sig.rows - len(sig.ids)
-            self.texts += sig.texts
-            for k, v in parts.items():
-                v.append(getattr(sig, k))
-        self.has_extra = bool(self.has_extra)
-        empty = {"ids": np.zeros(0, np.int64), "main_len": np.zeros(0, np.int64), "hashes": np.zeros(0, np.int64),
-                 "head": np.zeros(0, f"S{GATE}"),
-                 "backward": np.zeros(0, f"S{KEY_BYTES}"), "anchored": np.zeros(0, f"S{KEY_BYTES}"),
-                 "hist": np.zeros((0, BUCKETS), np.uint8)}
-        for k in list(parts):      # one array at a time: the blocks and the whole coexist for one array only
-            blocks = parts.pop(k)
-            setattr(self, k, np.concatenate(blocks) if blocks else empty[k])
-            del blocks
+            if self._spill is None and len(self.blob) + len(sig.blob) > text_memory and self.blob:
+                # unlinked at once: gone when closed, or when the process dies
+                self._spill = tempfile.TemporaryFile(prefix="workbench-dedup-", dir=spill_dir)
+                self.in_memory = len(self.blob)
+            if self._spill is None:
+                self.blob += sig.blob
+            else:
+                try:
+                    self._spill.write(sig.blob)
+                except OSError as e:     # a full disk: say where
+                    raise OSError(e.errno, f"dedup's temporary file in {spill_dir or tempfile.gettempdir()}: "
+                                           f"{e.strerror}") from None
+            for k, g in grow.items():
+                g.add(getattr(sig, k))
+            del sig
+            if progress is not None:
+                progress("read", stats.rows, 0)
 
-    def snippet(self, i: int) -> str:
-        return self.texts[i][self.main_len[i] + 1:]
+    def close(self) -> None:
+        if self._spill is not None:
+            self._spill.close()
+            self._spill = self._fd = None
 
-    def whole_extra(self, i: int) -> bool:
-        return len(self.texts[i]) - self.main_len[i] - 1 <= 2 * SNIPPET
+    def texts_of(self, rows: Iterable[int]) -> list[str]:
+        view, start = self._view, self._start
+        if self._fd is None:
+            return [str(view[start[i]:start[i + 1]], "utf-8", "surrogatepass") for i in rows]
+        fd, mem, pread = self._fd, self.in_memory, os.pread
+        out = []
+        for i in rows:
+            a, b = start[i], start[i + 1]
+            out.append(str(view[a:b], "utf-8", "surrogatepass") if b <= mem
+                       else pread(fd, b - a, a - mem).decode("utf-8", "surrogatepass"))
+        return out
 
     def exact_groups(self, uf: _UnionFind) -> np.ndarray:
         """Join rows with identical match texts; returns the rows that start a group (the only ones the passes
-        compare). Repeats' texts are dropped from memory."""
+        compare)."""
         n = len(self.ids)
         if n == 0:
             return np.zeros(0, np.int64)
@@ -274,35 +350,85 @@ class _Rows:
         group_first = order[np.flatnonzero(starts)][np.cumsum(starts) - 1]
         repeats = np.flatnonzero(group_first != order)
         for k in repeats.tolist():
-            i = int(order[k])
-            uf.union(int(group_first[k]), i)
-            self.texts[i] = ""
+            uf.union(int(group_first[k]), int(order[k]))
         self.hashes = None
         is_first = np.ones(n, dtype=bool)
         is_first[order[repeats]] = False
         return np.flatnonzero(is_first)
 
+    def _forward_keys(self, rows_in: np.ndarray) -> np.ndarray:
+        """Each row's first KEY_BYTES bytes of text (zero-padded, as numpy's S dtype pads), gathered from the blob
+        (and from the spill file, read a slice of rows at a time)."""
+        n = len(rows_in)
+        keys = np.zeros(n, dtype=f"S{KEY_BYTES}")
+        if n == 0:
+            return keys
+        if (np.diff(rows_in) < 0).any():     # the passes give ascending rows; anything else is sorted first
+            perm = np.argsort(rows_in, kind="stable")
+            keys[perm] = self._forward_keys(rows_in[perm])
+            return keys
+        out = keys.view(np.uint8).reshape(n, KEY_BYTES)
+        span = np.arange(KEY_BYTES, dtype=np.int64)
+        mem = self.in_memory
+        flat = np.frombuffer(self.blob, dtype=np.uint8) if mem else None
+        for lo in range(0, n, FORWARD_ROWS):
+            rows = rows_in[lo:lo + FORWARD_ROWS]
+            begin, end = self.start[rows], self.start[rows + 1]
+            here = np.searchsorted(end, mem, side="right")          # rows [0, here) are in memory
+            for part, src, base in ((slice(0, here), flat, 0), (slice(here, len(rows)), None, None)):
+                b, e = begin[part], end[part]
+                if len(b) == 0:
+                    continue
+                if src is None:            # spilled rows: their bytes are one contiguous stretch of the file
+                    base = int(b[0])
+                    src = np.frombuffer(os.pread(self._fd, int(e[-1]) - base, base - mem), dtype=np.uint8)
+                idx = (b - base)[:, None] + span
+                inside = idx < (e - base)[:, None]
+                np.minimum(idx, len(src) - 1, out=idx)
+                out[lo + part.start:lo + part.stop] = np.where(inside, src[idx], 0)
+        del flat
+        return keys
+
     def forward_order(self, rows_in: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Rows sorted by their whole string (prompt, then response), and each key's first GATE bytes. Python's
-        sort with a key (stable, like the index order of rows_in) is ~3x faster than numpy's on objects."""
-        order = np.array(sorted(rows_in.tolist(), key=self.texts.__getitem__), dtype=np.int64)
-        prefixes = self.head[order].view(np.uint8).reshape(len(order), GATE)
-        self.head = None
+        """Rows sorted by their whole text (prompt, then response; stable, like the index order of rows_in), and
+        each key's first GATE bytes. Sorted by the fixed-width first KEY_BYTES bytes in numpy (UTF-8 byte order is
+        code point order, so a strict order of the keys is the order of the texts), then each run of equal keys by
+        its decoded texts: the same order as sorting the texts themselves."""
+        keys = self._forward_keys(rows_in)
+        n = len(keys)
+        perm = np.argsort(keys, kind="stable")
+        order = rows_in[perm]
+        prefixes = keys.view(np.uint8).reshape(n, KEY_BYTES)[perm, :GATE]
+        # adjacent equal keys, a slice at a time (no sorted copy of all the keys)
+        ties = [np.flatnonzero(k[1:] == k[:-1]) + lo
+                for lo in range(0, max(n - 1, 0), FORWARD_ROWS) for k in (keys[perm[lo:lo + FORWARD_ROWS + 1]],)]
+        del keys, perm
+        ties = np.concatenate(ties) if ties else np.zeros(0, np.int64)
+        if ties.size:
+            breaks = np.flatnonzero(np.diff(ties) != 1)
+            firsts = ties[np.concatenate(([0], breaks + 1))]
+            lasts = ties[np.concatenate((breaks, [ties.size - 1]))] + 2     # exclusive
+            for a, b in zip(firsts.tolist(), lasts.tolist()):
+                seg = order[a:b].tolist()
+                texts = self.texts_of(seg)
+                order[a:b] = [seg[k] for k in sorted(range(len(seg)), key=texts.__getitem__)]
         return order, prefixes
 
     def keyed_order(self, rows_in: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
-        """Rows sorted by the pass's key (rows whose key is b"" are left out); the keys are fixed-width UTF-8
-        bytes (UTF-8 byte order is code point order)."""
-        keys = getattr(self, name)[rows_in]
-        present = np.flatnonzero(keys != b"")
-        if present.size < len(keys):
-            keys, rows_in = keys[present], rows_in[present]
-        perm = np.argsort(keys, kind="stable")
-        prefixes = keys.view(np.uint8).reshape(len(keys), KEY_BYTES)[perm, :GATE]
-        return rows_in[perm], prefixes
-
-    def drop_keys(self, name: str) -> None:
+        """Rows of rows_in (ascending) sorted by the pass's key (rows whose key is b"" are left out); the keys are
+        fixed-width UTF-8 bytes (UTF-8 byte order is code point order). All rows' keys are sorted in place of a
+        copy of rows_in's (stable, so the same order), then filtered. The pass's keys are dropped after."""
+        keys = getattr(self, name)
         setattr(self, name, None)
+        n = len(keys)
+        wanted = np.zeros(n, dtype=bool)
+        wanted[rows_in] = True
+        wanted &= keys != b""
+        perm = np.argsort(keys, kind="stable")
+        perm = perm[wanted[perm]]
+        del wanted
+        prefixes = keys.view(np.uint8).reshape(n, KEY_BYTES)[perm, :GATE]
+        return perm, prefixes
 
 
 BLOCK_ROWS = 4096     # rows read, normalized and appended together
@@ -334,18 +460,34 @@ def near_duplicate_blocks(blocks: Iterable[tuple[list[int], list[str], list[str]
 
 def near_duplicate_sigs(sigs: Iterable[Sig], threshold: float = DEFAULT_THRESHOLD,
                         fetch_extra: Callable[[list[int]], dict[int, str | None]] | None = None,
-                        window: int = WINDOW, stats: Stats | None = None) -> list[list[int]]:
+                        window: int = WINDOW, stats: Stats | None = None,
+                        progress: Callable[[str, int, int], None] | None = None,
+                        spill_dir: str | None = None) -> list[list[int]]:
     """Clusters (lists of ids, each sorted, size >= 2) over the signatures of blocks of rows in id order (every
     block carries extra texts or none does).
 
     When rows carry an extra text (the response), only its short head and tail stay in memory; pairs whose main
     texts match are then verified on the full extra texts that `fetch_extra(ids) -> {id: raw extra}` returns.
+
+    `progress(phase, done, total)` is called often ("read", rows read, 0; "compare", pass, 3; "verify", pairs
+    verified, pairs to verify): what it raises stops the run (a screen's cancel). Row texts past
+    TEXT_MEMORY_BYTES are kept in a temporary file in `spill_dir` (default: the system's temp dir).
     """
+    report = progress or (lambda phase, done, total: None)
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold is a similarity in (0, 1], not {threshold}")
     st = stats if stats is not None else Stats()
     t0 = time.process_time()
-    data = _Rows(sigs, st)
+    data = _Rows(sigs, st, progress, spill_dir=spill_dir)
+    try:
+        return _clusters(data, st, t0, threshold, fetch_extra, window, report)
+    finally:
+        data.close()
+
+
+def _clusters(data: _Rows, st: Stats, t0: float, threshold: float,
+              fetch_extra: Callable[[list[int]], dict[int, str | None]] | None, window: int,
+              report: Callable[[str, int, int], None]) -> list[list[int]]:
     st.lap("read", t0)
     ids, has_extra = array("q", data.ids.tobytes()), data.has_extra
     n = len(ids)
@@ -358,14 +500,15 @@ def near_duplicate_sigs(sigs: Iterable[Sig], threshold: float = DEFAULT_THRESHOL
     main_len = data.main_len
     st.lap("exact", t0)
 
-    texts, hist = data.texts, data.hist
+    hist = data.hist
     rows_all = reps
-    for name in ("forward", "backward", "anchored"):
+    two = 2 * SNIPPET
+    for number, name in enumerate(("forward", "backward", "anchored")):
+        report("compare", number, 3)
         if name == "forward":
             order, prefixes = data.forward_order(rows_all)
         else:
             order, prefixes = data.keyed_order(rows_all, name)
-            data.drop_keys(name)
         lens = main_len[order]
         compared = 0
         for hits, d in _gated_neighbours(prefixes, lens, window):
@@ -380,13 +523,16 @@ def near_duplicate_sigs(sigs: Iterable[Sig], threshold: float = DEFAULT_THRESHOL
             st.filtered += int(hits.size - keep.sum())
             hits = hits[keep]
             for lo in range(0, hits.size, CHUNK):
+                report("compare", number, 3)
                 part = hits[lo:lo + CHUNK]
                 a_idx, b_idx = order[part].tolist(), order[part + d].tolist()
-                if has_extra:       # the prompt part of each row's string
-                    a_txt = [texts[i][:m] for i, m in zip(a_idx, lens[part].tolist())]
-                    b_txt = [texts[i][:m] for i, m in zip(b_idx, lens[part + d].tolist())]
+                a_all, b_all = data.texts_of(a_idx), data.texts_of(b_idx)
+                if has_extra:       # the prompt part of each row's text
+                    a_len, b_len = lens[part].tolist(), lens[part + d].tolist()
+                    a_txt = [t[:m] for t, m in zip(a_all, a_len)]
+                    b_txt = [t[:m] for t, m in zip(b_all, b_len)]
                 else:
-                    a_txt, b_txt = [texts[i] for i in a_idx], [texts[i] for i in b_idx]
+                    a_txt, b_txt = a_all, b_all
                 ok = _similar(a_txt, b_txt, threshold)
                 del a_txt, b_txt
                 compared += part.size
@@ -394,21 +540,26 @@ def near_duplicate_sigs(sigs: Iterable[Sig], threshold: float = DEFAULT_THRESHOL
                     a, b = a_idx[k], b_idx[k]
                     if not has_extra:
                         joined = uf.union(a, b)
-                    elif data.whole_extra(a) and data.whole_extra(b):     # short responses: whole in memory
-                        joined = (Indel.normalized_similarity(data.snippet(a), data.snippet(b),
-                                                              score_cutoff=threshold) >= threshold
+                        st.near_pairs += joined
+                        continue
+                    # the response snippet: the whole response when short (then compared here, in memory)
+                    sa, sb = a_all[k][a_len[k] + 1:], b_all[k][b_len[k] + 1:]
+                    if len(sa) <= two and len(sb) <= two:
+                        joined = (Indel.normalized_similarity(sa, sb, score_cutoff=threshold) >= threshold
                                   and uf.union(a, b))
                     else:
                         joined = False
                         if uf.find(a) != uf.find(b):
                             pending.append((a, b))
                     st.near_pairs += joined
+                del a_all, b_all
         st.passes[name] = compared
         st.compared += compared
         del order, prefixes, lens
         st.lap(name, t0)
 
     for start in range(0, len(pending), VERIFY_BATCH):
+        report("verify", start, len(pending))
         batch = [(a, b) for a, b in pending[start:start + VERIFY_BATCH] if uf.find(a) != uf.find(b)]
         texts = fetch_extra(sorted({ids[x] for p in batch for x in p}))
         for a, b in batch:

@@ -7,6 +7,8 @@ judged a row (task, template name and version, models, params), and the licences
 from __future__ import annotations
 
 import sqlite3
+from array import array
+from collections import Counter
 
 import orjson
 
@@ -26,37 +28,82 @@ def _loads(text):
         return text
 
 
-def load_ids(conn: sqlite3.Connection, ids) -> None:
-    """The exported ids into a temp table (the store file is not touched) and their lineage beside them."""
-    conn.execute(f"DROP TABLE IF EXISTS {IDS}")
-    conn.execute(f"DROP TABLE IF EXISTS {LINEAGE}")
+class Rows:
+    """What provenance needs of the exported rows, collected while the exporter writes them (the rows' pages are
+    then not read again: at 10M rows the two passes that looked every exported row up in `samples` read as much
+    as the data pass)."""
+
+    def __init__(self):
+        self.by_import: Counter = Counter()     # import_id -> exported rows
+        self.by_dataset: Counter = Counter()    # dataset_id -> exported rows
+        self.pairs: set = set()                 # (dataset_id, import_id): the licences
+        self.parents = array("q")               # parent ids of exported rows (the lineage's start)
+        self.job_rows = array("q")              # exported rows a job made
+
+    def add(self, sid: int, dataset_id, import_id, parent_id, job_id) -> None:
+        self.by_import[import_id] += 1
+        self.by_dataset[dataset_id] += 1
+        self.pairs.add((dataset_id, import_id))
+        if parent_id is not None:
+            self.parents.append(parent_id)
+        if job_id is not None:
+            self.job_rows.append(sid)
+
+
+ANCESTORS = "temp.export_ancestors"   # lineage rows that were not exported (read from samples: few)
+JOB_ROWS = "temp.export_job_rows"     # lineage rows a job made
+
+
+def load_ids(conn: sqlite3.Connection, ids, rows: Rows) -> None:
+    """The exported ids into temp tables (the store file is not touched), and their ancestors: only those are
+    read from `samples`."""
+    drop_ids(conn)
     conn.execute(f"CREATE TABLE {IDS} (id INTEGER PRIMARY KEY)")
     conn.executemany(f"INSERT INTO {IDS} (id) VALUES (?)", ((i,) for i in ids))
-    conn.execute(f"CREATE TABLE {LINEAGE} (id INTEGER PRIMARY KEY)")
+    conn.execute("CREATE TABLE temp.export_parents (id INTEGER PRIMARY KEY)")
+    conn.executemany("INSERT OR IGNORE INTO temp.export_parents (id) VALUES (?)", ((i,) for i in rows.parents))
+    # every ancestor, exported or not (an exported row's parent is among the parents already)
+    conn.execute("CREATE TABLE temp.export_up (id INTEGER PRIMARY KEY)")
     conn.execute(
-        f"INSERT INTO {LINEAGE} (id) WITH RECURSIVE up(id) AS ("
-        f"SELECT s.parent_id FROM {IDS} e JOIN samples s ON s.id = e.id WHERE s.parent_id IS NOT NULL "
-        f"UNION SELECT s.parent_id FROM up JOIN samples s ON s.id = up.id WHERE s.parent_id IS NOT NULL) "
-        f"SELECT id FROM {IDS} UNION SELECT id FROM up")
+        f"INSERT INTO temp.export_up (id) WITH RECURSIVE up(id) AS (SELECT id FROM temp.export_parents "
+        f"UNION SELECT s.parent_id FROM up JOIN samples s ON s.id = up.id WHERE s.parent_id IS NOT NULL "
+        f"AND up.id NOT IN (SELECT id FROM {IDS})) SELECT id FROM up")
+    conn.execute(f"CREATE TABLE {ANCESTORS} (id INTEGER PRIMARY KEY, dataset_id INTEGER, import_id INTEGER, "
+                 f"job_id INTEGER)")
+    conn.execute(f"INSERT INTO {ANCESTORS} (id, dataset_id, import_id, job_id) SELECT s.id, s.dataset_id, "
+                 f"s.import_id, s.job_id FROM temp.export_up u JOIN samples s ON s.id = u.id "
+                 f"WHERE u.id NOT IN (SELECT id FROM {IDS})")
+    conn.execute(f"CREATE TABLE {LINEAGE} (id INTEGER PRIMARY KEY)")
+    conn.execute(f"INSERT INTO {LINEAGE} (id) SELECT id FROM {IDS} UNION SELECT id FROM temp.export_up")
+    conn.execute(f"CREATE TABLE {JOB_ROWS} (id INTEGER PRIMARY KEY)")
+    conn.executemany(f"INSERT INTO {JOB_ROWS} (id) VALUES (?)", ((i,) for i in rows.job_rows))
+    conn.execute(f"INSERT OR IGNORE INTO {JOB_ROWS} (id) SELECT id FROM {ANCESTORS} WHERE job_id IS NOT NULL")
 
 
 def drop_ids(conn: sqlite3.Connection) -> None:
-    conn.execute(f"DROP TABLE IF EXISTS {IDS}")
-    conn.execute(f"DROP TABLE IF EXISTS {LINEAGE}")
+    for t in (IDS, LINEAGE, ANCESTORS, JOB_ROWS, "temp.export_parents", "temp.export_up"):
+        conn.execute(f"DROP TABLE IF EXISTS {t}")
 
 
-def export_provenance(conn: sqlite3.Connection) -> dict:
+def export_provenance(conn: sqlite3.Connection, rows: Rows) -> dict:
     """Inside no transaction, after load_ids: the manifest's provenance sections."""
+    lineage_by_import = Counter(rows.by_import)
+    pairs = set(rows.pairs)
+    for did, iid in conn.execute(f"SELECT dataset_id, import_id FROM {ANCESTORS}"):
+        lineage_by_import[iid] += 1
+        pairs.add((did, iid))
     sources = []
-    for (iid, did, dname, file, fmt, mapping, rows, skipped, sha, lic, at, direct, via) in conn.execute(
-            f"SELECT i.id, i.dataset_id, d.name, i.file, i.format, i.mapping, i.rows, i.skipped, i.sha256, "
-            f"i.license, i.imported_at, sum(s.id IN (SELECT id FROM {IDS})), count(*) "
-            f"FROM {LINEAGE} l JOIN samples s ON s.id = l.id JOIN imports i ON i.id = s.import_id "
-            f"LEFT JOIN datasets d ON d.id = i.dataset_id GROUP BY i.id ORDER BY i.id"):
+    wanted = sorted(i for i in lineage_by_import if i is not None)
+    for (iid, did, dname, file, fmt, mapping, n, skipped, sha, lic, at) in _by_ids(
+            conn, "SELECT i.id, i.dataset_id, d.name, i.file, i.format, i.mapping, i.rows, i.skipped, i.sha256, "
+                  "i.license, i.imported_at FROM imports i LEFT JOIN datasets d ON d.id = i.dataset_id "
+                  "WHERE i.id IN ({})", wanted):
+        direct = rows.by_import.get(iid, 0)
         sources.append({"import_id": iid, "dataset": dname, "file": file, "sha256": sha, "format": fmt,
-                        "mapping": _loads(mapping), "rows_imported": rows, "rows_skipped_at_import": skipped,
+                        "mapping": _loads(mapping), "rows_imported": n, "rows_skipped_at_import": skipped,
                         "license": lic, "imported_at": at, "exported_rows": direct,
-                        "lineage_rows": via - direct})
+                        "lineage_rows": lineage_by_import[iid] - direct})
+    sources.sort(key=lambda src: src["import_id"])
     steps = []
     for action, session, reason, n, first, last in conn.execute(
             f"SELECT action, session, reason, count(*), min(created_at), max(created_at) FROM decisions "
@@ -77,15 +124,22 @@ def export_provenance(conn: sqlite3.Connection) -> dict:
     if review:
         steps.append({"step": "review", "decisions": review})
     jobs = _jobs(conn)
-    licenses = sorted({lic for (lic,) in conn.execute(
-        f"SELECT DISTINCT coalesce(d.license, i.license) FROM {LINEAGE} l JOIN samples s ON s.id = l.id "
-        f"LEFT JOIN imports i ON i.id = s.import_id LEFT JOIN datasets d ON d.id = s.dataset_id")
-        if lic})
-    unlicensed = conn.execute(
-        f"SELECT count(*) FROM {IDS} e JOIN samples s ON s.id = e.id LEFT JOIN datasets d ON d.id = s.dataset_id "
-        f"WHERE d.license IS NULL").fetchone()[0]
+    ds_license = dict(conn.execute("SELECT id, license FROM datasets"))
+    imp_license = dict(_by_ids(conn, "SELECT id, license FROM imports WHERE id IN ({})",
+                               sorted({i for _, i in pairs if i is not None})))
+    # a dataset's licence, else its import's (coalesce(d.license, i.license) as the rows were joined before)
+    licenses = sorted({lic for did, iid in pairs
+                       if (lic := ds_license.get(did) if ds_license.get(did) is not None else imp_license.get(iid))})
+    unlicensed = sum(n for did, n in rows.by_dataset.items() if ds_license.get(did) is None)
     return {"sources": sources, "steps": steps, "jobs": jobs, "licenses": licenses,
             "rows_without_license": unlicensed}
+
+
+def _by_ids(conn: sqlite3.Connection, sql: str, ids: list, chunk: int = 500):
+    """Rows of `sql` (one `IN ({})`) for a list of ids, a chunk at a time (SQLite caps bound parameters)."""
+    for lo in range(0, len(ids), chunk):
+        part = ids[lo:lo + chunk]
+        yield from conn.execute(sql.format(",".join("?" * len(part))), part)
 
 
 def _jobs(conn: sqlite3.Connection) -> list[dict]:
@@ -94,7 +148,7 @@ def _jobs(conn: sqlite3.Connection) -> list[dict]:
             f"SELECT s.job_id, json_extract(s.origin, '$.task'), json_extract(s.origin, '$.template'), "
             f"json_extract(s.origin, '$.template_version'), json_extract(s.origin, '$.model'), "
             f"json_extract(s.origin, '$.endpoint'), count(*) "
-            f"FROM {LINEAGE} l JOIN samples s ON s.id = l.id WHERE s.job_id IS NOT NULL "
+            f"FROM {JOB_ROWS} l JOIN samples s ON s.id = l.id WHERE s.job_id IS NOT NULL "
             f"AND json_valid(s.origin) GROUP BY 1, 2, 3, 4, 5, 6"):
         j = made.setdefault(job, {"job_id": job, "made_rows": 0, "judged_rows": 0, "templates": [], "models": []})
         j["made_rows"] += n

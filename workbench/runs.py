@@ -101,6 +101,9 @@ def undo_run(conn: sqlite3.Connection, run: str) -> UndoResult:
     """Revert every row of a run that is still as the run left it, appending 'undo' decisions."""
     res = UndoResult(run)
     with transaction(conn):
+        running = conn.execute("SELECT pid FROM bulk_runs WHERE run = ?", (run,)).fetchone()
+        if running:     # a keep or shard import still writing it (a dead one's is undone by the next open)
+            raise ValueError(f"{run} is still being written (process {running[0]}); undo it once it has finished")
         rows = conn.execute(
             "SELECT d.id, d.sample_id, d.action, d.before, d.after FROM decisions d "
             f"WHERE d.session = ? AND d.action IN ({','.join('?' * len(RUN_ACTIONS))}) ORDER BY d.id DESC",

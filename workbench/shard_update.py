@@ -22,11 +22,20 @@ A column whose values mix numbers and other types is refused at the first row th
 
 Every text, label or metadata change is one 'update' decision of a run ("update-N", the undoable run log of
 workbench/runs.py): `workbench clean --undo update-N` reverts them; scores written stay, as a scoring job's do.
-All in one transaction: a refusal names file, line (row for Parquet) and field, and leaves the store as it was.
+
+All or nothing, without holding the write lock for long: every row of every file is checked first with nothing
+written (a refusal names file, line (row for Parquet) and field, and leaves the store as it was); the rows are
+then applied in short transactions (workbench/short_tx.py), each reading the samples it changes, so an edit a
+curator makes meanwhile is never overwritten (see _engine_changed). A `bulk_runs` row marks the import unfinished
+and `bulk_run_scores` keeps the scores it replaces: an import failing midway (a file changed since it was checked)
+undoes itself before it reports, and one whose process died (kill -9) is undone by the next command's open
+(`recover`, called by cli/common.open_cli_store) or the next shard import.
 """
 from __future__ import annotations
 
+import logging
 import math
+import os
 import re
 import sqlite3
 from dataclasses import dataclass, field
@@ -35,19 +44,23 @@ from pathlib import Path
 import orjson
 
 from . import scores
+from .bulk_recovery import alive, claim
 from .decisions import _check_turn_edit, _mirrored_messages, mirror_turns
 from .formats import LABEL_FIELDS
-from .runs import new_run
+from .runs import current_fields, new_run
 from .samples import SAMPLE_COLUMNS, decode_sample, hash_of, write_text
 from .shard_files import (ID_COLUMN, ShardError, columns_of, jsonl_records, kind, parquet_batches, parquet_schema,
                           where)
-from .store import dataset_id as _dataset_id, now, transaction
+from .short_tx import ShortTransactions
+from .store import dataset_id as _dataset_id, now
 
 TEXT_COLUMNS = {"instruction": "instruction", "input": "input", "output": "response", "response": "response",
                 "system": "system", "rejected": "rejected"}
 REFUSED = ("prompt", "completion", "chosen", "conversations", "label", "history", "text", "id")
 SCALE_RE = re.compile(r"(?:(?P<col>[^=]+)=)?(?P<lo>-?\d+(?:\.\d+)?)-(?P<hi>-?\d+(?:\.\d+)?)")
-FETCH = 500
+FETCH = 200          # rows per batch: the apply pass commits between batches (workbench/short_tx.py)
+
+log = logging.getLogger(__name__)
 
 
 class UpdateError(ValueError):
@@ -125,16 +138,14 @@ class _Columns:
         self.present = scores.rubrics(conn, did)
         self.res = res
         self.conn = conn
-        self.snapshots = [r[0] for r in conn.execute("SELECT id FROM snapshots ORDER BY id DESC")]
+        self.checked: dict = {}     # see update_samples
+        self.applying = False       # the apply pass (else the check pass)
 
     def exported_hash(self, sid: int) -> int | None:
-        """The content hash of the sample's latest export (primary-key probes: snapshot_items has no sample index)."""
-        for snap in self.snapshots:
-            row = self.conn.execute("SELECT content_hash FROM snapshot_items WHERE snapshot_id = ? AND sample_id = ?",
-                                    (snap, sid)).fetchone()
-            if row:
-                return row[0]
-        return None
+        """The content hash of the sample's latest published export (snapshot_items' sample index)."""
+        row = self.conn.execute("SELECT i.content_hash FROM snapshot_items i JOIN snapshots s ON s.id = i.snapshot_id "
+                                "WHERE i.sample_id = ? ORDER BY i.snapshot_id DESC LIMIT 1", (sid,)).fetchone()
+        return row[0] if row else None
 
     def decide(self, col: str, value_kind: str | None, at: str) -> str:
         """value_kind: "number" | "other" | None (only nulls so far)."""
@@ -200,7 +211,9 @@ def _records(path: Path, cols: _Columns):
                 else "other"
             cols.decide(f.name, vk, where(path, field=f.name))
         for first, batch in parquet_batches(path):
-            yield [(first + i, rec) for i, rec in enumerate(batch.to_pylist())]
+            recs = batch.to_pylist()
+            for lo in range(0, len(recs), FETCH):      # FETCH rows at a time: one short transaction each
+                yield [(first + i, rec) for i, rec in enumerate(recs[lo:lo + FETCH], lo)]
         return
     batch = []
     for n, rec in jsonl_records(path):
@@ -222,23 +235,61 @@ def update_samples(conn: sqlite3.Connection, paths: list[Path], dataset: str | N
     except KeyError as e:
         raise UpdateRefused(str(e.args[0])) from None
     scales = parse_scales(score_scale)
-    res = UpdateResult(dataset, files=[str(p) for p in paths])
-    try:
-        with transaction(conn):
-            _update(conn, did, paths, scales, res)
+    recover(conn)            # an earlier import killed midway is undone before this one reads the samples
+    checked: dict = {}       # sample id -> its content hash when checked, for the rows whose text the input changes
+    check = UpdateResult(dataset)
+    try:         # every row checked, nothing written, no write lock held
+        _update(conn, did, paths, scales, check, None, checked)
     except ShardError as e:
         raise UpdateError(str(e)) from None
+    res = UpdateResult(dataset, files=[str(p) for p in paths])
+    bulk = None
+    try:
+        with ShortTransactions(conn) as tx:
+            ts = now()
+            bulk = conn.execute("INSERT INTO bulk_runs (kind, pid, info, started_at) VALUES ('update', ?, ?, ?)",
+                                (os.getpid(), orjson.dumps({"judges": [_judge(p) for p in paths]}).decode(),
+                                 ts)).lastrowid
+            tx.next(force=True)        # the mark is in before the first change
+            _update(conn, did, paths, scales, res, _Apply(tx, bulk, ts, list(check.rubrics)), checked)
+            conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))      # done: the import is complete
+    except BaseException as e:
+        if bulk is not None and conn.execute("SELECT 1 FROM bulk_runs WHERE id = ?", (bulk,)).fetchone():
+            roll_back(conn, bulk)
+        if isinstance(e, ShardError):
+            raise UpdateError(str(e) + " (nothing was imported)") from None
+        raise
+    try:
+        _drop_saved_scores(conn, bulk)
+    except sqlite3.Error as e:     # the import is complete; the next recover() drops them
+        log.warning("the scores import %s replaced are dropped later: %s", bulk, e)
     return res
 
 
-def _update(conn, did: int, paths: list[Path], scales: dict, res: UpdateResult) -> None:
+@dataclass
+class _Apply:
+    """The apply pass: its transactions, its bulk_runs row, the time its scores carry."""
+    tx: ShortTransactions
+    bulk: int
+    ts: str
+    rubrics: list       # the input's score columns (found by the check pass)
+
+
+def _judge(path) -> str:
+    return f"import {path}"
+
+
+def _update(conn, did: int, paths: list[Path], scales: dict, res: UpdateResult, apply: _Apply | None,
+            checked: dict) -> None:
+    """One pass over the input: with `apply` None every row is checked and nothing written; else the rows are
+    written, a short transaction per batch."""
     top = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0]
     in_ds = bytearray(top + 1)
     for (i,) in conn.execute("SELECT id FROM samples WHERE dataset_id = ?", (did,)):
         in_ds[i] = 1
     seen = bytearray(top + 1)
     cols = _Columns(conn, did, scales, res)
-    ts = now()
+    cols.checked, cols.applying = checked, apply is not None
     for path in paths:
         row_pos = kind(path) == "parquet"
         for batch in _records(path, cols):
@@ -269,15 +320,22 @@ def _update(conn, did: int, paths: list[Path], scales: dict, res: UpdateResult) 
                         stored[r[0]] = decode_sample(r)
             recorded: dict[str, list] = {}
             stale: list = []
+            if apply is not None:     # before the text changes mark them stale
+                for rubric in apply.rubrics:
+                    _save_scores(conn, apply.bulk, rubric, ids)
             for pos, rec in batch:
                 sid = rec[ID_COLUMN]
-                _apply(conn, path, pos, row_pos, rec, stored.get(sid) or {"id": sid}, cols, res, recorded, stale)
+                _apply(conn, path, pos, row_pos, rec, stored.get(sid) or {"id": sid}, cols, res, recorded, stale,
+                       apply)
                 res.rows += 1
+            if apply is None:
+                continue
             for col, items in recorded.items():
-                scores.record_many(conn, col, cols.scale[col], items, judge=f"import {path}", ts=ts)
+                scores.record_many(conn, col, cols.scale[col], items, judge=_judge(path), ts=apply.ts)
             # scored on the exported text, not on the edit made since: stale, as an edit makes them
             conn.executemany("UPDATE sample_scores SET content_hash = ?, stale = 1 WHERE sample_id = ? AND rubric = ?",
                              stale)
+            apply.tx.next()
     unused = [c for c in scales if c is not None and c not in res.rubrics]
     if unused:   # a misspelt column would otherwise leave its scores unrecorded without a word
         raise UpdateRefused(f"--score-scale {unused[0]}=...: the input has no numeric column {unused[0]!r} "
@@ -291,7 +349,7 @@ def _value_kind(v) -> str | None:
 
 
 def _apply(conn, path, pos, row_pos, rec: dict, s: dict, cols: _Columns, res: UpdateResult, recorded: dict,
-           stale: list) -> None:
+           stale: list, apply: _Apply | None) -> None:
     """One row: its text changes written now; its scores added to `recorded` ({rubric: [(id, score)]}) and, when
     they were given to text the store has changed since, to `stale`."""
     changed: dict = {}
@@ -347,12 +405,21 @@ def _apply(conn, path, pos, row_pos, rec: dict, s: dict, cols: _Columns, res: Up
                     raise UpdateError(f"{at}: {e}") from None
                 changed["messages"] = msgs
     seen_text = None     # the text the engine saw, when it is not the store's (an edit since the export)
-    if changed and not _engine_changed(conn, s, changed, cols, res, where(path, pos, None, row_pos)):
+    if changed and not cols.applying:
+        cols.checked[s["id"]] = s["content_hash"]
+    if changed and cols.applying and s["content_hash"] != cols.checked.get(s["id"], s["content_hash"]):
+        raise UpdateError(f"{where(path, pos, None, row_pos)}: sample {s['id']} was edited in the store while this "
+                          f"import ran, and the file changes its text too; resolve it by hand (nothing was imported)")
+    if changed and cols.applying and s["id"] not in cols.checked:
+        # the text was the store's when checked: a curator edited it since (during the import); theirs stays
+        res.kept_store_text += 1
+        changed, seen_text = {}, hash_of({**s, **changed})
+    elif changed and not _engine_changed(conn, s, changed, cols, res, where(path, pos, None, row_pos)):
         changed, seen_text = {}, cols.exported_hash(s["id"])
     if meta_changed:
         changed["metadata"] = meta
-    if changed:
-        _write(conn, s, changed, res, path)
+    if changed and apply is not None:
+        _write(conn, s, changed, res, path, apply)
     for col, v in rec.items():
         if cols.kinds.get(col) == "score" and v is not None and not (isinstance(v, float) and math.isnan(v)):
             recorded.setdefault(col, []).append((s["id"], v))
@@ -383,7 +450,7 @@ def _json_value(v, at: str):
     return v
 
 
-def _write(conn, s: dict, changed: dict, res: UpdateResult, path) -> None:
+def _write(conn, s: dict, changed: dict, res: UpdateResult, path, apply: _Apply) -> None:
     """One sample's update, as an edit writes it (mirrored turns follow their field, and the reverse), logged."""
     if "messages" in changed:
         for f, i in mirror_turns({**s, **changed}).items():
@@ -402,8 +469,114 @@ def _write(conn, s: dict, changed: dict, res: UpdateResult, path) -> None:
     write_text(conn, s["id"], values)
     if res.run is None:
         res.run = new_run(conn, "update")
+        conn.execute("UPDATE bulk_runs SET run = ? WHERE id = ?", (res.run, apply.bulk))
     conn.execute("INSERT INTO decisions (sample_id, action, before, after, reason, session, created_at) "
                  "VALUES (?, 'update', ?, ?, ?, ?, ?)",
                  (s["id"], orjson.dumps(before).decode(), orjson.dumps(values).decode(), f"import {path}", res.run,
                   now()))
     res.changed += 1
+
+
+# --- undoing an import that did not finish ----------------------------------------------------------------
+
+CHUNK = 500
+
+
+def _save_scores(conn, bulk: int, rubric: str, ids) -> None:
+    """Inside the apply pass: the scores these samples have on the rubric before it (the first import of a score
+    column finds none: nothing is saved)."""
+    conn.executemany(
+        "INSERT OR IGNORE INTO bulk_run_scores (bulk_id, sample_id, rubric, score, scale_min, scale_max, judge, "
+        "template_version, job_id, content_hash, stale, created_at) SELECT ?, sample_id, rubric, score, scale_min, "
+        "scale_max, judge, template_version, job_id, content_hash, stale, created_at FROM sample_scores "
+        "WHERE sample_id = ? AND rubric = ?", ((bulk, sid, rubric) for sid in ids))
+
+
+def _drop_saved_scores(conn, bulk: int) -> None:
+    with ShortTransactions(conn) as tx:
+        while conn.execute("DELETE FROM bulk_run_scores WHERE bulk_id = ? AND (sample_id, rubric) IN (SELECT "
+                           "sample_id, rubric FROM bulk_run_scores WHERE bulk_id = ? LIMIT ?)",
+                           (bulk, bulk, CHUNK * 4)).rowcount:
+            tx.next()
+
+
+def recover(conn: sqlite3.Connection) -> int:
+    """Undo the shard imports whose process died midway. Returns how many were undone."""
+    try:
+        rows = conn.execute("SELECT id, pid FROM bulk_runs WHERE kind = 'update'").fetchall()
+        orphans = conn.execute("SELECT 1 FROM bulk_run_scores WHERE bulk_id NOT IN (SELECT id FROM bulk_runs) "
+                               "LIMIT 1").fetchone()
+    except sqlite3.OperationalError:      # a store from before the migration, opened read-only
+        return 0
+    done = 0
+    for bulk, pid in rows:
+        if not alive(pid) and claim(conn, "bulk_runs", "id", bulk, pid):
+            roll_back(conn, bulk)
+            done += 1
+    if orphans:   # a finished import killed while it dropped the scores it had kept
+        for (bulk,) in conn.execute("SELECT DISTINCT bulk_id FROM bulk_run_scores WHERE bulk_id NOT IN "
+                                    "(SELECT id FROM bulk_runs)").fetchall():
+            _drop_saved_scores(conn, bulk)
+    return done
+
+
+def roll_back(conn: sqlite3.Connection, bulk: int) -> None:
+    """Undo an unfinished import (outside any transaction, in short ones): its text changes still as it left them
+    (an 'undo' decision each, as `clean --undo` writes), its scores still as it left them (the replaced ones come
+    back), then its mark."""
+    run, info, ts = conn.execute("SELECT run, info, started_at FROM bulk_runs WHERE id = ?", (bulk,)).fetchone()
+    judges = set(orjson.loads(info)["judges"]) if info else set()
+    with ShortTransactions(conn) as tx:
+        if run is not None:
+            undone = {r[0] for r in conn.execute("SELECT undoes FROM decisions WHERE session = ? AND action = 'undo'",
+                                                 (run,))}
+            last = None
+            while True:
+                rows = conn.execute(
+                    "SELECT id, sample_id, before, after FROM decisions WHERE session = ? AND action = 'update' "
+                    + ("AND id < ? " if last is not None else "") + "ORDER BY id DESC LIMIT ?",
+                    (run, last, CHUNK) if last is not None else (run, CHUNK)).fetchall()
+                if not rows:
+                    break
+                for did, sid, before_s, after_s in rows:
+                    if did in undone:
+                        continue
+                    before, after = orjson.loads(before_s), orjson.loads(after_s)
+                    current = current_fields(conn, sid, after)
+                    if current != after:
+                        continue        # edited since: the curator's text stays
+                    write_text(conn, sid, before)
+                    conn.execute("INSERT INTO decisions (sample_id, action, before, after, undoes, session, "
+                                 "created_at) VALUES (?, 'undo', ?, ?, ?, ?, ?)",
+                                 (sid, orjson.dumps(current).decode(), before_s, did, run, now()))
+                last = rows[-1][0]
+                tx.next()
+        # its scores (judge and time its own; a score given since by anyone else stays) go: one scan, in chunks
+        marks = (*sorted(judges), ts)
+        same = f"judge IN ({','.join('?' * len(judges))}) AND created_at = ?"
+        last = 0
+        while True:
+            rows = conn.execute(f"SELECT sample_id, rubric FROM sample_scores WHERE sample_id >= ? AND {same} "
+                                f"ORDER BY sample_id LIMIT ?", (last, *marks, CHUNK)).fetchall()
+            if not rows:
+                break
+            conn.executemany("DELETE FROM sample_scores WHERE sample_id = ? AND rubric = ?", rows)
+            last = rows[-1][0]       # >=: its other rubrics may be past the LIMIT (the deleted ones are gone)
+            tx.next()
+        # and the ones they replaced come back, unless the sample was scored again since
+        key = (0, "")
+        while True:
+            rows = conn.execute(
+                "SELECT sample_id, rubric, score, scale_min, scale_max, judge, template_version, job_id, "
+                "content_hash, stale, created_at FROM bulk_run_scores WHERE bulk_id = ? AND (sample_id, rubric) > "
+                "(?, ?) ORDER BY sample_id, rubric LIMIT ?", (bulk, *key, CHUNK)).fetchall()
+            if not rows:
+                break
+            conn.executemany(   # an insert, not a replace: the maintained score counts follow it by triggers
+                "INSERT INTO sample_scores (sample_id, rubric, score, scale_min, scale_max, judge, template_version, "
+                "job_id, content_hash, stale, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (sample_id, rubric) DO NOTHING", rows)
+            key = (rows[-1][0], rows[-1][1])
+            tx.next()
+        conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))
+    _drop_saved_scores(conn, bulk)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import platformdirs
 
-from . import busy, import_recovery
+from . import bulk_recovery, busy, import_recovery
 from .fileperms import create_private, private_dir
 
 APP_NAME = "curation-workbench"
@@ -523,6 +523,44 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE batch_replies ADD COLUMN retryable INTEGER NOT NULL DEFAULT 0;
     """,
+    # (branch export-lock) 14 -> 15: long writers commit in short transactions. An export writes its
+    # snapshot_items under a reserved snapshot id (snapshot_writes) before one short transaction publishes the
+    # snapshots row; a keep or a shard import applies its run in chunks while bulk_runs marks it unfinished. A row
+    # whose process died is undone by the next open (workbench/bulk_recovery.py; a shard import's: shard_update.py).
+    # snapshot_items gets the sample index keep and the shard import look the latest export of a sample up by.
+    """
+    CREATE TABLE snapshot_writes (
+        snapshot_id INTEGER PRIMARY KEY,
+        pid INTEGER,
+        temp TEXT,                    -- the export's temp file or directory, removed with the items
+        started_at TEXT NOT NULL
+    );
+    CREATE TABLE bulk_runs (
+        id INTEGER PRIMARY KEY,
+        kind TEXT NOT NULL,           -- keep | update
+        run TEXT,                     -- the run id its decisions carry (filter-N, update-N), once it has one
+        pid INTEGER,
+        info TEXT,                    -- JSON: what undoing it needs besides its decisions (an update's scores)
+        started_at TEXT NOT NULL
+    );
+    -- the scores a shard import replaced (sample_scores' columns), so an unfinished one can put them back
+    CREATE TABLE bulk_run_scores (
+        bulk_id INTEGER NOT NULL,
+        sample_id INTEGER NOT NULL,
+        rubric TEXT NOT NULL,
+        score REAL NOT NULL, scale_min REAL NOT NULL, scale_max REAL NOT NULL, judge TEXT, template_version TEXT,
+        job_id INTEGER, content_hash INTEGER, stale INTEGER NOT NULL, created_at TEXT NOT NULL,
+        PRIMARY KEY (bulk_id, sample_id, rubric)
+    ) WITHOUT ROWID;
+    CREATE INDEX snapshot_items_sample ON snapshot_items(sample_id);
+    """,
+    # (branch import-fast) 15 -> 16: two indexes nothing reads, which every inserted row paid for (~10 % of a bulk
+    # import's insert time): samples.score has not been written since 7 -> 8 (scores live in sample_scores), and no
+    # query looks samples up by parent_id (lineage walks up from a sample by its id). Dropping them rewrites nothing.
+    """
+    DROP INDEX samples_dataset_score;
+    DROP INDEX samples_parent;
+    """,
 ]
 
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -666,6 +704,7 @@ def open_store(path: str | os.PathLike | None = None, *, check_same_thread: bool
     conn = connect(p, check_same_thread=check_same_thread)
     migrate(conn)
     import_recovery.remove_abandoned(conn)
+    bulk_recovery.recover(conn)
     return conn
 
 

@@ -5,7 +5,7 @@ import argparse
 import json
 import sys
 
-from .. import endpoints as E
+from .. import endpoints as E, shard_update
 from ..config import ConfigError, load_config
 from ..filters import FilterError, parse_value
 from ..store import open_store
@@ -76,7 +76,9 @@ def load_cli_config(args) -> dict:
 
 
 def open_cli_store(args):
-    return open_store(getattr(args, "db", None))
+    conn = open_store(getattr(args, "db", None))
+    shard_update.recover(conn)    # a shard import killed midway (open_store cannot: it would import samples.py)
+    return conn
 
 
 def parse_kv(pairs: list[str] | None, what: str) -> dict:

@@ -4,9 +4,8 @@ from __future__ import annotations
 import sys
 
 from .. import clean, dedup, sampling, snapshots
-from .common import CliError, DataError, print_json
+from .common import CliError, DataError, open_cli_store, print_json
 from ..config import ConfigError, load_config
-from ..store import open_store
 
 PREVIEW_CLUSTERS = 20
 
@@ -94,7 +93,7 @@ def register(sub, common) -> None:
 
 
 def _store(args):
-    return open_store(getattr(args, "db", None))
+    return open_cli_store(args)
 
 
 def _config(args) -> dict:

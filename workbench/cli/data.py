@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 from .. import exporter, formats, importer, safe_output, scores
-from .common import CliError, DataError, print_json
-from ..store import fts_sync, list_datasets, open_store, resolve_db_path
+from .common import CliError, DataError, open_cli_store, print_json
+from ..store import fts_sync, list_datasets, resolve_db_path
 from ..fileperms import open_private, private_dir
 from ..safe_text import label, raw_stream
 
@@ -117,7 +117,7 @@ def register(sub, common) -> None:
 
 
 def _store(args):
-    return open_store(getattr(args, "db", None))
+    return open_cli_store(args)
 
 
 def _parse_opts(args) -> formats.ParseOptions:

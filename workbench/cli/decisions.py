@@ -8,8 +8,8 @@ from .. import rounds
 from .. import review, scores
 from ..filters import FilterError, check_scores, iter_filtered, parse_filter
 from ..samples import TEXT_FIELDS
-from ..store import get_dataset, open_store
-from .common import CliError, print_json
+from ..store import get_dataset
+from .common import CliError, open_cli_store, print_json
 
 
 def register(sub, common) -> None:
@@ -67,7 +67,7 @@ def register(sub, common) -> None:
 
 
 def _store(args):
-    return open_store(getattr(args, "db", None))
+    return open_cli_store(args)
 
 
 def _dataset_id(conn, name: str) -> int:

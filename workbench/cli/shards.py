@@ -3,8 +3,7 @@ from __future__ import annotations
 
 from ..keep import KeepError, KeepRefused, keep
 from ..safe_text import label
-from ..store import open_store
-from .common import CliError, DataError, print_json
+from .common import CliError, DataError, open_cli_store, print_json
 
 
 def register(sub, common) -> None:
@@ -23,7 +22,7 @@ def register(sub, common) -> None:
 
 
 def cmd_keep(args) -> int:
-    conn = open_store(getattr(args, "db", None))
+    conn = open_cli_store(args)
     try:
         res = keep(conn, args.dataset, args.ids_from, args.reason)
     except KeepRefused as e:
