@@ -64,6 +64,11 @@ def step_open(db: str, launched: float) -> dict:
             "key_p95_ms": pct(r["keys_ms"], 95), "resort_ms": r["resort_ms"], "end_id": r["last_id"]}
 
 
+def cpu_s() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def step_browse(db: str, launched: float) -> dict:
     from workbench import browse, scores, store
     from workbench.browse import Filter, Sort
@@ -81,7 +86,9 @@ def step_browse(db: str, launched: float) -> dict:
              ("fts-common", Filter(dataset_id=main, search="energy python", rubric="judge"), Sort("id", True)),
              ("fts-common-by-score", Filter(dataset_id=main, search="energy python", rubric="judge"),
               Sort("score", True)),
-             ("fts-rare", Filter(dataset_id=main, search="w0", rubric="judge"), Sort("id", True))]
+             ("fts-rare", Filter(dataset_id=main, search="w0", rubric="judge"), Sort("id", True)),
+             ("fts-common-by-length", Filter(dataset_id=main, search="energy python", rubric="judge"),
+              Sort("length", True))]
     for label, flt, sort in cases:
         walk, after = [], None
         for _ in range(11):
@@ -93,6 +100,28 @@ def step_browse(db: str, launched: float) -> dict:
         browse.page(conn, flt, sort, None, 100, backward=True)   # End: the last page
         figures[label] = {"first_ms": walk[0], "next_p95_ms": pct(walk[1:], 95),
                           "end_ms": (time.perf_counter() - t) * 1000}
+    # End of a common-word search sorted by length descending: the shortest rows, where the words are rare. Against
+    # main's way before tenm-ui (walk the length index asking the search index row by row until the page is full,
+    # i.e. no PROBE_SAMPLE give-up), each on a fresh connection (no copy of the matches held yet)
+    for label, search in (("end-search-by-length", "energy python"), ("end-search3-by-length", "python function value")):
+        flt, sort = Filter(dataset_id=main, search=search, rubric="judge"), Sort("length", True)
+        for way, sample in (("walk", 10 ** 12), ("new", browse.PROBE_SAMPLE)):
+            fresh = store.open_store(db)
+            saved, browse.PROBE_SAMPLE = browse.PROBE_SAMPLE, sample
+            t, c = time.perf_counter(), cpu_s()
+            got = browse.page(fresh, flt, sort, None, 100, backward=True)
+            figures.setdefault(label, {})[f"{way}_ms"] = (time.perf_counter() - t) * 1000
+            figures[label][f"{way}_cpu_ms"] = (cpu_s() - c) * 1000
+            browse.PROBE_SAMPLE = saved
+            figures[label].setdefault("ids", [r.id for r in got])
+            assert figures[label]["ids"] == [r.id for r in got], "the two ways listed different rows"
+            fresh.close()
+        figures[label]["ratio_new_to_walk_cpu"] = figures[label]["new_cpu_ms"] / max(figures[label]["walk_cpu_ms"], 1e-9)
+        del figures[label]["ids"]
+    from workbench import review
+    t = time.perf_counter()
+    review.facets(conn)            # Review's filter dialog, all datasets
+    figures["facets_all_ms"] = (time.perf_counter() - t) * 1000
     t = time.perf_counter()
     n = browse.count(conn, Filter(dataset_id=main))
     figures["count_ms"] = (time.perf_counter() - t) * 1000

@@ -197,9 +197,11 @@ async def tui_browse(path: Path, presses: int) -> dict:
         out["last_id"] = table.current.data.id
         from workbench import store
         conn = store.open_store(path)
-        top = conn.execute("SELECT max(sc.score) FROM sample_scores sc JOIN samples s ON s.id = sc.sample_id "
-                           "WHERE s.dataset_id = ? AND sc.rubric = 'judge'",
-                           (store.dataset_id(conn, "main"),)).fetchone()[0]
+        # the top fresh score, walked down the score index (a max() over every score joined to its sample read
+        # the whole table: 2.3 s of CPU at 1M rows, 7.8 s at 3M, counted in the step's CPU and blocking the app)
+        top = conn.execute("SELECT sc.score FROM sample_scores sc JOIN samples s ON s.id = sc.sample_id "
+                           "WHERE sc.rubric = 'judge' AND sc.stale = 0 AND s.dataset_id = ? ORDER BY sc.score DESC "
+                           "LIMIT 1", (store.dataset_id(conn, "main"),)).fetchone()[0]
         conn.close()
         await pilot.press("o")                     # sort by score, then reverse: time the second reload
         while table.fetching:

@@ -74,7 +74,8 @@ IMPORT_STEP = ("from workbench import importer; import time; t0 = time.perf_coun
                "s = getattr(importer, 'LAST_TX_STATS', None); "
                "out = {{'n': r.rows, 'dups': r.duplicates, 'tx': s.count if s else 1, "
                "'longest': s.longest if s else took, 'waited': s.waited if s else 0, "
-               "'yielded': getattr(s, 'yielded', 0)}}")
+               "'yielded': getattr(s, 'yielded', 0), "
+               "'timing': getattr(getattr(importer, 'LAST_TIMING', None), '__dict__', None), 'took': took}}")
 
 # A curator deciding in Review and a worker committing results, each in its own process, writing every INTERVAL_S
 # while the import runs: each write's duration (waiting for the lock included) is recorded.
@@ -160,6 +161,20 @@ def report_concurrent(c: dict, su_secs: float) -> None:
               f"exit {w['exit']} {ok(not w['n_errors'] and not w['exit'])}")
 
 
+def print_profile(o: dict, secs: float, su_secs: float) -> None:
+    """Where the inserting process's time went (importer.LAST_TIMING), each part also as a share of sqlite-utils'
+    whole run: what is left to win, and where."""
+    tm = o.get("timing")
+    if not tm:
+        return
+    parts = {"content-hash lookups (duplicates)": tm["probing"], "executemany (rows + index entries)": tm["inserting"],
+             "COMMIT (pages to the WAL)": tm["committing"], "waiting for the parser process": tm["parser_wait"]}
+    parts["other in import_file (receiving, unpickling, batching)"] = o["took"] - sum(parts.values())
+    parts["outside import_file (start-up, closing: the WAL checkpoint)"] = secs - o["took"]
+    print("  where the importing process's time went: " + "; ".join(
+        f"{k} {v:.1f} s = {v / su_secs:.2f}x sqlite-utils" for k, v in parts.items()))
+
+
 def clean_db(*dbs: Path) -> None:
     for p in dbs:
         for suffix in ("", "-wal", "-shm"):
@@ -204,6 +219,7 @@ def main() -> None:
           f"{ok(o['longest'] <= 0.25)}; {o['longest'] / su_secs:.4f}x the time sqlite-utils holds the lock "
           f"(its whole run). With no other writer waiting the import commits every importer.MAX_TX_S; what "
           f"others wait is measured next")
+    print_profile(o, t, su_secs)
 
     report_concurrent(concurrent_import(src, conc_db, a.rows), su_secs)
     clean_db(wb_db if a.import_only else conc_db, conc_db)

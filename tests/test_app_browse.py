@@ -92,6 +92,44 @@ async def test_virtual_table_buffer_stays_contiguous_under_fast_keys():
         assert ids == list(range(ids[0], ids[0] + len(ids))) and len(ids) <= table.max_rows + table.page_size
 
 
+class SlowEndApp(NumbersApp):
+    """The last page takes until `release` is set (a slow End, as a search's End at 10M rows)."""
+
+    def __init__(self):
+        super().__init__()
+        import threading
+        self.release = threading.Event()
+
+    def fetch(self, after, limit, backward):
+        if backward and after is None:
+            self.release.wait(10)
+        return super().fetch(after, limit, backward)
+
+
+async def test_home_pressed_while_end_loads_wins_over_it():
+    """Home (or End) pressed while the other's page still loads: the rows held are the old ones (at the start), so
+    Home only moved the cursor there, then End's page arrived and the table ended on the last row."""
+    app = SlowEndApp()
+    async with app.run_test(size=(80, 24)) as pilot:
+        table = app.query_one(VirtualTable)
+        table.focus()
+        await settle(pilot, table)
+        await pilot.press("pagedown", "end")
+        await pilot.pause(0.05)
+        await pilot.press("home")
+        app.release.set()
+        await pilot.pause(0.2)
+        await settle(pilot, table)
+        assert table.current.data == 0 and table.position == 0 and table.at_start
+        app.release.clear()
+        await pilot.press("end")                  # and End pressed while Home loads... (Home is fast here)
+        await pilot.pause(0.05)
+        await pilot.press("end")                  # End twice: still one last page, no error
+        app.release.set()
+        await wait_for(pilot, lambda: table.at_end and not table.fetching)
+        assert table.current.data == app.N - 1
+
+
 async def test_virtual_table_cells_are_literal_single_lines():
     app = NumbersApp()
     async with app.run_test(size=(80, 24)) as pilot:

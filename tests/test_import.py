@@ -325,6 +325,9 @@ def test_parallel_path_matches_serial(cli, tmp_path, db_path, monkeypatch, share
     q = "SELECT instruction, input, response, task_type, metadata, source_line FROM samples WHERE dataset_id = ?"
     assert conn.execute(q, (1,)).fetchall() == conn.execute(q, (2,)).fetchall()
     assert len(conn.execute(q, (2,)).fetchall()) == 252
+    import hashlib             # the parser process took the file's sha256 (it reads the file, not the importer)
+    sha = hashlib.sha256(f.read_bytes()).hexdigest()
+    assert conn.execute("SELECT DISTINCT sha256 FROM imports").fetchall() == [(sha,)]
     code, out, err = cli("import", str(f), "--dataset", "strict")
     assert code == 1 and "line 102 (row 101)" in err   # bad data (the exit-code table in the README)
     assert conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 504

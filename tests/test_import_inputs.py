@@ -219,3 +219,24 @@ def test_samples_json_lists_imported_candidates_with_models_and_scores(conn, cli
         [("import-score", 8.0, [1, 10]), ("import-score", 3.0, [1, 10])]
     code, out, err = cli("samples", "--dataset", "ae", "--json", "--limit", "1")
     assert [c["model"] for c in json.loads(out)[0]["candidates"]] == ["gpt4_1106_preview", "my_model"]
+
+
+def test_a_gz_that_ends_early_in_the_parser_process_is_refused(conn, tmp_path, monkeypatch):
+    """The parser process reads big JSONL files itself: what goes wrong there (a .gz cut short after rows were
+    sent and inserted) is refused in the importing process as in the serial path, and nothing stays."""
+    import random
+    from workbench import readers
+    rng = random.Random(3)
+    gz = tmp_path / "cut.jsonl.gz"
+    with gzip.open(gz, "wt") as f:
+        for k in range(3000):
+            text = "".join(rng.choices("abcdefgh ", k=300))      # hardly compressible: many blocks
+            f.write(json.dumps({"instruction": f"q{k} {text}", "output": "o"}) + "\n")
+    gz.write_bytes(gz.read_bytes()[: gz.stat().st_size * 2 // 3])
+    monkeypatch.setattr(importer, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(readers, "JSONL_BLOCK_BYTES", 20_000)     # rows go in before the end is reached
+    before = count(conn)
+    with pytest.raises(importer.ImportFailed) as e:
+        importer.import_file(conn, gz, dataset="cut")
+    assert str(e.value).startswith(f"{gz}: cannot read the file"), str(e.value)
+    assert count(conn) == before and conn.execute("SELECT count(*) FROM imports").fetchone()[0] == 0

@@ -17,17 +17,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 SLOW_IMPORT = r'''
 import sys, time
-from workbench import formats, importer
+from workbench import importer
 from workbench.store import open_store
 importer.PARALLEL_MIN_BYTES = 0              # use the parser process for this small file
-real_blocks = formats.jsonl_blocks
+importer.CHUNK_S = 0.0                       # small chunks ...
+real_write = importer._StagedWriter._write
 
-def slow_blocks(path, *a, **kw):
-    for b in real_blocks(path, *a, **kw):
-        yield b
-        time.sleep(0.5)                      # the import is still running when the test kills it
-formats.jsonl_blocks = slow_blocks
-importer.formats.jsonl_blocks = slow_blocks
+def slow_write(self, *a, **kw):
+    time.sleep(0.5)                          # ... slowly: the import is still running when the test kills it
+    return real_write(self, *a, **kw)
+importer._StagedWriter._write = slow_write
 print("started", flush=True)
 importer.import_file(open_store(sys.argv[1]), sys.argv[2], dataset="big")
 '''

@@ -300,15 +300,18 @@ class VirtualTable(Widget, can_focus=True):
     def action_page_up(self) -> None:
         self._move(-max(1, self._visible_rows() - 1))
 
+    # While a reset (End, Home, a new query) loads, the rows held are the old ones: Home or End must load its own
+    # page then, else the pending reset lands after it and wins (End then Home at once ended on the last page).
+
     def action_first(self) -> None:
-        if self.at_start and self.rows:
+        if self.at_start and self.rows and "reset" not in self._pending:
             self._move(-self.cursor_index)
         else:
             self._restart()
             self._load("reset", None, False)
 
     def action_last(self) -> None:
-        if self.at_end and self.rows:
+        if self.at_end and self.rows and "reset" not in self._pending:
             self._move(len(self.rows) - 1 - self.cursor_index)
         else:
             self._restart()

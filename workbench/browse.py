@@ -139,11 +139,15 @@ def _score_segments(ascending: bool, after, scored_only: bool = False) -> list[t
 
 
 def _scan_scores(conn, where: str, params: tuple, ascending: bool, after, limit: int, rubric: str,
-                 bounds: tuple | None = None) -> list[Row]:
+                 bounds: tuple | None = None, copied: str | None = None) -> list[Row]:
     """`bounds`: the filter's (lo, hi) on the fresh scores of `rubric` (scores.fresh_range), walked as a range of
-    the index rather than tested row by row (walking up from the lowest score to reach them took seconds)."""
+    the index rather than tested row by row (walking up from the lowest score to reach them took seconds).
+    `copied`: the table of a search's copied matches, also asked about each score before its sample row is read
+    (a small dataset's page across all datasets read ~50,000 sample rows of the others for 100 matches)."""
     out: list[Row] = []
     rng, rng_params = "", ()
+    if copied is not None:
+        rng = f" AND +sc.sample_id IN (SELECT id FROM {copied})"
     if bounds is not None:
         for op, v in zip((">=", "<="), bounds):
             if v is not None:
@@ -166,9 +170,9 @@ def _scan_scores(conn, where: str, params: tuple, ascending: bool, after, limit:
 
 
 def _scan(conn, where: str, params: tuple, sort: Sort, ascending: bool, after, limit: int,
-          rubric: str | None = None, bounds: tuple | None = None) -> list[Row]:
+          rubric: str | None = None, bounds: tuple | None = None, copied: str | None = None) -> list[Row]:
     if sort.key == "score" and rubric:
-        return _scan_scores(conn, where, params, ascending, after, limit, rubric, bounds)
+        return _scan_scores(conn, where, params, ascending, after, limit, rubric, bounds, copied)
     out: list[Row] = []
     col = _sort_sql(sort.key, rubric)
     for seg_where, seg_params, order in _segments(col, sort.key in _NULLABLE, ascending, after):
@@ -219,20 +223,62 @@ def page(conn: sqlite3.Connection, flt: Filter = Filter(), sort: Sort = Sort(), 
         rows = [replace(r, scores=tuple(by_id[r.id])) for r in rows]
         return rows[::-1] if backward else rows
     hits = search_hits(conn, flt.search)
-    where, params = flt.sql(hits, sort.key)
-    bounds = flt.scores.fresh_range(flt.rubric) if flt.rubric else None
-    if flt.dataset_id is None and sort.key != "id":
-        parts = []
-        for (did,) in conn.execute("SELECT id FROM datasets ORDER BY id").fetchall():
-            w, p = Filter(**{**flt.__dict__, "dataset_id": did}).sql(hits, sort.key)
-            parts.append(_scan(conn, w, p, sort, ascending, after_key, limit, flt.rubric, bounds))
-        rows = list(heapq.merge(*parts, key=_order, reverse=not ascending))[:limit]
-    else:
-        rows = _scan(conn, where, params, sort, ascending, after_key, limit, flt.rubric, bounds)
+    probe = _Probe(limit, hits.estimate if hits else 0)
+    conn.create_function("browse_probe", 1, probe)
+    try:
+        rows = _page(conn, flt, sort, after_key, limit, ascending, hits)
+    except sqlite3.OperationalError:
+        if not probe.gave_up:
+            raise
+        # the walk asked the search index about too many rows per match (a common word's matches are rare among
+        # the shortest rows, where a length sort starts or ends): copy every match once, then walk on with the copy
+        hits = search_hits(conn, flt.search, complete=True)
+        rows = _page(conn, flt, sort, after_key, limit, ascending, hits)
     by_id = scores.of_samples(conn, [r.id for r in rows])
     in_rounds = rounds.of_samples(conn, [r.id for r in rows])
     rows = [replace(r, scores=tuple(by_id[r.id]), rounds=in_rounds[r.id]) for r in rows]
     return rows[::-1] if backward else rows
+
+
+def _page(conn, flt: Filter, sort: Sort, after_key, limit: int, ascending: bool, hits: "Hits | None") -> list[Row]:
+    where, params = flt.sql(hits, sort.key)
+    bounds = flt.scores.fresh_range(flt.rubric) if flt.rubric else None
+    copied = hits.table if hits is not None and hits.count >= 0 else None
+    if flt.dataset_id is None and sort.key != "id":
+        parts = []
+        for (did,) in conn.execute("SELECT id FROM datasets ORDER BY id").fetchall():
+            w, p = Filter(**{**flt.__dict__, "dataset_id": did}).sql(hits, sort.key)
+            parts.append(_scan(conn, w, p, sort, ascending, after_key, limit, flt.rubric, bounds, copied))
+        return list(heapq.merge(*parts, key=_order, reverse=not ascending))[:limit]
+    return _scan(conn, where, params, sort, ascending, after_key, limit, flt.rubric, bounds, copied)
+
+
+PROBE_SAMPLE = 200   # rows a walk asks the search index about before judging how often they match
+COPY_PER_ASK = 800   # copying this many matches costs about one ask (~0.2 us a match; an ask ~100-300 us, 1M-3M)
+
+
+class _Probe:
+    """browse_probe(matched): counts the rows a page's walk asks the search index about and how many match. From
+    PROBE_SAMPLE asks on, when the asks still needed to fill the page at the rate seen so far would cost more than
+    copying every match (`estimate` of them), it stops the walk (the query fails, gave_up is set) and the page is
+    read again against a copy. End of a three-word search sorted by length asked about ~12,000 short rows for 100
+    matches (1.3 s CPU at 1M rows, 2.5 s at 3M, where the copy costs 0.2 s and 0.6 s); a two-word one ~2,000 (a
+    copy is cheaper at 1M, the walk at 3M and up)."""
+
+    def __init__(self, limit: int, estimate: int):
+        self.limit, self.estimate = limit, estimate
+        self.asked = self.matched = 0
+        self.gave_up = False
+
+    def __call__(self, matched: int) -> int:
+        self.asked += 1
+        self.matched += bool(matched)
+        if self.asked >= PROBE_SAMPLE and self.matched < self.limit:
+            still = (self.limit - self.matched) * self.asked / max(self.matched, 1)
+            if still * COPY_PER_ASK > self.estimate:
+                self.gave_up = True
+                raise RuntimeError("copying the matches costs less than asking on")
+        return matched
 
 
 def row(conn: sqlite3.Connection, sample_id: int, sort: Sort = Sort(), rubric: str | None = None) -> Row | None:
@@ -265,12 +311,15 @@ class Hits:
     table: str
     count: int
     query: str = ""
+    estimate: int = 0     # how many rows match: `count` when copied, else estimated from the first matches
 
     def condition(self, sort_key: str) -> tuple[str, tuple]:
         if self.count < 0:
             # many matches: walk the sort's index and ask the search index about each row (~0.1 ms a row at 10M
             # rows; copying every match of a common word first took 8.7 s there before the first page)
-            return "EXISTS (SELECT 1 FROM samples_fts WHERE samples_fts MATCH ? AND rowid = samples.id)", (self.query,)
+            # (browse_probe: see _Probe; a walk that finds matches too rarely copies them all after all)
+            return ("browse_probe(EXISTS (SELECT 1 FROM samples_fts WHERE samples_fts MATCH ? AND rowid = samples.id))",
+                    (self.query,))
         # `id IN` lets SQLite start from the matches: right for id order and for few matches (sorting them is
         # cheap), ruinous for a common word sorted by score (3 s a page at 1M rows: every match read and
         # sorted). `+id IN` keeps it walking the sort's index, testing each id against the table (~0.1 ms).
@@ -285,18 +334,21 @@ def search_hits(conn: sqlite3.Connection, search: str | None, complete: bool = F
     most ~1/WALK_DENSITY index lookups a row, or copying WALK_DENSITY of the rows once.
 
     Re-running MATCH inside every page's query costs ~130 ms (sorted by id) to ~900 ms (sorted by score) per page
-    for a common word at 1M rows. The table is rebuilt when the index may have changed: new rows indexed
-    (fts_upto) or any decision (an edit changes the indexed text).
+    for a common word at 1M rows. The table is rebuilt when the index changed: new rows indexed (fts_upto), an edit
+    or a delete. The index's structure record (FTS5's %_data row 10, rewritten with a higher write counter by every
+    change to the index) says so in one lookup; a decision that changes no text (accept, reject) keeps the table,
+    so Review's keys on a Browse order do not copy the matches again after each decision.
     """
     query = fts_query(search or "")
     if not query:
         return None
     fts_upto = conn.execute("SELECT value FROM meta WHERE key = 'fts_upto'").fetchone()
-    last_decision = conn.execute("SELECT max(id) FROM decisions").fetchone()[0]
-    key = hashlib.blake2b(repr((query, fts_upto, last_decision)).encode(), digest_size=8).hexdigest()
+    structure = conn.execute("SELECT block FROM samples_fts_data WHERE id = 10").fetchone()
+    key = hashlib.blake2b(repr((query, fts_upto, structure)).encode(), digest_size=8).hexdigest()
     name = f"browse_hits_{key}"
-    conn.execute("CREATE TEMP TABLE IF NOT EXISTS browse_hits (name TEXT PRIMARY KEY, n INTEGER NOT NULL)")
-    row = conn.execute("SELECT n FROM temp.browse_hits WHERE name = ?", (name,)).fetchone()
+    conn.execute("CREATE TEMP TABLE IF NOT EXISTS browse_hits (name TEXT PRIMARY KEY, n INTEGER NOT NULL, "
+                 "estimate INTEGER NOT NULL)")
+    row = conn.execute("SELECT n, estimate FROM temp.browse_hits WHERE name = ?", (name,)).fetchone()
     if row is None or (complete and row[0] < 0):
         for (old,) in conn.execute("SELECT name FROM temp.browse_hits").fetchall():
             conn.execute(f"DROP TABLE IF EXISTS temp.{old}")   # one search's ids at a time
@@ -304,17 +356,21 @@ def search_hits(conn: sqlite3.Connection, search: str | None, complete: bool = F
         conn.execute(f"CREATE TEMP TABLE {name} (id INTEGER PRIMARY KEY)")
         n = conn.execute(f"INSERT INTO temp.{name} SELECT rowid FROM samples_fts WHERE samples_fts MATCH ? LIMIT ?",
                          (query, -1 if complete else DRIVE_FROM_HITS + 1)).rowcount
+        estimate = n
         if not complete and n > DRIVE_FROM_HITS:
             last = conn.execute(f"SELECT max(id) FROM temp.{name}").fetchone()[0]
             if n / last >= WALK_DENSITY:
+                top = conn.execute("SELECT max(id) FROM samples").fetchone()[0] or last
+                estimate = int(n / last * top)
                 conn.execute(f"DELETE FROM temp.{name}")
                 n = -1
             else:
                 n += conn.execute(f"INSERT INTO temp.{name} SELECT rowid FROM samples_fts WHERE samples_fts MATCH ? "
                                   f"AND rowid > ?", (query, last)).rowcount
-        conn.execute("INSERT INTO temp.browse_hits (name, n) VALUES (?, ?)", (name, n))
-        row = (n,)
-    return Hits(f"temp.{name}", row[0], query)
+                estimate = n
+        conn.execute("INSERT INTO temp.browse_hits (name, n, estimate) VALUES (?, ?, ?)", (name, n, estimate))
+        row = (n, estimate)
+    return Hits(f"temp.{name}", row[0], query, row[1])
 
 
 QUERY_HELP = ("words to search, and filters: status:accepted task:qa domain:law dataset:NAME|* score:curate=4..5 "

@@ -86,6 +86,15 @@ def delete_dataset(conn: sqlite3.Connection, name: str, session: str) -> dict:
                          "SELECT 'delete', id, instruction, input, response FROM samples "
                          "WHERE dataset_id = ? AND id <= ?", (did, int(row[0])))
         conn.execute("DELETE FROM samples WHERE dataset_id = ?", (did,))
+        # ids freed at the top are given out again by the next insert: the search index and the Balance counts must
+        # take them as new rows (the delete trigger lowers stats_upto only while a counted row is the top one, and
+        # nothing lowered fts_upto: search and Balance missed every reused id)
+        conn.execute("UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM samples) WHERE key IN "
+                     "('fts_upto', 'stats_upto') AND CAST(value AS INTEGER) > (SELECT coalesce(max(id), 0) "
+                     "FROM samples)")
+        # the dataset id is given out again too: its maintained counts (all 0 now) and rubrics go with it
+        for table in ("sample_stats", "score_stats", "score_rubrics"):
+            conn.execute(f"DELETE FROM {table} WHERE dataset_id = ?", (did,))
         conn.execute("DELETE FROM imports WHERE dataset_id = ?", (did,))
         conn.execute("DELETE FROM datasets WHERE id = ?", (did,))
         _forget_positions(conn, did)
@@ -118,6 +127,13 @@ def merge_datasets(conn: sqlite3.Connection, sources: list[str], into: str, sess
                 continue
             moved += conn.execute("UPDATE samples SET dataset_id = ? WHERE dataset_id = ?", (tid, did)).rowcount
             conn.execute("UPDATE imports SET dataset_id = ? WHERE dataset_id = ?", (tid, did))
+            # the triggers moved the counts; the rubrics scored in the source are now scored in the target
+            conn.execute("INSERT INTO score_rubrics (dataset_id, rubric, scale_min, scale_max) "
+                         "SELECT ?, rubric, scale_min, scale_max FROM score_rubrics WHERE dataset_id = ? AND true "
+                         "ON CONFLICT DO UPDATE SET scale_min = min(scale_min, excluded.scale_min), "
+                         "scale_max = max(scale_max, excluded.scale_max)", (tid, did))
+            for table in ("sample_stats", "score_stats", "score_rubrics"):
+                conn.execute(f"DELETE FROM {table} WHERE dataset_id = ?", (did,))
             conn.execute("DELETE FROM datasets WHERE id = ?", (did,))
             _forget_positions(conn, did)
         _log(conn, "dataset-merge", {"datasets": [{"dataset": n, "id": d} for n, d, _ in found]},

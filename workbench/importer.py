@@ -31,13 +31,12 @@ from .store import WAL_AUTOCHECKPOINT, get_dataset, now, transaction
 DETECT_SAMPLE = 20
 PROGRESS_EVERY = 10_000
 PARALLEL_MIN_BYTES = 16 << 20   # below this, starting a worker process costs more than it saves
-PARALLEL_WORKERS = 1            # one parser beside the inserting process: two cores, both busy
-IN_FLIGHT = 3             # 1 MB blocks queued to the worker: enough to keep it busy, little memory
 BATCH = 5_000             # rows per executemany: a pair's candidates and scores are written right after its batch
 CHUNK_S = 0.03            # rows per executemany of an import: sized to take this long (a waiting writer is
 FIRST_BATCH = 500         # noticed between chunks); the first chunk, then sized from the pace
 MIN_BATCH, MAX_BATCH = 100, 20_000
-MAX_TX_S = 1.0            # an import commits at least this often (Review sees the rows arrive)
+MAX_TX_S = 0.25           # an import commits at least this often: no transaction holds the lock longer
+IDLE_POLL_S = 0.005       # while the parser has no rows ready, a waiting writer is looked for this often
 STDIN = "-"
 log = logging.getLogger(__name__)
 GZIP_ERRORS = (OSError, EOFError, zlib.error)   # what a damaged .gz raises while it is read
@@ -322,43 +321,115 @@ def _build_block(ctx: _Context, first_line: int, block: bytes) -> list:
     return [_build(ctx, line, row, raw) for line, row, raw in formats.block_lines(first_line, block)]
 
 
-def _built_rows(ctx: _Context, path: Path, parallel: bool, segmented=None):
-    """Rows in file order. Big JSONL files are parsed, normalized and hashed in a worker process while this
-    process inserts: the two halves of the work run on two cores. A bounded number of blocks is in flight, so
-    memory stays flat whatever the file size. Segmented text comes as (line, text) records already."""
+def _parse_file(out, ctx: _Context, path: Path, block_bytes: int, parent_pid: int, want_sha: bool) -> None:
+    """The parser process: reads the JSONL file itself, builds each block's rows and sends them pickled, in file
+    order, then ("end", the file's sha256 if `want_sha`); a failure is sent as ("error", exception). The inserting
+    process neither reads the file nor ships it here, and the pipe's capacity bounds how far ahead this runs
+    (memory stays flat)."""
+    import pickle
+    from concurrent.futures import ThreadPoolExecutor
+
+    from . import readers
+    die_with_parent(parent_pid)
+    readers.JSONL_BLOCK_BYTES = block_bytes
+    # the file's sha256 is taken here, in a thread (hashlib releases the GIL): the inserting process is the
+    # import's bottleneck, this one has time to spare
+    pool = ThreadPoolExecutor(max_workers=1)
+    try:
+        sha = pool.submit(file_sha256, path) if want_sha else None
+        for first_line, block in formats.jsonl_blocks(path):
+            out.send_bytes(pickle.dumps(("rows", _build_block(ctx, first_line, block)), pickle.HIGHEST_PROTOCOL))
+        out.send_bytes(pickle.dumps(("end", sha.result() if sha else None)))
+    except BaseException as e:      # e.g. a .gz that ends early: raised again in the importing process (at once:
+        try:                        # the importing process ends this one, sha256 thread and all)
+            payload = pickle.dumps(("error", e))
+        except Exception:
+            payload = pickle.dumps(("error", RuntimeError(f"the parser process failed: {e!r}")))
+        out.send_bytes(payload)
+    finally:
+        pool.shutdown(wait=False)
+
+
+PIPE_BYTES = 1 << 20      # the parser may run about one block ahead of the inserts (Linux F_SETPIPE_SZ)
+
+
+def _widen_pipe(conn) -> None:
+    try:
+        import fcntl
+        fcntl.fcntl(conn.fileno(), getattr(fcntl, "F_SETPIPE_SZ", 1031), PIPE_BYTES)
+    except (OSError, ImportError, AttributeError):   # another OS, or a lower pipe-max-size: 64 KB pipes work too
+        pass
+
+
+SERIAL_BLOCK = 1_000       # rows handed to the writer at a time when this process parses
+
+
+def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, writer: "_Writer | None" = None,
+                  sha: dict | None = None):
+    """Lists of built rows in file order. Big JSONL files are read, parsed, normalized and hashed in a parser
+    process while this process inserts: the two halves of the work run on two cores. Its results are received (and
+    unpickled) in this thread: a receiving thread would fight the inserting one for the GIL at every row. When the
+    parser has nothing ready the writer's `idle` lets a waiting writer in. Segmented text comes as (line, text)
+    records already. With `sha`, the parser process also takes the file's sha256 (into sha["sha256"])."""
     if segmented is not None:
-        for row, (line, text) in enumerate(segmented.records, 1):
-            yield _build(ctx, line, row, {"text": text})
+        items = (_build(ctx, line, row, {"text": text}) for row, (line, text) in enumerate(segmented.records, 1))
+        while block := list(islice(items, SERIAL_BLOCK)):
+            yield block
         return
     if not parallel:
-        for line, row, rec in formats.read_records(path, ctx.file_type):
-            yield _build(ctx, line, row, rec)
+        items = (_build(ctx, line, row, rec) for line, row, rec in formats.read_records(path, ctx.file_type))
+        while block := list(islice(items, SERIAL_BLOCK)):
+            yield block
         return
     import multiprocessing
-    from collections import deque
-    from concurrent.futures import ProcessPoolExecutor
-    rows_before = 0
+    import pickle
 
-    def in_order(future) -> list:
-        nonlocal rows_before
-        built = future.result()
-        for r in built:
-            if isinstance(r, Skipped) and r.row is not None:
-                r.row += rows_before          # the worker counted rows from its block's start
-        rows_before += len(built)
-        return built
-
+    from . import readers
     # spawn, not fork: the TUI imports from a thread, and forking a threaded process can deadlock.
-    # The workers die with this process even on kill -9 (then the resource tracker, whose pipe they hold, ends too)
-    with ProcessPoolExecutor(max_workers=PARALLEL_WORKERS, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
-        pending: deque = deque()
-        for first_line, block in formats.jsonl_blocks(path):
-            pending.append(pool.submit(_build_block, ctx, first_line, block))
-            if len(pending) >= IN_FLIGHT:
-                yield from in_order(pending.popleft())
-        while pending:
-            yield from in_order(pending.popleft())
+    # The parser dies with this process even on kill -9 (die_with_parent; then the resource tracker ends too)
+    mp = multiprocessing.get_context("spawn")
+    receive, send = mp.Pipe(duplex=False)
+    _widen_pipe(send)
+    proc = mp.Process(target=_parse_file, args=(send, ctx, path, readers.JSONL_BLOCK_BYTES, os.getpid(),
+                                                sha is not None),
+                      name="workbench-import-parser", daemon=True)
+    proc.start()
+    send.close()
+    rows_before = 0
+    try:
+        while True:
+            if writer is not None and not receive.poll():
+                t0 = time.perf_counter()
+                while not receive.poll(IDLE_POLL_S):
+                    writer.idle()
+                writer.timing.parser_wait += time.perf_counter() - t0
+            try:
+                kind, payload = pickle.loads(receive.recv_bytes())
+            except EOFError:
+                proc.join(5)
+                raise ImportFailed(f"{ctx.file}: the import's parser process ended unexpectedly (exit code "
+                                   f"{proc.exitcode}; out of memory?); nothing was imported") from None
+            if kind == "end":
+                if sha is not None:
+                    sha["sha256"] = payload
+                return
+            if kind == "error":
+                raise payload
+            for r in payload:
+                if isinstance(r, Skipped) and r.row is not None:
+                    r.row += rows_before          # the parser counted rows from its block's start
+            rows_before += len(payload)
+            yield payload
+    finally:
+        if proc.is_alive():
+            proc.kill()
+        proc.join()
+        receive.close()
+
+
+def _parallel(path: Path, det: Detection) -> bool:
+    """Whether the file is parsed in a parser process beside the inserting one (big JSONL files)."""
+    return det.file_type == "jsonl" and path.stat().st_size >= PARALLEL_MIN_BYTES
 
 
 def file_sha256(path: Path) -> str:
@@ -388,6 +459,7 @@ class _Writer:
         self.inserted = self.candidates = self.duplicates = 0
         self.first_id, self.last_id = 0, -1      # the ids written (other writers' rows may lie between)
         self.limit = BATCH
+        self.timing = Timing()
 
     def add(self, row: tuple, cands: list | None) -> None:
         self.rows.append(row)
@@ -395,6 +467,22 @@ class _Writer:
             self.cands.append((len(self.rows) - 1, cands))
         if len(self.rows) >= self.limit:
             self.flush()
+
+    def add_many(self, built: list) -> None:
+        """Built rows, (row, candidates) each, in order; written in batches of `limit` rows."""
+        i = 0
+        while i < len(built):
+            part = built[i:i + max(1, self.limit - len(self.rows))]
+            i += len(part)
+            for row, cands in part:
+                if cands:
+                    self.cands.append((len(self.rows), cands))
+                self.rows.append(row)
+            if len(self.rows) >= self.limit:
+                self.flush()
+
+    def idle(self) -> None:
+        """No rows are ready yet (see _StagedWriter)."""
 
     def flush(self) -> None:
         if self.rows:
@@ -405,9 +493,13 @@ class _Writer:
         """Insert the batch: ids follow max(id), read under the write lock (the rows are inserted as built, and
         the few duplicates get their dup_of right after, which is cheaper than rebuilding every row's tuple)."""
         conn = self.conn
+        t0 = time.perf_counter()
         base = conn.execute("SELECT coalesce(max(id), 0) FROM samples").fetchone()[0] + 1
         dups = _duplicate_targets(conn, self.rows, base) if flag_duplicates else []
+        t1 = time.perf_counter()
         conn.executemany(_INSERT, self.rows)
+        self.timing.probing += t1 - t0
+        self.timing.inserting += time.perf_counter() - t1
         top = conn.execute("SELECT max(id) FROM samples").fetchone()[0]
         if top != base + len(self.rows) - 1:      # cannot happen while we hold the write lock; never guess ids
             raise RuntimeError(f"import: expected ids {base}..{base + len(self.rows) - 1}, the store has {top}")
@@ -491,9 +583,9 @@ def check_space(directory: str | None, need: int, shown: str) -> None:
 class _StagedWriter(_Writer):
     """An import's writer. Rows go in by chunks of about CHUNK_S; the write transaction stays open across chunks
     until another writer is waiting for the lock (busy.someone_waiting: then it commits at once and pauses for
-    it) or it has been open MAX_TX_S. Every commit rewrites each index page the transaction touched (the content
-    hash and length indexes take rows at random places), so committing every ~0.1 s regardless would double a
-    million-row import's time. Rows get their dup_of as they are inserted."""
+    it) or another chunk and the commit would take it past MAX_TX_S. Every commit rewrites each index page the
+    transaction touched (the content hash and length indexes take rows at random places), so more commits cost
+    time: see benchmarks/bench_import.py. Rows get their dup_of as they are inserted."""
 
     def __init__(self, conn: sqlite3.Connection, ts: str, opts: ParseOptions, file: str, stats: "TxStats"):
         super().__init__(conn, ts, opts, file)
@@ -504,13 +596,27 @@ class _StagedWriter(_Writer):
         self.wait_file = busy.wait_file(conn)
         self.tx_began: float | None = None
         self.tx_began_ns = 0
+        self.last_commit = 0.0         # how long the last COMMIT took: the next one is expected to take as long
 
     def add(self, row: tuple, cands: list | None) -> None:
         super().add(row, cands)
         # rows may come slower than they go in (a slow parser): look for a waiting writer meanwhile too
-        if (self.tx_began is not None and len(self.rows) % 256 == 0 and self.rows
-                and busy.someone_waiting(self.wait_file, self.tx_began_ns)):
+        if len(self.rows) % 256 == 0:
+            self.idle()
+
+    def add_many(self, built: list) -> None:
+        super().add_many(built)
+        self.idle()
+
+    def idle(self) -> None:
+        """Between rows, or while the parser has no rows ready: commit at once if another writer waits (or the
+        transaction is near its time limit)."""
+        if self.tx_began is None:
+            return
+        if self.rows and busy.someone_waiting(self.wait_file, self.tx_began_ns):
             self.flush()
+        else:
+            self._maybe_commit(IDLE_POLL_S)
 
     def batch_bytes(self) -> int:
         if not self.rows:
@@ -538,8 +644,15 @@ class _StagedWriter(_Writer):
         self.per_row = per_row if self.per_row is None else 0.7 * self.per_row + 0.3 * per_row
         self.limit = max(MIN_BATCH, min(MAX_BATCH, 2 * len(self.rows), int(CHUNK_S / max(self.per_row, 1e-7))))
         self.rows, self.cands = [], []
+        self._maybe_commit(took)
+
+    def _maybe_commit(self, next_step: float) -> None:
+        """Commit if a writer waits, or if the next step (a chunk, a poll) and the commit would take the
+        transaction past MAX_TX_S."""
+        if self.tx_began is None:
+            return
         waiting = busy.someone_waiting(self.wait_file, self.tx_began_ns)
-        if waiting or time.perf_counter() - self.tx_began >= MAX_TX_S:
+        if waiting or time.perf_counter() - self.tx_began + next_step + self.last_commit >= MAX_TX_S:
             self.commit()
             if waiting:
                 self.stats.yielded += 1
@@ -548,7 +661,10 @@ class _StagedWriter(_Writer):
     def commit(self) -> None:
         if self.tx_began is None:
             return
+        t0 = time.perf_counter()
         self.conn.execute("COMMIT")
+        self.last_commit = time.perf_counter() - t0
+        self.timing.committing += self.last_commit
         self.stats.note(time.perf_counter() - self.tx_began)
         self.tx_began = None
 
@@ -575,6 +691,16 @@ class TxStats:
         self.longest = max(self.longest, took)
 
 
+@dataclass
+class Timing:
+    """Where an import's inserting process spends its time (seconds), for benchmarks/bench_import.py."""
+    probing: float = 0.0         # looking up the batch's content hashes (duplicates)
+    inserting: float = 0.0       # executemany: the rows and their index entries
+    committing: float = 0.0      # COMMIT: the transaction's pages written to the WAL
+    parser_wait: float = 0.0     # waiting for the parser process's next block
+
+
+LAST_TIMING = Timing()
 LAST_TX_STATS = TxStats()    # the last import's figures in this process (benchmarks/bench_import.py prints them)
 
 
@@ -623,7 +749,7 @@ def import_files(conn: sqlite3.Connection, inputs, dataset: str | None = None, f
             # in a thread while the import runs (hashlib releases the GIL)
             from concurrent.futures import ThreadPoolExecutor
             with ThreadPoolExecutor(max_workers=1) as pool:
-                shas = [pool.submit(file_sha256, p) for p in paths]
+                shas = [None if _parallel(p, d) else pool.submit(file_sha256, p) for p, d in zip(paths, dets)]
                 return _import_all(conn, paths, dets, shas, sizes, dataset, mapping, skip_invalid, progress, opts,
                                    license, segs)
         shas = [file_sha256(p) for p in paths]
@@ -692,23 +818,25 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
     counted = [0]
     files: list[FileResult] = []
 
-    def rows(ctx: _Context, path: Path, det: Detection, fr: FileResult, writer: _Writer, seg):
-        parallel = det.file_type == "jsonl" and path.stat().st_size >= PARALLEL_MIN_BYTES
-        for r in _built_rows(ctx, path, parallel, seg):
-            if isinstance(r, Skipped):
-                if not skip_invalid:
-                    raise ImportFailed(str(r))
-                skipped.append(r)
-                fr.skipped += 1
-                continue
-            if isinstance(r, Tied):
-                fr.ties += 1
-                continue
-            counted[0] += 1
-            fr.rows += 1
-            if progress and counted[0] % PROGRESS_EVERY == 0:
-                progress(counted[0])
-            writer.add(*r)
+    def rows(ctx: _Context, path: Path, det: Detection, fr: FileResult, writer: _Writer, seg, sha: dict | None):
+        for block in _built_blocks(ctx, path, seg is None and _parallel(path, det), seg, writer, sha):
+            built = []
+            for r in block:
+                if type(r) is tuple:
+                    built.append(r)
+                elif isinstance(r, Skipped):
+                    if not skip_invalid:
+                        raise ImportFailed(str(r))
+                    skipped.append(r)
+                    fr.skipped += 1
+                else:       # Tied
+                    fr.ties += 1
+            before = counted[0]
+            counted[0] += len(built)
+            fr.rows += len(built)
+            writer.add_many(built)
+            if progress and before // PROGRESS_EVERY != counted[0] // PROGRESS_EVERY:
+                progress(counted[0] // PROGRESS_EVERY * PROGRESS_EVERY)
 
     # Copying a big import from the WAL into the database file takes ~10 s a million rows: leave it to the
     # follow-up `workbench index` step (or the next commit) instead of holding the curator up here.
@@ -716,7 +844,7 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
     conn.execute("PRAGMA wal_autocheckpoint = 0")
     current = dets[0].file
     import_ids: list[int] = []
-    stats = TxStats()
+    stats, timing = TxStats(), Timing()
     made, did, dups, first, last = False, None, 0, 0, -1
     try:
         # Many transactions, not one: other writers (Review decisions, workers) wait a chunk, not the import.
@@ -746,8 +874,10 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
             fr = FileResult(det.file, det.format, import_id, "")
             ctx = _Context(det.file, det.file_type, det.format, mapping, did, import_id, ts, opts)
             writer = _StagedWriter(conn, ts, opts, det.file, stats)
+            writer.timing = timing
             try:
-                rows(ctx, path, det, fr, writer, segs[k] if segs else None)
+                taken = {} if sha is None else None      # the parser process takes the sha256 (import_files)
+                rows(ctx, path, det, fr, writer, segs[k] if segs else None, taken)
                 writer.finish()
             except BaseException:
                 writer.rollback()
@@ -760,7 +890,7 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
             if fr.rows == 0:
                 raise ImportFailed(f"{det.file}: no valid rows to import ({fr.skipped} skipped"
                                    + (f", {fr.ties} ties" if fr.ties else "") + ")")
-            fr.sha256 = sha if isinstance(sha, str) else sha.result()
+            fr.sha256 = sha if isinstance(sha, str) else taken["sha256"] if sha is None else sha.result()
             files.append(fr)
         with transaction(conn):     # the import becomes complete in one step
             for fr in files:
@@ -790,6 +920,7 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
     finally:
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
         LAST_TX_STATS.__dict__.update(stats.__dict__)
+        LAST_TIMING.__dict__.update(timing.__dict__)
     if progress:
         progress(counted[0])
     fmts = {f.format for f in files}

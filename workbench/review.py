@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 
 import orjson
 
-from . import automatic, browse, scores
+from . import automatic, browse, scores, stats
 from .agreement import decided_by_curator, spotcheck_info
 from .bigtext import PREVIEW_BYTES, preview_sql, preview_value
 from .samples import SAMPLE_COLUMNS
@@ -123,15 +123,11 @@ def matches(conn: sqlite3.Connection, flt: Filter, sample_id: int) -> bool:
 
 
 def facet_values(conn: sqlite3.Connection, column: str, dataset_id: int | None = None, limit: int = 200) -> list[str]:
-    """Distinct task_type/domain values for the filter dialog (index scans on (dataset_id, column))."""
+    """Distinct task_type/domain values for the filter dialog, sorted (the first `limit`), from the maintained
+    counts (stats.distinct_values): a DISTINCT over every row took ~5 s at 10M rows."""
     if column not in ("task_type", "domain"):
         raise ValueError(column)
-    if dataset_id is None:
-        sql, params = f"SELECT DISTINCT {column} FROM samples WHERE {column} IS NOT NULL LIMIT ?", (limit,)
-    else:
-        sql = f"SELECT DISTINCT {column} FROM samples WHERE dataset_id = ? AND {column} IS NOT NULL LIMIT ?"
-        params = (dataset_id, limit)
-    return sorted(r[0] for r in conn.execute(sql, params))
+    return stats.distinct_values(conn, column, dataset_id, limit)
 
 
 def facets(conn: sqlite3.Connection, dataset_id: int | None = None) -> dict:

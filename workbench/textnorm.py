@@ -27,6 +27,8 @@ def hash_key(text: str) -> str:
 
 def _key_bytes(text: str) -> bytes:
     """hash_key(text) encoded as UTF-8."""
+    if not text:          # most rows leave several parts empty (system, input, rejected)
+        return b""
     if not text.isascii():
         return hash_key(text).encode("utf-8", "surrogatepass")
     key = text.encode("ascii").translate(_ASCII_KEY)
