@@ -1,6 +1,7 @@
 """Review in a real terminal: key -> next sample on screen, at 1M rows, inside tmux, and the bytes per key.
 
     python benchmarks/bench_review_tmux.py [--rows 1000000] [--presses 200] [--size 120x40] [--out DIR]
+                                           [--command CMD] [--compare CMD]
 
 A detached tmux session (its own server socket, TERM=tmux-256color inside) runs the real `workbench review` on the
 1M-row store of bench_review.py (built there on first use, cached in --out). Between tmux's pane and the app sits
@@ -15,6 +16,11 @@ times, each key as it reaches the app's terminal and each chunk the app writes. 
 References in the same run, through the same tmux + relay: an echo (a raw-mode process writing one byte back per
 key: the floor of the pipe), and a trivial Textual app that redraws one line per key (the framework's floor).
 The figure is printed in ms against the 16 ms target and as ratios to both references.
+
+`--compare CMD` also times another build of the app (e.g. main's: `env PYTHONPATH=/path/to/main python -m workbench`)
+in the same run, in alternating halves (this build, that one, this, that: a load that changes during the run
+weighs on both), and prints this build's figures as ratios to that one's. Run it from outside a worktree, so that
+neither build imports the other's modules from the current directory.
 """
 from __future__ import annotations
 
@@ -229,6 +235,16 @@ def per_key(events: list, sent: list[float], markers: list[bytes] | None, gap: f
     return out
 
 
+def fresh_start(db: Path) -> None:
+    """No position, no decisions, every sample pending: each run of Review starts at the same sample."""
+    c = sqlite3.connect(db)
+    c.execute("DELETE FROM meta WHERE key LIKE 'review.position.%'")
+    c.execute("UPDATE samples SET status = 'pending' WHERE id IN (SELECT sample_id FROM decisions)")
+    c.execute("DELETE FROM decisions")
+    c.commit()
+    c.close()
+
+
 def pct(values, p):
     values = sorted(values)
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))] if values else float("nan")
@@ -249,6 +265,7 @@ def main() -> int:
     ap.add_argument("--key", default="a", help="the key timed (a: accept, j: next)")
     ap.add_argument("--command", help="the command run in the pane instead of `workbench` (its arguments follow: "
                                       "review --dataset bench-review), e.g. a traced copy of the app")
+    ap.add_argument("--compare", help="another build's command, timed in the same run (ratios printed)")
     ap.add_argument("--relay", help=argparse.SUPPRESS)
     ap.add_argument("--echo", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--trivial", action="store_true", help=argparse.SUPPRESS)
@@ -273,12 +290,7 @@ def main() -> int:
     if not db.exists():
         print(f"building {db} ({args.rows:,} samples)…", flush=True)
         bench_review.build_store(db, args.rows, 0.2)
-    c = sqlite3.connect(db)                 # a fresh start: no position, no decisions, every sample pending
-    c.execute("DELETE FROM meta WHERE key LIKE 'review.position.%'")
-    c.execute("UPDATE samples SET status = 'pending' WHERE id IN (SELECT sample_id FROM decisions)")
-    c.execute("DELETE FROM decisions")
-    c.commit()
-    c.close()
+    fresh_start(db)
     cfg = args.out / "bench_review_tmux.toml"
     cfg.write_text("")
     env = {"TERM": "tmux-256color", "WORKBENCH_DB": str(db), "WORKBENCH_CONFIG": str(cfg),
@@ -304,21 +316,44 @@ def main() -> int:
     sent = press(min(args.presses, 100), "a", pace, rng)
     ref_app = per_key(end_session(log), sent, [b"#%d" % (i + 2) for i in range(len(sent))])
 
-    # 3. Review at 1M rows
-    t0 = time.monotonic()
+    # 3. Review at 1M rows (and the build compared with, in alternating halves)
+    def review_run(cmd: list[str], presses: int) -> dict:
+        fresh_start(db)
+        t0 = time.monotonic()
+        session([*cmd, "review", "--dataset", bench_review.DATASET], size, {**env, **{
+            k: v for k, v in os.environ.items() if k == "TRACE"}}, log)
+        first = int(wait_for(r"#(\d+)\s+PENDING", 60).group(1))
+        opened = time.monotonic() - t0
+        time.sleep(1.5)                     # the screen's first counts and background index check settle
+        step = 1 if args.key in ("a", "j", "x", "s") else 0
+        sent = press(presses, args.key, pace, rng)
+        shown = pane_text()
+        events = end_session(log)
+        out = per_key(events, sent, [b"#%d" % (first + step * (i + 1)) for i in range(len(sent))])
+        last = first + step * len(sent)
+        out.update(opened=opened, events=events, sent=len(sent), last=last,
+                   ok=re.search(rf"#{last}(?!\d)", shown) is not None)
+        return out
+
+    def pooled(runs: list[dict]) -> dict:
+        out = {k: [v for r in runs for v in r[k]] for k in ("visible", "first", "bytes", "delivery")}
+        out.update(missing=sum(r["missing"] for r in runs), ok=all(r["ok"] for r in runs), sent=sum(
+            r["sent"] for r in runs), opened=max(r["opened"] for r in runs), last=runs[-1]["last"],
+            events=runs[-1]["events"])
+        return out
+
     app_cmd = args.command.split() if args.command else [workbench]
-    session([*app_cmd, "review", "--dataset", bench_review.DATASET], size, {**env, **{
-        k: v for k, v in os.environ.items() if k == "TRACE"}}, log)
-    first = int(wait_for(r"#(\d+)\s+PENDING", 60).group(1))
-    opened = time.monotonic() - t0
-    time.sleep(1.5)                         # the screen's first counts and background index check settle
-    step = 1 if args.key in ("a", "j", "x", "s") else 0
-    sent = press(args.presses, args.key, pace, rng)
-    shown = pane_text()
-    events = end_session(log)
-    review = per_key(events, sent, [b"#%d" % (first + step * (i + 1)) for i in range(len(sent))])
-    last = first + step * len(sent)
-    ok = re.search(rf"#{last}(?!\d)", shown) is not None
+    if args.compare:
+        halves = (args.presses // 2, args.presses - args.presses // 2)
+        runs = {"this": [], "that": []}
+        for n in halves:
+            runs["this"].append(review_run(app_cmd, n))
+            runs["that"].append(review_run(args.compare.split(), n))
+        review, other = pooled(runs["this"]), pooled(runs["that"])
+    else:
+        review, other = review_run(app_cmd, args.presses), None
+    sent, events, last, ok, opened = ([None] * review["sent"], review["events"], review["last"], review["ok"],
+                                      review["opened"])
 
     c = sqlite3.connect(db)
     decided = c.execute("SELECT count(*) FROM decisions").fetchone()[0]
@@ -341,8 +376,16 @@ def main() -> int:
     print(f"  bytes written to the terminal per key (what SSH carries): mean {statistics.mean(b):.0f}, "
           f"p50 {statistics.median(b):.0f}, p95 {pct(b, 95):.0f}, max {max(b)}; "
           f"{statistics.mean(b) / statistics.mean(ref_app['bytes']):.1f}x the trivial app's")
+    if other is not None:
+        ov, ob = other["visible"], other["bytes"]
+        print(f"build compared with ({args.compare}), same run, alternating halves: {fmt(ov)}; bytes/key p50 "
+              f"{statistics.median(ob):.0f}, p95 {pct(ob, 95):.0f}")
+        print(f"  this build / that one: p50 {statistics.median(v) / statistics.median(ov):.2f}x, p95 "
+              f"{pct(v, 95) / pct(ov, 95):.2f}x, max {max(v) / max(ov):.2f}x; bytes/key p50 "
+              f"{statistics.median(b) / statistics.median(ob):.2f}x, p95 {pct(b, 95) / pct(ob, 95):.2f}x")
+        ok = ok and other["ok"]
     print(f"  keys whose next sample was never drawn (superseded by the next key's): {review['missing']}; the pane shows #{last} at the end: "
-          f"{'yes' if ok else 'NO'}; decisions in the store: {decided}")
+          f"{'yes' if ok else 'NO'}; decisions in the store (the last run's): {decided}")
     log.unlink(missing_ok=True)
     if os.environ.get("BENCH_KEEP_EVENTS"):
         with open(os.environ["BENCH_KEEP_EVENTS"], "wb") as f:

@@ -8,21 +8,23 @@ latest change when it was loaded: another session's decision in between is named
 """
 from __future__ import annotations
 
+import gc
 import time
 from collections import deque
+from functools import partial
 
 from rich.text import Text
 from textual.app import ComposeResult
-from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Static
 
 from screens.review_dialogs import ANY, FilterDialog, SearchDialog  # noqa: F401
-from widgets.conversation import Conversation, message_turns
-from widgets.safe_text import DEFAULT_LIMIT, SafeText, plain
+from widgets.conversation import conversation_text, message_turns
+from widgets.safe_text import DEFAULT_LIMIT, plain, titled_text
 from widgets.review_text import lineage_text, why_text  # noqa: F401
-from widgets.redraw import BodyText, SettledScroll, update_if_changed
-from widgets.scores import ScoresTable
+from widgets.redraw import text_key
+from widgets.sample_view import Block, SampleView
+from widgets.scores import as_text, scores_renderable
 from workbench import keymap, review, scores
 from workbench.bigtext import PREVIEW_BYTES, sample_text_parts
 from workbench.safe_text import invisible_counts, sanitize
@@ -62,6 +64,14 @@ def _decide_then_next(conn, sid: int, action: str, session: str, seen: int | Non
         return d, None, e
 
 
+def _no_hidden(make, arg) -> tuple[Text, int]:
+    return make(arg), 0
+
+
+def _scores_text(judgments: list[dict], console, width: int) -> tuple[Text, int]:
+    return as_text(scores_renderable(judgments), console, width), 0
+
+
 class ReviewScreen(Screen):
     """Review samples one at a time: accept, reject, skip, undo, edit, search, filter."""
 
@@ -71,14 +81,7 @@ class ReviewScreen(Screen):
     ReviewScreen #status { height: auto; max-height: 3; padding: 0 1; background: $boost;
                            text-wrap: nowrap; text-overflow: ellipsis; }
     ReviewScreen #body { height: 1fr; overflow-x: hidden; overflow-y: scroll; }  /* a scrollbar that comes and goes
-        with each sample's length changes the text's width: the whole body re-wrapped and drawn 2-3 times a key */
-    ReviewScreen #meta { padding: 0 1; }
-    ReviewScreen #empty { padding: 1 2; color: $text-muted; }
-    ReviewScreen SafeText, ReviewScreen Conversation, ReviewScreen ScoresTable, ReviewScreen #lineage {
-        margin-bottom: 1;
-    }
-    ReviewScreen #lineage, ReviewScreen #why { padding: 0 1; }
-    ReviewScreen #why { margin-bottom: 1; }
+        with each sample's length would change the text's width: the whole body re-wrapped and laid out again */
     """
     TEXT_FIELDS = ("system", "instruction", "input", "response", "rejected")
 
@@ -111,25 +114,26 @@ class ReviewScreen(Screen):
         self.first_shown_at: float | None = None
         self._t0: float | None = None
         self._loading_marked = False
+        self._status_key: tuple | None = None
 
     # --- layout ------------------------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         hint = f"{self._key('review.more')}: show more · {self._key('review.pager')}: $PAGER"
+        self.more_hint = hint
         yield Static(Text("Opening…"), id="status")
-        with SettledScroll(id="body", can_focus=False):
-            yield BodyText("", id="meta")
-            yield BodyText(Text(""), id="empty")
+        # one Line API widget for the whole body: a new sample re-wraps its blocks and repaints the lines that
+        # changed, with no layout of child widgets (see widgets/sample_view.py)
+        self.body = SampleView([
+            Block("meta", margin_bottom=0),
+            Block("empty", pad=(1, 2, 1, 2), margin_bottom=0),
             # the conversation (an hh pair's prompt turns) before the answers: read the question, then the replies
-            for f in ("system", "instruction", "input"):
-                yield SafeText(f.capitalize(), more_hint=hint, id=f)
-            yield Conversation("Conversation", more_hint=hint, id="conversation")
-            for f in ("response", "rejected"):
-                yield SafeText(f.capitalize(), more_hint=hint, id=f)
-            yield BodyText("", id="why")
-            yield Conversation("Candidates", more_hint=hint, id="candidates")
-            yield ScoresTable("", id="scores")
-            yield BodyText("", id="lineage")
+            *(Block(f) for f in ("system", "instruction", "input", "conversation", "response", "rejected", "why",
+                                 "candidates")),
+            Block("scores", no_wrap=True),
+            Block("lineage"),
+        ], id="body")
+        yield self.body
         yield Footer(compact=True, show_command_palette=False)
 
     def _key(self, binding_id: str) -> str:
@@ -147,6 +151,7 @@ class ReviewScreen(Screen):
     def on_unmount(self) -> None:
         self.runner.close()
         self.bg.close()
+        gc.unfreeze()      # (see _first_rendered) what was frozen can be collected again: this screen, for one
 
     async def _index_new_rows(self) -> None:
         """Rows imported or generated since the last sync become searchable, and are folded into the maintained
@@ -186,21 +191,19 @@ class ReviewScreen(Screen):
         self.sample = sample
         if note is not None:
             self.note = note
-        body = self.query_one("#body", VerticalScroll)
-        empty = self.query_one("#empty", Static)
-        widgets = [self.query_one(f"#{f}") for f in (*self.TEXT_FIELDS, "conversation", "candidates")]
+        body = self.body
         if sample is None:
-            for w in (*widgets, self.query_one("#meta"), self.query_one("#scores"), self.query_one("#lineage"),
-                      self.query_one("#why")):
-                w.display = False
+            for b in body.blocks.values():
+                b.display = False
+            empty = body.block("empty")
             empty.display = True
-            update_if_changed(empty, Text(sanitize(self.note) if self.note else "No sample matches this filter. "
-                              f"{self._key('review.filter')}: change the filter · "
-                              f"{self._key('review.search')}: search"))
+            empty.set(Text(sanitize(self.note) if self.note else "No sample matches this filter. "
+                           f"{self._key('review.filter')}: change the filter · "
+                           f"{self._key('review.search')}: search", style="dim"))
+            body.redraw(home=True)
         else:
-            empty.display = False
-            self._draw_sample(sample)
-            body.scroll_home(animate=False)
+            body.block("empty").display = False
+            self._draw_sample(sample, home=True)
         self._draw_status()
         if self._t0 is not None:
             self.call_after_refresh(self._rendered, self._t0)
@@ -213,9 +216,15 @@ class ReviewScreen(Screen):
 
     def _first_rendered(self) -> None:
         self.first_shown_at = time.time()
+        # what the app holds once the first sample is on screen lives as long as it does: out of the cyclic
+        # collector's way, so that a full collection during the keys that follow walks only what they allocate
+        # (otherwise ~50-200 ms about every 60 keys, measured at 1M rows in tmux); unfrozen when the screen closes
+        gc.freeze()
 
-    def _draw_sample(self, s: dict) -> None:
-        meta = self.query_one("#meta", Static)
+    def _draw_sample(self, s: dict, home: bool = False) -> None:
+        """Set every block of the body for sample `s`, then redraw it once (`home`: from its top)."""
+        body = self.body
+        meta = body.block("meta")
         t = Text(end="")
         for key in ("task_type", "domain", "difficulty", "language"):
             if s.get(key):
@@ -240,9 +249,7 @@ class ReviewScreen(Screen):
             key = self._key("review.invisible")
             t.append(f"  ⚠ invisible: {', '.join(parts)} ({key}: {'hide' if self.show_invisible else 'show'})",
                      style="bold yellow")
-        # each widget gets its new text BEFORE it is shown: showing a widget lays the body out at once (Textual
-        # 8.2.8), and with a body of unchanged width that layout, with the text not yet set, is the one kept
-        update_if_changed(meta, t)
+        meta.set(t)
         meta.display = True
         messages = s.get("messages")
         preference = s.get("rejected") is not None
@@ -254,7 +261,7 @@ class ReviewScreen(Screen):
             if any(isinstance(m, dict) and m.get("role") == "system" for m in messages):
                 mirrored.add("system")
         for f in self.TEXT_FIELDS:
-            w = self.query_one(f"#{f}", SafeText)
+            w = body.block(f)
             value = s.get(f)
             w.heading = {"response": "Chosen response" if preference else "Response",
                          "rejected": "Rejected response"}.get(f, f.capitalize())
@@ -262,28 +269,35 @@ class ReviewScreen(Screen):
             if shown:
                 self._show_field(w, value or "", s.get("clipped", {}).get(f))
             w.display = shown
-        conv = self.query_one("#conversation", Conversation)
+        conv = body.block("conversation")
         if messages:
-            conv.show(message_turns(messages), self.limit, self.show_invisible)
+            self._show_turns(conv, "Conversation", message_turns(messages))
         conv.display = bool(messages)
         why = review.why_chosen(s)
-        why_w = self.query_one("#why", Static)
+        why_w = body.block("why")
         if why is not None:
-            update_if_changed(why_w, why_text(why))
+            why_w.fill(("why", why), partial(_no_hidden, why_text, why))
         why_w.display = why is not None
-        cands = self.query_one("#candidates", Conversation)
+        cands = body.block("candidates")
         if s.get("candidates"):
-            cands.show([(c["model"] if c["overall"] is None or s.get("blind")
-                         else f"{c['model']} · overall {c['overall']:g}",
-                         c["response"] or "") for c in s["candidates"]], self.limit, self.show_invisible,
-                       sizes=[c.get("size") for c in s["candidates"]])
+            self._show_turns(cands, "Candidates", [
+                (c["model"] if c["overall"] is None or s.get("blind") else f"{c['model']} · overall {c['overall']:g}",
+                 c["response"] or "") for c in s["candidates"]], sizes=[c.get("size") for c in s["candidates"]])
         cands.display = bool(s.get("candidates"))
-        table = self.query_one("#scores", ScoresTable)
-        table.show([] if s.get("blind") else s.get("judgments") or [])
+        table = body.block("scores")
+        judgments = [] if s.get("blind") else s.get("judgments") or []
+        width = max(20, (body.scrollable_content_region.width or self.app.size.width - 2) - 2)
+        table.fill(("scores", judgments, width), partial(_scores_text, judgments, self.app.console, width))
         table.display = not s.get("blind")
-        lin = self.query_one("#lineage", Static)
-        update_if_changed(lin, lineage_text(s.get("lineage") or {}))
+        lin = body.block("lineage")
+        lineage = s.get("lineage") or {}
+        lin.fill(("lineage", lineage), partial(_no_hidden, lineage_text, lineage))
         lin.display = True
+        body.redraw(home=home)
+
+    def _show_turns(self, block: Block, title: str, turns: list[tuple[str, str]], sizes: list | None = None) -> None:
+        block.fill((title, turns, self.limit, self.show_invisible, sizes, self.more_hint),
+                   partial(conversation_text, turns, self.limit, self.more_hint, title, self.show_invisible, sizes))
 
     def _draw_status(self) -> None:
         if not self.is_attached:
@@ -321,7 +335,12 @@ class ReviewScreen(Screen):
         if self.note:
             out.append("\n")
             out.append_text(plain(self.note, 200))
-        update_if_changed(self.query_one("#status", Static), out)
+        key = text_key(out)
+        if key != self._status_key:
+            status = self.query_one("#status", Static)
+            # the status is 2 lines, 3 with a note: only a change of that height needs a layout of the screen
+            status.update(out, layout=self._status_key is None or key[0].count("\n") != self._status_key[0].count("\n"))
+            self._status_key = key
 
     # --- counts ------------------------------------------------------------------------------------------
 
@@ -553,15 +572,15 @@ class ReviewScreen(Screen):
         else:
             self._show(nxt)
 
-    def _show_field(self, w: SafeText, value: str, size: int | None) -> None:
+    def _show_field(self, w: Block, value: str, size: int | None) -> None:
         """A field from the current page on (`offset`; a field shorter than that is shown from its start)."""
         off = self.page_offset if len(value) > self.page_offset else 0
         if off:
-            rest = None if size is None else size - len(value[:off].encode("utf-8", "surrogatepass"))
+            size = None if size is None else size - len(value[:off].encode("utf-8", "surrogatepass"))
             w.heading += f" · from character {off + 1:,}"
-            w.show(value[off:], self.limit, self.show_invisible, size=rest)
-        else:
-            w.show(value, self.limit, self.show_invisible, size=size)
+            value = value[off:]
+        args = (w.heading, value, self.limit, self.show_invisible, size, self.more_hint)
+        w.fill(args, partial(titled_text, *args))
 
     def action_more(self) -> None:
         """More of long fields: 4k, then 16k characters, then the next 16k page of the 64 KB loaded; the whole text
@@ -590,10 +609,12 @@ class ReviewScreen(Screen):
             self._draw_sample(self.sample)
 
     def action_page_down(self) -> None:
-        self.query_one("#body", VerticalScroll).scroll_page_down(animate=False)
+        self.body.complete()      # the whole sample's height, before scrolling by it
+        self.body.scroll_page_down(animate=False)
 
     def action_page_up(self) -> None:
-        self.query_one("#body", VerticalScroll).scroll_page_up(animate=False)
+        self.body.complete()
+        self.body.scroll_page_up(animate=False)
 
     def action_back(self) -> None:
         if len(self.app.screen_stack) > 2:

@@ -11,7 +11,7 @@ from workbench.samples import insert_samples
 from workbench.store import ensure_dataset, open_store, transaction
 
 from pilotkit import wait_for
-from test_app_review import SIZE, app_for, peek, press, review_ready, widget_text
+from test_app_review import SIZE, app_for, block_text, peek, press, review_ready
 
 HUGE = "start \x00 after-nul " + "é" * (1 << 20) + " \x1b]52;c;cGF5bG9hZA==\x07 the end"
 
@@ -51,8 +51,8 @@ async def test_review_shows_64kb_and_pages_the_whole_sample(store, tmp_path, mon
         s = screen.sample
         assert s["instruction"] == "short \x00 with nul" and "instruction" not in s["clipped"]
         assert s["clipped"] == {"response": size} and len(s["response"].encode()) <= PREVIEW_BYTES
-        response = screen.query_one("#response")
-        assert f"more bytes of {size:,} not shown" in widget_text(response)
+        response = screen.body.block("response")
+        assert f"more bytes of {size:,} not shown" in block_text(screen, "response")
         for _ in range(4):
             await press(pilot, "m")
         assert response.hidden == size - len(s["response"].encode())

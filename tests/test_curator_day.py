@@ -95,9 +95,9 @@ async def test_hh_pairs_show_the_conversation_before_the_answers(db_path):
     app = WorkbenchApp(db=db_path, dataset="hh", screen="review")
     async with app.run_test(size=(120, 36)) as pilot:
         review = await review_settled(pilot)
-        conv, chosen, rejected = (review.query_one(f"#{w}") for w in ("conversation", "response", "rejected"))
-        assert conv.display and chosen.display and rejected.display
-        assert conv.region.y < chosen.region.y < rejected.region.y
+        conv, chosen, rejected = (review.body.top_of(w) for w in ("conversation", "response", "rejected"))
+        assert None not in (conv, chosen, rejected)
+        assert conv < chosen < rejected
 
 
 # --- automatic verdicts: why, override, progress, exemptions ------------------------------------------------

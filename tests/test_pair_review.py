@@ -11,7 +11,7 @@ from workbench.samples import iter_samples
 from workbench.store import open_store
 
 from pilotkit import wait_for
-from test_app_review import press, review_ready, widget_text
+from test_app_review import block_text, press, review_ready
 
 LAYOUTS = __import__("pathlib").Path(__file__).parent / "data" / "layouts"
 
@@ -44,16 +44,16 @@ async def test_review_shows_why_and_w_swaps(db_path):
     app = WorkbenchApp(db=db_path, dataset="ae", screen="review", sample_id=first["id"])
     async with app.run_test(size=(100, 40)) as pilot:
         screen = await review_ready(pilot)
-        why = widget_text(screen.query_one("#why"))
+        why = block_text(screen, "why")
         assert "chosen: gpt4_1106_preview" in why and "column output_1" in why
         assert "rejected: my_model" in why and "preference column = 1.0" in why
         await press(pilot, "w")
-        await wait_for(pilot, lambda: "swapped by the curator" in widget_text(screen.query_one("#why")))
+        await wait_for(pilot, lambda: "swapped by the curator" in block_text(screen, "why"))
         check = open_store(db_path)
         assert check.execute("SELECT response FROM samples WHERE id = ?", (first["id"],)).fetchone()[0] == \
             first["rejected"]
         await press(pilot, "u")
-        await wait_for(pilot, lambda: "swapped" not in widget_text(screen.query_one("#why")))
+        await wait_for(pilot, lambda: "swapped" not in block_text(screen, "why"))
         assert check.execute("SELECT response FROM samples WHERE id = ?", (first["id"],)).fetchone()[0] == \
             first["response"]
         check.close()

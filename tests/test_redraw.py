@@ -6,12 +6,11 @@ import asyncio
 
 from rich.text import Text
 from textual.app import App
-from textual.widgets import Static
 
 import screens.datasets as datasets_screen
 from widgets.histogram import Histogram
-from widgets.redraw import update_if_changed
-from widgets.safe_text import SafeText
+from widgets.safe_text import titled_text
+from widgets.sample_view import Block
 from workbench import review, stats, store
 from workbench.app import WorkbenchApp
 from workbench.samples import insert_samples
@@ -20,39 +19,42 @@ from pilotkit import wait_for
 
 class Holder(App):
     def compose(self):
-        yield Static(id="s")
-        yield SafeText("Response", id="t")
         yield Histogram("task type", id="h")
 
 
-async def test_update_if_changed_redraws_only_a_different_text_or_style():
-    async with Holder().run_test() as pilot:
-        s = pilot.app.query_one("#s", Static)
-        assert update_if_changed(s, Text("a", style="bold")) is True
-        assert update_if_changed(s, Text("a", style="bold")) is False         # the same again: skipped
-        assert update_if_changed(s, Text("a", style="italic")) is True        # Text == Text ignores the style
-        assert update_if_changed(s, Text("a", style="italic", no_wrap=True)) is True
-        t = Text("ab")
-        t.stylize("red", 0, 1)
-        assert update_if_changed(s, t) is True                                # spans differ
-        assert update_if_changed(s, Text("ab")) is True
+def test_a_block_given_the_same_text_is_not_wrapped_again_but_any_change_of_text_or_style_is():
+    b = Block("x")
+    v = b.version
+    b.set(Text("a", style="bold"))
+    assert b.version == v + 1
+    b.set(Text("a", style="bold"))                                      # the same again: nothing to redo
+    assert b.version == v + 1
+    for t in (Text("a", style="italic"), Text("a", style="italic", no_wrap=True)):   # Text == Text ignores style
+        b.set(t)
+    assert b.version == v + 3
+    t = Text("ab")
+    t.stylize("red", 0, 1)
+    b.set(t)
+    b.set(Text("ab"))                                                   # spans differ
+    assert b.version == v + 5
 
 
-async def test_a_text_shown_again_is_not_redrawn_but_any_change_is(monkeypatch):
-    async with Holder().run_test() as pilot:
-        w = pilot.app.query_one("#t", SafeText)
-        updates = []
-        real = Static.update
-        monkeypatch.setattr(Static, "update", lambda self, *a, **k: (updates.append(self.id), real(self, *a, **k)))
-        assert w.show("x" * 5000, 4000) == 1000
-        assert w.show("x" * 5000, 4000) == 1000 and updates == ["t"]          # same: hidden still reported
-        w.show("x" * 5000, 16000)                                             # more shown
-        w.show("x" * 5000, 16000, show_invisible=True)
-        w.heading = "Chosen response"
-        w.show("x" * 5000, 16000, show_invisible=True)
-        w.show("y\x1b[2J", 16000, show_invisible=True)                        # new text: drawn, still sanitized
-        assert updates == ["t"] * 5
-        assert "␛" in w.render().plain and "\x1b" not in w.render().plain
+def test_a_field_shown_again_is_not_rebuilt_but_any_change_is():
+    b = Block("response")
+    builds = []
+
+    def show(*args):
+        b.fill(args, lambda: (builds.append(args), titled_text(*args))[1])
+        return b.hidden
+
+    assert show("Response", "x" * 5000, 4000) == 1000
+    assert show("Response", "x" * 5000, 4000) == 1000 and len(builds) == 1    # same: hidden still reported
+    show("Response", "x" * 5000, 16000)                                       # more shown
+    show("Response", "x" * 5000, 16000, True)
+    show("Chosen response", "x" * 5000, 16000, True)
+    show("Chosen response", "y\x1b[2J", 16000, True)                         # new text: built, still sanitized
+    assert len(builds) == 5
+    assert "␛" in b.text.plain and "\x1b" not in b.text.plain
 
 
 async def test_a_histogram_given_the_same_bars_is_not_repainted(monkeypatch):

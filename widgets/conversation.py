@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 from rich.text import Text
-from textual.widgets import Static
 
-from .redraw import SettledOnResize, WrappedOnce
 from .safe_text import DEFAULT_LIMIT, clipped_hidden, more_note, plain, safe_text
 
 ROLE_STYLES = {"system": "bold yellow", "user": "bold cyan", "human": "bold cyan", "assistant": "bold green",
@@ -51,26 +49,3 @@ def message_turns(messages) -> list[tuple[str, str]]:
             content = "\n".join(p.get("text", str(p)) if isinstance(p, dict) else str(p) for p in content)
         turns.append((str(role), "" if content is None else str(content)))
     return turns
-
-
-class Conversation(WrappedOnce, SettledOnResize, Static):
-    DEFAULT_CSS = """
-    Conversation { height: auto; padding: 0 1; }
-    """
-
-    def __init__(self, title: str = "", *, more_hint: str = "m: show more", **kwargs):
-        super().__init__("", **kwargs)
-        self.heading = title
-        self.more_hint = more_hint
-        self.hidden = 0
-        self._drawn: tuple | None = None     # the arguments of what is shown: the same again is not redrawn
-
-    def show(self, turns: list[tuple[str, str]], limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False,
-             sizes: list | None = None) -> int:
-        drawn = (list(turns), limit, show_invisible, list(sizes) if sizes else None, self.heading, self.more_hint)
-        if drawn == self._drawn:
-            return self.hidden
-        self._drawn = drawn
-        text, self.hidden = conversation_text(turns, limit, self.more_hint, self.heading, show_invisible, sizes)
-        self.update(text)
-        return self.hidden

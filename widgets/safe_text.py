@@ -11,9 +11,7 @@ from __future__ import annotations
 import re
 
 from rich.text import Text
-from textual.widgets import Static
 
-from widgets.redraw import SettledOnResize, WrappedOnce
 from workbench.safe_text import UNSAFE, ZERO_WIDTH, label, visible  # noqa: F401 (label: for callers)
 
 _UNSAFE_OR_INVISIBLE = re.compile(f"{UNSAFE.pattern}|{ZERO_WIDTH.pattern}")
@@ -78,38 +76,18 @@ def clipped_hidden(value: str, hidden: int, size: int) -> int:
     return max(0, size - len(drawn.encode("utf-8", "surrogatepass")) - value.count("\r\n"))
 
 
-class SafeText(WrappedOnce, SettledOnResize, Static):
-    """A titled block of untrusted text. `show()` returns how many characters were left out."""
-
-    DEFAULT_CSS = """
-    SafeText { height: auto; padding: 0 1; }
-    """
-
-    def __init__(self, title: str = "", *, more_hint: str = "m: show more", **kwargs):
-        super().__init__("", **kwargs)
-        self.heading = title
-        self.more_hint = more_hint
-        self.value: str | None = None
-        self.hidden = 0
-        self._drawn: tuple | None = None     # the arguments of what is shown: the same again is not redrawn
-
-    def show(self, value: str | None, limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False,
-             size: int | None = None) -> int:
-        """`size`: the stored size in bytes when `value` is only the field's start (a clipped field)."""
-        drawn = (value, limit, show_invisible, size, self.heading, self.more_hint)
-        if drawn == self._drawn:
-            return self.hidden
-        self._drawn = drawn
-        self.value = value
-        body, self.hidden = safe_text(value, limit, show_invisible=show_invisible)
-        if size is not None:
-            self.hidden = clipped_hidden(value or "", self.hidden, size)
-        out = Text(end="")
-        if self.heading:
-            out.append(self.heading + "\n", style="bold")
-        out.append_text(body)
-        if self.hidden:
-            out.append("\n")
-            out.append_text(more_note(self.hidden, self.more_hint, size))
-        self.update(out)
-        return self.hidden
+def titled_text(heading: str, value: str | None, limit: int | None = DEFAULT_LIMIT, show_invisible: bool = False,
+                size: int | None = None, more_hint: str = "m: show more") -> tuple[Text, int]:
+    """A titled field of untrusted text: (heading, the text up to `limit`, a note on what is not drawn), and how
+    many characters are not drawn (bytes, for a clipped field: `size` is then its stored size)."""
+    body, hidden = safe_text(value, limit, show_invisible=show_invisible)
+    if size is not None:
+        hidden = clipped_hidden(value or "", hidden, size)
+    out = Text(end="")
+    if heading:
+        out.append(heading + "\n", style="bold")
+    out.append_text(body)
+    if hidden:
+        out.append("\n")
+        out.append_text(more_note(hidden, more_hint, size))
+    return out, hidden

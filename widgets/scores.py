@@ -4,9 +4,7 @@ from __future__ import annotations
 from rich.console import Group
 from rich.table import Table
 from rich.text import Text
-from textual.widgets import Static
 
-from .redraw import SettledOnResize, WrappedOnce
 from .safe_text import plain, safe_text
 
 RATIONALE_LIMIT = 1200
@@ -48,18 +46,6 @@ def scores_renderable(judgments: list[dict], rationale_limit: int | None = RATIO
             if hidden:
                 notes.append(f" … (+{hidden:,} chars)", style="dim")
     return Group(Text("Scores", style="bold"), table, notes)
-
-
-class ScoresTable(WrappedOnce, SettledOnResize, Static):
-    DEFAULT_CSS = """
-    ScoresTable { height: auto; padding: 0 1; }
-    """
-
-    def show(self, judgments: list[dict]) -> None:
-        if judgments == getattr(self, "_drawn", None):   # the same scores again: not redrawn
-            return
-        self._drawn = [dict(j) for j in judgments]
-        self.update(as_text(scores_renderable(judgments), self.app.console, max(20, self.app.size.width - 4)))
 
 
 def as_text(renderable, console, width: int) -> Text:
