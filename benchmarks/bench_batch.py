@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     ap.add_argument("--items", type=int, default=2000)
     ap.add_argument("--task", default="generate")
     ap.add_argument("--output-mb", type=float, default=None, help="measure the worker's peak RSS at this output size")
-    ap.add_argument("--ref", default="a7b9b4f", help="with --output-mb: the git revision to compare with")
+    ap.add_argument("--ref", default="a7b9b4f", help="with --output-mb: the git revision to compare with ('': none)")
     ap.add_argument("--dir", default=None, help="with --output-mb: where the stores go (default: a temp dir)")
     args = ap.parse_args(argv)
     if args.output_mb is not None:
@@ -115,24 +115,42 @@ print(J.queue_job(conn, "generate", config=load_config(cfg), dataset="big", endp
 """
 
 
+SERVE = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from llm_server import LLMServer
+size = int(sys.argv[2])
+text = ("The tide comes in twice a day. " * (size // 30 + 1))[:size]
+with LLMServer(keep_bodies=0, reply=lambda msgs, body: text) as srv:
+    srv.batch.polls_to_finish = 1
+    print(srv.base_url, flush=True)
+    sys.stdin.read()                     # until the bench closes it
+    print(sum(f["bytes"] for f in srv.files.values() if f["purpose"] == "batch_output"), flush=True)
+"""
+
+
 def memory(args) -> int:
-    """Peak RSS of a worker process ingesting one batch whose output file is args.output_mb MB."""
+    """Peak RSS of a worker process ingesting one batch whose output file is args.output_mb MB. The test server
+    runs in a process of its own: a worker forked from a process holding the server's files would count the
+    parent's pages in its peak RSS (wait4's ru_maxrss covers the process from fork on)."""
     import shutil
-    from llm_server import LLMServer, write_endpoint
+    from types import SimpleNamespace
+    from llm_server import write_endpoint
     base = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="bench-batch-mem-"))
     base.mkdir(parents=True, exist_ok=True)
     ref_src = base / "ref-src"
     ref_src.mkdir(exist_ok=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.ref, "workbench"], check=True,
-                             capture_output=True).stdout
-    subprocess.run(["tar", "-x", "-C", str(ref_src)], input=archive, check=True)
-    filler = "The tide comes in twice a day. " * 4
+    if args.ref:
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.ref, "workbench"], check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(ref_src)], input=archive, check=True)
 
     def run(name: str, src: Path, mb: float) -> tuple[int, float, int]:
         size = int(mb * 2**20 / args.items)
-        text = (filler * (size // len(filler) + 1))[:size]
-        with LLMServer(keep_bodies=0, reply=lambda msgs, body: text) as srv:
-            srv.batch.polls_to_finish = 1
+        server = subprocess.Popen([sys.executable, "-c", SERVE, str(ROOT / "tests"), str(size)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            srv = SimpleNamespace(base_url=server.stdout.readline().strip(), models=["test-model"])
             d = base / "".join(ch if ch.isalnum() else "-" for ch in name)
             d.mkdir()
             cfg = d / "config.toml"
@@ -146,8 +164,12 @@ def memory(args) -> int:
             _, status, usage = os.wait4(p.pid, 0)
             p.returncode = os.waitstatus_to_exitcode(status)
             wall = time.perf_counter() - t0
-            out = sum(f["bytes"] for f in srv.files.values() if f["purpose"] == "batch_output")
             assert p.returncode == 0, f"{name}: worker exit {p.returncode}"
+            server.stdin.close()
+            out = int(server.stdout.readline())
+        finally:
+            server.kill()
+            server.wait()
         shutil.rmtree(d)
         print(f"{name:>16}: output file {out / 2**20:7.1f} MB, worker peak RSS {usage.ru_maxrss / 1024:7.1f} MB, "
               f"{wall:6.1f} s", flush=True)
@@ -156,14 +178,15 @@ def memory(args) -> int:
     try:
         small, _, _ = run("this code, 1/8", ROOT, args.output_mb / 8)
         big, t_big, _ = run("this code", ROOT, args.output_mb)
-        ref, t_ref, _ = run(f"ref {args.ref}", ref_src, args.output_mb)
+        ref, t_ref, _ = run(f"ref {args.ref}", ref_src, args.output_mb) if args.ref else (None, None, None)
     finally:
         shutil.rmtree(ref_src, ignore_errors=True)
         if not args.dir:
             shutil.rmtree(base, ignore_errors=True)
     print(f"ratio peak RSS, this code at {args.output_mb:g} MB / at 1/8 of it (flat = 1): {big / small:.2f}")
-    print(f"ratio peak RSS, this code / {args.ref} at {args.output_mb:g} MB: {big / ref:.2f}")
-    print(f"ratio wall time, this code / {args.ref}: {t_big / t_ref:.2f}")
+    if ref:
+        print(f"ratio peak RSS, this code / {args.ref} at {args.output_mb:g} MB: {big / ref:.2f}")
+        print(f"ratio wall time, this code / {args.ref}: {t_big / t_ref:.2f}")
     return 0
 
 

@@ -287,7 +287,7 @@ def run_child(db: Path, fields: str, threshold: float, workers: int | None = Non
         out = f.name
     env, cwd = None, None
     if python:
-        cwd = str(Path(python).resolve().parent.parent.parent) if Path(python).parent.parent.name == ".venv" else None
+        cwd = str(Path(python).absolute().parent.parent.parent) if Path(python).parent.parent.name == ".venv" else None
         if cwd is None:
             raise SystemExit(f"--reference-python {python}: expected a checkout's .venv/bin/python")
         env = {**os.environ, "BENCH_CODE_ROOT": cwd}

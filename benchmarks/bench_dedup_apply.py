@@ -64,7 +64,7 @@ def run_apply(db: Path, python: str | None) -> dict:
     if python:
         if Path(python).parent.parent.name != ".venv":
             raise SystemExit(f"--reference-python {python}: expected a checkout's .venv/bin/python")
-        cwd = str(Path(python).resolve().parent.parent.parent)
+        cwd = str(Path(python).absolute().parent.parent.parent)
     writer = Writer(db)
     writer.start()
     t0 = time.perf_counter()

@@ -36,6 +36,8 @@ import random
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 
 from aiohttp import web
@@ -85,7 +87,8 @@ class Stats:
 class LLMServer:
     def __init__(self, *, latency: float = 0.0, capacity: int | None = None, models=("test-model",),
                  api_key: str | None = None, rules: list[Rule] | None = None, reply=None, seed: int = 0,
-                 keep_bodies: int = 2000, response_format: bool = True, batch_api: bool = True):
+                 keep_bodies: int = 2000, response_format: bool = True, batch_api: bool = True,
+                 upstream: str | None = None):
         self.latency = latency
         self.capacity = capacity
         self.models = list(models)
@@ -103,6 +106,7 @@ class LLMServer:
         self._sem: asyncio.Semaphore | None = None
         self.batch = BatchPlan()
         self.batch_api = batch_api
+        self.upstream = upstream     # a real server's base URL: batch lines are answered by it (benchmarks/real_model_batch.py)
         self.files: dict[str, dict] = {}
         self.batches: dict[str, dict] = {}
 
@@ -317,6 +321,8 @@ class LLMServer:
             return 404, {"error": {"message": f"model {body.get('model')!r} not found"}}
         if len(st.bodies) < self.keep_bodies:
             st.bodies.append(body)
+        if self.upstream:
+            return self._forward(body)
         rule = self._pick_rule(st.requests, prompt)
         fault = rule.fault if rule else None
         if rule is not None:
@@ -327,6 +333,20 @@ class LLMServer:
         if fault == "nochoices":
             return 200, {"id": "x", "object": "chat.completion", "choices": []}
         return 200, self._completion(body, messages, prompt, rule)
+
+    def _forward(self, body: dict) -> tuple[int, dict]:
+        """A batch line sent to the upstream server as a chat completion: its status and body, untouched (blocking:
+        the batch is answered while the poll that finishes it waits)."""
+        req = urllib.request.Request(f"{self.upstream}/chat/completions", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=600) as r:
+                out = (r.status, json.loads(r.read()))
+        except urllib.error.HTTPError as e:
+            out = (e.code, {"error": {"message": e.read().decode(errors="replace")[:2000]}})
+        if out[0] == 200:
+            self.stats.completions += 1
+        return out
 
     def _completion(self, body: dict, messages: list, prompt: str, rule: Rule | None) -> dict:
         """A chat completion (online or a batch line), with the faults that shape its text; counted as answered."""

@@ -632,6 +632,20 @@ def _line(cid, text="hi", status=200, tokens=(3, 1)) -> bytes:
     return orjson.dumps({"custom_id": cid, "response": {"status_code": status, "body": body}}) + b"\n"
 
 
+def test_a_reply_over_max_reply_bytes_fails_its_item_as_online(srv, conn, db_path, cfg_path):
+    write_endpoint(cfg_path, srv, max_reply_bytes=1000)
+    make_dataset(conn, "demo", 3)
+    srv.rules = [Rule("reply", match="Question 1", text="long " * 400)]
+    jid = queue(conn, cfg_path)
+    run_worker(db_path, load_config(cfg_path), job_id=jid)
+    j = J.get_job(conn, jid)
+    assert (j["done"], j["failed"]) == (2, 1)
+    [f] = J.failures(conn, jid)
+    assert "reply too large: 2,000 bytes, the endpoint's max_reply_bytes is 1,000" in f["error"]
+    assert f["raw"].startswith("output line ") and "long long" in f["raw"]
+    assert conn.execute("SELECT count(*) FROM llm_cache").fetchone()[0] == 2
+
+
 def test_file_reading_in_chunks_finds_duplicates_across_chunks_and_skips_overlong_lines(tmp_path):
     from workbench.batch_files import FileReading
     out = tmp_path / "output"

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from workbench import busy, dedup, dedup_scan, near_dup, runs
+from workbench import busy, dedup, dedup_scan, near_dup, runs, short_tx
 from workbench.samples import insert_samples
 from workbench.store import ensure_dataset, transaction
 
@@ -195,16 +195,23 @@ def _plan(conn, n):
     return ids, [(sid, keeper) for sid in reversed(ids[1:])]     # any order: written in id order
 
 
+def _count_commits(conn) -> list[str]:
+    statements = []
+    conn.set_trace_callback(statements.append)
+    return statements
+
+
 def test_keep_best_writes_short_transactions_of_one_run_undoable_as_one(conn, monkeypatch):
     ids, plan = _plan(conn, 1201)
     conn.execute("UPDATE samples SET status = 'accepted' WHERE id = ?", (ids[5],))
     conn.execute("UPDATE samples SET status = 'rejected' WHERE id = ?", (ids[6],))
     monkeypatch.setattr(dedup, "APPLY_ROWS", 100)
-    monkeypatch.setattr(dedup, "APPLY_TX_S", 0.0)        # every batch its own transaction
-    tx = []
-    run, rejected, accepted = dedup.reject_duplicates(conn, plan, tx_seconds=tx)
+    monkeypatch.setattr(short_tx, "LIMIT_S", 0.0)        # every batch its own transaction
+    statements = _count_commits(conn)
+    run, rejected, accepted = dedup.reject_duplicates(conn, plan)
+    conn.set_trace_callback(None)
     assert (rejected, accepted) == (1198, 1)
-    assert len(tx) == 12
+    assert statements.count("COMMIT") == 13              # 12 batches, then the (empty) last one is closed
     status = dict(conn.execute("SELECT id, status FROM samples"))
     assert status[ids[0]] == "pending" and status[ids[5]] == "accepted"
     assert all(status[i] == "rejected" for i in ids[1:] if i != ids[5])
@@ -221,24 +228,25 @@ def test_keep_best_writes_short_transactions_of_one_run_undoable_as_one(conn, mo
 def test_keep_best_commits_and_steps_aside_when_a_writer_waits(conn, monkeypatch):
     _, plan = _plan(conn, 301)
     monkeypatch.setattr(dedup, "APPLY_ROWS", 100)
-    monkeypatch.setattr(dedup, "APPLY_TX_S", 3600.0)     # time alone would keep one transaction
+    monkeypatch.setattr(short_tx, "LIMIT_S", 3600.0)     # time alone would keep one transaction
     yielded = []
     monkeypatch.setattr(busy, "yield_to_waiters", lambda: yielded.append(1))
-    tx = []
-    dedup.reject_duplicates(conn, plan, tx_seconds=tx)
-    assert len(tx) == 1 and yielded == []                # nobody waiting: one transaction
+    statements = _count_commits(conn)
+    dedup.reject_duplicates(conn, plan)
+    assert statements.count("COMMIT") == 1 and yielded == []         # nobody waiting: one transaction
     _, plan = _plan(conn, 301)
     monkeypatch.setattr(busy, "someone_waiting", lambda path, since: True)
-    tx = []
-    run, rejected, _ = dedup.reject_duplicates(conn, plan, tx_seconds=tx)
-    assert rejected == 300 and len(tx) == 3 and len(yielded) == 3
+    statements.clear()
+    run, rejected, _ = dedup.reject_duplicates(conn, plan)
+    conn.set_trace_callback(None)
+    assert rejected == 300 and statements.count("COMMIT") == 4 and len(yielded) == 3
 
 
 def test_keep_best_reads_each_status_inside_its_transaction(conn, monkeypatch):
     """A row a curator accepts between two of keep-best's transactions is left as accepted."""
     ids, plan = _plan(conn, 201)
     monkeypatch.setattr(dedup, "APPLY_ROWS", 100)
-    monkeypatch.setattr(dedup, "APPLY_TX_S", 0.0)
+    monkeypatch.setattr(short_tx, "LIMIT_S", 0.0)
     real = runs.log_status_changes
     calls = []
 

@@ -81,3 +81,18 @@ def test_a_pool_of_two_real_servers_loses_nothing_when_one_is_killed_mid_job(tmp
     assert (r["lost"], r["duplicated"]) == (0, 0), r["failures"]
     assert r["parsed"] + r["failed"] == 10 and r["failed_without_raw"] == 0
     assert any(line.startswith("smol1:") and "DOWN" in line for line in r["endpoint_lines"]), r["endpoint_lines"]
+
+
+def test_the_batch_backend_on_a_real_model_reads_or_itemizes_every_reply(tmp_path, monkeypatch):
+    if rm.find_server(CACHE) is None or rm.find_model(CACHE) is None:
+        pytest.skip(f"llama-server or {rm.MODEL_FILE} not cached under {CACHE}")
+    monkeypatch.setenv("WORKBENCH_REAL_MODEL_DIR", str(CACHE))
+    import real_model_batch
+    (r,) = real_model_batch.run(tmp_path, ["judge"], rows=3, max_tokens=128, log=lambda m: None)
+    assert "error" not in r, r
+    assert r["items"] == 3 and r["parsed"] + r["failed"] == 3 and r["failed_without_raw"] == 0
+    assert r["upstream_completions"] >= 3                       # the real model answered the batch's lines
+    assert any("ingested" in line for line in r["batch_lines"]), r["batch_lines"]
+    for scores, overall in _rows(rm.Workbench(tmp_path), "SELECT scores, overall FROM judgments WHERE job_id = ?",
+                                 (r["job"],)):
+        assert all(isinstance(v, int) and 1 <= v <= 10 for v in json.loads(scores).values()) and 1 <= overall <= 10

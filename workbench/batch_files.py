@@ -90,10 +90,11 @@ class FileReading:
     verdict goes out with its chunk and is replaced in `finish()`, which re-reads both lines by their offsets.
     A request with no line at all gets `why` there (the batch completed without it, expired, failed ...)."""
 
-    def __init__(self, sent: set[str], clean, line_cap: int = LINE_CAP):
+    def __init__(self, sent: set[str], clean, line_cap: int = LINE_CAP, reply_cap: int | None = None):
         self.sent = sent
         self.clean = clean
         self.line_cap = line_cap
+        self.reply_cap = reply_cap         # the endpoint's max_reply_bytes: a longer reply fails, as online
         self.first: dict[str, tuple] = {}     # custom_id -> (source, line, offset, tokens in, tokens out)
         self.more: dict[str, list[tuple]] = {}   # custom_id -> its further lines (source, line, offset)
         self.tokens_in = self.tokens_out = 0
@@ -137,7 +138,7 @@ class FileReading:
             self.more.setdefault(cid, []).append((source, n, offset))
             chunk.verdicts.pop(cid, None)
             return
-        v = _verdict(obj, self.clean)
+        v = _verdict(obj, self.clean, self.reply_cap)
         tin, tout = (v.reply["prompt_tokens"], v.reply["completion_tokens"]) if v.reply is not None else (0, 0)
         self.tokens_in += tin
         self.tokens_out += tout
@@ -175,7 +176,7 @@ class FileReading:
             return self.clean(f.readline(RAW_CAP + 1).decode("utf-8", "replace").rstrip("\r\n"))
 
 
-def _verdict(obj: dict, clean) -> Verdict:
+def _verdict(obj: dict, clean, reply_cap: int | None = None) -> Verdict:
     err = obj.get("error")
     if err is not None:
         msg = err.get("message") if isinstance(err, dict) else err
@@ -199,6 +200,10 @@ def _verdict(obj: dict, clean) -> Verdict:
         reply = reply_fields(body)
     except ValueError as e:
         return Verdict(error=f"malformed reply: {clean(str(e))}")
+    size = len(reply["text"].encode())
+    if reply_cap is not None and size > reply_cap:
+        return Verdict(error=f"reply too large: {size:,} bytes, the endpoint's max_reply_bytes is {reply_cap:,}; not "
+                             f"stored (the start of its line is kept)")
     reply["text"] = clean(reply["text"])     # a reply that echoes the key: redacted before anything stores it
     return Verdict(reply=reply)
 

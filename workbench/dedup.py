@@ -31,19 +31,19 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from rapidfuzz.distance import Indel
 
-from . import busy, scores
+from . import scores
 from .dedup_scan import db_path, fetch_extras, row_texts, scan_signatures
 from .near_dup import (ANCHOR_MIN_WORDS, CHUNK, DEFAULT_THRESHOLD, GATE, KEY_BYTES,  # noqa: F401
                        SNIPPET, VERIFY_BATCH, WINDOW, WORKERS, Stats, match_text, near_duplicate_groups,
                        near_duplicate_sigs)
 from .runs import log_status_changes, new_run   # the undoable run log, shared with the filters
+from .short_tx import ShortTransactions
 from .store import STATUSES, open_store, transaction
 
 MATCH_FIELDS = ("instruction", "input", "response")
@@ -268,52 +268,40 @@ class ApplyResult:
 
 
 APPLY_ROWS = 500        # rows looked up and changed per statement batch (a waiting writer is noticed between them)
-APPLY_TX_S = 0.25       # a write transaction of keep-best is committed after this long, or at once when a writer
-                        # waits (each commit rewrites every page it touched: committing more often costs time)
 
 
 def reject_duplicates(conn: sqlite3.Connection, plan: list[tuple[int, int]], kind: str = "dedup",
-                      run: str | None = None, tx_seconds: list[float] | None = None) -> tuple[str | None, int, int]:
+                      run: str | None = None) -> tuple[str | None, int, int]:
     """Reject each (sample, keeper) pair's sample, logging a 'dedup' decision per row in one run (undoable with
     clean.undo_run). Rows already rejected are left alone, as are rows a curator accepted. Returns
     (run id or None if nothing changed, rejected, left because accepted).
 
-    The rows go in id order in short write transactions (each at most about APPLY_TX_S, ended at once when another
-    writer waits for the lock, which then goes first: busy.py), so a curator's decision or a worker never waits
-    long behind a big keep-best. Each row's status is read inside the transaction that changes it. If the process
-    dies midway, the rows committed so far are the run's (undoable as the same run); running it again rejects
-    the rest. `tx_seconds` (if given) gets each transaction's length."""
+    The rows go in id order in short write transactions (workbench/short_tx.py: ended at once when another writer
+    waits for the lock, which then goes first), so a curator's decision or a worker never waits long behind a big
+    keep-best. Each row's status is read inside the transaction that changes it. If the process dies midway, the
+    rows committed so far are the run's (undoable as the same run); running it again rejects the rest."""
     rejected = accepted = 0
     todo = sorted(plan)
-    wait = busy.wait_file(conn)
-    i = 0
-    while i < len(todo):
-        waiting = False
-        with transaction(conn):
-            began, began_ns = time.perf_counter(), time.time_ns()
-            while i < len(todo):
-                chunk, i = todo[i:i + APPLY_ROWS], i + APPLY_ROWS
-                status = dict(conn.execute(f"SELECT id, status FROM samples WHERE id IN ({','.join('?' * len(chunk))})",
-                                           [sid for sid, _ in chunk]))
-                changes = []
-                for sid, keeper in chunk:
-                    st = status.get(sid)
-                    if st is None or st == "rejected":
-                        continue
-                    if st == "accepted":
-                        accepted += 1
-                        continue
-                    changes.append((sid, st, f"duplicate of #{keeper}"))
-                if changes:
-                    run = run or new_run(conn, kind)
-                    rejected += log_status_changes(conn, run, "dedup", changes, "rejected")
-                waiting = busy.someone_waiting(wait, began_ns)
-                if waiting or time.perf_counter() - began >= APPLY_TX_S:
-                    break
-        if tx_seconds is not None:
-            tx_seconds.append(time.perf_counter() - began)
-        if waiting:
-            busy.yield_to_waiters()
+    if not todo:
+        return None, 0, 0
+    with ShortTransactions(conn) as tx:
+        for i in range(0, len(todo), APPLY_ROWS):
+            chunk = todo[i:i + APPLY_ROWS]
+            status = dict(conn.execute(f"SELECT id, status FROM samples WHERE id IN ({','.join('?' * len(chunk))})",
+                                       [sid for sid, _ in chunk]))
+            changes = []
+            for sid, keeper in chunk:
+                st = status.get(sid)
+                if st is None or st == "rejected":
+                    continue
+                if st == "accepted":
+                    accepted += 1
+                    continue
+                changes.append((sid, st, f"duplicate of #{keeper}"))
+            if changes:
+                run = run or new_run(conn, kind)
+                rejected += log_status_changes(conn, run, "dedup", changes, "rejected")
+            tx.next()
     return (run if rejected else None), rejected, accepted
 
 

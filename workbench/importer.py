@@ -327,30 +327,58 @@ def _parse_file(out, ctx: _Context, path: Path, block_bytes: int, parent_pid: in
     process neither reads the file nor ships it here, and the pipe's capacity bounds how far ahead this runs
     (memory stays flat)."""
     import pickle
+    import queue
+    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     from . import readers
     die_with_parent(parent_pid)
     readers.JSONL_BLOCK_BYTES = block_bytes
+    # A sending thread with a few blocks queued lets this process run ahead of the inserts (on a busy machine the
+    # two processes get the CPU in bursts); the importing process stays single-threaded.
+    ready: queue.Queue = queue.Queue(maxsize=IN_FLIGHT)
+
+    def sender() -> None:
+        while (item := ready.get()) is not None:
+            out.send_bytes(item)
+    sending = threading.Thread(target=sender, daemon=True)
+    sending.start()
+
+    def send(item: bytes) -> None:
+        while True:
+            try:
+                return ready.put(item, timeout=0.5)
+            except queue.Full:
+                if not sending.is_alive():      # the importing process stopped reading (it ends this one)
+                    raise BrokenPipeError("the importing process stopped reading") from None
     # the file's sha256 is taken here, in a thread (hashlib releases the GIL): the inserting process is the
     # import's bottleneck, this one has time to spare
     pool = ThreadPoolExecutor(max_workers=1)
     try:
         sha = pool.submit(file_sha256, path) if want_sha else None
         for first_line, block in formats.jsonl_blocks(path):
-            out.send_bytes(pickle.dumps(("rows", _build_block(ctx, first_line, block)), pickle.HIGHEST_PROTOCOL))
-        out.send_bytes(pickle.dumps(("end", sha.result() if sha else None)))
+            send(pickle.dumps(("rows", _build_block(ctx, first_line, block)), pickle.HIGHEST_PROTOCOL))
+        send(pickle.dumps(("end", sha.result() if sha else None)))
     except BaseException as e:      # e.g. a .gz that ends early: raised again in the importing process (at once:
         try:                        # the importing process ends this one, sha256 thread and all)
             payload = pickle.dumps(("error", e))
         except Exception:
             payload = pickle.dumps(("error", RuntimeError(f"the parser process failed: {e!r}")))
-        out.send_bytes(payload)
+        try:
+            send(payload)
+        except BrokenPipeError:
+            pass
     finally:
         pool.shutdown(wait=False)
+        try:
+            send(None)
+        except BrokenPipeError:
+            pass
+        sending.join()
 
 
-PIPE_BYTES = 1 << 20      # the parser may run about one block ahead of the inserts (Linux F_SETPIPE_SZ)
+PIPE_BYTES = 1 << 20      # one more block in the pipe itself (Linux F_SETPIPE_SZ)
+IN_FLIGHT = 3             # built blocks the parser may have ready ahead of the inserts (~1 MB each)
 
 
 def _widen_pipe(conn) -> None:
