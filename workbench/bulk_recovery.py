@@ -137,36 +137,54 @@ def note_range(conn: sqlite3.Connection, bulk: int, ranges: list, lo: int, hi: i
     conn.execute("UPDATE bulk_runs SET info = ? WHERE id = ?", (orjson.dumps({"ranges": ranges}).decode(), bulk))
 
 
+def marked_ranges(conn: sqlite3.Connection, bulk: int) -> list | None:
+    """The decision id ranges the marker of `bulk` lists (None when the marker is gone)."""
+    row = conn.execute("SELECT info FROM bulk_runs WHERE id = ?", (bulk,)).fetchone()
+    return None if row is None else orjson.loads(row[0] or '{"ranges": []}').get("ranges", [])
+
+
+def range_chunks(conn: sqlite3.Connection, ranges: list, sql: str, chunk: int):
+    """The rows `sql` selects for each id range (its two `?`: the first and last id), `chunk` ids at a time."""
+    for lo, hi in ranges:
+        for at in range(lo, hi + 1, chunk):
+            yield conn.execute(sql, (at, min(hi, at + chunk - 1))).fetchall()
+
+
+def claim_dead(conn: sqlite3.Connection, kind: str) -> list[int]:
+    """The bulk runs of `kind` whose process has ended, each taken over by this one (none on a store from before
+    the migration, opened read-only)."""
+    try:
+        rows = conn.execute("SELECT id, pid FROM bulk_runs WHERE kind = ?", (kind,)).fetchall()
+    except sqlite3.OperationalError:
+        return []
+    return [bulk for bulk, pid in rows if not alive(pid) and claim(conn, "bulk_runs", "id", bulk, pid)]
+
+
 def roll_back_decided(conn: sqlite3.Connection, bulk: int) -> int:
     """Revert an unfinished `decide` (outside any transaction, in short ones): each decision it wrote (the id
     ranges its marker lists) whose sample still has the status it set gets an 'undo' decision of the same session,
     as Review's u writes, and its status back; a sample a curator changed since keeps theirs. Returns how many."""
-    row = conn.execute("SELECT info FROM bulk_runs WHERE id = ?", (bulk,)).fetchone()
-    if row is None:
+    ranges = marked_ranges(conn, bulk)
+    if ranges is None:
         return 0
-    ranges = orjson.loads(row[0] or '{"ranges": []}').get("ranges", [])
     reverted = 0
     with ShortTransactions(conn) as tx:
-        for lo, hi in ranges:
-            at = lo
-            while at <= hi:
-                rows = conn.execute(
-                    "SELECT d.id, d.sample_id, d.before, d.after, d.session, s.status FROM decisions d JOIN samples s "
-                    "ON s.id = d.sample_id WHERE d.id BETWEEN ? AND ? AND d.action IN ('accept', 'reject', 'reset', "
-                    "'skip') ORDER BY d.id", (at, min(hi, at + CHUNK - 1))).fetchall()
-                at += CHUNK
-                ts, logs = _now(), []
-                for did, sid, before, after, session, status in rows:
-                    old, new = _status(before), _status(after)
-                    if old is None or new is None or status != new:
-                        continue       # a curator changed it since: theirs stays
-                    if old != new:
-                        conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (old, ts, sid))
-                    logs.append((sid, after, before, did, session, ts))
-                conn.executemany("INSERT INTO decisions (sample_id, action, before, after, undoes, session, "
-                                 "created_at) VALUES (?, 'undo', ?, ?, ?, ?, ?)", logs)
-                reverted += len(logs)
-                tx.next()
+        for rows in range_chunks(conn, ranges, (
+                "SELECT d.id, d.sample_id, d.before, d.after, d.session, s.status FROM decisions d JOIN samples s "
+                "ON s.id = d.sample_id WHERE d.id BETWEEN ? AND ? AND d.action IN ('accept', 'reject', 'reset', "
+                "'skip') ORDER BY d.id"), CHUNK):
+            ts, logs = _now(), []
+            for did, sid, before, after, session, status in rows:
+                old, new = _status(before), _status(after)
+                if old is None or new is None or status != new:
+                    continue       # a curator changed it since: theirs stays
+                if old != new:
+                    conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?", (old, ts, sid))
+                logs.append((sid, after, before, did, session, ts))
+            conn.executemany("INSERT INTO decisions (sample_id, action, before, after, undoes, session, "
+                             "created_at) VALUES (?, 'undo', ?, ?, ?, ?, ?)", logs)
+            reverted += len(logs)
+            tx.next()
         conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))
     return reverted
 

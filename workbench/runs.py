@@ -13,7 +13,7 @@ from typing import Iterable
 
 import orjson
 
-from .bulk_recovery import alive, claim, note_range
+from .bulk_recovery import claim_dead, marked_ranges, note_range, range_chunks
 from .samples import write_text
 from .short_tx import ShortTransactions
 from .store import now, transaction
@@ -177,31 +177,26 @@ def unwind_undo(conn: sqlite3.Connection, bulk: int) -> int:
     """Take back an unfinished undo (outside any transaction, in short ones): each undo row it wrote whose sample
     is still as it left it is reverted and removed (the step never completed, as a rolled-back transaction leaves
     nothing); one a curator changed since stays, with the curator's decision after it. Returns rows taken back."""
-    row = conn.execute("SELECT info FROM bulk_runs WHERE id = ?", (bulk,)).fetchone()
-    if row is None:
+    ranges = marked_ranges(conn, bulk)
+    if ranges is None:
         return 0
-    ranges = orjson.loads(row[0] or '{"ranges": []}').get("ranges", [])
     back = 0
     with ShortTransactions(conn) as tx:
-        for lo, hi in ranges:
-            at = lo
-            while at <= hi:
-                rows = conn.execute("SELECT id, sample_id, before, after FROM decisions WHERE id BETWEEN ? AND ? "
-                                    "AND action = 'undo' ORDER BY id", (at, min(hi, at + UNDO_CHUNK - 1))).fetchall()
-                at += UNDO_CHUNK
-                ts = now()
-                for did, sid, before_s, after_s in rows:
-                    before, after = orjson.loads(before_s), orjson.loads(after_s)
-                    if current_fields(conn, sid, after) != after:
-                        continue          # a curator changed it after the undo: theirs stays
-                    if set(before) == {"status"}:
-                        conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?",
-                                     (before["status"], ts, sid))
-                    else:
-                        write_text(conn, sid, before)
-                    conn.execute("DELETE FROM decisions WHERE id = ?", (did,))
-                    back += 1
-                tx.next()
+        for rows in range_chunks(conn, ranges, "SELECT id, sample_id, before, after FROM decisions WHERE id "
+                                               "BETWEEN ? AND ? AND action = 'undo' ORDER BY id", UNDO_CHUNK):
+            ts = now()
+            for did, sid, before_s, after_s in rows:
+                before, after = orjson.loads(before_s), orjson.loads(after_s)
+                if current_fields(conn, sid, after) != after:
+                    continue          # a curator changed it after the undo: theirs stays
+                if set(before) == {"status"}:
+                    conn.execute("UPDATE samples SET status = ?, updated_at = ? WHERE id = ?",
+                                 (before["status"], ts, sid))
+                else:
+                    write_text(conn, sid, before)
+                conn.execute("DELETE FROM decisions WHERE id = ?", (did,))
+                back += 1
+            tx.next()
         conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))
     return back
 
@@ -209,13 +204,7 @@ def unwind_undo(conn: sqlite3.Connection, bulk: int) -> int:
 def recover(conn: sqlite3.Connection) -> int:
     """Unwind the undos whose process died midway (called by every CLI command's open, as shard_update.recover:
     open_store cannot, reverting text needs samples.py). Returns how many were unwound."""
-    try:
-        rows = conn.execute("SELECT id, pid FROM bulk_runs WHERE kind = 'undo'").fetchall()
-    except sqlite3.OperationalError:      # a store from before the migration, opened read-only
-        return 0
-    done = 0
-    for bulk, pid in rows:
-        if not alive(pid) and claim(conn, "bulk_runs", "id", bulk, pid):
-            unwind_undo(conn, bulk)
-            done += 1
-    return done
+    dead = claim_dead(conn, "undo")
+    for bulk in dead:
+        unwind_undo(conn, bulk)
+    return len(dead)

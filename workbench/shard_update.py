@@ -44,7 +44,7 @@ from pathlib import Path
 import orjson
 
 from . import scores
-from .bulk_recovery import alive, claim
+from .bulk_recovery import claim_dead
 from .decisions import _check_turn_edit, _mirrored_messages, mirror_turns
 from .formats import LABEL_FIELDS
 from .runs import current_fields, new_run
@@ -503,21 +503,18 @@ def _drop_saved_scores(conn, bulk: int) -> None:
 def recover(conn: sqlite3.Connection) -> int:
     """Undo the shard imports whose process died midway. Returns how many were undone."""
     try:
-        rows = conn.execute("SELECT id, pid FROM bulk_runs WHERE kind = 'update'").fetchall()
         orphans = conn.execute("SELECT 1 FROM bulk_run_scores WHERE bulk_id NOT IN (SELECT id FROM bulk_runs) "
                                "LIMIT 1").fetchone()
     except sqlite3.OperationalError:      # a store from before the migration, opened read-only
         return 0
-    done = 0
-    for bulk, pid in rows:
-        if not alive(pid) and claim(conn, "bulk_runs", "id", bulk, pid):
-            roll_back(conn, bulk)
-            done += 1
+    dead = claim_dead(conn, "update")
+    for bulk in dead:
+        roll_back(conn, bulk)
     if orphans:   # a finished import killed while it dropped the scores it had kept
         for (bulk,) in conn.execute("SELECT DISTINCT bulk_id FROM bulk_run_scores WHERE bulk_id NOT IN "
                                     "(SELECT id FROM bulk_runs)").fetchall():
             _drop_saved_scores(conn, bulk)
-    return done
+    return len(dead)
 
 
 def roll_back(conn: sqlite3.Connection, bulk: int) -> None:
