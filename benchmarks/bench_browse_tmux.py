@@ -239,22 +239,8 @@ def per_timed_key(events: list, sent: list[float], markers: list[bytes], gap: fl
         t_key = events[i][1]
         nxt = next((j for j in inputs if j > i), len(events))
         out["bytes"].append(sum(len(d) for kind, _, d in events[i + 1:nxt] if kind == "out"))
-        chunks = [(t, d) for kind, t, d in events[i + 1:] if kind == "out"]
-        seen, hit = b"", None
-        for j, (t, d) in enumerate(chunks):
-            seen = seen[-96:] + d
-            if re.search(markers[k], seen):
-                hit = j
-                break
-        if hit is None:
-            out["visible"].append(None)
-            continue
-        last = chunks[hit][0]
-        for t, _ in chunks[hit + 1:]:
-            if t - last > gap:
-                break
-            last = t
-        out["visible"].append((last - t_key) * 1000)
+        last = rt.redraw_end([(t, d) for kind, t, d in events[i + 1:] if kind == "out"], markers[k], gap)
+        out["visible"].append(None if last is None else (last - t_key) * 1000)
     return out
 
 

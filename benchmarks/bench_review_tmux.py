@@ -217,22 +217,28 @@ def per_key(events: list, sent: list[float], markers: list[bytes] | None, gap: f
             out["missing"] += 1
             continue
         out["first"].append((chunks[0][0] - t_key) * 1000)
-        seen, hit = b"", None
-        for j, (t, d) in enumerate(chunks):
-            seen = seen[-64:] + d             # a marker split across two chunks is still found
-            if markers is None or re.search(re.escape(markers[k]) + rb"(?!\d)", seen):
-                hit = j
-                break
-        if hit is None:
+        last = redraw_end(chunks, None if markers is None else re.escape(markers[k]) + rb"(?!\d)", gap)
+        if last is None:
             out["missing"] += 1
             continue
-        last = chunks[hit][0]
-        for t, _ in chunks[hit + 1:]:
-            if t - last > gap:
-                break
-            last = t
         out["visible"].append((last - t_key) * 1000)
     return out
+
+
+def redraw_end(chunks: list, pattern: bytes | None, gap: float) -> float | None:
+    """When the redraw holding `pattern` (None: any output) was all written: the time of its last chunk (the chunks
+    of one write arrive back to back, `gap` apart at most); None if no chunk holds it."""
+    seen = b""
+    for j, (t, d) in enumerate(chunks):
+        seen = seen[-96:] + d             # a marker split across two chunks is still found
+        if pattern is None or re.search(pattern, seen):
+            last = t
+            for t2, _ in chunks[j + 1:]:
+                if t2 - last > gap:
+                    break
+                last = t2
+            return last
+    return None
 
 
 def fresh_start(db: Path) -> None:

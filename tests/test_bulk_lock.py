@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+from faults import fail_on_call
 
 from workbench import busy, bulk_recovery, keep as keep_mod, shard_update, short_tx, snapshot_write
 from workbench.exporter import ExportFailed, export
@@ -164,16 +165,7 @@ def test_a_keep_failing_midway_undoes_what_it_wrote(tmp_path, small_chunks, monk
     seed(db)
     conn = open_store(db)
     before = statuses(conn)
-    calls = []
-    real = keep_mod.log_status_changes
-
-    def flaky(*a, **k):
-        calls.append(1)
-        if len(calls) == 5:
-            raise sqlite3.OperationalError("disk I/O error")
-        return real(*a, **k)
-
-    monkeypatch.setattr(keep_mod, "log_status_changes", flaky)
+    fail_on_call(monkeypatch, keep_mod, "log_status_changes", 5)
     with pytest.raises(sqlite3.OperationalError):
         keep(conn, "d", kept_file(tmp_path, range(2, ROWS, 2)), "external dedup")
     assert statuses(conn) == before

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from faults import fail_on_call
 
 from test_bulk_lock import ROOT, ROWS, _writer_between, kept_file, seed, statuses, wait_for
 from workbench import busy, clean, decisions, runs, short_tx, stats
@@ -73,16 +74,8 @@ def test_an_undo_failing_midway_leaves_the_run_as_it_was(tmp_path, small_chunks,
     conn = open_store(db)
     run = kept_run(tmp_path, conn)
     before = statuses(conn)
-    calls = []
     real = runs.current_fields
-
-    def flaky(*a, **k):
-        calls.append(1)
-        if len(calls) == 175:                      # in the fourth chunk of 50
-            raise sqlite3.OperationalError("disk I/O error")
-        return real(*a, **k)
-
-    monkeypatch.setattr(runs, "current_fields", flaky)
+    fail_on_call(monkeypatch, runs, "current_fields", 175)     # in the fourth chunk of 50
     with pytest.raises(sqlite3.OperationalError):
         runs.undo_run(conn, run)
     assert statuses(conn) == before
@@ -174,16 +167,7 @@ def test_a_decide_failing_midway_leaves_the_store_as_it_was(tmp_path, small_chun
     seed(db)
     conn = open_store(db)
     before = statuses(conn)
-    calls = []
-    real = decisions._decide
-
-    def flaky(*a, **k):
-        calls.append(1)
-        if len(calls) == 175:
-            raise sqlite3.OperationalError("disk I/O error")
-        return real(*a, **k)
-
-    monkeypatch.setattr(decisions, "_decide", flaky)
+    fail_on_call(monkeypatch, decisions, "_decide", 175)
     with pytest.raises(sqlite3.OperationalError):
         decisions.decide_many(conn, list(range(1, ROWS + 1)), "reject", "review:c")
     assert statuses(conn) == before
@@ -238,16 +222,7 @@ def test_a_filter_run_failing_midway_leaves_the_store_as_it_was(tmp_path, small_
     seed(db)
     conn = open_store(db)
     before = statuses(conn)
-    calls = []
-    real = clean.log_status_changes
-
-    def flaky(*a, **k):
-        calls.append(1)
-        if len(calls) == 4:
-            raise sqlite3.OperationalError("disk I/O error")
-        return real(*a, **k)
-
-    monkeypatch.setattr(clean, "log_status_changes", flaky)
+    fail_on_call(monkeypatch, clean, "log_status_changes", 4)
     with pytest.raises(sqlite3.OperationalError):
         apply_filters(conn, preview_all(conn))
     assert statuses(conn) == before
