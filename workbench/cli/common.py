@@ -11,6 +11,7 @@ from ..filters import FilterError, parse_value
 from ..store import open_store
 from ..safe_text import json_safe
 from ..tasks import TaskError
+from . import numbers
 
 
 EXIT_DATA = 1    # what the command read is bad: a file (import, target, config, template), the store, an endpoint
@@ -27,8 +28,29 @@ class DataError(CliError):
     code = EXIT_DATA
 
 
+class _StoreOnce(argparse._StoreAction):
+    """An option that takes one value refuses a second: `--ids 1 --ids 2` silently deciding only 2, or
+    `--mode each --mode spread`, is a command line that says two things (repeatable options use action=append)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = namespace.__dict__.setdefault("_given", set())
+        if option_string and self.dest in seen:
+            parser.error(f"{option_string} is given twice ({getattr(namespace, self.dest)!r} and {values!r}): "
+                         f"give it once")
+        seen.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
 class CliParser(argparse.ArgumentParser):
-    """argparse whose usage errors reach main() as CliError, so that --json can report them as JSON too."""
+    """argparse whose usage errors reach main() as CliError, so that --json can report them as JSON too. Numbers
+    are read strictly (cli/numbers.py) and an option that takes one value may be given once."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+        self.register("type", int, numbers.whole)
+        self.register("type", float, numbers.finite)
 
     def error(self, message: str):
         e = CliError(f"{self.prog}: {message}")
