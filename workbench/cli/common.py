@@ -6,7 +6,7 @@ import json
 import sys
 
 from .. import endpoints as E, runs, shard_update
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, resolve_config_path
 from ..filters import FilterError, parse_value
 from ..store import open_store
 from ..safe_text import json_safe
@@ -121,6 +121,12 @@ def guard(fn):
             return fn(args)
         except ConfigError as e:
             raise DataError(str(e)) from None
-        except (E.EndpointError, TaskError, FilterError) as e:
+        except E.EndpointError as e:
+            text = str(e)
+            if text.startswith("config"):    # the config file is bad, not the command line: name the file, exit 1
+                raise DataError(f"{resolve_config_path(getattr(args, 'config', None))}{text[len('config'):]}") \
+                    from None
+            raise CliError(text) from None
+        except (TaskError, FilterError) as e:
             raise CliError(str(e)) from None
     return wrapped

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from .. import endpoints as E
 from ..config import save_config
+from ..endpoint_values import duplicate_member
 from ..names import name_problem
 from ..llm import Client, LLMError, connection_failure
 from .common import CliError, DataError, guard, load_cli_config, parse_kv, print_json
@@ -169,6 +170,13 @@ def cmd_endpoints_test(args) -> int:
 def cmd_pools_add(args) -> int:
     _check_name(args.name, "pool")
     cfg = load_cli_config(args)
+    known = E.endpoints(cfg)
+    for m in args.endpoint:       # the command line's members first: a bad one is usage (2), not a bad config
+        if m not in known:
+            raise CliError(f"--endpoint {m}: no endpoint named {m!r}; configured: {', '.join(sorted(known)) or 'none'}")
+    dup = duplicate_member(args.endpoint, {n: {"base_url": ep.base_url, "model": ep.model} for n, ep in known.items()})
+    if dup:
+        raise CliError(f"pool {args.name}: {dup}")
     path = save_config(E.add_pool(cfg, args.name, args.endpoint, args.mode), getattr(args, "config", None))
     print(f"pool {args.name} saved to {path}")
     return 0
