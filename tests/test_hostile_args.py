@@ -538,3 +538,62 @@ def test_almost_right_inputs_work(tmp_path):
     eps = json.loads(run("endpoints", "list", "--json")[1])
     assert [p["endpoints"] for p in eps["pools"]] == [["a", "b", "c", "d"]]
     assert eps["endpoints"][0]["max_concurrency"] == 8
+
+
+@pytest.fixture
+def read_only_store(tmp_path):
+    """A store on a tmpfs remounted read-only (root in this sandbox); skipped where mounting is not allowed."""
+    import shutil
+    import subprocess
+    from workbench import importer
+    from workbench.store import open_store
+    src = tmp_path / "s.db"
+    good = tmp_path / "good.jsonl"
+    good.write_text(json.dumps({"instruction": "q", "output": "a"}) + "\n")
+    conn = open_store(src)
+    importer.import_file(conn, good, dataset="d")
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+    try:
+        shutil.copy(src, mnt / "s.db")
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
+        yield mnt / "s.db"
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def test_a_read_only_store_is_said_to_be_read_only(read_only_store, tmp_path):
+    before = read_only_store.read_bytes()
+    good = tmp_path / "more.jsonl"
+    good.write_text(json.dumps({"instruction": "q2", "output": "a2"}) + "\n")
+    for argv in (["datasets"], ["decide", "--dataset", "d", "--ids", "1", "--accept"], ["import", str(good)],
+                 ["stats"], ["datasets", "--db", str(read_only_store.parent / "new.db")]):
+        if "--db" not in argv:
+            argv = [*argv, "--db", str(read_only_store)]
+        code, out, err = run_cli(*argv)
+        assert code == 1 and err.startswith("error: ") and len(err.strip().splitlines()) == 1, (argv, err)
+        assert "read-only" in err.lower() and "Traceback" not in err, (argv, err)
+    assert read_only_store.read_bytes() == before
+
+
+def test_an_export_to_a_terminal_carries_no_control_sequence(tmp_path, cli):
+    """`workbench export - --format F` with stdout on a terminal: the rows' hostile text (ESC, 8-bit CSI, bidi)
+    is written as JSON escapes, and a binary export (Parquet, gzip) is refused, the store unchanged. Through a pipe
+    the bytes stay exact (tests/test_export_safety.py)."""
+    from hostile import import_hostile, run_in_pty
+    import_hostile(tmp_path, cli)
+    db = Path(os.environ["WORKBENCH_DB"])
+    raw = run_in_pty(["export", "-", "--format", "alpaca"])
+    assert forbidden(raw) == [] and b"\x1b" not in raw and b"\\u001b]52;c;SE9TVElMRQ==" in raw, raw[:400]
+    rows = [json.loads(x) for x in raw.decode().splitlines() if x.startswith("{")]
+    assert len(rows) == 3 and OSC52 in rows[0]["instruction"]          # the same JSON values
+    before = digest(db)
+    for argv in (["export", "-", "--format", "parquet"], ["export", "/dev/stdout", "--format", "parquet"]):
+        raw = run_in_pty(argv)
+        assert b"a terminal; this export is binary (Parquet)" in raw and forbidden(raw) == [], raw[:400]
+        assert digest(db) == before

@@ -80,6 +80,19 @@ def _no_empty_paths(args) -> None:
             raise CliError(f"--{opt}: an empty path (leave the option out for the default)")
 
 
+def _store_error(path, e: Exception) -> str:
+    """SQLite's message about the store, with what it usually means ("unable to open database file" says neither
+    that the path is a directory nor that the disk is mounted read-only)."""
+    text = f"{path}: {e}"
+    if os.path.isdir(path):
+        return f"{text} (it is a directory: give the store's file)"
+    if "unable to open" in str(e) or "readonly" in str(e):
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            return f"{text} (the store or its directory is read-only: it needs to write both)"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     want_json = "--json" in argv
@@ -123,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except SchemaTooNew as e:
         return _report(DataError(str(e)), want_json)
     except sqlite3.DatabaseError as e:  # a full disk, a file that is not a store: the transaction was rolled back
-        return _report(DataError(f"{resolve_db_path(getattr(top, 'db', None))}: {e}"), want_json)
+        return _report(DataError(_store_error(resolve_db_path(getattr(top, 'db', None)), e)), want_json)
     except OSError as e:  # an unreadable file, a full disk, a name too long: said as it is, no traceback
         return _report(DataError(oserror_text(e)), want_json)
     except Exception as e:   # a bug, not the user's input: say so in one line; --verbose shows where
