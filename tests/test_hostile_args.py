@@ -107,6 +107,8 @@ def world(tmp_path_factory):
     for name, data in files.items():
         (f / name).write_bytes(data if isinstance(data, bytes) else data.encode())
     (f / "a_dir.jsonl").mkdir()
+    (root / "templates").mkdir()
+    (root / "templates" / "judge").write_text("the user's own edit\n")      # `templates copy` must not replace it
     yield {"db": db, "cfg": cfg, "f": f, "root": root}
     for k, v in saved.items():
         if v is None:
@@ -285,6 +287,7 @@ CASES = [
     (["export", "R/xdir", "--format", "parquet", "--shard-rows", "-5"], 2, ["--shard-rows"]),
     (["export", "R/xdir", "--format", "parquet", "--shard-rows", "1e3"], 2, ["--shard-rows", "not a whole number"]),
     (["export", "R/xdir", "--format", "alpaca", "--shard-rows", "5"], 2, ["use --format parquet"]),
+    (["export", "F", "--format", "parquet", "--shard-rows", "5"], 2, ["not empty"]),
     (["export", "R/x\x1b[31m.jsonl", "--format", "alpaca", "--dataset", "nope"], 2, ["no dataset named"]),
     (["export", "R/x.jsonl", "--format", "alpaca", "--name", "a\nb"], 2, ["--name", "control character"]),
     (["export", "R/x.jsonl", "--format", "alpaca", "--name", ESC_NAME], 2, ["--name", "control character"]),
@@ -302,6 +305,14 @@ CASES = [
     (["import", "F/ok.jsonl", "--dataset", "d", "--dataset", "e"], 2, ["--dataset is given twice"]),
     (["import", "F/ok.jsonl", "--map", "instruction"], 1, ["--map", "target=column"]),
     (["import", "F/ok.jsonl", "--map", "nope=q"], 1, ["--map", "unknown target field 'nope'"]),
+    (["import", "F/ok.jsonl", "--map", "instruction=a,instruction=b"], 1, ["--map", "'instruction' is mapped twice"]),
+    (["import", "F/ok.jsonl", "--map", "instruction=a", "--map", "output=b"], 2, ["--map is given twice"]),
+    (["import", "F/ok.jsonl", "--map", "instruction="], 1, ["--map", "no source column"]),
+    (["import", "F/ok.jsonl", "--prefer", "nope"], 2, ["nope"]),
+    (["import", "F/ok.jsonl", "--score-rubric", "Bad Name!"], 2, ["Bad Name!"]),
+    (["import", "F/ok.jsonl", "F/ok.jsonl", "--dataset", "z"], 2, ["ok.jsonl"]),
+    (["import", "F/ok.jsonl", "--as-candidates"], 2, ["--dataset"]),
+    (["import", "F/ok.jsonl", "--as-candidates", "--dataset", "z"], 2, ["at least two files"]),
     (["import", "F/ok.jsonl", "--score-scale", "10-1"], 2, ["not a range"]),
     (["import", "F/ok.jsonl", "--score-scale", "nan-inf"], 2, ["finite"]),
     (["import", "F/ok.jsonl", "--score-scale", "1-inf"], 2, ["finite"]),
@@ -382,6 +393,11 @@ CASES = [
     (["run", "judge", "--dataset", "d", "--endpoint", "local", "--pool", "p"], 2, ["not allowed with"]),
     (["run", "judge", "--dataset", "d", "--endpoint", "local", "--param", "nope=1"], 2, ["unknown param nope"]),
     (["run", "judge", "--dataset", "d", "--endpoint", "local", "--param", "x"], 2, ["expected key=value"]),
+    (["run", "generate", "--dataset", "d", "--endpoint", "local", "--param", "temperature=0.1", "--param",
+      "temperature=0.9"], 2, ["--param temperature is given twice"]),
+    (["run", "judge", "--dataset", "d", "--endpoint", "local", "--judge", "nope"], 2, ["nope"]),
+    (["run", "generate", "--dataset", "d", "--endpoint", "local", "--into", ""], 2, ["--into"]),
+    (["run", "generate", "--dataset", "d", "--endpoint", "local", "--into", " x"], 2, ["--into"]),
     (["run", "judge", "--dataset", "d", "--endpoint", "local", "--filter", "nope=1"], 2, ["unknown filter key"]),
     (["run", "judge", "--dataset", "d", "--endpoint", "local", "--batch", "--batch-poll", "nan"], 2,
      ["--batch-poll"]),
@@ -406,6 +422,7 @@ CASES = [
     (["recipe", "run", "F/r_latin.toml"], 2, ["r_latin.toml, line 1", "not UTF-8"]),
     (["recipe", "run", "F/r_shape.toml"], 2, ["unknown key 'steps'"]),
     (["recipe", "run", "evol", "--var", "x"], 2, ["expected NAME=VALUE"]),
+    (["recipe", "run", "evol", "--var", "rounds=1", "--var", "rounds=2"], 2, ["--var rounds is given twice"]),
     (["recipe", "run", "evol", "--var", "nope=1", "--endpoint", "local"], 2, ["not a variable of this recipe"]),
     (["recipe", "run", "evol", "--endpoint", "local", "--batch-poll", "nan"], 2, ["--batch-poll"]),
     (["recipe", "show", "99999"], 2, ["no recipe 99999"]),
@@ -415,6 +432,9 @@ CASES = [
     (["templates", "show", "nope"], 2, ["no template named 'nope'"]),
     (["templates", "show", "../../etc/passwd"], 2, ["bad template name"]),
     (["templates", "copy", "nope"], 2, ["no packaged template named 'nope'"]),
+    (["templates", "copy", "judge"], 2, ["already exists", "--force"]),
+    (["templates", "show", ESC_NAME], 2, ["template name"]),
+    (["recipe", "run", ESC_NAME], 2, ["no recipe"]),
     (["templates", "parse", "nope"], 2, ["no task uses a template named 'nope'"]),
     (["templates", "parse", "judge", "F/missing"], 2, ["missing", "No such file"]),
     (["templates", "parse", "judge", "F"], 2, ["Is a directory"]),

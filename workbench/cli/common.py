@@ -110,6 +110,8 @@ def parse_kv(pairs: list[str] | None, what: str) -> dict:
         if "=" not in pair:
             raise CliError(f"{what} {pair!r}: expected key=value")
         k, v = pair.split("=", 1)
+        if k.strip() in out:      # the last one winning silently would hide a typo in a long command line
+            raise CliError(f"{what} {k.strip()} is given twice: give it once")
         out[k.strip()] = parse_value(v)
     return out
 

@@ -137,6 +137,9 @@ def _parse_opts(args) -> formats.ParseOptions:
         if lo >= hi:
             raise CliError(f"--score-scale: {text!r} is not a range (LO must be below HI)")
         scale = (lo, hi)
+    if not scores.RUBRIC_RE.fullmatch(args.score_rubric):
+        raise CliError(f"--score-rubric {args.score_rubric!r}: a rubric name is lowercase letters, digits, '_', '-' "
+                       f"and '.'")
     return formats.ParseOptions(prefer=args.prefer, keep_ties=args.keep_ties, score_scale=scale,
                                 score_rubric=args.score_rubric)
 

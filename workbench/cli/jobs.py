@@ -67,6 +67,8 @@ def _register_run(sub, common):
 
 
 def cmd_run(args) -> int:
+    from .data import check_dataset_name
+    check_dataset_name(getattr(args, "into", None), "--into")
     cfg = load_cli_config(args)
     conn = open_cli_store(args)
     if getattr(args, "candidates_from", None):

@@ -46,6 +46,8 @@ def _vars(pairs) -> dict[str, str]:
         if "=" not in pair:
             raise CliError(f"--var {pair!r}: expected NAME=VALUE")
         k, v = pair.split("=", 1)
+        if k.strip() in out:
+            raise CliError(f"--var {k.strip()} is given twice: give it once")
         out[k.strip()] = v
     return out
 
