@@ -14,8 +14,8 @@ import orjson
 
 from . import formats
 from .formats import FormatError
-from .importer import (ImportFailed, ImportRefused, Skipped, _check_not_imported, _Writer, default_name, describe, detect,
-                       expand_inputs, file_sha256, stdin_spooled)
+from .importer import (ImportFailed, ImportRefused, Skipped, _check_not_imported, _Writer, default_name, describe,
+                       detect, expand_inputs, file_sha256, stdin_spooled)
 from .samples import iter_samples, sample_row
 from .store import dataset_id, ensure_dataset, now, transaction
 from .textnorm import hash_key
