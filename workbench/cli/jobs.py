@@ -96,7 +96,7 @@ def add_batch_args(p) -> None:
     p.add_argument("--batch", action="store_true",
                    help="send the requests through the endpoint's Batch API (files + batches: cheaper, up to "
                         "24 h); a multi-step task takes one batch per step")
-    p.add_argument("--batch-poll", type=numbers.number_at_least(0, above=True), default=None, metavar="SECONDS",
+    p.add_argument("--batch-poll", type=float, default=None, metavar="SECONDS",
                    help="with --batch: first interval between status polls (default 30, backing off to 300)")
 
 

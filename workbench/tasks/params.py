@@ -42,10 +42,10 @@ def coerce(name: str, spec: Param, value: Any) -> Any:
     elif kind in (int, float):
         if isinstance(value, str):
             value = parse_value(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-                or (kind is int and value != int(value)):
-            raise TaskError(f"param {name}: expected {'a whole number' if kind is int else 'a finite number'}, "
-                            f"got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TaskError(f"param {name}: expected a finite {kind.__name__}, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+            raise TaskError(f"param {name}: expected {kind.__name__}, got {value!r}")
         out = kind(value)
         lo, hi = SAMPLING_BOUNDS.get(name, (None, None))
         if (lo is not None and out < lo) or (hi is not None and out > hi):
