@@ -58,7 +58,7 @@ def test_endpoints_add_rejects_bad_input(cli, tmp_path, args, message):
 
 def test_pool_with_unknown_endpoint(cli):
     code, _, err = cli("pools", "add", "p", "--endpoint", "ghost")
-    assert code == 2 and "unknown endpoint(s) ghost" in err
+    assert code == 2 and "--endpoint ghost: no endpoint named 'ghost'" in err
 
 
 def test_bad_config_file_is_named(cli, tmp_path):
