@@ -635,3 +635,22 @@ def test_an_export_to_a_terminal_carries_no_control_sequence(tmp_path, cli):
         raw = run_in_pty(argv)
         assert b"a terminal; this export is binary (Parquet)" in raw and forbidden(raw) == [], raw[:400]
         assert digest(db) == before
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["decide", "--dataset", "d", "--ids-from", "F/ids_unknown.txt", "--accept"], 1),
+    (["decide", "--dataset", "d", "--ids", "1", "--ids", "2", "--accept"], 2),
+    (["samples", "--dataset", "d", "--limit", "1e3"], 2),
+    (["samples", "--dataset", "d", "--filter", "status=nope"], 2),
+    (["endpoints", "list", "--config", "F/dup_pool.toml"], 1),
+    (["export", "R/x.jsonl", "--format", "alpaca", "--selection", ""], 2),
+    (["keep", "--dataset", "d", "--ids-from", "F/k_huge.jsonl", "--reason", "r"], 1),
+])
+def test_json_errors_carry_the_same_line(world, argv, code):
+    """With --json the refusal is also {"error", "exit"} on stdout: the same text as the stderr line."""
+    full = _argv(argv, world) + ["--json", "--db", str(world["db"])]
+    if "--config" not in full:
+        full += ["--config", str(world["cfg"])]
+    got, out, err = run_cli(*full)
+    line = next(x for x in err.splitlines() if x.startswith("error: "))
+    assert got == code and json.loads(out) == {"error": line[len("error: "):], "exit": code}, (out, err)
