@@ -33,8 +33,8 @@ def digest(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A store with datasets d (ids 1-6) and e (7-12), a snapshot 's1', a queued job 1; a config with endpoints
-    local and other; and a directory of hostile files."""
+    """A store with datasets d (ids 1-6) and e (7-12), a snapshot 's1', a queued job 1 and a cancelled job 2; a
+    config with endpoints local, other and m2; and a directory of hostile files."""
     root = tmp_path_factory.mktemp("hostile_args")
     db, cfg = root / "store.db", root / "config.toml"
     env = {"WORKBENCH_DB": str(db), "WORKBENCH_CONFIG": str(cfg)}
@@ -59,6 +59,8 @@ def world(tmp_path_factory):
     ok("endpoints", "add", "m2", "--base-url", "http://127.0.0.1:9/v1", "--model", "m2")
     ok("export", str(root / "snap1.jsonl"), "--format", "alpaca", "--name", "s1")
     ok("run", "judge", "--dataset", "d", "--endpoint", "local")
+    ok("run", "judge", "--dataset", "e", "--endpoint", "local")
+    ok("jobs", "cancel", "2")
     f = root / "f"
     f.mkdir()
     files = {
@@ -344,6 +346,7 @@ CASES = [
     (["clean", "--exempt", "-1"], 2, ["--exempt", "from 1"]),
     (["clean", "--exempt", BIG], 2, ["--exempt", "too large"]),
     (["clean", "--unexempt", "1"], 2, ["has no exemption"]),
+    (["clean", "--exempt", "1", "--unexempt", "1"], 2, ["#1 is given to both --exempt and --unexempt"]),
     (["clean", "--examples", "-1"], 2, ["--examples", "from 0"]),
     (["clean", "--status", "nope"], 2, ["unknown status 'nope'"]),
     (["clean", "--undo", "a", "--undo", "b"], 2, ["--undo is given twice"]),
@@ -398,6 +401,7 @@ CASES = [
     (["jobs", "pause", "1.5"], 2, ["not a whole number"]),
     (["jobs", "show", "1", "--failures", "-1"], 2, ["--failures", "from 0"]),
     (["worker", "--job", "99999", "--until-idle"], 2, ["no job 99999"]),
+    (["worker", "--job", "2", "--until-idle"], 2, ["job 2 is cancelled: nothing to run"]),
     (["worker", "--lease-seconds", "nan", "--until-idle"], 2, ["--lease-seconds"]),
     (["worker", "--lease-seconds", "0", "--until-idle"], 2, ["--lease-seconds", "above 0"]),
     (["worker", "--max-inflight", "0", "--until-idle"], 2, ["--max-inflight", "from 1"]),
@@ -623,13 +627,20 @@ def test_a_read_only_store_is_said_to_be_read_only(read_only_store, tmp_path):
     assert read_only_store.read_bytes() == before
 
 
-def test_an_export_to_a_terminal_carries_no_control_sequence(tmp_path, cli):
+def test_an_export_to_a_terminal_carries_no_control_sequence(tmp_path):
     """`workbench export - --format F` with stdout on a terminal: the rows' hostile text (ESC, 8-bit CSI, bidi)
     is written as JSON escapes, and a binary export (Parquet, gzip) is refused, the store unchanged. Through a pipe
     the bytes stay exact (tests/test_export_safety.py)."""
-    from hostile import import_hostile, run_in_pty
-    import_hostile(tmp_path, cli)
+    from hostile import NAME, TEXT, run_in_pty
+    from workbench import importer
+    from workbench.store import open_store
     db = Path(os.environ["WORKBENCH_DB"])
+    data = tmp_path / "hostile.jsonl"      # imported here, not by the CLI: its background indexer would race the digest
+    data.write_text("".join(json.dumps({"instruction": f"{TEXT} {i}", "response": f"answer {TEXT}"}) + "\n"
+                            for i in range(3)))
+    conn = open_store(db)
+    importer.import_file(conn, data, dataset=NAME)
+    conn.close()
     raw = run_in_pty(["export", "-", "--format", "alpaca"])
     assert forbidden(raw) == [] and b"\x1b" not in raw and b"\\u001b]52;c;SE9TVElMRQ==" in raw, raw[:400]
     rows = [json.loads(x) for x in raw.decode().splitlines() if x.startswith("{")]

@@ -127,6 +127,10 @@ def _exempt(conn, args) -> int:
     if args.apply or args.normalize:
         raise CliError("--exempt/--unexempt record the curator's choice on their own: leave out --apply/--normalize")
     names = clean.parse_filters(args.filter) if args.filter else [ALL_FILTERS]
+    both = sorted(set(args.exempt or []) & set(args.unexempt or []))
+    if both:
+        raise CliError(f"#{both[0]} is given to both --exempt and --unexempt: say one")
+    args.exempt, args.unexempt = (list(dict.fromkeys(x or [])) for x in (args.exempt, args.unexempt))
     for sid in [*(args.exempt or []), *(args.unexempt or [])]:   # all or nothing: check every id first
         if conn.execute("SELECT 1 FROM samples WHERE id = ?", (sid,)).fetchone() is None:
             raise CliError(f"--exempt/--unexempt: no sample with id {sid}")
