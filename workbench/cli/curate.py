@@ -7,6 +7,7 @@ from .. import clean, dedup, sampling, snapshots
 from .common import CliError, DataError, open_cli_store, print_json
 from . import numbers
 from ..config import ConfigError, load_config
+from ..names import name_problem
 
 PREVIEW_CLUSTERS = 20
 
@@ -313,6 +314,9 @@ def _applied_line(applied: dedup.ApplyResult, file=None) -> None:
 def cmd_sample(args) -> int:
     if not args.dry_run and not args.into:
         raise CliError("--into NAME is needed to write a selection (or --dry-run to preview)")
+    problem = args.into is not None and name_problem(args.into, "selection")
+    if problem:
+        raise CliError(f"--into: {problem}")
     if args.by == "deita":
         return _sample_deita(args)
     if not args.target:
