@@ -64,10 +64,6 @@ def load_config(path: str | os.PathLike | None = None) -> dict:
 def save_config(config: dict, path: str | os.PathLike | None = None) -> Path:
     """Write atomically: a crash mid-write never leaves a truncated config."""
     p = resolve_config_path(path)
-    if p != default_config_path() and not p.parent.is_dir():     # a typo must not create directories (as --db)
-        given = "--config" if path else "WORKBENCH_CONFIG"
-        raise ConfigError(f"{given} {p}: the directory {p.parent} does not exist (only the default config location "
-                          f"is created; make the directory first)")
     private_dir(p.parent)
     tmp = p.with_suffix(".toml.tmp")
     with open_private(tmp, "wb") as f:     # 0600: the config names where the key is

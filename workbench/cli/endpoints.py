@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .. import endpoints as E
-from ..config import save_config
+from ..config import default_config_path, resolve_config_path, save_config
 from ..endpoint_values import duplicate_member
 from ..names import name_problem
 from ..llm import Client, LLMError, connection_failure
@@ -67,6 +67,17 @@ def register(sub, common):
     padd.set_defaults(handler=guard(cmd_pools_add))
 
 
+def _save(cfg: dict, args):
+    """Write the config; --config (or WORKBENCH_CONFIG) in a directory that does not exist is refused, as --db is:
+    a typo must not create directories. Only the default location is created."""
+    given = getattr(args, "config", None)
+    p = resolve_config_path(given)
+    if p != default_config_path() and not p.parent.is_dir():
+        raise DataError(f"{'--config' if given else 'WORKBENCH_CONFIG'} {p}: the directory {p.parent} does not exist "
+                        f"(only the default config location is created; make the directory first)")
+    return save_config(cfg, given)
+
+
 def _check_name(name: str, what: str) -> None:
     problem = name_problem(name, what)
     if problem:
@@ -85,7 +96,7 @@ def cmd_endpoints_add(args) -> int:
                     max_retries=args.max_retries, json_mode=args.json_mode, cost_per_1k_input=args.cost_in,
                     cost_per_1k_output=args.cost_out, params=parse_kv(args.param, "--param"),
                     max_reply_bytes=args.max_reply_bytes, batch_cost_factor=args.batch_cost_factor)
-    path = save_config(E.add_endpoint(cfg, ep), getattr(args, "config", None))
+    path = _save(E.add_endpoint(cfg, ep), args)
     print(f"endpoint {args.name} saved to {path}")
     return 0
 
@@ -98,7 +109,7 @@ def cmd_endpoints_remove(args) -> int:
     if users:
         raise CliError(f"endpoint {args.name} is used by pool(s) {', '.join(users)}")
     del cfg["endpoints"][args.name]
-    save_config(cfg, getattr(args, "config", None))
+    _save(cfg, args)
     print(f"endpoint {args.name} removed")
     return 0
 
@@ -177,6 +188,6 @@ def cmd_pools_add(args) -> int:
     dup = duplicate_member(args.endpoint, {n: {"base_url": ep.base_url, "model": ep.model} for n, ep in known.items()})
     if dup:
         raise CliError(f"pool {args.name}: {dup}")
-    path = save_config(E.add_pool(cfg, args.name, args.endpoint, args.mode), getattr(args, "config", None))
+    path = _save(E.add_pool(cfg, args.name, args.endpoint, args.mode), args)
     print(f"pool {args.name} saved to {path}")
     return 0
