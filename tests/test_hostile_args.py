@@ -209,8 +209,6 @@ CASES = [
     (["endpoints", "add", "x", "--base-url", "http://h/v1", "--model", "m", "--api-key-file", "F/nokey"], 2,
      ["cannot read key file", "No such file"]),
     (["endpoints", "remove", "nope"], 2, ["no endpoint named 'nope'"]),
-    (["endpoints", "add", "x", "--base-url", "http://h/v1", "--model", "m", "--config", "R/typo/dir/c.toml"], 1,
-     ["--config", "typo/dir does not exist"]),
     (["pools", "add", "p", "--endpoint", "local", "--config", "R/typo/c.toml"], 2, ["no endpoint named 'local'"]),
     (["endpoints", "test", "nope"], 2, ["no endpoint named 'nope'"]),
     # --- the config file itself ------------------------------------------------------------------------------------
@@ -552,7 +550,6 @@ def test_hostile_arguments_and_files(world):
             failures.append(problem)
     assert not failures, f"{len(failures)} of {len(CASES)} cases:\n" + "\n".join(failures)
     assert not (world["root"] / "x.jsonl").exists() and not (world["root"] / "xdir").exists()
-    assert not (world["root"] / "typo").exists()
 
 
 def test_the_table_covers_every_command():

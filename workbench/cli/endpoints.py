@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from .. import endpoints as E
-from ..config import default_config_path, resolve_config_path, save_config
+from ..config import save_config
 from ..endpoint_values import duplicate_member
 from ..names import name_problem
 from ..llm import Client, LLMError, connection_failure
@@ -68,14 +68,7 @@ def register(sub, common):
 
 
 def _save(cfg: dict, args):
-    """Write the config; --config (or WORKBENCH_CONFIG) in a directory that does not exist is refused, as --db is:
-    a typo must not create directories. Only the default location is created."""
-    given = getattr(args, "config", None)
-    p = resolve_config_path(given)
-    if p != default_config_path() and not p.parent.is_dir():
-        raise DataError(f"{'--config' if given else 'WORKBENCH_CONFIG'} {p}: the directory {p.parent} does not exist "
-                        f"(only the default config location is created; make the directory first)")
-    return save_config(cfg, given)
+    return save_config(cfg, getattr(args, "config", None))
 
 
 def _check_name(name: str, what: str) -> None:
