@@ -32,7 +32,7 @@ from .export_shapes import (CONVERSATIONAL_CHOICE, EXPORT_FORMATS, NATIVE, SKIP_
 from .filters import FilterError, check_scores, filter_sql
 from .origin_tags import origin_kind, tag as tag_origin
 from .safe_output import OutputError
-from .store import STATUSES, dataset_id, now, transaction
+from .store import IN_A_DATASET, STATUSES, dataset_id, now, transaction
 
 __all__ = ["CONVERSATIONAL_CHOICE", "EXPORT_FORMATS", "ExportFailed", "ExportResult", "describe_counts", "export",
            "parse_statuses"]
@@ -106,6 +106,8 @@ def select(conn: sqlite3.Connection, dataset=None, statuses=DEFAULT_STATUSES, mi
             raise ExportFailed(str(e.args[0])) from None
         scope.append("dataset_id = ?"), params.append(did)
         filters["dataset"] = dataset
+    else:
+        scope.append(IN_A_DATASET)
     if selection:
         if not conn.execute("SELECT 1 FROM selections WHERE name = ? LIMIT 1", (selection,)).fetchone():
             raise ExportFailed(f"no selection named {selection!r}")
