@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from faults import fail_on_call
 
-from workbench import browse, bulk_delete, busy, clean, dedup, scores, short_tx, stats
+from workbench import browse, bulk_delete, busy, clean, dedup, exporter, scores, short_tx, stats
 from workbench.exporter import ExportFailed, export
 from workbench.samples import insert_samples
 from workbench.store import (STATS_DIMS, STATUSES, ensure_dataset, fts_sync, get_dataset, list_datasets, open_store,
@@ -221,6 +221,40 @@ def test_an_export_of_a_dataset_being_deleted_is_refused(tmp_path, small_chunks)
     assert "error" not in out, out
     assert seen["d"] == "no dataset named 'd'"
     assert not (tmp_path / "d.jsonl").exists()
+
+
+@pytest.mark.parametrize("scope", ["d", None])
+def test_an_export_under_way_when_a_delete_begins_has_all_of_the_dataset(tmp_path, monkeypatch, small_chunks, scope):
+    """The export reads its rows in batches; a delete that begins and ends between two of them must not leave
+    it with part of the dataset: it reads one snapshot, the whole dataset as it was."""
+    db = tmp_path / "s.db"
+    ids = seed(db)
+    conn = open_store(db)
+    real, gone = exporter.profile_and_spool, {}
+
+    def spool_while_deleting(c, where, params, with_meta, spool, batch=2000):
+        class Tap:          # the delete runs, whole, on another connection once the first batch is read
+            def write(self, b):
+                if not gone:
+                    other = open_store(db)
+                    from workbench.dataset_ops import delete_dataset
+                    gone.update(delete_dataset(other, "d", "meanwhile"))
+                    other.close()
+                return spool.write(b)
+
+            def __getattr__(self, name):
+                return getattr(spool, name)
+        return real(c, where, params, with_meta, Tap(), batch=50)
+
+    monkeypatch.setattr(exporter, "profile_and_spool", spool_while_deleting)
+    res = export(conn, tmp_path / "out.jsonl", "alpaca", dataset=scope, status=list(STATUSES), with_ids=True)
+    assert gone["samples"] == ROWS
+    got = sorted(json.loads(line)["sample_id"] for line in (tmp_path / "out.jsonl").read_text().splitlines())
+    assert got == sorted(ids["d"] + ([] if scope else ids["other"] + ids["third"]))
+    assert res.rows == len(got)
+    monkeypatch.undo()
+    with pytest.raises(ExportFailed, match="no dataset named 'd'"):      # and once it is gone
+        export(conn, tmp_path / "again.jsonl", "alpaca", dataset="d")
 
 
 CHILD = """

@@ -26,7 +26,7 @@ import time
 
 import orjson
 
-from .short_tx import ShortTransactions
+from .short_tx import ShortTransactions, roomy_wal
 
 DELETE_CHUNK = 500     # samples a delete removes per chunk (~35 us each with their search entries: ~20 ms)
 FTS_MERGE_PAGES = 16   # store.FTS_MERGE_PAGES: the search index's segment merging, a little per chunk
@@ -35,10 +35,7 @@ FTS_MERGE_PAGES = 16   # store.FTS_MERGE_PAGES: the search index's segment mergi
 # 1M rows. The delete merges a little per chunk instead (as fts_sync does) and puts the settings back at its end.
 FTS_QUIET = {"automerge": 0, "crisismerge": 2000}      # 2000: FTS5's most segments a level
 FTS_DEFAULTS = {"automerge": 4, "crisismerge": 16}     # FTS5's own, when the store never set them
-# Each commit rewrites the pages of the random indexes (content hash, length) its rows were in; a checkpoint every
-# 1000 pages copied most of them to the database again at every commit (4 GB read for 200k rows). A bigger WAL
-# lets one checkpoint copy a page once for many commits.
-WAL_PAGES = 10_000
+
 MOVE_CHUNK = 250       # samples a merge moves per chunk (~100 us each: the count triggers on dataset_id)
 COUNTED = ("samples", "decisions", "judgments", "candidates")
 
@@ -93,12 +90,8 @@ def finish_delete(conn, bulk: int) -> dict:
     info = orjson.loads(info)
     did, gone = info["id"], info["gone"]
     in_chunk = "sample_id IN (SELECT id FROM samples WHERE dataset_id = ? AND id BETWEEN ? AND ?)"
-    wal = conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0]
-    conn.execute(f"PRAGMA wal_autocheckpoint = {max(wal, WAL_PAGES)}")
-    try:
+    with roomy_wal(conn):
         return _delete_rows(conn, bulk, name, info, did, gone, in_chunk)
-    finally:
-        conn.execute(f"PRAGMA wal_autocheckpoint = {wal}")
 
 
 def _delete_rows(conn, bulk: int, name: str, info: dict, did: int, gone: dict, in_chunk: str) -> dict:
@@ -170,7 +163,7 @@ def finish_merge(conn, bulk: int) -> dict:
     into, info = conn.execute("SELECT run, info FROM bulk_runs WHERE id = ?", (bulk,)).fetchone()
     info = orjson.loads(info)
     tid, moved = info["target"], info["moved"]
-    with ShortTransactions(conn) as tx:
+    with roomy_wal(conn), ShortTransactions(conn) as tx:
         for _, did in info["sources"]:
             if did == tid:
                 continue

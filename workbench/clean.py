@@ -34,7 +34,7 @@ from .normalize import NORMALIZE_DEFAULTS, normalize_options, normalize_sample, 
 from .runs import (RUN_ACTIONS, RunInfo, UndoResult, current_fields, json_text, list_runs,  # noqa: F401
                    log_status_changes, new_run, roll_back_unfinished, undo_run)
 from .samples import write_text
-from .short_tx import ShortTransactions
+from .short_tx import ShortTransactions, roomy_wal
 from .store import STATUSES, now
 
 # --- filters ------------------------------------------------------------------------------------------------
@@ -489,7 +489,7 @@ def apply_normalize(conn: sqlite3.Connection, result: NormalizePreview) -> Apply
     the next open (workbench/recovery.py): the store never keeps part of a normalize run."""
     run, logs_n, skipped = None, 0, 0
     try:
-        with ShortTransactions(conn) as tx:
+        with roomy_wal(conn), ShortTransactions(conn) as tx:
             for i in range(0, len(result.changes), NORMALIZE_CHUNK):
                 logs = []
                 for sid, _, before, after in result.changes[i:i + NORMALIZE_CHUNK]:

@@ -106,8 +106,7 @@ def select(conn: sqlite3.Connection, dataset=None, statuses=DEFAULT_STATUSES, mi
             raise ExportFailed(str(e.args[0])) from None
         scope.append("dataset_id = ?"), params.append(did)
         filters["dataset"] = dataset
-    else:
-        scope.append(IN_A_DATASET)
+    scope.append(IN_A_DATASET)      # a dataset whose delete begins after this: none of its rows, never a part
     if selection:
         if not conn.execute("SELECT 1 FROM selections WHERE name = ? LIMIT 1", (selection,)).fetchone():
             raise ExportFailed(f"no selection named {selection!r}")
@@ -249,10 +248,16 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
     except OSError as e:
         raise ExportFailed(safe_output.describe_error(lay.data.path, e)) from None
     try:
+        own = not conn.in_transaction    # one read snapshot: a bulk writer committing meanwhile is in all rows or
+        if own:                          # none (its batches each read alone saw part of a dataset being deleted)
+            conn.execute("BEGIN")
         try:
             prof = profile_and_spool(conn, sel.where, sel.params, fmt in NATIVE, spool)
         except OSError as e:     # the temp file beside the export: a full disk
             raise ExportFailed(safe_output.describe_error(lay.data.path, e)) from None
+        finally:
+            if own:
+                conn.execute("COMMIT")
         if origin_tags is not None:
             prof.has_system = True           # every row gets a tag in its system prompt
         tagged: Counter = Counter()
