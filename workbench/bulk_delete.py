@@ -28,7 +28,7 @@ import orjson
 
 from .short_tx import ShortTransactions, roomy_wal
 
-DELETE_CHUNK = 500     # samples a delete removes per chunk (~35 us each with their search entries: ~20 ms)
+DELETE_CHUNK = 200     # samples a delete removes per chunk (~35 us each with their search entries: ~7 ms)
 FTS_MERGE_PAGES = 16   # store.FTS_MERGE_PAGES: the search index's segment merging, a little per chunk
 # While a delete runs, FTS5 merges no segments on its own: each commit flushes the chunk's delete entries as a new
 # segment, and its automatic merges (automerge, crisismerge at 16 a level) took 1.6-2.5 s inside one statement at

@@ -515,4 +515,4 @@ def apply_normalize(conn: sqlite3.Connection, result: NormalizePreview) -> Apply
     return ApplyResult(run, logs_n, skipped)
 
 
-NORMALIZE_CHUNK = 100     # rows a chunk rewrites (text, hash, duplicate flags, search entries: ~0.3 ms each)
+NORMALIZE_CHUNK = 50      # rows a chunk rewrites (text, hash, duplicate flags, search entries: ~0.3-1 ms each)
