@@ -10,7 +10,8 @@ on by the open after it):
     the same run (as `clean --undo` does; a decision a curator made since is left alone), then the marker goes.
   - an unfinished `dataset delete` or `dataset merge` is finished (rolled forward; workbench/bulk_delete.py).
 An unfinished shard import rewrote texts, which only samples.py can undo (it imports the store: this module may
-not), so shard_update.recover undoes it: called by every CLI command's open and by the next shard import.
+not), so shard_update.recover undoes it: called by every open of the CLI and the TUI (workbench/recovery.py)
+and by the next shard import.
 The store is then as it was before the job, and the run log says a run was started and undone.
 """
 from __future__ import annotations

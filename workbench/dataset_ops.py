@@ -1,8 +1,8 @@
 """Datasets as things one manages: rename, delete (with everything hanging off its samples), merge.
 
 Rename is one transaction; delete and merge are short ones rolled forward through a marker (workbench/bulk_delete.py).
-Each operation is recorded in the decisions log (sample_id 0: it concerns a dataset, not a
-sample) with what it changed, so the history says where a dataset went.
+Each operation is recorded in the decisions log (sample_id 0: it concerns a dataset, not a sample) with what it
+changed, so the history says where a dataset went.
 """
 from __future__ import annotations
 

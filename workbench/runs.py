@@ -106,10 +106,10 @@ def undo_run(conn: sqlite3.Connection, run: str) -> UndoResult:
     In short transactions (a keep's run at 1M rows is ~350k decisions; workbench/short_tx.py), each reading the
     rows it reverts: a decision a curator makes meanwhile is seen and stays. A `bulk_runs` row ('undo') marks the
     undo unfinished and lists the id ranges of the undo rows written so far; a failure midway takes them back
-    (`unwind_undo`) before it is reported, and a process that died midway is unwound by the next command's open
+    (`unwind_undo`) before it is reported, and a process that died midway is unwound by the next CLI or TUI open
     (`recover`): the run is then exactly as before the undo, and `clean --undo` can be run again."""
     res = UndoResult(run)
-    recover(conn)       # an undo of this run that died midway (the TUI's open does not unwind it)
+    recover(conn)       # an undo of this run that died midway (a plain open_store does not unwind it)
     with transaction(conn):
         running = conn.execute("SELECT pid FROM bulk_runs WHERE run = ?", (run,)).fetchone()
         if running:     # a keep, a shard import or an undo still writing it (a dead one's is undone by the next open)
