@@ -26,15 +26,10 @@ import time
 
 import orjson
 
+from . import fts_quiet
 from .short_tx import ShortTransactions, roomy_wal
 
 DELETE_CHUNK = 200     # samples a delete removes per chunk (~35 us each with their search entries: ~7 ms)
-FTS_MERGE_PAGES = 16   # store.FTS_MERGE_PAGES: the search index's segment merging, a little per chunk
-# While a delete runs, FTS5 merges no segments on its own: each commit flushes the chunk's delete entries as a new
-# segment, and its automatic merges (automerge, crisismerge at 16 a level) took 1.6-2.5 s inside one statement at
-# 1M rows. The delete merges a little per chunk instead (as fts_sync does) and puts the settings back at its end.
-FTS_QUIET = {"automerge": 0, "crisismerge": 2000}      # 2000: FTS5's most segments a level
-FTS_DEFAULTS = {"automerge": 4, "crisismerge": 16}     # FTS5's own, when the store never set them
 
 MOVE_CHUNK = 250       # samples a merge moves per chunk (~100 us each: the count triggers on dataset_id)
 COUNTED = ("samples", "decisions", "judgments", "candidates")
@@ -96,12 +91,8 @@ def finish_delete(conn, bulk: int) -> dict:
 
 def _delete_rows(conn, bulk: int, name: str, info: dict, did: int, gone: dict, in_chunk: str) -> dict:
     with ShortTransactions(conn) as tx:
-        if "fts" not in info:    # the settings to put back (kept in the marker: a finisher after a kill needs them)
-            others = _other_deletes(conn, bulk)      # another delete running: the ones it saved
-            info["fts"] = others[0] if others else {k: _fts_setting(conn, k) for k in FTS_QUIET}
-            conn.execute("UPDATE bulk_runs SET info = ? WHERE id = ?", (_json(info), bulk))
-        for k, v in FTS_QUIET.items():
-            conn.execute("INSERT INTO samples_fts (samples_fts, rank) VALUES (?, ?)", (k, v))
+        fts_quiet.hold(conn, bulk)     # FTS5's own merges took seconds inside one chunk
+        info["fts"] = 1
         while True:
             ids = conn.execute("SELECT id FROM samples WHERE dataset_id = ? ORDER BY id LIMIT ?",
                                (did, DELETE_CHUNK)).fetchall()
@@ -116,7 +107,7 @@ def _delete_rows(conn, bulk: int, name: str, info: dict, did: int, gone: dict, i
                 conn.execute("INSERT INTO samples_fts (samples_fts, rowid, instruction, input, response) "
                              "SELECT 'delete', id, instruction, input, response FROM samples "
                              "WHERE dataset_id = ? AND id BETWEEN ? AND ?", (did, lo, min(hi, int(row[0]))))
-                conn.execute("INSERT INTO samples_fts (samples_fts, rank) VALUES ('merge', ?)", (FTS_MERGE_PAGES,))
+                fts_quiet.merge_a_little(conn)
             conn.execute(f"DELETE FROM sample_scores WHERE {in_chunk}", (did, lo, hi))
             gone["samples"] += conn.execute("DELETE FROM samples WHERE dataset_id = ? AND id BETWEEN ? AND ?",
                                             (did, lo, hi)).rowcount
@@ -127,25 +118,12 @@ def _delete_rows(conn, bulk: int, name: str, info: dict, did: int, gone: dict, i
                          "FROM samples)")
             conn.execute("UPDATE bulk_runs SET info = ? WHERE id = ?", (_json({**info, "gone": gone}), bulk))
             tx.next()
-        if not _other_deletes(conn, bulk):     # the last delete running puts them back
-            for k, v in info["fts"].items():
-                conn.execute("INSERT INTO samples_fts (samples_fts, rank) VALUES (?, ?)", (k, v))
+        fts_quiet.release(conn, bulk)
         forget_counts(conn, did)     # what a fold or a decision on a row not yet deleted counted meanwhile
         _log(conn, "dataset-delete", {"dataset": name, **gone, "id": did, "kind": info["kind"]}, {},
              info["session"])
         conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))
     return {"dataset": name, **gone}
-
-
-def _other_deletes(conn, bulk: int) -> list[dict]:
-    """The FTS settings saved by the other deletes running (empty if none has begun its rows)."""
-    return [i["fts"] for i in (orjson.loads(r[0] or "{}") for r in conn.execute(
-        "SELECT info FROM bulk_runs WHERE kind = 'dataset-delete' AND id != ?", (bulk,))) if "fts" in i]
-
-
-def _fts_setting(conn, key: str) -> int:
-    row = conn.execute("SELECT v FROM samples_fts_config WHERE k = ?", (key,)).fetchone()
-    return int(row[0]) if row else FTS_DEFAULTS[key]
 
 
 # --- merge -----------------------------------------------------------------------------------------------

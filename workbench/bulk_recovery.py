@@ -25,7 +25,7 @@ from pathlib import Path
 
 import orjson
 
-from . import bulk_delete
+from . import bulk_delete, fts_quiet
 from .import_recovery import _alive as alive
 from .short_tx import ShortTransactions
 
@@ -63,6 +63,9 @@ def recover(conn: sqlite3.Connection) -> None:
                 else:
                     log.warning("undoing run %s: its process (%s) ended before it completed", run, pid)
                     roll_back_run(conn, run)
+        if conn.execute("SELECT 1 FROM meta WHERE key = 'fts_saved'").fetchone():
+            with ShortTransactions(conn):      # a writer killed while it held the search index's merging off
+                fts_quiet.restore_abandoned(conn)
     except sqlite3.OperationalError as e:   # a read-only store, a full disk: the next writable open does it
         log.warning("cannot undo an unfinished export or keep yet: %s", e)
 
