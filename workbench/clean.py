@@ -28,7 +28,7 @@ from typing import Callable, Iterable
 
 import orjson
 
-from . import automatic, fts_quiet
+from . import automatic
 from .bulk_recovery import roll_back_run
 from .normalize import NORMALIZE_DEFAULTS, normalize_options, normalize_sample, normalize_text  # noqa: F401
 from .runs import (RUN_ACTIONS, RunInfo, UndoResult, current_fields, json_text, list_runs,  # noqa: F401
@@ -498,19 +498,15 @@ def apply_normalize(conn: sqlite3.Connection, result: NormalizePreview) -> Apply
                         continue
                     if run is None:   # the run and its unfinished mark start with its first change
                         run = new_run(conn, "normalize")
-                        bulk = conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES ('normalize', "
-                                            "?, ?, ?)", (run, os.getpid(), now())).lastrowid
-                        fts_quiet.hold(conn, bulk)     # FTS5's own merges took seconds inside one chunk
+                        conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES ('normalize', ?, ?, "
+                                     "?)", (run, os.getpid(), now()))
                     write_text(conn, sid, after)
                     logs.append((sid, json_text(before), json_text(after), run, now()))
                 conn.executemany("INSERT INTO decisions (sample_id, action, before, after, reason, session, "
                                  "created_at) VALUES (?, 'normalize', ?, ?, 'normalize', ?, ?)", logs)
                 logs_n += len(logs)
-                if logs:
-                    fts_quiet.merge_a_little(conn)
                 tx.next()
             if run is not None:
-                fts_quiet.release(conn, bulk)
                 conn.execute("DELETE FROM bulk_runs WHERE run = ?", (run,))
     except BaseException:
         if run is not None and conn.execute("SELECT 1 FROM bulk_runs WHERE run = ?", (run,)).fetchone():

@@ -1,8 +1,11 @@
-"""FTS5's own segment merging held off while a chunked writer changes many indexed rows (a dataset delete, a
-normalize run). Each of its commits flushes the chunk's search entries as a new segment, and FTS5's automatic merges
-(automerge; crisismerge at 16 segments a level) then took 1.6-4 s inside one statement at 1M rows: a write
-transaction far past its limit. The writer merges a little per chunk instead (`merge_a_little`, as store.fts_sync
-does).
+"""FTS5's own segment merging held off while a chunked dataset delete removes many indexed rows. Each of its commits
+flushes the chunk's delete entries as a new segment, and FTS5's automatic merges (automerge; crisismerge at 16
+segments a level) then took 1.6-2.5 s inside one statement at 1M rows: a write transaction far past its limit. The
+delete merges a little per chunk instead (`merge_a_little`, as store.fts_sync does).
+
+Only for a writer whose entries go in ascending rowid order between commits: FTS5 flushes a segment whenever a rowid
+is not above the last one written, so a writer replacing rows one by one (write_text: delete, then insert, of each
+row) makes a segment a row, and held off they reach FTS5's limit of 2000 ("database or disk is full").
 
 The store's settings are saved once in meta 'fts_saved'; a writer holding them off says so in its bulk_runs marker
 (info "fts"), and the last one to finish puts them back. `restore_abandoned` (run by every open) puts them back
@@ -14,7 +17,7 @@ import sqlite3
 
 import orjson
 
-QUIET = {"automerge": 0, "crisismerge": 2000}      # 2000: FTS5's most segments a level
+QUIET = {"automerge": 0, "crisismerge": 200}       # a safety valve well below FTS5's 2000 segments
 DEFAULTS = {"automerge": 4, "crisismerge": 16}     # FTS5's own, when the store never set them
 MERGE_PAGES = 16       # store.FTS_MERGE_PAGES
 

@@ -13,7 +13,6 @@ from typing import Iterable
 
 import orjson
 
-from . import fts_quiet
 from .bulk_recovery import claim_dead, marked_ranges, note_range, range_chunks
 from .samples import write_text
 from .short_tx import ShortTransactions
@@ -150,7 +149,6 @@ def _revert(conn: sqlite3.Connection, run: str, res: UndoResult, bulk: int | Non
             conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))
         else:
             conn.execute("DELETE FROM bulk_runs WHERE run = ?", (run,))
-            fts_quiet.restore_abandoned(conn)     # the search index's merging, if the run held it off
 
 
 def roll_back_unfinished(conn: sqlite3.Connection, run: str) -> UndoResult:
