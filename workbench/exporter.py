@@ -20,6 +20,7 @@ import os
 import sqlite3
 import tempfile
 from array import array
+from contextlib import contextmanager
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +90,20 @@ class Selection:
     params: tuple
     filters: dict
     counts: dict
+
+
+@contextmanager
+def one_snapshot(conn: sqlite3.Connection):
+    """The rows read in batches inside as one read snapshot: a bulk writer committing meanwhile is in all of them or
+    none (batches each read alone saw part of a dataset being deleted)."""
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if own:
+            conn.execute("COMMIT")
 
 
 def select(conn: sqlite3.Connection, dataset=None, statuses=DEFAULT_STATUSES, min_score=None, max_score=None,
@@ -248,16 +263,11 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
     except OSError as e:
         raise ExportFailed(safe_output.describe_error(lay.data.path, e)) from None
     try:
-        own = not conn.in_transaction    # one read snapshot: a bulk writer committing meanwhile is in all rows or
-        if own:                          # none (its batches each read alone saw part of a dataset being deleted)
-            conn.execute("BEGIN")
         try:
-            prof = profile_and_spool(conn, sel.where, sel.params, fmt in NATIVE, spool)
+            with one_snapshot(conn):
+                prof = profile_and_spool(conn, sel.where, sel.params, fmt in NATIVE, spool)
         except OSError as e:     # the temp file beside the export: a full disk
             raise ExportFailed(safe_output.describe_error(lay.data.path, e)) from None
-        finally:
-            if own:
-                conn.execute("COMMIT")
         if origin_tags is not None:
             prof.has_system = True           # every row gets a tag in its system prompt
         tagged: Counter = Counter()
