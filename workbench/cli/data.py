@@ -311,8 +311,8 @@ def cmd_index(args) -> int:
 
 def _short(v, n: int = 100) -> str:
     text = v if isinstance(v, str) else repr(v)
-    text = label(text.replace("\n", "\\n"))
-    return text if len(text) <= n else text[:n] + f"... ({len(text)} chars)"
+    shown = label(text.replace("\n", "\\n"))
+    return shown if len(shown) <= n else shown[:n] + f"... ({len(text)} chars)"   # the text's length, not the escaped
 
 
 def cmd_export(args) -> int:
