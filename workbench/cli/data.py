@@ -344,7 +344,8 @@ def cmd_export(args) -> int:
                 "sha256": res.sha256, "manifest": str(res.manifest_path) if res.manifest_path else None,
                 "snapshot": res.snapshot_id, "files": [str(f) for f in res.files], "by_status": c["by_status"],
                 "in_scope": c["in_scope"], "in_scope_by_status": c["in_scope_by_status"],
-                "excluded_by_filter": c["excluded_by_filter"], "skipped_by_reason": c["skipped_by_reason"]}
+                "excluded_by_filter": c["excluded_by_filter"], "excluded_unscored": c["excluded_unscored"],
+                "skipped_by_reason": c["skipped_by_reason"]}
         say.write(json.dumps(info, ensure_ascii=False, indent=2) + "\n")
         return 0
     print(f"exported {res.rows:,} rows to {res.path} ({res.format}); sha256 {res.sha256}; snapshot {res.snapshot_id}"
@@ -374,7 +375,8 @@ def _export_shards(args, conn, tags) -> int:
         print_json({"directory": str(res.path), "format": "parquet", "rows": res.rows, "shards": shards,
                     "sha256": res.sha256, "manifest": str(res.manifest_path), "snapshot": res.snapshot_id,
                     "files": [str(f) for f in res.files], "by_status": c["by_status"], "in_scope": c["in_scope"],
-                    "in_scope_by_status": c["in_scope_by_status"], "excluded_by_filter": c["excluded_by_filter"]})
+                    "in_scope_by_status": c["in_scope_by_status"], "excluded_by_filter": c["excluded_by_filter"],
+                    "excluded_unscored": c["excluded_unscored"]})
         return 0
     print(f"exported {res.rows:,} rows to {res.path} as {shards} Parquet shard{'s' if shards != 1 else ''}; "
           f"snapshot {res.snapshot_id}; manifest {res.manifest_path}")
