@@ -423,6 +423,7 @@ def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, wri
                       name="workbench-import-parser", daemon=True)
     proc.start()
     send.close()
+    receiving = open(receive.fileno(), "rb", buffering=0, closefd=False)
     rows_before = 0
     try:
         while True:
@@ -432,7 +433,7 @@ def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, wri
                     writer.idle()
                 writer.timing.parser_wait += time.perf_counter() - t0
             try:
-                kind, payload = pickle.loads(receive.recv_bytes())
+                kind, payload = pickle.loads(_recv_message(receiving))
             except EOFError:
                 proc.join(5)
                 raise ImportFailed(f"{ctx.file}: the import's parser process ended unexpectedly (exit code "
@@ -453,6 +454,26 @@ def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, wri
             proc.kill()
         proc.join()
         receive.close()
+
+
+def _recv_message(f) -> bytearray:
+    """One message of multiprocessing's wire format (a signed 4-byte big-endian length, -1 then 8 bytes for a big
+    one), read straight into its buffer: Connection.recv_bytes copies every chunk through a BytesIO, and at a
+    million rows those copies cost as much as the rows' inserts (benchmarks/bench_import.py's profile)."""
+    size = int.from_bytes(_read_exactly(f, bytearray(4)), "big", signed=True)
+    if size == -1:
+        size = int.from_bytes(_read_exactly(f, bytearray(8)), "big")
+    return _read_exactly(f, bytearray(size))
+
+
+def _read_exactly(f, buf: bytearray) -> bytearray:
+    view, got = memoryview(buf), 0
+    while got < len(buf):
+        n = f.readinto(view[got:])
+        if not n:
+            raise EOFError
+        got += n
+    return buf
 
 
 def _parallel(path: Path, det: Detection) -> bool:
