@@ -73,7 +73,8 @@ IMPORT_STEP = ("from workbench import importer; import time; t0 = time.perf_coun
                "r = importer.import_file(conn, {src!r}, dataset='bench'); took = time.perf_counter() - t0; "
                "s = getattr(importer, 'LAST_TX_STATS', None); "
                "out = {{'n': r.rows, 'dups': r.duplicates, 'tx': s.count if s else 1, "
-               "'longest': s.longest if s else took, 'waited': s.waited if s else 0, "
+               "'longest': s.longest if s else took, 'longest_commit': getattr(s, 'longest_commit', 0), "
+               "'waited': s.waited if s else 0, "
                "'yielded': getattr(s, 'yielded', 0), "
                "'timing': getattr(getattr(importer, 'LAST_TIMING', None), '__dict__', None), 'took': took}}")
 
@@ -152,7 +153,8 @@ def report_concurrent(c: dict, su_secs: float) -> None:
     ok = lambda good: "OK" if good else "MISSED"    # noqa: E731
     print(f"import while a Review decision writer and a worker write every 50 ms: {c['import_s']:.1f} s "
           f"({c['import_s'] / su_secs:.2f}x sqlite-utils), {c['tx']} transactions ({c.get('yielded', 0)} ended for a "
-          f"waiting writer), the longest {c['longest'] * 1000:.0f} ms (target <= 250 ms) {ok(c['longest'] <= 0.25)}")
+          f"waiting writer), the longest {c['longest'] * 1000:.0f} ms (its COMMIT {c.get('longest_commit', 0) * 1000:.0f} "
+          f"ms; target <= 250 ms) {ok(c['longest'] <= 0.25)}")
     for kind in ("decision", "worker"):
         w = c[kind]
         print(f"  {kind} writes: {w['n']}, max wait {w['max'] * 1000:.0f} ms (for the lock {w['lock_max'] * 1000:.0f} ms), "
@@ -215,7 +217,8 @@ def main() -> None:
     print(f"workbench import (normalize, hash, dup flags, indexes): {t:.1f} s, {rows / t:,.0f} rows/s; "
           f"{t / su_secs:.2f}x the sqlite-utils time (target <= 0.5x) {ok(t / su_secs <= 0.5)}")
     print(f"  peak RSS {rss} MB (target <= 150 MB) {ok(rss <= 150)}; {rss / max(su_rss, 1):.2f}x sqlite-utils'")
-    print(f"  {o['tx']} write transactions, the longest {o['longest'] * 1000:.0f} ms (target <= 250 ms) "
+    print(f"  {o['tx']} write transactions, the longest {o['longest'] * 1000:.0f} ms (its COMMIT "
+          f"{o.get('longest_commit', 0) * 1000:.0f} ms; target <= 250 ms) "
           f"{ok(o['longest'] <= 0.25)}; {o['longest'] / su_secs:.4f}x the time sqlite-utils holds the lock "
           f"(its whole run). With no other writer waiting the import commits every importer.MAX_TX_S; what "
           f"others wait is measured next")

@@ -714,7 +714,7 @@ class _StagedWriter(_Writer):
         self.conn.execute("COMMIT")
         self.last_commit = time.perf_counter() - t0
         self.timing.committing += self.last_commit
-        self.stats.note(time.perf_counter() - self.tx_began)
+        self.stats.note(time.perf_counter() - self.tx_began, self.last_commit)
         self.tx_began = None
 
     def rollback(self) -> None:
@@ -735,9 +735,12 @@ class TxStats:
     waited: float = 0.0
     yielded: int = 0          # commits made because another writer was waiting
 
-    def note(self, took: float) -> None:
+    longest_commit: float = 0.0   # how much of the longest one its COMMIT took
+
+    def note(self, took: float, commit: float) -> None:
         self.count += 1
-        self.longest = max(self.longest, took)
+        if took > self.longest:
+            self.longest, self.longest_commit = took, commit
 
 
 @dataclass
