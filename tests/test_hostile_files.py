@@ -156,3 +156,35 @@ def test_a_full_disk_during_import_and_export(tiny_disk, seeded, tmp_path):
     assert "no space left on" in r.stderr.lower() and len(r.stderr.strip().splitlines()) == 1
     assert not (tiny_disk / "out.jsonl").exists() and not list(tiny_disk.glob("*.tmp*"))
     assert store_digest(seeded) == before
+
+
+# A key given twice: JSON parsers keep one value without a word. Refused when the values differ; harmless forms
+# (the same value twice, the key's name inside a text, a nested object of another record shape) import.
+@pytest.mark.parametrize("suffix, body, field", [
+    (".jsonl", b'{"instruction": "a", "output": "x", "instruction": "b"}\n', "instruction"),
+    (".jsonl", b'{"instruction":"a","output":"x","output":"y"}\n', "output"),
+    (".jsonl", b'{"instruction": "a", "output": "x", "input": "", "input": "context"}\n', "input"),
+    (".jsonl", b'{"instruction": "a", "output": "x", "meta": 1, "meta": 2}\n', "meta"),
+    (".json", b'[{"instruction": "a", "output": "x", "output": "y"}]', "output"),
+    (".json", b'[{"instruction": "a", "output": "x", "meta": {"k": 1, "k": 2}}]', "k"),
+])
+def test_a_key_given_twice_with_different_values_is_refused(tmp_path, conn, suffix, body, field):
+    f = tmp_path / f"twice{suffix}"
+    f.write_bytes(body)
+    with pytest.raises(importer.ImportFailed, match=f"field '{field}': the key '{field}' is given twice"):
+        importer.import_file(conn, f, dataset="d")
+    assert conn.execute("SELECT count(*) FROM samples").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("suffix, body, text", [
+    (".jsonl", b'{"instruction": "a", "output": "x", "instruction": "a"}\n', "a"),          # the same value
+    (".jsonl", b'{"instruction": "say \\"instruction\\" twice: \\"instruction\\"", "output": "x"}\n',
+     'say "instruction" twice: "instruction"'),
+    (".jsonl", b'{"instruction": "q", "output": "the \\"output\\" and \\"output\\""}\n', "q"),
+    (".json", b'[{"instruction": "a", "output": "x"}, {"instruction": "b", "output": "y"}]', "a"),
+])
+def test_almost_a_key_twice_imports(tmp_path, conn, suffix, body, text):
+    f = tmp_path / f"fine{suffix}"
+    f.write_bytes(body)
+    res = importer.import_file(conn, f, dataset="d")
+    assert res.rows >= 1 and conn.execute("SELECT instruction FROM samples ORDER BY id").fetchone()[0] == text

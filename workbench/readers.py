@@ -145,7 +145,57 @@ def parse_jsonl_line(raw: bytes, line: int, row: int) -> dict | FormatError:
                            line=line, row=row)
     if not isinstance(rec, dict):
         return FormatError(f"expected a JSON object, got {type(rec).__name__}", line=line, row=row)
-    return rec
+    return key_twice(raw, rec, line, row) or rec
+
+
+class _KeyTwice(Exception):
+    pass
+
+
+def _pairs_once(pairs: list) -> dict:
+    """A JSON object whose keys each come once (the same value twice is harmless). Parsers keep the last of a
+    repeated key without a word: {"instruction": "a", "instruction": "b"} would import "b"."""
+    obj: dict = {}
+    for k, v in pairs:
+        if k in obj and obj[k] != v:
+            raise _KeyTwice(k)
+        obj[k] = v
+    return obj
+
+
+def _twice_error(key: str, line: int, row: int) -> FormatError:
+    return FormatError(f"the key {key!r} is given twice with different values (a reader would keep one of them "
+                       f"without a word)", line=line, row=row, field=key)
+
+
+def _quotes(values) -> int:
+    """How many unescaped quotes the JSON text of these values holds when each key of the objects occurs once."""
+    n = 0
+    for x in values:
+        t = type(x)
+        if t is str:
+            n += 2
+        elif t is dict:
+            n += 2 * len(x) + _quotes(x.values())
+        elif t is list:
+            n += _quotes(x)
+    return n
+
+
+def key_twice(raw: bytes, rec: dict, line: int, row: int) -> FormatError | None:
+    """A key given twice in a JSONL line's objects with different values, as a FormatError. orjson cannot say, so
+    a line with more quotes than its parsed object accounts for (cheap to count; rare otherwise: a key twice, an
+    escaped backslash before a quote) is checked by a parse that sees every pair."""
+    want, quotes = 2 * len(rec) + _quotes(rec.values()), raw.count(b'"')
+    if quotes == want or quotes - raw.count(b'\\"') == want:
+        return None
+    try:
+        json.loads(raw, object_pairs_hook=_pairs_once)
+    except _KeyTwice as e:
+        return _twice_error(e.args[0], line, row)
+    except (ValueError, RecursionError):    # orjson read it: a difference between the parsers, not the data's
+        return None
+    return None
 
 
 def _read_jsonl(path: Path):
@@ -155,7 +205,7 @@ def _read_jsonl(path: Path):
 
 def _read_json_array(path: Path, chunk: int = 1 << 20):
     """Stream the elements of a top-level JSON array without loading the file."""
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(object_pairs_hook=_pairs_once)
     with open_bytes(path) as fb:
         f = codecs.getincrementaldecoder("utf-8")()
         buf, pos, eof, line, row = "", 0, False, 1, 0
@@ -212,9 +262,14 @@ def _read_json_array(path: Path, chunk: int = 1 << 20):
             first = False
             start_line = line + buf[:pos].count("\n")
             size = chunk
+            twice = None
             while True:
                 try:
                     rec, end = decoder.raw_decode(buf, pos)
+                    break
+                except _KeyTwice as e:      # the record is skipped whole (--skip-invalid) or refuses the file
+                    twice = e.args[0]
+                    rec, end = json.JSONDecoder().raw_decode(buf, pos)
                     break
                 except RecursionError:   # [[[[...]]]] thousands deep: the stdlib decoder recurses per level
                     raise FormatError("JSON nested too deeply (more levels than the parser can follow)",
@@ -240,6 +295,8 @@ def _read_json_array(path: Path, chunk: int = 1 << 20):
             if pos > chunk:
                 line += buf[:pos].count("\n")
                 buf, pos = buf[pos:], 0
+            if twice is not None:
+                rec = _twice_error(twice, start_line, row)
             yield start_line, row, rec
 
 
