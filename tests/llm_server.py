@@ -77,6 +77,7 @@ class Stats:
     in_flight: int = 0
     max_in_flight: int = 0
     busy_seconds: float = 0.0                       # summed time requests held a capacity slot
+    waits: list = field(default_factory=list)       # seconds each request queued for a capacity slot, in order
     faults: dict = field(default_factory=dict)
     prompts: dict = field(default_factory=dict)     # prompt -> times answered with a completion
     bodies: list = field(default_factory=list)      # last request bodies (bounded)
@@ -189,7 +190,9 @@ class LLMServer:
         if sem is None and self.capacity:
             sem = self._sem = asyncio.Semaphore(self.capacity)
         if sem is not None:
+            arrived = time.monotonic()
             await sem.acquire()
+            st.waits.append(time.monotonic() - arrived)
         st.in_flight += 1
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
         held_from = time.monotonic()
@@ -520,7 +523,8 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:   # SIGINT: print what was served (benchmarks read it)
         st = srv.stats
         print(json.dumps({"requests": st.requests, "completions": st.completions, "faults": st.faults,
-                          "max_in_flight": st.max_in_flight, "busy_seconds": round(st.busy_seconds, 3)}), flush=True)
+                          "max_in_flight": st.max_in_flight, "busy_seconds": round(st.busy_seconds, 3),
+                          "waits": [round(w, 4) for w in st.waits]}), flush=True)
     return 0
 
 

@@ -2,21 +2,34 @@
 
 Servers such as vLLM or llama.cpp queue what they cannot serve at once, so overload shows as latency before it
 shows as errors. The limit follows TCP Vegas: with `limit` requests in flight and latency `rtt` against the
-lowest latency seen (`min_rtt`), about `limit * (1 - min_rtt / rtt)` of them are waiting in the server's queue.
-Fewer than ALPHA waiting: the server has room, grow; more than BETA: shrink. Growth doubles per round trip until
-queueing first shows (slow start), then moves by one per round trip. A 429/503 or a dropped connection halves
-the limit at once. `max_concurrency` stays a hard ceiling; `adaptive = false` pins the limit to it.
+latency without a queue (`min_rtt`), about `limit * (1 - min_rtt / rtt)` of them wait in the server's queue and
+`served = limit * min_rtt / rtt` are being served. Fewer than alpha waiting: the server has room, grow; more than
+beta: shrink. Growth doubles per round trip until queueing first shows (slow start), then moves by one per round
+trip. A 429/503 or a dropped connection halves the limit at once. `max_concurrency` stays a hard ceiling;
+`adaptive = false` pins the limit to it.
+
+Two things make this work for LLM servers, small ones included (measured: benchmarks/bench_pool.py, the small
+server case, and benchmarks/real_model_pool.py):
+- The queue allowed is at most `served`: a queue as long as what the server serves at once already makes each
+  reply wait one service time. Before, it was 6 at least and 3*sqrt(limit), so a 2-slot llama-server settled at
+  a limit of 12-17 and every reply waited ~8 service times with no gain in throughput.
+- Latency is averaged over about a round of replies (and `min_rtt` is the lowest average, not the lowest reply):
+  reply lengths make single latencies differ 2-10x, which a per-reply Vegas reads as queueing.
+Latency alone never takes the limit below FLOOR: a run of short replies can make the baseline too low, which
+reads as a queue that shrinking does not drain; 429s and errors still halve it to 1.
 """
 from __future__ import annotations
 
 import asyncio
 from collections import deque
 
-ALPHA = 2.0          # requests allowed to wait in the server's queue before we stop growing (at least; see alpha())
-BETA = 6.0           # more than this waiting: shrink (at least; see beta())
+ALPHA = 2.0          # requests allowed to wait in the server's queue before we stop growing (see alpha())
+BETA = 6.0           # more than this waiting: shrink (see beta())
+FLOOR = 4.0          # latency alone shrinks the limit no lower (see the module's note)
 INITIAL = 16
 MIN_RTT_DRIFT = 1.02  # every DRIFT_EVERY samples min_rtt may rise this much (the server's base latency can grow)
 DRIFT_EVERY = 500
+WARMUP = 2           # samples averaged before the lowest average counts (one reply is not the server's latency)
 
 
 class AdaptiveLimit:
@@ -27,17 +40,22 @@ class AdaptiveLimit:
         self.adaptive = adaptive
         self.limit = float(self.ceiling if not adaptive else min(initial, self.ceiling))
         self.in_use = 0
-        self.min_rtt: float | None = None
+        self.min_rtt: float | None = None     # the lowest averaged latency: the server's latency without a queue
+        self.rtt_avg = 0.0
+        self.sent_avg = 0.0
         self.slow_start = adaptive
         self.samples = 0
         self.peak = int(self.limit)
         self._waiters: deque[asyncio.Future] = deque()
 
-    def alpha(self) -> float:
-        return max(ALPHA, self.limit ** 0.5)
+    # The queue allowed grows with sqrt(limit) (the client's own delays look like queueing, more so at a large
+    # limit) but never past what the server serves at once: a queue of `served` requests already makes each
+    # reply wait one service time, so a 2-slot server gets a limit of 4, not 12.
+    def alpha(self, served: float) -> float:
+        return min(max(ALPHA, self.limit ** 0.5), served / 2)
 
-    def beta(self) -> float:
-        return max(BETA, 3 * self.limit ** 0.5)
+    def beta(self, served: float) -> float:
+        return min(max(BETA, 3 * self.limit ** 0.5), served)
 
     @property
     def size(self) -> int:
@@ -80,18 +98,24 @@ class AdaptiveLimit:
 
     def _observe(self, rtt: float, sent_with: int) -> None:
         self.samples += 1
-        if self.min_rtt is None or rtt < self.min_rtt:
-            self.min_rtt = max(rtt, 1e-6)
+        # averaged over about one round of replies: an LLM's service time differs with each reply's length, and one
+        # long reply is not a queue (nor one short reply the server's real latency)
+        w = 1.0 / min(self.samples, max(16.0, self.limit))    # (a plain mean of the first samples)
+        self.rtt_avg += w * (rtt - self.rtt_avg)
+        self.sent_avg += w * (sent_with - self.sent_avg)
+        if self.min_rtt is None or self.samples <= WARMUP or self.rtt_avg < self.min_rtt:
+            self.min_rtt = max(self.rtt_avg, 1e-6)
         elif self.samples % DRIFT_EVERY == 0:
             self.min_rtt *= MIN_RTT_DRIFT
-        served = sent_with * self.min_rtt / max(rtt, 1e-6)
-        queued = sent_with - served
-        beta = self.beta()
+        served = self.sent_avg * self.min_rtt / max(self.rtt_avg, 1e-6)
+        queued = self.sent_avg - served
+        beta = self.beta(served)
         if queued > beta:
             self.slow_start = False
-            # one step per reply, never below what the server serves plus beta
-            self.limit = max(1.0, served + beta, self.limit - 1.0) if self.limit > served + beta else self.limit
-        elif queued < self.alpha() and sent_with >= self.limit / 2:   # grow only a limit that is being used
+            # one step per reply, never below what the server serves plus beta, nor (by latency) below FLOOR
+            if self.limit > served + beta:
+                self.limit = max(min(FLOOR, self.limit), served + beta, self.limit - 1.0)
+        elif queued < self.alpha(served) and sent_with >= self.limit / 2:   # grow only a limit that is being used
             self.limit = min(float(self.ceiling), self.limit + (1.0 if self.slow_start else 1.0 / self.limit))
         self.peak = max(self.peak, self.size)
 
