@@ -153,12 +153,13 @@ def test_a_large_server_is_kept_full_with_a_queue_under_one_service_time(capacit
     assert out["end"] <= 1.05 * 60 * 2.0
 
 
-@pytest.mark.parametrize("capacity", [2, 4])
-def test_replies_of_different_lengths_are_not_read_as_a_queue(capacity):
-    # an LLM's service time follows its reply's length (here 40-96 tokens at 28 ms each after a 0.3 s prompt):
-    # the averaged latency keeps the server full without a queue of many service times
+@pytest.mark.parametrize("capacity,tokens", [(2, 40), (4, 40), (4, 5), (64, 5)])
+def test_replies_of_different_lengths_are_not_read_as_a_queue(capacity, tokens):
+    # an LLM's service time follows its reply's length (here `tokens`-96 tokens at 28 ms each after a 0.3 s
+    # prompt): the averaged latency keeps the server full without a queue of many service times (the lowest
+    # single latency as the baseline kept a 64-slot server at a limit of 12, a fifth of its capacity)
     rnd = random.Random(7)
-    out = _simulate(AdaptiveLimit(256), capacity, lambda i: 0.3 + rnd.randint(40, 96) * 0.028,
+    out = _simulate(AdaptiveLimit(256), capacity, lambda i: 0.3 + rnd.randint(tokens, 96) * 0.028,
                     requests=300 * capacity)
     low, high, wait = _settled(out)
     assert capacity <= low and high <= 2 * capacity, (low, high)

@@ -13,10 +13,11 @@ server case, and benchmarks/real_model_pool.py):
 - The queue allowed is at most `served`: a queue as long as what the server serves at once already makes each
   reply wait one service time. Before, it was 6 at least and 3*sqrt(limit), so a 2-slot llama-server settled at
   a limit of 12-17 and every reply waited ~8 service times with no gain in throughput.
-- Latency is averaged over about a round of replies (and `min_rtt` is the lowest average, not the lowest reply):
-  reply lengths make single latencies differ 2-10x, which a per-reply Vegas reads as queueing.
-Latency alone never takes the limit below FLOOR: a run of short replies can make the baseline too low, which
-reads as a queue that shrinking does not drain; 429s and errors still halve it to 1.
+- Latency is averaged over about a round of replies, and `min_rtt` starts as the mean latency of the first two
+  requests sent, then follows the lowest average: reply lengths make single latencies differ 2-10x, and the
+  lowest single latency (what a per-reply Vegas uses) made a 64-slot server with such replies settle at 12.
+Latency alone never takes the limit below FLOOR: two short first replies can still make the baseline too low,
+which reads as a queue that shrinking does not drain; 429s and errors still halve it to 1.
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ FLOOR = 4.0          # latency alone shrinks the limit no lower (see the module'
 INITIAL = 16
 MIN_RTT_DRIFT = 1.02  # every DRIFT_EVERY samples min_rtt may rise this much (the server's base latency can grow)
 DRIFT_EVERY = 500
-WARMUP = 2           # samples averaged before the lowest average counts (one reply is not the server's latency)
+FIRST = 2            # the first requests sent, whose mean latency is the first no-queue latency
 
 
 class AdaptiveLimit:
@@ -43,6 +44,7 @@ class AdaptiveLimit:
         self.min_rtt: float | None = None     # the lowest averaged latency: the server's latency without a queue
         self.rtt_avg = 0.0
         self.sent_avg = 0.0
+        self.first: list[float] = []          # latencies of the first FIRST requests sent
         self.slow_start = adaptive
         self.samples = 0
         self.peak = int(self.limit)
@@ -103,7 +105,19 @@ class AdaptiveLimit:
         w = 1.0 / min(self.samples, max(16.0, self.limit))    # (a plain mean of the first samples)
         self.rtt_avg += w * (rtt - self.rtt_avg)
         self.sent_avg += w * (sent_with - self.sent_avg)
-        if self.min_rtt is None or self.samples <= WARMUP or self.rtt_avg < self.min_rtt:
+        if self.min_rtt is None:
+            # the latency without a queue: the mean of the first FIRST requests sent, which no earlier request
+            # could queue behind (the first replies to come back are the shortest ones, not the first sent);
+            # if those failed, the average so far
+            if sent_with <= FIRST:
+                self.first.append(rtt)
+            if len(self.first) < FIRST and self.samples < 2 * INITIAL:
+                if self.slow_start and sent_with >= self.limit / 2:
+                    self.limit = min(float(self.ceiling), self.limit + 1.0)
+                    self.peak = max(self.peak, self.size)
+                return
+            self.min_rtt = sum(self.first) / len(self.first) if self.first else self.rtt_avg
+        elif self.rtt_avg < self.min_rtt and self.samples > max(16.0, self.limit):   # (past the first round)
             self.min_rtt = max(self.rtt_avg, 1e-6)
         elif self.samples % DRIFT_EVERY == 0:
             self.min_rtt *= MIN_RTT_DRIFT
