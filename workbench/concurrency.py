@@ -28,6 +28,7 @@ ALPHA = 2.0          # requests allowed to wait in the server's queue before we 
 BETA = 6.0           # more than this waiting: shrink (see beta())
 FLOOR = 4.0          # latency alone shrinks the limit no lower (see the module's note)
 INITIAL = 16
+WINDOW = 16          # replies the latency is averaged over, at least (more: as many as the server serves at once)
 MIN_RTT_DRIFT = 1.02  # every DRIFT_EVERY samples min_rtt may rise this much (the server's base latency can grow)
 DRIFT_EVERY = 500
 FIRST = 2            # the first requests sent, whose mean latency is the first no-queue latency
@@ -44,6 +45,7 @@ class AdaptiveLimit:
         self.min_rtt: float | None = None     # the lowest averaged latency: the server's latency without a queue
         self.rtt_avg = 0.0
         self.sent_avg = 0.0
+        self.served = self.limit               # requests the server serves at once, as last estimated
         self.first: list[float] = []          # latencies of the first FIRST requests sent
         self.slow_start = adaptive
         self.samples = 0
@@ -100,9 +102,11 @@ class AdaptiveLimit:
 
     def _observe(self, rtt: float, sent_with: int) -> None:
         self.samples += 1
-        # averaged over about one round of replies: an LLM's service time differs with each reply's length, and one
-        # long reply is not a queue (nor one short reply the server's real latency)
-        w = 1.0 / min(self.samples, max(16.0, self.limit))    # (a plain mean of the first samples)
+        # averaged over about one round of replies (as many as the server serves at once, WINDOW at least): an
+        # LLM's service time differs with each reply's length, and one long reply is not a queue (nor one short
+        # reply the server's real latency). Averaging over `limit` replies instead lagged a queued server by rounds
+        # and let slow start overshoot further
+        w = 1.0 / min(self.samples, max(WINDOW, self.served))    # (a plain mean of the first samples)
         self.rtt_avg += w * (rtt - self.rtt_avg)
         self.sent_avg += w * (sent_with - self.sent_avg)
         if self.min_rtt is None:
@@ -117,11 +121,11 @@ class AdaptiveLimit:
                     self.peak = max(self.peak, self.size)
                 return
             self.min_rtt = sum(self.first) / len(self.first) if self.first else self.rtt_avg
-        elif self.rtt_avg < self.min_rtt and self.samples > max(16.0, self.limit):   # (past the first round)
+        elif self.rtt_avg < self.min_rtt and self.samples > max(WINDOW, self.limit):   # (past the first round)
             self.min_rtt = max(self.rtt_avg, 1e-6)
         elif self.samples % DRIFT_EVERY == 0:
             self.min_rtt *= MIN_RTT_DRIFT
-        served = self.sent_avg * self.min_rtt / max(self.rtt_avg, 1e-6)
+        served = self.served = self.sent_avg * self.min_rtt / max(self.rtt_avg, 1e-6)
         queued = self.sent_avg - served
         beta = self.beta(served)
         if queued > beta:
