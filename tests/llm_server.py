@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -515,16 +517,18 @@ def main(argv=None) -> int:
 
     async def run():
         await srv._start(args.port)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
         print(f"PORT {srv.port}", flush=True)
-        while True:
-            await asyncio.sleep(3600)
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:   # SIGINT: print what was served (benchmarks read it)
+        await stop.wait()
+        # SIGINT: print what was served (benchmarks read it), then leave at once: the cleanup of asyncio.run
+        # sometimes took over 30 s on a loaded machine after a 4000-request job (benchmarks timed out waiting)
         st = srv.stats
         print(json.dumps({"requests": st.requests, "completions": st.completions, "faults": st.faults,
                           "max_in_flight": st.max_in_flight, "busy_seconds": round(st.busy_seconds, 3),
                           "waits": [round(w, 4) for w in st.waits]}), flush=True)
+        os._exit(0)
+    asyncio.run(run())
     return 0
 
 
