@@ -15,7 +15,8 @@ server case, and benchmarks/real_model_pool.py):
   a limit of 12-17 and every reply waited ~8 service times with no gain in throughput.
 - Latency is averaged over about a round of replies, and `min_rtt` starts as the mean latency of the first two
   requests sent, then follows the lowest average: reply lengths make single latencies differ 2-10x, and the
-  lowest single latency (what a per-reply Vegas uses) made a 64-slot server with such replies settle at 12.
+  lowest single latency (what a per-reply Vegas uses) held a 64-slot server with such replies at a limit of 12
+  (simulated: tests/test_pool.py drives this class in virtual time).
 Latency alone never takes the limit below FLOOR: two short first replies can still make the baseline too low,
 which reads as a queue that shrinking does not drain; 429s and errors still halve it to 1.
 """
