@@ -33,6 +33,7 @@ WINDOW = 16          # replies the latency is averaged over, at least (more: as 
 MIN_RTT_DRIFT = 1.02  # every DRIFT_EVERY samples min_rtt may rise this much (the server's base latency can grow)
 DRIFT_EVERY = 500
 FIRST = 2            # the first requests sent, whose mean latency is the first no-queue latency
+STAGGER = 0.05       # seconds the first FIRST requests go out ahead of the rest
 
 
 class AdaptiveLimit:
@@ -48,6 +49,8 @@ class AdaptiveLimit:
         self.sent_avg = 0.0
         self.served = self.limit               # requests the server serves at once, as last estimated
         self.first: list[float] = []          # latencies of the first FIRST requests sent
+        self._acquired = 0                     # (until the first latency is known: see acquire)
+        self._burst_at = 0.0
         self.slow_start = adaptive
         self.samples = 0
         self.peak = int(self.limit)
@@ -68,6 +71,14 @@ class AdaptiveLimit:
 
     async def acquire(self) -> int:
         """Wait for a slot; returns how many requests are in flight with this one (pass it to `release`)."""
+        if self.adaptive and self.min_rtt is None:
+            # the first FIRST requests go out alone for a moment: requests sent at once reach the server in any
+            # order (each opens its own connection), and the first ones must not queue behind the burst
+            now = asyncio.get_running_loop().time()
+            self._burst_at = self._burst_at or now + STAGGER
+            self._acquired += 1
+            if self._acquired > FIRST and now < self._burst_at:
+                await asyncio.sleep(self._burst_at - now)
         if self.in_use < self.size and not self._waiters:
             self.in_use += 1
             return self.in_use
