@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -71,6 +72,7 @@ def one_run(items: int, servers: list[tuple[int, float]], fixed: int | None, cod
                            (jid,)).fetchone()
     conn.close()
     busy = job_window(tmp / "worker.log", jid)
+    shutil.rmtree(tmp, ignore_errors=True)     # (store, config and log of this run: nothing to keep)
     limit = sum(cap / lat for cap, lat in servers)
     # what the servers saw: slot-seconds held by requests over the capacity they offered during the job
     busy_share = sum(s["busy_seconds"] for s in stats) / (sum(cap for cap, _ in servers) * busy)
