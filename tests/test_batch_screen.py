@@ -53,7 +53,7 @@ async def test_launch_dialog_queues_a_batch_job_and_refuses_a_pool(db_path, tmp_
     make_dataset(conn, "demo", 5)
     with LLMServer() as srv:
         write_endpoint(cfg_path, srv)
-        write_endpoint(cfg_path, srv, name="second")
+        write_endpoint(cfg_path, srv, name="second", model="second-model")   # a pool never holds one server twice
         srv.batch.polls_to_finish = 1       # the dialog's job polls every 30 s: done at the first poll
         assert cli("pools", "add", "both", "--endpoint", "local", "--endpoint", "second", "--config",
                    str(cfg_path))[0] == 0

@@ -129,13 +129,15 @@ def test_decide_records_decisions_as_the_review_keys_do(db_path, tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--ids", "1,99"], "no sample with id 99 (nothing was decided)"),
-    (["--ids", "1,6"], "not in this dataset: 6"),                  # 6 is the other dataset's
+    (["--ids", "1,6"], "--ids: sample 6 is not in dataset 'd' (nothing was decided)"),   # the other dataset's
     (["--ids", "1,x"], "--ids: 'x' is not a sample id"),
     (["--ids", "1,,2"], "--ids: '' is not a sample id"),
     (["--ids", "-1"], "'-1' is not a sample id"),
     (["--ids", "1.0"], "'1.0' is not a sample id"),
-    (["--ids-from", "IDS"], "ids.txt line 3: 'two' is not a sample id"),
-    (["--ids-from", "MISSING"], "cannot read"),
+    (["--ids-from", "IDS"], "ids.txt line 3: 'two' is not a sample id"),          # a bad file: exit 1
+    (["--ids-from", "MISSING"], "none.txt: cannot read: No such file or directory"),
+    (["--ids-from", "UNKNOWN"], "unknown.txt line 2: no sample with id 99 (nothing was decided)"),
+    (["--ids-from", "OTHER"], "other.txt line 3: sample 6 is not in dataset 'd'; 2 bad ids in all"),
     ([], "give --ids 1,2,3 or --ids-from FILE"),
 ])
 def test_decide_bad_ids_change_nothing(db_path, tmp_path, cli, argv, message):
@@ -143,11 +145,14 @@ def test_decide_bad_ids_change_nothing(db_path, tmp_path, cli, argv, message):
     make(db_path, "other", 1)
     assert cli("decide", "--dataset", "d", "--ids", "2", "--reject", "--db", str(db_path))[0] == 0
     (tmp_path / "ids.txt").write_text("1\n3\ntwo\n")
-    argv = [str(tmp_path / "ids.txt") if a == "IDS" else str(tmp_path / "none.txt") if a == "MISSING" else a
-            for a in argv]
+    (tmp_path / "unknown.txt").write_text("1\n99\n")
+    (tmp_path / "other.txt").write_text("1\n\n6\n99\n")
+    files = {"IDS": "ids.txt", "MISSING": "none.txt", "UNKNOWN": "unknown.txt", "OTHER": "other.txt"}
+    from_file = "--ids-from" in argv
+    argv = [str(tmp_path / files[a]) if a in files else a for a in argv]
     before = snapshot(db_path)
     code, out, err = cli("decide", "--dataset", "d", "--accept", *argv, "--db", str(db_path))   # the real main()
-    assert code == 2 and message in err, err
+    assert code == (1 if from_file else 2) and message in err, err
     assert "Traceback" not in err and err.count("\n") == 1    # one clear line
     assert snapshot(db_path) == before
 

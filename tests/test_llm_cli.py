@@ -47,7 +47,7 @@ def test_endpoints_add_list_remove(cli, tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--base-url", "localhost:8000", "--model", "m"], "base_url must be an http(s) URL"),
     (["--base-url", "http://h/v1", "--model", "m", "--api-key-env", "sk-abc.def"], "NAME of an environment variable"),
-    (["--base-url", "http://h/v1", "--model", "m", "--max-concurrency", "0"], "max_concurrency must be >= 1"),
+    (["--base-url", "http://h/v1", "--model", "m", "--max-concurrency", "0"], "--max-concurrency: '0': a whole number from 1"),
     (["--base-url", "http://h/v1", "--model", "m", "--param", "temperature"], "expected key=value"),
 ])
 def test_endpoints_add_rejects_bad_input(cli, tmp_path, args, message):
@@ -58,7 +58,7 @@ def test_endpoints_add_rejects_bad_input(cli, tmp_path, args, message):
 
 def test_pool_with_unknown_endpoint(cli):
     code, _, err = cli("pools", "add", "p", "--endpoint", "ghost")
-    assert code == 2 and "unknown endpoint(s) ghost" in err
+    assert code == 2 and "--endpoint ghost: no endpoint named 'ghost'" in err
 
 
 def test_bad_config_file_is_named(cli, tmp_path):

@@ -57,7 +57,7 @@ def test_batch_recipe_matches_the_online_recipe(cli, conn, db_path, tmp_path):
 def test_batch_recipe_refusals_record_nothing(cli, conn):
     setup_data(conn)
     save_config({"endpoints": {"e": {"base_url": "http://127.0.0.1:9/v1", "model": "m"},
-                               "f": {"base_url": "http://127.0.0.1:9/v1", "model": "m"}},
+                               "f": {"base_url": "http://127.0.0.1:9/v1", "model": "m2"}},
                  "pools": {"p": {"endpoints": ["e", "f"]}}}, resolve_config_path())
     base = ("recipe", "run", "humpback", "--var", "input=web", "--var", "seeds=seeds")
     for argv, msg in [

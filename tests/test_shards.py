@@ -79,8 +79,9 @@ def state(conn) -> tuple:
             conn.execute("SELECT count(*) FROM snapshots").fetchone())
 
 
-def export(out, *extra) -> dict:
-    return ok("export", str(out), "--format", "parquet", "--dataset", "d", "--shard-rows", "10", "--with-ids", *extra)
+def export(out, *extra, rows: int = 10) -> dict:
+    return ok("export", str(out), "--format", "parquet", "--dataset", "d", "--shard-rows", str(rows), "--with-ids",
+              *extra)
 
 
 # --- out ----------------------------------------------------------------------------------------------------
@@ -125,7 +126,7 @@ def test_shards_are_plain_parquet_with_one_schema_readable_by_pyarrow_and_datase
 
 def test_a_directory_that_is_not_empty_is_refused_and_force_replaces_only_a_shard_set(store, tmp_path):
     out = tmp_path / "shards"
-    export(out, "--shard-rows", "4")                         # 12 shards
+    export(out, rows=4)                                      # 12 shards
     before = {n: (out / n).read_bytes() for n in os.listdir(out)}
     code, _, err = cli("export", str(out), "--format", "parquet", "--shard-rows", "10", "--with-ids")
     assert code == 2 and "not empty" in err and "--force" in err

@@ -14,8 +14,8 @@ import orjson
 
 from . import formats
 from .formats import FormatError
-from .importer import (ImportFailed, Skipped, _check_not_imported, _Writer, default_name, describe, detect,
-                       expand_inputs, file_sha256, stdin_spooled)
+from .importer import (ImportFailed, ImportRefused, Skipped, _check_not_imported, _Writer, default_name, describe,
+                       detect, expand_inputs, file_sha256, stdin_spooled)
 from .samples import iter_samples, sample_row
 from .store import dataset_id, ensure_dataset, now, transaction
 from .textnorm import hash_key
@@ -89,10 +89,10 @@ def import_candidates(conn: sqlite3.Connection, inputs, dataset: str, fmt: str |
     one candidate per file (its model: the `generator`/`model` column, else the file's name). Rows whose
     instruction is not in every file are reported as unmatched and not imported."""
     if not dataset:
-        raise ImportFailed("--as-candidates: name the dataset with --dataset")
+        raise ImportRefused("--as-candidates: name the dataset with --dataset")     # the command line: exit 2
     paths = expand_inputs(inputs)
     if len(paths) < 2:
-        raise ImportFailed("--as-candidates needs at least two files (one per model)")
+        raise ImportRefused("--as-candidates needs at least two files (one per model)")
     mapping = mapping or {}
     skipped: list[Skipped] = []
     with stdin_spooled(paths, fmt) as paths:

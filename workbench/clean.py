@@ -76,6 +76,8 @@ _FUNCTION_WORDS = frozenset(
 def filter_params(config: dict | None) -> dict[str, dict]:
     """Defaults overlaid with `[clean.<filter>]` tables from the config; unknown names or keys are errors."""
     user = (config or {}).get("clean") or {}
+    if not isinstance(user, dict):
+        raise ValueError("[clean] must be a table")
     out = {name: dict(params) for name, params in FILTER_DEFAULTS.items()}
     for name, table in user.items():
         if name in ("normalize", "filters"):
@@ -93,7 +95,8 @@ def filter_params(config: dict | None) -> dict[str, dict]:
 
 
 def default_filters(config: dict | None) -> tuple[str, ...]:
-    names = ((config or {}).get("clean") or {}).get("filters")
+    clean = (config or {}).get("clean") or {}
+    names = clean.get("filters") if isinstance(clean, dict) else None
     return tuple(parse_filters(names)) if names else DEFAULT_FILTERS
 
 
@@ -102,6 +105,8 @@ def parse_filters(names: Iterable[str] | str | None) -> list[str]:
         return list(DEFAULT_FILTERS)
     if isinstance(names, str):
         names = [names]
+    if not isinstance(names, (list, tuple)):
+        raise ValueError(f"filters = {names!r}: a list of filter names (one of {', '.join(FILTERS)})")
     out = []
     for item in names:
         for n in str(item).split(","):

@@ -36,15 +36,29 @@ def config_dir(path: str | os.PathLike | None = None) -> Path:
     return resolve_config_path(path).parent
 
 
+def read_toml(path: str | os.PathLike) -> dict:
+    """A TOML file (config, sampling target, recipe) -> dict; ConfigError naming the file and line if it is not
+    UTF-8 or not TOML. A UTF-8 byte order mark at the start (Windows editors) is skipped. OSError passes."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ConfigError(f"{path}, line {line}: not UTF-8 text") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
 def load_config(path: str | os.PathLike | None = None) -> dict:
     p = resolve_config_path(path)
     if not p.exists():
         return {}
-    try:
-        with open(p, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"{p}: {e}") from None
+    return read_toml(p)
 
 
 def save_config(config: dict, path: str | os.PathLike | None = None) -> Path:

@@ -100,6 +100,15 @@ def decide(conn: sqlite3.Connection, sample_id: int, action: str, session: str, 
         return _decide(conn, sample_id, action, session, reason)
 
 
+class UnknownIds(KeyError):
+    """decide_many's refusal: `missing` ids no sample has, `elsewhere` ids of another dataset (in input order), so
+    a caller reading them from a file can name the line."""
+
+    def __init__(self, message: str, missing: list[int], elsewhere: list[int]):
+        super().__init__(message)
+        self.missing, self.elsewhere = missing, elsewhere
+
+
 def decide_many(conn: sqlite3.Connection, ids: list[int], action: str, session: str, reason: str | None = None,
                 dataset_id: int | None = None) -> list[dict]:
     """The same decision on several samples (`workbench decide`), all or none: every id must exist (and be in the
@@ -125,7 +134,7 @@ def decide_many(conn: sqlite3.Connection, ids: list[int], action: str, session: 
             parts.append(f"no sample with id {_id_list(missing)}")
         if elsewhere:
             parts.append(f"not in this dataset: {_id_list(elsewhere)}")
-        raise KeyError("; ".join(parts) + " (nothing was decided)")
+        raise UnknownIds("; ".join(parts) + " (nothing was decided)", missing, elsewhere)
     if len(ids) <= DECIDE_CHUNK:       # a handful: one transaction, no marker
         with transaction(conn):
             return [_decide(conn, sid, action, session, reason) for sid in ids]

@@ -36,6 +36,8 @@ import stat
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from .endpoint_values import duplicate_member, endpoint_problem
+
 JSON_MODES = ("json_schema", "json_object", "none")
 POOL_MODES = ("spread", "each")
 # A server that needs no key still gets a non-empty one: the openai client refuses to run without.
@@ -141,6 +143,9 @@ def _endpoint_from(name: str, d: dict) -> Endpoint:
 
 
 def check_endpoint(ep: Endpoint, where: str) -> None:
+    problem = endpoint_problem(ep)       # types, ranges, URL syntax (bad-input branch)
+    if problem:
+        raise EndpointError(f"{where}: {problem}")
     u = urlparse(ep.base_url)
     if u.scheme not in ("http", "https") or not u.netloc:
         raise EndpointError(f"{where}: base_url must be an http(s) URL, got {ep.base_url!r}")
@@ -198,21 +203,36 @@ def read_key_file(path: str, where: str) -> str:
     return key
 
 
+def _tables(config: dict, key: str) -> dict:
+    value = config.get(key) or {}
+    if not isinstance(value, dict):
+        raise EndpointError(f"config: {key} must be a table of [{key}.NAME] tables, not {type(value).__name__}")
+    return value
+
+
 def endpoints(config: dict) -> dict[str, Endpoint]:
-    return {name: _endpoint_from(name, d) for name, d in (config.get("endpoints") or {}).items()}
+    return {name: _endpoint_from(name, d) for name, d in _tables(config, "endpoints").items()}
 
 
 def pools(config: dict) -> dict[str, PoolSpec]:
-    eps = config.get("endpoints") or {}
+    eps = _tables(config, "endpoints")
     out = {}
-    for name, d in (config.get("pools") or {}).items():
+    for name, d in _tables(config, "pools").items():
         where = f"config [pools.{name}]"
-        members = tuple(d.get("endpoints") or ())
+        if not isinstance(d, dict):
+            raise EndpointError(f"{where} must be a table")
+        members = d.get("endpoints") or ()
+        if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+            raise EndpointError(f"{where}: endpoints must be a list of endpoint names, not {members!r}")
+        members = tuple(members)
         if not members:
             raise EndpointError(f"{where}: endpoints list is empty")
         missing = [m for m in members if m not in eps]
         if missing:
             raise EndpointError(f"{where}: unknown endpoint(s) {', '.join(missing)}")
+        dup = duplicate_member(members, eps)
+        if dup:
+            raise EndpointError(f"{where}: {dup}")
         mode = d.get("mode", "spread")
         if mode not in POOL_MODES:
             raise EndpointError(f"{where}: mode must be one of {', '.join(POOL_MODES)}")

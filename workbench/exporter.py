@@ -191,6 +191,7 @@ def plan_layout(conn, out_path, fmt: str, force: bool) -> Layout:
             side_dir, side_stem = d, None
         else:
             data = safe_output.plan(text, force=force, store=store)
+            data.binary = fmt == "parquet"
             lay = Layout(data, force=force)
             name = data.final.name.lower()
             lay.as_array = name.endswith(".json") or name.endswith(".json.gz")

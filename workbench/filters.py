@@ -6,7 +6,7 @@ from typing import Any, Iterator
 
 from . import rounds, scores
 from .samples import decode_sample, SAMPLE_COLUMNS
-from .store import fts_query
+from .store import STATUSES, fts_query
 
 
 class FilterError(ValueError):
@@ -58,8 +58,22 @@ def parse_filter(pairs: list[str] | str | None) -> dict:
         k, v = pair.split("=", 1)
         if k not in FILTER_KEYS:
             raise FilterError(f"unknown filter key {k!r}; keys: {', '.join(FILTER_KEYS)}")
+        if k in out and k not in ("min_score", "max_score"):
+            raise FilterError(f"filter {k} is given twice ({out[k]!r} and {v!r}): give it once")
         if k in ("min_score", "max_score"):   # RUBRIC=N, checked against the store by check_scores
             out.setdefault(k, []).append(v)
+        elif k == "status":
+            if v not in STATUSES:
+                raise FilterError(f"filter status={v!r}: one of {', '.join(STATUSES)}")
+            out[k] = v
+        elif k == "limit":
+            if not (v.isascii() and v.isdigit()):
+                raise FilterError(f"filter limit={v!r}: a whole number >= 0")
+            out[k] = int(v)
+        elif k in ("no_response", "unique", "include_stale"):
+            if not isinstance(parse_value(v), bool):
+                raise FilterError(f"filter {k}={v!r}: true or false")
+            out[k] = parse_value(v)
         elif k == "round":
             try:
                 out[k] = rounds.parse(v)

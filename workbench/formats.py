@@ -673,5 +673,7 @@ def parse_mapping(spec: str | None) -> dict[str, str]:
             raise FormatError(f"--map: unknown target field {target!r}; one of {', '.join(sorted(allowed))}")
         if not source:
             raise FormatError(f"--map: no source column for {target!r}")
+        if target in out:    # bad-input: the last one winning would silently drop the other column
+            raise FormatError(f"--map: {target!r} is mapped twice ({out[target]!r} and {source!r})")
         out[target] = source
     return out

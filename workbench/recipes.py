@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import tomllib
 from importlib import resources
 from pathlib import Path
 
@@ -46,6 +45,7 @@ import orjson
 from . import endpoints as endpoints_mod
 from . import jobs as J
 from .store import get_dataset, now, transaction
+from .config import ConfigError, read_toml
 from .tasks import TaskError, get_task, resolve_params
 
 STEP_KEYS = {"name", "task", "input", "into", "endpoint", "pool", "judge", "params", "filter"}
@@ -76,10 +76,9 @@ def locate(name_or_path: str) -> Path:
 
 def load(path: Path) -> dict:
     try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise RecipeError(f"{path}: {e}") from None
+        data = read_toml(path)
+    except ConfigError as e:
+        raise RecipeError(str(e)) from None
     except OSError as e:
         raise RecipeError(f"{path}: {e.strerror}") from None
     return data

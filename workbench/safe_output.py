@@ -145,6 +145,7 @@ class Output:
     sink: HashingSink | None = None
     writer: object = None           # what rows are written to: the sink, or a gzip stream over it
     created_dirs: list[Path] = field(default_factory=list)
+    binary: bool = False            # Parquet: never written to a terminal
 
     def open(self) -> "Output":
         try:
@@ -154,6 +155,11 @@ class Output:
                     self._owned = False
                 else:
                     self._raw = open(self.path, "wb", buffering=1 << 20)
+                if _is_terminal(self._raw):
+                    if self.gz or self.binary:
+                        raise OutputError(f"{self.path}: a terminal; this export is binary "
+                                          f"({'gzip' if self.gz else 'Parquet'}): write it to a file or a pipe")
+                    self._raw = TerminalText(self._raw)
             else:
                 self._make_parents()
                 fd, name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=self.final.parent)
@@ -282,6 +288,36 @@ def write_small(out: Output, data: bytes) -> Output:
         out.discard()
         raise OutputError(describe_error(out.path, e)) from None
     return out
+
+
+def _is_terminal(raw) -> bool:
+    try:
+        return os.isatty(raw.fileno())
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+class TerminalText:
+    """An export written to a terminal (`export - ...` with no redirect): the data's own text may hold ESC, C1
+    and bidi controls (a hostile dataset), which a terminal would act on. Each is written as a \\uXXXX escape,
+    the same JSON value for the JSON formats; the sha256 reported is still that of the export's true bytes."""
+
+    def __init__(self, raw):
+        import codecs
+        self.raw = raw
+        self.decoder = codecs.getincrementaldecoder("utf-8")("surrogateescape")
+
+    def write(self, b: bytes) -> int:
+        from .safe_text import UNSAFE
+        text = self.decoder.decode(bytes(b))
+        self.raw.write(UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode("utf-8", "replace"))
+        return len(b)
+
+    def flush(self) -> None:
+        self.raw.flush()
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 class _TextBridge:

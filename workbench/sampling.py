@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import re
 import sqlite3
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -57,6 +56,7 @@ import orjson
 from . import dedup, scores
 from .stats import NONE_LABEL, parse_targets
 from .store import STATUSES, now, transaction
+from .config import ConfigError, read_toml
 
 DIMS = ("task_type", "domain", "difficulty")
 LENGTH = "length"
@@ -161,8 +161,10 @@ def parse_target(data: dict, source: str = "target") -> Target:
         return TargetError(f"{source}: {msg}")
 
     tables = data.get("targets")
-    if tables is None:
-        tables = (data.get("balance") or {}).get("targets")
+    if tables is None and isinstance(data.get("balance"), dict):
+        tables = data["balance"].get("targets")
+    if not isinstance(tables or {}, dict):
+        raise bad(f"targets = {tables!r}: [targets.<dimension>] tables of label = share are needed")
     tables = dict(tables or {})
     extra: dict[str, dict[str, float]] = {}
     buckets, joint = {}, None
@@ -204,9 +206,13 @@ def parse_target(data: dict, source: str = "target") -> Target:
             raise bad(f"seed = {data['seed']!r}: a whole number")
         t.seed = data["seed"]
     if "datasets" in data:
-        t.datasets = [str(d) for d in data["datasets"]]
+        if not isinstance(data["datasets"], list) or not all(isinstance(d, str) for d in data["datasets"]):
+            raise bad(f"datasets = {data['datasets']!r}: a list of dataset names")
+        t.datasets = list(data["datasets"])
     if "status" in data:
-        statuses = [data["status"]] if isinstance(data["status"], str) else list(data["status"])
+        statuses = [data["status"]] if isinstance(data["status"], str) else data["status"]
+        if not isinstance(statuses, list):
+            raise bad(f"status = {statuses!r}: a status or a list of them ({', '.join(STATUSES)})")
         for s in statuses:
             if s not in STATUSES:
                 raise bad(f"status {s!r}: one of {', '.join(STATUSES)}")
@@ -256,12 +262,11 @@ def check_by(by) -> str:
 def load_target(path: str | Path) -> Target:
     p = Path(path)
     try:
-        with open(p, "rb") as f:
-            data = tomllib.load(f)
+        data = read_toml(p)
     except FileNotFoundError:
         raise TargetError(f"{p}: no such file") from None
-    except tomllib.TOMLDecodeError as e:
-        raise TargetError(f"{p}: {e}") from None
+    except ConfigError as e:
+        raise TargetError(str(e)) from None
     return parse_target(data, str(p))
 
 

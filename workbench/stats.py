@@ -281,7 +281,7 @@ def parse_targets(config: dict) -> dict[str, dict[str, float]]:
         if not isinstance(table, dict):
             raise ValueError(f"[balance.targets.{dim}] must be a table of label = share")
         for label, v in table.items():
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < float("inf"):   # nan too
                 raise ValueError(f"[balance.targets.{dim}] {label} = {v!r}: a share must be a number >= 0")
         scale = 100.0 if any(v > 1 for v in table.values()) else 1.0
         out[dim] = {str(label): float(v) / scale for label, v in table.items()}

@@ -15,7 +15,7 @@ import sqlite3
 import sys
 import traceback
 
-from ..safe_text import SafeStream
+from ..safe_text import SafeStream, label
 from ..store import SchemaTooNew, StoreLocationError, resolve_db_path
 from .common import (EXIT_DATA, CliError, CliParser, DataError, add_global_options,  # noqa: F401 (re-exported)
                      common_parser, oserror_text, print_json)
@@ -57,7 +57,8 @@ def _report(e: CliError, want_json: bool) -> int:
     err = SafeStream(sys.stderr)                        # messages quote names and data
     if getattr(e, "usage", None) and not want_json:
         err.write(e.usage)
-    print(f"error: {e}", file=err)
+    # one line, whatever a quoted name or file holds (a dataset named "a\nb" must not start a second line)
+    print(f"error: {label(str(e))}", file=err)
     return e.code
 
 
@@ -72,6 +73,26 @@ def _run_sanitized(args) -> int:
         sys.stdout, sys.stderr = out, err
 
 
+def _no_empty_paths(args) -> None:
+    """`--db ""` (an unset variable in a script) would silently mean the default store: refused."""
+    for opt in ("db", "config"):
+        if getattr(args, opt, None) == "":
+            raise CliError(f"--{opt}: an empty path (leave the option out for the default)")
+
+
+def _store_error(path, e: Exception) -> str:
+    """SQLite's message about the store, with what it usually means ("unable to open database file" says neither
+    that the path is a directory nor that the disk is mounted read-only)."""
+    text = f"{path}: {e}"
+    if os.path.isdir(path):
+        return f"{text} (it is a directory: give the store's file)"
+    if "unable to open" in str(e) or "readonly" in str(e):
+        parent = os.path.dirname(os.path.abspath(path))
+        if not os.access(parent, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+            return f"{text} (the store or its directory is read-only: it needs to write both)"
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     want_json = "--json" in argv
@@ -80,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         top, rest = top_parser(add_help=False).parse_known_args(argv)
         verbose = top.verbose or "-v" in rest or "--verbose" in rest
+        _no_empty_paths(top)
         if not rest:
             # no command: straight to the TUI, without importing every command's modules (openai etc.) first
             if top.config:
@@ -87,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
             from ..app import run_app  # the only place the CLI pulls in Textual
             return run_app(db=top.db, config=top.config) or 0
         args = build_parser().parse_args(argv)  # `rest` holds a command (or something argparse will refuse)
+        _no_empty_paths(args)
         if getattr(args, "config", None):
             # one config for everything this process does (template overrides, workers it starts), not only
             # for the code that is handed args.config
@@ -113,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     except SchemaTooNew as e:
         return _report(DataError(str(e)), want_json)
     except sqlite3.DatabaseError as e:  # a full disk, a file that is not a store: the transaction was rolled back
-        return _report(DataError(f"{resolve_db_path(getattr(top, 'db', None))}: {e}"), want_json)
+        return _report(DataError(_store_error(resolve_db_path(getattr(top, 'db', None)), e)), want_json)
     except OSError as e:  # an unreadable file, a full disk, a name too long: said as it is, no traceback
         return _report(DataError(oserror_text(e)), want_json)
     except Exception as e:   # a bug, not the user's input: say so in one line; --verbose shows where

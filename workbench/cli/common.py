@@ -6,11 +6,12 @@ import json
 import sys
 
 from .. import endpoints as E, runs, shard_update
-from ..config import ConfigError, load_config
+from ..config import ConfigError, load_config, resolve_config_path
 from ..filters import FilterError, parse_value
 from ..store import open_store
 from ..safe_text import json_safe
 from ..tasks import TaskError
+from . import numbers
 
 
 EXIT_DATA = 1    # what the command read is bad: a file (import, target, config, template), the store, an endpoint
@@ -27,8 +28,29 @@ class DataError(CliError):
     code = EXIT_DATA
 
 
+class _StoreOnce(argparse._StoreAction):
+    """An option that takes one value refuses a second: `--ids 1 --ids 2` silently deciding only 2, or
+    `--mode each --mode spread`, is a command line that says two things (repeatable options use action=append)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        seen = namespace.__dict__.setdefault("_given", set())
+        if option_string and self.dest in seen:
+            parser.error(f"{option_string} is given twice ({getattr(namespace, self.dest)!r} and {values!r}): "
+                         f"give it once")
+        seen.add(self.dest)
+        super().__call__(parser, namespace, values, option_string)
+
+
 class CliParser(argparse.ArgumentParser):
-    """argparse whose usage errors reach main() as CliError, so that --json can report them as JSON too."""
+    """argparse whose usage errors reach main() as CliError, so that --json can report them as JSON too. Numbers
+    are read strictly (cli/numbers.py) and an option that takes one value may be given once."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.register("action", None, _StoreOnce)
+        self.register("action", "store", _StoreOnce)
+        self.register("type", int, numbers.whole)
+        self.register("type", float, numbers.finite)
 
     def error(self, message: str):
         e = CliError(f"{self.prog}: {message}")
@@ -88,6 +110,8 @@ def parse_kv(pairs: list[str] | None, what: str) -> dict:
         if "=" not in pair:
             raise CliError(f"{what} {pair!r}: expected key=value")
         k, v = pair.split("=", 1)
+        if k.strip() in out:      # the last one winning silently would hide a typo in a long command line
+            raise CliError(f"{what} {k.strip()} is given twice: give it once")
         out[k.strip()] = parse_value(v)
     return out
 
@@ -99,6 +123,12 @@ def guard(fn):
             return fn(args)
         except ConfigError as e:
             raise DataError(str(e)) from None
-        except (E.EndpointError, TaskError, FilterError) as e:
+        except E.EndpointError as e:
+            text = str(e)
+            if text.startswith("config"):    # the config file is bad, not the command line: name the file, exit 1
+                raise DataError(f"{resolve_config_path(getattr(args, 'config', None))}{text[len('config'):]}") \
+                    from None
+            raise CliError(text) from None
+        except (TaskError, FilterError) as e:
             raise CliError(str(e)) from None
     return wrapped

@@ -5,6 +5,7 @@ import sys
 
 from .. import clean, dedup, sampling, snapshots
 from .common import CliError, DataError, open_cli_store, print_json
+from . import numbers
 from ..config import ConfigError, load_config
 
 PREVIEW_CLUSTERS = 20
@@ -24,13 +25,13 @@ def register(sub, common) -> None:
                    help="rows to judge, comma-separated (default: pending for filters, pending,accepted for "
                         "--normalize)")
     p.add_argument("--apply", action="store_true", help="apply: reject the rows (or write the normalized text)")
-    p.add_argument("--examples", type=int, default=3, help="example rows per filter in the preview")
+    p.add_argument("--examples", type=numbers.at_least(0), default=3, help="example rows per filter in the preview")
     p.add_argument("--runs", action="store_true", help="list applied clean/dedup runs")
     p.add_argument("--undo", metavar="RUN", help="undo an applied run (e.g. filter-3, dedup-5, normalize-4)")
-    p.add_argument("--exempt", type=int, action="append", metavar="ID",
+    p.add_argument("--exempt", type=numbers.sample_id, action="append", metavar="ID",
                    help="keep this row whatever the --filter filters (default: every filter) say; recorded, "
                         "repeatable")
-    p.add_argument("--unexempt", type=int, action="append", metavar="ID",
+    p.add_argument("--unexempt", type=numbers.sample_id, action="append", metavar="ID",
                    help="withdraw the row's exemption from the --filter filters (default: the every-filter one)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_clean)
@@ -42,7 +43,7 @@ def register(sub, common) -> None:
     p.add_argument("--fields", default=None,
                    help="instruction,input (default; plain-text datasets: response), add response to require "
                         "similar responses too")
-    p.add_argument("--threshold", type=float, default=dedup.DEFAULT_THRESHOLD,
+    p.add_argument("--threshold", type=numbers.share, default=dedup.DEFAULT_THRESHOLD,
                    help=f"similarity in 0..1 (default {dedup.DEFAULT_THRESHOLD})")
     p.add_argument("--status", default="pending,accepted", help="rows to consider (default: pending,accepted)")
     p.add_argument("--apply", choices=("keep-best",),
@@ -58,7 +59,7 @@ def register(sub, common) -> None:
                        description="Target shares per task_type/domain/difficulty from a TOML file (see "
                                    "workbench/sampling.py); the selection is a named list, no sample is changed.")
     p.add_argument("--target", metavar="FILE", help="TOML with [targets.<dimension>] shares (not with --by deita)")
-    p.add_argument("--size", type=int, help="rows wanted (default: size in the target file)")
+    p.add_argument("--size", type=numbers.at_least(1), help="rows wanted (default: size in the target file)")
     p.add_argument("--seed", type=int, help="random seed (default: seed in the target file, else 0)")
     p.add_argument("--into", metavar="NAME", help="selection name to write (omit with --dry-run)")
     p.add_argument("--dataset", action="append", help="dataset name (repeat; default: the file's, else all)")
@@ -66,14 +67,14 @@ def register(sub, common) -> None:
                    help="order within buckets: random, or the best RUBRIC scores first (default: the file's, else "
                         "random); deita: no buckets, the top rows by quality x complexity (Deita's scorers) under a "
                         "ROUGE-L diversity bound")
-    p.add_argument("--max-rouge", type=float, default=0.7, metavar="R",
+    p.add_argument("--max-rouge", type=numbers.share, default=0.7, metavar="R",
                    help="with --by deita: take a row only if its ROUGE-L to every taken row is below R (default 0.7)")
     p.add_argument("--fields", default=None,
                    help="with --by deita: fields compared for diversity (default instruction,input,response)")
     p.add_argument("--min-score", action="append", metavar="RUBRIC=N", help="only rows whose RUBRIC score is >= N")
     p.add_argument("--max-score", action="append", metavar="RUBRIC=N", help="only rows whose RUBRIC score is <= N")
     p.add_argument("--include-stale", action="store_true", help="score bounds also match stale scores")
-    p.add_argument("--diversity", type=float, metavar="T",
+    p.add_argument("--diversity", type=numbers.share, metavar="T",
                    help="Deita-style: skip rows at least T similar to one already selected")
     p.add_argument("--fill", action="store_true", help="top up short buckets' rows from buckets with rows to spare")
     p.add_argument("--replace", action="store_true", help="overwrite an existing selection of that name")
@@ -258,7 +259,7 @@ def _print_runs(conn, as_json: bool) -> int:
 def cmd_dedup(args) -> int:
     conn = _store(args)
     try:
-        fields = dedup.parse_fields(args.fields) if args.fields else dedup.fields_for(conn, args.dataset)
+        fields = dedup.parse_fields(args.fields) if args.fields is not None else dedup.fields_for(conn, args.dataset)
         if not 0 < args.threshold <= 1:
             raise ValueError(f"--threshold is a similarity in (0, 1], not {args.threshold}")
         stats = dedup.Stats()
@@ -373,7 +374,8 @@ def _sample_deita(args) -> int:
         raise CliError("--by deita needs --size N")
     conn = _store(args)
     try:
-        fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields else deita.DEFAULT_FIELDS
+        fields = tuple(f.strip() for f in args.fields.split(",") if f.strip()) if args.fields is not None \
+            else deita.DEFAULT_FIELDS
         result = deita.plan(conn, args.size, datasets=args.dataset, max_rouge=args.max_rouge, fields=fields)
         written = None
         if not args.dry_run:

@@ -1,6 +1,7 @@
 """CLI: import, export, datasets, stats, index."""
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -8,7 +9,9 @@ from pathlib import Path
 
 from .. import exporter, formats, importer, safe_output, scores
 from .common import CliError, DataError, open_cli_store, print_json
+from . import numbers
 from ..store import fts_sync, list_datasets, resolve_db_path
+from ..names import name_problem
 from ..fileperms import open_private, private_dir
 from ..safe_text import label, raw_stream
 
@@ -25,9 +28,9 @@ def register(sub, common) -> None:
     p.add_argument("--segment", choices=("heading", "paragraph", "none"),
                    help="text for backtranslation: a heading with its text, or paragraphs merged, as one row each; "
                         "boilerplate and duplicates dropped (default none: each blank-line block is a row)")
-    p.add_argument("--segment-min", type=int, default=600, metavar="CHARS",
+    p.add_argument("--segment-min", type=numbers.at_least(0), default=600, metavar="CHARS",
                    help="with --segment: drop segments shorter than this (default 600)")
-    p.add_argument("--segment-max", type=int, default=3000, metavar="CHARS",
+    p.add_argument("--segment-max", type=numbers.at_least(1), default=3000, metavar="CHARS",
                    help="with --segment: split longer segments at paragraph ends (default 3000)")
     p.add_argument("--license", metavar="SPDX", help="the data's licence (an SPDX id such as CC-BY-4.0), recorded for "
                    "the dataset and listed by every export of its rows")
@@ -80,7 +83,7 @@ def register(sub, common) -> None:
     p = sub.add_parser("provenance", parents=[common],
                        help="one sample's full history: source line, jobs, judgments, edits, decisions, exports")
     p.add_argument("--dataset", required=True)
-    p.add_argument("--id", type=int, required=True, help="the sample id (an export's sample_id column)")
+    p.add_argument("--id", type=numbers.sample_id, required=True, help="the sample id (an export's sample_id column)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_provenance)
 
@@ -128,12 +131,15 @@ def _parse_opts(args) -> formats.ParseOptions:
                            "carrying sample_id")
         text = args.score_scale[0]
         try:
-            lo, hi = (float(x) for x in text.split("-", 1))
-        except ValueError:
-            raise CliError(f"--score-scale: expected LO-HI such as 1-10, got {text!r}") from None
+            lo, hi = (numbers.finite(x) for x in text.split("-", 1))
+        except (ValueError, argparse.ArgumentTypeError):
+            raise CliError(f"--score-scale: expected LO-HI such as 1-10 (finite numbers), got {text!r}") from None
         if lo >= hi:
             raise CliError(f"--score-scale: {text!r} is not a range (LO must be below HI)")
         scale = (lo, hi)
+    if not scores.RUBRIC_RE.fullmatch(args.score_rubric):
+        raise CliError(f"--score-rubric {args.score_rubric!r}: a rubric name is lowercase letters, digits, '_', '-' "
+                       f"and '.'")
     return formats.ParseOptions(prefer=args.prefer, keep_ties=args.keep_ties, score_scale=scale,
                                 score_rubric=args.score_rubric)
 
@@ -167,7 +173,16 @@ def _dry_run(args, opts) -> int:
     return 0
 
 
+def check_dataset_name(name: str | None, flag: str = "--dataset") -> None:
+    """A dataset name given on the command line: not empty, no spaces at either end (as `datasets rename`)."""
+    if name is not None and (not name.strip() or name != name.strip()):
+        raise CliError(f"{flag} {name!r} is not a usable dataset name (empty, or spaces at either end)")
+
+
 def cmd_import(args) -> int:
+    check_dataset_name(args.dataset)
+    if args.segment_min > args.segment_max:
+        raise CliError(f"--segment-min {args.segment_min} is above --segment-max {args.segment_max}")
     if _update_from_shards(args):
         return 0
     opts = _parse_opts(args)
@@ -326,6 +341,13 @@ def cmd_export(args) -> int:
             raise CliError(f"--tag-origin: {e}") from None
     elif args.seed_tag is not None or args.augmented_tag is not None:
         raise CliError("--seed-tag and --augmented-tag go with --tag-origin")
+    if args.name is not None:
+        if not args.name.strip() or args.name.strip().lstrip("#").isdigit():
+            raise CliError(f"--name {args.name!r}: a snapshot name that is empty or a number would be read as a "
+                           f"snapshot id by `workbench diff`")
+        problem = name_problem(args.name, "snapshot")
+        if problem:
+            raise CliError(f"--name: {problem}")
     conn = _store(args)
     if args.shard_rows is not None:
         return _export_shards(args, conn, tags)

@@ -9,7 +9,10 @@ from .. import review, scores
 from ..filters import FilterError, check_scores, iter_filtered, parse_filter
 from ..samples import TEXT_FIELDS
 from ..store import get_dataset
-from .common import CliError, open_cli_store, print_json
+from ..decisions import UnknownIds
+from .common import CliError, DataError, open_cli_store, print_json
+from . import numbers
+from .numbers import INT64_MAX
 
 
 def register(sub, common) -> None:
@@ -22,7 +25,7 @@ def register(sub, common) -> None:
     p.add_argument("--min-score", action="append", metavar="RUBRIC=N", help="same as --filter min_score=RUBRIC=N")
     p.add_argument("--max-score", action="append", metavar="RUBRIC=N", help="same as --filter max_score=RUBRIC=N")
     p.add_argument("--include-stale", action="store_true", help="score bounds also match stale scores")
-    p.add_argument("--limit", type=int, help="at most N samples")
+    p.add_argument("--limit", type=numbers.at_least(0), help="at most N samples")
     p.add_argument("--json", action="store_true")
     p.set_defaults(handler=cmd_samples)
 
@@ -46,7 +49,7 @@ def register(sub, common) -> None:
                                    "rubric's scores stay hidden until you decide), then run `workbench agreement`.")
     p.add_argument("--dataset", required=True)
     p.add_argument("--rubric", required=True, help="e.g. curate, judge, judge.alignment")
-    p.add_argument("--fraction", type=float, default=0.1, help="share of each bucket (default 0.1, at least 1)")
+    p.add_argument("--fraction", type=numbers.share, default=0.1, help="share of each bucket (default 0.1, at least 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", help="selection name (default: spotcheck-DATASET-RUBRIC)")
     p.add_argument("--replace", action="store_true", help="overwrite an existing selection of that name")
@@ -135,44 +138,79 @@ def cmd_samples(args) -> int:
 
 # --- decide --------------------------------------------------------------------------------------------------
 
-def _parse_ids(text: str, where: str) -> list[int]:
-    out = []
+def _id_token(token: str) -> int | None:
+    """A sample id in ASCII digits within SQLite's range, else None ('1e3', '0x10', '-1', '١' are not ids)."""
+    if not token.isascii() or not token.isdigit():
+        return None
+    n = int(token)
+    return n if 1 <= n <= INT64_MAX else None
+
+
+def _parse_ids(text: str, where: str) -> dict[int, str]:
+    """--ids 1,2,3 -> {id: where it was given}."""
+    out: dict[int, str] = {}
     for part in text.split(","):
         part = part.strip()
-        if not part.isdigit() or not part.isascii():
-            raise CliError(f"{where}: {part!r} is not a sample id (ids are whole numbers, comma-separated)")
-        out.append(int(part))
+        n = _id_token(part)
+        if n is None:
+            raise CliError(f"{where}: {_safe(part, 40)!r} is not a sample id (ids are whole numbers from 1, "
+                           f"comma-separated)")
+        out.setdefault(n, where)
     return out
 
 
-def _read_ids(path: str) -> list[int]:
+def _read_ids(path: str) -> dict[int, str]:
+    """--ids-from FILE -> {id: "FILE line N"} (its first line). A bad file is bad data (exit 1): unreadable, not
+    UTF-8, or a line that is not one id; a UTF-8 byte order mark at the start is allowed (Windows editors)."""
+    name = "stdin" if path == "-" else path
     try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise CliError(f"{path}: cannot read: {e}") from None
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
+        data = sys.stdin.buffer.read() if path == "-" else open(path, "rb").read()
+    except OSError as e:
+        raise DataError(f"{name}: cannot read: {e.strerror or e}") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    out: dict[int, str] = {}
+    for n, raw in enumerate(data.split(b"\n"), 1):
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise DataError(f"{name} line {n}: not UTF-8 text (byte {e.start + 1} of the line)") from None
         token = line.strip()
         if not token:
             continue
-        if not token.isdigit() or not token.isascii():
-            raise CliError(f"{path} line {n}: {_safe(token, 40)!r} is not a sample id (one whole number a line)")
-        out.append(int(token))
+        sid = _id_token(token)
+        if sid is None:
+            raise DataError(f"{name} line {n}: {_safe(token, 40)!r} is not a sample id (one whole number from 1 "
+                            f"a line)")
+        out.setdefault(sid, f"{name} line {n}")
     return out
+
+
+def _unknown(e: UnknownIds, where: dict[int, str], dataset: str) -> CliError:
+    """The refusal naming where the first bad id was given (file and line, or --ids), and how many more."""
+    bad = sorted([*e.missing, *e.elsewhere], key=list(where).index)
+    first = bad[0]
+    what = f"no sample with id {first}" if first in e.missing else f"sample {first} is not in dataset {dataset!r}"
+    more = f"; {len(bad)} bad ids in all: {e.args[0]}" if len(bad) > 1 else " (nothing was decided)"
+    err = DataError if where[first] != "--ids" else CliError      # a bad file: 1; the command line: 2
+    return err(f"{where[first]}: {what}{more}")
 
 
 def cmd_decide(args) -> int:
     if not args.ids and not args.ids_from:
         raise CliError("give --ids 1,2,3 or --ids-from FILE")
-    ids = (_parse_ids(args.ids, "--ids") if args.ids else []) + (_read_ids(args.ids_from) if args.ids_from else [])
+    where = _parse_ids(args.ids, "--ids") if args.ids else {}
+    for sid, w in (_read_ids(args.ids_from) if args.ids_from else {}).items():
+        where.setdefault(sid, w)
+    ids = list(where)
     if not ids:
-        raise CliError("no sample ids given")
+        raise DataError(f"{args.ids_from}: no sample ids in it (one whole number a line)")
     conn = _store(args)
     did = _dataset_id(conn, args.dataset)
     try:
         done = review.decide_many(conn, ids, args.action, review.curator_session(), args.reason, dataset_id=did)
-    except KeyError as e:
-        raise CliError(e.args[0]) from None
+    except UnknownIds as e:
+        raise _unknown(e, where, args.dataset) from None
     if args.json:
         print_json(done)
     else:
@@ -180,7 +218,7 @@ def cmd_decide(args) -> int:
         verb = {"accept": "accepted", "reject": "rejected", "reset": "reset to pending"}[args.action]
         print(f"{verb} {len(done)} sample{'s' if len(done) != 1 else ''} ({changed} changed status); "
               f"undo in Review with u")
-        left = len(set(ids)) - len(done)
+        left = len(ids) - len(done)
         if left:
             print(f"left {left} sample{'s' if left != 1 else ''} as decided in Review while this ran")
     return 0

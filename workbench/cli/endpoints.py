@@ -7,8 +7,11 @@ from pathlib import Path
 
 from .. import endpoints as E
 from ..config import save_config
+from ..endpoint_values import duplicate_member
+from ..names import name_problem
 from ..llm import Client, LLMError, connection_failure
 from .common import CliError, DataError, guard, load_cli_config, parse_kv, print_json
+from . import numbers
 
 
 # --- endpoints and pools -------------------------------------------------------------------------------------
@@ -25,20 +28,20 @@ def register(sub, common):
                       help="NAME of the environment variable holding the key (the key is never stored)")
     keys.add_argument("--api-key-file", default=None, metavar="PATH",
                       help="a file holding the key, readable by you only (chmod 600); its path is stored")
-    add.add_argument("--max-concurrency", type=int, default=256,
+    add.add_argument("--max-concurrency", type=numbers.at_least(1), default=256,
                      help="a ceiling: how many requests go at once is found from the server's latency (default 256)")
     add.add_argument("--fixed-concurrency", action="store_true",
                      help="always send --max-concurrency requests at once instead of finding the level")
-    add.add_argument("--rpm", type=int, default=0, help="requests per minute (0: no limit)")
-    add.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: no limit)")
-    add.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    add.add_argument("--max-retries", type=int, default=6)
-    add.add_argument("--max-reply-bytes", type=int, default=E.DEFAULT_MAX_REPLY_BYTES,
+    add.add_argument("--rpm", type=numbers.at_least(0), default=0, help="requests per minute (0: no limit)")
+    add.add_argument("--tpm", type=numbers.at_least(0), default=0, help="tokens per minute (0: no limit)")
+    add.add_argument("--timeout", type=numbers.number_at_least(0, above=True), default=120.0, help="seconds per request")
+    add.add_argument("--max-retries", type=numbers.at_least(0), default=6)
+    add.add_argument("--max-reply-bytes", type=numbers.at_least(1), default=E.DEFAULT_MAX_REPLY_BYTES,
                      help="a longer reply fails its item as 'reply too large' (default 1 MiB)")
     add.add_argument("--json-mode", choices=E.JSON_MODES, default="json_schema",
                      help="response_format the server accepts for JSON replies")
-    add.add_argument("--cost-in", type=float, default=0.0, help="cost per 1k prompt tokens")
-    add.add_argument("--cost-out", type=float, default=0.0, help="cost per 1k completion tokens")
+    add.add_argument("--cost-in", type=numbers.number_at_least(0), default=0.0, help="cost per 1k prompt tokens")
+    add.add_argument("--cost-out", type=numbers.number_at_least(0), default=0.0, help="cost per 1k completion tokens")
     add.add_argument("--batch-cost-factor", type=float, default=E.BATCH_COST_FACTOR, metavar="SHARE",
                      help="what a Batch API job (`run --batch`) pays, as a share of the costs above (default 0.5: "
                           "OpenAI's batch price)")
@@ -64,7 +67,14 @@ def register(sub, common):
     padd.set_defaults(handler=guard(cmd_pools_add))
 
 
+def _check_name(name: str, what: str) -> None:
+    problem = name_problem(name, what)
+    if problem:
+        raise CliError(problem)
+
+
 def cmd_endpoints_add(args) -> int:
+    _check_name(args.name, "endpoint")
     cfg = load_cli_config(args)
     key_file = str(Path(args.api_key_file).expanduser().absolute()) if args.api_key_file else None
     if key_file:
@@ -158,7 +168,15 @@ def cmd_endpoints_test(args) -> int:
 
 
 def cmd_pools_add(args) -> int:
+    _check_name(args.name, "pool")
     cfg = load_cli_config(args)
+    known = E.endpoints(cfg)
+    for m in args.endpoint:       # the command line's members first: a bad one is usage (2), not a bad config
+        if m not in known:
+            raise CliError(f"--endpoint {m}: no endpoint named {m!r}; configured: {', '.join(sorted(known)) or 'none'}")
+    dup = duplicate_member(args.endpoint, {n: {"base_url": ep.base_url, "model": ep.model} for n, ep in known.items()})
+    if dup:
+        raise CliError(f"pool {args.name}: {dup}")
     path = save_config(E.add_pool(cfg, args.name, args.endpoint, args.mode), getattr(args, "config", None))
     print(f"pool {args.name} saved to {path}")
     return 0

@@ -13,8 +13,9 @@ from pathlib import Path
 from .. import endpoints as E
 from .. import jobs as J
 from .common import CliError, guard, load_cli_config, open_cli_store, parse_kv, print_json
+from . import numbers
 from ..store import open_store, resolve_db_path
-from ..tasks import load_tasks, params_help
+from ..tasks import TaskError, load_tasks, params_help
 from ..safe_text import raw_stream
 from ..batch_state import batch_cell, batch_lines
 
@@ -25,10 +26,10 @@ def register(sub, common):
     _register_run(sub, common)
     w = sub.add_parser("worker", parents=[common], help="run queued LLM jobs (keep it running, or --until-idle)")
     w.add_argument("--until-idle", action="store_true", help="exit when no job is left to run")
-    w.add_argument("--job", type=int, default=None, help="run only this job")
-    w.add_argument("--lease-seconds", type=float, default=J.LEASE_SECONDS,
+    w.add_argument("--job", type=numbers.sample_id, default=None, help="run only this job")
+    w.add_argument("--lease-seconds", type=numbers.number_at_least(0, above=True), default=J.LEASE_SECONDS,
                    help="how long a silent worker keeps its job before another may take it over")
-    w.add_argument("--max-inflight", type=int, default=None,
+    w.add_argument("--max-inflight", type=numbers.at_least(1), default=None,
                    help="items in flight at once (default: twice the pool's total concurrency)")
     w.set_defaults(handler=cmd_worker)
     _register_jobs(sub, common)
@@ -66,6 +67,8 @@ def _register_run(sub, common):
 
 
 def cmd_run(args) -> int:
+    from .data import check_dataset_name
+    check_dataset_name(getattr(args, "into", None), "--into")
     cfg = load_cli_config(args)
     conn = open_cli_store(args)
     if getattr(args, "candidates_from", None):
@@ -236,6 +239,14 @@ class ProgressPrinter:
 def cmd_worker(args) -> int:
     from ..worker import run_worker
     cfg = load_cli_config(args)
+    if args.job is not None:      # a job that does not exist would leave the worker with nothing to do, silently
+        conn = open_cli_store(args)
+        try:
+            J.get_job(conn, args.job)
+        except TaskError as e:
+            raise CliError(str(e)) from None
+        finally:
+            conn.close()
     handler = logging.StreamHandler(sys.stderr)
     # the log is a file (the TUI's workers) that outlives the run: no key in it, whatever a message quotes
     handler.setFormatter(RedactingFormatter(E.secrets(cfg),
@@ -303,10 +314,10 @@ def _register_jobs(sub, common):
                           ("retry", "run the failed items of a job again"),
                           ("show", "one job in full, with its latest failures")):
         a = js.add_parser(action, parents=[common], help=help_)
-        a.add_argument("id", type=int)
+        a.add_argument("id", type=numbers.sample_id)
         if action == "show":
             a.add_argument("--json", action="store_true")
-            a.add_argument("--failures", type=int, default=10, help="how many failed items to show")
+            a.add_argument("--failures", type=numbers.at_least(0), default=10, help="how many failed items to show")
         a.set_defaults(handler=guard(cmd_job_action), action=action)
 
 

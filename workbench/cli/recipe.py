@@ -9,6 +9,7 @@ from .. import recipes
 from ..store import resolve_db_path
 from .common import CliError, print_json
 from .common import load_cli_config, guard, open_cli_store
+from . import numbers
 from .jobs import add_batch_args, batch_opts, cancel_at_provider, report_line, summary_line
 from ..batch_state import round_cell
 
@@ -29,12 +30,12 @@ def register(sub, common):
     ls.add_argument("--json", action="store_true")
     ls.set_defaults(handler=guard(cmd_recipe_list))
     sh = rs.add_parser("show", parents=[common], help="one recipe run with each step's progress")
-    sh.add_argument("id", type=int)
+    sh.add_argument("id", type=numbers.sample_id)
     sh.add_argument("--json", action="store_true")
     sh.set_defaults(handler=guard(cmd_recipe_show))
     ca = rs.add_parser("cancel", parents=[common], help="cancel a running recipe: its unfinished jobs, and every "
                                                           "step not started yet")
-    ca.add_argument("id", type=int)
+    ca.add_argument("id", type=numbers.sample_id)
     ca.add_argument("--json", action="store_true")
     ca.set_defaults(handler=guard(cmd_recipe_cancel))
 
@@ -45,6 +46,8 @@ def _vars(pairs) -> dict[str, str]:
         if "=" not in pair:
             raise CliError(f"--var {pair!r}: expected NAME=VALUE")
         k, v = pair.split("=", 1)
+        if k.strip() in out:
+            raise CliError(f"--var {k.strip()} is given twice: give it once")
         out[k.strip()] = v
     return out
 

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 from .common import CliError
+from . import numbers
 from ..store import get_dataset, open_store
 
 
 def register(sub, common) -> None:
     p = sub.add_parser("review", parents=[common], help="open the TUI on the Review screen of a dataset")
     p.add_argument("--dataset", required=True, help="dataset name (see `workbench datasets`)")
-    p.add_argument("--sample", type=int, default=None, help="start at this sample id instead of where you left off")
+    p.add_argument("--sample", type=numbers.sample_id, default=None, help="start at this sample id instead of where you left off")
     p.add_argument("--selection", default=None,
                    help="walk only this named selection, in id order (a spot-check hides scores until you decide)")
     p.set_defaults(handler=review)

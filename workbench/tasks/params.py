@@ -1,6 +1,7 @@
 """Task parameters: declaration (Param), parsing of `--param k=v` values, and checking against a task's declaration."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,10 @@ class Param:
         return self.type or (type(self.default) if self.default is not None else str)
 
 
+# the sampling parameters every OpenAI-compatible server reads: a value outside these is an error there, hours later
+SAMPLING_BOUNDS = {"temperature": (0, None), "top_p": (0, 1), "max_tokens": (1, None)}
+
+
 def coerce(name: str, spec: Param, value: Any) -> Any:
     kind = spec.kind
     if value is None:
@@ -37,9 +42,14 @@ def coerce(name: str, spec: Param, value: Any) -> Any:
     elif kind in (int, float):
         if isinstance(value, str):
             value = parse_value(value)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise TaskError(f"param {name}: expected a finite {kind.__name__}, got {value!r}")
         if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
             raise TaskError(f"param {name}: expected {kind.__name__}, got {value!r}")
         out = kind(value)
+        lo, hi = SAMPLING_BOUNDS.get(name, (None, None))
+        if (lo is not None and out < lo) or (hi is not None and out > hi):
+            raise TaskError(f"param {name}: {out!r} is out of range ({lo} to {hi if hi is not None else 'any'})")
     elif kind is str:
         out = str(value)
     else:
