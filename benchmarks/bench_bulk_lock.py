@@ -14,7 +14,10 @@ each code; this code migrates its copy). Jobs, each in its own process, each on 
   decide   `decide --ids-from F --accept` of 200k pending samples of main
   filters  `clean` applying a filter pass's preview of every third pending sample of main (~220k)
   index    the FTS `index` build of 300k rows not yet indexed;  stats: the Balance counts fold of 300k rows
-  merge    `dataset merge main extra --into main` (extra's 50k rows move);  delete: `dataset delete main` (last)
+  normalize `clean --normalize --apply` of a preview changing the response of every 20th pending row of main
+           (~33k at 1M: text, hash, duplicate flags and search entries rewritten)
+  merge    `dataset merge main extra --into main` (extra's 50k rows move);  delete: `dataset delete main` (last:
+           950k rows with their judgments, scores and search entries)
 For each: wall and CPU seconds, bytes read through SQLite (rchar of /proc/self/io, the process's own reads minus
 its start-up), the longest write transaction (BEGIN IMMEDIATE .. COMMIT, from the connection's statement trace),
 and a concurrent decision writer (another process of the same code: a write transaction through the workbench's
@@ -138,7 +141,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--work", type=Path, default=Path("/tmp/bench_bulk_lock"))
     ap.add_argument("--base", type=Path, help="a checkout of the code to compare against (main's)")
-    ap.add_argument("--jobs", default="export,keep,shards,undo,filters,decide,index,stats,merge,delete",
+    ap.add_argument("--jobs", default="export,keep,shards,undo,filters,decide,index,stats,normalize,merge,delete",
                     help="comma-separated, run in this order on one store per code (delete last: it removes main)")
     a = ap.parse_args()
     a.work.mkdir(parents=True, exist_ok=True)
@@ -183,6 +186,7 @@ def main() -> None:
         "decide": "from workbench.decisions import decide_many\n"
                   "r = decide_many(conn, IDS, 'accept', 'bench', 'bench decide', dataset_id=DID); n = len(r)",
         "filters": "from workbench.clean import apply_filters\nr = apply_filters(conn, PREVIEW); n = r.rejected",
+        "normalize": "from workbench.clean import apply_normalize\nr = apply_normalize(conn, PREVIEW); n = r.rejected",
         "index": "from workbench.store import fts_sync\nn = fts_sync(conn)",
         "stats": "from workbench import stats\nn = stats.fold(conn)",
         "merge": "from workbench.dataset_ops import merge_datasets\n"
@@ -208,6 +212,11 @@ def main() -> None:
                    "PREVIEW = Preview(['too_short'], hits=[Hit(r[0], 'main', 'too_short', '', 'pending') for r in "
                    "conn.execute(\"SELECT id FROM samples WHERE dataset_id = (SELECT id FROM datasets WHERE name = "
                    "'main') AND status = 'pending' AND id % 3 = 0 ORDER BY id\")])",
+        # a normalize preview changing the response of every 20th pending sample of main (~33k at 1M)
+        "normalize": "from workbench.clean import NormalizePreview\n"
+                     "PREVIEW = NormalizePreview({}, changes=[(i, 'main', {'response': r}, {'response': r + ' .'}) "
+                     "for i, r in conn.execute(\"SELECT id, response FROM samples WHERE dataset_id = (SELECT id FROM "
+                     "datasets WHERE name = 'main') AND status = 'pending' AND id % 20 = 1 ORDER BY id\")])",
         # the search index and the Balance counts 300k rows behind, as after a big import
         "index": "conn.execute(\"UPDATE meta SET value = CAST(value AS INTEGER) - 300000 WHERE key = 'fts_upto'\"); conn.commit()",
         "stats": "conn.execute(\"UPDATE meta SET value = CAST(value AS INTEGER) - 300000 WHERE key = 'stats_upto'\"); conn.commit()",
@@ -224,10 +233,10 @@ def main() -> None:
             results[job, label] = run_job(code, dbs[label], step, a.work, setups.get(job, ""))
     print(f"\n{a.rows:,}-row store; load average {os.getloadavg()[0]:.1f} at the end. Targets: longest write "
           f"transaction <= {TARGET_TX_MS} ms, writer wait <= {TARGET_WAIT_MS} ms.")
-    print(f"{'job':8} {'code':5} {'rows':>9} {'wall s':>8} {'CPU s':>7} {'read MB':>9} {'RSS MB':>7} "
+    print(f"{'job':9} {'code':5} {'rows':>9} {'wall s':>8} {'CPU s':>7} {'read MB':>9} {'RSS MB':>7} "
           f"{'txs':>6} {'longest tx ms':>14} {'writes':>7} {'wait max ms':>12} {'wait p99 ms':>12}")
     for (job, label), r in results.items():
-        print(f"{job:8} {label:5} {r['n']:>9,} {r['wall']:>8.1f} {r['cpu']:>7.1f} {r['rchar'] / 1e6:>9.0f} "
+        print(f"{job:9} {label:5} {r['n']:>9,} {r['wall']:>8.1f} {r['cpu']:>7.1f} {r['rchar'] / 1e6:>9.0f} "
               f"{r['rss_mb']:>7.0f} {r['txs']:>6} {r['longest_tx'] * 1000:>14.0f} {r['writes']:>7} "
               f"{r['wait_max'] * 1000:>12.0f} {r['wait_p99'] * 1000:>12.0f}")
     for job in a.jobs.split(","):

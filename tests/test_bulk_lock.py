@@ -338,7 +338,8 @@ def test_a_shard_import_meeting_a_conflict_midway_undoes_itself(tmp_path, small_
     assert conn.execute("SELECT count(*) FROM bulk_run_scores").fetchone()[0] == 0
 
 
-def test_a_shard_import_killed_midway_is_undone_by_the_next_command(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["cli", "tui"])
+def test_a_shard_import_killed_midway_is_undone_by_the_next_command(tmp_path, monkeypatch, how):
     db = tmp_path / "s.db"
     seed(db)
     seed_scores(db)
@@ -352,10 +353,17 @@ def test_a_shard_import_killed_midway_is_undone_by_the_next_command(tmp_path, mo
     assert left.execute("SELECT count(*) FROM bulk_runs WHERE kind = 'update'").fetchone()[0] == 1
     assert 0 < left.execute("SELECT count(*) FROM decisions WHERE action = 'update'").fetchone()[0] < ROWS // 3
     left.close()
-    from conftest import run_cli
-    monkeypatch.setenv("WORKBENCH_DB", str(db))
-    code, _, err = run_cli("datasets")                  # any command
-    assert code == 0, err
+    if how == "cli":
+        from conftest import run_cli
+        monkeypatch.setenv("WORKBENCH_DB", str(db))
+        code, _, err = run_cli("datasets")                  # any command
+        assert code == 0, err
+    else:                                                   # the TUI's store thread opening it
+        from workbench.app import StoreRunner
+        runner = StoreRunner(db)
+        runner._call(lambda c: None, (), {})
+        for c in runner._conns:
+            c.close()
     conn = open_store(db)
     assert texts_and_scores(conn) == before
     assert conn.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 0

@@ -30,7 +30,8 @@ from textual.screen import Screen
 from . import keymap
 from .config import ConfigError, load_config, load_ui_state, resolve_config_path, save_ui_state
 from .safe_text import sanitize
-from .store import open_store, resolve_db_path
+from .recovery import open_recovered
+from .store import resolve_db_path
 
 # name -> "module:Class". List only modules that exist: a missing one is an error when opened, not hidden.
 SCREEN_REGISTRY: dict[str, str] = {
@@ -90,7 +91,7 @@ class StoreRunner:
     def _call(self, fn: Callable, args: tuple, kwargs: dict):
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = self._local.conn = open_store(self.db_path)
+            conn = self._local.conn = open_recovered(self.db_path)   # as the CLI's open
             self._conns.append(conn)
         return fn(conn, *args, **kwargs)
 

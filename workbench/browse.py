@@ -15,7 +15,7 @@ import sqlite3
 from dataclasses import dataclass, replace
 
 from . import rounds, scores
-from .store import STATUSES, fts_query, status_counts
+from .store import IN_A_DATASET, STATUSES, fts_query, status_counts
 
 SORT_KEYS = ("id", "score", "length", "status", "task_type")
 _SORT_SQL = {"id": "id", "length": "instruction_len + response_len", "status": "status",
@@ -59,6 +59,8 @@ class Filter:
             if getattr(self, col) is not None:
                 conds.append(f"{col} = ?")
                 params.append(getattr(self, col))
+        if self.dataset_id is None:
+            conds.append(IN_A_DATASET)
         if self.scores:
             cond, cparams = self.scores.sql("samples.id")
             conds.append(cond)

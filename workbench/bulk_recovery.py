@@ -8,8 +8,10 @@ on by the open after it):
   - an unpublished export: its snapshot_items, its temp file or directory, the reservation;
   - an unfinished keep: every rejection it made that is still as it left it is reverted with an 'undo' decision of
     the same run (as `clean --undo` does; a decision a curator made since is left alone), then the marker goes.
+  - an unfinished `dataset delete` or `dataset merge` is finished (rolled forward; workbench/bulk_delete.py).
 An unfinished shard import rewrote texts, which only samples.py can undo (it imports the store: this module may
-not), so shard_update.recover undoes it: called by every CLI command's open and by the next shard import.
+not), so shard_update.recover undoes it: called by every open of the CLI and the TUI (workbench/recovery.py)
+and by the next shard import.
 The store is then as it was before the job, and the run log says a run was started and undone.
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import orjson
 
+from . import bulk_delete, fts_quiet
 from .import_recovery import _alive as alive
 from .short_tx import ShortTransactions
 
@@ -37,11 +40,11 @@ def _now() -> str:     # store.now (store imports this module)
 
 
 def recover(conn: sqlite3.Connection) -> None:
-    """On open: undo the exports and keeps whose process has ended."""
+    """On open: undo the exports and keeps whose process has ended, finish the dataset deletes and merges."""
     try:
         snaps = conn.execute("SELECT snapshot_id, pid FROM snapshot_writes").fetchall()
-        runs = conn.execute("SELECT id, run, pid, kind FROM bulk_runs WHERE kind IN ('keep', 'filter', 'decide')"
-                            ).fetchall()
+        runs = conn.execute("SELECT id, run, pid, kind FROM bulk_runs WHERE kind IN ('keep', 'filter', 'decide', "
+                            "'dataset-delete', 'dataset-merge')").fetchall()
     except sqlite3.OperationalError:     # a store from before the migration (a read-only open of an old store)
         return
     try:
@@ -51,12 +54,18 @@ def recover(conn: sqlite3.Connection) -> None:
                 discard_snapshot(conn, snap)
         for bulk_id, run, pid, kind in runs:
             if not alive(pid) and claim(conn, "bulk_runs", "id", bulk_id, pid):
-                if kind == "decide":
+                if kind in ("dataset-delete", "dataset-merge"):   # rolled forward: begun is as good as done
+                    log.warning("finishing the %s of %r: its process (%s) ended before it completed", kind, run, pid)
+                    bulk_delete.finish(conn, bulk_id, kind)
+                elif kind == "decide":
                     log.warning("undoing an unfinished `decide`: its process (%s) ended before it completed", pid)
                     roll_back_decided(conn, bulk_id)
                 else:
                     log.warning("undoing run %s: its process (%s) ended before it completed", run, pid)
                     roll_back_run(conn, run)
+        if conn.execute("SELECT 1 FROM meta WHERE key = 'fts_saved'").fetchone():
+            with ShortTransactions(conn):      # a writer killed while it held the search index's merging off
+                fts_quiet.restore_abandoned(conn)
     except sqlite3.OperationalError as e:   # a read-only store, a full disk: the next writable open does it
         log.warning("cannot undo an unfinished export or keep yet: %s", e)
 

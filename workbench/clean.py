@@ -32,10 +32,10 @@ from . import automatic
 from .bulk_recovery import roll_back_run
 from .normalize import NORMALIZE_DEFAULTS, normalize_options, normalize_sample, normalize_text  # noqa: F401
 from .runs import (RUN_ACTIONS, RunInfo, UndoResult, current_fields, json_text, list_runs,  # noqa: F401
-                   log_status_changes, new_run, undo_run)
+                   log_status_changes, new_run, roll_back_unfinished, undo_run)
 from .samples import write_text
-from .short_tx import ShortTransactions
-from .store import STATUSES, now, transaction
+from .short_tx import ShortTransactions, roomy_wal
+from .store import STATUSES, now
 
 # --- filters ------------------------------------------------------------------------------------------------
 
@@ -485,17 +485,39 @@ def preview_normalize(conn: sqlite3.Connection, datasets: Iterable[str] | None =
 
 
 def apply_normalize(conn: sqlite3.Connection, result: NormalizePreview) -> ApplyResult:
-    """Write the previewed text changes as one run; each decision keeps the text before and after."""
-    with transaction(conn):
-        logs, skipped = [], 0
-        run = None
-        for sid, _, before, after in result.changes:
-            if current_fields(conn, sid, before) != before:      # edited since the preview
-                skipped += 1
-                continue
-            run = run or new_run(conn, "normalize")
-            write_text(conn, sid, after)
-            logs.append((sid, json_text(before), json_text(after), run, now()))
-        conn.executemany("INSERT INTO decisions (sample_id, action, before, after, reason, session, created_at) "
-                         "VALUES (?, 'normalize', ?, ?, 'normalize', ?, ?)", logs)
-    return ApplyResult(run, len(logs), skipped)
+    """Write the previewed text changes as one run; each decision keeps the text before and after. A row edited
+    since the preview is left alone.
+
+    In short transactions, as apply_filters, each reading the texts it changes (an edit a curator makes meanwhile
+    stands); `bulk_runs` marks the run unfinished until its last chunk. A failure midway takes back what was
+    written before it is reported (runs.roll_back_unfinished), and a process that died midway is taken back by
+    the next open (workbench/recovery.py): the store never keeps part of a normalize run."""
+    run, logs_n, skipped = None, 0, 0
+    try:
+        with roomy_wal(conn), ShortTransactions(conn) as tx:
+            for i in range(0, len(result.changes), NORMALIZE_CHUNK):
+                logs = []
+                for sid, _, before, after in result.changes[i:i + NORMALIZE_CHUNK]:
+                    if current_fields(conn, sid, before) != before:      # edited since the preview
+                        skipped += 1
+                        continue
+                    if run is None:   # the run and its unfinished mark start with its first change
+                        run = new_run(conn, "normalize")
+                        conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES ('normalize', ?, ?, "
+                                     "?)", (run, os.getpid(), now()))
+                    write_text(conn, sid, after)
+                    logs.append((sid, json_text(before), json_text(after), run, now()))
+                conn.executemany("INSERT INTO decisions (sample_id, action, before, after, reason, session, "
+                                 "created_at) VALUES (?, 'normalize', ?, ?, 'normalize', ?, ?)", logs)
+                logs_n += len(logs)
+                tx.next()
+            if run is not None:
+                conn.execute("DELETE FROM bulk_runs WHERE run = ?", (run,))
+    except BaseException:
+        if run is not None and conn.execute("SELECT 1 FROM bulk_runs WHERE run = ?", (run,)).fetchone():
+            roll_back_unfinished(conn, run)
+        raise
+    return ApplyResult(run, logs_n, skipped)
+
+
+NORMALIZE_CHUNK = 50      # rows a chunk rewrites (text, hash, duplicate flags, search entries: ~0.3-1 ms each)

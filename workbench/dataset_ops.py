@@ -1,15 +1,20 @@
 """Datasets as things one manages: rename, delete (with everything hanging off its samples), merge.
 
-Each operation is one transaction and is recorded in the decisions log (sample_id 0: it concerns a dataset, not a
-sample) with what it changed, so the history says where a dataset went.
+Rename is one transaction; delete and merge are short ones rolled forward through a marker (workbench/bulk_delete.py).
+Each operation is recorded in the decisions log (sample_id 0: it concerns a dataset, not a sample) with what it
+changed, so the history says where a dataset went.
 """
 from __future__ import annotations
 
+import logging
 import sqlite3
 
 import orjson
 
+from . import bulk_delete
 from .store import get_dataset, now, transaction
+
+log = logging.getLogger(__name__)
 
 ACTIONS = ("dataset-rename", "dataset-delete", "dataset-merge")
 ACTIVE_JOBS = ("queued", "running", "paused")
@@ -45,10 +50,6 @@ def _log(conn: sqlite3.Connection, action: str, before: dict, after: dict, sessi
                  (action, orjson.dumps(before).decode(), orjson.dumps(after).decode(), session, now()))
 
 
-def _forget_positions(conn: sqlite3.Connection, did: int) -> None:
-    conn.execute("DELETE FROM meta WHERE key = ?", (f"review.position.{did}",))
-
-
 def counts(conn: sqlite3.Connection, name: str) -> dict:
     """What a delete would remove (for the confirmation question)."""
     did, _ = _need(conn, name)
@@ -66,45 +67,42 @@ def rename_dataset(conn: sqlite3.Connection, old: str, new: str, session: str) -
         did, _ = _need(conn, old)
         if get_dataset(conn, new) is not None:
             raise DatasetError(f"a dataset named {new!r} already exists (merge them with `datasets merge`)")
+        _not_held(conn, did, old)
+        if conn.execute("SELECT 1 FROM bulk_runs WHERE kind = 'dataset-delete' AND run = ?", (new,)).fetchone():
+            raise DatasetError(f"a dataset named {new!r} is still being deleted; try again once it has finished")
         conn.execute("UPDATE datasets SET name = ? WHERE id = ?", (new, did))
         _log(conn, "dataset-rename", {"dataset": old, "id": did}, {"dataset": new, "id": did}, session)
     return {"id": did, "old": old, "new": new}
 
 
+def _not_held(conn: sqlite3.Connection, did: int, name: str) -> None:
+    busy_with = bulk_delete.held(conn, did)
+    if busy_with:
+        raise DatasetError(f"dataset {name!r} is part of an unfinished {busy_with}; try again once it has finished")
+    row = conn.execute("SELECT id FROM imports WHERE dataset_id = ? AND state = 'running' LIMIT 1", (did,)).fetchone()
+    if row:
+        raise DatasetError(f"an import into dataset {name!r} is running (import {row[0]}); try again once it has "
+                           "finished")
+
+
 def delete_dataset(conn: sqlite3.Connection, name: str, session: str) -> dict:
-    """The dataset, its samples, and their decisions, judgments, candidates, selections and search entries."""
+    """The dataset, its samples, and their decisions, judgments, candidates, selections and search entries.
+
+    One short transaction takes the dataset out of sight (no list, view, export or count has it from then on; its
+    name stays taken) and marks it; its rows then go in short transactions (workbench/bulk_delete.py), so other
+    writers wait at most one of them. A delete killed midway is finished by the next open of the store."""
     with transaction(conn):
         did, kind = _need(conn, name)
         _no_active_jobs(conn, did, name)
-        gone = counts(conn, name)
-        in_ds = "sample_id IN (SELECT id FROM samples WHERE dataset_id = ?)"
-        for table in ("decisions", "judgments", "candidates", "selections"):
-            conn.execute(f"DELETE FROM {table} WHERE {in_ds}", (did,))
-        row = conn.execute("SELECT value FROM meta WHERE key = 'fts_upto'").fetchone()
-        if row:   # the search index has external content: drop the indexed rows' entries by their old text
-            conn.execute("INSERT INTO samples_fts (samples_fts, rowid, instruction, input, response) "
-                         "SELECT 'delete', id, instruction, input, response FROM samples "
-                         "WHERE dataset_id = ? AND id <= ?", (did, int(row[0])))
-        conn.execute("DELETE FROM samples WHERE dataset_id = ?", (did,))
-        # ids freed at the top are given out again by the next insert: the search index and the Balance counts must
-        # take them as new rows (the delete trigger lowers stats_upto only while a counted row is the top one, and
-        # nothing lowered fts_upto: search and Balance missed every reused id)
-        conn.execute("UPDATE meta SET value = (SELECT coalesce(max(id), 0) FROM samples) WHERE key IN "
-                     "('fts_upto', 'stats_upto') AND CAST(value AS INTEGER) > (SELECT coalesce(max(id), 0) "
-                     "FROM samples)")
-        # the dataset id is given out again too: its maintained counts (all 0 now) and rubrics go with it
-        for table in ("sample_stats", "score_stats", "score_rubrics"):
-            conn.execute(f"DELETE FROM {table} WHERE dataset_id = ?", (did,))
-        conn.execute("DELETE FROM imports WHERE dataset_id = ?", (did,))
-        conn.execute("DELETE FROM datasets WHERE id = ?", (did,))
-        _forget_positions(conn, did)
-        _log(conn, "dataset-delete", {**gone, "id": did, "kind": kind}, {}, session)
-    return gone
+        _not_held(conn, did, name)
+        bulk = bulk_delete.begin_delete(conn, did, name, kind, session)
+    return _finish(conn, bulk, bulk_delete.finish_delete)
 
 
 def merge_datasets(conn: sqlite3.Connection, sources: list[str], into: str, session: str) -> dict:
     """The sources' samples (with their decisions, judgments and candidates, which follow the sample ids) move into
-    `into`, created if new; the emptied sources are removed."""
+    `into`, created if new; the emptied sources are removed. In short transactions, rolled forward: a merge killed
+    midway is finished by the next open of the store (workbench/bulk_delete.py)."""
     _check_name(into)
     if len(set(sources)) != len(sources) or len(sources) < 2:
         raise DatasetError("merge needs two or more different datasets")
@@ -112,6 +110,7 @@ def merge_datasets(conn: sqlite3.Connection, sources: list[str], into: str, sess
         found = [(n, *_need(conn, n)) for n in sources]
         for n, did, _ in found:
             _no_active_jobs(conn, did, n)
+            _not_held(conn, did, n)
         kinds = {k for _, _, k in found}
         target = get_dataset(conn, into)
         if target is None:
@@ -119,23 +118,22 @@ def merge_datasets(conn: sqlite3.Connection, sources: list[str], into: str, sess
                                (into, kinds.pop() if len(kinds) == 1 else "mixed", now())).lastrowid
         else:
             tid = target[0]
+            _not_held(conn, tid, into)
             if any(k != target[2] for k in kinds):
                 conn.execute("UPDATE datasets SET kind = 'mixed' WHERE id = ?", (tid,))
-        moved = 0
-        for n, did, _ in found:
-            if did == tid:
-                continue
-            moved += conn.execute("UPDATE samples SET dataset_id = ? WHERE dataset_id = ?", (tid, did)).rowcount
-            conn.execute("UPDATE imports SET dataset_id = ? WHERE dataset_id = ?", (tid, did))
-            # the triggers moved the counts; the rubrics scored in the source are now scored in the target
-            conn.execute("INSERT INTO score_rubrics (dataset_id, rubric, scale_min, scale_max) "
-                         "SELECT ?, rubric, scale_min, scale_max FROM score_rubrics WHERE dataset_id = ? AND true "
-                         "ON CONFLICT DO UPDATE SET scale_min = min(scale_min, excluded.scale_min), "
-                         "scale_max = max(scale_max, excluded.scale_max)", (tid, did))
-            for table in ("sample_stats", "score_stats", "score_rubrics"):
-                conn.execute(f"DELETE FROM {table} WHERE dataset_id = ?", (did,))
-            conn.execute("DELETE FROM datasets WHERE id = ?", (did,))
-            _forget_positions(conn, did)
-        _log(conn, "dataset-merge", {"datasets": [{"dataset": n, "id": d} for n, d, _ in found]},
-             {"dataset": into, "id": tid, "moved": moved}, session)
-    return {"into": into, "id": tid, "sources": sources, "moved": moved}
+        bulk = bulk_delete.begin_merge(conn, [[n, d] for n, d, _ in found], into, tid, session)
+    return _finish(conn, bulk, bulk_delete.finish_merge)
+
+
+def _finish(conn: sqlite3.Connection, bulk: int, finish) -> dict:
+    """Run the begun delete or merge to its end; one that fails (a full disk, Ctrl-C) is handed to the next open of
+    the store, which finishes it (its marker no longer names this process, which may live on: the TUI)."""
+    try:
+        return finish(conn, bulk)
+    except BaseException:
+        try:
+            with transaction(conn):
+                conn.execute("UPDATE bulk_runs SET pid = NULL WHERE id = ?", (bulk,))
+        except sqlite3.Error as e:     # the error being raised says more; this one is only logged
+            log.warning("the unfinished dataset operation %s is finished once this process ends: %s", bulk, e)
+        raise

@@ -44,7 +44,7 @@ from .near_dup import (ANCHOR_MIN_WORDS, CHUNK, DEFAULT_THRESHOLD, GATE, KEY_BYT
                        near_duplicate_sigs)
 from .runs import log_status_changes, new_run   # the undoable run log, shared with the filters
 from .short_tx import ShortTransactions
-from .store import STATUSES, open_store, transaction
+from .store import IN_A_DATASET, STATUSES, open_store, transaction
 
 MATCH_FIELDS = ("instruction", "input", "response")
 DEFAULT_FIELDS = ("instruction", "input")
@@ -75,6 +75,8 @@ def scope_where(dataset_ids: list[int] | None, statuses: Iterable[str]) -> tuple
     if dataset_ids is not None:
         clauses.append(f"dataset_id IN ({','.join('?' * len(dataset_ids))})")
         params += dataset_ids
+    else:
+        clauses.append(IN_A_DATASET)
     return " AND ".join(clauses), params
 
 

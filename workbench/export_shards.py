@@ -25,7 +25,7 @@ import orjson
 
 from . import __version__, provenance, safe_output, snapshot_write
 from .export_shapes import parquet_fields
-from .exporter import ExportFailed, ExportResult, describe_counts, parse_statuses, select
+from .exporter import ExportFailed, ExportResult, describe_counts, one_snapshot, parse_statuses, select
 from .fileperms import DIR_MODE, FILE_MODE
 from .safe_output import OutputError
 from .store import now, transaction
@@ -135,21 +135,22 @@ def export_shards(conn: sqlite3.Connection, out_dir, shard_rows: int, dataset=No
                                                       for i, f in enumerate(schema)], schema=schema))
                     batch = []
 
-            for r in _rows(conn, sel.where, sel.params, with_ids):
-                if shard is None:
-                    shard = _Shard(tmp / SHARD_NAME.format(len(shards)), schema)
-                sid, chash, status, ds, import_id, parent_id, job_id = r[width:]
-                batch.append(r)
-                ids.append(sid)
-                hashes.append(chash)
-                lineage.add(sid, ds, import_id, parent_id, job_id)
-                by_status[status] += 1
-                by_dataset[names.get(ds, str(ds))] += 1
-                if len(batch) >= BATCH or shard.rows + len(batch) >= shard_rows:
-                    flush()
-                if shard.rows >= shard_rows:
-                    shards.append(shard.close())
-                    shard = None
+            with one_snapshot(conn):
+                for r in _rows(conn, sel.where, sel.params, with_ids):
+                    if shard is None:
+                        shard = _Shard(tmp / SHARD_NAME.format(len(shards)), schema)
+                    sid, chash, status, ds, import_id, parent_id, job_id = r[width:]
+                    batch.append(r)
+                    ids.append(sid)
+                    hashes.append(chash)
+                    lineage.add(sid, ds, import_id, parent_id, job_id)
+                    by_status[status] += 1
+                    by_dataset[names.get(ds, str(ds))] += 1
+                    if len(batch) >= BATCH or shard.rows + len(batch) >= shard_rows:
+                        flush()
+                    if shard.rows >= shard_rows:
+                        shards.append(shard.close())
+                        shard = None
             if shard is not None:
                 flush()
                 shards.append(shard.close())

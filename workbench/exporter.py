@@ -20,6 +20,7 @@ import os
 import sqlite3
 import tempfile
 from array import array
+from contextlib import contextmanager
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +33,7 @@ from .export_shapes import (CONVERSATIONAL_CHOICE, EXPORT_FORMATS, NATIVE, SKIP_
 from .filters import FilterError, check_scores, filter_sql
 from .origin_tags import origin_kind, tag as tag_origin
 from .safe_output import OutputError
-from .store import STATUSES, dataset_id, now, transaction
+from .store import IN_A_DATASET, STATUSES, dataset_id, now, transaction
 
 __all__ = ["CONVERSATIONAL_CHOICE", "EXPORT_FORMATS", "ExportFailed", "ExportResult", "describe_counts", "export",
            "parse_statuses"]
@@ -91,6 +92,20 @@ class Selection:
     counts: dict
 
 
+@contextmanager
+def one_snapshot(conn: sqlite3.Connection):
+    """The rows read in batches inside as one read snapshot: a bulk writer committing meanwhile is in all of them or
+    none (batches each read alone saw part of a dataset being deleted)."""
+    own = not conn.in_transaction
+    if own:
+        conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if own:
+            conn.execute("COMMIT")
+
+
 def select(conn: sqlite3.Connection, dataset=None, statuses=DEFAULT_STATUSES, min_score=None, max_score=None,
            task_type=None, selection=None, include_stale: bool = False) -> Selection:
     """The WHERE clause, and how many rows the scope holds and each filter (in order) excluded.
@@ -106,6 +121,7 @@ def select(conn: sqlite3.Connection, dataset=None, statuses=DEFAULT_STATUSES, mi
             raise ExportFailed(str(e.args[0])) from None
         scope.append("dataset_id = ?"), params.append(did)
         filters["dataset"] = dataset
+    scope.append(IN_A_DATASET)      # a dataset whose delete begins after this: none of its rows, never a part
     if selection:
         if not conn.execute("SELECT 1 FROM selections WHERE name = ? LIMIT 1", (selection,)).fetchone():
             raise ExportFailed(f"no selection named {selection!r}")
@@ -249,7 +265,8 @@ def export(conn: sqlite3.Connection, out_path, fmt: str, dataset=None, status=No
         raise ExportFailed(safe_output.describe_error(lay.data.path, e)) from None
     try:
         try:
-            prof = profile_and_spool(conn, sel.where, sel.params, fmt in NATIVE, spool)
+            with one_snapshot(conn):
+                prof = profile_and_spool(conn, sel.where, sel.params, fmt in NATIVE, spool)
         except OSError as e:     # the temp file beside the export: a full disk
             raise ExportFailed(safe_output.describe_error(lay.data.path, e)) from None
         if origin_tags is not None:

@@ -106,10 +106,10 @@ def undo_run(conn: sqlite3.Connection, run: str) -> UndoResult:
     In short transactions (a keep's run at 1M rows is ~350k decisions; workbench/short_tx.py), each reading the
     rows it reverts: a decision a curator makes meanwhile is seen and stays. A `bulk_runs` row ('undo') marks the
     undo unfinished and lists the id ranges of the undo rows written so far; a failure midway takes them back
-    (`unwind_undo`) before it is reported, and a process that died midway is unwound by the next command's open
+    (`unwind_undo`) before it is reported, and a process that died midway is unwound by the next CLI or TUI open
     (`recover`): the run is then exactly as before the undo, and `clean --undo` can be run again."""
     res = UndoResult(run)
-    recover(conn)       # an undo of this run that died midway (the TUI's open does not unwind it)
+    recover(conn)       # an undo of this run that died midway (a plain open_store does not unwind it)
     with transaction(conn):
         running = conn.execute("SELECT pid FROM bulk_runs WHERE run = ?", (run,)).fetchone()
         if running:     # a keep, a shard import or an undo still writing it (a dead one's is undone by the next open)
@@ -119,35 +119,53 @@ def undo_run(conn: sqlite3.Connection, run: str) -> UndoResult:
             raise KeyError(f"no curation run named {run!r} (see `workbench clean --runs`)")
         bulk = conn.execute("INSERT INTO bulk_runs (kind, run, pid, info, started_at) VALUES ('undo', ?, ?, ?, ?)",
                             (run, os.getpid(), json_text({"ranges": []}), now())).lastrowid
-    ranges: list[list[int]] = []
     try:
-        with ShortTransactions(conn) as tx:
-            undone = {r[0] for r in conn.execute("SELECT undoes FROM decisions WHERE session = ? AND action = 'undo'",
-                                                 (run,))}
-            last = None
-            while True:
-                rows = conn.execute(
-                    "SELECT d.id, d.sample_id, d.action, d.before, d.after FROM decisions d WHERE d.session = ? AND "
-                    f"d.action IN ({','.join('?' * len(RUN_ACTIONS))}) AND d.id < ? ORDER BY d.id DESC LIMIT ?",
-                    (run, *RUN_ACTIONS, last if last is not None else 1 << 62, UNDO_CHUNK)).fetchall()
-                if not rows:
-                    break
-                last = rows[-1][0]
-                _undo_chunk(conn, run, rows, undone, res, bulk, ranges)
-                tx.next()
-            conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))
+        _revert(conn, run, res, bulk)
     except BaseException:
         unwind_undo(conn, bulk)
         raise
     return res
 
 
+def _revert(conn: sqlite3.Connection, run: str, res: UndoResult, bulk: int | None) -> None:
+    """In short transactions: revert the run's decisions newest first (each one still as the run left it), then
+    drop the marker `bulk` (the undo's own) or, without one, the run's own marker (an unfinished run taken back)."""
+    ranges: list[list[int]] = []
+    with ShortTransactions(conn) as tx:
+        undone = {r[0] for r in conn.execute("SELECT undoes FROM decisions WHERE session = ? AND action = 'undo'",
+                                             (run,))}
+        last = None
+        while True:
+            rows = conn.execute(
+                "SELECT d.id, d.sample_id, d.action, d.before, d.after FROM decisions d WHERE d.session = ? AND "
+                f"d.action IN ({','.join('?' * len(RUN_ACTIONS))}) AND d.id < ? ORDER BY d.id DESC LIMIT ?",
+                (run, *RUN_ACTIONS, last if last is not None else 1 << 62, UNDO_CHUNK)).fetchall()
+            if not rows:
+                break
+            last = rows[-1][0]
+            _undo_chunk(conn, run, rows, undone, res, bulk, ranges)
+            tx.next()
+        if bulk is not None:
+            conn.execute("DELETE FROM bulk_runs WHERE id = ?", (bulk,))
+        else:
+            conn.execute("DELETE FROM bulk_runs WHERE run = ?", (run,))
+
+
+def roll_back_unfinished(conn: sqlite3.Connection, run: str) -> UndoResult:
+    """Take back a run that never finished (`clean --normalize --apply` failing or killed midway), outside any
+    transaction: every change still as it left it gets an 'undo' decision of the run, as `clean --undo` writes;
+    a sample a curator changed since keeps theirs. The run's marker goes last (an interruption: the next open)."""
+    res = UndoResult(run)
+    _revert(conn, run, res, None)
+    return res
+
+
 UNDO_CHUNK = 200       # decisions reverted per chunk (at 500: 0.4 s transactions under load); see short_tx.py
 
 
-def _undo_chunk(conn, run, rows, undone, res: UndoResult, bulk: int, ranges: list) -> None:
+def _undo_chunk(conn, run, rows, undone, res: UndoResult, bulk: int | None, ranges: list) -> None:
     """Inside a transaction: revert one chunk of the run's decisions, newest first, and record the undo rows'
-    ids in the marker (they are contiguous: no other writer inserts inside this transaction)."""
+    ids in the marker of `bulk` if given (they are contiguous: no other writer inserts inside this transaction)."""
     ts = now()
     logs = []
     for did, sid, action, before_s, after_s in rows:
@@ -169,8 +187,9 @@ def _undo_chunk(conn, run, rows, undone, res: UndoResult, bulk: int, ranges: lis
         return
     conn.executemany("INSERT INTO decisions (sample_id, action, before, after, undoes, session, created_at) "
                      "VALUES (?, 'undo', ?, ?, ?, ?, ?)", logs)
-    hi = conn.execute("SELECT max(id) FROM decisions").fetchone()[0]
-    note_range(conn, bulk, ranges, hi - len(logs) + 1, hi)
+    if bulk is not None:
+        hi = conn.execute("SELECT max(id) FROM decisions").fetchone()[0]
+        note_range(conn, bulk, ranges, hi - len(logs) + 1, hi)
 
 
 def unwind_undo(conn: sqlite3.Connection, bulk: int) -> int:
@@ -202,9 +221,14 @@ def unwind_undo(conn: sqlite3.Connection, bulk: int) -> int:
 
 
 def recover(conn: sqlite3.Connection) -> int:
-    """Unwind the undos whose process died midway (called by every CLI command's open, as shard_update.recover:
-    open_store cannot, reverting text needs samples.py). Returns how many were unwound."""
+    """Unwind the undos and normalize runs whose process died midway (called by every open through
+    workbench/recovery.py, as shard_update.recover: open_store cannot, reverting text needs samples.py). Returns
+    how many were unwound."""
     dead = claim_dead(conn, "undo")
     for bulk in dead:
         unwind_undo(conn, bulk)
-    return len(dead)
+    normalizing = claim_dead(conn, "normalize")       # a normalize run killed midway: taken back whole
+    for bulk in normalizing:
+        run = conn.execute("SELECT run FROM bulk_runs WHERE id = ?", (bulk,)).fetchone()[0]
+        roll_back_unfinished(conn, run)
+    return len(dead) + len(normalizing)

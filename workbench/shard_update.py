@@ -29,7 +29,7 @@ then applied in short transactions (workbench/short_tx.py), each reading the sam
 curator makes meanwhile is never overwritten (see _engine_changed). A `bulk_runs` row marks the import unfinished
 and `bulk_run_scores` keeps the scores it replaces: an import failing midway (a file changed since it was checked)
 undoes itself before it reports, and one whose process died (kill -9) is undone by the next command's open
-(`recover`, called by cli/common.open_cli_store) or the next shard import.
+(`recover`, called by workbench/recovery.py: the CLI's and the TUI's open) or the next shard import.
 """
 from __future__ import annotations
 

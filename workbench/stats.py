@@ -16,7 +16,8 @@ from dataclasses import dataclass
 
 from . import scores
 from .short_tx import ShortTransactions
-from .store import STATS_DIMS, STATS_LENGTH_EDGES, STATUSES, dataset_id as _dataset_id, stats_bucket_sql, transaction
+from .store import (IN_A_DATASET, STATS_DIMS, STATS_LENGTH_EDGES, STATUSES, dataset_id as _dataset_id, stats_bucket_sql,
+                    transaction)
 
 FOLD_CHUNK = 2_500           # rows per fold statement (~40 ms); transactions end as workbench/short_tx.py says
 FOLD_MIN_TAIL = 2_000        # below this, reading the tail (~10 ms) is cheaper than writing a fold
@@ -45,7 +46,7 @@ def tail_rows(conn: sqlite3.Connection) -> int:
 _FOLD_SQL = (
     "WITH t AS MATERIALIZED (SELECT dataset_id, status, "
     + ", ".join(f"{stats_bucket_sql(d)} AS b{k}" for k, d in enumerate(STATS_DIMS))
-    + " FROM samples WHERE id > ? AND id <= ?) "
+    + f" FROM samples WHERE id > ? AND id <= ? AND {IN_A_DATASET}) "
     "INSERT INTO sample_stats (dataset_id, status, dim, bucket, n) "
     + " UNION ALL ".join(f"SELECT dataset_id, status, '{d}', b{k}, count(*) FROM t GROUP BY dataset_id, status, b{k}"
                          for k, d in enumerate(STATS_DIMS))
@@ -144,7 +145,8 @@ def read_counts(conn: sqlite3.Connection, dataset_id: int | list[int] | None = N
     `dataset_id`: one dataset, a list of them (summed), None: all."""
     cells: dict[str, dict[str, dict[str, int]]] = {d: defaultdict(lambda: defaultdict(int)) for d in STATS_DIMS}
     ids = [dataset_id] if isinstance(dataset_id, int) else dataset_id
-    where, params = (f"AND dataset_id IN ({','.join('?' * len(ids))})", tuple(ids)) if ids is not None else ("", ())
+    where, params = ((f"AND dataset_id IN ({','.join('?' * len(ids))})", tuple(ids)) if ids is not None
+                     else (f"AND {IN_A_DATASET}", ()))
     own_txn = not conn.in_transaction
     if own_txn:
         conn.execute("BEGIN")

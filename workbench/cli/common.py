@@ -5,10 +5,10 @@ import argparse
 import json
 import sys
 
-from .. import endpoints as E, runs, shard_update
+from .. import endpoints as E
 from ..config import ConfigError, load_config, resolve_config_path
 from ..filters import FilterError, parse_value
-from ..store import open_store
+from ..recovery import open_recovered
 from ..safe_text import json_safe
 from ..tasks import TaskError
 from . import numbers
@@ -98,10 +98,7 @@ def load_cli_config(args) -> dict:
 
 
 def open_cli_store(args):
-    conn = open_store(getattr(args, "db", None))
-    shard_update.recover(conn)    # a shard import killed midway (open_store cannot: it would import samples.py)
-    runs.recover(conn)            # ... and a `clean --undo` killed midway
-    return conn
+    return open_recovered(getattr(args, "db", None))   # a killed shard import, undo or normalize: taken back
 
 
 def parse_kv(pairs: list[str] | None, what: str) -> dict:
