@@ -3,16 +3,22 @@ compare exactly as Python strings did, a scan stopped through `progress` ends it
 writes in short transactions (one run, undoable as a whole) that let a waiting writer go first."""
 from __future__ import annotations
 
+import os
 import random
+import signal
+import sqlite3
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from faults import fail_on_call
 
 from workbench import busy, dedup, dedup_scan, near_dup, runs, short_tx
 from workbench.samples import insert_samples
-from workbench.store import ensure_dataset, transaction
+from workbench.store import ensure_dataset, open_store, transaction
 
 
 def add(conn, rows, name="d"):
@@ -260,3 +266,53 @@ def test_keep_best_reads_each_status_inside_its_transaction(conn, monkeypatch):
     run, rejected, accepted = dedup.reject_duplicates(conn, plan)
     assert (rejected, accepted) == (199, 1)
     assert conn.execute("SELECT status FROM samples WHERE id = ?", (ids[150],)).fetchone()[0] == "accepted"
+
+
+def test_keep_best_that_fails_midway_is_undone_whole(conn, monkeypatch):
+    ids, plan = _plan(conn, 301)
+    before = conn.execute("SELECT id, status FROM samples ORDER BY id").fetchall()
+    monkeypatch.setattr(dedup, "APPLY_ROWS", 100)
+    monkeypatch.setattr(short_tx, "LIMIT_S", 0.0)              # the first chunks are committed before the fault
+    fail_on_call(monkeypatch, dedup, "log_status_changes", 3)
+    with pytest.raises(sqlite3.OperationalError):
+        dedup.reject_duplicates(conn, plan)
+    assert conn.execute("SELECT id, status FROM samples ORDER BY id").fetchall() == before
+    assert conn.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 0
+    assert conn.execute("SELECT count(*) FROM decisions WHERE action = 'undo'").fetchone()[0] == 200
+
+
+KILLED_CHILD = """
+import sys
+from workbench import dedup, short_tx
+from workbench.store import open_store
+short_tx.LIMIT_S = 0.0
+dedup.APPLY_ROWS = 20
+conn = open_store(sys.argv[1])
+ids = [r[0] for r in conn.execute("SELECT id FROM samples ORDER BY id")]
+dedup.reject_duplicates(conn, [(sid, ids[0]) for sid in ids[1:]])
+"""
+
+
+def test_keep_best_killed_midway_is_undone_by_the_next_open(db_path, conn):
+    _plan(conn, 3001)
+    conn.close()
+    p = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(db_path)], cwd=Path(__file__).parent.parent)
+    watcher = sqlite3.connect(db_path, timeout=30)
+    try:
+        deadline = time.monotonic() + 120
+        while not watcher.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] and p.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        watcher.execute("BEGIN IMMEDIATE")          # the run stops at its next chunk boundary, midway
+        rejected = watcher.execute("SELECT count(*) FROM samples WHERE status = 'rejected'").fetchone()[0]
+        assert watcher.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 1 and 0 < rejected < 3000
+    finally:
+        os.kill(p.pid, signal.SIGKILL)
+        p.wait()
+        if watcher.in_transaction:
+            watcher.execute("ROLLBACK")
+        watcher.close()
+    again = open_store(db_path)                    # any command: the dead run is taken back
+    assert again.execute("SELECT count(*) FROM samples WHERE status = 'rejected'").fetchone()[0] == 0
+    assert again.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 0
+    assert again.execute("SELECT count(*) FROM decisions WHERE action = 'undo'").fetchone()[0] == rejected

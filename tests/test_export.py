@@ -93,12 +93,16 @@ def test_filters_by_status_score_and_task_type(cli, shared_data, db_path, tmp_pa
     assert code == 0, err
     info = json.loads(text)
     assert info["rows"] == 10 and info["excluded_by_filter"] == {"status": 0, "min_score": 70}
+    assert info["excluded_unscored"] == {"min_score": 60}      # 60 never judged, 10 judged 3/10
+    code, text, err = cli("export", str(out), "--format", "alpaca", "--min-score", "judge=5", "--force")
+    assert "70 excluded by min_score (60 of them not scored on its rubric)" in text + err
     filters = json.loads(conn.execute("SELECT filters FROM snapshots ORDER BY id DESC LIMIT 1").fetchone()[0])
     assert filters["min_score"] == ["judge=5"]
     # two rubrics at once: judge >= 5 and curate <= 2 -> rows 1-5
     code, text, err = cli("export", str(out), "--format", "alpaca", "--min-score", "judge=5", "--max-score",
                           "curate=2", "--json", "--force")
     assert json.loads(text)["rows"] == 5
+    assert json.loads(text)["excluded_unscored"] == {"min_score": 60, "max_score": 5}   # 6-10 have no curate score
     # a curate 2/5 is not a judge 2/10: the old shared column would have mixed them
     code, text, err = cli("export", str(out), "--format", "alpaca", "--max-score", "judge=2", "--json", "--force")
     assert code == 2 and "no rows to export" in err

@@ -33,8 +33,8 @@ def digest(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory):
-    """A store with datasets d (ids 1-6) and e (7-12), a snapshot 's1', a queued job 1; a config with endpoints
-    local and other; and a directory of hostile files."""
+    """A store with datasets d (ids 1-6) and e (7-12), a snapshot 's1', a queued job 1 and a cancelled job 2; a
+    config with endpoints local, other and m2; and a directory of hostile files."""
     root = tmp_path_factory.mktemp("hostile_args")
     db, cfg = root / "store.db", root / "config.toml"
     env = {"WORKBENCH_DB": str(db), "WORKBENCH_CONFIG": str(cfg)}
@@ -59,6 +59,8 @@ def world(tmp_path_factory):
     ok("endpoints", "add", "m2", "--base-url", "http://127.0.0.1:9/v1", "--model", "m2")
     ok("export", str(root / "snap1.jsonl"), "--format", "alpaca", "--name", "s1")
     ok("run", "judge", "--dataset", "d", "--endpoint", "local")
+    ok("run", "judge", "--dataset", "e", "--endpoint", "local")
+    ok("jobs", "cancel", "2")
     f = root / "f"
     f.mkdir()
     files = {
@@ -153,7 +155,8 @@ CASES = [
     (["decide", "--dataset", "d", "--ids", "1", "--accept", "--reason", "a", "--reason", "b"], 2,
      ["--reason is given twice"]),
     (["decide", "--dataset", ESC_NAME, "--ids", "1", "--accept"], 2, ["no dataset named"]),
-    (["decide", "--dataset", "d", "--ids", "", "--accept"], 2, ["give --ids"]),
+    (["decide", "--dataset", "d", "--ids", "", "--accept"], 2, ["--ids is empty"]),
+    (["decide", "--dataset", "d", "--ids", "1", "--accept", "--reason", " "], 2, ["--reason is empty"]),
     # --- pools: a server listed twice, names that cannot be shown -------------------------------------------------
     (["pools", "add", "p", "--endpoint", "local", "--endpoint", "local"], 2, ["'local' is listed twice"]),
     (["pools", "add", "p", "--endpoint", "local", "--endpoint", "other"], 2,
@@ -194,7 +197,9 @@ CASES = [
     (["endpoints", "add", "x", "--base-url", "http://h:abc/v1", "--model", "m"], 2, ["base_url"]),
     (["endpoints", "add", "x", "--base-url", "http://h/v1\n", "--model", "m"], 2, ["base_url", "newline"]),
     (["endpoints", "add", "x", "--base-url", "http://h/v 1", "--model", "m"], 2, ["base_url", "space"]),
-    (["endpoints", "add", "x", "--base-url", "http://h/v1", "--model", ""], 2, ["model must be a non-empty"]),
+    (["endpoints", "add", "x", "--base-url", "http://h/v1", "--model", ""], 2, ["--model is empty"]),
+    (["endpoints", "add", "x", "--base-url", "http://h/v1", "--model", "m", "--api-key-env", ""], 2,
+     ["--api-key-env is empty"]),
     (["endpoints", "add", "x", "--base-url", "http://h/v1", "--model", "m\x1b[31m"], 2, ["model", "control"]),
     (["endpoints", "add", ESC_NAME, "--base-url", "http://h/v1", "--model", "m"], 2, ["endpoint name", "control"]),
     (["endpoints", "add", "x\ny", "--base-url", "http://h/v1", "--model", "m"], 2, ["endpoint name", "control"]),
@@ -204,6 +209,7 @@ CASES = [
     (["endpoints", "add", "x", "--base-url", "http://h/v1", "--model", "m", "--api-key-file", "F/nokey"], 2,
      ["cannot read key file", "No such file"]),
     (["endpoints", "remove", "nope"], 2, ["no endpoint named 'nope'"]),
+    (["pools", "add", "p", "--endpoint", "local", "--config", "R/typo/c.toml"], 2, ["no endpoint named 'local'"]),
     (["endpoints", "test", "nope"], 2, ["no endpoint named 'nope'"]),
     # --- the config file itself ------------------------------------------------------------------------------------
     *[(["endpoints", "list", "--config", f"F/{name}"], code, [name, *why]) for name, code, why in [
@@ -218,13 +224,14 @@ CASES = [
         ("port.toml", 1, ["Port out of range"]), ("url_space.toml", 1, ["base_url", "space"]),
         ("model_ctrl.toml", 1, ["model", "control character"]), ("param_nan.toml", 1, ["params.temperature"])]],
     (["endpoints", "list", "--config", "F"], 1, ["Is a directory"]),
-    (["endpoints", "list", "--config", ""], 2, ["--config: an empty path"]),
+    (["endpoints", "list", "--config", ""], 2, ["--config is empty"]),
     # --- the store path --------------------------------------------------------------------------------------------
     (["datasets", "--db", "F"], 1, ["unable to open database file"]),
     (["datasets", "--db", "F/bad.toml"], 1, ["bad.toml", "not a database"]),
     (["datasets", "--db", "F/nodir/x.db"], 2, ["does not exist"]),
-    (["datasets", "--db", ""], 2, ["--db: an empty path"]),
-    (["--db", "", "datasets"], 2, ["--db: an empty path"]),
+    (["datasets", "--db", ""], 2, ["--db is empty"]),
+    (["--db", "", "datasets"], 2, ["--db is empty"]),
+    (["--db=", "datasets"], 2, ["--db is empty"]),
     # --- datasets, stats, provenance, review: names and ids that do not exist ------------------------------------
     (["datasets", "rename", "d", "e"], 2, ["already exists"]),
     (["datasets", "rename", "nope", "z"], 2, ["no dataset named 'nope'"]),
@@ -275,7 +282,11 @@ CASES = [
     (["export", "R/snap1.jsonl", "--format", "alpaca"], 2, ["exists; pass --force"]),
     (["export", "F", "--format", "alpaca"], 2, ["not empty; pass --force"]),
     (["export", "R/x.jsonl", "--format", "alpaca", "--status", "nope"], 2, ["'nope' is not a status"]),
-    (["export", "R/x.jsonl", "--format", "alpaca", "--status", ""], 2, ["'' is not a status"]),
+    (["export", "R/x.jsonl", "--format", "alpaca", "--status", ""], 2, ["--status is empty"]),
+    (["export", "R/x.jsonl", "--format", "alpaca", "--status", ","], 2, ["'' is not a status"]),
+    (["export", "R/x.jsonl", "--format", "alpaca", "--selection", ""], 2, ["--selection is empty"]),
+    (["export", "R/x.jsonl", "--format", "alpaca", "--task-type", ""], 2, ["--task-type is empty"]),
+    (["export", "R/x.jsonl", "--format", "alpaca", "--dataset", ""], 2, ["--dataset is empty"]),
     (["export", "R/x.jsonl", "--format", "alpaca", "--dataset", "nope"], 2, ["no dataset named 'nope'"]),
     (["export", "R/x.jsonl", "--format", "alpaca", "--min-score", "judge=nan"], 2, ["'nan' is not a number"]),
     (["export", "R/x.jsonl", "--format", "alpaca", "--min-score", "judge=abc"], 2, ["'abc' is not a number"]),
@@ -293,14 +304,14 @@ CASES = [
     (["export", "R/x.jsonl", "--format", "alpaca", "--name", ESC_NAME], 2, ["--name", "control character"]),
     (["export", "R/x.jsonl", "--format", "alpaca", "--name", "7"], 2, ["read as a snapshot id"]),
     (["export", "R/x.jsonl", "--format", "alpaca", "--name", "#7"], 2, ["read as a snapshot id"]),
-    (["export", "R/x.jsonl", "--format", "alpaca", "--name", ""], 2, ["read as a snapshot id"]),
+    (["export", "R/x.jsonl", "--format", "alpaca", "--name", ""], 2, ["--name is empty"]),
     (["export", "R/x.jsonl", "--format", "alpaca", "--seed-tag", "x"], 2, ["go with --tag-origin"]),
     # --- import ----------------------------------------------------------------------------------------------------
     (["import", "F/empty.jsonl"], 1, ["empty.jsonl, line 1", "empty"]),
     (["import", "F/latin.csv"], 1, ["latin.csv, line", "UTF-8"]),
     (["import", "F/a_dir.jsonl"], 1, ["a_dir.jsonl"]),
     (["import", "F/missing.jsonl"], 1, ["missing.jsonl"]),
-    (["import", "F/ok.jsonl", "--dataset", ""], 2, ["not a usable dataset name"]),
+    (["import", "F/ok.jsonl", "--dataset", ""], 2, ["--dataset is empty"]),
     (["import", "F/ok.jsonl", "--dataset", " d"], 2, ["not a usable dataset name"]),
     (["import", "F/ok.jsonl", "--dataset", "d", "--dataset", "e"], 2, ["--dataset is given twice"]),
     (["import", "F/ok.jsonl", "--map", "instruction"], 1, ["--map", "target=column"]),
@@ -333,9 +344,11 @@ CASES = [
     (["clean", "--exempt", "-1"], 2, ["--exempt", "from 1"]),
     (["clean", "--exempt", BIG], 2, ["--exempt", "too large"]),
     (["clean", "--unexempt", "1"], 2, ["has no exemption"]),
+    (["clean", "--exempt", "1", "--unexempt", "1"], 2, ["#1 is given to both --exempt and --unexempt"]),
     (["clean", "--examples", "-1"], 2, ["--examples", "from 0"]),
     (["clean", "--status", "nope"], 2, ["unknown status 'nope'"]),
     (["clean", "--undo", "a", "--undo", "b"], 2, ["--undo is given twice"]),
+    (["clean", "--undo", ""], 2, ["--undo is empty"]),
     (["clean", "--config", "F/clean_int.toml"], 2, ["[clean] must be a table"]),
     (["clean", "--config", "F/clean_filters.toml"], 2, ["filters = 3"]),
     (["dedup", "--threshold", "nan"], 2, ["--threshold", "not a finite number"]),
@@ -344,7 +357,7 @@ CASES = [
     (["dedup", "--threshold", "inf"], 2, ["--threshold", "not a finite number"]),
     (["dedup", "--threshold", "90%"], 2, ["--threshold", "not a number"]),
     (["dedup", "--fields", "nope"], 2, ["fields must be among"]),
-    (["dedup", "--fields", ""], 2, ["fields must be among"]),
+    (["dedup", "--fields", ""], 2, ["--fields is empty"]),
     (["dedup", "--fields", ","], 2, ["fields must be among"]),
     (["dedup", "--status", "nope"], 2, ["unknown status 'nope'"]),
     (["dedup", "--dataset", "nope"], 2, ["no dataset named 'nope'"]),
@@ -368,11 +381,16 @@ CASES = [
     (["sample", "--target", "F/t_ok.toml", "--into", "s", "--by", "nope"], 2, ["by = 'nope'"]),
     (["sample", "--target", "F/t_ok.toml", "--into", "s", "--seed", "1.5"], 2, ["--seed", "not a whole number"]),
     (["sample", "--target", "F/t_ok.toml"], 2, ["--into NAME is needed"]),
+    (["sample", "--target", "F/t_ok.toml", "--into", "a\nb"], 2, ["--into: selection name", "control character"]),
+    (["sample", "--by", "deita", "--size", "5", "--into", ESC_NAME], 2, ["--into: selection name"]),
+    (["spotcheck", "--dataset", "d", "--rubric", "judge", "--name", " s"], 2, ["--name: selection name"]),
     (["sample", "--by", "deita", "--size", "-1", "--into", "s"], 2, ["--size", "from 1"]),
     (["sample", "--by", "deita", "--size", "5", "--into", "s", "--max-rouge", "nan"], 2, ["--max-rouge"]),
     (["sample", "--by", "deita", "--size", "5", "--into", "s", "--max-rouge", "1.5"], 2, ["--max-rouge", "(0, 1]"]),
     (["sample", "--by", "deita", "--size", "5", "--into", "s", "--fields", "nope"], 2, ["fields: nope"]),
-    (["sample", "--by", "deita", "--size", "5", "--into", "s", "--fields", ""], 2, ["fields: none given"]),
+    (["sample", "--by", "deita", "--size", "5", "--into", "s", "--fields", ""], 2, ["--fields is empty"]),
+    (["sample", "--by", "deita", "--size", "5", "--into", "s", "--fields", ","], 2, ["fields: none given"]),
+    (["sample", "--by", "deita", "--size", "5", "--into", ""], 2, ["--into is empty"]),
     (["sample", "--by", "deita", "--into", "s"], 2, ["needs --size"]),
     (["diff", "nope", "s1"], 2, ["no snapshot 'nope'"]),
     (["diff", "99", "s1"], 2, ["no snapshot '99'"]),
@@ -384,6 +402,7 @@ CASES = [
     (["jobs", "pause", "1.5"], 2, ["not a whole number"]),
     (["jobs", "show", "1", "--failures", "-1"], 2, ["--failures", "from 0"]),
     (["worker", "--job", "99999", "--until-idle"], 2, ["no job 99999"]),
+    (["worker", "--job", "2", "--until-idle"], 2, ["job 2 is cancelled: nothing to run"]),
     (["worker", "--lease-seconds", "nan", "--until-idle"], 2, ["--lease-seconds"]),
     (["worker", "--lease-seconds", "0", "--until-idle"], 2, ["--lease-seconds", "above 0"]),
     (["worker", "--max-inflight", "0", "--until-idle"], 2, ["--max-inflight", "from 1"]),
@@ -396,7 +415,10 @@ CASES = [
     (["run", "generate", "--dataset", "d", "--endpoint", "local", "--param", "temperature=0.1", "--param",
       "temperature=0.9"], 2, ["--param temperature is given twice"]),
     (["run", "judge", "--dataset", "d", "--endpoint", "local", "--judge", "nope"], 2, ["nope"]),
-    (["run", "generate", "--dataset", "d", "--endpoint", "local", "--into", ""], 2, ["--into"]),
+    (["run", "generate", "--dataset", "d", "--endpoint", "local", "--into", ""], 2, ["--into is empty"]),
+    (["run", "judge", "--dataset", "d", "--endpoint", "local", "--judge", ""], 2, ["--judge is empty"]),
+    (["run", "judge", "--dataset", "d", "--endpoint", ""], 2, ["--endpoint is empty"]),
+    (["run", "judge", "--dataset", "", "--endpoint", "local"], 2, ["--dataset is empty"]),
     (["run", "generate", "--dataset", "d", "--endpoint", "local", "--into", " x"], 2, ["--into"]),
     (["run", "judge", "--dataset", "d", "--endpoint", "local", "--filter", "nope=1"], 2, ["unknown filter key"]),
     (["run", "judge", "--dataset", "d", "--endpoint", "local", "--batch", "--batch-poll", "nan"], 2,
@@ -410,7 +432,15 @@ CASES = [
         ("temperature=nan", "expected a finite float"), ("temperature=inf", "expected a finite float"),
         ("temperature=-1", "out of range"), ("top_p=1.5", "out of range"), ("max_tokens=0", "out of range"),
         ("max_tokens=-1", "out of range"), ("max_tokens=1.5", "expected int"),
-        ("max_tokens=nan", "expected a finite int"), ("max_tokens=abc", "expected int")]],
+        ("max_tokens=nan", "expected a finite int"), ("max_tokens=abc", "expected int"),
+        ("max_tokens=1e3", "expected int"), ("max_tokens=0x10", "expected int"), ("max_tokens=1_000", "expected int"),
+        ("max_tokens=2.0", "expected int"), ("max_tokens=" + BIG, "too large"), ("temperature=0x1", "expected float")]],
+    (["recipe", "run", "evol", "--endpoint", "local", "--var", "input=d", "--var", "rounds=1e3"], 2,
+     ["param rounds", "expected int"]),
+    (["recipe", "run", "evol", "--endpoint", "local", "--var", "input=d", "--var", "rounds=" + BIG], 2,
+     ["param rounds", "too large"]),
+    (["recipe", "run", "evol", "--endpoint", "local", "--var", "input=d", "--var", "rounds=nan"], 2,
+     ["param rounds", "expected int"]),
     (["run", "preference", "--dataset", "d", "--endpoint", "local", "--candidates-from", "nope"], 2,
      ["no dataset named 'nope'"]),
     (["run", "preference", "--dataset", "d", "--endpoint", "local", "--candidates-from", ","], 2,
@@ -455,6 +485,9 @@ CASES = [
         ("k_bool.jsonl", ["True is not a sample id"]), ("k_list.jsonl", ["a JSON object per line"]),
         ("k_neg.jsonl", ["line 1, field 'sample_id'"]), ("k_huge.jsonl", ["line 1, field 'sample_id'"]),
         ("k_latin.jsonl", ["k_latin.jsonl"]), ("missing", ["no such file"])]],
+    (["keep", "--dataset", "d", "--ids-from", "F/k_unknown.jsonl", "--reason", ""], 2, ["--reason is empty"]),
+    (["review", "--dataset", "d", "--selection", ""], 2, ["--selection is empty"]),
+    (["stats", "--dataset", ""], 2, ["--dataset is empty"]),
     (["keep", "--dataset", "d", "--ids-from", "F/k_unknown.jsonl", "--reason", "r", "--reason", "s"], 2,
      ["--reason is given twice"]),
     # --- the command line itself ---------------------------------------------------------------------------------
@@ -602,13 +635,20 @@ def test_a_read_only_store_is_said_to_be_read_only(read_only_store, tmp_path):
     assert read_only_store.read_bytes() == before
 
 
-def test_an_export_to_a_terminal_carries_no_control_sequence(tmp_path, cli):
+def test_an_export_to_a_terminal_carries_no_control_sequence(tmp_path):
     """`workbench export - --format F` with stdout on a terminal: the rows' hostile text (ESC, 8-bit CSI, bidi)
     is written as JSON escapes, and a binary export (Parquet, gzip) is refused, the store unchanged. Through a pipe
     the bytes stay exact (tests/test_export_safety.py)."""
-    from hostile import import_hostile, run_in_pty
-    import_hostile(tmp_path, cli)
+    from hostile import NAME, TEXT, run_in_pty
+    from workbench import importer
+    from workbench.store import open_store
     db = Path(os.environ["WORKBENCH_DB"])
+    data = tmp_path / "hostile.jsonl"      # imported here, not by the CLI: its background indexer would race the digest
+    data.write_text("".join(json.dumps({"instruction": f"{TEXT} {i}", "response": f"answer {TEXT}"}) + "\n"
+                            for i in range(3)))
+    conn = open_store(db)
+    importer.import_file(conn, data, dataset=NAME)
+    conn.close()
     raw = run_in_pty(["export", "-", "--format", "alpaca"])
     assert forbidden(raw) == [] and b"\x1b" not in raw and b"\\u001b]52;c;SE9TVElMRQ==" in raw, raw[:400]
     rows = [json.loads(x) for x in raw.decode().splitlines() if x.startswith("{")]
@@ -618,3 +658,22 @@ def test_an_export_to_a_terminal_carries_no_control_sequence(tmp_path, cli):
         raw = run_in_pty(argv)
         assert b"a terminal; this export is binary (Parquet)" in raw and forbidden(raw) == [], raw[:400]
         assert digest(db) == before
+
+
+@pytest.mark.parametrize("argv, code", [
+    (["decide", "--dataset", "d", "--ids-from", "F/ids_unknown.txt", "--accept"], 1),
+    (["decide", "--dataset", "d", "--ids", "1", "--ids", "2", "--accept"], 2),
+    (["samples", "--dataset", "d", "--limit", "1e3"], 2),
+    (["samples", "--dataset", "d", "--filter", "status=nope"], 2),
+    (["endpoints", "list", "--config", "F/dup_pool.toml"], 1),
+    (["export", "R/x.jsonl", "--format", "alpaca", "--selection", ""], 2),
+    (["keep", "--dataset", "d", "--ids-from", "F/k_huge.jsonl", "--reason", "r"], 1),
+])
+def test_json_errors_carry_the_same_line(world, argv, code):
+    """With --json the refusal is also {"error", "exit"} on stdout: the same text as the stderr line."""
+    full = _argv(argv, world) + ["--json", "--db", str(world["db"])]
+    if "--config" not in full:
+        full += ["--config", str(world["cfg"])]
+    got, out, err = run_cli(*full)
+    line = next(x for x in err.splitlines() if x.startswith("error: "))
+    assert got == code and json.loads(out) == {"error": line[len("error: "):], "exit": code}, (out, err)

@@ -137,6 +137,15 @@ def test_dry_run_shows_format_mapping_preview_and_writes_nothing(cli, shared_dat
     assert samples(db_path) == []
 
 
+def test_dry_run_counts_the_texts_characters_not_the_escaped_preview(cli, tmp_path, db_path):
+    text = "line one\n" * 30          # 270 characters; shown with each newline as the two characters \\n
+    f = tmp_path / "nl.jsonl"
+    f.write_text(json.dumps({"instruction": "q", "output": text}) + "\n")
+    code, out, err = cli("import", str(f), "--dry-run")
+    assert code == 0, err
+    assert "line one\\nline one" in out and f"({len(text)} chars)" in out
+
+
 def test_map_other_columns(cli, tmp_path, db_path):
     f = tmp_path / "qa.jsonl"
     f.write_text('{"question": "What is 2+2?", "answer": "4", "src": "x"}\n')

@@ -279,3 +279,30 @@ def test_a_waiting_writer_makes_the_import_commit_at_once(tmp_path, monkeypatch)
 
 def busy_touched(db: Path) -> bool:
     return Path(f"{db}-wait").exists()
+
+
+def test_other_writers_checkpoints_leave_the_import_to_its_end(tmp_path, small_batches, monkeypatch):
+    """While an import runs, another writer's checkpoint copies none of the import's pages (it would otherwise
+    copy, inside a Review decision, all the import wrote since the last one); the import copies them at its end."""
+    db = tmp_path / "s.db"
+    seed(db)
+    conn = open_store(db)
+    other = open_store(db)
+    other.execute("PRAGMA wal_checkpoint(TRUNCATE)")          # the WAL starts empty
+    mid = []
+    real = importer._StagedWriter.commit
+
+    def commit(self):
+        real(self)
+        if not mid and self.inserted >= 300:       # a few commits in: a decision, then its checkpoint
+            with transaction(other):
+                other.execute("UPDATE samples SET status = 'accepted' WHERE id = 1")
+            mid.append(other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
+    monkeypatch.setattr(importer._StagedWriter, "commit", commit)
+    res = importer.import_file(conn, write_jsonl(tmp_path / "d.jsonl", 1000), dataset="d")
+    assert res.rows == 1000 and mid
+    busy_flag, wal_frames, copied = mid[0]
+    assert busy_flag == 0 and wal_frames > 20 and copied == 0     # the import's frames (and those after) wait
+    busy_flag, wal_frames, copied = other.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert copied == wal_frames         # the import copied everything at its end: nothing left for a writer
+    assert other.execute("SELECT status FROM samples WHERE id = 1").fetchone()[0] == "accepted"

@@ -104,7 +104,7 @@ def test_license_ids_are_normalized(cli, shared_data, db_path, given, stored):
                                    "MIT OR Apache-2.0"])
 def test_license_that_almost_matches_is_refused(cli, shared_data, db_path, given):
     code, out, err = cli("import", str(shared_data / SEED[0] / SEED[1]), "--license", given)
-    assert code == 2 and "--license" in err and "LicenseRef-" in err
+    assert code == 2 and "--license" in err and ("LicenseRef-" in err or (not given and "--license is empty" in err))
     assert open_store(db_path).execute("SELECT count(*) FROM samples").fetchone()[0] == 0
 
 

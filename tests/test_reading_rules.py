@@ -339,6 +339,9 @@ def judge_reply(**over) -> str:
     judge_reply(alignment="9"),
     '{"instruction_clarity": 8, "response_quality": 7, "alignment": 9, "overall": 8, "overall": 8, '
     '"rationale": "Clear."}',                                      # a repeated key with the same value is harmless
+    judge_reply(rationale="OK..."),                               # a terse rationale is still words
+    judge_reply(rationale="明确。"),                  # in another script
+    judge_reply(rationale="Ясно, 8/10."),
 ])
 def test_judge_json_read(reply):
     r = parse_judge_json(reply)
@@ -363,6 +366,13 @@ def test_judge_json_read(reply):
     (judge_reply(alignment=[8]), "not a number"),
     (judge_reply(rationale=""), "rationale"),
     (judge_reply(rationale=...), "rationale"),
+    # SmolLM2-135M's replies: the format line's "..." copied, or a rationale with no words in it
+    (judge_reply(rationale="..."), "no words"),
+    (judge_reply(rationale="…"), "no words"),
+    (judge_reply(rationale="###"), "no words"),
+    (judge_reply(rationale="1"), "no words"),
+    (judge_reply(rationale="8/10 - 7/10"), "no words"),
+    (judge_reply(rationale=" . . . "), "no words"),
     ('{"instruction_clarity": 8, "response_quality": 7, "alignment": 9, "overall": 8, "overall": 6, '
      '"rationale": "x"}', "appears twice"),
     ('{"instruction_clarity": 8, "Instruction Clarity": 5, "response_quality": 7, "alignment": 9, "overall": 8, '

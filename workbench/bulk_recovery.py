@@ -43,8 +43,8 @@ def recover(conn: sqlite3.Connection) -> None:
     """On open: undo the exports and keeps whose process has ended, finish the dataset deletes and merges."""
     try:
         snaps = conn.execute("SELECT snapshot_id, pid FROM snapshot_writes").fetchall()
-        runs = conn.execute("SELECT id, run, pid, kind FROM bulk_runs WHERE kind IN ('keep', 'filter', 'decide', "
-                            "'dataset-delete', 'dataset-merge')").fetchall()
+        runs = conn.execute("SELECT id, run, pid, kind FROM bulk_runs WHERE kind IN ('keep', 'filter', 'dedup', "
+                            "'decide', 'dataset-delete', 'dataset-merge')").fetchall()
     except sqlite3.OperationalError:     # a store from before the migration (a read-only open of an old store)
         return
     try:
@@ -111,9 +111,9 @@ def roll_back_run(conn: sqlite3.Connection, run: str) -> int:
                                              (run,))}
         while True:
             rows = conn.execute(
-                "SELECT d.id, d.sample_id, d.before, d.after, s.status FROM decisions d JOIN samples s "
-                "ON s.id = d.sample_id WHERE d.session = ? AND d.action = 'filter' AND d.id > ? ORDER BY d.id "
-                "LIMIT ?", (run, last, CHUNK)).fetchall()
+                "SELECT d.id, d.sample_id, d.before, d.after, s.status FROM decisions d JOIN samples s ON "
+                "s.id = d.sample_id WHERE d.session = ? AND d.action IN ('filter', 'dedup') AND d.id > ? ORDER BY "
+                "d.id LIMIT ?", (run, last, CHUNK)).fetchall()
             if not rows:
                 break
             ts, logs = _now(), []

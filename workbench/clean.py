@@ -35,7 +35,7 @@ from .runs import (RUN_ACTIONS, RunInfo, UndoResult, current_fields, json_text, 
                    log_status_changes, new_run, roll_back_unfinished, undo_run)
 from .samples import write_text
 from .short_tx import ShortTransactions, roomy_wal
-from .store import STATUSES, now
+from .store import STATUSES, fts_replace_many, now
 
 # --- filters ------------------------------------------------------------------------------------------------
 
@@ -496,7 +496,7 @@ def apply_normalize(conn: sqlite3.Connection, result: NormalizePreview) -> Apply
     try:
         with roomy_wal(conn), ShortTransactions(conn) as tx:
             for i in range(0, len(result.changes), NORMALIZE_CHUNK):
-                logs = []
+                logs, fts = [], []
                 for sid, _, before, after in result.changes[i:i + NORMALIZE_CHUNK]:
                     if current_fields(conn, sid, before) != before:      # edited since the preview
                         skipped += 1
@@ -505,8 +505,9 @@ def apply_normalize(conn: sqlite3.Connection, result: NormalizePreview) -> Apply
                         run = new_run(conn, "normalize")
                         conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES ('normalize', ?, ?, "
                                      "?)", (run, os.getpid(), now()))
-                    write_text(conn, sid, after)
+                    write_text(conn, sid, after, fts)
                     logs.append((sid, json_text(before), json_text(after), run, now()))
+                fts_replace_many(conn, fts)
                 conn.executemany("INSERT INTO decisions (sample_id, action, before, after, reason, session, "
                                  "created_at) VALUES (?, 'normalize', ?, ?, 'normalize', ?, ?)", logs)
                 logs_n += len(logs)

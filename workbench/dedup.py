@@ -42,9 +42,10 @@ from .dedup_scan import db_path, fetch_extras, row_texts, scan_signatures
 from .near_dup import (ANCHOR_MIN_WORDS, CHUNK, DEFAULT_THRESHOLD, GATE, KEY_BYTES,  # noqa: F401
                        SNIPPET, VERIFY_BATCH, WINDOW, WORKERS, Stats, match_text, near_duplicate_groups,
                        near_duplicate_sigs)
+from .bulk_recovery import roll_back_run
 from .runs import log_status_changes, new_run   # the undoable run log, shared with the filters
 from .short_tx import ShortTransactions
-from .store import IN_A_DATASET, STATUSES, open_store, transaction
+from .store import IN_A_DATASET, STATUSES, now, open_store, transaction
 
 MATCH_FIELDS = ("instruction", "input", "response")
 DEFAULT_FIELDS = ("instruction", "input")
@@ -272,38 +273,49 @@ class ApplyResult:
 APPLY_ROWS = 500        # rows looked up and changed per statement batch (a waiting writer is noticed between them)
 
 
-def reject_duplicates(conn: sqlite3.Connection, plan: list[tuple[int, int]], kind: str = "dedup",
-                      run: str | None = None) -> tuple[str | None, int, int]:
+def reject_duplicates(conn: sqlite3.Connection, plan: list[tuple[int, int]]) -> tuple[str | None, int, int]:
     """Reject each (sample, keeper) pair's sample, logging a 'dedup' decision per row in one run (undoable with
     clean.undo_run). Rows already rejected are left alone, as are rows a curator accepted. Returns
     (run id or None if nothing changed, rejected, left because accepted).
 
     The rows go in id order in short write transactions (workbench/short_tx.py: ended at once when another writer
     waits for the lock, which then goes first), so a curator's decision or a worker never waits long behind a big
-    keep-best. Each row's status is read inside the transaction that changes it. If the process dies midway, the
-    rows committed so far are the run's (undoable as the same run); running it again rejects the rest."""
+    keep-best. Each row's status is read inside the transaction that changes it. `bulk_runs` marks the run
+    unfinished until its last chunk: a failure midway undoes what was written before it is reported, and a process
+    that died midway is undone by the next open (workbench/bulk_recovery.py), as `clean --apply` is."""
     rejected = accepted = 0
+    run = None
     todo = sorted(plan)
     if not todo:
         return None, 0, 0
-    with ShortTransactions(conn) as tx:
-        for i in range(0, len(todo), APPLY_ROWS):
-            chunk = todo[i:i + APPLY_ROWS]
-            status = dict(conn.execute(f"SELECT id, status FROM samples WHERE id IN ({','.join('?' * len(chunk))})",
-                                       [sid for sid, _ in chunk]))
-            changes = []
-            for sid, keeper in chunk:
-                st = status.get(sid)
-                if st is None or st == "rejected":
-                    continue
-                if st == "accepted":
-                    accepted += 1
-                    continue
-                changes.append((sid, st, f"duplicate of #{keeper}"))
-            if changes:
-                run = run or new_run(conn, kind)
-                rejected += log_status_changes(conn, run, "dedup", changes, "rejected")
-            tx.next()
+    try:
+        with ShortTransactions(conn) as tx:
+            for i in range(0, len(todo), APPLY_ROWS):
+                chunk = todo[i:i + APPLY_ROWS]
+                status = dict(conn.execute(f"SELECT id, status FROM samples WHERE id IN "
+                                           f"({','.join('?' * len(chunk))})", [sid for sid, _ in chunk]))
+                changes = []
+                for sid, keeper in chunk:
+                    st = status.get(sid)
+                    if st is None or st == "rejected":
+                        continue
+                    if st == "accepted":
+                        accepted += 1
+                        continue
+                    changes.append((sid, st, f"duplicate of #{keeper}"))
+                if changes:
+                    if run is None:    # the run and its unfinished mark start with its first rejection
+                        run = new_run(conn, "dedup")
+                        conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES ('dedup', ?, ?, ?)",
+                                     (run, os.getpid(), now()))
+                    rejected += log_status_changes(conn, run, "dedup", changes, "rejected")
+                tx.next()
+            if run is not None:
+                conn.execute("DELETE FROM bulk_runs WHERE run = ?", (run,))
+    except BaseException:
+        if run is not None and conn.execute("SELECT 1 FROM bulk_runs WHERE run = ?", (run,)).fetchone():
+            roll_back_run(conn, run)
+        raise
     return (run if rejected else None), rejected, accepted
 
 

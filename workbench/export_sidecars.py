@@ -113,7 +113,9 @@ def dataset_card(manifest: dict, data_rel: str, title: str, balance: dict, kind_
             f"The full provenance is in `{manifest['manifest_name']}`.", "",
             "## Counts", "", f"- rows: {rows:,}"]
     for k, n in counts["excluded_by_filter"].items():
-        body.append(f"- excluded by `{k}`: {n:,}")
+        unscored = counts.get("excluded_unscored", {}).get(k)
+        body.append(f"- excluded by `{k}`: {n:,}" + (f" ({unscored:,} of them not scored on its rubric)" if unscored
+                                                      else ""))
     for k, n in counts["skipped_by_reason"].items():
         body.append(f"- skipped, {k}: {n:,}")
     body.append("")

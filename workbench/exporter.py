@@ -27,7 +27,7 @@ from pathlib import Path
 
 import orjson
 
-from . import __version__, export_sidecars as sidecars, provenance, safe_output, snapshot_write
+from . import __version__, export_sidecars as sidecars, provenance, safe_output, scores, snapshot_write
 from .export_shapes import (CONVERSATIONAL_CHOICE, EXPORT_FORMATS, NATIVE, SKIP_REASONS, make_shaper,
                             parquet_fields, profile_and_spool, spooled)
 from .filters import FilterError, check_scores, filter_sql
@@ -144,18 +144,28 @@ def select(conn: sqlite3.Connection, dataset=None, statuses=DEFAULT_STATUSES, mi
         raise ExportFailed(str(e)) from None
     if include_stale and (min_score is not None or max_score is not None):
         filters["include_stale"] = True
+    unscored: dict[str, int] = {}    # of those a score filter excluded: how many have no score on its rubric
     for key, value in (("min_score", min_score), ("max_score", max_score), ("task_type", task_type)):
         if value is None:
             continue
         clause, args = filter_sql(None, {key: value, "include_stale": include_stale})
+        before, before_args = where, list(params)
         where += f" AND {clause}"
         params += args
         filters[key] = value    # as given: the shared filter code reads it (a score filter may name a rubric)
         n = conn.execute(f"SELECT count(*) FROM samples WHERE {where}", params).fetchone()[0] if kept else 0
+        if key != "task_type" and kept > n:
+            # a score filter also drops every sample with no score on the rubric: say how many of the excluded
+            # were never scored, so "excluded by min_score" is not read as "scored low"
+            scored, sargs = scores.build(value, None, include_stale).unbounded().sql()
+            has = conn.execute(f"SELECT count(*) FROM samples WHERE {before} AND {scored}",
+                               [*before_args, *sargs]).fetchone()[0]
+            if kept - has:
+                unscored[key] = kept - has
         excluded[key] = kept - n
         kept = n
     counts = {"in_scope": in_scope, "in_scope_by_status": by_status, "selected": kept,
-              "excluded_by_filter": excluded}
+              "excluded_by_filter": excluded, "excluded_unscored": unscored}
     return Selection(where, tuple(params), filters, counts)
 
 
@@ -446,7 +456,9 @@ def describe_counts(counts: dict) -> str:
              + ", ".join(f"{s} {n:,}" for s, n in counts["in_scope_by_status"].items()) + ")"]
     for k, n in counts["excluded_by_filter"].items():
         if n or k == "status":
-            parts.append(f"{n:,} excluded by {k}")
+            unscored = counts.get("excluded_unscored", {}).get(k)
+            parts.append(f"{n:,} excluded by {k}" + (f" ({unscored:,} of them not scored on its rubric)"
+                                                      if unscored else ""))
     for k, n in counts.get("skipped_by_reason", {}).items():
         parts.append(f"{n:,} skipped: {k}")
     return "; ".join(parts)

@@ -1,6 +1,7 @@
 """The sample filter shared by jobs, the CLI and the TUI: `k=v` pairs -> SQL over one dataset's samples."""
 from __future__ import annotations
 
+import re
 import sqlite3
 from typing import Any, Iterator
 
@@ -22,12 +23,12 @@ def parse_value(text: str) -> Any:
         return False
     if low in ("none", "null"):
         return None
-    for conv in (int, float):
-        try:
-            return conv(text)
-        except ValueError:
-            pass
-    return text
+    if re.fullmatch(r"\s*[+-]?[0-9]+\s*", text):     # ASCII digits only: int() also takes '1_000' and '١٢'
+        return int(text)
+    try:
+        return float(text) if text.isascii() else text
+    except ValueError:
+        return text
 
 
 FILTER_KEYS = {

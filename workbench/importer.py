@@ -26,7 +26,7 @@ import orjson
 from . import busy, formats, import_recovery, licenses, segments
 from .formats import FormatError, ParseOptions, RowError, TieRow
 from .samples import _INSERT, INSERT_COLUMNS, sample_row
-from .store import WAL_AUTOCHECKPOINT, get_dataset, now, transaction
+from .store import BUSY_TIMEOUT_MS, WAL_AUTOCHECKPOINT, get_dataset, now, transaction
 
 DETECT_SAMPLE = 20
 PROGRESS_EVERY = 10_000
@@ -423,6 +423,7 @@ def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, wri
                       name="workbench-import-parser", daemon=True)
     proc.start()
     send.close()
+    receiving = open(receive.fileno(), "rb", buffering=0, closefd=False)
     rows_before = 0
     try:
         while True:
@@ -432,7 +433,7 @@ def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, wri
                     writer.idle()
                 writer.timing.parser_wait += time.perf_counter() - t0
             try:
-                kind, payload = pickle.loads(receive.recv_bytes())
+                kind, payload = pickle.loads(_recv_message(receiving))
             except EOFError:
                 proc.join(5)
                 raise ImportFailed(f"{ctx.file}: the import's parser process ended unexpectedly (exit code "
@@ -453,6 +454,26 @@ def _built_blocks(ctx: _Context, path: Path, parallel: bool, segmented=None, wri
             proc.kill()
         proc.join()
         receive.close()
+
+
+def _recv_message(f) -> bytearray:
+    """One message of multiprocessing's wire format (a signed 4-byte big-endian length, -1 then 8 bytes for a big
+    one), read straight into its buffer: Connection.recv_bytes copies every chunk through a BytesIO, and at a
+    million rows those copies cost as much as the rows' inserts (benchmarks/bench_import.py's profile)."""
+    size = int.from_bytes(_read_exactly(f, bytearray(4)), "big", signed=True)
+    if size == -1:
+        size = int.from_bytes(_read_exactly(f, bytearray(8)), "big")
+    return _read_exactly(f, bytearray(size))
+
+
+def _read_exactly(f, buf: bytearray) -> bytearray:
+    view, got = memoryview(buf), 0
+    while got < len(buf):
+        n = f.readinto(view[got:])
+        if not n:
+            raise EOFError
+        got += n
+    return buf
 
 
 def _parallel(path: Path, det: Detection) -> bool:
@@ -693,7 +714,7 @@ class _StagedWriter(_Writer):
         self.conn.execute("COMMIT")
         self.last_commit = time.perf_counter() - t0
         self.timing.committing += self.last_commit
-        self.stats.note(time.perf_counter() - self.tx_began)
+        self.stats.note(time.perf_counter() - self.tx_began, self.last_commit)
         self.tx_began = None
 
     def rollback(self) -> None:
@@ -714,9 +735,12 @@ class TxStats:
     waited: float = 0.0
     yielded: int = 0          # commits made because another writer was waiting
 
-    def note(self, took: float) -> None:
+    longest_commit: float = 0.0   # how much of the longest one its COMMIT took
+
+    def note(self, took: float, commit: float) -> None:
         self.count += 1
-        self.longest = max(self.longest, took)
+        if took > self.longest:
+            self.longest, self.longest_commit = took, commit
 
 
 @dataclass
@@ -726,6 +750,7 @@ class Timing:
     inserting: float = 0.0       # executemany: the rows and their index entries
     committing: float = 0.0      # COMMIT: the transaction's pages written to the WAL
     parser_wait: float = 0.0     # waiting for the parser process's next block
+    checkpointing: float = 0.0   # copying the import from the WAL into the database file, at its end
 
 
 LAST_TIMING = Timing()
@@ -866,10 +891,12 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
             if progress and before // PROGRESS_EVERY != counted[0] // PROGRESS_EVERY:
                 progress(counted[0] // PROGRESS_EVERY * PROGRESS_EVERY)
 
-    # Copying a big import from the WAL into the database file takes ~10 s a million rows: leave it to the
-    # follow-up `workbench index` step (or the next commit) instead of holding the curator up here.
     check_space(store_dir(conn), DISK_RESERVE + sum(sizes), dets[0].file)
+    # The import's pages are copied from the WAL into the database file once, at its end (_checkpoint_after):
+    # not by this connection as it goes, and not by the other writers' automatic checkpoints, which would each
+    # copy what the import wrote since the last one (a Review decision every 3 s took 300-600 ms that way).
     conn.execute("PRAGMA wal_autocheckpoint = 0")
+    pin = _pin_wal(conn)
     current = dets[0].file
     import_ids: list[int] = []
     stats, timing = TxStats(), Timing()
@@ -947,6 +974,7 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
         raise
     finally:
         conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT}")
+        timing.checkpointing = _checkpoint_after(conn, pin)
         LAST_TX_STATS.__dict__.update(stats.__dict__)
         LAST_TIMING.__dict__.update(timing.__dict__)
     if progress:
@@ -955,6 +983,34 @@ def _import_all(conn, paths, dets, shas, sizes, name, mapping, skip_invalid, pro
     return ImportResult(name, did, files[0].import_id, fmts.pop() if len(fmts) == 1 else "mixed", counted[0],
                         skipped, dups, first, last, sum(f.ties for f in files), sum(f.candidates for f in files),
                         files, _segments_report(segs) if segs else None)
+
+
+def _pin_wal(conn: sqlite3.Connection) -> sqlite3.Connection | None:
+    """A read transaction held open for the whole import on a connection of its own. A checkpoint copies WAL
+    pages only up to the oldest open read, so the other writers' automatic checkpoints find nothing of the
+    import's to copy: a decision's commit stays a commit. (It ends with this process, even on kill -9.)"""
+    path = conn.execute("PRAGMA database_list").fetchone()[2]
+    if not path:     # an in-memory store has no WAL
+        return None
+    pin = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+    pin.execute("BEGIN")
+    pin.execute("SELECT 1 FROM meta LIMIT 1").fetchall()      # the read starts here, at the WAL's current end
+    return pin
+
+
+def _checkpoint_after(conn: sqlite3.Connection, pin: sqlite3.Connection | None) -> float:
+    """The import's pages into the database file now, once (PASSIVE: readers are not waited for), so the next
+    writer's automatic checkpoint does not copy a whole import inside, say, a Review decision. Returns the
+    seconds it took."""
+    if pin is None:
+        return 0.0
+    pin.close()
+    t0 = time.perf_counter()
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.OperationalError as e:     # a full disk: the next checkpoint, anyone's, does it
+        log.warning("could not copy the import into the database file yet (%s)", e)
+    return time.perf_counter() - t0
 
 
 def _check_license(conn: sqlite3.Connection, did: int, name: str, license: str | None) -> None:

@@ -254,6 +254,9 @@ def parse_judge_json(raw, dimensions=JUDGE_DIMENSIONS, lo: float = 1, hi: float 
     rationale = flat.get("rationale", flat.get("reasoning", flat.get("explanation")))
     if not isinstance(rationale, str) or not rationale.strip():
         raise ParseError("rationale is missing or empty", raw)
+    if not any(ch.isalpha() for ch in rationale):     # "...": the template's placeholder echoed; "###", "1"
+        raise ParseError(f"rationale {rationale.strip()[:40]!r} has no words (the template's '...' echoed, or only "
+                         f"digits and punctuation)", raw)
     return JudgeResult(scores=scores, overall=overall, rationale=rationale.strip(), extra=extra)
 
 

@@ -123,10 +123,11 @@ def iter_samples(conn: sqlite3.Connection, where: str = "1", params: tuple = (),
 FTS_FIELDS = ("instruction", "input", "response")
 
 
-def write_text(conn: sqlite3.Connection, sample_id: int, values: dict) -> None:
+def write_text(conn: sqlite3.Connection, sample_id: int, values: dict, fts_later: list | None = None) -> None:
     """Inside a transaction: set text fields (`messages` as a list) of one sample (an edit, a cleaning fix or their
     undo), then recompute its content hash, lengths and FTS entry, and the duplicate flags of the rows that shared
-    its old hash or share its new one, and the stale flag of its scores."""
+    its old hash or share its new one, and the stale flag of its scores. With `fts_later`, the FTS change is
+    appended there for the caller's store.fts_replace_many (a bulk rewrite: one sample once per batch)."""
     current = require_sample(conn, sample_id)
     new = {**current, **values}
     h = hash_of(new)
@@ -139,7 +140,11 @@ def write_text(conn: sqlite3.Connection, sample_id: int, values: dict) -> None:
         _reflag_duplicates(conn, group)
     scores.text_changed(conn, sample_id, h)   # its scores were given to other text: stale (fresh again on undo)
     if any(k in FTS_FIELDS for k in values):
-        fts_replace(conn, sample_id, {k: current[k] or "" for k in FTS_FIELDS}, {k: new[k] or "" for k in FTS_FIELDS})
+        change = (sample_id, {k: current[k] or "" for k in FTS_FIELDS}, {k: new[k] or "" for k in FTS_FIELDS})
+        if fts_later is None:
+            fts_replace(conn, *change)
+        else:
+            fts_later.append(change)
 
 
 def _reflag_duplicates(conn: sqlite3.Connection, content_hash: int | None) -> None:

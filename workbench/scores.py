@@ -183,6 +183,10 @@ class ScoreFilter:
             conds.append(c + ")")
         return " AND ".join(conds) or "1", params
 
+    def unbounded(self) -> "ScoreFilter":
+        """The same rubrics with no bounds: matches the samples that have a score on each."""
+        return ScoreFilter(tuple((r, None, None) for r, _, _ in self.bounds), self.include_stale)
+
     def fresh_range(self, rubric: str) -> tuple[float | None, float | None] | None:
         """(lo, hi) when only samples with a fresh score on `rubric` in that range can pass (a bound on it, stale
         scores excluded), else None."""

@@ -73,13 +73,6 @@ def _run_sanitized(args) -> int:
         sys.stdout, sys.stderr = out, err
 
 
-def _no_empty_paths(args) -> None:
-    """`--db ""` (an unset variable in a script) would silently mean the default store: refused."""
-    for opt in ("db", "config"):
-        if getattr(args, opt, None) == "":
-            raise CliError(f"--{opt}: an empty path (leave the option out for the default)")
-
-
 def _store_error(path, e: Exception) -> str:
     """SQLite's message about the store, with what it usually means ("unable to open database file" says neither
     that the path is a directory nor that the disk is mounted read-only)."""
@@ -101,7 +94,6 @@ def main(argv: list[str] | None = None) -> int:
     try:
         top, rest = top_parser(add_help=False).parse_known_args(argv)
         verbose = top.verbose or "-v" in rest or "--verbose" in rest
-        _no_empty_paths(top)
         if not rest:
             # no command: straight to the TUI, without importing every command's modules (openai etc.) first
             if top.config:
@@ -109,7 +101,6 @@ def main(argv: list[str] | None = None) -> int:
             from ..app import run_app  # the only place the CLI pulls in Textual
             return run_app(db=top.db, config=top.config) or 0
         args = build_parser().parse_args(argv)  # `rest` holds a command (or something argparse will refuse)
-        _no_empty_paths(args)
         if getattr(args, "config", None):
             # one config for everything this process does (template overrides, workers it starts), not only
             # for the code that is handed args.config

@@ -30,13 +30,17 @@ class DataError(CliError):
 
 class _StoreOnce(argparse._StoreAction):
     """An option that takes one value refuses a second: `--ids 1 --ids 2` silently deciding only 2, or
-    `--mode each --mode spread`, is a command line that says two things (repeatable options use action=append)."""
+    `--mode each --mode spread`, is a command line that says two things (repeatable options use action=append).
+    An empty (or blank) value is refused too: it is an unset variable far more often than a meaning."""
 
     def __call__(self, parser, namespace, values, option_string=None):
         seen = namespace.__dict__.setdefault("_given", set())
         if option_string and self.dest in seen:
             parser.error(f"{option_string} is given twice ({getattr(namespace, self.dest)!r} and {values!r}): "
                          f"give it once")
+        if option_string and isinstance(values, str) and not values.strip():
+            # `--selection ""` exported everything, `--judge ""` meant no judge: an unset variable in a script
+            parser.error(f"{option_string} is empty: give a value, or leave the option out")
         seen.add(self.dest)
         super().__call__(parser, namespace, values, option_string)
 

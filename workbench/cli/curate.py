@@ -7,6 +7,7 @@ from .. import clean, dedup, sampling, snapshots
 from .common import CliError, DataError, open_cli_store, print_json
 from . import numbers
 from ..config import ConfigError, load_config
+from ..names import name_problem
 
 PREVIEW_CLUSTERS = 20
 
@@ -127,6 +128,10 @@ def _exempt(conn, args) -> int:
     if args.apply or args.normalize:
         raise CliError("--exempt/--unexempt record the curator's choice on their own: leave out --apply/--normalize")
     names = clean.parse_filters(args.filter) if args.filter else [ALL_FILTERS]
+    both = sorted(set(args.exempt or []) & set(args.unexempt or []))
+    if both:
+        raise CliError(f"#{both[0]} is given to both --exempt and --unexempt: say one")
+    args.exempt, args.unexempt = (list(dict.fromkeys(x or [])) for x in (args.exempt, args.unexempt))
     for sid in [*(args.exempt or []), *(args.unexempt or [])]:   # all or nothing: check every id first
         if conn.execute("SELECT 1 FROM samples WHERE id = ?", (sid,)).fetchone() is None:
             raise CliError(f"--exempt/--unexempt: no sample with id {sid}")
@@ -309,6 +314,9 @@ def _applied_line(applied: dedup.ApplyResult, file=None) -> None:
 def cmd_sample(args) -> int:
     if not args.dry_run and not args.into:
         raise CliError("--into NAME is needed to write a selection (or --dry-run to preview)")
+    problem = args.into is not None and name_problem(args.into, "selection")
+    if problem:
+        raise CliError(f"--into: {problem}")
     if args.by == "deita":
         return _sample_deita(args)
     if not args.target:

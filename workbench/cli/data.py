@@ -326,8 +326,8 @@ def cmd_index(args) -> int:
 
 def _short(v, n: int = 100) -> str:
     text = v if isinstance(v, str) else repr(v)
-    text = label(text.replace("\n", "\\n"))
-    return text if len(text) <= n else text[:n] + f"... ({len(text)} chars)"
+    shown = label(text.replace("\n", "\\n"))
+    return shown if len(shown) <= n else shown[:n] + f"... ({len(text)} chars)"   # the text's length, not the escaped
 
 
 def cmd_export(args) -> int:
@@ -366,7 +366,8 @@ def cmd_export(args) -> int:
                 "sha256": res.sha256, "manifest": str(res.manifest_path) if res.manifest_path else None,
                 "snapshot": res.snapshot_id, "files": [str(f) for f in res.files], "by_status": c["by_status"],
                 "in_scope": c["in_scope"], "in_scope_by_status": c["in_scope_by_status"],
-                "excluded_by_filter": c["excluded_by_filter"], "skipped_by_reason": c["skipped_by_reason"]}
+                "excluded_by_filter": c["excluded_by_filter"], "excluded_unscored": c["excluded_unscored"],
+                "skipped_by_reason": c["skipped_by_reason"]}
         say.write(json.dumps(info, ensure_ascii=False, indent=2) + "\n")
         return 0
     print(f"exported {res.rows:,} rows to {res.path} ({res.format}); sha256 {res.sha256}; snapshot {res.snapshot_id}"
@@ -396,7 +397,8 @@ def _export_shards(args, conn, tags) -> int:
         print_json({"directory": str(res.path), "format": "parquet", "rows": res.rows, "shards": shards,
                     "sha256": res.sha256, "manifest": str(res.manifest_path), "snapshot": res.snapshot_id,
                     "files": [str(f) for f in res.files], "by_status": c["by_status"], "in_scope": c["in_scope"],
-                    "in_scope_by_status": c["in_scope_by_status"], "excluded_by_filter": c["excluded_by_filter"]})
+                    "in_scope_by_status": c["in_scope_by_status"], "excluded_by_filter": c["excluded_by_filter"],
+                    "excluded_unscored": c["excluded_unscored"]})
         return 0
     print(f"exported {res.rows:,} rows to {res.path} as {shards} Parquet shard{'s' if shards != 1 else ''}; "
           f"snapshot {res.snapshot_id}; manifest {res.manifest_path}")

@@ -10,6 +10,7 @@ from ..filters import FilterError, check_scores, iter_filtered, parse_filter
 from ..samples import TEXT_FIELDS
 from ..store import get_dataset
 from ..decisions import UnknownIds
+from ..names import name_problem
 from .common import CliError, DataError, open_cli_store, print_json
 from . import numbers
 from .numbers import INT64_MAX
@@ -227,6 +228,9 @@ def cmd_decide(args) -> int:
 # --- spotcheck and agreement ----------------------------------------------------------------------------------
 
 def cmd_spotcheck(args) -> int:
+    problem = args.name is not None and name_problem(args.name, "selection")
+    if problem:
+        raise CliError(f"--name: {problem}")
     conn = _store(args)
     try:
         res = agreement_mod.spotcheck(conn, args.dataset, args.rubric, args.fraction, args.seed, args.name,

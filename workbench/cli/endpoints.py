@@ -67,6 +67,10 @@ def register(sub, common):
     padd.set_defaults(handler=guard(cmd_pools_add))
 
 
+def _save(cfg: dict, args):
+    return save_config(cfg, getattr(args, "config", None))
+
+
 def _check_name(name: str, what: str) -> None:
     problem = name_problem(name, what)
     if problem:
@@ -85,7 +89,7 @@ def cmd_endpoints_add(args) -> int:
                     max_retries=args.max_retries, json_mode=args.json_mode, cost_per_1k_input=args.cost_in,
                     cost_per_1k_output=args.cost_out, params=parse_kv(args.param, "--param"),
                     max_reply_bytes=args.max_reply_bytes, batch_cost_factor=args.batch_cost_factor)
-    path = save_config(E.add_endpoint(cfg, ep), getattr(args, "config", None))
+    path = _save(E.add_endpoint(cfg, ep), args)
     print(f"endpoint {args.name} saved to {path}")
     return 0
 
@@ -98,7 +102,7 @@ def cmd_endpoints_remove(args) -> int:
     if users:
         raise CliError(f"endpoint {args.name} is used by pool(s) {', '.join(users)}")
     del cfg["endpoints"][args.name]
-    save_config(cfg, getattr(args, "config", None))
+    _save(cfg, args)
     print(f"endpoint {args.name} removed")
     return 0
 
@@ -177,6 +181,6 @@ def cmd_pools_add(args) -> int:
     dup = duplicate_member(args.endpoint, {n: {"base_url": ep.base_url, "model": ep.model} for n, ep in known.items()})
     if dup:
         raise CliError(f"pool {args.name}: {dup}")
-    path = save_config(E.add_pool(cfg, args.name, args.endpoint, args.mode), getattr(args, "config", None))
+    path = _save(E.add_pool(cfg, args.name, args.endpoint, args.mode), args)
     print(f"pool {args.name} saved to {path}")
     return 0

@@ -242,11 +242,14 @@ def cmd_worker(args) -> int:
     if args.job is not None:      # a job that does not exist would leave the worker with nothing to do, silently
         conn = open_cli_store(args)
         try:
-            J.get_job(conn, args.job)
+            status = J.get_job(conn, args.job)["status"]
         except TaskError as e:
             raise CliError(str(e)) from None
         finally:
             conn.close()
+        if status not in ("queued", "running"):
+            raise CliError(f"job {args.job} is {status}: nothing to run (`workbench jobs resume` or `jobs retry` "
+                           f"queues it again)")
     handler = logging.StreamHandler(sys.stderr)
     # the log is a file (the TUI's workers) that outlives the run: no key in it, whatever a message quotes
     handler.setFormatter(RedactingFormatter(E.secrets(cfg),

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,12 +42,16 @@ def coerce(name: str, spec: Param, value: Any) -> Any:
         out = value
     elif kind in (int, float):
         if isinstance(value, str):
+            if kind is int and not re.fullmatch(r"\s*[+-]?[0-9]+\s*", value):     # '1e3', '0x10', '1_000', '2.0'
+                raise TaskError(f"param {name}: expected int (whole number digits), got {value!r}")
             value = parse_value(value)
         if isinstance(value, float) and not math.isfinite(value):
             raise TaskError(f"param {name}: expected a finite {kind.__name__}, got {value!r}")
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and value != int(value)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or (kind is int and isinstance(value, float)):
             raise TaskError(f"param {name}: expected {kind.__name__}, got {value!r}")
         out = kind(value)
+        if kind is int and abs(out) > (1 << 63) - 1:
+            raise TaskError(f"param {name}: {value!r} is too large")
         lo, hi = SAMPLING_BOUNDS.get(name, (None, None))
         if (lo is not None and out < lo) or (hi is not None and out > hi):
             raise TaskError(f"param {name}: {out!r} is out of range ({lo} to {hi if hi is not None else 'any'})")
