@@ -46,12 +46,13 @@ def stop_server(p: subprocess.Popen) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
-def run_worker(db: Path, cfg: Path, env: dict, log: Path | None = None) -> tuple[float, int, int, float]:
-    """(seconds, exit status, peak RSS in KB, CPU seconds) of one `workbench worker --until-idle` process."""
+def run_worker(db: Path, cfg: Path, env: dict, log: Path | None = None, code: Path = ROOT) -> tuple[float, int, int, float]:
+    """(seconds, exit status, peak RSS in KB, CPU seconds) of one `workbench worker --until-idle` process (of the
+    checkout `code`: another one's code can be measured in the same run)."""
     t0 = time.perf_counter()
     out = open(log, "wb") if log else subprocess.DEVNULL
     p = subprocess.Popen([sys.executable, "-m", "workbench", "worker", "--until-idle", "--db", str(db),
-                          "--config", str(cfg)], stdout=out, stderr=out, env=env, cwd=ROOT)
+                          "--config", str(cfg)], stdout=out, stderr=out, env=env, cwd=code)
     _, status, usage = os.wait4(p.pid, 0)
     if log:
         out.close()

@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
+import signal
 import sys
 import threading
 import time
@@ -77,6 +79,7 @@ class Stats:
     in_flight: int = 0
     max_in_flight: int = 0
     busy_seconds: float = 0.0                       # summed time requests held a capacity slot
+    waits: list = field(default_factory=list)       # seconds each request queued for a capacity slot, in order
     faults: dict = field(default_factory=dict)
     prompts: dict = field(default_factory=dict)     # prompt -> times answered with a completion
     bodies: list = field(default_factory=list)      # last request bodies (bounded)
@@ -189,7 +192,9 @@ class LLMServer:
         if sem is None and self.capacity:
             sem = self._sem = asyncio.Semaphore(self.capacity)
         if sem is not None:
+            arrived = time.monotonic()
             await sem.acquire()
+            st.waits.append(time.monotonic() - arrived)
         st.in_flight += 1
         st.max_in_flight = max(st.max_in_flight, st.in_flight)
         held_from = time.monotonic()
@@ -512,15 +517,18 @@ def main(argv=None) -> int:
 
     async def run():
         await srv._start(args.port)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
         print(f"PORT {srv.port}", flush=True)
-        while True:
-            await asyncio.sleep(3600)
-    try:
-        asyncio.run(run())
-    except KeyboardInterrupt:   # SIGINT: print what was served (benchmarks read it)
+        await stop.wait()
+        # SIGINT: print what was served (benchmarks read it), then leave at once: the cleanup of asyncio.run
+        # sometimes took over 30 s on a loaded machine after a 4000-request job (benchmarks timed out waiting)
         st = srv.stats
         print(json.dumps({"requests": st.requests, "completions": st.completions, "faults": st.faults,
-                          "max_in_flight": st.max_in_flight, "busy_seconds": round(st.busy_seconds, 3)}), flush=True)
+                          "max_in_flight": st.max_in_flight, "busy_seconds": round(st.busy_seconds, 3),
+                          "waits": [round(w, 4) for w in st.waits]}), flush=True)
+        os._exit(0)
+    asyncio.run(run())
     return 0
 
 

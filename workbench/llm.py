@@ -280,6 +280,7 @@ class Client:
         body = {**params, "model": self.ep.model, "messages": messages}
         if rf is not None:
             body["response_format"] = rf
+        client = self.client      # built before the clock starts: its cost is not the server's latency
         sent_with = await self.sem.acquire()
         rtt, overloaded = None, False
         try:
@@ -291,7 +292,7 @@ class Client:
                 # a worker on a small box; our params are plain dicts and we read four fields of the reply
                 # streamed, read in chunks up to max_reply_bytes: a 20 MB reply is refused after 1 MB is read,
                 # instead of being held whole (and again as text, JSON and the stored raw reply)
-                http = await self.client.post("/chat/completions", body=body, cast_to=_http_response_type(),
+                http = await client.post("/chat/completions", body=body, cast_to=_http_response_type(),
                                               stream=True, options={"security": {"bearer_auth": True}})
                 raw = await self._read_capped(http)
             except (openai.APIConnectionError, *_transport_errors()) as e:
