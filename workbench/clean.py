@@ -29,9 +29,8 @@ from typing import Callable, Iterable
 import orjson
 
 from . import automatic
-from .bulk_recovery import roll_back_run
 from .normalize import NORMALIZE_DEFAULTS, normalize_options, normalize_sample, normalize_text  # noqa: F401
-from .runs import (RUN_ACTIONS, RunInfo, UndoResult, current_fields, json_text, list_runs,  # noqa: F401
+from .runs import (RUN_ACTIONS, MarkedRun, RunInfo, UndoResult, current_fields, json_text, list_runs,  # noqa: F401
                    log_status_changes, new_run, roll_back_unfinished, undo_run)
 from .samples import write_text
 from .short_tx import ShortTransactions, roomy_wal
@@ -413,29 +412,20 @@ def apply_filters(conn: sqlite3.Connection, result: Preview) -> ApplyResult:
     In short transactions (workbench/short_tx.py), each reading the statuses it changes; `bulk_runs` marks the run
     unfinished until its last chunk. A failure midway undoes what was written before it is reported, and a process
     that died midway is undone by the next open (workbench/bulk_recovery.py), so the run stays one undoable step."""
-    run, n = None, 0
-    try:
-        with ShortTransactions(conn) as tx:
-            for i in range(0, len(result.hits), APPLY_CHUNK):
-                hits = result.hits[i:i + APPLY_CHUNK]
-                chunk = [h.id for h in hits]
-                current = dict(conn.execute(f"SELECT id, status FROM samples WHERE id IN "
-                                            f"({','.join('?' * len(chunk))})", chunk).fetchall())
-                changes = [(h.id, h.status, h.filter) for h in hits
-                           if current.get(h.id) == h.status and h.status != "rejected"]
-                if changes:
-                    if run is None:   # the run and its unfinished mark start with its first rejection
-                        run = new_run(conn, "filter")
-                        conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES ('filter', ?, ?, ?)",
-                                     (run, os.getpid(), now()))
-                    n += log_status_changes(conn, run, "filter", changes, "rejected")
-                tx.next()
-            if run is not None:
-                conn.execute("DELETE FROM bulk_runs WHERE run = ?", (run,))
-    except BaseException:
-        if run is not None and conn.execute("SELECT 1 FROM bulk_runs WHERE run = ?", (run,)).fetchone():
-            roll_back_run(conn, run)
-        raise
+    n = 0
+    with MarkedRun(conn, "filter") as marked, ShortTransactions(conn) as tx:
+        for i in range(0, len(result.hits), APPLY_CHUNK):
+            hits = result.hits[i:i + APPLY_CHUNK]
+            chunk = [h.id for h in hits]
+            current = dict(conn.execute(f"SELECT id, status FROM samples WHERE id IN "
+                                        f"({','.join('?' * len(chunk))})", chunk).fetchall())
+            changes = [(h.id, h.status, h.filter) for h in hits
+                       if current.get(h.id) == h.status and h.status != "rejected"]
+            if changes:
+                n += log_status_changes(conn, marked.id(), "filter", changes, "rejected")
+            tx.next()
+        marked.finish()
+    run = marked.run
     if run is None:
         return ApplyResult(None, 0, len(result.hits))
     return ApplyResult(run, n, len(result.hits) - n)

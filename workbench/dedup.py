@@ -42,10 +42,9 @@ from .dedup_scan import db_path, fetch_extras, row_texts, scan_signatures
 from .near_dup import (ANCHOR_MIN_WORDS, CHUNK, DEFAULT_THRESHOLD, GATE, KEY_BYTES,  # noqa: F401
                        SNIPPET, VERIFY_BATCH, WINDOW, WORKERS, Stats, match_text, near_duplicate_groups,
                        near_duplicate_sigs)
-from .bulk_recovery import roll_back_run
-from .runs import log_status_changes, new_run   # the undoable run log, shared with the filters
+from .runs import MarkedRun, log_status_changes   # the undoable run log, shared with the filters
 from .short_tx import ShortTransactions
-from .store import IN_A_DATASET, STATUSES, now, open_store, transaction
+from .store import IN_A_DATASET, STATUSES, open_store, transaction
 
 MATCH_FIELDS = ("instruction", "input", "response")
 DEFAULT_FIELDS = ("instruction", "input")
@@ -284,38 +283,28 @@ def reject_duplicates(conn: sqlite3.Connection, plan: list[tuple[int, int]]) -> 
     unfinished until its last chunk: a failure midway undoes what was written before it is reported, and a process
     that died midway is undone by the next open (workbench/bulk_recovery.py), as `clean --apply` is."""
     rejected = accepted = 0
-    run = None
     todo = sorted(plan)
     if not todo:
         return None, 0, 0
-    try:
-        with ShortTransactions(conn) as tx:
-            for i in range(0, len(todo), APPLY_ROWS):
-                chunk = todo[i:i + APPLY_ROWS]
-                status = dict(conn.execute(f"SELECT id, status FROM samples WHERE id IN "
-                                           f"({','.join('?' * len(chunk))})", [sid for sid, _ in chunk]))
-                changes = []
-                for sid, keeper in chunk:
-                    st = status.get(sid)
-                    if st is None or st == "rejected":
-                        continue
-                    if st == "accepted":
-                        accepted += 1
-                        continue
-                    changes.append((sid, st, f"duplicate of #{keeper}"))
-                if changes:
-                    if run is None:    # the run and its unfinished mark start with its first rejection
-                        run = new_run(conn, "dedup")
-                        conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES ('dedup', ?, ?, ?)",
-                                     (run, os.getpid(), now()))
-                    rejected += log_status_changes(conn, run, "dedup", changes, "rejected")
-                tx.next()
-            if run is not None:
-                conn.execute("DELETE FROM bulk_runs WHERE run = ?", (run,))
-    except BaseException:
-        if run is not None and conn.execute("SELECT 1 FROM bulk_runs WHERE run = ?", (run,)).fetchone():
-            roll_back_run(conn, run)
-        raise
+    with MarkedRun(conn, "dedup") as marked, ShortTransactions(conn) as tx:
+        for i in range(0, len(todo), APPLY_ROWS):
+            chunk = todo[i:i + APPLY_ROWS]
+            status = dict(conn.execute(f"SELECT id, status FROM samples WHERE id IN "
+                                       f"({','.join('?' * len(chunk))})", [sid for sid, _ in chunk]))
+            changes = []
+            for sid, keeper in chunk:
+                st = status.get(sid)
+                if st is None or st == "rejected":
+                    continue
+                if st == "accepted":
+                    accepted += 1
+                    continue
+                changes.append((sid, st, f"duplicate of #{keeper}"))
+            if changes:
+                rejected += log_status_changes(conn, marked.id(), "dedup", changes, "rejected")
+            tx.next()
+        marked.finish()
+    run = marked.run
     return (run if rejected else None), rejected, accepted
 
 

@@ -13,7 +13,7 @@ from typing import Iterable
 
 import orjson
 
-from .bulk_recovery import claim_dead, marked_ranges, note_range, range_chunks
+from .bulk_recovery import claim_dead, marked_ranges, note_range, range_chunks, roll_back_run
 from .samples import write_text
 from .short_tx import ShortTransactions
 from .store import now, transaction
@@ -34,6 +34,37 @@ def new_run(conn: sqlite3.Connection, kind: str) -> str:
     seq = int(row[0]) + 1 if row else 1
     conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('curation_run_seq', ?)", (str(seq),))
     return f"{kind}-{seq}"
+
+
+class MarkedRun:
+    """A bulk run of status changes kept one undoable step across short transactions: its run id and its
+    `bulk_runs` mark are made with its first change (`id()`), the mark goes with `finish()` inside the last
+    transaction, and a failure before that undoes what was written (a process that died: the next open,
+    workbench/bulk_recovery.py). Enter it outside the ShortTransactions, so a failure is undone after the open
+    transaction is rolled back."""
+
+    def __init__(self, conn: sqlite3.Connection, kind: str):
+        self.conn, self.kind, self.run = conn, kind, None
+
+    def __enter__(self) -> "MarkedRun":
+        return self
+
+    def id(self) -> str:
+        """Inside a transaction: the run's id, made (with its mark) on the first call."""
+        if self.run is None:
+            self.run = new_run(self.conn, self.kind)
+            self.conn.execute("INSERT INTO bulk_runs (kind, run, pid, started_at) VALUES (?, ?, ?, ?)",
+                              (self.kind, self.run, os.getpid(), now()))
+        return self.run
+
+    def finish(self) -> None:
+        if self.run is not None:
+            self.conn.execute("DELETE FROM bulk_runs WHERE run = ?", (self.run,))
+
+    def __exit__(self, kind, exc, tb) -> None:
+        if exc is not None and self.run is not None and \
+                self.conn.execute("SELECT 1 FROM bulk_runs WHERE run = ?", (self.run,)).fetchone():
+            roll_back_run(self.conn, self.run)
 
 
 def log_status_changes(conn: sqlite3.Connection, run: str, action: str, changes: list[tuple[int, str, str]],
