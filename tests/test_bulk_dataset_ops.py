@@ -5,17 +5,12 @@ killed with kill -9 or failing midway is finished (delete, merge) or taken back 
 store - the CLI's and the TUI's. Afterwards the maintained counts (Balance's sample_stats, score_stats, the
 datasets' status counts) equal a recount of the rows and the search index holds exactly the rows' text."""
 import json
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from faults import fail_on_call
+from faults import fail_on_call, kill_midway, wait_for
 
 from workbench import browse, bulk_delete, busy, clean, dedup, exporter, scores, short_tx, stats
 from workbench.exporter import ExportFailed, export
@@ -24,7 +19,6 @@ from workbench.store import (STATS_DIMS, STATUSES, ensure_dataset, fts_sync, get
                              stats_bucket_sql, status_counts, transaction)
 
 ROWS = 600
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def seed(db: Path) -> dict:
@@ -97,13 +91,6 @@ def exact(conn) -> None:
     assert conn.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 0
 
 
-def wait_for(pred, timeout=120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.001)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -276,20 +263,7 @@ else:
 
 
 def _kill_midway(db: Path, job: str, midway) -> None:
-    """Run the job in a process; once `midway(conn)`, hold the lock (the job stops at its next chunk boundary),
-    check it is still midway, and kill -9 it."""
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(db), job], cwd=ROOT)
-    watcher = open_store(db)
-    try:
-        wait_for(lambda: midway(watcher) or p.poll() is not None)
-        busy.begin(watcher)
-        assert midway(watcher), "the job ended before it could be killed midway"
-    finally:
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
-        if watcher.in_transaction:
-            watcher.execute("ROLLBACK")
-        watcher.close()
+    kill_midway(db, CHILD, [job], midway)
 
 
 def _reopen(db: Path, how: str):

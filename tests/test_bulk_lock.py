@@ -4,25 +4,20 @@ a failure or a kill -9 midway leaves the store as it was (an export: no snapshot
 status as before, the run undone), and a curator's decision made during a keep is never overwritten."""
 import json
 import os
-import signal
 import sqlite3
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from faults import fail_on_call
+from faults import fail_on_call, kill_midway, wait_for
 
 from workbench import busy, bulk_recovery, keep as keep_mod, shard_update, short_tx, snapshot_write
-from workbench.exporter import ExportFailed, export
+from workbench.exporter import export
 from workbench.keep import keep
 from workbench.samples import insert_samples
 from workbench.store import ensure_dataset, open_store, transaction
 
 ROWS = 2000
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def seed(db: Path) -> None:
@@ -44,13 +39,6 @@ def unpublished_items(conn) -> int:
                         ).fetchone()[0]
 
 
-def wait_for(pred, timeout=120.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return
-        time.sleep(0.001)
-    raise AssertionError("condition not reached in time")
 
 
 @pytest.fixture
@@ -196,20 +184,7 @@ else:
 
 
 def _kill_midway(db: Path, job: str, arg: str, midway) -> None:
-    """Run the job in a process; once `midway(conn)`, hold the lock (the job stops at its next chunk boundary),
-    check it is still midway, and kill -9 it."""
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(db), job, arg], cwd=ROOT)
-    watcher = open_store(db)
-    try:
-        wait_for(lambda: midway(watcher) or p.poll() is not None)
-        busy.begin(watcher)
-        assert midway(watcher), "the job ended before it could be killed midway"
-    finally:
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
-        if watcher.in_transaction:
-            watcher.execute("ROLLBACK")
-        watcher.close()
+    kill_midway(db, CHILD, [job, arg], midway)
 
 
 def test_an_export_killed_midway_is_removed_by_the_next_open(tmp_path):

@@ -2,18 +2,14 @@
 search index build, the Balance counts fold): a writer waiting for the lock gets in between their chunks (shown
 with a writer that waits while the job runs, not with timings), a curator's decision made meanwhile stands, and a
 failure or a kill -9 midway leaves the store as it was before the job."""
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from faults import fail_on_call
+from faults import fail_on_call, kill_midway
 
-from test_bulk_lock import ROOT, ROWS, _writer_between, kept_file, seed, statuses, wait_for
-from workbench import busy, clean, decisions, runs, short_tx, stats
+from test_bulk_lock import ROWS, _writer_between, kept_file, seed, statuses
+from workbench import clean, decisions, runs, short_tx, stats
 from workbench.clean import Hit, Preview, apply_filters
 from workbench.keep import keep
 from workbench.store import fts_sync, open_store
@@ -99,20 +95,7 @@ else:
 
 
 def _kill_midway(db: Path, job: str, arg: str, midway) -> None:
-    """Run the job in a process; once `midway(conn)`, hold the lock (the job stops at its next chunk boundary),
-    check it is still midway, and kill -9 it."""
-    p = subprocess.Popen([sys.executable, "-c", CHILD, str(db), job, arg], cwd=ROOT)
-    watcher = open_store(db)
-    try:
-        wait_for(lambda: midway(watcher) or p.poll() is not None)
-        busy.begin(watcher)
-        assert midway(watcher), "the job ended before it could be killed midway"
-    finally:
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
-        if watcher.in_transaction:
-            watcher.execute("ROLLBACK")
-        watcher.close()
+    kill_midway(db, CHILD, [job, arg], midway)
 
 
 def test_an_undo_killed_midway_is_unwound_by_the_next_command(tmp_path, monkeypatch):

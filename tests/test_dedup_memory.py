@@ -3,18 +3,14 @@ compare exactly as Python strings did, a scan stopped through `progress` ends it
 writes in short transactions (one run, undoable as a whole) that let a waiting writer go first."""
 from __future__ import annotations
 
-import os
 import random
-import signal
 import sqlite3
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-from faults import fail_on_call
+from faults import fail_on_call, kill_midway
 
 from workbench import busy, dedup, dedup_scan, near_dup, runs, short_tx
 from workbench.samples import insert_samples
@@ -296,22 +292,11 @@ dedup.reject_duplicates(conn, [(sid, ids[0]) for sid in ids[1:]])
 def test_keep_best_killed_midway_is_undone_by_the_next_open(db_path, conn):
     _plan(conn, 3001)
     conn.close()
-    p = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, str(db_path)], cwd=Path(__file__).parent.parent)
-    watcher = sqlite3.connect(db_path, timeout=30)
-    try:
-        deadline = time.monotonic() + 120
-        while not watcher.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] and p.poll() is None:
-            assert time.monotonic() < deadline
-            time.sleep(0.001)
-        watcher.execute("BEGIN IMMEDIATE")          # the run stops at its next chunk boundary, midway
-        rejected = watcher.execute("SELECT count(*) FROM samples WHERE status = 'rejected'").fetchone()[0]
-        assert watcher.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 1 and 0 < rejected < 3000
-    finally:
-        os.kill(p.pid, signal.SIGKILL)
-        p.wait()
-        if watcher.in_transaction:
-            watcher.execute("ROLLBACK")
-        watcher.close()
+    kill_midway(db_path, KILLED_CHILD, [], lambda w: w.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] > 0)
+    left = sqlite3.connect(db_path)                # not open_store: that would take the dead run back
+    rejected = left.execute("SELECT count(*) FROM samples WHERE status = 'rejected'").fetchone()[0]
+    assert left.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 1 and 0 < rejected < 3000
+    left.close()
     again = open_store(db_path)                    # any command: the dead run is taken back
     assert again.execute("SELECT count(*) FROM samples WHERE status = 'rejected'").fetchone()[0] == 0
     assert again.execute("SELECT count(*) FROM bulk_runs").fetchone()[0] == 0
